@@ -1,0 +1,242 @@
+"""Load the frame/text tower (any open_clip model, our `tiny` config, or a local checkpoint).
+
+One loader serves the indexer, search and training, so the fingerprint it computes is the one every
+stored vector carries. Weights are looked up in the local caches first; offline and uncached, the
+error names the model and the flags that point at local weights instead of retrying a dead network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidsearch.fingerprint import Fingerprint
+
+from .torchvision_compat import import_open_clip
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_PRETRAINED = {"ViT-B-32": "laion2b_s34b_b79k"}
+RANDOM_SEED = 0
+
+
+class ModelLoadError(RuntimeError):
+    """The model or its weights could not be loaded; the message says what to do instead."""
+
+
+def _open_clip():
+    oc = import_open_clip()
+    for cfg in CONFIG_DIR.glob("*.json"):
+        if cfg.stem not in oc.list_models():
+            oc.add_model_config(cfg)
+    return oc
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_weights(model: str, pretrained: str | None, checkpoint: Path | None) -> tuple[str | None, Path | None]:
+    """Pick (pretrained tag, checkpoint file): explicit flags first, then the model's default."""
+    if checkpoint is not None:
+        return None, Path(checkpoint)
+    if pretrained is not None:
+        return (None if pretrained.lower() in ("none", "random") else pretrained), None
+    shipped = WEIGHTS_DIR / f"{model}.pt"
+    if shipped.is_file():
+        return None, shipped
+    return DEFAULT_PRETRAINED.get(model), None
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """Make huggingface_hub answer from its cache only (no network retries)."""
+    try:
+        import huggingface_hub.constants as hc
+    except ImportError:  # pragma: no cover - open_clip depends on it
+        yield
+        return
+    old = hc.HF_HUB_OFFLINE
+    hc.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hc.HF_HUB_OFFLINE = old
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+@contextlib.contextmanager
+def _quiet_open_clip():
+    """open_clip warns on the root logger that random init is random; we report weights ourselves."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _create(oc, model: str, tag: str | None) -> torch.nn.Module:
+    if tag is None:
+        with torch.random.fork_rng(), _quiet_open_clip():
+            torch.manual_seed(RANDOM_SEED)
+            return oc.create_model(model, pretrained=None)
+    try:
+        with _hub_offline():
+            return oc.create_model(model, pretrained=tag)
+    except Exception as cached_exc:  # not in the cache: try the hub, unless it is unreachable
+        if not _hub_reachable():
+            raise ModelLoadError(
+                f"weights '{tag}' for model {model} are not in the local cache and the model hub "
+                f"cannot be reached (offline?). Point at local weights with --checkpoint PATH "
+                f"(VIDSEARCH_CHECKPOINT), or choose a model whose weights you have with --model NAME "
+                f"--pretrained TAG; `--model tiny` works offline."
+            ) from cached_exc
+        try:
+            return oc.create_model(model, pretrained=tag)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"could not load weights '{tag}' for model {model}: {exc}. Use --checkpoint PATH for "
+                f"local weights or --pretrained TAG for another tag."
+            ) from exc
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+@dataclass
+class ClipBackbone:
+    """An open_clip model ready for batched frame and text encoding, with its fingerprint."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    weights: str
+    dim: int
+    image_size: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    device: torch.device
+    visual_dtype: torch.dtype
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(model=self.name, weights=self.weights, dim=self.dim)
+
+    @torch.inference_mode()
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames (N, S, S, 3), already resized and cropped to `image_size` -> unit vectors (N, D)."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        x = (x - self.mean) / self.std
+        feats = self.model.encode_image(x.to(self.visual_dtype)).float()
+        return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(texts).to(self.device)
+        feats = self.model.encode_text(tokens).float()
+        return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
+
+
+def _choose_visual_dtype(model: torch.nn.Module, precision: str, device: torch.device, size: int) -> torch.dtype:
+    """bf16 where asked or where the CPU supports it and it agrees with fp32 (cosine >= 0.999)."""
+    if precision == "fp32":
+        return torch.float32
+    if device.type == "cpu" and precision == "auto" and not cpu_supports_bf16():
+        return torch.float32
+    gen = torch.Generator().manual_seed(0)
+    probe = torch.rand(4, 3, size, size, generator=gen).to(device)
+    with torch.inference_mode():
+        ref = model.visual(probe).float()
+        model.visual.to(torch.bfloat16)
+        low = model.visual(probe.to(torch.bfloat16)).float()
+    cos = torch.nn.functional.cosine_similarity(ref, low, dim=-1).min().item()
+    if precision == "bf16" or cos >= 0.999:
+        log.info("visual tower in bf16 (min cosine to fp32 %.5f)", cos)
+        return torch.bfloat16
+    log.warning("bf16 visual tower disagrees with fp32 (cosine %.5f): keeping fp32", cos)
+    model.visual.to(torch.float32)
+    return torch.float32
+
+
+def load_backbone(
+    model: str = "ViT-B-32",
+    pretrained: str | None = None,
+    checkpoint: Path | None = None,
+    precision: str = "auto",
+    device: str = "auto",
+) -> ClipBackbone:
+    oc = _open_clip()
+    if model not in oc.list_models():
+        raise ModelLoadError(
+            f"unknown model '{model}': use an open_clip name (e.g. ViT-B-32, ViT-B-16, ViT-L-14) or 'tiny'"
+        )
+    tag, ckpt = resolve_weights(model, pretrained, checkpoint)
+    net = _create(oc, model, tag)
+    if ckpt is not None:
+        if not ckpt.is_file():
+            raise ModelLoadError(f"checkpoint {ckpt} does not exist (from --checkpoint / VIDSEARCH_CHECKPOINT)")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"checkpoint {ckpt} does not fit model {model}: {exc}") from exc
+        weights = f"sha256:{file_sha256(ckpt)[:16]}"
+    else:
+        weights = f"pretrained:{tag}" if tag else f"random:seed{RANDOM_SEED}"
+    net.eval()
+    dev = _device(device)
+    net.to(dev)
+    pre = oc.get_model_preprocess_cfg(net)
+    size = int(pre["size"][0] if isinstance(pre["size"], (tuple, list)) else pre["size"])
+    dtype = _choose_visual_dtype(net, precision, dev, size)
+    dim = int(net.text_projection.shape[-1]) if getattr(net, "text_projection", None) is not None else int(
+        net.visual.output_dim
+    )
+    return ClipBackbone(
+        model=net,
+        tokenizer=oc.get_tokenizer(model),
+        name=model,
+        weights=weights,
+        dim=dim,
+        image_size=size,
+        mean=torch.tensor(pre["mean"], device=dev).view(1, 3, 1, 1),
+        std=torch.tensor(pre["std"], device=dev).view(1, 3, 1, 1),
+        device=dev,
+        visual_dtype=dtype,
+    )

@@ -1,0 +1,1 @@
+"""vidsearch.indexer: discovery, probing, segmentation, decoding and the indexing pipeline."""

@@ -1,0 +1,101 @@
+"""The `vidsearch` command as an operator runs it: real processes, real kill -9, real index."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vidsearch.store import Store
+
+CLI = [sys.executable, "-m", "vidsearch.cli"]
+TINY = ["--model", "tiny", "--pretrained", "none"]
+
+
+def run_cli(*args, env=None, check=True):
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+def assert_exactly_once(db, n_videos):
+    store = Store.open(db)
+    videos, files, feats = store.videos(), store.files(), store.table("video_features").to_arrow()
+    segs = store.segments(["segment_id", "video_id"])
+    assert videos.num_rows == n_videos
+    assert sorted(feats["video_id"].to_pylist()) == sorted(videos["video_id"].to_pylist())
+    assert files.num_rows == n_videos and set(files["status"].to_pylist()) == {"indexed"}
+    assert len(set(segs["segment_id"].to_pylist())) == segs.num_rows
+    assert set(segs["video_id"].to_pylist()) == set(videos["video_id"].to_pylist())
+    # each video: 1 whole-video segment, >=1 shot, >=1 window; no duplicates from a redone batch
+    per_video = {}
+    for sid in segs["segment_id"].to_pylist():
+        vid, kind, _ = sid.split(":")
+        per_video.setdefault(vid, []).append(kind)
+    assert all(kinds.count("video") == 1 for kinds in per_video.values())
+
+
+@pytest.mark.slow
+def test_index_50_clips_then_status(library_50, tmp_path):
+    db = tmp_path / "db"
+    out = json.loads(run_cli("index", str(library_50), "--db", str(db), *TINY, "--json").stdout)
+    assert out["indexed"] == 50 and out["failed"] == 0 and out["units"] > 100
+    status = json.loads(run_cli("status", "--db", str(db), "--json").stdout)
+    assert status["videos"] == 50 and status["failed"] == 0 and status["fingerprint"] == out["fingerprint"]
+    human = run_cli("status", "--db", str(db)).stdout
+    assert "videos" in human and "50" in human and "tiny" in human
+    again = json.loads(run_cli("index", str(library_50), "--db", str(db), *TINY, "--json").stdout)
+    assert again["indexed"] == 0 and again["skipped"] == 50 and again["units"] == 0
+
+
+@pytest.mark.slow
+def test_kill_minus_9_and_resume_indexes_every_video_exactly_once(library_50, tmp_path):
+    db = tmp_path / "db"
+    env = {**os.environ, "VIDSEARCH_FLUSH_VIDEOS": "4", "VIDSEARCH_BATCH_SIZE": "8"}
+    cmd = [*CLI, "index", str(library_50), "--db", str(db), *TINY, "--json"]
+    for kill_after_visible in (4, 20):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if Store.open(db).videos(["video_id"]).num_rows >= kill_after_visible:
+                    break
+            except Exception:  # noqa: BLE001 - the index may not exist yet
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, f"finished before it could be killed: {proc.stderr.read()}"
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its decoder processes, mid-flight
+        proc.wait()
+        visible = Store.open(db).videos(["video_id"]).num_rows
+        assert kill_after_visible <= visible < 50
+    out = json.loads(run_cli("index", str(library_50), "--db", str(db), *TINY, "--json", env=env).stdout)
+    assert out["indexed"] + out["skipped"] == 50 and out["failed"] == 0 and out["skipped"] >= 20
+    assert_exactly_once(db, 50)
+
+
+def test_errors_are_one_clear_line(tmp_path):
+    missing = run_cli("status", "--db", str(tmp_path / "nope"), check=False)
+    assert missing.returncode == 2 and "no index at" in missing.stderr and "Traceback" not in missing.stderr
+    bad_model = run_cli("index", str(tmp_path), "--db", str(tmp_path / "db"), "--model", "NoSuchNet", check=False)
+    assert bad_model.returncode == 2 and "unknown model 'NoSuchNet'" in bad_model.stderr
+    bad_setting = run_cli("index", str(tmp_path), "--sample-fps", "-1", *TINY, check=False)
+    assert bad_setting.returncode == 2 and "sample_fps" in bad_setting.stderr
+    for cmd in ("index", "reindex", "status", "delete"):
+        assert "Usage" in run_cli(cmd, "--help").stdout
+
+
+def test_delete_by_path_via_cli(library_50, tmp_path):
+    db = tmp_path / "db"
+    clip = sorted(library_50.glob("*.mp4"))[0]
+    run_cli("index", str(clip), "--db", str(db), *TINY, "--json")
+    out = json.loads(run_cli("delete", str(clip), "--db", str(db), "--json").stdout)
+    assert out == {"removed": 1, "unknown": []}
+    assert Store.open(db).stats()["videos"] == 0
+    unknown = run_cli("delete", "no-such-id", "--db", str(db), "--json", check=False)
+    assert unknown.returncode == 1 and json.loads(unknown.stdout)["unknown"] == ["no-such-id"]

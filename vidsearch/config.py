@@ -1,0 +1,104 @@
+"""Settings, in one place: defaults < TOML file < `VIDSEARCH_*` environment < command-line flags.
+
+Every part reads the same `Settings`, so a value set once (say `VIDSEARCH_MODEL=tiny`) means the same
+thing to the indexer, the search service and the UI. The TOML file is `--config PATH`,
+`VIDSEARCH_CONFIG`, or `./vidsearch.toml` when it exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = Path("vidsearch.toml")
+
+
+class Settings(BaseSettings):
+    """What an operator can tune. Names match the CLI flags and `VIDSEARCH_<NAME>` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDSEARCH_", extra="ignore", validate_default=True)
+
+    db: Path = Field(Path("vidsearch-index"), description="Index directory (LanceDB).")
+
+    # Frame/text tower. `pretrained` None means the model's default weights (laion2b for ViT-B-32,
+    # the shipped checkpoint for `tiny`); "none" means random weights (benchmarks only).
+    model: str = Field("ViT-B-32", description="open_clip model name, or `tiny`.")
+    pretrained: str | None = Field(None, description="open_clip pretrained tag.")
+    checkpoint: Path | None = Field(None, description="Local weights file (open_clip state dict).")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 on CPUs that support it when it matches fp32 (cosine >= 0.999)."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+
+    # Sampling and segmentation.
+    sample_fps: float = Field(1.0, gt=0, le=30, description="Frames sampled per second of video.")
+    window_seconds: float = Field(4.0, gt=0, description="Fixed-window segment length.")
+    window_stride: float = Field(2.0, gt=0, description="Fixed-window segment stride.")
+    shot_threshold: float = Field(
+        0.4, gt=0, le=1, description="Colour-histogram change (0..1) between samples that cuts a shot."
+    )
+
+    # Pipeline.
+    batch_size: int = Field(32, ge=1, description="Frames per encoder batch.")
+    decode_workers: int | None = Field(None, ge=1, description="Decoder processes (default: cores, at most 4).")
+    overlap: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Decode while encoding: auto = where decoders do not share the encoder's cores (GPU, "
+        "many-core CPU); off = take turns (faster when they would share cores).",
+    )
+    decode_ahead: int = Field(4, ge=1, description="Decoded videos queued ahead of the encoder.")
+    flush_videos: int = Field(16, ge=1, description="Videos buffered per store commit.")
+    threads: int | None = Field(None, ge=1, description="Torch CPU threads (default: all cores).")
+
+
+class _SettingsWithToml(Settings):
+    """Settings whose sources include a TOML file chosen at load time."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_path()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+_TOML_OVERRIDE: Path | None = None
+
+
+def _toml_path() -> Path | None:
+    path = _TOML_OVERRIDE or os.environ.get("VIDSEARCH_CONFIG")
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from every source; `overrides` (CLI flags) win, and None means "not given"."""
+    global _TOML_OVERRIDE
+    _TOML_OVERRIDE = Path(config_file) if config_file else None
+    try:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        loaded = _SettingsWithToml(**given)
+    finally:
+        _TOML_OVERRIDE = None
+    return Settings.model_validate(loaded.model_dump())

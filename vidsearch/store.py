@@ -1,0 +1,355 @@
+"""Access to the index directory (LanceDB, embedded): open, bind to a fingerprint, commit, delete.
+
+Writes follow the visibility contract: a video's segment and feature rows are written first, then its
+`videos` row, then its `files` row. Search only sees videos that have a `videos` row, and every
+indexing run starts by deleting rows whose video has none (what a killed run left behind), so a video
+is indexed exactly once however often a run dies and restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("LANCE_LOG", "error")  # lance warns on every table it creates
+
+import lancedb  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+
+from . import schema as S  # noqa: E402
+from .fingerprint import Fingerprint, FingerprintMismatch  # noqa: E402
+
+META, FILES, VIDEOS, SEGMENTS, FEATURES, SPANS = (
+    "meta",
+    "files",
+    "videos",
+    "segments",
+    "video_features",
+    "spans",
+)
+
+
+class StoreError(RuntimeError):
+    """The index directory cannot be used as asked; the message says why and what to do."""
+
+
+@dataclass
+class EncodedVideo:
+    """Everything one video contributes to the index, as columns."""
+
+    video: dict  # a `videos` row (without fingerprint / indexed_at, which the store fills)
+    unit_start: np.ndarray  # (T,) seconds
+    unit_end: np.ndarray  # (T,)
+    unit_vectors: np.ndarray  # (T, D) float32, unit length
+    seg_kind: np.ndarray  # (S,) str
+    seg_start: np.ndarray  # (S,)
+    seg_end: np.ndarray  # (S,)
+    seg_vectors: np.ndarray  # (S, D)
+    audio_start: np.ndarray | None = None
+    audio_end: np.ndarray | None = None
+    audio_vectors: np.ndarray | None = None
+    files: list[dict] = field(default_factory=list)  # `files` rows that point at this video
+
+
+def _fixed_list(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+
+
+def _nested(vectors: list[np.ndarray], dim: int | None) -> pa.Array:
+    """A list per video of (T_i, D) matrices, built columnar: one flat buffer plus offsets."""
+    counts = np.array([len(v) for v in vectors], dtype=np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    flat = np.concatenate(vectors).astype(np.float32) if len(vectors) else np.zeros((0, dim or 0), np.float32)
+    if dim is None:  # variable-size inner lists (audio)
+        d = flat.shape[1] if flat.ndim == 2 else 0
+        inner_off = pa.array(np.arange(0, flat.shape[0] * d + 1, d or 1, dtype=np.int32)[: flat.shape[0] + 1])
+        inner = pa.ListArray.from_arrays(inner_off, pa.array(flat.reshape(-1)))
+    else:
+        inner = _fixed_list(flat.reshape(-1, dim))
+    return pa.ListArray.from_arrays(offsets, inner)
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
+
+
+class Store:
+    """An index directory. Open with `Store.open(path, fingerprint)` to write or query vectors, or
+    `Store.open(path)` to read what is there (status, listings) without loading a model."""
+
+    def __init__(self, path: Path, db: lancedb.DBConnection):
+        self.path = Path(path)
+        self.db = db
+        self._fingerprint: Fingerprint | None = None
+
+    # -- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str, fingerprint: Fingerprint | None = None, create: bool = False) -> Store:
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"index path {path} exists and is not a directory")
+        if not path.exists():
+            if not create:
+                raise StoreError(f"no index at {path}: build one with `vidsearch index PATH --db {path}`")
+            path.mkdir(parents=True)
+        store = cls(path, lancedb.connect(str(path)))
+        existing = store._tables()
+        if META not in existing:
+            if not create:
+                raise StoreError(f"{path} is not a vidsearch index (no meta table)")
+            store._create_base()
+        store._check_schema()
+        stored = store.stored_fingerprint()
+        if fingerprint is not None:
+            if stored is None:
+                store._bind(fingerprint)
+            elif stored.id != fingerprint.id:
+                raise FingerprintMismatch(str(path), stored, fingerprint)
+            store._fingerprint = fingerprint
+        else:
+            store._fingerprint = stored
+        return store
+
+    def _tables(self) -> set[str]:
+        return set(self.db.list_tables().tables)
+
+    def _create_base(self) -> None:
+        self.db.create_table(FILES, schema=S.files_schema(), exist_ok=True)
+        self.db.create_table(VIDEOS, schema=S.videos_schema(), exist_ok=True)
+        self.db.create_table(SPANS, schema=S.spans_schema(), exist_ok=True)
+        meta = self.db.create_table(META, schema=S.meta_schema(), exist_ok=True)
+        meta.add(pa.table({"key": ["schema_version", "created_at"], "value": [str(S.SCHEMA_VERSION), str(time.time())]}))
+
+    def meta(self) -> dict[str, str]:
+        t = self.db.open_table(META).to_arrow()
+        return dict(zip(t["key"].to_pylist(), t["value"].to_pylist()))
+
+    def _set_meta(self, key: str, value: str) -> None:
+        row = pa.table({"key": [key], "value": [value]}, schema=S.meta_schema())
+        self.db.open_table(META).merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(row)
+
+    def _check_schema(self) -> None:
+        version = int(self.meta().get("schema_version", "0"))
+        if version != S.SCHEMA_VERSION:
+            raise StoreError(
+                f"index {self.path} has schema version {version}, this vidsearch uses {S.SCHEMA_VERSION}: "
+                f"rebuild it with `vidsearch reindex PATH... --db {self.path} --rebuild`"
+            )
+
+    def stored_fingerprint(self) -> Fingerprint | None:
+        raw = self.meta().get("fingerprint")
+        return Fingerprint.model_validate_json(raw) if raw else None
+
+    def _bind(self, fp: Fingerprint) -> None:
+        self.db.create_table(SEGMENTS, schema=S.segments_schema(fp.dim), exist_ok=True)
+        self.db.create_table(FEATURES, schema=S.video_features_schema(fp.dim), exist_ok=True)
+        self._set_meta("fingerprint", fp.model_dump_json())
+
+    @property
+    def fingerprint(self) -> Fingerprint | None:
+        return self._fingerprint
+
+    def rebuild(self, fingerprint: Fingerprint) -> None:
+        """Drop every row and re-bind to a new fingerprint (a full reindex follows)."""
+        for name in (SEGMENTS, FEATURES, SPANS, VIDEOS, FILES, META):
+            if name in self._tables():
+                self.db.drop_table(name)
+        self._create_base()
+        self._bind(fingerprint)
+        self._fingerprint = fingerprint
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """One writer per index: a second indexing run fails fast instead of interleaving commits."""
+        fh = open(self.path / ".write.lock", "w")
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(f"another vidsearch process is writing to {self.path}; wait for it to finish")
+            yield
+        finally:
+            fh.close()
+
+    # -- reading -------------------------------------------------------------------------------
+    def table(self, name: str):
+        return self.db.open_table(name)
+
+    def files(self) -> pa.Table:
+        return self.table(FILES).to_arrow()
+
+    def videos(self, columns: list[str] | None = None) -> pa.Table:
+        t = self.table(VIDEOS)
+        return t.search().select(columns).limit(None).to_arrow() if columns else t.to_arrow()
+
+    def indexed_ids(self) -> set[str]:
+        return set(self.videos(["video_id"])["video_id"].to_pylist())
+
+    def segments(self, columns: list[str] | None = None) -> pa.Table:
+        t = self.table(SEGMENTS)
+        return t.search().select(columns).limit(None).to_arrow() if columns else t.to_arrow()
+
+    def features(self, video_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unit_start, unit_end, unit_vectors) of one video."""
+        t = (
+            self.table(FEATURES)
+            .search()
+            .where(f"video_id = {_sql_list([video_id])[1:-1]}")
+            .select(["unit_start", "unit_end", "unit_vectors"])
+            .limit(None)
+            .to_arrow()
+        )
+        if t.num_rows == 0:
+            raise KeyError(video_id)
+        starts = np.asarray(t["unit_start"][0].values, dtype=np.float32)
+        ends = np.asarray(t["unit_end"][0].values, dtype=np.float32)
+        vecs = np.asarray(t["unit_vectors"][0].values.flatten(), dtype=np.float32).reshape(len(starts), -1)
+        return starts, ends, vecs
+
+    def stats(self) -> dict:
+        files = self.files()
+        videos = self.videos(["video_id", "duration", "n_units"])
+        failed = files.filter(pc.equal(files["status"], "failed"))
+        fp = self.stored_fingerprint()
+        tables = self._tables()
+        return {
+            "db": str(self.path),
+            "schema_version": S.SCHEMA_VERSION,
+            "fingerprint": fp.id if fp else None,
+            "model": fp.describe() if fp else None,
+            "videos": videos.num_rows,
+            "files": files.num_rows,
+            "failed": failed.num_rows,
+            "hours": round(float(pc.sum(videos["duration"]).as_py() or 0.0) / 3600.0, 4),
+            "units": int(pc.sum(videos["n_units"]).as_py() or 0),
+            "segments": self.table(SEGMENTS).count_rows() if SEGMENTS in tables else 0,
+            "spans": self.table(SPANS).count_rows(),
+            "failures": [
+                {"path": p, "error": e} for p, e in zip(failed["path"].to_pylist(), failed["error"].to_pylist())
+            ],
+        }
+
+    # -- writing -------------------------------------------------------------------------------
+    def commit(self, batch: list[EncodedVideo]) -> None:
+        """Write a batch of videos: vectors first, then the rows that make them visible."""
+        if not batch:
+            return
+        fp = self._require_fingerprint()
+        now = time.time()
+        n_seg = [len(v.seg_kind) for v in batch]
+        vid_per_seg = np.repeat([v.video["video_id"] for v in batch], n_seg)
+        seg_idx = np.concatenate([np.arange(n) for n in n_seg]).astype(str)
+        kinds = np.concatenate([v.seg_kind for v in batch]).astype(str)
+        segments = pa.table(
+            {
+                "segment_id": pc.binary_join_element_wise(
+                    pa.array(vid_per_seg), pa.array(kinds), pa.array(seg_idx), ":"
+                ),
+                "video_id": pa.array(vid_per_seg),
+                "kind": pa.array(kinds),
+                "start": pa.array(np.concatenate([v.seg_start for v in batch]).astype(np.float64)),
+                "end": pa.array(np.concatenate([v.seg_end for v in batch]).astype(np.float64)),
+                "vector": _fixed_list(np.concatenate([v.seg_vectors for v in batch])),
+                "fingerprint": pa.array([fp.id] * len(vid_per_seg), pa.string()),
+            },
+            schema=S.segments_schema(fp.dim),
+        )
+        has_audio = [v.audio_vectors is not None for v in batch]
+        empty = np.zeros(0, np.float32)
+        features = pa.table(
+            {
+                "video_id": [v.video["video_id"] for v in batch],
+                "fingerprint": [fp.id] * len(batch),
+                "unit_start": pa.array([v.unit_start.astype(np.float32) for v in batch], pa.list_(pa.float32())),
+                "unit_end": pa.array([v.unit_end.astype(np.float32) for v in batch], pa.list_(pa.float32())),
+                "unit_vectors": _nested([v.unit_vectors for v in batch], fp.dim),
+                "audio_start": pa.array(
+                    [v.audio_start.astype(np.float32) if a else empty for v, a in zip(batch, has_audio)],
+                    pa.list_(pa.float32()),
+                ),
+                "audio_end": pa.array(
+                    [v.audio_end.astype(np.float32) if a else empty for v, a in zip(batch, has_audio)],
+                    pa.list_(pa.float32()),
+                ),
+                "audio_vectors": _nested(
+                    [v.audio_vectors if a else np.zeros((0, 1), np.float32) for v, a in zip(batch, has_audio)],
+                    None,
+                ),
+            },
+            schema=S.video_features_schema(fp.dim),
+        )
+        videos = pa.Table.from_pylist(
+            [{**v.video, "fingerprint": fp.id, "indexed_at": now} for v in batch], schema=S.videos_schema()
+        )
+        self.table(SEGMENTS).add(segments)
+        self.table(FEATURES).add(features)
+        self._upsert(VIDEOS, "video_id", videos)
+        self.record_files([row for v in batch for row in v.files])
+
+    def record_files(self, rows: list[dict]) -> None:
+        if rows:
+            now = time.time()
+            rows = [{**r, "updated_at": now} for r in rows]
+            self._upsert(FILES, "path", pa.Table.from_pylist(rows, schema=S.files_schema()))
+
+    def _upsert(self, name: str, key: str, data: pa.Table) -> None:
+        self.table(name).merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+
+    def delete_videos(self, video_ids: Iterable[str]) -> int:
+        """Remove videos from every table (visibility row first, so readers never see a half video)."""
+        ids = sorted(set(video_ids))
+        if not ids:
+            return 0
+        where = f"video_id IN {_sql_list(ids)}"
+        before = self.table(VIDEOS).count_rows()
+        self.table(VIDEOS).delete(where)
+        removed = before - self.table(VIDEOS).count_rows()
+        for name in (SEGMENTS, FEATURES, SPANS, FILES):
+            if name in self._tables():
+                self.table(name).delete(where)
+        return removed
+
+    def delete_files(self, paths: Iterable[str]) -> None:
+        paths = sorted(set(paths))
+        if paths:
+            self.table(FILES).delete(f"path IN {_sql_list(paths)}")
+
+    def remove_orphans(self) -> int:
+        """Delete rows whose video never became visible (a run killed between writes)."""
+        visible = self.indexed_ids()
+        removed = 0
+        for name in (SEGMENTS, FEATURES, SPANS):
+            if name not in self._tables():
+                continue
+            t = self.table(name)
+            ids = set(pc.unique(t.search().select(["video_id"]).limit(None).to_arrow()["video_id"]).to_pylist())
+            orphans = ids - visible
+            if orphans:
+                t.delete(f"video_id IN {_sql_list(orphans)}")
+                removed += len(orphans)
+        return removed
+
+    def optimize(self) -> None:
+        """Compact small fragments left by many small commits."""
+        for name in (SEGMENTS, FEATURES, VIDEOS, FILES):
+            if name in self._tables():
+                with contextlib.suppress(Exception):
+                    self.table(name).optimize()
+
+    def _require_fingerprint(self) -> Fingerprint:
+        if self._fingerprint is None:
+            raise StoreError("open the store with a model fingerprint before writing vectors")
+        return self._fingerprint
+
+
+def metadata_json(meta: dict | None) -> str:
+    return json.dumps(meta or {}, ensure_ascii=False, sort_keys=True)
