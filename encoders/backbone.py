@@ -193,6 +193,23 @@ def _choose_visual_dtype(model: torch.nn.Module, precision: str, device: torch.d
     return torch.float32
 
 
+def spec_from_fingerprint(fp: Fingerprint, checkpoint: Path | None = None) -> dict:
+    """How to load the model an index was built with: its name and weights, from its fingerprint."""
+    kind, _, value = fp.weights.partition(":")
+    if kind == "pretrained":
+        return {"model": fp.model, "pretrained": value, "checkpoint": None}
+    if kind == "random":
+        return {"model": fp.model, "pretrained": "none", "checkpoint": None}
+    shipped = WEIGHTS_DIR / f"{fp.model}.pt"
+    for candidate in (checkpoint, shipped):
+        if candidate is not None and Path(candidate).is_file() and file_sha256(Path(candidate))[:16] == value:
+            return {"model": fp.model, "pretrained": None, "checkpoint": Path(candidate)}
+    raise ModelLoadError(
+        f"the index was built with model {fp.model} from a checkpoint (sha256 {value}); "
+        f"point at that file with --checkpoint PATH (VIDSEARCH_CHECKPOINT)"
+    )
+
+
 def load_backbone(
     model: str = "ViT-B-32",
     pretrained: str | None = None,

@@ -41,6 +41,7 @@ StrideOpt = Annotated[Optional[float], typer.Option("--window-stride", help="Fix
 ShotOpt = Annotated[Optional[float], typer.Option("--shot-threshold", help="Histogram change that cuts a shot, 0..1 [default 0.4].")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Frames per encoder batch [default 32].")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--decode-workers", help="Decoder processes [default: cores, at most 4].")]
+ProgressFileOpt = Annotated[Optional[Path], typer.Option("--progress-file", help="Also write progress as JSON to this file (for job runners).")]
 PathsArg = Annotated[list[Path], typer.Argument(help="Folders (recursive), video files, or manifest.jsonl files.", show_default=False)]
 
 
@@ -121,7 +122,59 @@ class _RichProgress:
         self.bar.stop()
 
 
-def _run_index(paths: list[Path], settings: Settings, json_out: bool, prune: bool, rebuild: bool) -> None:
+class _FileProgress:
+    """Progress as a small JSON file, rewritten atomically, for whoever started us (the job API)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.state = {"total": 0, "done": 0, "frames": 0}
+        self._last = 0.0
+
+    def _write(self, force: bool = False) -> None:
+        import os
+        import time
+
+        now = time.monotonic()
+        if not force and now - self._last < 0.5:
+            return
+        self._last = now
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.state, "updated_at": time.time()}))
+        os.replace(tmp, self.path)
+
+    def start(self, total_videos: int) -> None:
+        self.state["total"] = total_videos
+        self._write(force=True)
+
+    def advance(self, videos: int = 0, frames: int = 0) -> None:
+        self.state["done"] += videos
+        self.state["frames"] += frames
+        self._write()
+
+    def stop(self) -> None:
+        self._write(force=True)
+
+
+class _BothProgress:
+    def __init__(self, *parts):
+        self.parts = parts
+
+    def start(self, total_videos: int) -> None:
+        for p in self.parts:
+            p.start(total_videos)
+
+    def advance(self, videos: int = 0, frames: int = 0) -> None:
+        for p in self.parts:
+            p.advance(videos, frames)
+
+    def stop(self) -> None:
+        for p in self.parts:
+            p.stop()
+
+
+def _run_index(
+    paths: list[Path], settings: Settings, json_out: bool, prune: bool, rebuild: bool, progress_file: Path | None = None
+) -> None:
     from vidsearch.encoders.backbone import load_backbone
     from vidsearch.indexer.pipeline import IndexRun, open_store_for
 
@@ -129,6 +182,8 @@ def _run_index(paths: list[Path], settings: Settings, json_out: bool, prune: boo
         backbone = load_backbone(settings.model, settings.pretrained, settings.checkpoint, settings.precision, settings.device)
         store = open_store_for(settings, backbone, rebuild=rebuild)
         progress = _RichProgress(enabled=not json_out and err.is_terminal)
+        if progress_file is not None:
+            progress = _BothProgress(progress, _FileProgress(progress_file))
         summary = IndexRun(store, backbone, settings, progress=progress).run(paths, prune=prune)
     except _known_errors() as exc:
         _fail(str(exc))
@@ -163,13 +218,14 @@ def index(
     decode_workers: WorkersOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
+    progress_file: ProgressFileOpt = None,
 ) -> None:
     """Index videos: new and changed files are encoded, unchanged ones skipped, bad ones listed.
 
     Safe to interrupt: run it again and it resumes where it stopped.
     """
     settings = _settings(config, **_flags(locals()))
-    _run_index(paths, settings, json_out, prune=False, rebuild=False)
+    _run_index(paths, settings, json_out, prune=False, rebuild=False, progress_file=progress_file)
 
 
 @app.command()
@@ -189,16 +245,17 @@ def reindex(
     decode_workers: WorkersOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
+    progress_file: ProgressFileOpt = None,
 ) -> None:
     """Bring the index in line with PATHS: add new files, re-encode changed ones, drop removed ones."""
     flags = _flags(locals())
     flags.pop("rebuild")
     settings = _settings(config, **flags)
-    _run_index(paths, settings, json_out, prune=True, rebuild=rebuild)
+    _run_index(paths, settings, json_out, prune=True, rebuild=rebuild, progress_file=progress_file)
 
 
 def _flags(given: dict) -> dict:
-    return {k: v for k, v in given.items() if k not in ("paths", "config", "json_out")}
+    return {k: v for k, v in given.items() if k not in ("paths", "config", "json_out", "progress_file")}
 
 
 # -- status / delete ----------------------------------------------------------------------------
@@ -265,6 +322,90 @@ def delete(
         out.print(f"removed {removed} video(s)" + (f"; not in the index: {', '.join(unknown)}" if unknown else ""))
     if unknown and not ids:
         raise typer.Exit(1)
+
+
+# -- search / serve -----------------------------------------------------------------------------
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to find, in words.", show_default=False)],
+    db: DbOpt = None,
+    api: Annotated[Optional[str], typer.Option("--api", help="Ask a running server (URL) instead of opening --db [VIDSEARCH_API_URL].")] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="VIDSEARCH_API_KEY", help="Key for a server that needs one.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=200, help="Results to show.")] = 10,
+    group_by: Annotated[str, typer.Option("--group-by", help="video | moment")] = "video",
+    channel: Annotated[Optional[list[str]], typer.Option("--channel", help="Channel to use, optionally weighted: visual, speech=2 ...")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search the index: videos with the moments where the query happens."""
+    from pydantic import ValidationError
+
+    from .api_models import SearchRequest
+
+    settings = _settings(config, db=db, api_url=api)
+    channels = None
+    if channel:
+        try:
+            channels = {c.split("=")[0]: float(c.split("=")[1]) if "=" in c else 1.0 for c in channel}
+        except ValueError:
+            _fail("--channel takes NAME or NAME=WEIGHT, e.g. --channel visual --channel speech=2")
+    try:
+        req = SearchRequest(query=query, top_k=top_k, group_by=group_by, channels=channels)
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    if settings.api_url:
+        from .client import ApiError, VidsearchClient
+
+        try:
+            with VidsearchClient(settings.api_url, api_key) as client:
+                resp = client.search(req.query, **req.model_dump(exclude={"query"}, exclude_none=True))
+        except ApiError as exc:
+            _fail(str(exc))
+    else:
+        from vidsearch.search.engine import SearchError, open_engine
+
+        try:
+            resp = open_engine(settings).search(req)
+        except (SearchError, *_known_errors()) as exc:
+            _fail(str(exc))
+    if json_out:
+        _print_json(resp.model_dump(mode="json"))
+        return
+    if not resp.results:
+        out.print("no results")
+        return
+    table = Table(title=f"{query!r} — {len(resp.results)} results in {resp.took_ms:.0f} ms", title_justify="left")
+    for col in ("#", "video", "score", "channels", "moments (start–end s)"):
+        table.add_column(col, overflow="fold")
+    for i, r in enumerate(resp.results, 1):
+        chans = " ".join(f"{c}:{v:.3f}" for c, v in r.channel_scores.items())
+        moments = ", ".join(f"{m.start:.1f}–{m.end:.1f}" for m in r.moments)
+        table.add_row(str(i), escape(f"{r.video.title}\n{r.video.uri}"), f"{r.score:.4f}", escape(chans), moments)
+    out.print(table)
+
+
+@app.command()
+def serve(
+    db: DbOpt = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Bind address [default 127.0.0.1].")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port [default 8080].")] = None,
+    api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="Accepted API key (repeat for several) [VIDSEARCH_API_KEYS].")] = None,
+    read_auth: Annotated[Optional[bool], typer.Option("--read-auth/--open-reads", help="Require a key for reads too.")] = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    checkpoint: CheckpointOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start the HTTP search API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from vidsearch.search.service import create_app
+
+    settings = _settings(config, db=db, host=host, port=port, api_keys=api_key, read_auth=read_auth,
+                         model=model, pretrained=pretrained, checkpoint=checkpoint)  # fmt: skip
+    application = create_app(settings)
+    err.print(f"vidsearch API on http://{settings.host}:{settings.port} (index {settings.db}; docs at /docs)")
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
 
 
 def _register_optional() -> None:

@@ -7,13 +7,15 @@ thing to the indexer, the search service and the UI. The TOML file is `--config 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -59,6 +61,37 @@ class Settings(BaseSettings):
     flush_videos: int = Field(16, ge=1, description="Videos buffered per store commit.")
     threads: int | None = Field(None, ge=1, description="Torch CPU threads (default: all cores).")
 
+    # Search.
+    candidates: int = Field(100, ge=1, le=1000, description="Videos re-ranked by the fine stage.")
+    coarse_segments: int = Field(1000, ge=10, le=20000, description="Segments fetched by the coarse stage.")
+    pooling: Literal["auto", "xpool", "param_free", "mean"] = Field(
+        "auto", description="Fine re-ranking: trained X-Pool head when the model has one, else parameter-free."
+    )
+    pool_temperature: float = Field(0.01, gt=0, description="Temperature of parameter-free X-Pool.")
+    rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
+    ann: Literal["auto", "flat", "hnsw", "ivfpq"] = Field("auto", description="Coarse index kind.")
+    feature_cache_mb: int = Field(1024, ge=16, description="Memory for cached unit vectors.")
+    refresh_seconds: float = Field(1.0, ge=0, description="How often the server looks for a new index version.")
+
+    # HTTP service.
+    host: str = Field("127.0.0.1", description="Address `vidsearch serve` binds.")
+    port: int = Field(8080, ge=0, le=65535, description="Port `vidsearch serve` binds (0: any free port).")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Keys accepted as `Authorization: Bearer KEY` (JSON list or comma-separated)."
+    )
+    read_auth: bool = Field(False, description="Require an API key for reads too (writes always need one).")
+    api_url: str | None = Field(None, description="Search API the UI and `vidsearch search --api` talk to.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [k.strip() for k in text.split(",") if k.strip()]
+        return value
+
 
 class _SettingsWithToml(Settings):
     """Settings whose sources include a TOML file chosen at load time."""
@@ -101,4 +134,5 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         loaded = _SettingsWithToml(**given)
     finally:
         _TOML_OVERRIDE = None
-    return Settings.model_validate(loaded.model_dump())
+    # keep track of what was set by any source, so callers can tell "default" from "asked for"
+    return Settings.model_validate(loaded.model_dump(exclude_unset=True))

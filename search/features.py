@@ -1,0 +1,88 @@
+"""Stored unit vectors of candidate videos, kept in memory for re-ranking and moments.
+
+A video's features never change under its id (the id is a content hash and the index has one
+fingerprint), so a cache entry is never stale; it is only evicted when the byte budget is reached.
+Misses for a whole candidate list are read in one LanceDB query, not one per video.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidsearch.store import FEATURES, Store, _sql_list
+
+
+@dataclass(frozen=True)
+class VideoFeatures:
+    start: np.ndarray  # (T,) float32 seconds
+    end: np.ndarray  # (T,)
+    vectors: np.ndarray  # (T, D) float32, unit length
+
+    @property
+    def nbytes(self) -> int:
+        return self.start.nbytes + self.end.nbytes + self.vectors.nbytes
+
+
+class FeatureCache:
+    def __init__(self, store: Store, max_bytes: int = 1 << 30):
+        self.store = store
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, VideoFeatures] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get_many(self, video_ids: list[str]) -> dict[str, VideoFeatures]:
+        out: dict[str, VideoFeatures] = {}
+        with self._lock:
+            for vid in video_ids:
+                item = self._items.get(vid)
+                if item is not None:
+                    self._items.move_to_end(vid)
+                    out[vid] = item
+        missing = [v for v in video_ids if v not in out]
+        if missing:
+            loaded = self._load(missing)
+            out.update(loaded)
+            with self._lock:
+                for vid, item in loaded.items():
+                    if vid not in self._items:
+                        self._items[vid] = item
+                        self._bytes += item.nbytes
+                while self._bytes > self.max_bytes and len(self._items) > 1:
+                    _, old = self._items.popitem(last=False)
+                    self._bytes -= old.nbytes
+        return out
+
+    def put(self, video_id: str, features: VideoFeatures) -> None:
+        """Seed the cache (benchmarks with synthetic features, warm-up after a build)."""
+        with self._lock:
+            if video_id not in self._items:
+                self._items[video_id] = features
+                self._bytes += features.nbytes
+
+    def _load(self, video_ids: list[str]) -> dict[str, VideoFeatures]:
+        table = (
+            self.store.table(FEATURES)
+            .search()
+            .where(f"video_id IN {_sql_list(video_ids)}")
+            .select(["video_id", "unit_start", "unit_end", "unit_vectors"])
+            .limit(None)
+            .to_arrow()
+        )
+        if table.num_rows == 0:
+            return {}
+        counts = table["unit_start"].combine_chunks().value_lengths().to_numpy()
+        starts = table["unit_start"].combine_chunks().flatten().to_numpy().astype(np.float32)
+        ends = table["unit_end"].combine_chunks().flatten().to_numpy().astype(np.float32)
+        flat = table["unit_vectors"].combine_chunks().flatten().flatten().to_numpy().astype(np.float32)
+        vectors = flat.reshape(int(counts.sum()), -1) if counts.sum() else flat.reshape(0, 0)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        ids = table["video_id"].to_pylist()
+        return {
+            vid: VideoFeatures(starts[a:b].copy(), ends[a:b].copy(), vectors[a:b].copy())
+            for vid, a, b in zip(ids, bounds[:-1], bounds[1:])
+        }

@@ -1,0 +1,380 @@
+"""Moment localization: where in a video the query happens, from a relevance curve over timed units.
+
+This is deliberately not a learned detector (Moment-DETR). The signal we have is one relevance value
+per timed unit (query . unit cosine, a frame or several merged frames), plus timed text hits (speech,
+on-screen text). Turning that into windows is signal processing: put the units on a regular time grid
+so a merged five-second unit counts five times as much as a one-second frame, smooth away frame
+jitter, keep what stands out relative to the curve's own floor and peak (cosines are not comparable
+across videos or models, so absolute thresholds would not transfer), cut the kept runs into windows,
+score them, and suppress near-duplicates. The curve itself is returned so the UI can draw the
+timeline the windows were cut from, which is the explanation of a moment.
+
+Everything is columnar: resampling uses prefix sums over box events, not a loop over units or bins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "Moment",
+    "RelevanceCurve",
+    "MomentResult",
+    "localize_moments",
+    "temporal_iou",
+    "nms",
+    "resample_boxes",
+]
+
+# Regular-grid resolution when the caller does not choose one: a quarter second is finer than any
+# sampling rate we index at, but bounded in bin count so a two-hour film stays a few thousand bins
+# and a two-second clip still gets enough bins to have a shape.
+_DEFAULT_STEP = 0.25
+_MIN_BINS = 64
+_MAX_BINS = 20_000
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A window of a video, seconds from the start of the file, best moments first in results.
+
+    `score` is the duration-weighted mean relevance inside the window (comparable between windows of
+    one video and what ranking uses); `peak` is its maximum, which the UI seeks the player to.
+    """
+
+    start: float
+    end: float
+    score: float
+    peak: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class RelevanceCurve:
+    """The curve the moments were cut from, on a regular grid, so a timeline can be drawn as is.
+
+    `values` is the smoothed curve the thresholds were applied to; `raw` is the resampled curve
+    before smoothing (what window scores are computed from). `thresholds` has one entry per alpha.
+    """
+
+    times: np.ndarray  # (B,) bin centres, seconds
+    values: np.ndarray  # (B,) smoothed relevance
+    raw: np.ndarray  # (B,) resampled relevance, text-hit boosts included
+    step: float
+    baseline: float
+    peak: float
+    thresholds: tuple[float, ...]
+
+    @property
+    def edges(self) -> np.ndarray:
+        """Bin edges (B + 1,), the times windows start and end at."""
+        if self.times.size == 0:
+            return np.empty(0)
+        return np.append(self.times - self.step / 2, self.times[-1] + self.step / 2)
+
+
+@dataclass(frozen=True)
+class MomentResult:
+    moments: list[Moment]
+    curve: RelevanceCurve
+    flat: bool = False  # the curve had no structure: the whole span was returned as one moment
+    windows: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))  # (K, 2) as an array
+    scores: np.ndarray = field(default_factory=lambda: np.empty(0))  # (K,)
+
+
+# --------------------------------------------------------------------------------------------------
+# interval geometry
+
+
+def temporal_iou(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """Pairwise IoU of windows a (N, 2) and b (M, 2) -> (N, M).
+
+    Zero-length windows have IoU 0 with everything (even themselves): they cover no time, and a
+    degenerate window must not suppress a real one in NMS.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
+    inter = np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    inter = np.clip(inter, 0.0, None)
+    len_a = np.clip(a[:, 1] - a[:, 0], 0.0, None)
+    len_b = np.clip(b[:, 1] - b[:, 0], 0.0, None)
+    union = len_a[:, None] + len_b[None, :] - inter
+    out = np.zeros_like(inter)
+    np.divide(inter, union, out=out, where=union > 0)
+    return out
+
+
+def nms(windows: ArrayLike, scores: ArrayLike, iou: float = 0.5, max_keep: int | None = None) -> np.ndarray:
+    """Greedy temporal NMS; returns indices of kept windows, best score first.
+
+    A window is dropped when it overlaps an already kept, higher-scored one at IoU >= `iou`, so
+    several distinct moments of one video survive while re-detections of the same moment do not.
+    Ties in score keep the earlier window (stable order), which makes results reproducible.
+    """
+    windows = np.asarray(windows, dtype=np.float64).reshape(-1, 2)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if windows.shape[0] != scores.shape[0]:
+        raise ValueError(f"{windows.shape[0]} windows but {scores.shape[0]} scores")
+    n = scores.shape[0]
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")
+    overlaps = temporal_iou(windows[order], windows[order]) >= iou
+    suppressed = np.zeros(n, dtype=bool)
+    keep: list[int] = []
+    limit = n if max_keep is None else max(0, int(max_keep))
+    # The loop is over candidate windows of one video (tens), not over vectors or frames.
+    for i in range(n):
+        if len(keep) >= limit:
+            break
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= overlaps[i]
+    return order[np.asarray(keep, dtype=np.int64)]
+
+
+# --------------------------------------------------------------------------------------------------
+# resampling
+
+
+def _box_integral(starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """F(x) = integral from -inf to x of sum_u w_u * 1[s_u <= t < e_u] dt, at every x.
+
+    Each box is two events (+w at its start, -w at its end); for events sorted by time,
+    F(x) = x * sum(w_i) - sum(w_i * t_i) over events with t_i <= x. Prefix sums make that
+    O((U + B) log U) with no (U, B) overlap matrix.
+    """
+    t = np.concatenate([starts, ends])
+    w = np.concatenate([weights, -weights])
+    order = np.argsort(t, kind="stable")
+    t, w = t[order], w[order]
+    cw = np.concatenate([[0.0], np.cumsum(w)])
+    cwt = np.concatenate([[0.0], np.cumsum(w * t)])
+    j = np.searchsorted(t, x, side="right")
+    return x * cw[j] - cwt[j]
+
+
+def resample_boxes(
+    starts: np.ndarray, ends: np.ndarray, values: np.ndarray, edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Overlap-weighted mean of box values in each bin, and the covered fraction of each bin.
+
+    Where units overlap (sliding windows), a bin takes the duration-weighted mean of the units that
+    cover it; a wide merged unit therefore counts by its duration, not once.
+    """
+    widths = np.diff(edges)
+    mass = np.diff(_box_integral(starts, ends, values, edges))
+    cover = np.diff(_box_integral(starts, ends, np.ones_like(values), edges))
+    covered = cover > 1e-9 * np.maximum(widths, 1e-12)
+    mean = np.zeros_like(widths)
+    np.divide(mass, cover, out=mean, where=covered)
+    return mean, np.where(covered, cover / np.maximum(widths, 1e-12), 0.0)
+
+
+def _fix_durations(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Give zero-length units (point samples) a width, so they are not lost by a duration-weighted grid.
+
+    The width is the typical positive unit duration, else the typical spacing between samples.
+    """
+    bad = ~(ends > starts)
+    if not bad.any():
+        return starts, ends
+    pos = (ends - starts)[~bad]
+    if pos.size:
+        width = float(np.median(pos))
+    else:
+        gaps = np.diff(np.unique(starts))
+        width = float(np.median(gaps)) if gaps.size else 1.0
+    ends = np.where(bad, starts + width, ends)
+    return starts, ends
+
+
+def _gaussian_smooth(values: np.ndarray, sigma_bins: float) -> np.ndarray:
+    """Gaussian smoothing with edge padding, so the ends of a video are not pulled toward zero."""
+    if sigma_bins < 0.3 or values.size < 2:
+        return values.copy()
+    radius = max(1, int(math.ceil(3.0 * sigma_bins)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma_bins) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(values, radius, mode="edge")
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def _moving_average(values: np.ndarray, width_bins: int) -> np.ndarray:
+    if width_bins <= 1 or values.size < 2:
+        return values.copy()
+    left = width_bins // 2
+    padded = np.pad(values, (left, width_bins - 1 - left), mode="edge")
+    cs = np.concatenate([[0.0], np.cumsum(padded)])
+    return (cs[width_bins:] - cs[:-width_bins]) / width_bins
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start (inclusive) and end (exclusive) bin indices of the True runs of a boolean mask."""
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+
+
+def _window_stats(raw: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and max of raw[lo:hi] for many (possibly overlapping) bin ranges, without a Python loop."""
+    cs = np.concatenate([[0.0], np.cumsum(raw)])
+    means = (cs[hi] - cs[lo]) / np.maximum(hi - lo, 1)
+    # reduceat over interleaved (lo, hi) boundaries: the even slots are exactly raw[lo:hi].
+    padded = np.append(raw, -np.inf)
+    bounds = np.stack([lo, hi], axis=1).reshape(-1)
+    peaks = np.maximum.reduceat(padded, bounds)[0::2] if bounds.size else np.empty(0)
+    return means, peaks
+
+
+# --------------------------------------------------------------------------------------------------
+# the localizer
+
+
+def localize_moments(
+    starts: ArrayLike,
+    ends: ArrayLike,
+    relevance: ArrayLike,
+    hits: ArrayLike | None = None,
+    *,
+    hit_weight: float = 1.0,
+    step: float | None = None,
+    smooth: float | None = None,
+    smoothing: str = "gaussian",
+    alpha: float | Sequence[float] = 0.5,
+    baseline_quantile: float = 0.25,
+    flat_tol: float = 1e-3,
+    merge_gap: float = 0.0,
+    min_duration: float = 0.0,
+    nms_iou: float = 0.5,
+    max_moments: int = 5,
+) -> MomentResult:
+    """Cut a per-unit relevance curve into scored moments.
+
+    starts, ends, relevance: (T,) per timed unit (seconds from file start; a unit may be one frame or
+    several merged ones). hits: optional (H, 3) rows of (start, end, score) from the text channels,
+    added as `hit_weight * score` over their span, so "where she says X" lights up the right seconds
+    even when the frames do not show it.
+
+    step: grid resolution in seconds (None: 0.25 s, bounded to 64..20000 bins).
+    smooth: smoothing scale in seconds (Gaussian sigma, or moving-average width); None picks half the
+    median unit duration, the curve's own resolution, so smoothing removes jitter, not structure.
+    alpha: keep bins above `baseline + alpha * (peak - baseline)`, baseline being the
+    `baseline_quantile` of the smoothed curve. Relative thresholds make the cut invariant to the shift
+    and scale of the scores (all-negative cosines work the same). Several alphas give multi-scale
+    candidates, which NMS then thins.
+    flat_tol: a curve whose peak rises less than this above its baseline has no moment worth cutting;
+    the whole span is returned as one moment.
+    merge_gap: runs separated by at most this many seconds are one moment (a brief cutaway).
+    min_duration: shorter windows are dropped (unless nothing else remains).
+    nms_iou, max_moments: temporal NMS threshold and how many moments to keep.
+    """
+    s = np.asarray(starts, dtype=np.float64).reshape(-1)
+    e = np.asarray(ends, dtype=np.float64).reshape(-1)
+    r = np.asarray(relevance, dtype=np.float64).reshape(-1)
+    if not (s.shape == e.shape == r.shape):
+        raise ValueError(f"starts {s.shape}, ends {e.shape} and relevance {r.shape} must match")
+    if not np.all(np.isfinite(r)):
+        raise ValueError("relevance contains NaN or infinite values")
+    h = np.empty((0, 3)) if hits is None else np.asarray(hits, dtype=np.float64).reshape(-1, 3)
+    alphas = tuple(float(a) for a in np.atleast_1d(np.asarray(alpha, dtype=np.float64)))
+    if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+
+    if s.size:
+        s, e = _fix_durations(s, e)
+    if h.size:
+        h = h[h[:, 1] > h[:, 0]]
+    if s.size == 0 and h.shape[0] == 0:
+        empty = np.empty(0)
+        curve = RelevanceCurve(empty, empty, empty, step or _DEFAULT_STEP, math.nan, math.nan, ())
+        return MomentResult([], curve)
+
+    t0 = float(min(s.min() if s.size else np.inf, h[:, 0].min() if h.size else np.inf))
+    t1 = float(max(e.max() if e.size else -np.inf, h[:, 1].max() if h.size else -np.inf))
+    span = t1 - t0
+    if step is None:
+        n_bins = int(np.clip(math.ceil(span / _DEFAULT_STEP), _MIN_BINS, _MAX_BINS))
+    else:
+        if step <= 0:
+            raise ValueError("step must be positive")
+        n_bins = max(1, int(round(span / step)))
+    bin_w = span / n_bins
+    edges = t0 + bin_w * np.arange(n_bins + 1)
+    edges[-1] = t1
+    centres = (edges[:-1] + edges[1:]) / 2
+
+    # Visual/audio curve on the grid; bins no unit covers (gaps between sparse samples) take the
+    # value interpolated from their covered neighbours rather than a fake zero.
+    if s.size:
+        raw, cover = resample_boxes(s, e, r, edges)
+        covered = cover > 0
+        if not covered.all():
+            raw = np.interp(centres, centres[covered], raw[covered])
+    else:
+        raw = np.zeros(n_bins)
+    if h.size:
+        boost = np.diff(_box_integral(h[:, 0], h[:, 1], h[:, 2], edges)) / np.maximum(np.diff(edges), 1e-12)
+        raw = raw + hit_weight * boost
+
+    if smooth is None:
+        unit_d = (e - s) if s.size else (h[:, 1] - h[:, 0])
+        smooth = 0.5 * float(np.median(unit_d))
+        smooth = min(smooth, span / 8)
+    if smoothing == "gaussian":
+        values = _gaussian_smooth(raw, smooth / bin_w)
+    elif smoothing in ("mean", "moving_average", "box"):
+        values = _moving_average(raw, int(round(smooth / bin_w)))
+    elif smoothing == "none":
+        values = raw.copy()
+    else:
+        raise ValueError(f"unknown smoothing {smoothing!r} (gaussian, mean, none)")
+
+    baseline = float(np.quantile(values, baseline_quantile))
+    peak = float(values.max())
+    rise = peak - baseline
+
+    if rise <= flat_tol:
+        mean, top = float(raw.mean()), float(raw.max())
+        curve = RelevanceCurve(centres, values, raw, bin_w, baseline, peak, (baseline,) * len(alphas))
+        windows = np.array([[t0, t1]])
+        return MomentResult([Moment(t0, t1, mean, top)], curve, True, windows, np.array([mean]))
+
+    thresholds = tuple(baseline + a * rise for a in alphas)
+    lo_all, hi_all = [], []
+    gap_bins = merge_gap / bin_w
+    for thr in thresholds:
+        lo, hi = _runs(values >= thr)
+        if lo.size > 1 and merge_gap > 0:
+            joined = (lo[1:] - hi[:-1]) <= gap_bins + 1e-9
+            lo = lo[np.concatenate([[True], ~joined])]
+            hi = hi[np.concatenate([~joined, [True]])]
+        lo_all.append(lo)
+        hi_all.append(hi)
+    lo = np.concatenate(lo_all)
+    hi = np.concatenate(hi_all)
+    if min_duration > 0 and lo.size:
+        long_enough = (edges[hi] - edges[lo]) >= min_duration
+        if long_enough.any():
+            lo, hi = lo[long_enough], hi[long_enough]
+    # Identical runs produced by two alphas are one candidate.
+    if len(thresholds) > 1 and lo.size:
+        uniq = np.unique(np.stack([lo, hi], axis=1), axis=0)
+        lo, hi = uniq[:, 0], uniq[:, 1]
+
+    means, peaks = _window_stats(raw, lo, hi)
+    windows = np.stack([edges[lo], edges[hi]], axis=1)
+    keep = nms(windows, means, iou=nms_iou, max_keep=max_moments)
+    windows, means, peaks = windows[keep], means[keep], peaks[keep]
+    moments = [Moment(float(a), float(b), float(m), float(p)) for (a, b), m, p in zip(windows, means, peaks)]
+    curve = RelevanceCurve(centres, values, raw, bin_w, baseline, peak, thresholds)
+    return MomentResult(moments, curve, False, windows, means)

@@ -1,0 +1,292 @@
+"""Unit tests of the query server's pure-logic parts: moments, rank fusion, the coarse ANN index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vidsearch.search.coarse import CoarseIndex
+from vidsearch.search.fusion import reciprocal_rank_fusion
+from vidsearch.search.moments import Moment, localize_moments, nms, temporal_iou
+
+
+# --------------------------------------------------------------------------------------------------
+# moments
+
+
+def _frames(duration: float, fps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.arange(0.0, duration, 1.0 / fps)
+    return starts, starts + 1.0 / fps
+
+
+def _bumps(starts: np.ndarray, ends: np.ndarray, intervals, base=0.12, height=0.2, noise=0.01, seed=0):
+    rng = np.random.default_rng(seed)
+    mid = (starts + ends) / 2
+    rel = base + noise * rng.standard_normal(mid.shape)
+    for (a, b), h in zip(intervals, (height, height * 0.8, height * 0.6)):
+        rel = rel + h * ((mid >= a) & (mid < b))
+    return rel
+
+
+def test_two_separated_bumps_give_two_moments_covering_them():
+    s, e = _frames(120, fps=2)
+    truth = [(20.0, 30.0), (70.0, 85.0)]
+    res = localize_moments(s, e, _bumps(s, e, truth))
+    assert len(res.moments) == 2
+    windows = np.array([[m.start, m.end] for m in res.moments])
+    iou = temporal_iou(windows, np.array(truth))
+    assert iou.max(axis=0).min() >= 0.5, iou  # each true interval matched
+    assert iou.max(axis=1).min() >= 0.5, iou  # each moment is a true interval
+    assert res.moments[0].score >= res.moments[1].score
+    assert all(m.peak >= m.score for m in res.moments)
+    # the curve is returned on a regular grid for the timeline
+    assert res.curve.times.shape == res.curve.values.shape
+    assert np.allclose(np.diff(res.curve.times), res.curve.step)
+    assert res.curve.times[0] > 0 and res.curve.times[-1] < 120
+
+
+def test_all_negative_similarities_localise_the_same_windows():
+    s, e = _frames(120, fps=2)
+    rel = _bumps(s, e, [(20.0, 30.0), (70.0, 85.0)])
+    pos = localize_moments(s, e, rel)
+    neg = localize_moments(s, e, rel - 0.9)  # every cosine below zero
+    assert (neg.curve.raw < 0).all()
+    assert [(m.start, m.end) for m in pos.moments] == [(m.start, m.end) for m in neg.moments]
+
+
+def test_nms_drops_overlapping_lower_scored_duplicate():
+    windows = np.array([[10.0, 20.0], [11.0, 21.0], [40.0, 50.0], [12.0, 19.0]])
+    scores = np.array([0.9, 0.8, 0.5, 0.95])
+    keep = nms(windows, scores, iou=0.5)
+    # [12,19] (best) suppresses [10,20] (IoU 0.7) and [11,21] (IoU 0.7); [40,50] is distinct
+    assert keep.tolist() == [3, 2]
+    assert nms(windows, scores, iou=0.75).tolist() == [3, 0, 2]
+    assert nms(windows, scores, iou=0.5, max_keep=1).tolist() == [3]
+    assert nms(np.empty((0, 2)), np.empty(0)).size == 0
+
+
+def test_multiscale_candidates_are_thinned_by_nms():
+    s, e = _frames(60)
+    rel = np.zeros(60)
+    rel[20:30] = np.hanning(12)[1:-1]  # one smooth bump: every alpha cuts a nested window
+    res = localize_moments(s, e, rel, alpha=(0.3, 0.5, 0.7), smoothing="none", nms_iou=0.3)
+    assert len(res.moments) == 1
+    assert 20 <= res.moments[0].start and res.moments[0].end <= 30
+
+
+def test_temporal_iou_pairwise():
+    a = np.array([[0.0, 10.0], [5.0, 15.0]])
+    b = np.array([[0.0, 10.0], [10.0, 20.0], [2.0, 2.0]])
+    expected = np.array([[1.0, 0.0, 0.0], [5 / 15, 5 / 15, 0.0]])
+    assert np.allclose(temporal_iou(a, b), expected)
+
+
+def test_flat_curve_is_one_whole_video_moment():
+    s, e = _frames(30)
+    res = localize_moments(s, e, np.full(30, 0.27))
+    assert res.flat
+    assert res.moments == [Moment(0.0, 30.0, pytest.approx(0.27), pytest.approx(0.27))]
+
+
+def test_single_unit():
+    res = localize_moments([3.0], [7.5], [-0.4])
+    assert len(res.moments) == 1
+    m = res.moments[0]
+    assert (m.start, m.end) == (3.0, 7.5)
+    assert m.score == pytest.approx(-0.4) and m.peak == pytest.approx(-0.4)
+
+
+def test_point_units_get_a_width():
+    t = np.arange(20.0)
+    rel = np.where((t >= 5) & (t < 9), 0.5, 0.1)
+    res = localize_moments(t, t, rel)  # end == start: sampled instants, not spans
+    assert len(res.moments) == 1
+    assert temporal_iou([[res.moments[0].start, res.moments[0].end]], [[5.0, 9.0]])[0, 0] >= 0.5
+
+
+def test_merged_wide_units_weigh_by_duration():
+    # one merged unit spanning 4 s at 1.0, a 1 s unit at 0.6, then 25 one-second units at 0.0
+    starts = np.concatenate([[0.0, 4.0], np.arange(5.0, 30.0)])
+    ends = np.concatenate([[4.0, 5.0], np.arange(6.0, 31.0)])
+    rel = np.concatenate([[1.0, 0.6], np.zeros(25)])
+    res = localize_moments(starts, ends, rel, smoothing="none")
+    assert len(res.moments) == 1
+    m = res.moments[0]
+    assert m.start == pytest.approx(0.0) and m.end == pytest.approx(5.0, abs=0.3)
+    # duration-weighted mean: (4 * 1.0 + 1 * 0.6) / 5, not the per-unit mean (1.0 + 0.6) / 2
+    assert m.score == pytest.approx(0.92, abs=0.02)
+    # the grid counts time, not units: the wide unit holds 4/31 of the curve
+    assert np.mean(res.curve.raw > 0.9) == pytest.approx(4 / 31, abs=0.02)
+
+
+def test_text_hits_light_up_a_moment_on_a_flat_visual_curve():
+    s, e = _frames(60)
+    res = localize_moments(s, e, np.full(60, 0.2), hits=[[31.0, 35.5, 0.3]])
+    assert len(res.moments) == 1
+    assert temporal_iou([[res.moments[0].start, res.moments[0].end]], [[31.0, 35.5]])[0, 0] >= 0.7
+
+
+# --------------------------------------------------------------------------------------------------
+# fusion
+
+
+def test_weighted_rrf_matches_hand_computed_values():
+    visual = ["a", "b", "c"]
+    speech = ["c", "d", "a", "c"]  # the repeated "c" counts once, at rank 1
+    fused = reciprocal_rank_fusion(
+        {"visual": visual, "speech": speech},
+        weights={"visual": 1.0, "speech": 2.0},
+        k=60,
+        scores={"visual": [0.31, 0.29, 0.2], "speech": [12.0, 9.5, 3.0, 1.0]},
+    )
+    expected = {
+        "a": 1 / 61 + 2 / 63,
+        "b": 1 / 62,
+        "c": 1 / 63 + 2 / 61,
+        "d": 2 / 62,
+    }
+    order = sorted(expected, key=expected.get, reverse=True)
+    assert fused.ids.tolist() == order == ["c", "a", "d", "b"]
+    assert np.allclose(fused.scores, [expected[i] for i in order])
+    assert np.allclose(fused.contributions.sum(axis=1), fused.scores)
+    # per-channel ranks and scores, 0 / NaN where the channel did not rank the id
+    assert fused.ranks.tolist() == [[3, 1], [1, 3], [0, 2], [2, 0]]
+    assert fused.channel_scores[0].tolist() == [0.2, 12.0]
+    assert np.isnan(fused.channel_scores[3, 1])
+    assert fused.explain(2) == {"speech": {"rank": 2, "score": 9.5, "contribution": pytest.approx(2 / 62)}}
+
+
+def test_rrf_edge_cases():
+    assert len(reciprocal_rank_fusion({"visual": [], "speech": []})) == 0
+    tie = reciprocal_rank_fusion({"x": ["p", "q"], "y": ["q", "p"]})
+    assert tie.scores[0] == pytest.approx(tie.scores[1])
+    assert tie.ids.tolist() == ["p", "q"]  # tie broken by first appearance
+    assert reciprocal_rank_fusion({"x": [5, 3, 9]}, limit=2).ids.tolist() == [5, 3]
+
+
+# --------------------------------------------------------------------------------------------------
+# coarse index
+
+
+def _clustered(n: int, d: int, n_clusters: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_clusters, d)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, n_clusters, n)] + rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+N, D, SEGMENTS_PER_VIDEO = 20_000, 128, 10
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    x = _clustered(N + 200, D, 200, seed=1)
+    base, queries = x[:N], x[N:]
+    ids = np.char.add("seg", np.arange(N).astype(str))
+    videos = np.char.add("vid", (np.arange(N) // SEGMENTS_PER_VIDEO).astype(str))
+    exact = np.argsort(-(queries @ base.T), axis=1, kind="stable")[:, :10]
+    return base, queries, ids, videos, exact
+
+
+@pytest.fixture(scope="module")
+def hnsw(corpus):
+    base, _, ids, videos, _ = corpus
+    return CoarseIndex.build(base, ids, videos, kind="hnsw", source_version=7)
+
+
+def _recall(found: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / t.size for f, t in zip(found, exact)]))
+
+
+def test_flat_index_returns_exact_top_k(corpus):
+    base, queries, ids, videos, exact = corpus
+    index = CoarseIndex.build(base[:5000], ids[:5000], videos[:5000])  # auto: small -> exact
+    assert index.kind == "flat"
+    hits = index.search(queries[:20], k=10)
+    truth = np.argsort(-(queries[:20] @ base[:5000].T), axis=1)[:, :10]
+    assert (hits.positions == truth).all()
+    assert (hits.ids == ids[:5000][truth]).all()
+    assert (hits.video_ids == videos[:5000][truth]).all()
+    assert np.allclose(hits.scores, np.take_along_axis(queries[:20] @ base[:5000].T, truth, axis=1), atol=1e-5)
+
+
+def test_hnsw_recall_at_10(corpus, hnsw):
+    _, queries, _, _, exact = corpus
+    assert hnsw.kind == "hnsw"
+    assert _recall(hnsw.search(queries, k=10).positions, exact) >= 0.95
+
+
+@pytest.mark.parametrize("use_selector", [True, False], ids=["selector", "overfetch"])
+def test_removed_videos_never_come_back(corpus, use_selector):
+    base, queries, ids, videos, _ = corpus
+    n = 4000
+    for kind in ("flat", "hnsw", "ivfpq"):
+        index = CoarseIndex.build(base[:n], ids[:n], videos[:n], kind=kind, nlist=32, pq_m=8)
+        index.use_selector = use_selector  # over-fetch is what GPU indexes use
+        top = index.search(queries, k=20).video_ids
+        gone = np.unique(top[:, :5])  # the videos queries like most
+        removed = index.remove_videos(gone)
+        assert removed == np.isin(videos[:n], gone).sum()
+        hits = index.search(queries, k=50)
+        assert not np.isin(hits.video_ids, gone).any(), kind
+        assert hits.valid.all()  # masking did not cost results
+        # filters at query time stack with removals
+        also = np.unique(hits.video_ids[:, 0])
+        hits2 = index.search(queries, k=10, exclude_videos=also)
+        assert not np.isin(hits2.video_ids, np.concatenate([gone, also])).any()
+        only = index.search(queries, k=10, only_videos=[videos[0], gone[0]])
+        assert set(only.video_ids[only.valid]) <= {videos[0]}
+    # k larger than what is left: padded, never a removed row
+    small = CoarseIndex.build(base[:30], ids[:30], videos[:30])
+    small.use_selector = use_selector
+    small.remove_videos(["vid0", "vid1"])
+    hits = small.search(queries[:3], k=25)
+    assert hits.valid.sum(axis=1).tolist() == [10, 10, 10]
+    assert set(hits.video_ids[hits.valid]) == {"vid2"}
+    assert np.isneginf(hits.scores[~hits.valid]).all()
+    # re-adding a removed video brings back only its new rows
+    small.add(base[:2], ["seg0-new", "seg1-new"], ["vid0", "vid0"])
+    again = small.search(base[:1], k=30)
+    assert "seg0-new" in again.ids[0] and "seg0" not in again.ids[0]
+
+
+def test_save_load_round_trip_keeps_results_and_version(corpus, hnsw, tmp_path):
+    _, queries, _, _, _ = corpus
+    hnsw.remove_videos(["vid3", "vid4"])
+    before = hnsw.search(queries, k=10)
+    hnsw.save(tmp_path / "coarse")
+    assert CoarseIndex.read_manifest(tmp_path / "coarse")["source_version"] == 7
+    loaded = CoarseIndex.load(tmp_path / "coarse")
+    after = loaded.search(queries, k=10)
+    assert loaded.kind == "hnsw" and loaded.source_version == 7 and loaded.n_live == hnsw.n_live
+    assert (after.ids == before.ids).all() and (after.video_ids == before.video_ids).all()
+    assert np.allclose(after.scores, before.scores)
+    assert not loaded.is_stale(7) and loaded.is_stale(8)
+    assert not np.isin(after.video_ids, ["vid3", "vid4"]).any()
+
+
+def test_ivfpq_with_exact_refinement(corpus):
+    base, queries, ids, videos, _ = corpus
+    base, ids, videos = base[:8000], ids[:8000], videos[:8000]
+    exact = np.argsort(-(queries @ base.T), axis=1)[:, :10]
+    index = CoarseIndex.build(base, ids, videos, kind="ivfpq", pq_m=8)
+    assert index.build_params["refine"] == "flat"
+    hits = index.search(queries, k=10)
+    assert _recall(hits.positions, exact) >= 0.9
+    # refined scores are exact inner products
+    true = np.take_along_axis(queries @ base.T, hits.positions, axis=1)
+    assert np.allclose(hits.scores, true, atol=1e-5)
+
+
+def test_auto_kind_follows_size_and_memory():
+    assert CoarseIndex._choose_kind(10_000, 256, None, False, 50_000, 5_000_000, 32, "flat")[0] == "flat"
+    assert CoarseIndex._choose_kind(500_000, 256, None, False, 50_000, 5_000_000, 32, "flat")[0] == "hnsw"
+    assert CoarseIndex._choose_kind(500_000, 256, 300 << 20, False, 50_000, 5_000_000, 32, "auto") == (
+        "ivfpq", "sq8")
+    assert CoarseIndex._choose_kind(500_000, 256, None, True, 50_000, 5_000_000, 32, "flat")[0] == "flat"
+
+
+def test_dimension_mismatch_is_an_error(hnsw):
+    with pytest.raises(ValueError, match="dimension"):
+        hnsw.search(np.zeros((1, D + 1), dtype=np.float32))

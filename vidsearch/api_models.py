@@ -1,0 +1,148 @@
+"""The search API's request and response shapes: one pydantic source for the engine, the HTTP
+service (and so its OpenAPI schema), the Python client and the UI.
+
+Times are float seconds from the start of the file everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Channel = Literal["visual", "audio", "speech", "ocr", "subtitle", "metadata"]
+TEXT_CHANNELS: tuple[str, ...] = ("speech", "ocr", "subtitle", "metadata")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class TimeRange(_Strict):
+    start: float = Field(0.0, ge=0, description="seconds from the start of the file")
+    end: float | None = Field(None, gt=0, description="seconds; open-ended when absent")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeRange:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError("time_range.end must be greater than time_range.start")
+        return self
+
+
+class Filters(_Strict):
+    video_ids: list[str] | None = Field(None, max_length=10_000, description="only these videos")
+    metadata: dict[str, str | int | float | bool] | None = Field(
+        None, description="manifest metadata fields that must equal these values"
+    )
+    min_duration: float | None = Field(None, ge=0, description="seconds")
+    max_duration: float | None = Field(None, gt=0, description="seconds")
+    time_range: TimeRange | None = Field(None, description="only moments inside this part of each video")
+
+    @model_validator(mode="after")
+    def _durations(self) -> Filters:
+        if self.min_duration is not None and self.max_duration is not None and self.max_duration < self.min_duration:
+            raise ValueError("max_duration must be at least min_duration")
+        return self
+
+
+class SearchRequest(_Strict):
+    query: str = Field(..., min_length=1, max_length=1000, description="what to find, in words")
+    top_k: int = Field(10, ge=1, le=200, description="results per page")
+    group_by: Literal["video", "moment"] = "video"
+    channels: dict[Channel, float] | None = Field(
+        None, description="channels to use and their fusion weights (default: all, weight 1)"
+    )
+    filters: Filters | None = None
+    min_score: float | None = Field(None, description="drop results scoring below this")
+    cursor: str | None = Field(None, max_length=512, description="page cursor from a previous response")
+    max_moments: int = Field(3, ge=1, le=20, description="moments per video")
+
+    @model_validator(mode="after")
+    def _query_has_words(self) -> SearchRequest:
+        if not self.query.strip():
+            raise ValueError("query must contain at least one non-space character")
+        if self.channels is not None:
+            if not self.channels:
+                raise ValueError("channels must name at least one channel")
+            for name, weight in self.channels.items():
+                if not (0 <= weight <= 100):
+                    raise ValueError(f"channel weight for {name} must be between 0 and 100")
+        return self
+
+
+class VideoInfo(BaseModel):
+    id: str
+    title: str
+    uri: str
+    duration: float
+    width: int | None = None
+    height: int | None = None
+    has_audio: bool | None = None
+    metadata: dict[str, Any] = {}
+
+
+class SpanHit(BaseModel):
+    source: str
+    start: float
+    end: float
+    text: str
+    score: float
+
+
+class MomentOut(BaseModel):
+    start: float
+    end: float
+    score: float
+
+
+class Curve(BaseModel):
+    times: list[float]
+    values: list[float]
+
+
+class SearchResult(BaseModel):
+    video: VideoInfo
+    score: float
+    channel_scores: dict[str, float] = Field(default_factory=dict, description="per-channel evidence")
+    moments: list[MomentOut] = Field(default_factory=list)
+    frame_weights: list[float] | None = Field(None, description="X-Pool attention over the video's units")
+    unit_times: list[list[float]] | None = Field(None, description="[start, end] of each unit")
+    spans: list[SpanHit] = Field(default_factory=list, description="matched text with times")
+    curve: Curve | None = Field(None, description="the query's relevance over the video")
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class SearchResponse(BaseModel):
+    query: str
+    group_by: str
+    results: list[SearchResult]
+    next_cursor: str | None = None
+    index_version: str
+    took_ms: float
+
+
+class VideoList(BaseModel):
+    videos: list[VideoInfo]
+    total: int
+    next_cursor: str | None = None
+
+
+class JobRequest(_Strict):
+    kind: Literal["index", "reindex"] = "index"
+    paths: list[str] = Field(..., min_length=1, max_length=1000, description="folders, files or manifest.jsonl on the server")
+
+
+class JobInfo(BaseModel):
+    id: str
+    kind: str
+    paths: list[str]
+    state: Literal["queued", "running", "succeeded", "failed"]
+    progress: dict[str, Any] = Field(default_factory=dict)
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    created_at: float
+    finished_at: float | None = None
+
+
+class ErrorBody(BaseModel):
+    detail: str
