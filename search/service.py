@@ -30,7 +30,7 @@ from .engine import SearchEngine, SearchError, open_engine, video_info
 from .jobs import JobManager
 
 log = logging.getLogger(__name__)
-ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
 
 
 class State:

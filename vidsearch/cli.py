@@ -408,17 +408,17 @@ def serve(
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
 
 
-def _register_optional() -> None:
-    """Commands from parts that may land separately (evaluation)."""
-    try:
-        from .evaluation_cli import eval_moments, eval_retrieval
-    except ImportError:
-        return
+def _register_commands() -> None:
+    """Commands whose code lives in their own modules (imported lazily inside each command)."""
+    from .evaluation_cli import eval_moments, eval_retrieval
+    from .synth import synth_command
+
     app.command("eval-moments")(eval_moments)
     app.command("eval-retrieval")(eval_retrieval)
+    app.command("synth")(synth_command)
 
 
-_register_optional()
+_register_commands()
 
 
 def main() -> None:

@@ -95,7 +95,7 @@ SPOKEN_OTHER: tuple[str, ...] = (
     "turn on the lights",
 )
 ON_SCREEN: tuple[str, ...] = ("STOP", "HELLO", "SALE", "NEWS", "GOAL", "EXIT", "OPEN", "LIVE", "WIN", "DANGER")
-SPEECH_RATE = 0.2
+SPEECH_RATE = 0.25
 ON_SCREEN_RATE = 0.2
 PLAIN_RATE = 0.5
 
@@ -687,9 +687,13 @@ def font_file() -> Optional[str]:
     return None
 
 
-def ffmpeg_command(video: VideoPlan, assets: _Assets, wav: Path, target: Path, threads: int = 1) -> list[str]:
+def ffmpeg_command(video: VideoPlan, assets: _Assets, wav: Path, target: Path) -> list[str]:
     """Inputs: per event a backdrop and a looping sprite, then the soundtrack; the filter graph
-    overlays each sprite along its path, adds on-screen words, and concatenates the events."""
+    overlays each sprite along its path, adds on-screen words, and concatenates the events.
+
+    One encoder thread: x264's output depends on its thread count, and byte-identical files for a
+    seed matter (the indexer keys videos by content hash). Parallelism comes from the pool instead.
+    """
     inputs: list[str] = []
     chains: list[str] = []
     for k, e in enumerate(video.events):
@@ -704,7 +708,7 @@ def ffmpeg_command(video: VideoPlan, assets: _Assets, wav: Path, target: Path, t
         "-filter_complex", graph, "-filter_complex_threads", "1",
         "-map", "[v]", "-map", f"{2 * n}:a",
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", str(2 * FPS), "-r", str(FPS),
-        "-threads", str(threads),
+        "-threads", "1",
         "-c:a", "aac", "-b:a", "96k", "-ar", str(SAMPLE_RATE),
         "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
         "-movflags", "+faststart", "-f", "mp4", str(target),
@@ -736,14 +740,14 @@ def _drawtext(e: Event) -> str:
     )
 
 
-def render_video(video: VideoPlan, out: Path, assets: _Assets, seed: int, threads: int = 1) -> Path:
+def render_video(video: VideoPlan, out: Path, assets: _Assets, seed: int) -> Path:
     """Write one video; it appears under its final name only when complete."""
     target = out / video.video
     partial = target.with_name(target.name + ".part")
     wav = assets.root / f"{video.name}.wav"
     write_wav(wav, soundtrack(video, assets, seed))
     try:
-        _run(ffmpeg_command(video, assets, wav, partial, threads))
+        _run(ffmpeg_command(video, assets, wav, partial))
         os.replace(partial, target)
     finally:
         wav.unlink(missing_ok=True)
@@ -850,10 +854,11 @@ def generate(
     progress: bool = True,
     on_video: Optional[Callable[[int, int], None]] = None,
 ) -> SynthSummary:
-    """Plan, write the JSONL files, then render every video in a pool of ``jobs`` workers.
+    """Plan, render every video in a pool of ``jobs`` workers, then write the JSONL files.
 
+    The same ``(videos, seed, test_fraction)`` gives byte-identical files whatever ``jobs`` is.
     ``on_video(done, total)`` is called after each video, for callers that draw their own progress.
-    The same ``(videos, seed, test_fraction)`` always gives the same files.
+    Videos left in ``out/videos`` by an earlier, larger run are not removed (no list names them).
     """
     _require_ffmpeg()
     t0 = time.monotonic()
@@ -861,12 +866,15 @@ def generate(
     jobs = jobs or default_jobs()
     plans = plan(videos, seed, test_fraction)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    params = {"generator": "vidsearch.synth", "videos": videos, "seed": seed, "test_fraction": test_fraction, "width": WIDTH, "height": HEIGHT, "fps": FPS, "sample_rate": SAMPLE_RATE}
-    files = write_jsonl(out, plans, params)
     with tempfile.TemporaryDirectory(prefix="vidsearch-synth-") as scratch:
         assets = _Assets(Path(scratch))
         assets.prepare(plans, jobs)
         _render_all(plans, out, assets, seed, jobs, progress, on_video)
+    params = {
+        "generator": "vidsearch.synth", "videos": videos, "seed": seed, "test_fraction": test_fraction,
+        "width": WIDTH, "height": HEIGHT, "fps": FPS, "sample_rate": SAMPLE_RATE,
+    }  # fmt: skip
+    files = write_jsonl(out, plans, params)  # last: a caption list never names a missing video
     events = [e for p in plans for e in p.events]
     return SynthSummary(
         out=out,
@@ -889,14 +897,13 @@ def _require_ffmpeg() -> None:
 
 
 def _render_all(plans, out, assets, seed, jobs, progress, on_video) -> None:
-    threads = max(1, default_jobs() // jobs)
     lock = threading.Lock()
     done = 0
-    with _progress_bar(progress, len(plans)) as advance, ThreadPoolExecutor(max_workers=jobs) as pool:
+    with _ProgressBar(progress, len(plans)) as advance, ThreadPoolExecutor(max_workers=jobs) as pool:
 
         def one(p: VideoPlan) -> None:
             nonlocal done
-            render_video(p, out, assets, seed, threads)
+            render_video(p, out, assets, seed)
             with lock:
                 done += 1
                 advance()
@@ -912,7 +919,7 @@ def _render_all(plans, out, assets, seed, jobs, progress, on_video) -> None:
             raise failed[0].exception()
 
 
-class _progress_bar:
+class _ProgressBar:
     """A rich bar on stderr, or nothing: stdout stays clean for ``--json``."""
 
     def __init__(self, enabled: bool, total: int):
@@ -947,7 +954,7 @@ def synth_command(
     out: Annotated[Path, typer.Argument(help="Folder for videos/, train.jsonl, test.jsonl, events.jsonl.", show_default=False)],
     videos: Annotated[int, typer.Option("--videos", min=1, help="How many videos to render.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same corpus.")] = 0,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", min=1, help="Videos rendered at once [default: cores].")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", min=1, help="Videos rendered at once (default: one per core).")] = None,
     test_fraction: Annotated[float, typer.Option("--test-fraction", min=0.0, max=0.99, help="Share of videos in test.jsonl.")] = 0.2,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a summary line.")] = False,
 ) -> None:
