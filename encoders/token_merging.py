@@ -50,8 +50,14 @@ from torch import nn
 
 __all__ = [
     "MergeConfig",
+    "VideoUnits",
     "RECOMMENDED",
+    "recommended_config",
+    "recommended_for",
+    "merge_config_for",
     "Match",
+    "alternate_split",
+    "member_split",
     "bipartite_match",
     "merge_wavg",
     "attention_with_keys",
@@ -176,8 +182,48 @@ class MergeConfig(BaseModel):
         return cls(**fields)
 
 
-# The schedule the benchmark shows meeting the speed/FLOPs targets on ViT-B-32 (see bench/token_merging.py).
-RECOMMENDED = MergeConfig(r=2, groups=((2, 3), (4, 6)), cross=0.6)
+def recommended_config(n_layers: int) -> MergeConfig:
+    """The default schedule for a tower of `n_layers` blocks: frame pairs from a sixth of the depth,
+    clips of 4 from a third, one token merged per frame in each of the other blocks, 80% of the
+    earlier frames' tokens merged across at each grouping.
+
+    Grouping early is what buys the speed (most blocks then run on temporally merged tokens), and it
+    is where it is safest: a static patch gives near-identical keys in consecutive frames in early
+    blocks, so the cross-frame merges it forces are mostly exact duplicates. Per-frame ToMe is kept
+    light (r=1) because on ViT-B-32's 49 patches it moves vectors far more than temporal merging
+    does for the same FLOPs (bench/token_merging.py, drift_vs_spread).
+    """
+    q = max(1, round(n_layers / 6))
+    h = max(q + 1, round(n_layers / 3))
+    if h >= n_layers:
+        return MergeConfig(r=RECOMMENDED_R)
+    return MergeConfig(r=RECOMMENDED_R, groups=((2, q), (4, h)), cross=RECOMMENDED_CROSS)
+
+
+def recommended_for(model: nn.Module) -> MergeConfig:
+    return recommended_config(len(_vision_tower(model).transformer.resblocks))
+
+
+def merge_config_for(model: nn.Module, setting: "str | MergeConfig | None") -> MergeConfig:
+    """A user setting (CLI flag, env var) to a config: "recommended"/"auto" picks recommended_for(model),
+    anything else is parsed (`off`, or a canonical string). Validated against the model's depth here,
+    so a schedule for a deeper tower fails when the model loads, not mid-indexing."""
+    if isinstance(setting, MergeConfig):
+        config = setting
+    elif (setting or "").strip().lower() in ("recommended", "auto", "default"):
+        config = recommended_for(model)
+    else:
+        config = MergeConfig.parse(setting)
+    depth = len(_vision_tower(model).transformer.resblocks)
+    for _, layer in config.groups:
+        if layer >= depth:
+            raise ValueError(f"token merging groups at block {layer}, but the tower has {depth} blocks ({config})")
+    return config
+
+
+RECOMMENDED_R = 1
+RECOMMENDED_CROSS = 0.8
+RECOMMENDED = recommended_config(12)  # ViT-B-32's schedule
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,7 +301,8 @@ def merge_wavg(x: torch.Tensor, size: torch.Tensor, match: Match) -> tuple[torch
     B tokens that absorb nothing are passed through bit-exact.
     """
     p, dim = match.n_protected, x.shape[-1]
-    xf, s = x.float(), size.float()
+    wide = torch.promote_types(x.dtype, torch.float32)
+    xf, s = x.to(wide), size.to(torch.promote_types(size.dtype, torch.float32))
     xa, xb = xf[:, match.a_idx], xf[:, match.b_idx]
     sa, sb = s[:, match.a_idx], s[:, match.b_idx]
     src = match.src.unsqueeze(-1)
@@ -273,8 +320,9 @@ def merge_protected(x: torch.Tensor, size: torch.Tensor, n_protected: int) -> tu
     """Collapse the leading protected tokens (the grouped frames' CLS) into one, size-weighted."""
     if n_protected <= 1:
         return x, size
-    s = size[:, :n_protected].float()
-    cls = (x[:, :n_protected].float() * s).sum(1, keepdim=True) / s.sum(1, keepdim=True)
+    s = size[:, :n_protected].to(torch.promote_types(size.dtype, torch.float32))
+    wide = torch.promote_types(x.dtype, torch.float32)
+    cls = (x[:, :n_protected].to(wide) * s).sum(1, keepdim=True) / s.sum(1, keepdim=True)
     return (
         torch.cat([cls.to(x.dtype), x[:, n_protected:]], dim=1),
         torch.cat([s.sum(1, keepdim=True), size[:, n_protected:]], dim=1),
@@ -330,13 +378,17 @@ def attention_with_keys(
     raise NotImplementedError(f"token merging does not know attention module {type(attn).__name__}")
 
 
-def _block(blk: nn.Module, x: torch.Tensor, size: torch.Tensor | None, merge) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _block(
+    blk: nn.Module, x: torch.Tensor, size: torch.Tensor | None, merge, prop_attn: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The open_clip residual block with a merge between attention and MLP (where ToMe puts it).
 
     size is None while every token still has size 1: then no bias is passed and the attention kernel
     takes its fast path. `merge(x, size, keys)` returns the merged (x, size).
     """
-    log_size = None if size is None else size.log().squeeze(-1)[:, None, None, :].to(x.dtype)
+    log_size = None
+    if prop_attn and size is not None:
+        log_size = size.log().squeeze(-1)[:, None, None, :].to(x.dtype)
     a, keys = attention_with_keys(blk.attn, blk.ln_1(x), log_size)
     ln_attn = getattr(blk, "ln_attn", None)
     if ln_attn is not None:
@@ -586,7 +638,7 @@ def forward_units(
                 merge = _cross_merge(config.cross, c.n_cls, c.members)
             else:
                 merge = _intra_merge(config.r, c.n_frames, c.n_cls)
-            c.x, c.size = _block(blk, c.x, c.size, merge)
+            c.x, c.size = _block(blk, c.x, c.size, merge, config.prop_attn)
             c.members = (c.x.shape[1] - c.n_cls,)
             new.append(c)
         cohorts = _coalesce(new) if grouping else new
@@ -664,7 +716,7 @@ def _forward_pooled(visual: nn.Module, x: torch.Tensor, config: MergeConfig) -> 
     h = _embed(visual, x.to(visual.conv1.weight.dtype))
     c = _Cohort(h, None, 1, (h.shape[1] - 1,), np.arange(len(x)), np.zeros(len(x), np.int64), np.arange(len(x)), np.arange(len(x)) + 1)
     for blk in blocks:
-        c.x, c.size = _block(blk, c.x, c.size, _intra_merge(config.r, 1, 1))
+        c.x, c.size = _block(blk, c.x, c.size, _intra_merge(config.r, 1, 1), config.prop_attn)
     if getattr(visual, "pool_type", "tok") == "avg":
         s = _sizes(c.x, c.size)[:, 1:]
         tokens = c.x[:, 1:]
@@ -691,13 +743,8 @@ def apply_token_merging(model: nn.Module, config: MergeConfig | str) -> nn.Modul
     disabled config makes forward the original one. `encode_image` then merges within each image;
     `encode_video_units` additionally merges across neighbouring frames.
     """
-    config = MergeConfig.parse(config) if isinstance(config, str) else config
+    config = merge_config_for(model, config)
     visual = _vision_tower(model)
-    for _, layer in config.groups:
-        if layer >= len(visual.transformer.resblocks):
-            raise ValueError(
-                f"grouping at block {layer}, but the tower has {len(visual.transformer.resblocks)} blocks"
-            )
     if not isinstance(visual, _MergingForward):
         base = type(visual)
         visual.__class__ = type(f"Merging{base.__name__}", (_MergingForward, base), {})

@@ -73,7 +73,7 @@ class DecodedFrames:
     decoder: str
 
 
-def decode_decord(path: Path, plan: SamplePlan, width: int, height: int, size: int) -> DecodedFrames:
+def decode_decord(path: Path, plan: SamplePlan, width: int, height: int, size: int, crop: bool = True) -> DecodedFrames:
     import decord
 
     w, h = scaled_size(width, height, size)
@@ -84,10 +84,10 @@ def decode_decord(path: Path, plan: SamplePlan, width: int, height: int, size: i
     frame_starts = vr.get_frame_timestamp(np.arange(n))[:, 0]
     idx, starts, ends = _merge_repeats(frames_for_times(frame_starts, plan.times), plan)
     frames = vr.get_batch(idx.tolist()).asnumpy()
-    return DecodedFrames(center_crop(frames, size), starts, ends, "decord")
+    return DecodedFrames(center_crop(frames, size) if crop else frames, starts, ends, "decord")
 
 
-def decode_pyav(path: Path, plan: SamplePlan, width: int, height: int, size: int) -> DecodedFrames:
+def decode_pyav(path: Path, plan: SamplePlan, width: int, height: int, size: int, crop: bool = True) -> DecodedFrames:
     """Sequential decode keeping the frame on screen at each sample time (robust where seeking is not)."""
     import av
 
@@ -114,14 +114,16 @@ def decode_pyav(path: Path, plan: SamplePlan, width: int, height: int, size: int
     if not kept:
         raise RuntimeError("PyAV decoded no frames")
     idx, starts, ends = _merge_repeats(owner, plan)
-    return DecodedFrames(center_crop(np.stack(kept)[idx], size), starts, ends, "pyav")
+    frames = np.stack(kept)[idx]
+    return DecodedFrames(center_crop(frames, size) if crop else frames, starts, ends, "pyav")
 
 
-def decode_frames(path: Path, plan: SamplePlan, width: int, height: int, size: int) -> DecodedFrames:
+def decode_frames(path: Path, plan: SamplePlan, width: int, height: int, size: int, crop: bool = True) -> DecodedFrames:
+    """Frames with the short side at `size`; centre-cropped square for the encoder, whole for OCR."""
     errors = []
     for decoder in (decode_decord, decode_pyav):
         try:
-            return decoder(path, plan, width, height, size)
+            return decoder(path, plan, width, height, size, crop)
         except Exception as exc:  # noqa: BLE001 - each decoder fails in its own words
             errors.append(f"{decoder.__name__.removeprefix('decode_')}: {str(exc).strip() or type(exc).__name__}")
     raise RuntimeError("could not decode frames (" + "; ".join(errors) + ")")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from .discover import Source, discover
 from .hashing import content_hash
 from .prepare import DecodeJob, Failed, Prepared
 from .segment import make_segments, pool_segments
+from .sidecar import sidecar_spans
 from .worker import DecoderPool
 
 FLUSH_SECONDS = 10.0
@@ -50,6 +52,8 @@ class RunSummary:
     video_seconds: float = 0.0
     elapsed: float = 0.0
     failures: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)  # indexed, but a text channel failed
+    spans: int = 0
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "elapsed": round(self.elapsed, 3), "video_seconds": round(self.video_seconds, 3)}
@@ -85,6 +89,11 @@ class IndexRun:
         self.backbone = backbone
         self.settings = settings
         self.progress = progress or Progress()
+        tower = getattr(backbone, "audio_tower", None)
+        if audio_encoder is None and tower is not None:  # a trained checkpoint brings its audio tower
+            from vidsearch.encoders.audio import audio_tokens
+
+            audio_encoder = partial(audio_tokens, tower=tower)
         self.audio_encoder = audio_encoder
         self.summary = RunSummary()
         self._pending: list[EncodedVideo] = []
@@ -156,6 +165,9 @@ class IndexRun:
                 self._flush()
                 self.progress.stop()
             self.summary.removed += self._drop_unreferenced()  # old content of changed files
+            if self.summary.spans:
+                self.store.index_text()
+            self.store.record_channels(speech=self.settings.speech, ocr=self.settings.ocr, engine=self.settings.speech_engine)
             self.store.optimize()
         self.summary.elapsed = time.monotonic() - t0
         return self.summary
@@ -198,10 +210,15 @@ class IndexRun:
                     items.put(_Item(src, vid, None))
                     continue
                 claimed.add(vid)
-                job = DecodeJob(str(src.path), self.settings.sample_fps, self.backbone.image_size, want_audio)
+                job = self._job(src, want_audio)
                 items.put(_Item(src, vid, pool.submit(job)))
         finally:
             items.put(_DONE)
+
+    def _job(self, src: Source, want_audio: bool) -> DecodeJob:
+        s = self.settings
+        return DecodeJob(str(src.path), s.sample_fps, self.backbone.image_size, want_audio,
+                         speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr)  # fmt: skip
 
     def _consume(self, items: queue.Queue) -> None:
         ready: list[tuple[_Item, Prepared]] = []
@@ -261,6 +278,9 @@ class IndexRun:
         if self.audio_encoder is not None and prep.audio is not None and len(prep.audio):
             audio = self.audio_encoder(prep.audio)
         src = item.source
+        spans = list(prep.spans) + sidecar_spans(src.path, src.title or src.path.stem, src.metadata, info.duration)
+        if prep.warnings:
+            self.summary.warnings.append({"path": src.key, "warning": "; ".join(prep.warnings)})
         self._pending.append(
             EncodedVideo(
                 video={
@@ -287,7 +307,8 @@ class IndexRun:
                 audio_start=audio[0],
                 audio_end=audio[1],
                 audio_vectors=audio[2],
-                files=[self._file_row(src, item.video_id, "indexed", None)],
+                files=[self._file_row(src, item.video_id, "indexed", "; ".join(prep.warnings) or None)],
+                spans=spans,
             )
         )
         self.summary.indexed += 1
@@ -322,12 +343,26 @@ class IndexRun:
             self._flush()
 
     def _flush(self) -> None:
-        # videos first (vectors, then their visibility rows); then files that only point at content
-        # already committed, so a `files` row never names a video that is not visible.
+        # videos first (vectors and spans, then their visibility rows); then files that only point at
+        # content already committed, so a `files` row never names a video that is not visible.
+        self._embed_spans(self._pending)
         self.store.commit(self._pending)
         self.store.record_files(self._pending_files)
         self._pending, self._pending_files = [], []
         self._last_flush = time.monotonic()
+
+
+    def _embed_spans(self, batch: list[EncodedVideo]) -> None:
+        """Timed text -> `spans` rows with sentence vectors (the encoder loads on first use only)."""
+        todo = [v for v in batch if v.spans]
+        if not todo:
+            return
+        from vidsearch.encoders.sentence import get_sentence_encoder, span_table
+
+        encoder = get_sentence_encoder()
+        for v in todo:
+            v.span_rows = span_table(v.video["video_id"], v.spans, encoder)
+            self.summary.spans += v.span_rows.num_rows
 
 
 def open_store_for(settings: Settings, backbone, rebuild: bool = False) -> Store:

@@ -22,6 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+# Before torch: importing the coarse stage sets OMP_WAIT_POLICY=PASSIVE (unless the operator set it),
+# and each OpenMP runtime (torch's, FAISS's) reads it once, when it loads. With torch's runtime left
+# spinning, the re-rank's parallel regions starved on shared cores: a search measured 130-190 ms p50
+# vs 30-40 ms (10k segments, 2 cores at load 7).
+from .coarse import CoarseIndex  # noqa: I001 - must precede `import torch`
+
 import torch
 
 from vidsearch.api_models import (
@@ -37,7 +44,6 @@ from vidsearch.api_models import (
 from vidsearch.config import Settings
 from vidsearch.store import SEGMENTS, VIDEOS, Store
 
-from .coarse import CoarseIndex
 from .features import FeatureCache, VideoFeatures
 from .fusion import reciprocal_rank_fusion
 from .moments import localize_moments
@@ -163,6 +169,12 @@ def _request_key(req: SearchRequest) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _rounded(values: np.ndarray, digits: int) -> list[float]:
+    """`round(float(v), digits)` for each v: the same numbers, without a numpy scalar per element
+    (thousands per response: the curve, the unit times, the attention weights)."""
+    return [round(v, digits) for v in np.asarray(values).tolist()]
+
+
 def per_video_best(video_ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best segment score per video, videos best first (columnar group-by)."""
     ok = video_ids != ""
@@ -187,6 +199,10 @@ class SearchEngine:
         pooler=None,
         text_channels=None,
     ):
+        self._setup(store, backbone, settings, pooler, text_channels, FeatureCache(store, settings.feature_cache_mb << 20))
+        self._snapshot = build_snapshot(store, settings)
+
+    def _setup(self, store, backbone, settings: Settings, pooler, text_channels, cache: FeatureCache) -> None:
         from vidsearch.encoders.xpool import make_pooler
 
         self.store = store
@@ -197,13 +213,41 @@ class SearchEngine:
             kind, dim=backbone.dim, **({"temperature": settings.pool_temperature} if kind == "param_free" else {})
         )
         self.pooler.eval()
+        # a trained checkpoint brings its X-Pool / TEFAL head: it re-ranks with frames and audio
+        head = getattr(backbone, "head", None)
+        self.head = head if head is not None and pooler is None and settings.pooling in ("auto", "xpool") else None
         self.text_channels = text_channels  # speech / ocr / subtitle / metadata spans, when indexed
-        self.cache = FeatureCache(store, settings.feature_cache_mb << 20)
+        self.cache = cache
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
         self._last_check = 0.0
-        self._snapshot = build_snapshot(store, settings)
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        snapshot: Snapshot,
+        backbone,
+        settings: Settings,
+        features: FeatureCache | dict[str, VideoFeatures],
+        pooler=None,
+        text_channels=None,
+    ) -> SearchEngine:
+        """An engine over an in-memory snapshot and pre-loaded unit features, with no store behind it.
+
+        For benchmarks at sizes no real library here reaches (synthetic vectors): nothing is read at
+        query time, and the snapshot never refreshes. `backbone` is only asked for `dim` (and for
+        `encode_text` when a search gets no query vector).
+        """
+        if not isinstance(features, FeatureCache):
+            cache = FeatureCache(None, max(1, sum(f.nbytes for f in features.values())))
+            for vid, f in features.items():
+                cache.put(vid, f)
+            features = cache
+        engine = cls.__new__(cls)
+        engine._setup(None, backbone, settings, pooler, text_channels, features)
+        engine._snapshot = snapshot
+        return engine
 
     # -- index versions ------------------------------------------------------------------------
     @property
@@ -212,6 +256,8 @@ class SearchEngine:
 
     def refresh(self, wait: bool = True) -> bool:
         """Swap in the latest committed version if there is one; True when it changed."""
+        if self.store is None:  # an in-memory engine (from_snapshot) has no newer version to find
+            return False
         if not self._refreshing.acquire(blocking=wait):
             return False
         try:
@@ -219,13 +265,25 @@ class SearchEngine:
             if _store_versions(self.store) == self._snapshot.version:
                 return False
             self._snapshot = build_snapshot(self.store, self.settings, previous=self._snapshot)
+            self._refresh_text_channels()
             log.info("index version %s is live (%d videos)", self._snapshot.version, len(self._snapshot.ids))
             return True
         finally:
             self._refreshing.release()
 
+    def _refresh_text_channels(self) -> None:
+        """New spans may bring a channel (a job indexed speech into an index that had none)."""
+        from .text_channels import TextChannels
+
+        if self.text_channels is None:
+            self.text_channels = TextChannels.for_store(self.store)
+        else:
+            self.text_channels.refresh()
+
     def _maybe_refresh(self) -> None:
         """At most every `refresh_seconds`, look for a new version in the background."""
+        if self.store is None:
+            return
         if time.monotonic() - self._last_check < self.settings.refresh_seconds:
             return
         self._last_check = time.monotonic()
@@ -254,9 +312,11 @@ class SearchEngine:
     # -- the search ----------------------------------------------------------------------------
     def channel_weights(self, req: SearchRequest) -> dict[str, float]:
         available = {"visual"} | (set(self.text_channels.sources()) if self.text_channels else set())
+        if self.head is not None and getattr(self.backbone, "audio_tower", None) is not None:
+            available.add("audio")  # fused into the visual ranking by the TEFAL head
         if req.channels is None:
             return {c: 1.0 for c in sorted(available)}
-        unknown = [c for c in req.channels if c not in available and c != "audio"]
+        unknown = [c for c in req.channels if c not in available]
         if unknown:
             raise SearchError(f"channel(s) {', '.join(unknown)} are not in this index (available: {', '.join(sorted(available))})")
         weights = {c: w for c, w in req.channels.items() if w > 0 and c in available}
@@ -301,12 +361,12 @@ class SearchEngine:
         lists: dict[str, np.ndarray] = {}
         scores: dict[str, np.ndarray] = {}
         span_hits: dict[str, list[SpanHit]] = {}
-        if "visual" in weights:
+        if "visual" in weights or "audio" in weights:
             k = min(self.settings.coarse_segments, snap.coarse.n_live)
             hits = snap.coarse.search(q[None, :], k=k, only_videos=allowed)
             lists["visual"], scores["visual"] = per_video_best(hits.video_ids[0], hits.scores[0])
         if self.text_channels is not None:
-            for source in [c for c in weights if c != "visual"]:
+            for source in [c for c in weights if c not in ("visual", "audio")]:
                 ids, sc, hits = self.text_channels.search(source, req.query, self.settings.candidates, allowed)
                 lists[source], scores[source] = ids, sc
                 for vid, h in hits.items():
@@ -318,14 +378,17 @@ class SearchEngine:
         candidates = [str(v) for v in coarse.ids[: self.settings.candidates] if str(v) in snap.videos]
         feats = self.cache.get_many(candidates)
         candidates = [v for v in candidates if v in feats]
-        fine_scores, attention = self._rerank(q, [feats[v] for v in candidates], req.filters)
+        use_audio = "audio" in weights
+        fine_scores, attention, audio_part = self._rerank(q, [feats[v] for v in candidates], req.filters, use_audio)
         fine_lists = dict(lists)
         fine_scores_by = dict(scores)
-        if "visual" in weights:
+        visual_weights = {c: w for c, w in weights.items() if c != "audio"}
+        if "visual" in weights or use_audio:
             order = np.argsort(-fine_scores, kind="stable")
             fine_lists["visual"] = np.asarray(candidates, dtype=str)[order]
             fine_scores_by["visual"] = fine_scores[order]
-        fused = reciprocal_rank_fusion(fine_lists, weights, k=self.settings.rrf_k, scores=fine_scores_by)
+            visual_weights["visual"] = weights.get("visual", 0.0) + weights.get("audio", 0.0)
+        fused = reciprocal_rank_fusion(fine_lists, visual_weights, k=self.settings.rrf_k, scores=fine_scores_by)
         pos = {v: i for i, v in enumerate(candidates)}
         ranked = []
         for i, vid in enumerate(fused.ids):
@@ -337,7 +400,10 @@ class SearchEngine:
                 {
                     "video_id": vid,
                     "score": float(fused.scores[i]),
-                    "channel_scores": {c: round(v["score"], 6) for c, v in explain.items()},
+                    "channel_scores": {
+                        **{c: round(v["score"], 6) for c, v in explain.items()},
+                        **({"audio": round(float(audio_part[pos[vid]]), 6)} if use_audio else {}),
+                    },
                     "features": feats[vid],
                     "attention": attention[pos[vid]],
                     "spans": sorted(span_hits.get(vid, []), key=lambda h: -h.score)[:5],
@@ -345,13 +411,16 @@ class SearchEngine:
             )
         return ranked
 
-    def _rerank(self, q: np.ndarray, feats: list[VideoFeatures], filters: Filters | None):
-        """X-Pool scores and attention weights, in padded chunks of similar lengths (bounded memory)."""
+    def _rerank(self, q: np.ndarray, feats: list[VideoFeatures], filters: Filters | None, use_audio: bool = False):
+        """X-Pool scores (fused with audio by the TEFAL head when the model has one and the audio channel
+        is on), attention weights, and the audio part of each score; in padded chunks of similar lengths
+        (bounded memory)."""
         n = len(feats)
         scores = np.zeros(n, dtype=np.float32)
+        audio_part = np.zeros(n, dtype=np.float32)
         weights: list[np.ndarray] = [np.zeros(0, np.float32)] * n
         if n == 0:
-            return scores, weights
+            return scores, weights, audio_part
         window = filters.time_range if filters else None
         masks = [self._unit_mask(f, window) for f in feats]
         lengths = np.array([len(f.start) for f in feats])
@@ -374,14 +443,22 @@ class SearchEngine:
                 t = len(feats[k].start)
                 frames[row, :t] = feats[k].vectors
                 mask[row, :t] = masks[k]
+            a = np.zeros(len(idx), np.float32)
             with torch.inference_mode():
-                s, w = self.pooler.rerank(text, torch.from_numpy(frames), torch.from_numpy(mask))
+                if self.head is not None:
+                    audio, amask = _padded_audio([feats[k] for k in idx], dim)
+                    out = self.head.rerank(text, torch.from_numpy(frames), torch.from_numpy(mask), audio, amask)
+                    s, w = (out["fused"] if use_audio else out["video"]), out["frame_weights"]
+                    a = (self.head.audio_weight * out["gate"] * out["audio"]).numpy()
+                else:
+                    s, w = self.pooler.rerank(text, torch.from_numpy(frames), torch.from_numpy(mask))
             s, w = s.numpy(), w.numpy()
             for row, k in enumerate(idx):
                 scores[k] = s[row]
+                audio_part[k] = a[row]
                 weights[k] = w[row, : lengths[k]]
             i = j
-        return scores, weights
+        return scores, weights, audio_part
 
     @staticmethod
     def _unit_mask(f: VideoFeatures, window) -> np.ndarray:
@@ -409,13 +486,10 @@ class SearchEngine:
             score=round(item["score"], 6),
             channel_scores=item["channel_scores"],
             moments=[MomentOut(start=round(m.start, 3), end=round(m.end, 3), score=round(m.score, 6)) for m in found.moments],
-            frame_weights=[round(float(w), 6) for w in item["attention"]],
-            unit_times=[[round(float(a), 3), round(float(b), 3)] for a, b in zip(f.start, f.end)],
+            frame_weights=_rounded(item["attention"], 6),
+            unit_times=[[a, b] for a, b in zip(_rounded(f.start, 3), _rounded(f.end, 3))],
             spans=item["spans"],
-            curve=Curve(
-                times=[round(float(t), 3) for t in curve.times[::step]],
-                values=[round(float(v), 6) for v in curve.values[::step]],
-            ),
+            curve=Curve(times=_rounded(curve.times[::step], 3), values=_rounded(curve.values[::step], 6)),
         )
 
     def _by_moment(self, snap: Snapshot, req: SearchRequest, q: np.ndarray, ranked: list[dict]) -> list[SearchResult]:
@@ -427,6 +501,19 @@ class SearchEngine:
                 flat.append(res.model_copy(update={"moments": [m], "score": m.score}))
         flat.sort(key=lambda r: -r.score)
         return flat
+
+
+def _padded_audio(feats: list[VideoFeatures], dim: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Audio tokens of a chunk of candidates as a padded batch (None when none has audio)."""
+    lengths = [len(f.audio_vectors) if f.audio_vectors.ndim == 2 and f.audio_vectors.shape[1] == dim else 0 for f in feats]
+    if not any(lengths):
+        return None, None
+    x = np.zeros((len(feats), max(lengths), dim), np.float32)
+    m = np.zeros((len(feats), max(lengths)), bool)
+    for row, (f, n) in enumerate(zip(feats, lengths)):
+        x[row, :n] = f.audio_vectors[:n]
+        m[row, :n] = True
+    return torch.from_numpy(x), torch.from_numpy(m)
 
 
 def video_info(row: dict) -> VideoInfo:
@@ -451,7 +538,8 @@ def open_engine(settings: Settings, text_channels: Callable | None = None) -> Se
     fp = store.stored_fingerprint()
     if fp is None:
         raise StoreError(f"index {settings.db} is empty: index some videos first (`vidsearch index PATH --db {settings.db}`)")
-    explicit = {"model", "pretrained", "checkpoint"} & settings.model_fields_set
+    # the model the index was built with, unless the caller names another (then a mismatch is an error)
+    explicit = {"model", "pretrained"} & settings.model_fields_set
     spec = (
         {"model": settings.model, "pretrained": settings.pretrained, "checkpoint": settings.checkpoint}
         if explicit
@@ -459,5 +547,8 @@ def open_engine(settings: Settings, text_channels: Callable | None = None) -> Se
     )
     backbone = load_backbone(**spec, precision=settings.precision, device=settings.device)
     store = Store.open(settings.db, backbone.fingerprint)  # a mismatch is a clear error
-    channels = text_channels(store) if text_channels else None
-    return SearchEngine(store, backbone, settings, text_channels=channels)
+    if text_channels is None:
+        from .text_channels import TextChannels
+
+        text_channels = TextChannels.for_store
+    return SearchEngine(store, backbone, settings, text_channels=text_channels(store))

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from vidsearch.store import FEATURES, Store, _sql_list
+
+
+EMPTY = np.zeros(0, np.float32)
 
 
 @dataclass(frozen=True)
@@ -21,10 +24,13 @@ class VideoFeatures:
     start: np.ndarray  # (T,) float32 seconds
     end: np.ndarray  # (T,)
     vectors: np.ndarray  # (T, D) float32, unit length
+    audio_start: np.ndarray = field(default_factory=lambda: EMPTY)  # (A,) audio tokens (audio tower)
+    audio_end: np.ndarray = field(default_factory=lambda: EMPTY)
+    audio_vectors: np.ndarray = field(default_factory=lambda: EMPTY.reshape(0, 0))  # (A, D)
 
     @property
     def nbytes(self) -> int:
-        return self.start.nbytes + self.end.nbytes + self.vectors.nbytes
+        return self.start.nbytes + self.end.nbytes + self.vectors.nbytes + self.audio_vectors.nbytes
 
 
 class FeatureCache:
@@ -69,20 +75,31 @@ class FeatureCache:
             self.store.table(FEATURES)
             .search()
             .where(f"video_id IN {_sql_list(video_ids)}")
-            .select(["video_id", "unit_start", "unit_end", "unit_vectors"])
+            .select(["video_id", "unit_start", "unit_end", "unit_vectors", "audio_start", "audio_end", "audio_vectors"])
             .limit(None)
             .to_arrow()
         )
         if table.num_rows == 0:
             return {}
-        counts = table["unit_start"].combine_chunks().value_lengths().to_numpy()
-        starts = table["unit_start"].combine_chunks().flatten().to_numpy().astype(np.float32)
-        ends = table["unit_end"].combine_chunks().flatten().to_numpy().astype(np.float32)
-        flat = table["unit_vectors"].combine_chunks().flatten().flatten().to_numpy().astype(np.float32)
-        vectors = flat.reshape(int(counts.sum()), -1) if counts.sum() else flat.reshape(0, 0)
-        bounds = np.concatenate([[0], np.cumsum(counts)])
+        starts, ends, vectors, bounds = _ragged(table, "unit_start", "unit_end", "unit_vectors")
+        a_starts, a_ends, a_vectors, a_bounds = _ragged(table, "audio_start", "audio_end", "audio_vectors")
         ids = table["video_id"].to_pylist()
         return {
-            vid: VideoFeatures(starts[a:b].copy(), ends[a:b].copy(), vectors[a:b].copy())
-            for vid, a, b in zip(ids, bounds[:-1], bounds[1:])
+            vid: VideoFeatures(
+                starts[a:b].copy(), ends[a:b].copy(), vectors[a:b].copy(),
+                a_starts[c:d].copy(), a_ends[c:d].copy(), a_vectors[c:d].copy(),
+            )  # fmt: skip
+            for vid, a, b, c, d in zip(ids, bounds[:-1], bounds[1:], a_bounds[:-1], a_bounds[1:])
         }
+
+
+def _ragged(table, start_col: str, end_col: str, vec_col: str):
+    """Per-video lists of times and vectors -> flat arrays plus per-video bounds (columnar)."""
+    counts = table[start_col].combine_chunks().value_lengths().to_numpy(zero_copy_only=False)
+    counts = np.nan_to_num(counts.astype(np.float64)).astype(np.int64)
+    starts = table[start_col].combine_chunks().flatten().to_numpy().astype(np.float32)
+    ends = table[end_col].combine_chunks().flatten().to_numpy().astype(np.float32)
+    flat = table[vec_col].combine_chunks().flatten().flatten().to_numpy().astype(np.float32)
+    total = int(counts.sum())
+    vectors = flat.reshape(total, -1) if total else np.zeros((0, 0), np.float32)
+    return starts, ends, vectors, np.concatenate([[0], np.cumsum(counts)])

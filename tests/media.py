@@ -74,3 +74,47 @@ def make_library(root: Path, n: int, seconds: float = 3.0) -> list[Path]:
 
 def have_ffmpeg() -> bool:
     return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+
+
+def make_spoken_clip(path: Path, sentence: str, at: float, seconds: float = 10.0, colour: str = "navy", voice: str = "awb") -> Path:
+    """A plain clip whose soundtrack says `sentence` starting `at` seconds in (flite, 44.1 kHz AAC)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wav = path.with_suffix(".speech.wav")
+    subprocess.run(["flite", "-voice", voice, "-t", sentence, "-o", str(wav)], check=True)
+    delay = int(at * 1000)
+    ffmpeg(
+        "-f", "lavfi", "-i", f"color=c={colour}:size=320x240:rate=10:duration={seconds}",
+        "-i", str(wav),
+        "-filter_complex", f"[1:a]adelay={delay}|{delay},apad,aresample=44100[a]",
+        "-map", "0:v", "-map", "[a]", "-t", str(seconds),
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ar", "44100", str(path),
+    )  # fmt: skip
+    wav.unlink()
+    return path
+
+
+def speech_seconds(sentence: str, voice: str = "awb") -> float:
+    """How long flite takes to say it (to know the spoken interval)."""
+    import tempfile
+    import wave
+
+    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+        subprocess.run(["flite", "-voice", voice, "-t", sentence, "-o", tmp.name], check=True)
+        with wave.open(tmp.name) as w:
+            return w.getnframes() / w.getframerate()
+
+
+def make_text_clip(path: Path, text: str, start: float, end: float, seconds: float = 10.0) -> Path:
+    """A plain clip showing `text` on screen between `start` and `end` seconds (drawtext)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    safe = text.replace(":", r"\:").replace("'", "")
+    ffmpeg(
+        "-f", "lavfi", "-i", f"color=c=gray:size=640x360:rate=10:duration={seconds}",
+        "-vf", f"drawtext=fontfile={FONT}:text='{safe}':fontsize=28:fontcolor=black:box=1:boxcolor=white:"
+               f"x=(w-text_w)/2:y=(h-text_h)/2:enable='between(t,{start},{end})'",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path),
+    )  # fmt: skip
+    return path

@@ -42,6 +42,10 @@ ShotOpt = Annotated[Optional[float], typer.Option("--shot-threshold", help="Hist
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Frames per encoder batch [default 32].")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--decode-workers", help="Decoder processes [default: cores, at most 4].")]
 ProgressFileOpt = Annotated[Optional[Path], typer.Option("--progress-file", help="Also write progress as JSON to this file (for job runners).")]
+SpeechOpt = Annotated[Optional[bool], typer.Option("--speech/--no-speech", help="Transcribe speech into timed text [default on].")]
+OcrOpt = Annotated[Optional[bool], typer.Option("--ocr/--no-ocr", help="Read on-screen text [default on].")]
+SpeechEngineOpt = Annotated[Optional[str], typer.Option("--speech-engine", help="whisper | pocketsphinx [default whisper].")]
+SpeechModelOpt = Annotated[Optional[str], typer.Option("--speech-model", help="Whisper model name or path [default tiny.en, shipped].")]
 PathsArg = Annotated[list[Path], typer.Argument(help="Folders (recursive), video files, or manifest.jsonl files.", show_default=False)]
 
 
@@ -216,6 +220,10 @@ def index(
     shot_threshold: ShotOpt = None,
     batch_size: BatchOpt = None,
     decode_workers: WorkersOpt = None,
+    speech: SpeechOpt = None,
+    ocr: OcrOpt = None,
+    speech_engine: SpeechEngineOpt = None,
+    speech_model: SpeechModelOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     progress_file: ProgressFileOpt = None,
@@ -243,6 +251,10 @@ def reindex(
     shot_threshold: ShotOpt = None,
     batch_size: BatchOpt = None,
     decode_workers: WorkersOpt = None,
+    speech: SpeechOpt = None,
+    ocr: OcrOpt = None,
+    speech_engine: SpeechEngineOpt = None,
+    speech_model: SpeechModelOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     progress_file: ProgressFileOpt = None,
@@ -334,6 +346,7 @@ def search(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=200, help="Results to show.")] = 10,
     group_by: Annotated[str, typer.Option("--group-by", help="video | moment")] = "video",
     channel: Annotated[Optional[list[str]], typer.Option("--channel", help="Channel to use, optionally weighted: visual, speech=2 ...")] = None,
+    checkpoint: CheckpointOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -342,7 +355,7 @@ def search(
 
     from .api_models import SearchRequest
 
-    settings = _settings(config, db=db, api_url=api)
+    settings = _settings(config, db=db, api_url=api, checkpoint=checkpoint)
     channels = None
     if channel:
         try:
@@ -406,6 +419,136 @@ def serve(
     application = create_app(settings)
     err.print(f"vidsearch API on http://{settings.host}:{settings.port} (index {settings.db}; docs at /docs)")
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
+
+
+# -- train / eval -------------------------------------------------------------------------------
+DataOpt = Annotated[Path, typer.Option("--data", help="JSONL ({video, captions:[{text,start,end}]}) or an MSR-VTT split CSV.", show_default=False)]
+MsrvttVideosOpt = Annotated[Optional[Path], typer.Option("--videos", help="MSR-VTT: folder of <video_id>.mp4 files.")]
+MsrvttAnnOpt = Annotated[Optional[Path], typer.Option("--annotations", help="MSR-VTT: MSRVTT_data.json (for id-only split CSVs).")]
+
+
+def _dataset_jsonl(data: Path, videos: Path | None, annotations: Path | None) -> Path:
+    """Our JSONL as is; an MSR-VTT split CSV converted to JSONL beside it."""
+    from .datasets import DatasetError, read_msrvtt, write_jsonl
+
+    if data.suffix.lower() != ".csv":
+        return data
+    if videos is None:
+        _fail("an MSR-VTT split CSV needs --videos DIR (the folder of <video_id>.mp4 files)")
+    try:
+        items = read_msrvtt(data, videos, annotations)
+    except (DatasetError, OSError, KeyError) as exc:
+        _fail(f"{data}: {exc}")
+    out_path = data.with_suffix(".vidsearch.jsonl")
+    write_jsonl(items, out_path)
+    return out_path
+
+
+@app.command()
+def train(
+    data: DataOpt,
+    out_path: Annotated[Path, typer.Option("--out", help="Checkpoint to write (and resume from).")] = Path("vidsearch-model.pt"),
+    model: Annotated[str, typer.Option("--model", help="open_clip model to train: tiny (MiniLM text tower), tiny-scratch, ViT-B-32 ...")] = "tiny",
+    pretrained: PretrainedOpt = "none",
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Start from these weights.")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 12,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Videos per step.")] = 64,
+    frames_per_video: Annotated[int, typer.Option("--frames-per-video", min=1)] = 16,
+    lr: Annotated[float, typer.Option("--lr")] = 2e-3,
+    sample_fps: Annotated[float, typer.Option("--sample-fps", help="Frames per second, as the index will sample them.")] = 1.0,
+    freeze_backbone: Annotated[bool, typer.Option("--freeze-backbone/--fine-tune", help="Train only the heads (and text projection).")] = False,
+    freeze_text: Annotated[bool, typer.Option("--freeze-text/--train-text", help="Keep a pretrained language-model text tower frozen.")] = True,
+    audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Train the audio tower and TEFAL fusion.")] = True,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same --out.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    workers: Annotated[int, typer.Option("--decode-workers", min=1)] = 2,
+    videos: MsrvttVideosOpt = None,
+    annotations: MsrvttAnnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train the frame/text towers, X-Pool and audio fusion with symmetric InfoNCE on captioned videos."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from vidsearch.encoders.training import TrainConfig, Trainer
+    from vidsearch.indexer.training_data import load_training_set
+
+    from .datasets import DatasetError
+
+    data = _dataset_jsonl(data, videos, annotations)
+    cfg = TrainConfig(model=model, pretrained=pretrained, checkpoint=str(checkpoint) if checkpoint else None, epochs=epochs,
+                      batch_size=batch_size, frames_per_video=frames_per_video, lr=lr, freeze_backbone=freeze_backbone,
+                      freeze_text=freeze_text, audio=audio, seed=seed, extra={"sample_fps": sample_fps})  # fmt: skip
+    show = not json_out and err.is_terminal
+    t0 = time.monotonic()
+    try:
+        from vidsearch.encoders.backbone import load_backbone
+
+        size = load_backbone(model, pretrained, checkpoint, precision="fp32").image_size
+        with Progress(TextColumn("[bold]decoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, disable=not show) as bar:
+            n = sum(len(line.strip()) > 0 for line in open(data, encoding="utf-8"))
+            task = bar.add_task("decode", total=n)
+            ts = load_training_set(data, sample_fps, size, workers=workers, progress=lambda: bar.advance(task))
+        rows: list[dict] = []
+        trainer = Trainer(ts, cfg, out_path, log=rows.append)
+        resumed = trainer.resume() if resume else False
+        with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=not show) as bar:  # fmt: skip
+            task = bar.add_task("train", total=trainer.total_steps, completed=trainer.step, loss=float("nan"))
+            summary = trainer.train(progress=lambda step, total, loss: bar.update(task, completed=step, loss=loss))
+    except (DatasetError, RuntimeError, *_known_errors()) as exc:
+        _fail(str(exc))
+    result = {"checkpoint": str(out_path), "resumed": resumed, "videos": len(ts.videos), "captions": len(ts.cap_text),
+              "frames": int(len(ts.frames)), "seconds": round(time.monotonic() - t0, 1), **summary}  # fmt: skip
+    if json_out:
+        _print_json(result)
+        return
+    for row in summary["history"]:
+        out.print(f"epoch {row['epoch']}: loss {row['total']:.3f} (fused {row['fused']:.3f}, xpool {row['xpool']:.3f}, event {row['event']:.3f}) at {row['seconds']:.0f} s")
+    out.print(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB) in {result['seconds']:.0f} s")
+
+
+@app.command("eval")
+def evaluate(
+    data: DataOpt,
+    db: DbOpt = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Also write the metrics as JSON here.")] = None,
+    events: Annotated[Optional[Path], typer.Option("--events", help="events.jsonl of a synthetic corpus (sound-dependent queries); found beside --data by default.")] = None,
+    engine_ranking: Annotated[bool, typer.Option("--engine/--no-engine", help="Also score the full search ranking (slower).")] = True,
+    checkpoint: CheckpointOpt = None,
+    videos: MsrvttVideosOpt = None,
+    annotations: MsrvttAnnOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Retrieval (R@1/5/10, MdR, MnR) and moment (R1@0.5/0.7, mAP) metrics of an index, per method."""
+    from vidsearch.search.engine import open_engine
+    from vidsearch.search.evaluation import evaluate as run_eval
+
+    from .datasets import DatasetError
+
+    data = _dataset_jsonl(data, videos, annotations)
+    settings = _settings(config, db=db, checkpoint=checkpoint)
+    try:
+        report = run_eval(open_engine(settings), data, events, with_engine=engine_ranking)
+    except (DatasetError, *_known_errors()) as exc:
+        _fail(str(exc))
+    if out_path is not None:
+        out_path.write_text(json.dumps(report, indent=2))
+    if json_out:
+        _print_json(report)
+        return
+    table = Table(title=f"{report['queries']} queries over {report['videos']} videos", title_justify="left")
+    cols = ["R@1", "R@5", "R@10", "MdR", "MnR"] + (["sound_R@1"] if report["sound_dependent_queries"] else [])
+    table.add_column("method")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, row in report["methods"].items():
+        table.add_row(name, *[f"{row[c]:.2f}" if c in row else "-" for c in cols])
+    out.print(table)
+    if "moments" in report:
+        out.print("moments: " + ", ".join(f"{k} {v:.2f}" for k, v in report["moments"].items()))
 
 
 def _register_commands() -> None:

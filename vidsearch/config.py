@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     flush_videos: int = Field(16, ge=1, description="Videos buffered per store commit.")
     threads: int | None = Field(None, ge=1, description="Torch CPU threads (default: all cores).")
 
+    # Text channels (indexing).
+    speech: bool = Field(True, description="Transcribe speech (ASR with word times) into timed spans.")
+    speech_engine: Literal["whisper", "pocketsphinx"] = Field("whisper", description="ASR engine.")
+    speech_model: str | None = Field(None, description="Whisper model name or path (default tiny.en, shipped).")
+    ocr: bool = Field(True, description="Read on-screen text (Tesseract) into timed spans.")
+
     # Search.
     candidates: int = Field(100, ge=1, le=1000, description="Videos re-ranked by the fine stage.")
     coarse_segments: int = Field(1000, ge=10, le=20000, description="Segments fetched by the coarse stage.")

@@ -57,6 +57,8 @@ class EncodedVideo:
     audio_end: np.ndarray | None = None
     audio_vectors: np.ndarray | None = None
     files: list[dict] = field(default_factory=list)  # `files` rows that point at this video
+    spans: list = field(default_factory=list)  # timed text (TextSpan) to embed
+    span_rows: pa.Table | None = None  # `spans` rows, embedded
 
 
 def _fixed_list(vectors: np.ndarray) -> pa.FixedSizeListArray:
@@ -233,6 +235,12 @@ class Store:
             "units": int(pc.sum(videos["n_units"]).as_py() or 0),
             "segments": self.table(SEGMENTS).count_rows() if SEGMENTS in tables else 0,
             "spans": self.table(SPANS).count_rows(),
+            "channels": self.channels(),
+            "warnings": [
+                {"path": p, "warning": e}
+                for p, e, st in zip(files["path"].to_pylist(), files["error"].to_pylist(), files["status"].to_pylist())
+                if st == "indexed" and e
+            ],
             "failures": [
                 {"path": p, "error": e} for p, e in zip(failed["path"].to_pylist(), failed["error"].to_pylist())
             ],
@@ -292,6 +300,9 @@ class Store:
         )
         self.table(SEGMENTS).add(segments)
         self.table(FEATURES).add(features)
+        span_rows = [v.span_rows for v in batch if v.span_rows is not None and v.span_rows.num_rows]
+        if span_rows:
+            self.table(SPANS).add(pa.concat_tables(span_rows))
         self._upsert(VIDEOS, "video_id", videos)
         self.record_files([row for v in batch for row in v.files])
 
@@ -337,6 +348,20 @@ class Store:
                 t.delete(f"video_id IN {_sql_list(orphans)}")
                 removed += len(orphans)
         return removed
+
+    def index_text(self) -> None:
+        """(Re)build the full-text (BM25) index over span texts, so search can match words."""
+        from lancedb.index import FTS
+
+        self.table(SPANS).create_index("text", config=FTS(), replace=True)
+
+    def record_channels(self, **channels) -> None:
+        """Which channels the last run indexed, for `status` and the search service."""
+        self._set_meta("channels", json.dumps(channels, sort_keys=True))
+
+    def channels(self) -> dict:
+        raw = self.meta().get("channels")
+        return json.loads(raw) if raw else {}
 
     def optimize(self) -> None:
         """Compact small fragments left by many small commits."""

@@ -1,0 +1,335 @@
+"""Text that arrives next to a video: subtitle files and the manifest's title, description and tags.
+
+Both are free, exact and human-written, so they are the cheapest text channels to index: subtitles
+place each line in time without running ASR, and metadata answers queries about what a video is
+(`source="metadata"` spans cover the whole video, 0 to duration).
+
+Subtitles are found by name, the way players find them: for `talk.mp4`, `talk.srt`, `talk.vtt`,
+`talk.en.srt`, `talk.pt-BR.forced.vtt`. A name that belongs to another video in the folder
+(`talk.part2.srt` when `talk.part2.mp4` exists) is left to that video.
+
+Subtitle files from the wild are messy: BOMs (UTF-8 and UTF-16), CRLF or bare CR, Latin-1 text, missing
+blank lines, cue numbers out of order, broken timing lines, HTML/ASS styling tags. The parser takes
+what it can: a cue it cannot read is skipped with a warning naming the file and line; it never raises
+on content.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from vidsearch.encoders.sentence import TextSpan
+
+from .discover import VIDEO_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SUBTITLE_EXTENSIONS",
+    "Cue",
+    "SubtitleTrack",
+    "clean_cue_text",
+    "decode_text",
+    "find_subtitles",
+    "metadata_spans",
+    "parse_srt",
+    "parse_subtitles",
+    "parse_vtt",
+    "read_subtitles",
+    "sidecar_spans",
+    "subtitle_spans",
+]
+
+SUBTITLE_EXTENSIONS = (".srt", ".vtt")
+_TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[,.](\d{1,3}))?"
+_TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}(?:\s|$)")
+_TAG = re.compile(r"<[^<>\n]*>")  # <i>, </b>, <font ...>, <v Bob>, <c.yellow>, <00:00:01.000>
+_ASS = re.compile(r"\{\\[^}]*\}")  # {\an8}, {\i1}: ASS overrides that survive conversion to SRT
+_LANG_PART = re.compile(r"^[A-Za-z0-9_-]{1,12}$")
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class SubtitleTrack:
+    path: Path
+    lang: str | None  # from the name (`talk.en.srt` -> "en"); None for `talk.srt`
+    cues: tuple[Cue, ...]
+
+
+# -------------------------------------------------------------------------------------------- finding
+
+
+@lru_cache(maxsize=64)
+def _listing(folder: str, mtime_ns: int) -> tuple[str, ...]:
+    """A folder's names, listed once per change: a library folder holding thousands of videos is
+    scanned once, not once per video."""
+    try:
+        return tuple(sorted(e.name for e in os.scandir(folder) if e.is_file()))
+    except OSError:
+        return ()
+
+
+def find_subtitles(video: str | os.PathLike) -> list[tuple[Path, str | None]]:
+    """(path, language tag or None) for each subtitle file that names this video, plain name first."""
+    video = Path(video)
+    folder = video.parent
+    try:
+        names = _listing(str(folder), folder.stat().st_mtime_ns)
+    except OSError:
+        return []
+    stem = video.stem
+    videos_here = {Path(n).stem for n in names if Path(n).suffix.lower() in VIDEO_EXTENSIONS}
+    found: list[tuple[Path, str | None]] = []
+    for name in names:
+        p = Path(name)
+        if p.suffix.lower() not in SUBTITLE_EXTENSIONS:
+            continue
+        base = p.stem  # "talk" or "talk.en" or "talk.en.forced"
+        if base == stem:
+            found.append((folder / name, None))
+        elif base.startswith(stem + "."):
+            middle = base[len(stem) + 1 :]
+            parts = middle.split(".")
+            if len(parts) > 2 or not all(_LANG_PART.match(x) for x in parts):
+                continue
+            if base in videos_here:  # `talk.part2.srt` is `talk.part2.mp4`'s
+                continue
+            found.append((folder / name, middle))
+    found.sort(key=lambda x: (x[1] is not None, x[1] or "", x[0].suffix.lower()))
+    return found
+
+
+# -------------------------------------------------------------------------------------------- reading
+
+
+def decode_text(data: bytes, where: str = "") -> str:
+    """Text from a subtitle file's bytes: BOMs honoured, UTF-8 assumed, Windows-1252 (the usual
+    legacy encoding for subtitles) or Latin-1 as fallbacks; newlines normalised to \\n."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = data.decode("utf-16", errors="replace")
+    elif data.startswith(b"\xef\xbb\xbf"):
+        text = data[3:].decode("utf-8", errors="replace")
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            try:
+                text = data.decode("cp1252")
+            except UnicodeDecodeError:
+                text = data.decode("latin-1")
+            log.warning("%s is not UTF-8; read it as Windows-1252/Latin-1", where or "subtitle file")
+    text = text.lstrip("\ufeff")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _seconds(h: str | None, m: str, s: str, frac: str | None) -> float:
+    value = int(h or 0) * 3600 + int(m) * 60 + int(s)
+    return value + (float("0." + frac) if frac else 0.0)
+
+
+def clean_cue_text(lines: Iterable[str]) -> str:
+    """Searchable text of a cue: styling tags, ASS overrides and entities removed, lines joined."""
+    text = " ".join(lines)
+    text = text.replace("\\N", " ").replace("\\n", " ")
+    text = _ASS.sub("", text)
+    text = _TAG.sub("", text)
+    text = html.unescape(text).replace("\u00a0", " ")
+    return " ".join(text.split())
+
+
+def _parse(text: str, where: str) -> list[Cue]:
+    """One state machine for SRT and WebVTT: a cue starts at a timing line and runs to a blank line.
+    Everything outside cues (indices, the WEBVTT header, NOTE/STYLE/REGION blocks, cue identifiers)
+    is ignored, which is also what makes the parser forgive missing blank lines and stray lines."""
+    cues: list[Cue] = []
+    cur: tuple[float, float, list[str]] | None = None
+
+    def close() -> None:
+        nonlocal cur
+        if cur is not None:
+            body = clean_cue_text(cur[2])
+            if body:
+                cues.append(Cue(cur[0], cur[1], body))
+        cur = None
+
+    for lineno, line in enumerate(text.split("\n"), 1):
+        stripped = line.strip()
+        if "-->" in stripped:
+            if cur is not None and cur[2] and cur[2][-1].strip().isdigit():
+                cur[2].pop()  # the next cue's number, with the blank line before it missing
+            close()
+            m = _TIMING.match(stripped)
+            if not m:
+                log.warning("%s:%d: unreadable cue timing %r; cue skipped", where, lineno, stripped[:80])
+                continue
+            g = m.groups()
+            start, end = _seconds(*g[0:4]), _seconds(*g[4:8])
+            if end < start:
+                log.warning(
+                    "%s:%d: cue ends (%.3f s) before it starts (%.3f s); cue skipped", where, lineno, end, start
+                )
+                continue
+            cur = (start, end, [])
+        elif not stripped:
+            close()
+        elif cur is not None:
+            cur[2].append(stripped)
+    close()
+    cues.sort(key=lambda c: (c.start, c.end))
+    return _merge_repeats(cues)
+
+
+def _merge_repeats(cues: list[Cue]) -> list[Cue]:
+    """Roll-up captions repeat a line in back-to-back cues; one cue per line keeps spans honest."""
+    out: list[Cue] = []
+    for c in cues:
+        if out and out[-1].text == c.text and c.start - out[-1].end <= 0.1:
+            out[-1] = Cue(out[-1].start, max(out[-1].end, c.end), c.text)
+        else:
+            out.append(c)
+    return out
+
+
+def parse_srt(text: str, where: str = "<srt>") -> list[Cue]:
+    return _parse(text, where)
+
+
+def parse_vtt(text: str, where: str = "<vtt>") -> list[Cue]:
+    if not text.lstrip("\ufeff").lstrip().startswith("WEBVTT"):
+        log.warning("%s: no WEBVTT header; parsed anyway", where)
+    return _parse(text, where)
+
+
+def parse_subtitles(path: str | os.PathLike) -> list[Cue]:
+    """Cues of one .srt/.vtt file (by content when the extension lies); [] if it cannot be read."""
+    path = Path(path)
+    try:
+        text = decode_text(path.read_bytes(), str(path))
+    except OSError as exc:
+        log.warning("%s: cannot read subtitles: %s", path, exc)
+        return []
+    if path.suffix.lower() == ".vtt" or text.lstrip().startswith("WEBVTT"):
+        return parse_vtt(text, str(path))
+    return parse_srt(text, str(path))
+
+
+def read_subtitles(video: str | os.PathLike) -> list[SubtitleTrack]:
+    return [SubtitleTrack(p, lang, tuple(parse_subtitles(p))) for p, lang in find_subtitles(video)]
+
+
+def subtitle_spans(video: str | os.PathLike, duration: float | None = None) -> list[TextSpan]:
+    """`subtitle` spans from every track next to `video` (several languages all become searchable).
+    A cue repeated in two files (`talk.srt` and `talk.vtt`) is kept once. With `duration`, cues past
+    the end are dropped and cues running over it are clipped (subtitles made for another cut)."""
+    seen: set[tuple[float, float, str]] = set()
+    spans: list[TextSpan] = []
+    for track in read_subtitles(video):
+        for c in track.cues:
+            start, end = c.start, c.end
+            if duration is not None and duration > 0:
+                if start >= duration:
+                    continue
+                end = min(end, duration)
+            key = (round(start, 3), round(end, 3), c.text)
+            if key in seen:
+                continue
+            seen.add(key)
+            spans.append(TextSpan("subtitle", start, end, c.text))
+    spans.sort(key=lambda s: (s.start, s.end))
+    return spans
+
+
+# ------------------------------------------------------------------------------------------- metadata
+
+_FIELDS = {
+    "title": ("title", "name"),
+    "description": ("description", "summary", "caption", "synopsis"),
+    "tags": ("tags", "keywords", "categories"),
+}
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [t.strip() for t in re.split(r"[,;\n]", value) if t.strip()]
+    if isinstance(value, Mapping):
+        return [str(k).strip() for k in value if str(k).strip()]
+    if isinstance(value, Iterable):
+        return [str(v).strip() for v in value if v is not None and str(v).strip()]
+    return [str(value).strip()] if str(value).strip() else []
+
+
+def _chunks(text: str, max_words: int) -> list[str]:
+    """Sentence-aligned pieces of at most ~max_words: the sentence encoder reads 256 word pieces
+    (~180 words) and silently drops the rest of a long description otherwise."""
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+    out: list[str] = []
+    cur: list[str] = []
+    for s in sentences:
+        words = s.split()
+        while len(words) > max_words:  # one enormous "sentence"
+            if cur:
+                out.append(" ".join(cur))
+                cur = []
+            out.append(" ".join(words[:max_words]))
+            words = words[max_words:]
+        if cur and len(cur) + len(words) > max_words:
+            out.append(" ".join(cur))
+            cur = []
+        cur.extend(words)
+    if cur:
+        out.append(" ".join(cur))
+    return out
+
+
+def metadata_spans(
+    title: str | None, metadata: Mapping[str, Any] | None, duration: float | None, max_words: int = 120
+) -> list[TextSpan]:
+    """`metadata` spans from a manifest entry: the title, the description (in sentence-aligned pieces)
+    and the tags (one span), each covering the whole video. Other manifest keys (ids, URLs, dates)
+    are not text anyone searches by, so they are left out."""
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    end = float(duration) if duration and duration > 0 else 0.0
+
+    def first(keys: tuple[str, ...]) -> Any:
+        for k in keys:
+            if metadata.get(k) not in (None, "", [], {}):
+                return metadata[k]
+        return None
+
+    spans: list[TextSpan] = []
+    t = title if title not in (None, "") else first(_FIELDS["title"])
+    if t is not None and str(t).strip():
+        spans.append(TextSpan("metadata", 0.0, end, " ".join(str(t).split())))
+    desc = first(_FIELDS["description"])
+    if desc is not None:
+        text = desc if isinstance(desc, str) else " ".join(_as_list(desc))
+        spans += [TextSpan("metadata", 0.0, end, piece) for piece in _chunks(text, max_words)]
+    tags = _as_list(first(_FIELDS["tags"]))
+    if tags:
+        spans.append(TextSpan("metadata", 0.0, end, ", ".join(dict.fromkeys(tags))))
+    return spans
+
+
+def sidecar_spans(
+    video: str | os.PathLike,
+    title: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    duration: float | None = None,
+) -> list[TextSpan]:
+    """Every span a video gets without looking at its pixels or sound."""
+    return metadata_spans(title, metadata, duration) + subtitle_spans(video, duration)

@@ -1,0 +1,169 @@
+"""`vidsearch eval`: retrieval and moment metrics of an index against captioned data.
+
+Every caption is a query whose true video is the one it describes. Scores are computed for every
+query against every evaluated video, per method, so the ablation compares like with like:
+- `mean`: the caption against the mean of the video's unit vectors (CLIP4Clip meanP);
+- `xpool`: text-conditioned pooling (the trained X-Pool head, or the parameter-free variant);
+- `fused`: X-Pool plus text-conditioned audio attention (TEFAL), when the model has an audio tower;
+- `engine`: the product's own ranking (coarse ANN, channel fusion, re-ranking), as `search` returns it.
+Retrieval metrics follow CLIP4Clip, moment metrics QVHighlights (vidsearch.metrics). Moments are
+predicted in the caption's own video, from the relevance curve, as `search` cuts them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidsearch.api_models import Filters, SearchRequest
+from vidsearch.datasets import read_jsonl
+from vidsearch.metrics import moment_metrics, retrieval_metrics
+from vidsearch.store import StoreError
+
+from .engine import SearchEngine
+from .features import VideoFeatures
+from .moments import localize_moments
+
+CHUNK = 64  # queries per scoring chunk (bounded memory: CHUNK x videos x D)
+
+
+@dataclass
+class Queries:
+    text: list[str]
+    video: np.ndarray  # (Q,) column of the true video
+    start: np.ndarray  # (Q,) NaN where the caption has no times
+    end: np.ndarray
+    sound_dependent: np.ndarray  # (Q,) bool
+
+
+def _pad(feats: list[VideoFeatures], audio: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    get = (lambda f: f.audio_vectors) if audio else (lambda f: f.vectors)
+    dim = max((get(f).shape[1] for f in feats if get(f).size), default=1)
+    t = max((len(get(f)) for f in feats), default=0)
+    x = np.zeros((len(feats), t, dim), np.float32)
+    m = np.zeros((len(feats), t), bool)
+    for i, f in enumerate(feats):
+        v = get(f)
+        if v.size:
+            x[i, : len(v)] = v
+            m[i, : len(v)] = True
+    return torch.from_numpy(x), torch.from_numpy(m)
+
+
+def _sound_dependent(events: Path | None, data_root: Path) -> dict[tuple[str, float], bool]:
+    """(video path, caption start) -> whether another event differs only by its sound (synth data)."""
+    if events is None or not events.is_file():
+        return {}
+    out = {}
+    for line in events.read_text().splitlines():
+        e = json.loads(line)
+        out[(str((data_root / e["video"]).resolve()), round(float(e["start"]), 3))] = bool(e.get("sound_dependent"))
+    return out
+
+
+def load_queries(data: Path, path_to_col: dict[str, int], events: Path | None) -> Queries:
+    items = read_jsonl(data)
+    sd = _sound_dependent(events, data.parent)
+    missing = [str(it.video) for it in items if str(it.video.resolve()) not in path_to_col]
+    if missing:
+        raise StoreError(
+            f"{len(missing)} video(s) of {data} are not in the index (first: {missing[0]}); "
+            f"index them first with `vidsearch index` on the same --db"
+        )
+    text, video, start, end, dep = [], [], [], [], []
+    for it in items:
+        col = path_to_col[str(it.video.resolve())]
+        for c in it.captions:
+            text.append(c.text)
+            video.append(col)
+            start.append(np.nan if c.start is None else c.start)
+            end.append(np.nan if c.end is None else c.end)
+            dep.append(sd.get((str(it.video.resolve()), round(c.start or 0.0, 3)), False))
+    return Queries(text, np.array(video), np.array(start), np.array(end), np.array(dep, bool))
+
+
+def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_engine: bool = True) -> dict:
+    store = engine.store
+    files = store.files()
+    indexed = engine.snapshot.videos
+    path_to_vid = {p: v for p, v, s in zip(files["path"].to_pylist(), files["video_id"].to_pylist(), files["status"].to_pylist())
+                   if s == "indexed" and v in indexed}  # fmt: skip
+    vids = sorted(set(path_to_vid.values()))
+    col_of_vid = {v: i for i, v in enumerate(vids)}
+    queries = load_queries(Path(data), {p: col_of_vid[v] for p, v in path_to_vid.items()}, events)
+    if events is None and (Path(data).parent / "events.jsonl").is_file():
+        queries = load_queries(Path(data), {p: col_of_vid[v] for p, v in path_to_vid.items()}, Path(data).parent / "events.jsonl")
+    used = sorted(set(queries.video.tolist()))  # evaluate over the videos the data names
+    remap = {c: i for i, c in enumerate(used)}
+    true_cols = np.array([remap[c] for c in queries.video])
+    feats_by_id = engine.cache.get_many([vids[c] for c in used])
+    feats = [feats_by_id[vids[c]] for c in used]
+    text = np.concatenate([engine.backbone.encode_text(queries.text[i : i + 256]) for i in range(0, len(queries.text), 256)])
+    sims = _method_scores(engine, torch.from_numpy(text), feats)
+    if with_engine:
+        sims["engine"] = _engine_scores(engine, queries, [vids[c] for c in used])
+    report: dict = {"queries": len(queries.text), "videos": len(used), "methods": {}}
+    for name, s in sims.items():
+        row = retrieval_metrics(s, true_cols)
+        if queries.sound_dependent.any():
+            sub = retrieval_metrics(s[queries.sound_dependent], true_cols[queries.sound_dependent])
+            row["sound_R@1"] = sub["R@1"]
+        report["methods"][name] = {k: round(float(v), 2) for k, v in row.items()}
+    report["sound_dependent_queries"] = int(queries.sound_dependent.sum())
+    timed = ~np.isnan(queries.start)
+    if timed.any():
+        report["moments"] = _moment_metrics(text[timed], feats, true_cols[timed], queries.start[timed], queries.end[timed])
+    return report
+
+
+@torch.inference_mode()
+def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFeatures]) -> dict[str, np.ndarray]:
+    from vidsearch.encoders.xpool import ParameterFreePool, mean_pool
+
+    frames, mask = _pad(feats, audio=False)
+    head = getattr(engine.backbone, "head", None)
+    has_audio = head is not None and any(f.audio_vectors.size for f in feats)
+    audio, amask = _pad(feats, audio=True) if has_audio else (None, None)
+    out = {"mean": [], "xpool": []}
+    if has_audio:
+        out["fused"] = []
+    pfree = ParameterFreePool(engine.settings.pool_temperature)
+    for i in range(0, len(text), CHUNK):
+        t = text[i : i + CHUNK]
+        pooled, _ = mean_pool(t, frames, mask)
+        out["mean"].append(torch.einsum("td,tvd->tv", t, F.normalize(pooled, dim=-1)))
+        if head is not None:
+            scores = head.scores(t, frames, mask, audio, amask)
+            out["xpool"].append(scores["video"])
+            if has_audio:
+                out["fused"].append(scores["fused"])
+        else:
+            out["xpool"].append(pfree.similarity(t, frames, mask))
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def _engine_scores(engine: SearchEngine, queries: Queries, vids: list[str]) -> np.ndarray:
+    """The product ranking as a score matrix: fused score where ranked, below every ranked score elsewhere."""
+    sims = np.full((len(queries.text), len(vids)), -1e9, dtype=np.float64)
+    col = {v: i for i, v in enumerate(vids)}
+    for q, text in enumerate(queries.text):
+        resp = engine.search(SearchRequest(query=text, top_k=200, filters=Filters(video_ids=vids)))
+        for r in resp.results:
+            if r.video.id in col:
+                sims[q, col[r.video.id]] = r.score
+    return sims
+
+
+def _moment_metrics(text: np.ndarray, feats: list[VideoFeatures], video: np.ndarray, start: np.ndarray, end: np.ndarray) -> dict:
+    preds, gts = {}, {}
+    for q in range(len(text)):
+        f = feats[video[q]]
+        found = localize_moments(f.start, f.end, f.vectors @ text[q], max_moments=10)
+        preds[q] = np.array([[m.start, m.end, m.score] for m in found.moments], dtype=np.float64).reshape(-1, 3)
+        gts[q] = np.array([[start[q], end[q]]])
+    return {k: round(float(v), 2) for k, v in moment_metrics(preds, gts).items()}

