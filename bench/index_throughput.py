@@ -51,6 +51,56 @@ def make_videos(root: Path, n: int, seconds: int) -> list[Path]:
     return paths
 
 
+SENTENCES = [
+    "the quarterly revenue grew by ten percent", "please remember to water the plants on friday",
+    "our next meeting is on the third floor", "the train to the airport leaves every hour",
+    "turn left at the bakery and walk two blocks", "the museum opens at nine in the morning",
+]  # fmt: skip
+
+
+def make_talking_videos(root: Path, n: int, seconds: int) -> list[Path]:
+    """Videos with speech all the way through (flite) and on-screen captions changing every 5 s."""
+    root.mkdir(parents=True, exist_ok=True)
+    font = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    paths = []
+    for i in range(n):
+        p = root / f"talk_{i}.mp4"
+        if p.exists():
+            paths.append(p)
+            continue
+        wav = root / f"talk_{i}.wav"
+        text = ". ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(seconds // 3))
+        subprocess.run(["flite", "-voice", "awb", "-t", text, "-o", str(wav)], check=True)
+        captions = ",".join(
+            f"drawtext=fontfile={font}:text='{SENTENCES[(i + k) % len(SENTENCES)].upper()}':fontsize=22:x=20:y=300:"
+            f"box=1:boxcolor=white:enable='between(t,{5 * k},{5 * k + 5})'"
+            for k in range(seconds // 5)
+        )
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=30:duration={seconds}",
+             "-i", str(wav), "-vf", captions, "-af", "apad,aresample=44100", "-t", str(seconds), "-c:v", "libx264",
+             "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(p)],
+            check=True,
+        )  # fmt: skip
+        wav.unlink()
+        paths.append(p)
+    return paths
+
+
+def channel_costs(paths: list[Path], args, work: Path) -> list[dict]:
+    """Seconds of video indexed per second with each text channel on, against the visual index alone."""
+    backbone = load_backbone("tiny", pretrained="none", precision=args.precision)
+    rows = []
+    for name, speech, ocr in (("visual only", False, False), ("+ speech", True, False), ("+ ocr", False, True), ("+ speech + ocr", True, True)):
+        settings = Settings(db=work / "db", model="tiny", pretrained="none", sample_fps=args.fps, speech=speech, ocr=ocr)
+        elapsed, _, vsec = pipeline(backbone, paths, settings, work / "db")
+        rows.append({"channels": name, "video_s_per_s": round(vsec / elapsed, 2), "seconds": round(elapsed, 2)})
+    base = rows[0]["seconds"]
+    for r in rows:
+        r["extra_seconds_per_video_minute"] = round((r["seconds"] - base) / (sum(1 for _ in paths) * args.seconds / 60), 2)
+    return rows
+
+
 def decode_only(paths: list[Path], fps: float, size: int) -> tuple[float, list[Prepared]]:
     t0 = time.perf_counter()
     prepared = [prepare(DecodeJob(str(p), fps, size, want_audio=False)) for p in paths]
@@ -76,7 +126,7 @@ def pipeline(backbone, paths: list[Path], settings: Settings, db: Path) -> tuple
 
 def bench_model(name: str, paths: list[Path], args, work: Path) -> dict:
     backbone = load_backbone(name, pretrained="none", precision=args.precision)
-    settings = Settings(db=work / "db", model=name, pretrained="none", sample_fps=args.fps, batch_size=args.batch)
+    settings = Settings(db=work / "db", model=name, pretrained="none", sample_fps=args.fps, batch_size=args.batch, speech=False, ocr=False)
     _, prepared = decode_only(paths[:1], args.fps, backbone.image_size)  # warm the page cache and codecs
     frames = np.concatenate([p.frames.frames for p in decode_only(paths, args.fps, backbone.image_size)[1]])
     encode_only(backbone, frames[: args.batch], args.batch)  # warm-up
@@ -116,12 +166,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--workdir", type=Path, default=None, help="keep generated videos here between runs")
+    ap.add_argument("--channels", action="store_true", help="also measure the speech and OCR channels' cost")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vidsearch-bench-"))
     paths = make_videos(work / "videos", args.videos, args.seconds)
     results = [bench_model(m, paths, args, work) for m in args.models]
+    channels = channel_costs(make_talking_videos(work / "talk", 2, args.seconds), args, work) if args.channels else None
     report = {
         "benchmark": "index_throughput",
         "cpus": os.cpu_count(),
@@ -130,6 +182,7 @@ def main() -> None:
         "sample_fps": args.fps,
         "repeats": args.repeats,
         "results": results,
+        "channels": channels,
     }
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
@@ -144,6 +197,10 @@ def main() -> None:
         print(f"{r['model']:10} {r['visual_dtype']:9} {r['decode_fps']:10} {r['encode_fps']:10} {r['serial_bound_fps']:10} "
               f"{r['pipeline_fps']:12} {r['pipeline_vs_bound']:6} {r['pipeline_video_s_per_s']:9}")  # fmt: skip
     print("bound = 1/(decode s/frame + encode s/frame); target ratio >= 0.9; ViT-B-32 target >= 20 video s/s")
+    if channels:
+        print(f"\nchannel cost (tiny, 2 talking videos x {args.seconds} s with captions on screen):")
+        for r in channels:
+            print(f"  {r['channels']:16} {r['video_s_per_s']:7} s of video/s  ({r['extra_seconds_per_video_minute']:+} s per minute of video)")
 
 
 if __name__ == "__main__":

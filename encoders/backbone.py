@@ -204,16 +204,44 @@ class ClipBackbone:
     config_hash: str = ""  # the architecture (open_clip config), so an edited config is another model
 
     @property
+    def merging(self) -> str:
+        """Token-merging settings in canonical form ("off" when the tower is not patched)."""
+        from .token_merging import merge_config_of
+
+        return merge_config_of(self.model).canonical()
+
+    @property
     def fingerprint(self) -> Fingerprint:
         extra = {"config": self.config_hash} if self.config_hash else {}
-        return Fingerprint(model=self.name, weights=self.weights, dim=self.dim, extra=extra)
+        return Fingerprint(model=self.name, weights=self.weights, dim=self.dim, merging=self.merging, extra=extra)
+
+    def _normalised(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        return (x - self.mean) / self.std
+
+    @torch.inference_mode()
+    def encode_units(
+        self, frames: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray, video_index: np.ndarray, batch: int = 64
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Several videos' frames (contiguous per video, in time order) -> timed units.
+
+        With token merging off a unit is a frame; with temporal merging on, neighbouring frames are
+        merged into wider units (TempMe). Returns (vectors, start, end, video index) per unit.
+        """
+        if self.merging == "off":
+            vecs = np.concatenate([self.encode_frames(frames[i : i + batch]) for i in range(0, len(frames), batch)])
+            return vecs, np.asarray(unit_start, np.float64), np.asarray(unit_end, np.float64), np.asarray(video_index)
+        from .token_merging import encode_many_video_units
+
+        x = self._normalised(frames).to(self.visual_dtype)
+        vecs, s, e, v = encode_many_video_units(self.model, x, unit_start, unit_end, video_index, batch_frames=batch)
+        return vecs, s, e, v
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames (N, S, S, 3), already resized and cropped to `image_size` -> unit vectors (N, D)."""
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-        x = (x - self.mean) / self.std
+        x = self._normalised(frames)
         feats = self.model.encode_image(x.to(self.visual_dtype)).float()
         return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
 
@@ -284,13 +312,13 @@ def spec_from_fingerprint(fp: Fingerprint, checkpoint: Path | None = None) -> di
     """How to load the model an index was built with: its name and weights, from its fingerprint."""
     kind, _, value = fp.weights.partition(":")
     if kind == "pretrained":
-        return {"model": fp.model, "pretrained": value, "checkpoint": None}
+        return {"model": fp.model, "pretrained": value, "checkpoint": None, "merging": fp.merging}
     if kind == "random":
-        return {"model": fp.model, "pretrained": "none", "checkpoint": None}
+        return {"model": fp.model, "pretrained": "none", "checkpoint": None, "merging": fp.merging}
     shipped = WEIGHTS_DIR / f"{fp.model}.pt"
     for candidate in (checkpoint, shipped):
         if candidate is not None and Path(candidate).is_file() and file_sha256(Path(candidate))[:16] == value:
-            return {"model": fp.model, "pretrained": None, "checkpoint": Path(candidate)}
+            return {"model": fp.model, "pretrained": None, "checkpoint": Path(candidate), "merging": fp.merging}
     raise ModelLoadError(
         f"the index was built with model {fp.model} from a checkpoint (sha256 {value}); "
         f"point at that file with --checkpoint PATH (VIDSEARCH_CHECKPOINT)"
@@ -303,6 +331,7 @@ def load_backbone(
     checkpoint: Path | None = None,
     precision: str = "auto",
     device: str = "auto",
+    merging: str = "off",
 ) -> ClipBackbone:
     oc = _open_clip()
     if model not in oc.list_models():
@@ -332,6 +361,13 @@ def load_backbone(
     pre = oc.get_model_preprocess_cfg(net)
     size = int(pre["size"][0] if isinstance(pre["size"], (tuple, list)) else pre["size"])
     dtype = _choose_visual_dtype(net, precision, dev, size)
+    if merging and merging != "off":
+        from .token_merging import apply_token_merging
+
+        try:
+            apply_token_merging(net, merging)
+        except ValueError as exc:
+            raise ModelLoadError(f"token merging setting {merging!r} does not fit model {model}: {exc}") from exc
     dim = int(net.text_projection.shape[-1]) if getattr(net, "text_projection", None) is not None else int(
         net.visual.output_dim
     )

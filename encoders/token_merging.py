@@ -486,6 +486,11 @@ def _sizes(x: torch.Tensor, size: torch.Tensor | None) -> torch.Tensor:
     return torch.ones(x.shape[0], x.shape[1], 1, device=x.device, dtype=torch.float32)
 
 
+def _cls_first(parts: list[torch.Tensor], n_cls: list[int]) -> torch.Tensor:
+    """Concatenate members' tokens with all CLS tokens in front, then the members' patches in order."""
+    return torch.cat([t[:, :k] for t, k in zip(parts, n_cls)] + [t[:, k:] for t, k in zip(parts, n_cls)], dim=1)
+
+
 def _regroup(cohorts: list[_Cohort], group: int, config: MergeConfig) -> list[_Cohort]:
     """Concatenate neighbouring units of each video into units of `group` frames.
 
@@ -518,14 +523,12 @@ def _regroup(cohorts: list[_Cohort], group: int, config: MergeConfig) -> list[_C
             parts.append((c, idx))
         first_c, first_idx = parts[0]
         last_c, last_idx = parts[-1]
-        xs = [c.x[idx] for c, idx in parts]
-        any_sized = any(c.size is not None for c, _ in parts)
-        ss = [_sizes(c.x, c.size)[idx] for c, idx in parts] if any_sized else None
-        x = torch.cat([t[:, : c.n_cls] for t, (c, _) in zip(xs, parts)] + [t[:, c.n_cls :] for t, (c, _) in zip(xs, parts)], dim=1)
+        n_cls_each = [c.n_cls for c, _ in parts]
+        x = _cls_first([c.x[idx] for c, idx in parts], n_cls_each)
         size = None
-        if ss is not None:
-            size = torch.cat([t[:, : c.n_cls] for t, (c, _) in zip(ss, parts)] + [t[:, c.n_cls :] for t, (c, _) in zip(ss, parts)], dim=1)
-        n_cls = sum(c.n_cls for c, _ in parts)
+        if any(c.size is not None for c, _ in parts):
+            size = _cls_first([_sizes(c.x, c.size)[idx] for c, idx in parts], n_cls_each)
+        n_cls = sum(n_cls_each)
         if config.cls == "mean" and n_cls > 1:
             x, size = merge_protected(x, _sizes(x, size), n_cls)
             n_cls = 1
@@ -611,10 +614,12 @@ def forward_units(
     config = config if config is not None else merge_config_of(model)
     visual = _vision_tower(model)
     blocks = list(visual.transformer.resblocks)
-    for g, layer in config.groups:
+    for _, layer in config.groups:
         if layer >= len(blocks):
             raise ValueError(f"grouping at block {layer}, but the tower has {len(blocks)} blocks")
     t = frames.shape[0]
+    if t == 0:
+        raise ValueError("forward_units needs at least one frame")
     video = np.zeros(t, dtype=np.int64) if video_index is None else np.asarray(video_index, dtype=np.int64)
     if video.shape != (t,):
         raise ValueError(f"video_index must have one entry per frame ({t}), got shape {video.shape}")
@@ -649,7 +654,8 @@ def forward_units(
     vid = np.concatenate([c.video for c in cohorts])
     tokens = np.concatenate([np.full(len(c.lo), c.x.shape[1]) for c in cohorts])
     order = np.argsort(lo, kind="stable")  # frames of a video are contiguous: input order = video, time
-    return UnitFeatures(feats[torch.as_tensor(order, device=feats.device)], lo[order], hi[order], vid[order], tokens[order])
+    feats = feats[torch.as_tensor(order, device=feats.device)]
+    return UnitFeatures(feats, lo[order], hi[order], vid[order], tokens[order])
 
 
 def token_schedule(config: MergeConfig, n_tokens: int, n_layers: int, n_frames: int) -> list[float]:
@@ -714,7 +720,8 @@ def _forward_pooled(visual: nn.Module, x: torch.Tensor, config: MergeConfig) -> 
     """Per-image pooled features (not normalised), as open_clip's VisionTransformer.forward returns them."""
     blocks = list(visual.transformer.resblocks)
     h = _embed(visual, x.to(visual.conv1.weight.dtype))
-    c = _Cohort(h, None, 1, (h.shape[1] - 1,), np.arange(len(x)), np.zeros(len(x), np.int64), np.arange(len(x)), np.arange(len(x)) + 1)
+    n = len(x)
+    c = _Cohort(h, None, 1, (h.shape[1] - 1,), np.arange(n), np.zeros(n, np.int64), np.arange(n), np.arange(n) + 1)
     for blk in blocks:
         c.x, c.size = _block(blk, c.x, c.size, _intra_merge(config.r, 1, 1), config.prop_attn)
     if getattr(visual, "pool_type", "tok") == "avg":

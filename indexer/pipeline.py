@@ -261,17 +261,18 @@ class IndexRun:
         if not ready:
             return
         frames = np.concatenate([p.frames.frames for _, p in ready])
-        bs = self.settings.batch_size
+        starts = np.concatenate([p.frames.unit_start for _, p in ready])
+        ends = np.concatenate([p.frames.unit_end for _, p in ready])
+        owner = np.repeat(np.arange(len(ready)), [len(p.frames.frames) for _, p in ready])
         with self._turns():
-            vectors = np.concatenate(
-                [self.backbone.encode_frames(frames[i : i + bs]) for i in range(0, len(frames), bs)]
-            )
-        bounds = np.cumsum([0] + [len(p.frames.frames) for _, p in ready])
-        for (item, prep), a, b in zip(ready, bounds[:-1], bounds[1:]):
-            self._add_encoded(item, prep, vectors[a:b])
+            vectors, u_start, u_end, u_owner = self.backbone.encode_units(frames, starts, ends, owner, self.settings.batch_size)
+        bounds = np.searchsorted(u_owner, np.arange(len(ready) + 1))  # units come back grouped by video
+        for i, (item, prep) in enumerate(ready):
+            a, b = bounds[i], bounds[i + 1]
+            self._add_encoded(item, prep, vectors[a:b], u_start[a:b], u_end[a:b])
         self.progress.advance(videos=len(ready), frames=len(frames))
 
-    def _add_encoded(self, item: _Item, prep: Prepared, vectors: np.ndarray) -> None:
+    def _add_encoded(self, item: _Item, prep: Prepared, vectors: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray) -> None:
         s, info, fr = self.settings, prep.probe, prep.frames
         segs = make_segments(info.duration, fr.frames, fr.unit_start, s.window_seconds, s.window_stride, s.shot_threshold)
         audio = (None, None, None)
@@ -297,13 +298,13 @@ class IndexRun:
                     "n_units": len(vectors),
                     "decoder": fr.decoder,
                 },
-                unit_start=fr.unit_start,
-                unit_end=fr.unit_end,
+                unit_start=unit_start,
+                unit_end=unit_end,
                 unit_vectors=vectors,
                 seg_kind=segs.kind,
                 seg_start=segs.start,
                 seg_end=segs.end,
-                seg_vectors=pool_segments(segs, fr.unit_start, fr.unit_end, vectors),
+                seg_vectors=pool_segments(segs, unit_start, unit_end, vectors),
                 audio_start=audio[0],
                 audio_end=audio[1],
                 audio_vectors=audio[2],

@@ -541,7 +541,7 @@ def open_engine(settings: Settings, text_channels: Callable | None = None) -> Se
     # the model the index was built with, unless the caller names another (then a mismatch is an error)
     explicit = {"model", "pretrained"} & settings.model_fields_set
     spec = (
-        {"model": settings.model, "pretrained": settings.pretrained, "checkpoint": settings.checkpoint}
+        {"model": settings.model, "pretrained": settings.pretrained, "checkpoint": settings.checkpoint, "merging": settings.token_merging}
         if explicit
         else spec_from_fingerprint(fp, settings.checkpoint)
     )

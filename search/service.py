@@ -79,6 +79,8 @@ class State:
             flags += ["--pretrained", spec["pretrained"]]
         if spec["checkpoint"] is not None:
             flags += ["--checkpoint", str(spec["checkpoint"])]
+        if spec.get("merging", "off") != "off":
+            flags += ["--token-merging", spec["merging"]]
         return flags
 
     def refresh(self) -> None:

@@ -34,7 +34,7 @@ def build_library(root: Path, backbone) -> tuple[Settings, dict[str, Path]]:
             for i, name in enumerate(clips)
         )
     )
-    settings = load_settings(None, db=root / "db", model="tiny", pretrained="none", api_keys=[API_KEY], refresh_seconds=0.2)
+    settings = load_settings(None, db=root / "db", model="tiny", pretrained="none", api_keys=[API_KEY], refresh_seconds=0.2, speech=False, ocr=False)
     IndexRun(open_store_for(settings, backbone), backbone, settings).run([manifest])
     return settings, clips
 

@@ -14,7 +14,7 @@ import pytest
 from vidsearch.store import Store
 
 CLI = [sys.executable, "-m", "vidsearch.cli"]
-TINY = ["--model", "tiny", "--pretrained", "none"]
+TINY = ["--model", "tiny", "--pretrained", "none", "--no-speech", "--no-ocr"]
 
 
 def run_cli(*args, env=None, check=True):

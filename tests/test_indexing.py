@@ -35,7 +35,7 @@ class CountingBackbone:
 
 
 def index(db, paths, backbone, prune=False, **overrides):
-    settings = Settings(db=db, model="tiny", pretrained="none", **overrides)
+    settings = Settings(db=db, model="tiny", pretrained="none", **{"speech": False, "ocr": False, **overrides})
     spy = CountingBackbone(backbone)
     store = open_store_for(settings, spy)
     summary = IndexRun(store, spy, settings).run(list(paths), prune=prune)

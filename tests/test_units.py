@@ -100,7 +100,8 @@ def test_bf16_visual_tower_agrees_with_fp32(tiny_backbone):
     from vidsearch.encoders.backbone import load_backbone
 
     fp32 = load_backbone("tiny", pretrained="none", precision="fp32")
-    frames = np.random.default_rng(0).integers(0, 255, (4, 224, 224, 3), dtype=np.uint8)
+    size = tiny_backbone.image_size
+    frames = np.random.default_rng(0).integers(0, 255, (4, size, size, 3), dtype=np.uint8)
     a, b = fp32.encode_frames(frames), tiny_backbone.encode_frames(frames)
     assert (a * b).sum(axis=1).min() >= 0.999
     assert tiny_backbone.fingerprint == fp32.fingerprint  # precision does not change what a vector means

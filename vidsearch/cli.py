@@ -46,6 +46,7 @@ SpeechOpt = Annotated[Optional[bool], typer.Option("--speech/--no-speech", help=
 OcrOpt = Annotated[Optional[bool], typer.Option("--ocr/--no-ocr", help="Read on-screen text [default on].")]
 SpeechEngineOpt = Annotated[Optional[str], typer.Option("--speech-engine", help="whisper | pocketsphinx [default whisper].")]
 SpeechModelOpt = Annotated[Optional[str], typer.Option("--speech-model", help="Whisper model name or path [default tiny.en, shipped].")]
+MergingOpt = Annotated[Optional[str], typer.Option("--token-merging", help="Temporal token merging: off | recommended | a schedule [default off].")]
 PathsArg = Annotated[list[Path], typer.Argument(help="Folders (recursive), video files, or manifest.jsonl files.", show_default=False)]
 
 
@@ -183,7 +184,7 @@ def _run_index(
     from vidsearch.indexer.pipeline import IndexRun, open_store_for
 
     try:
-        backbone = load_backbone(settings.model, settings.pretrained, settings.checkpoint, settings.precision, settings.device)
+        backbone = load_backbone(settings.model, settings.pretrained, settings.checkpoint, settings.precision, settings.device, settings.token_merging)
         store = open_store_for(settings, backbone, rebuild=rebuild)
         progress = _RichProgress(enabled=not json_out and err.is_terminal)
         if progress_file is not None:
@@ -224,6 +225,7 @@ def index(
     ocr: OcrOpt = None,
     speech_engine: SpeechEngineOpt = None,
     speech_model: SpeechModelOpt = None,
+    token_merging: MergingOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     progress_file: ProgressFileOpt = None,
@@ -255,6 +257,7 @@ def reindex(
     ocr: OcrOpt = None,
     speech_engine: SpeechEngineOpt = None,
     speech_model: SpeechModelOpt = None,
+    token_merging: MergingOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     progress_file: ProgressFileOpt = None,

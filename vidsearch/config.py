@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         "auto", description="auto: bf16 on CPUs that support it when it matches fp32 (cosine >= 0.999)."
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    token_merging: str = Field(
+        "off", description="Temporal token merging in the image tower: off, recommended, or a schedule string."
+    )
 
     # Sampling and segmentation.
     sample_fps: float = Field(1.0, gt=0, le=30, description="Frames sampled per second of video.")

@@ -1,0 +1,302 @@
+"""API load: concurrent searches against a real server over a real (small) index, on loopback.
+
+Twenty short clips are generated with ffmpeg (lavfi patterns, some with a tone), indexed with the
+`tiny` model (random weights: speed does not depend on their values) through the indexing pipeline,
+and served by `vidsearch serve` (uvicorn, one process) started on a free 127.0.0.1 port and stopped at
+the end. An asyncio loop of httpx clients then POSTs /v1/search for --seconds, each client sending its
+next request when the last one is answered (closed loop), and the figures are: throughput (answered
+requests/s), latency p50/p90/p99 seen by the client, the server's own `took_ms`, and errors (anything
+but a 200 with a well-formed body; the target is zero).
+
+Query texts: the server caches query embeddings (an LRU of 1024 texts), so repeating a few phrases
+would measure the cache. Each request takes one of ~50 phrases; with probability --miss-rate it is made
+new (a numbered variant never sent before), which must be encoded. The 50 hot phrases stay cached
+(they recur every ~50-100 requests, far inside the LRU), so the expected hit rate is about
+(1 - miss-rate) after each phrase's first use; the observed rate (texts sent before) is reported.
+The client runs on the same cores as the server: throughput is that of the pair, as on one box.
+
+    python bench/api_load.py [--clients 16] [--seconds 60] [--miss-rate 0.5] [--workdir DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LANCE_LOG", "error")
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from query_latency import PHRASES  # noqa: E402
+
+SOURCES = ["testsrc", "testsrc2", "smptebars", "rgbtestsrc", "smptehdbars", "yuvtestsrc", "pal75bars",
+           "pal100bars", "testsrc=decimals=2", "color=c=red", "color=c=blue", "color=c=green"]  # fmt: skip
+
+
+def make_clips(root: Path, n: int, log) -> list[Path]:
+    """n distinct 5-14 s clips, 320x240 25 fps H.264 (every third with an AAC tone)."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = root / f"clip_{i:02d}.mp4"
+        if not p.exists():
+            src = SOURCES[i % len(SOURCES)]
+            sep = ":" if "=" in src else "="
+            seconds = 5 + (i * 7) % 10
+            args = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+                    "-i", f"{src}{sep}size=320x240:rate=25:duration={seconds}"]  # fmt: skip
+            if i % 3 == 0:
+                args += ["-f", "lavfi", "-i", f"sine=frequency={220 + 40 * i}:duration={seconds}", "-c:a", "aac", "-shortest"]
+            args += ["-vf", f"hue=h={(i * 37) % 360}", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+                     f"{p}.tmp.mp4"]  # fmt: skip
+            subprocess.run(args, check=True)
+            os.replace(f"{p}.tmp.mp4", p)
+        paths.append(p)
+    log(f"  {n} clips in {root}")
+    return paths
+
+
+def build_index(media: Path, db: Path, log) -> dict:
+    """Index the clips with the tiny model (idempotent: a rerun over the same files does no work)."""
+    from vidsearch.config import load_settings
+    from vidsearch.encoders.backbone import load_backbone
+    from vidsearch.indexer.pipeline import IndexRun, open_store_for
+
+    settings = load_settings(None, db=db, model="tiny", pretrained="none")
+    backbone = load_backbone("tiny", pretrained="none", precision=settings.precision, device="cpu")
+    t0 = time.perf_counter()
+    summary = IndexRun(open_store_for(settings, backbone), backbone, settings).run([media])
+    out = {"indexed_now": summary.indexed, "failed": summary.failed, "units": summary.units,
+           "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    log(f"  index: {out}")
+    if summary.failed:
+        raise RuntimeError(f"indexing failed for {summary.failed} clip(s): {summary}")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`vidsearch serve` in a subprocess on a free loopback port; stopped (SIGINT, then SIGKILL) on exit."""
+
+    def __init__(self, db: Path, logfile: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db, self.logfile = db, logfile
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Server:
+        cmd = [sys.executable, "-m", "vidsearch.cli", "serve", "--db", str(self.db), "--host", "127.0.0.1",
+               "--port", str(self.port)]  # fmt: skip
+        self._log = open(self.logfile, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        with httpx.Client(base_url=self.url, timeout=60) as c:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
+                try:
+                    if c.get("/readyz").status_code == 200:  # opens the engine (model load)
+                        return self
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError(f"server not ready in 180 s: {self.tail()}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def tail(self) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class Queries:
+    """The next query text: one of the hot phrases, or (with probability miss_rate) a never-sent one."""
+
+    def __init__(self, miss_rate: float, seed: int):
+        self.rng = random.Random(seed)
+        self.miss_rate = miss_rate
+        self.fresh = 0
+        self.seen: set[str] = set()
+
+    def next(self) -> tuple[str, bool]:
+        phrase = self.rng.choice(PHRASES)
+        if self.rng.random() < self.miss_rate:
+            self.fresh += 1
+            phrase = f"{phrase}, take {self.fresh}"
+        hit = phrase in self.seen
+        self.seen.add(phrase)
+        return phrase, hit
+
+
+async def load(url: str, clients: int, seconds: float, queries: Queries, top_k: int) -> dict:
+    lat: list[float] = []
+    took: list[float] = []
+    hits = 0
+    errors: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        t_start = time.perf_counter()
+        deadline = t_start + seconds
+
+        async def client() -> None:
+            nonlocal hits
+            while time.perf_counter() < deadline:
+                text, hit = queries.next()
+                t0 = time.perf_counter()
+                try:
+                    r = await http.post("/v1/search", json={"query": text, "top_k": top_k})
+                    ok = r.status_code == 200
+                    body = r.json() if ok else None
+                    ok = ok and isinstance(body.get("results"), list) and len(body["results"]) > 0
+                    why = f"HTTP {r.status_code}" if r.status_code != 200 else "empty or malformed body"
+                except (httpx.HTTPError, ValueError) as exc:
+                    ok, body, why = False, None, type(exc).__name__
+                dt = time.perf_counter() - t0
+                if ok:
+                    lat.append(dt * 1000)
+                    took.append(float(body["took_ms"]))
+                    hits += hit
+                else:
+                    errors[why] = errors.get(why, 0) + 1
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - t_start
+    a = np.asarray(lat) if lat else np.zeros(1)
+    t = np.asarray(took) if took else np.zeros(1)
+    return {
+        "requests_ok": len(lat),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "elapsed_s": round(elapsed, 2),
+        "throughput_rps": round(len(lat) / elapsed, 1),
+        "latency_ms": {p: round(float(np.percentile(a, q)), 1) for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
+        "server_took_ms": {p: round(float(np.percentile(t, q)), 1) for p, q in (("p50", 50), ("p99", 99))},
+        "query_cache_hit_rate": round(hits / max(1, len(lat)), 3),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--warmup-seconds", type=float, default=3.0, help="load before measuring (not counted)")
+    ap.add_argument("--miss-rate", type=float, default=0.5, help="share of requests with a never-sent query text")
+    ap.add_argument("--top-k", type=int, default=10)
+    ap.add_argument("--videos", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the clips and the index here between runs")
+    ap.add_argument("--json", action="store_true", help="print exactly one JSON object (progress goes to stderr)")
+    args = ap.parse_args()
+    if not 0.0 <= args.miss_rate <= 1.0:
+        ap.error("--miss-rate must be in [0, 1]")
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    tmp = None
+    if args.workdir is None:
+        tmp = Path(tempfile.mkdtemp(prefix="vidsearch-load-"))
+        args.workdir = tmp
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        log("preparing the index ...")
+        make_clips(work / "media", args.videos, log)
+        index = build_index(work / "media", work / "db", log)
+        log("starting the server ...")
+        t0 = time.perf_counter()
+        with Server(work / "db", work / "server.log") as server:
+            ready_s = time.perf_counter() - t0
+            log(f"  {server.url} ready in {ready_s:.1f} s; warming up {args.warmup_seconds:.0f} s ...")
+            queries = Queries(args.miss_rate, args.seed)
+            asyncio.run(load(server.url, args.clients, args.warmup_seconds, queries, args.top_k))
+            load_before = os.getloadavg()
+            cpu0 = server.cpu_seconds()
+            log(f"  {args.clients} clients for {args.seconds:.0f} s ...")
+            res = asyncio.run(load(server.url, args.clients, args.seconds, queries, args.top_k))
+            res["server_cpu_s"] = round(server.cpu_seconds() - cpu0, 1)
+            load_after = os.getloadavg()
+            with httpx.Client(base_url=server.url) as c:
+                ready = c.get("/readyz").json()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report = {
+        "benchmark": "api_load",
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "miss_rate": args.miss_rate,
+        "expected_hit_rate": round(1 - args.miss_rate, 3),
+        "top_k": args.top_k,
+        "videos": ready.get("videos"),
+        "model": ready.get("model"),
+        "index": index,
+        "server_ready_s": round(ready_s, 1),
+        "cpus": os.cpu_count(),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in load_after],
+        **res,
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        lat, took = res["latency_ms"], res["server_took_ms"]
+        print()
+        print(f"API load: {args.clients} clients x {args.seconds:.0f} s, POST /v1/search top_k={args.top_k}, "
+              f"{report['videos']} videos (model {report['model']}), {os.cpu_count()} CPUs shared by server and client")  # fmt: skip
+        print(f"load average before/after: {' '.join(map(str, report['load_before']))} / {' '.join(map(str, report['load_after']))}")
+        print(f"{'figure':34} {'value':>10}  target")
+        rows = [
+            ("requests answered", res["requests_ok"], ""),
+            ("throughput (req/s)", res["throughput_rps"], ""),
+            ("latency p50 (ms)", lat["p50"], ""),
+            ("latency p90 (ms)", lat["p90"], ""),
+            ("latency p99 (ms)", lat["p99"], ""),
+            ("latency max (ms)", lat["max"], ""),
+            ("server took_ms p50 / p99", f"{took['p50']} / {took['p99']}", ""),
+            ("server CPU (s per request)", round(res["server_cpu_s"] / max(1, res["requests_ok"]), 4), ""),
+            ("errors", res["errors"], "0" + ("" if res["errors"] == 0 else f"  FAILED {res['error_kinds']}")),
+            ("query-cache hit rate (observed)", res["query_cache_hit_rate"], f"assumed {1 - args.miss_rate:.2f} (--miss-rate {args.miss_rate})"),
+        ]  # fmt: skip
+        for name, value, target in rows:
+            print(f"{name:34} {value!s:>10}  {target}")
+    return 0 if res["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
