@@ -8,7 +8,9 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 $SUDO apt-get update -qq
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+# ffmpeg: decoding; flite: test speech; tesseract: on-screen text; fonts: drawtext; chromium: UI browser test
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg flite tesseract-ocr tesseract-ocr-eng \
+    fonts-dejavu-core chromium >/dev/null
 
 PY=${PYTHON:-python3}
 if [ "${VIDSEARCH_GPU:-0}" = "1" ]; then

@@ -29,9 +29,9 @@ class CountingBackbone:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def encode_frames(self, frames):
+    def encode_units(self, frames, *args, **kw):
         self.frames += len(frames)
-        return self.inner.encode_frames(frames)
+        return self.inner.encode_units(frames, *args, **kw)
 
 
 def index(db, paths, backbone, prune=False, **overrides):

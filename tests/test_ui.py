@@ -31,7 +31,7 @@ from vidsearch.ui.backend import Facets, LibraryStats, UiConfig  # noqa: E402
 from vidsearch.ui.cards import fmt_time, player_start  # noqa: E402
 from vidsearch.ui.highlight import highlight_html, query_terms, snippet  # noqa: E402
 from vidsearch.ui.launch import APP, ui_command, ui_env  # noqa: E402
-from vidsearch.ui.timeline import timeline_chart, seek_target  # noqa: E402
+from vidsearch.ui.timeline import seek_target, timeline_chart  # noqa: E402
 
 QUERY = "colour bars"
 TITLES = {"The bars clip", "The pattern clip", "The rgb clip", "The hd clip"}

@@ -554,6 +554,22 @@ def evaluate(
         out.print("moments: " + ", ".join(f"{k} {v:.2f}" for k, v in report["moments"].items()))
 
 
+@app.command()
+def ui(
+    db: DbOpt = None,
+    api: Annotated[Optional[str], typer.Option("--api", help="Search API URL [VIDSEARCH_API_URL]; else open --db locally.")] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="VIDSEARCH_API_KEY", help="API key (needed to start index jobs).")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address the UI binds.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port the UI binds.")] = 8501,
+    config: ConfigOpt = None,
+) -> None:
+    """Start the search UI (Streamlit) against the search API or a local index."""
+    from vidsearch.ui.launch import run_ui
+
+    settings = _settings(config, db=db, api_url=api)
+    raise typer.Exit(run_ui(settings.api_url, settings.db, host, port, api_key, config=config))
+
+
 def _register_commands() -> None:
     """Commands whose code lives in their own modules (imported lazily inside each command)."""
     from .evaluation_cli import eval_moments, eval_retrieval

@@ -1,0 +1,133 @@
+"""The app's caches, in one place. Streamlit reruns the whole page script on every click, so anything
+slow is cached here and a rerun costs almost nothing:
+
+- the backend (HTTP client, or the loaded model and index) lives for the process;
+- search responses are keyed by the full request, so choosing a moment, paging back or moving a
+  slider that does not change the request never encodes the query again (and in local mode the
+  engine keeps its own query-vector cache underneath);
+- facets and library stats are read at most every few seconds;
+- local-mode thumbnails are cut once to disk and their paths remembered;
+- in local mode the played file's bytes are kept (Streamlit would read the whole file again on every
+  rerun, then serve it from memory with range requests); files too big for that are refused with
+  a pointer to API mode, which streams from disk.
+
+Errors are never cached (Streamlit does not cache a call that raised), so a fixed problem — a
+started server, a filled index — shows up on the next rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+from vidsearch.api_models import SearchRequest, SearchResponse, VideoInfo
+
+from . import backend as backends
+from .backend import Backend, BackendError, Facets, LibraryStats, UiConfig
+
+LOCAL_MEDIA_MAX_BYTES = 1 << 30  # larger files are played through `vidsearch serve` instead
+MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
+               ".mkv": "video/x-matroska", ".ogv": "video/ogg"}  # fmt: skip
+SEARCH_TTL = 60.0  # an index version committed by someone else shows up within this
+FACETS_TTL = 30.0
+STATS_TTL = 5.0
+
+
+def config() -> UiConfig:
+    """Read on every rerun: it is a few environment variables (and the TOML file when there is one)."""
+    return UiConfig.from_env()
+
+
+@st.cache_resource(show_spinner=False)
+def _backend(cfg: UiConfig) -> Backend:
+    return backends.open_backend(cfg)
+
+
+def backend() -> Backend:
+    return _backend(config())
+
+
+def key_of(be: Backend) -> str:
+    """A cache key for the backend's identity (the API key only as a hash)."""
+    c = be.config
+    secret = hashlib.sha256((c.api_key or "").encode()).hexdigest()[:12]
+    return f"{c.mode}|{c.api_url}|{c.db}|{secret}|{c.public_api_url}"
+
+
+@st.cache_data(ttl=SEARCH_TTL, max_entries=256, show_spinner=False)
+def _search(_be: Backend, be_key: str, request_json: str) -> SearchResponse:
+    return _be.search(SearchRequest.model_validate_json(request_json))
+
+
+def search(be: Backend, req: SearchRequest) -> SearchResponse:
+    return _search(be, key_of(be), req.model_dump_json(exclude_none=True))
+
+
+@st.cache_data(ttl=FACETS_TTL, max_entries=16, show_spinner=False)
+def _facets(_be: Backend, be_key: str) -> Facets:
+    videos, total = _be.catalog()
+    return Facets.of(videos, total)
+
+
+def facets(be: Backend) -> Facets:
+    return _facets(be, key_of(be))
+
+
+@st.cache_data(ttl=STATS_TTL, max_entries=16, show_spinner=False)
+def _stats(_be: Backend, be_key: str) -> LibraryStats:
+    return _be.stats()
+
+
+def stats(be: Backend) -> LibraryStats:
+    return _stats(be, key_of(be))
+
+
+@st.cache_data(ttl=FACETS_TTL, max_entries=16, show_spinner=False)
+def _channels(_be: Backend, be_key: str) -> list[str]:
+    return _be.channels()
+
+
+def channels(be: Backend) -> list[str]:
+    return _channels(be, key_of(be))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _thumbnails(_be: Backend, be_key: str, wanted: tuple[tuple[str, str, float, float], ...], width: int) -> list[str | None]:
+    videos = [(VideoInfo(id=vid, title="", uri=uri, duration=dur), t) for vid, uri, dur, t in wanted]
+    return _be.thumbnails(videos, width)
+
+
+def thumbnails(be: Backend, wanted: list[tuple[VideoInfo, float]], width: int = 320) -> list[str | None]:
+    if be.config.mode == "api":  # URLs: nothing to compute; the browser and the API cache the bytes
+        return be.thumbnails(wanted, width)
+    key = tuple((v.id, v.uri, float(v.duration), round(float(t), 2)) for v, t in wanted)
+    return _thumbnails(be, key_of(be), key, width)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _file_bytes(path: str, mtime_ns: int, size: int) -> bytes:
+    return Path(path).read_bytes()
+
+
+def player_source(be: Backend, video: VideoInfo) -> tuple[str | bytes | None, str]:
+    """What `st.video` gets, and its MIME type: the API's media URL, or the local file's bytes."""
+    src = be.media(video)
+    mimetype = MEDIA_TYPES.get(Path(video.uri).suffix.lower(), "video/mp4")
+    if src is None or be.config.mode == "api":
+        return src, mimetype
+    stat = Path(src).stat()
+    if stat.st_size > LOCAL_MEDIA_MAX_BYTES:
+        raise BackendError(
+            "unavailable",
+            f"This video is {stat.st_size / 2**30:.1f} GiB, too big to play through the UI in local mode.",
+            "Run `vidsearch serve` and start the UI with `--api URL`: the API streams files from disk.",
+        )
+    return _file_bytes(src, stat.st_mtime_ns, stat.st_size), mimetype
+
+
+def clear_data() -> None:
+    """After this UI changed the index (a job finished): forget responses, facets and stats."""
+    for fn in (_search, _facets, _stats, _channels):
+        fn.clear()

@@ -1,0 +1,183 @@
+"""One search result as a card: title and score, per-channel badges, a strip of thumbnails at the
+moments (each a button that plays from there), the matching spoken or on-screen text with the query's
+words marked, and — for the card being played — the player at the moment with the relevance
+timeline under it.
+
+Cards are keyed by rank (`card-0`, `card-1`...), which also gives each one a stable CSS class
+(`st-key-card-0`) that the browser test finds it by.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import streamlit as st
+
+from vidsearch.api_models import SearchResult
+
+from . import cache
+from .backend import Backend, BackendError
+from .highlight import highlight_html, snippet
+from .timeline import seek_target, timeline_chart
+
+PLAY = "play"  # session key: which card plays what, from when
+# Material icons, not emoji: Streamlit ships their font, so they render on machines without emoji fonts
+CHANNEL_STYLE = {
+    "visual": ("blue", ":material/movie:"),
+    "audio": ("violet", ":material/graphic_eq:"),
+    "speech": ("green", ":material/record_voice_over:"),
+    "ocr": ("orange", ":material/text_fields:"),
+    "subtitle": ("gray", ":material/subtitles:"),
+    "metadata": ("red", ":material/sell:"),
+}
+SOURCE_LABEL = {"speech": "said", "ocr": "on screen", "subtitle": "subtitle", "metadata": "metadata"}
+
+
+def fmt_time(seconds: float) -> str:
+    """0:03.5, 12:05.0, 1:02:03: short, and unambiguous at any video length."""
+    seconds = max(0.0, float(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours >= 1:
+        return f"{int(hours)}:{int(minutes):02d}:{int(secs):02d}"
+    return f"{int(minutes)}:{secs:04.1f}"
+
+
+def md_escape(text: str) -> str:
+    """Titles and metadata come from users' files: keep markdown from interpreting them."""
+    for ch in "\\`*_{}[]()#+-.!|<>$~:":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def player_start(t: float, duration: float) -> int:
+    """Streamlit seeks in whole seconds; the nearest one keeps the player within half a second of
+    the moment (flooring could start it almost a second early), and never past the end."""
+    return max(0, min(int(math.floor(t + 0.5)), int(math.floor(duration))))
+
+
+def badges(result: SearchResult) -> str:
+    parts = [f"**score {result.score:.4f}**"]
+    for name, value in sorted(result.channel_scores.items(), key=lambda kv: -abs(kv[1])):
+        color, icon = CHANNEL_STYLE.get(name, ("gray", ":material/search:"))
+        parts.append(f":{color}-badge[{icon} {md_escape(name)} {value:.3f}]")
+    return " ".join(parts)
+
+
+def meta_line(result: SearchResult) -> str:
+    v = result.video
+    bits = [fmt_time(v.duration)]
+    if v.width and v.height:
+        bits.append(f"{v.width}×{v.height}")
+    for k, val in list((v.metadata or {}).items())[:4]:
+        bits.append(f"{md_escape(str(k))}: {md_escape(str(val))}")
+    return " · ".join(bits)
+
+
+def play(card: int, video_id: str, t: float, request_key: str) -> None:
+    """A moment (or span, or timeline point) was chosen: play that card's video from `t`."""
+    st.session_state[PLAY] = {"key": request_key, "card": card, "video": video_id, "t": float(t), "auto": True}
+
+
+def _on_seek(chart_key: str, card: int, result: SearchResult, request_key: str) -> None:
+    t = seek_target(st.session_state.get(chart_key), result)
+    if t is not None:
+        play(card, result.video.id, t, request_key)
+
+
+def render_card(
+    be: Backend,
+    rank: int,
+    result: SearchResult,
+    query: str,
+    thumbs: list[str | None],
+    playing: dict | None,
+    request_key: str,
+) -> None:
+    v = result.video
+    is_playing = playing is not None and playing["card"] == rank and playing["video"] == v.id
+    with st.container(border=True, key=f"card-{rank}"):
+        # the played card puts the player beside its moments, so a whole result fits on one screen
+        info, side = st.columns([1, 1], gap="medium") if is_playing else (st.container(), None)
+        with info:
+            st.subheader(f"{rank + 1}. {md_escape(v.title)}", anchor=False)
+            st.markdown(badges(result))
+            st.caption(meta_line(result))
+            _moment_strip(rank, result, thumbs, playing, request_key)
+            _spans(rank, result, query, request_key)
+        if side is not None:
+            with side:
+                _player(be, rank, result, playing, request_key)
+
+
+def _moment_strip(rank: int, result: SearchResult, thumbs: list[str | None], playing: dict | None, request_key: str) -> None:
+    if not result.moments:
+        return
+    cols = st.columns(max(len(result.moments), 4))
+    for i, m in enumerate(result.moments):
+        current = playing is not None and playing["card"] == rank and abs(playing["t"] - m.start) < 1e-6
+        with cols[i]:
+            thumb = thumbs[i] if i < len(thumbs) else None
+            span = f"{fmt_time(m.start)}–{fmt_time(m.end)}"
+            if thumb:
+                st.image(thumb, width="stretch", caption=span, alt=f"frame at {fmt_time(m.start)}")
+            else:
+                st.caption(f"{span} (no frame)")
+            st.button(
+                fmt_time(m.start),
+                key=f"moment-{rank}-{i}",
+                icon=":material/play_arrow:",
+                help=f"play from {m.start:.1f} s (moment score {m.score:.3f})",
+                on_click=play,
+                args=(rank, result.video.id, m.start, request_key),
+                type="primary" if current else "secondary",
+                width="stretch",
+            )
+
+
+def _spans(rank: int, result: SearchResult, query: str, request_key: str) -> None:
+    """The matched text; timed text (speech, on-screen, subtitles) gets a button that plays from it,
+    metadata (title, fields) is about the whole video and gets none."""
+    for j, span in enumerate(result.spans[:3]):
+        label = SOURCE_LABEL.get(span.source, span.source)
+        html = f'<div class="vs-span"><span class="vs-src">{label}</span> “{highlight_html(snippet(span.text, query), query)}”</div>'
+        if span.source == "metadata":
+            st.markdown(html, unsafe_allow_html=True)
+            continue
+        button, text = st.columns([1, 7], vertical_alignment="center")
+        button.button(
+            fmt_time(span.start),
+            key=f"span-{rank}-{j}",
+            icon=":material/play_arrow:",
+            on_click=play,
+            args=(rank, result.video.id, span.start, request_key),
+            help=f"play from {span.start:.1f} s",
+        )
+        text.markdown(html, unsafe_allow_html=True)
+
+
+def _player(be: Backend, rank: int, result: SearchResult, playing: dict, request_key: str) -> None:
+    v = result.video
+    box = st.container(key=f"player-{rank}")
+    try:
+        media, mimetype = cache.player_source(be, v)
+    except BackendError as err:
+        box.warning(f"{err.message} {err.hint or ''}")
+    else:
+        if media is None:
+            box.warning(f"The file of this video is no longer at {v.uri}; reindex the library to drop or update it.")
+        else:
+            start = player_start(playing["t"], v.duration)
+            box.video(media, format=mimetype, start_time=start, autoplay=bool(playing.get("auto")), alt=v.title)
+    chart = timeline_chart(result, playing["t"])
+    if chart is not None:
+        key = f"timeline-{rank}-{v.id}"
+        box.altair_chart(  # under the player
+            chart,
+            width="stretch",
+            key=key,
+            on_select=partial(_on_seek, key, rank, result, request_key),
+            selection_mode=["seek"],
+        )
+        box.caption("Relevance of the query over the video; shaded: the moments. Click to play from there.")

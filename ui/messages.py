@@ -1,0 +1,63 @@
+"""How failures look on a page: one clear message with what to do, never a stack trace.
+
+`BackendError`s carry their kind (unreachable, empty index, bad query...) and are shown as such. Any
+other exception is a bug: the page shows a short line and the traceback goes to the UI's log, where
+an operator can read it, instead of to the user's screen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import streamlit as st
+from pydantic import ValidationError
+
+from .backend import BackendError
+
+log = logging.getLogger("vidsearch.ui")
+
+TITLES = {
+    "unreachable": "Search API unreachable",
+    "empty": "The index is empty",
+    "bad_query": "This search cannot be run as asked",
+    "auth": "Not allowed",
+    "not_found": "Not found",
+    "unavailable": "Search is unavailable",
+}
+
+
+def show_error(err: BackendError) -> None:
+    text = f"**{TITLES.get(err.kind, 'Error')}.** {err.message}"
+    if err.hint:
+        text += f"\n\n{err.hint}"
+    if err.kind == "empty":
+        st.info(text, icon=":material/inbox:")
+    elif err.kind == "bad_query":
+        st.warning(text, icon=":material/edit:")
+    else:
+        st.error(text, icon=":material/cloud_off:" if err.kind == "unreachable" else ":material/error:")
+
+
+def validation_message(exc: ValidationError) -> str:
+    """pydantic's errors as one line a user can act on ("query: at most 1000 characters")."""
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e.get("loc", ()))
+        msg = str(e.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
+def guarded(render: Callable[[], None]) -> None:
+    """Run a page; turn what escapes it into a message (Streamlit's own rerun/stop signals are
+    BaseExceptions and pass through)."""
+    try:
+        render()
+    except BackendError as err:
+        show_error(err)
+    except ValidationError as exc:
+        st.warning(f"**This search cannot be run as asked.** {validation_message(exc)}", icon=":material/edit:")
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: log it, say it briefly
+        log.exception("the page failed")
+        st.error(f"**Something went wrong** ({type(exc).__name__}: {exc}). The details are in the UI's log.", icon=":material/error:")

@@ -1,0 +1,188 @@
+"""The search page: a query box (Enter searches), filters in the sidebar, results as cards, and the
+player at the chosen moment.
+
+Streamlit reruns this script on every interaction, so the page is written as "state in, page out":
+the request is built from the widgets, its response comes from the cache (a click on a moment never
+searches again), and which card plays what lives in `st.session_state`. The query is mirrored in the
+URL (`?q=`), so a search can be shared or bookmarked.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import streamlit as st
+from pydantic import ValidationError
+
+from vidsearch.api_models import SearchRequest, SearchResponse, SearchResult
+
+# absolute imports: Streamlit runs this file as a script, outside the package
+from vidsearch.ui import cache
+from vidsearch.ui.backend import Backend, BackendError, Facets
+from vidsearch.ui.cards import PLAY, md_escape, render_card
+from vidsearch.ui.messages import guarded, show_error, validation_message
+
+PAGES = "pages"  # session key: the cursors of the pages shown for the current request
+ANY = "any"
+
+
+def _sync_query_with_url() -> None:
+    if "query" not in st.session_state:
+        st.session_state.query = st.query_params.get("q", "")
+
+
+def _remember_query(query: str) -> None:
+    if query.strip():
+        if st.query_params.get("q") != query:
+            st.query_params["q"] = query
+    elif "q" in st.query_params:
+        del st.query_params["q"]
+
+
+def _loading(be: Backend):
+    """A spinner while a local backend loads the model and the index (the first call only)."""
+    if getattr(be, "loaded", True):
+        return nullcontext()
+    return st.spinner("Loading the model and the index (once)…")
+
+
+def sidebar_options(be: Backend, facets: Facets) -> dict:
+    """The request's fields other than the query, from the sidebar widgets. Defaults send nothing,
+    so the server's own defaults (every channel, weight 1) apply."""
+    options: dict = {}
+    with st.sidebar:
+        st.header("Filters")
+        options["top_k"] = int(st.number_input("Results per page", min_value=1, max_value=50, value=10, key="per_page"))
+        if st.toggle("One card per moment", key="by_moment", help="List the best moments across videos instead of the best videos."):
+            options["group_by"] = "moment"
+
+        with _loading(be):
+            available = cache.channels(be)
+        chosen = st.multiselect(
+            "Channels", available, default=[], key="channels", placeholder="all channels",
+            help="Where a match may come from: the frames (visual), speech, on-screen text (ocr), subtitles, "
+            "metadata. Empty: every channel the index has.",
+        )  # fmt: skip
+        if chosen:
+            weights = {c: 1.0 for c in chosen}
+            if len(chosen) > 1:
+                with st.expander("Channel weights"):
+                    for c in chosen:
+                        weights[c] = st.slider(c, 0.0, 5.0, 1.0, 0.5, key=f"weight-{c}")
+            options["channels"] = weights
+
+        filters: dict = {}
+        if facets.total and facets.max_duration > 0:
+            top = float(math.ceil(facets.max_duration))
+            lo, hi = st.slider("Duration (seconds)", 0.0, top, (0.0, top), 1.0, key="duration")
+            if lo > 0:
+                filters["min_duration"] = lo
+            if hi < top:
+                filters["max_duration"] = hi
+        if facets.metadata:
+            st.subheader("Metadata", anchor=False)
+            meta = {}
+            for name, values in facets.metadata.items():
+                picked = st.selectbox(name, [ANY, *values], key=f"meta-{name}", format_func=str)
+                if picked != ANY:
+                    meta[name] = picked
+            if meta:
+                filters["metadata"] = meta
+        if filters:
+            options["filters"] = filters
+    return options
+
+
+def _pages_for(request_key: str) -> list[str | None]:
+    state = st.session_state.get(PAGES)
+    if not state or state["key"] != request_key:
+        state = {"key": request_key, "cursors": [None]}
+        st.session_state[PAGES] = state
+    return state["cursors"]
+
+
+def _more(request_key: str, cursor: str) -> None:
+    cursors = _pages_for(request_key)
+    if cursor not in cursors:
+        cursors.append(cursor)
+
+
+def fetch(be: Backend, req: SearchRequest, request_key: str) -> tuple[list[SearchResult], SearchResponse]:
+    """Every page asked for so far ("More results" adds one), each from the cache."""
+    results: list[SearchResult] = []
+    resp = None
+    for cursor in _pages_for(request_key):
+        with _loading(be):
+            resp = cache.search(be, req.model_copy(update={"cursor": cursor}))
+        results += resp.results
+    return results, resp
+
+
+def _playing(request_key: str, results: list[SearchResult]) -> dict | None:
+    """What plays: the chosen moment, or — for a new search — the best result's first moment, cued
+    but not started (a new search should not start making noise)."""
+    current = st.session_state.get(PLAY)
+    if current and current["key"] == request_key and current["card"] < len(results):
+        return current
+    top = results[0]
+    start = top.moments[0].start if top.moments else 0.0
+    current = {"key": request_key, "card": 0, "video": top.video.id, "t": start, "auto": False}
+    st.session_state[PLAY] = current
+    return current
+
+
+def render() -> None:
+    be = cache.backend()
+    _sync_query_with_url()
+    query = st.text_input(
+        "Search the library",
+        key="query",
+        placeholder="what happens, what is said, or what is shown — then press Enter",
+        help="Press Enter to search.",
+    )
+    _remember_query(query)
+    try:
+        facets = cache.facets(be)
+    except BackendError as err:
+        show_error(err)
+        return
+    if facets.total == 0:
+        show_error(BackendError("empty", "There are no videos to search yet.", "Index some videos on the Library page, or with `vidsearch index PATH`."))
+        return
+    options = sidebar_options(be, facets)
+    if not query.strip():
+        st.caption(f"{facets.total} videos indexed ({be.config.describe()}). Type what you remember and press Enter.")
+        return
+    try:
+        req = SearchRequest(query=query, **options)
+    except ValidationError as exc:
+        st.warning(f"**This search cannot be run as asked.** {validation_message(exc)}", icon=":material/edit:")
+        return
+    request_key = req.model_dump_json(exclude={"cursor"}, exclude_none=True)
+    try:
+        results, last = fetch(be, req, request_key)
+    except BackendError as err:
+        show_error(err)
+        return
+    if not results:
+        st.info(
+            f"**No results** for “{md_escape(query)}”. Try other words, more channels, or looser filters in the sidebar.",
+            icon=":material/search_off:",
+        )
+        return
+    st.caption(f"{len(results)} result(s) · {last.took_ms:.0f} ms · index version {last.index_version}")
+    playing = _playing(request_key, results)
+    wanted = [(r.video, m.start) for r in results for m in r.moments]
+    flat = cache.thumbnails(be, wanted)
+    at = 0
+    for rank, result in enumerate(results):
+        n = len(result.moments)
+        render_card(be, rank, result, query, flat[at : at + n], playing, request_key)
+        at += n
+    if last.next_cursor:
+        st.button("More results", key="more", on_click=_more, args=(request_key, last.next_cursor))
+
+
+if __name__ == "__main__":  # run by st.navigation as a page script
+    guarded(render)
