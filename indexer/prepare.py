@@ -60,17 +60,19 @@ def prepare(job: DecodeJob) -> Prepared | Failed:
     except Exception as exc:  # noqa: BLE001 - anything else is a bug, but must not stop the run
         return Failed(job, f"unexpected {type(exc).__name__}: {exc} ({traceback.format_exc(limit=2)})")
     audio, audio_error, warnings, spans = None, None, [], []
-    if (job.want_audio or job.speech) and info.has_audio:
+    if job.want_audio and info.has_audio:  # the audio tower needs the whole waveform
         try:
             audio = read_audio(path)
         except (RuntimeError, OSError) as exc:
             audio_error = str(exc)
             warnings.append(f"audio: {exc}")
-    if job.speech and audio is not None and len(audio):
+    if job.speech and info.has_audio and audio_error is None:
         try:
-            from vidsearch.encoders.speech import get_recognizer
+            from vidsearch.encoders.speech import get_recognizer, stream_audio
 
-            spans += get_recognizer(job.speech_engine, job.speech_model).transcribe(audio).spans
+            # without an audio tower, stream the soundtrack: hours of audio never sit in memory
+            source = audio if audio is not None else stream_audio(path)
+            spans += get_recognizer(job.speech_engine, job.speech_model).transcribe(source).spans
         except Exception as exc:  # noqa: BLE001 - a speech failure keeps the visual index
             warnings.append(f"speech: {exc}")
     if job.ocr:
@@ -81,4 +83,4 @@ def prepare(job: DecodeJob) -> Prepared | Failed:
             spans += ocr_frames(big.frames, big.unit_start, big.unit_end).spans
         except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
             warnings.append(f"ocr: {exc}")
-    return Prepared(job, info, frames, audio if job.want_audio else None, audio_error, spans, warnings)
+    return Prepared(job, info, frames, audio, audio_error, spans, warnings)

@@ -386,6 +386,7 @@ class SearchEngine:
                 for vid, h in hits.items():
                     span_hits.setdefault(vid, []).extend(h)
         lists = {c: ids for c, ids in lists.items() if len(ids)}
+        scores = {c: s for c, s in scores.items() if c in lists}  # a channel with no match does not vote
         if not lists:
             return []
         coarse = reciprocal_rank_fusion(lists, weights, k=self.settings.rrf_k, scores=scores)

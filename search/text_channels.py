@@ -20,6 +20,10 @@ from vidsearch.store import SPANS, Store, _sql_list
 from .fusion import reciprocal_rank_fusion
 
 SPAN_CANDIDATES = 200  # spans fetched per matcher before grouping by video
+# Nearest neighbours always exist; below this cosine a span is not about the query (MiniLM: unrelated
+# sentences score ~0-0.2, paraphrases 0.5+), so it must not vote in the fusion and disturb the visual
+# ranking. BM25 needs no floor: it only returns spans that share words with the query.
+MIN_COSINE = 0.3
 
 
 class TextChannels:
@@ -83,13 +87,17 @@ class TextChannels:
             )  # fmt: skip
         except Exception:  # noqa: BLE001 - no full-text index yet (an index run still writing): vectors only
             by_words = by_vector.slice(0, 0)
+        if by_vector.num_rows:
+            by_vector = by_vector.filter(pc.less_equal(by_vector["_distance"], 1.0 - MIN_COSINE))
         rows = {}
         for t in (by_vector, by_words):
             for r in t.select(cols).to_pylist():
                 rows[r["span_id"]] = r
         if not rows:
             return np.zeros(0, str), np.zeros(0), {}
-        lists = {"vector": by_vector["span_id"].to_numpy(zero_copy_only=False)}
+        lists = {}
+        if by_vector.num_rows:
+            lists["vector"] = by_vector["span_id"].to_numpy(zero_copy_only=False)
         if by_words.num_rows:
             lists["words"] = by_words["span_id"].to_numpy(zero_copy_only=False)
         fused = reciprocal_rank_fusion(lists)

@@ -75,3 +75,13 @@ def test_channels_can_be_chosen_and_weighted(text_index):
     assert speech_only[0].video.title == "chores" and set(speech_only[0].channel_scores) == {"speech"}
     visual_only = engine.search(SearchRequest(query="water the plants", channels={"visual": 1.0}))
     assert all(set(r.channel_scores) == {"visual"} for r in visual_only.results) and not visual_only.results[0].spans
+
+
+def test_unrelated_speech_does_not_disturb_a_visual_query(text_index):
+    """No span is about the query, so no text channel votes: the ranking is the visual one."""
+    engine, _ = text_index
+    query = "zebra crossing"  # shares no words with, and means nothing like, any span
+    fused = engine.search(SearchRequest(query=query, top_k=10))
+    visual = engine.search(SearchRequest(query=query, top_k=10, channels={"visual": 1.0}))
+    assert [r.video.id for r in fused.results] == [r.video.id for r in visual.results]
+    assert all(set(r.channel_scores) <= {"visual", "audio"} for r in fused.results)

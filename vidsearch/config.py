@@ -72,7 +72,9 @@ class Settings(BaseSettings):
 
     # Search.
     candidates: int = Field(100, ge=1, le=1000, description="Videos re-ranked by the fine stage.")
-    coarse_segments: int = Field(1000, ge=10, le=20000, description="Segments fetched by the coarse stage.")
+    coarse_segments: int = Field(
+        500, ge=10, le=20000, description="Segments fetched by the coarse stage (HNSW efSearch follows it)."
+    )
     pooling: Literal["auto", "xpool", "param_free", "mean"] = Field(
         "auto", description="Fine re-ranking: trained X-Pool head when the model has one, else parameter-free."
     )
