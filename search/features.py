@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidsearch.store import FEATURES, Store, _sql_list
+from vidsearch.store import FEATURES, Store, sql_in_list
 
 
 EMPTY = np.zeros(0, np.float32)
@@ -74,7 +74,7 @@ class FeatureCache:
         table = (
             self.store.table(FEATURES)
             .search()
-            .where(f"video_id IN {_sql_list(video_ids)}")
+            .where(f"video_id IN {sql_in_list(video_ids)}")
             .select(["video_id", "unit_start", "unit_end", "unit_vectors", "audio_start", "audio_end", "audio_vectors"])
             .limit(None)
             .to_arrow()

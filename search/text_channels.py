@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from vidsearch.api_models import SpanHit
-from vidsearch.store import SPANS, Store, _sql_list
+from vidsearch.store import SPANS, Store, sql_in_list
 
 from .fusion import reciprocal_rank_fusion
 
@@ -73,7 +73,7 @@ class TextChannels:
         table = self.store.table(SPANS)
         where = f"source = '{source}'"
         if allowed is not None:
-            where += f" AND video_id IN {_sql_list(allowed.tolist())}" if len(allowed) else " AND false"
+            where += f" AND video_id IN {sql_in_list(allowed.tolist())}" if len(allowed) else " AND false"
         cols = ["span_id", "video_id", "start", "end", "text"]
         vec = self._embed(query)
         by_vector = (

@@ -80,7 +80,8 @@ def _nested(vectors: list[np.ndarray], dim: int | None) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, inner)
 
 
-def _sql_list(values: Iterable[str]) -> str:
+def sql_in_list(values: Iterable[str]) -> str:
+    """`('a', 'b')` for a SQL `IN`, quotes escaped (LanceDB filters are SQL strings)."""
     return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
 
 
@@ -205,7 +206,7 @@ class Store:
         t = (
             self.table(FEATURES)
             .search()
-            .where(f"video_id = {_sql_list([video_id])[1:-1]}")
+            .where(f"video_id = {sql_in_list([video_id])[1:-1]}")
             .select(["unit_start", "unit_end", "unit_vectors"])
             .limit(None)
             .to_arrow()
@@ -320,7 +321,7 @@ class Store:
         ids = sorted(set(video_ids))
         if not ids:
             return 0
-        where = f"video_id IN {_sql_list(ids)}"
+        where = f"video_id IN {sql_in_list(ids)}"
         before = self.table(VIDEOS).count_rows()
         self.table(VIDEOS).delete(where)
         removed = before - self.table(VIDEOS).count_rows()
@@ -332,7 +333,7 @@ class Store:
     def delete_files(self, paths: Iterable[str]) -> None:
         paths = sorted(set(paths))
         if paths:
-            self.table(FILES).delete(f"path IN {_sql_list(paths)}")
+            self.table(FILES).delete(f"path IN {sql_in_list(paths)}")
 
     def remove_orphans(self) -> int:
         """Delete rows whose video never became visible (a run killed between writes)."""
@@ -345,7 +346,7 @@ class Store:
             ids = set(pc.unique(t.search().select(["video_id"]).limit(None).to_arrow()["video_id"]).to_pylist())
             orphans = ids - visible
             if orphans:
-                t.delete(f"video_id IN {_sql_list(orphans)}")
+                t.delete(f"video_id IN {sql_in_list(orphans)}")
                 removed += len(orphans)
         return removed
 
