@@ -44,7 +44,7 @@ from vidsearch.api_models import (
 from vidsearch.config import Settings
 from vidsearch.store import SEGMENTS, VIDEOS, Store
 
-from .features import FeatureCache, VideoFeatures
+from .features import FeatureCache, VideoFeatures, pad_vectors
 from .fusion import reciprocal_rank_fusion
 from .moments import localize_moments
 
@@ -97,11 +97,7 @@ def _store_versions(store: Store) -> str:
 def build_snapshot(store: Store, settings: Settings, previous: Snapshot | None = None) -> Snapshot:
     """Read the visible videos and their segment vectors, and index them (incrementally when possible)."""
     version = _store_versions(store)
-    rows = store.videos().to_pylist()
-    videos = {}
-    for r in rows:
-        r["metadata"] = json.loads(r["metadata"] or "{}")
-        videos[r["video_id"]] = r
+    videos = {r["video_id"]: r for r in store.video_rows()}
     ids = np.array(list(videos), dtype=str)
     durations = np.array([videos[v]["duration"] for v in ids], dtype=np.float64)
     coarse = None
@@ -526,14 +522,9 @@ class SearchEngine:
 
 def _padded_audio(feats: list[VideoFeatures], dim: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Audio tokens of a chunk of candidates as a padded batch (None when none has audio)."""
-    lengths = [len(f.audio_vectors) if f.audio_vectors.ndim == 2 and f.audio_vectors.shape[1] == dim else 0 for f in feats]
-    if not any(lengths):
+    x, m = pad_vectors([f.audio_vectors for f in feats], dim)
+    if not m.any():
         return None, None
-    x = np.zeros((len(feats), max(lengths), dim), np.float32)
-    m = np.zeros((len(feats), max(lengths)), bool)
-    for row, (f, n) in enumerate(zip(feats, lengths)):
-        x[row, :n] = f.audio_vectors[:n]
-        m[row, :n] = True
     return torch.from_numpy(x), torch.from_numpy(m)
 
 

@@ -26,7 +26,7 @@ from vidsearch.metrics import moment_metrics, retrieval_metrics
 from vidsearch.store import StoreError
 
 from .engine import SearchEngine
-from .features import VideoFeatures
+from .features import VideoFeatures, pad_vectors
 from .moments import localize_moments
 
 CHUNK = 64  # queries per scoring chunk (bounded memory: CHUNK x videos x D)
@@ -42,16 +42,9 @@ class Queries:
 
 
 def _pad(feats: list[VideoFeatures], audio: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    get = (lambda f: f.audio_vectors) if audio else (lambda f: f.vectors)
-    dim = max((get(f).shape[1] for f in feats if get(f).size), default=1)
-    t = max((len(get(f)) for f in feats), default=0)
-    x = np.zeros((len(feats), t, dim), np.float32)
-    m = np.zeros((len(feats), t), bool)
-    for i, f in enumerate(feats):
-        v = get(f)
-        if v.size:
-            x[i, : len(v)] = v
-            m[i, : len(v)] = True
+    vectors = [f.audio_vectors if audio else f.vectors for f in feats]
+    dim = max((v.shape[1] for v in vectors if v.size), default=1)
+    x, m = pad_vectors(vectors, dim)
     return torch.from_numpy(x), torch.from_numpy(m)
 
 
@@ -95,9 +88,9 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
                    if s == "indexed" and v in indexed}  # fmt: skip
     vids = sorted(set(path_to_vid.values()))
     col_of_vid = {v: i for i, v in enumerate(vids)}
+    if events is None and (Path(data).parent / "events.jsonl").is_file():  # a synthetic corpus's ground truth
+        events = Path(data).parent / "events.jsonl"
     queries = load_queries(Path(data), {p: col_of_vid[v] for p, v in path_to_vid.items()}, events)
-    if events is None and (Path(data).parent / "events.jsonl").is_file():
-        queries = load_queries(Path(data), {p: col_of_vid[v] for p, v in path_to_vid.items()}, Path(data).parent / "events.jsonl")
     used = sorted(set(queries.video.tolist()))  # evaluate over the videos the data names
     remap = {c: i for i, c in enumerate(used)}
     true_cols = np.array([remap[c] for c in queries.video])

@@ -33,6 +33,21 @@ class VideoFeatures:
         return self.start.nbytes + self.end.nbytes + self.vectors.nbytes + self.audio_vectors.nbytes
 
 
+def pad_vectors(vectors: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-video (n_i, dim) matrices -> a zero-padded (V, max n_i, dim) batch and its (V, max n_i) mask.
+
+    A matrix of another width (a video with no vectors of this kind) counts as empty.
+    """
+    lengths = [len(v) if v.ndim == 2 and v.shape[1] == dim else 0 for v in vectors]
+    t = max(lengths, default=0)
+    x = np.zeros((len(vectors), t, dim), np.float32)
+    m = np.zeros((len(vectors), t), bool)
+    for row, (v, n) in enumerate(zip(vectors, lengths)):
+        x[row, :n] = v[:n]
+        m[row, :n] = True
+    return x, m
+
+
 class FeatureCache:
     def __init__(self, store: Store, max_bytes: int = 1 << 30):
         self.store = store

@@ -166,14 +166,9 @@ def _video_row(state: State, video_id: str) -> dict:
         row = engine.snapshot.videos.get(video_id)
         if row is not None:
             return row
-    import json
-
-    store = state.store()
-    rows = store.videos().to_pylist()
-    for row in rows:
-        if row["video_id"] == video_id:
-            row["metadata"] = json.loads(row["metadata"] or "{}")
-            return row
+    rows = state.store().video_rows(video_id)
+    if rows:
+        return rows[0]
     raise HTTPException(404, f"no indexed video with id {video_id}")
 
 
@@ -184,12 +179,8 @@ def list_videos(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> VideoList:
     """Indexed videos, in title order."""
-    import json
-
-    rows = sorted(state.store().videos().to_pylist(), key=lambda r: (r["title"].lower(), r["video_id"]))
+    rows = sorted(state.store().video_rows(), key=lambda r: (r["title"].lower(), r["video_id"]))
     page = rows[offset : offset + limit]
-    for r in page:
-        r["metadata"] = json.loads(r["metadata"] or "{}")
     return VideoList(videos=[video_info(r) for r in page], total=len(rows), next_cursor=str(offset + limit) if offset + limit < len(rows) else None)
 
 

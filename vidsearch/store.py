@@ -194,6 +194,15 @@ class Store:
         t = self.table(VIDEOS)
         return t.search().select(columns).limit(None).to_arrow() if columns else t.to_arrow()
 
+    def video_rows(self, video_id: str | None = None) -> list[dict]:
+        """`videos` rows as dicts with `metadata` parsed (only that video's row when an id is given)."""
+        t = self.table(VIDEOS)
+        table = t.to_arrow() if video_id is None else t.search().where(f"video_id IN {sql_in_list([video_id])}").limit(None).to_arrow()
+        rows = table.to_pylist()
+        for r in rows:
+            r["metadata"] = json.loads(r["metadata"] or "{}")
+        return rows
+
     def indexed_ids(self) -> set[str]:
         return set(self.videos(["video_id"])["video_id"].to_pylist())
 
