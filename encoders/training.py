@@ -42,8 +42,9 @@ class TrainConfig:
     epochs: int = 12
     batch_size: int = 64  # videos per step
     frames_per_video: int = 16  # at most; sampled in time order
-    lr: float = 2e-3
+    lr: float = 5e-4
     weight_decay: float = 0.05
+    scalar_lr_mult: float = 50.0  # the loss temperature, fusion weight and gate: single numbers that must travel far
     warmup_steps: int = 40
     freeze_backbone: bool = False  # True: train the heads (and text projection) only
     freeze_text: bool = True  # keep a pretrained language-model text tower frozen
@@ -89,7 +90,7 @@ class Trainer:
         if self.audio is not None:
             params += list(self.audio.parameters())
         self.params = params
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(param_groups(params, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
         n_videos = len(data.videos)
         self.steps_per_epoch = max(1, n_videos // cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -107,12 +108,13 @@ class Trainer:
 
     # -- text ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _pooled_caption_features(self) -> torch.Tensor:
-        """The frozen language model's pooled output for every caption, computed once."""
-        text = self.net.text
+    def _pooled_caption_features(self, captions: list[str] | None = None) -> torch.Tensor:
+        """The frozen language model's pooled output for every caption (of the training set by
+        default), computed once."""
+        text, captions = self.net.text, self.data.cap_text if captions is None else captions
         out = []
-        for i in range(0, len(self.data.cap_text), 256):
-            tokens = self.backbone.tokenizer(self.data.cap_text[i : i + 256])
+        for i in range(0, len(captions), 256):
+            tokens = self.backbone.tokenizer(captions[i : i + 256])
             mask = (tokens != text.config.pad_token_id).long()
             hidden = text.transformer(input_ids=tokens, attention_mask=mask)
             out.append(text.pooler(hidden, mask))
@@ -192,7 +194,87 @@ class Trainer:
         parts["total"] = sum(parts.values())
         return parts
 
-    def train(self, progress: Callable[[int, int, float], None] | None = None) -> dict:
+    # -- validation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, data, sound_dependent: np.ndarray | None = None) -> dict:
+        """Text->video retrieval on held-out captioned videos, in memory, per method (as `vidsearch
+        eval` scores an index): mean pooling, X-Pool, X-Pool + audio fusion. Every frame and the whole
+        soundtrack of each video is used, as indexing would; R@1 on the sound-dependent queries too
+        when `sound_dependent` (one flag per caption) is given."""
+        from vidsearch.metrics import retrieval_metrics
+
+        modules = [m for m in (self.net, self.head, self.audio) if m is not None]
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        try:
+            frames, fmask = self._encode_frames(data)
+            captions = list(data.cap_text)
+            if self._text_cache is not None:
+                text = F.normalize(self.net.text.proj(self._pooled_caption_features(captions)), dim=-1)
+            else:
+                text = torch.cat([F.normalize(self.net.encode_text(self.backbone.tokenizer(captions[i : i + 256])), dim=-1)
+                                  for i in range(0, len(captions), 256)])  # fmt: skip
+            audio, amask = self._encode_audio(data) if self.audio is not None else (None, None)
+            scores: dict[str, list[torch.Tensor]] = {"mean": [], "xpool": []}
+            if audio is not None:
+                scores["fused"] = []
+            for i in range(0, len(text), 64):
+                t = text[i : i + 64]
+                pooled, _ = mean_pool(t, frames, fmask)
+                scores["mean"].append(torch.einsum("td,tvd->tv", t, F.normalize(pooled, dim=-1)))
+                out = self.head.scores(t, frames, fmask, audio, amask)
+                scores["xpool"].append(out["video"])
+                if audio is not None:
+                    scores["fused"].append(out["fused"])
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+        report = {}
+        for name, parts in scores.items():
+            sims = torch.cat(parts).float().numpy()
+            row = retrieval_metrics(sims, data.cap_video)
+            if sound_dependent is not None and sound_dependent.any():
+                row["sound_R@1"] = retrieval_metrics(sims[sound_dependent], data.cap_video[sound_dependent])["R@1"]
+            report[name] = {k: round(float(v), 2) for k, v in row.items()}
+        return report
+
+    def _encode_frames(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every sampled frame of every video, as unit vectors padded to [V, T, D] with a mask."""
+        pixels = torch.from_numpy(data.frames).permute(0, 3, 1, 2)
+        mean, std = self.backbone.mean.view(1, 3, 1, 1), self.backbone.std.view(1, 3, 1, 1)
+        feats = []
+        for i in range(0, len(pixels), 256):
+            x = (pixels[i : i + 256].float() / 255.0 - mean) / std
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+                feats.append(F.normalize(self.net.encode_image(x).float(), dim=-1))
+        flat = torch.cat(feats)
+        counts = torch.from_numpy(np.diff(data.frame_offsets))
+        mask = torch.arange(int(counts.max()))[None, :] < counts[:, None]
+        out = flat.new_zeros(*mask.shape, flat.shape[-1])
+        out[mask] = flat
+        return out, mask
+
+    def _encode_audio(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each video's soundtrack through the audio tower, a few videos at a time (padded waveforms)."""
+        lengths = np.diff(data.audio_offsets)
+        vectors, masks = [], []
+        for lo in range(0, len(lengths), 16):
+            n = lengths[lo : lo + 16]
+            wave = np.zeros((len(n), max(int(n.max()), 1)), np.float32)
+            for row, v in enumerate(range(lo, lo + len(n))):
+                wave[row, : n[row]] = data.audio[data.audio_offsets[v] : data.audio_offsets[v + 1]]
+            tokens = self.audio.encode(torch.from_numpy(wave), torch.from_numpy(n))
+            vectors += list(tokens.vectors.float())
+            masks += list(tokens.mask)
+        width = max(len(v) for v in vectors)
+        audio = torch.zeros(len(vectors), width, self.dim)
+        mask = torch.zeros(len(vectors), width, dtype=torch.bool)
+        for i, (v, m) in enumerate(zip(vectors, masks)):
+            audio[i, : len(v)], mask[i, : len(m)] = v, m
+        return audio, mask
+
+    def train(self, progress: Callable[[int, int, float], None] | None = None, validate: Callable[[int], dict | None] | None = None) -> dict:
         t0 = time.monotonic()
         n = len(self.data.videos)
         history = []
@@ -216,7 +298,10 @@ class Trainer:
                     progress(self.step, self.total_steps, losses[-1]["total"])
             self.epoch += 1
             row = {"epoch": self.epoch, **{k: float(np.mean([l[k] for l in losses])) for k in losses[0]},
-                   "scale": float(self.loss.scale), "seconds": round(time.monotonic() - t0, 1)}  # fmt: skip
+                   "scale": float(self.loss.scale.detach()), "seconds": round(time.monotonic() - t0, 1)}  # fmt: skip
+            report = validate(self.epoch) if validate is not None else None
+            if report is not None:
+                row["eval"] = report
             history.append(row)
             self.log(row)
             self.save()
@@ -268,6 +353,24 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.rng.bit_generator.state = state["rng"]
         return True
+
+
+def param_groups(params: list[torch.nn.Parameter], cfg: TrainConfig) -> list[dict]:
+    """Weight decay on matrices only; scalars at a higher learning rate and no decay.
+
+    Adam moves every parameter by about `lr` per step whatever its gradient's size, so the learned
+    scalars (the InfoNCE logit scale, the audio fusion weight and its gate) would need thousands of
+    steps to go from their starting values to where training wants them (e.g. the audio weight from
+    0.1 to ~1): a few hundred steps of a short run left audio fusion with almost no say. Norms and
+    biases are not decayed, as is usual for transformers.
+    """
+    matrices = [p for p in params if p.dim() >= 2]
+    vectors = [p for p in params if p.dim() == 1]
+    scalars = [p for p in params if p.dim() == 0]
+    groups = [{"params": matrices}, {"params": vectors, "weight_decay": 0.0}]
+    if scalars:
+        groups.append({"params": scalars, "weight_decay": 0.0, "lr": cfg.lr * cfg.scalar_lr_mult})
+    return [g for g in groups if g["params"]]
 
 
 def data_fingerprint(data) -> str:

@@ -418,6 +418,7 @@ class SearchEngine:
                     "features": feats[vid],
                     "attention": attention[pos[vid]],
                     "spans": sorted(span_hits.get(vid, []), key=lambda h: -h.score)[:5],
+                    "use_audio": use_audio,
                 }
             )
         return ranked
@@ -491,6 +492,11 @@ class SearchEngine:
             hits = hits[hits[:, 1] > hits[:, 0]]
         if hits.size:
             hits[:, 2] = hits[:, 2] / max(hits[:, 2].max(), 1e-9) * max(float(relevance.max(initial=0)), 0.1)
+        if item.get("use_audio"):
+            sound = audio_hits(self.head, q, f)
+            if window is not None and sound.size:
+                sound = sound[(sound[:, 1] > window.start) & (sound[:, 0] < (window.end if window.end is not None else np.inf))]
+            hits = np.concatenate([hits, sound])
         return localize_moments(f.start[mask], f.end[mask], relevance, hits if hits.size else None, max_moments=req.max_moments)
 
     def _result(self, snap: Snapshot, req: SearchRequest, q: np.ndarray, item: dict) -> SearchResult:
@@ -518,6 +524,26 @@ class SearchEngine:
                 flat.append(res.model_copy(update={"moments": [m], "score": m.score}))
         flat.sort(key=lambda r: -r.score)
         return flat
+
+
+def audio_hits(head, q: np.ndarray, f: VideoFeatures) -> np.ndarray:
+    """Where the soundtrack matches the query, as timed (start, end, score) rows for the moment curve.
+
+    Each audio token scores its cosine to the query above the soundtrack's median, scaled as the TEFAL
+    head scales audio in the fused score (learned weight x gate), so "a dog barks" lifts the seconds
+    of barking and a silent or irrelevant soundtrack (gate ~0) changes nothing. Frames alone cannot
+    tell two events that look alike and differ by their sound, which the synthetic corpus is full of
+    (README: moment metrics with and without it). Empty when the model has no head or the video no audio.
+    """
+    a = f.audio_vectors
+    if head is None or a.ndim != 2 or a.shape[0] == 0 or a.shape[1] != q.shape[0]:
+        return np.empty((0, 3))
+    cos = a @ q
+    with torch.inference_mode():
+        gate = float(head.gate(torch.from_numpy(q[None].astype(np.float32)), torch.from_numpy(a[None].astype(np.float32)),
+                               torch.ones(1, len(a), dtype=torch.bool))[0, 0])  # fmt: skip
+    weight = float(head.audio_weight.detach()) * gate
+    return np.stack([f.audio_start, f.audio_end, weight * (cos - np.median(cos))], axis=1).astype(np.float64)
 
 
 def _padded_audio(feats: list[VideoFeatures], dim: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -25,7 +25,7 @@ from vidsearch.datasets import read_jsonl
 from vidsearch.metrics import moment_metrics, retrieval_metrics
 from vidsearch.store import StoreError
 
-from .engine import SearchEngine
+from .engine import SearchEngine, audio_hits
 from .features import VideoFeatures, pad_vectors
 from .moments import localize_moments
 
@@ -48,7 +48,7 @@ def _pad(feats: list[VideoFeatures], audio: bool) -> tuple[torch.Tensor, torch.T
     return torch.from_numpy(x), torch.from_numpy(m)
 
 
-def _sound_dependent(events: Path | None, data_root: Path) -> dict[tuple[str, float], bool]:
+def sound_dependent_map(events: Path | None, data_root: Path) -> dict[tuple[str, float], bool]:
     """(video path, caption start) -> whether another event differs only by its sound (synth data)."""
     if events is None or not events.is_file():
         return {}
@@ -61,7 +61,7 @@ def _sound_dependent(events: Path | None, data_root: Path) -> dict[tuple[str, fl
 
 def load_queries(data: Path, path_to_col: dict[str, int], events: Path | None) -> Queries:
     items = read_jsonl(data)
-    sd = _sound_dependent(events, data.parent)
+    sd = sound_dependent_map(events, data.parent)
     missing = [str(it.video) for it in items if str(it.video.resolve()) not in path_to_col]
     if missing:
         raise StoreError(
@@ -110,7 +110,11 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
     report["sound_dependent_queries"] = int(queries.sound_dependent.sum())
     timed = ~np.isnan(queries.start)
     if timed.any():
-        report["moments"] = _moment_metrics(text[timed], feats, true_cols[timed], queries.start[timed], queries.end[timed])
+        head = getattr(engine.backbone, "head", None)
+        args = (text[timed], feats, true_cols[timed], queries.start[timed], queries.end[timed])
+        report["moments"] = _moment_metrics(*args, head)  # as search cuts them
+        if head is not None and any(f.audio_vectors.size for f in feats):
+            report["moments_frames_only"] = _moment_metrics(*args, None)
     return report
 
 
@@ -152,11 +156,13 @@ def _engine_scores(engine: SearchEngine, queries: Queries, vids: list[str]) -> n
     return sims
 
 
-def _moment_metrics(text: np.ndarray, feats: list[VideoFeatures], video: np.ndarray, start: np.ndarray, end: np.ndarray) -> dict:
+def _moment_metrics(text: np.ndarray, feats: list[VideoFeatures], video: np.ndarray, start: np.ndarray, end: np.ndarray, head=None) -> dict:
+    """Moments in the caption's own video: from the frames, plus the soundtrack when `head` is given."""
     preds, gts = {}, {}
     for q in range(len(text)):
         f = feats[video[q]]
-        found = localize_moments(f.start, f.end, f.vectors @ text[q], max_moments=10)
+        sound = audio_hits(head, text[q], f)
+        found = localize_moments(f.start, f.end, f.vectors @ text[q], sound if sound.size else None, max_moments=10)
         preds[q] = np.array([[m.start, m.end, m.score] for m in found.moments], dtype=np.float64).reshape(-1, 3)
         gts[q] = np.array([[start[q], end[q]]])
     return {k: round(float(v), 2) for k, v in moment_metrics(preds, gts).items()}

@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from vidsearch import metrics
+
 __all__ = [
     "Moment",
     "RelevanceCurve",
@@ -95,21 +97,12 @@ class MomentResult:
 
 
 def temporal_iou(a: ArrayLike, b: ArrayLike) -> np.ndarray:
-    """Pairwise IoU of windows a (N, 2) and b (M, 2) -> (N, M).
+    """Pairwise IoU of windows a (N, 2) and b (M, 2) -> (N, M), with the evaluation's own definition.
 
     Zero-length windows have IoU 0 with everything (even themselves): they cover no time, and a
     degenerate window must not suppress a real one in NMS.
     """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
-    inter = np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    inter = np.clip(inter, 0.0, None)
-    len_a = np.clip(a[:, 1] - a[:, 0], 0.0, None)
-    len_b = np.clip(b[:, 1] - b[:, 0], 0.0, None)
-    union = len_a[:, None] + len_b[None, :] - inter
-    out = np.zeros_like(inter)
-    np.divide(inter, union, out=out, where=union > 0)
-    return out
+    return metrics.temporal_iou(np.asarray(a, dtype=np.float64).reshape(-1, 2), np.asarray(b, dtype=np.float64).reshape(-1, 2))
 
 
 def nms(windows: ArrayLike, scores: ArrayLike, iou: float = 0.5, max_keep: int | None = None) -> np.ndarray:

@@ -130,6 +130,43 @@ def test_text_hits_light_up_a_moment_on_a_flat_visual_curve():
 # fusion
 
 
+def test_sound_tells_apart_two_events_that_look_the_same():
+    """Two events show the same thing (identical frame vectors); only the second has the queried sound.
+    Frames alone cannot choose; the audio evidence moves the moment onto the right event, and a
+    soundtrack that matches nothing (gate shut) leaves the frame-only moments as they were."""
+    import torch
+
+    from vidsearch.encoders.fusion import FusionHead
+    from vidsearch.search.engine import audio_hits
+    from vidsearch.search.features import VideoFeatures
+
+    d = 8
+    q = np.eye(d, dtype=np.float32)[0]
+    look = (np.eye(d, dtype=np.float32)[0] + np.eye(d, dtype=np.float32)[1]) / np.sqrt(2)
+    other = np.eye(d, dtype=np.float32)[2]
+    starts, ends = _frames(12.0)
+    vectors = np.stack([look if (0 <= t < 4 or 6 <= t < 10) else other for t in starts])
+    a_start = np.arange(0.0, 12.0, 0.5)
+    a_end = a_start + 0.5
+    sound = np.stack([q if 6 <= t < 10 else np.eye(d, dtype=np.float32)[3] for t in a_start])
+    head = FusionHead(d)
+    with torch.no_grad():
+        head.audio_weight.fill_(1.0)
+    f = VideoFeatures(starts, ends, vectors, a_start, a_end, sound)
+
+    hits = audio_hits(head, q, f)
+    assert hits.shape == (len(a_start), 3)
+    assert np.all(hits[(a_start >= 6) & (a_start < 10), 2] > 0) and np.all(hits[(a_start < 6) | (a_start >= 10), 2] <= 0)
+    frames_only = localize_moments(starts, ends, vectors @ q)
+    with_sound = localize_moments(starts, ends, vectors @ q, hits)
+    assert temporal_iou([[with_sound.moments[0].start, with_sound.moments[0].end]], [[6.0, 10.0]])[0, 0] >= 0.7
+    assert len({(m.start, m.end) for m in frames_only.moments[:2]}) == 2  # a tie between the two looks
+
+    silent = VideoFeatures(starts, ends, vectors, a_start, a_end, np.tile(np.eye(d, dtype=np.float32)[3], (len(a_start), 1)))
+    assert np.allclose(audio_hits(head, q, silent)[:, 2], 0.0, atol=1e-3)  # nothing sounds like the query
+    assert audio_hits(None, q, f).shape == (0, 3) and audio_hits(head, q, VideoFeatures(starts, ends, vectors)).shape == (0, 3)
+
+
 def test_weighted_rrf_matches_hand_computed_values():
     visual = ["a", "b", "c"]
     speech = ["c", "d", "a", "c"]  # the repeated "c" counts once, at rank 1

@@ -101,6 +101,13 @@ def test_caption_files_parse_and_events_run_back_to_back(corpus):
         duration = truth[r["video"]][-1]["end"]
         assert all(0 <= c["start"] < c["end"] <= duration and 2.0 <= c["end"] - c["start"] <= 4.0 for c in caps)
         assert [c["text"] for c in caps] == [e["caption"] for e in truth[r["video"]]]
+    # the control file: the same test videos and times, in the phrasing training uses
+    seen = read_jsonl(out / "test_seen_phrasing.jsonl")
+    test = read_jsonl(out / "test.jsonl")
+    assert [r["video"] for r in seen] == [r["video"] for r in test]
+    for s, t in zip(seen, test):
+        assert [(c["start"], c["end"]) for c in s["captions"]] == [(c["start"], c["end"]) for c in t["captions"]]
+        assert [c["text"] for c in s["captions"]] == [e["captions"]["train"] for e in truth[s["video"]]]
 
 
 def test_events_file_holds_the_full_ground_truth(corpus):

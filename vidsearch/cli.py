@@ -457,12 +457,14 @@ def train(
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 12,
     batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Videos per step.")] = 64,
     frames_per_video: Annotated[int, typer.Option("--frames-per-video", min=1)] = 16,
-    lr: Annotated[float, typer.Option("--lr")] = 2e-3,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine schedule after warmup); learned scalars get 50x.")] = 5e-4,
     sample_fps: Annotated[float, typer.Option("--sample-fps", help="Frames per second, as the index will sample them.")] = 1.0,
     freeze_backbone: Annotated[bool, typer.Option("--freeze-backbone/--fine-tune", help="Train only the heads (and text projection).")] = False,
     freeze_text: Annotated[bool, typer.Option("--freeze-text/--train-text", help="Keep a pretrained language-model text tower frozen.")] = True,
     audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Train the audio tower and TEFAL fusion.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same --out.")] = False,
+    eval_data: Annotated[Optional[list[Path]], typer.Option("--eval-data", exists=True, dir_okay=False, help="Held-out captioned videos (JSONL) to score retrieval on while training; repeat for several.")] = None,
+    eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Score --eval-data every N epochs (0: after the last epoch only).")] = 0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     workers: Annotated[int, typer.Option("--decode-workers", min=1)] = 2,
     videos: MsrvttVideosOpt = None,
@@ -493,13 +495,27 @@ def train(
             n = sum(len(line.strip()) > 0 for line in open(data, encoding="utf-8"))
             task = bar.add_task("decode", total=n)
             ts = load_training_set(data, sample_fps, size, workers=workers, progress=lambda: bar.advance(task))
+        validate = None
+        if eval_data:
+            held_out = {}
+            for path in eval_data:
+                with Progress(TextColumn(f"[bold]decoding {path.name}"), BarColumn(), MofNCompleteColumn(), console=err, disable=not show) as bar:
+                    task = bar.add_task("decode", total=sum(len(line.strip()) > 0 for line in open(path, encoding="utf-8")))
+                    decoded = load_training_set(path, sample_fps, size, workers=workers, progress=lambda: bar.advance(task))
+                held_out[path.stem] = (decoded, _sound_dependent_flags(decoded, path))
+
+            def validate(epoch: int) -> dict | None:
+                if epoch != cfg.epochs and not (eval_every and epoch % eval_every == 0):
+                    return None
+                return {name: trainer.validate(decoded, sound) for name, (decoded, sound) in held_out.items()}
+
         rows: list[dict] = []
         trainer = Trainer(ts, cfg, out_path, log=rows.append)
         resumed = trainer.resume() if resume else False
         with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=not show) as bar:  # fmt: skip
             task = bar.add_task("train", total=trainer.total_steps, completed=trainer.step, loss=float("nan"))
-            summary = trainer.train(progress=lambda step, total, loss: bar.update(task, completed=step, loss=loss))
+            summary = trainer.train(progress=lambda step, total, loss: bar.update(task, completed=step, loss=loss), validate=validate)
     except (DatasetError, RuntimeError, *_known_errors()) as exc:
         _fail(str(exc))
     result = {"checkpoint": str(out_path), "resumed": resumed, "videos": len(ts.videos), "captions": len(ts.cap_text),
@@ -509,7 +525,23 @@ def train(
         return
     for row in summary["history"]:
         out.print(f"epoch {row['epoch']}: loss {row['total']:.3f} (fused {row['fused']:.3f}, xpool {row['xpool']:.3f}, event {row['event']:.3f}) at {row['seconds']:.0f} s")
+        for name, methods in row.get("eval", {}).items():
+            for method, m in methods.items():
+                sound = f", sound-dependent R@1 {m['sound_R@1']:.2f}" if "sound_R@1" in m else ""
+                out.print(f"  {name} {method:>6}: R@1 {m['R@1']:.2f}  R@5 {m['R@5']:.2f}  R@10 {m['R@10']:.2f}  MdR {m['MdR']:.1f}{sound}")
     out.print(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB) in {result['seconds']:.0f} s")
+
+
+def _sound_dependent_flags(data, jsonl: Path):
+    """Per caption of a decoded dataset: whether a synthetic corpus marks its event sound-dependent."""
+    import numpy as np
+
+    from vidsearch.search.evaluation import sound_dependent_map
+
+    marks = sound_dependent_map(jsonl.parent / "events.jsonl", jsonl.parent)
+    if not marks:
+        return None
+    return np.array([marks.get((str(Path(data.videos[v]).resolve()), round(float(s), 3)), False) for v, s in zip(data.cap_video, data.cap_start)])
 
 
 @app.command("eval")
@@ -552,6 +584,8 @@ def evaluate(
     out.print(table)
     if "moments" in report:
         out.print("moments: " + ", ".join(f"{k} {v:.2f}" for k, v in report["moments"].items()))
+    if "moments_frames_only" in report:
+        out.print("moments from frames alone: " + ", ".join(f"{k} {v:.2f}" for k, v in report["moments_frames_only"].items()))
 
 
 @app.command()

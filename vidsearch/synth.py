@@ -760,10 +760,11 @@ def render_video(video: VideoPlan, out: Path, assets: _Assets, seed: int) -> Pat
 # --------------------------------------------------------------------------------------------------
 
 
-def caption_record(video: VideoPlan) -> dict:
+def caption_record(video: VideoPlan, phrasing: str | None = None) -> dict:
+    """A video's line in train/test.jsonl: its captions in its split's phrasing (or the one named)."""
     return {
         "video": video.video,
-        "captions": [{"text": e.caption, "start": e.start, "end": e.end} for e in video.events],
+        "captions": [{"text": e.captions[phrasing] if phrasing else e.caption, "start": e.start, "end": e.end} for e in video.events],
     }
 
 
@@ -800,6 +801,11 @@ def write_jsonl(out: Path, plans: list[VideoPlan], params: dict) -> dict[str, Pa
         split: _write_jsonl(out / f"{split}.jsonl", [caption_record(p) for p in plans if p.split == split])
         for split in ("train", "test")
     }
+    # the test videos captioned the way training words things: the gap between this file's scores
+    # and test.jsonl's is what held-out phrasing costs the text tower
+    files["test_seen_phrasing"] = _write_jsonl(
+        out / "test_seen_phrasing.jsonl", [caption_record(p, "train") for p in plans if p.split == "test"]
+    )
     files["events"] = _write_jsonl(out / "events.jsonl", [r for p in plans for r in event_records(p)])
     files["params"] = out / "synth.json"
     files["params"].write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")

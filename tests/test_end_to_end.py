@@ -1,0 +1,108 @@
+"""End to end, as an operator and a user meet the product: render a library the shipped model never
+saw, index it with the CLI, start `vidsearch serve` on a free loopback port, and search it over HTTP.
+
+The library is a synthetic corpus with a seed the shipped model was not trained on (it trained on seed
+7), and the queries are its held-out phrasings ("a deep beep rings out as a green box drifts
+upward"), so a pass means the model generalises, not that it remembers. Only events whose caption
+has no spoken or on-screen words are asked for, so the trained frame/audio towers answer rather than
+the speech or OCR channel, and only events that no other video of the library repeats (same look and
+sound), so exactly one video is right.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api_fixtures import free_port
+from vidsearch.client import VidsearchClient
+from vidsearch.search.moments import temporal_iou
+
+N_VIDEOS = 8  # unseen_synth_corpus (conftest): seed 11, where the shipped model trained on seed 7
+
+
+def _vidsearch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vidsearch.cli", *args], capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def indexed_library(tmp_path_factory, unseen_synth_corpus) -> tuple[Path, Path, list[dict]]:
+    corpus = unseen_synth_corpus
+    db = tmp_path_factory.mktemp("e2e") / "db"
+    done = _vidsearch("index", str(corpus / "videos"), "--db", str(db), "--model", "tiny", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["indexed"] == N_VIDEOS and summary["failed"] == 0, summary
+    events = [json.loads(line) for line in (corpus / "events.jsonl").read_text().splitlines()]
+    return corpus, db, events
+
+
+def _askable(events: list[dict]) -> list[dict]:
+    """Events with no words to read or hear whose look and sound no other video of the library repeats."""
+    key = lambda e: (e["colour"], e["shape"], e["motion"], e["sound"], e["background"])  # noqa: E731
+    videos_with = Counter(k for k, _ in {(key(e), e["video"]) for e in events})
+    return [e for e in events if not e["spoken"] and not e["onscreen"] and videos_with[key(e)] == 1]
+
+
+@pytest.mark.slow
+def test_caption_search_over_http_finds_the_video_and_the_moment(indexed_library, tmp_path):
+    corpus, db, events = indexed_library
+    asked = _askable(events)
+    assert len(asked) >= 8, "the library should offer enough unambiguous events"
+    port = free_port()
+    env = {**os.environ, "VIDSEARCH_REFRESH_SECONDS": "0.5"}
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vidsearch.cli", "serve", "--db", str(db), "--model", "tiny", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"server exited: {(tmp_path / 'serve.log').read_text()[-2000:]}"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready within 120 s"
+            time.sleep(0.25)
+
+        outcomes = []
+        with VidsearchClient(url) as client:
+            uri_of = {v.id: v.uri for v in client.videos().videos}
+            assert len(uri_of) == N_VIDEOS
+            for e in asked:
+                query = e["captions"]["test"]
+                top = client.search(query, top_k=5).results[0]
+                first_right = Path(uri_of[top.video.id]).resolve() == (corpus / e["video"]).resolve()
+                best = float(temporal_iou([[m.start, m.end] for m in top.moments[:1]], [[e["start"], e["end"]]]).max(initial=0.0))
+                outcomes.append((query, first_right, best))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            server.kill()
+        log.close()
+
+    hits = [o for o in outcomes if o[1] and o[2] >= 0.5]
+    first = [o for o in outcomes if o[1]]
+    report = "\n".join(f"{'ok ' if o in hits else 'MISS'} right_video={o[1]} iou={o[2]:.2f} {o[0]}" for o in outcomes)
+    print(f"\n{len(first)}/{len(outcomes)} right video first, {len(hits)}/{len(outcomes)} also with a moment of IoU >= 0.5\n{report}")
+    # the issue's bar: a caption's video comes first, with a moment of IoU >= 0.5 on the event
+    assert hits, report
+    # and not by luck. Chance: the right video first 1/8, and then a moment of IoU >= 0.5 about one
+    # time in three, ~4% together. The shipped model measured 8/15 and 5/15 here; the bars leave room
+    # for a borderline query to flip on another CPU's bf16 arithmetic.
+    assert len(first) / len(outcomes) >= 0.4, report
+    assert len(hits) / len(outcomes) >= 0.25, report
