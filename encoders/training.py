@@ -348,7 +348,11 @@ class Trainer:
         self.loss.load_state_dict(state["loss"])
         if self.audio is not None and state["audio"] is not None:
             self.audio.load_state_dict(state["audio"])
-        self.opt.load_state_dict(state["opt"])
+        try:
+            self.opt.load_state_dict(state["opt"])
+        except ValueError as exc:  # e.g. written before scalars got their own parameter group
+            raise RuntimeError(f"{self.resume_path} was written by another version of the trainer ({exc}); "
+                               f"delete it to start afresh, or train to a new --out") from exc  # fmt: skip
         self.sched.load_state_dict(state["sched"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.rng.bit_generator.state = state["rng"]
