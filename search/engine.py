@@ -15,7 +15,6 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,7 +43,7 @@ from vidsearch.api_models import (
 from vidsearch.config import Settings
 from vidsearch.store import SEGMENTS, VIDEOS, Store
 
-from .features import FeatureCache, VideoFeatures, pad_vectors
+from .features import FeatureCache, QueryVectorCache, VideoFeatures, pad_vectors
 from .fusion import reciprocal_rank_fusion
 from .moments import localize_moments
 
@@ -228,8 +227,7 @@ class SearchEngine:
         self.head = head if head is not None and pooler is None and settings.pooling in ("auto", "xpool") else None
         self.text_channels = text_channels  # speech / ocr / subtitle / metadata spans, when indexed
         self.cache = cache
-        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._query_vectors = QueryVectorCache(lambda text: self.backbone.encode_text([text])[0])
         self._refreshing = threading.Lock()
         self._last_check = 0.0
 
@@ -307,17 +305,7 @@ class SearchEngine:
 
     # -- query encoding ------------------------------------------------------------------------
     def encode_query(self, text: str) -> np.ndarray:
-        with self._lock:
-            hit = self._query_cache.get(text)
-            if hit is not None:
-                self._query_cache.move_to_end(text)
-                return hit
-        vec = self.backbone.encode_text([text])[0].astype(np.float32)
-        with self._lock:
-            self._query_cache[text] = vec
-            if len(self._query_cache) > 1024:
-                self._query_cache.popitem(last=False)
-        return vec
+        return self._query_vectors(text)
 
     # -- the search ----------------------------------------------------------------------------
     def channel_weights(self, req: SearchRequest) -> dict[str, float]:

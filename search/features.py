@@ -1,4 +1,5 @@
-"""Stored unit vectors of candidate videos, kept in memory for re-ranking and moments.
+"""Stored unit vectors of candidate videos, kept in memory for re-ranking and moments (and the
+vectors of recent query texts, which users repeat and page through).
 
 A video's features never change under its id (the id is a content hash and the index has one
 fingerprint), so a cache entry is never stale; it is only evicted when the byte budget is reached.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,3 +120,30 @@ def _ragged(table, start_col: str, end_col: str, vec_col: str):
     total = int(counts.sum())
     vectors = flat.reshape(total, -1) if total else np.zeros((0, 0), np.float32)
     return starts, ends, vectors, np.concatenate([[0], np.cumsum(counts)])
+
+
+class QueryVectorCache:
+    """Recent query texts -> their vectors: least recently used out past `size`, safe across threads.
+
+    Encoding a query is a text-tower pass (tens of ms on a CPU), and the same text comes back for the
+    next page, a changed filter, or the UI rerunning; the CLIP tower and the sentence encoder each keep
+    one. Two threads that miss on the same text may both encode it; the result is the same.
+    """
+
+    def __init__(self, encode: Callable[[str], np.ndarray], size: int = 1024):
+        self._encode, self._size = encode, size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> np.ndarray:
+        with self._lock:
+            hit = self._vectors.get(text)
+            if hit is not None:
+                self._vectors.move_to_end(text)
+                return hit
+        vec = np.asarray(self._encode(text), dtype=np.float32)
+        with self._lock:
+            self._vectors[text] = vec
+            if len(self._vectors) > self._size:
+                self._vectors.popitem(last=False)
+        return vec

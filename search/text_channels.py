@@ -8,8 +8,6 @@ times, go back to the engine, which shows them and lets them shape the moment.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 
 import numpy as np
 import pyarrow.compute as pc
@@ -17,6 +15,7 @@ import pyarrow.compute as pc
 from vidsearch.api_models import SpanHit
 from vidsearch.store import SPANS, Store, sql_in_list
 
+from .features import QueryVectorCache
 from .fusion import reciprocal_rank_fusion
 
 SPAN_CANDIDATES = 200  # spans fetched per matcher before grouping by video
@@ -36,8 +35,7 @@ class TextChannels:
         self.store = store
         self._encoder = encoder
         self._sources: list[str] | None = None
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._embed = QueryVectorCache(self._encode)
 
     @classmethod
     def for_store(cls, store: Store) -> TextChannels | None:
@@ -57,21 +55,12 @@ class TextChannels:
         """Load the sentence encoder now (its import takes seconds), so the first query does not wait."""
         self._embed("warm up")
 
-    def _embed(self, text: str) -> np.ndarray:
-        with self._lock:
-            hit = self._cache.get(text)
-        if hit is not None:
-            return hit
+    def _encode(self, text: str) -> np.ndarray:
         if self._encoder is None:
             from vidsearch.encoders.sentence import get_sentence_encoder
 
             self._encoder = get_sentence_encoder()
-        vec = self._encoder.encode([text])[0].astype(np.float32)
-        with self._lock:
-            self._cache[text] = vec
-            if len(self._cache) > 1024:
-                self._cache.popitem(last=False)
-        return vec
+        return self._encoder.encode([text])[0]
 
     def search(self, source: str, query: str, k: int, allowed: np.ndarray | None):
         """(video ids best first, their scores, {video id: [SpanHit]}) for one channel."""

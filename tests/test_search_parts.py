@@ -327,3 +327,18 @@ def test_auto_kind_follows_size_and_memory():
 def test_dimension_mismatch_is_an_error(hnsw):
     with pytest.raises(ValueError, match="dimension"):
         hnsw.search(np.zeros((1, D + 1), dtype=np.float32))
+
+
+def test_query_vector_cache_encodes_once_and_evicts_the_least_recently_used():
+    from vidsearch.search.features import QueryVectorCache
+
+    calls = []
+    cache = QueryVectorCache(lambda t: calls.append(t) or np.full(3, len(t), np.float64), size=2)
+    assert cache("ab").dtype == np.float32 and cache("ab")[0] == 2 and calls == ["ab"]
+    cache("xyz")
+    cache("ab")  # used again: "xyz" is now the least recent
+    cache("q")
+    cache("ab")
+    assert calls == ["ab", "xyz", "q"]
+    cache("xyz")
+    assert calls == ["ab", "xyz", "q", "xyz"]
