@@ -108,13 +108,12 @@ class Trainer:
 
     # -- text ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _pooled_caption_features(self, captions: list[str] | None = None) -> torch.Tensor:
-        """The frozen language model's pooled output for every caption (of the training set by
-        default), computed once."""
-        text, captions = self.net.text, self.data.cap_text if captions is None else captions
+    def _pooled_caption_features(self) -> torch.Tensor:
+        """The frozen language model's pooled output for every caption, computed once."""
+        text = self.net.text
         out = []
-        for i in range(0, len(captions), 256):
-            tokens = self.backbone.tokenizer(captions[i : i + 256])
+        for i in range(0, len(self.data.cap_text), 256):
+            tokens = self.backbone.tokenizer(self.data.cap_text[i : i + 256])
             mask = (tokens != text.config.pad_token_id).long()
             hidden = text.transformer(input_ids=tokens, attention_mask=mask)
             out.append(text.pooler(hidden, mask))
@@ -210,11 +209,7 @@ class Trainer:
         try:
             frames, fmask = self._encode_frames(data)
             captions = list(data.cap_text)
-            if self._text_cache is not None:
-                text = F.normalize(self.net.text.proj(self._pooled_caption_features(captions)), dim=-1)
-            else:
-                text = torch.cat([F.normalize(self.net.encode_text(self.backbone.tokenizer(captions[i : i + 256])), dim=-1)
-                                  for i in range(0, len(captions), 256)])  # fmt: skip
+            text = torch.from_numpy(np.concatenate([self.backbone.encode_text(captions[i : i + 256]) for i in range(0, len(captions), 256)]))
             audio, amask = self._encode_audio(data) if self.audio is not None else (None, None)
             scores: dict[str, list[torch.Tensor]] = {"mean": [], "xpool": []}
             if audio is not None:

@@ -48,14 +48,19 @@ def _pad(feats: list[VideoFeatures], audio: bool) -> tuple[torch.Tensor, torch.T
     return torch.from_numpy(x), torch.from_numpy(m)
 
 
+def event_key(video: str | Path, start: float | None) -> tuple[str, float]:
+    """How a caption finds its event in events.jsonl: the video's resolved path and the start time."""
+    return str(Path(video).resolve()), round(float(start or 0.0), 3)
+
+
 def sound_dependent_map(events: Path | None, data_root: Path) -> dict[tuple[str, float], bool]:
-    """(video path, caption start) -> whether another event differs only by its sound (synth data)."""
+    """event_key -> whether another event differs only by its sound (synth data)."""
     if events is None or not events.is_file():
         return {}
     out = {}
     for line in events.read_text().splitlines():
         e = json.loads(line)
-        out[(str((data_root / e["video"]).resolve()), round(float(e["start"]), 3))] = bool(e.get("sound_dependent"))
+        out[event_key(data_root / e["video"], e["start"])] = bool(e.get("sound_dependent"))
     return out
 
 
@@ -76,7 +81,7 @@ def load_queries(data: Path, path_to_col: dict[str, int], events: Path | None) -
             video.append(col)
             start.append(np.nan if c.start is None else c.start)
             end.append(np.nan if c.end is None else c.end)
-            dep.append(sd.get((str(it.video.resolve()), round(c.start or 0.0, 3)), False))
+            dep.append(sd.get(event_key(it.video, c.start), False))
     return Queries(text, np.array(video), np.array(start), np.array(end), np.array(dep, bool))
 
 

@@ -1,12 +1,17 @@
-"""A small indexed library and a live server for the API tests."""
+"""A small indexed library and live servers (in a thread, or a command in its own process) for the
+API, UI and end-to-end tests."""
 
 from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import httpx
 
 import uvicorn
 
@@ -68,3 +73,40 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+class ServerProcess:
+    """A server command in its own process, as users start it, serving at `url`; ready once `url +
+    health` answers as `is_ready` wants; stopped by the test that started it (terminate, then kill),
+    its output in `log`."""
+
+    def __init__(self, name: str, command: list[str], url: str, health: str, log: Path, env: dict | None = None,
+                 timeout: float = 60.0, is_ready: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200):  # fmt: skip
+        self.name, self.url, self.log_path, self.timeout, self.is_ready = name, url, log, timeout, is_ready
+        self.health_url = url + health
+        self._log = open(log, "w")
+        self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> ServerProcess:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._log.flush()
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                if self.is_ready(httpx.get(self.health_url, timeout=2)):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} did not start within {self.timeout:.0f} s")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+

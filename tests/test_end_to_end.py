@@ -15,14 +15,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 
-from api_fixtures import free_port
+from api_fixtures import ServerProcess, free_port
 from vidsearch.client import VidsearchClient
 from vidsearch.search.moments import temporal_iou
 
@@ -58,27 +56,11 @@ def test_caption_search_over_http_finds_the_video_and_the_moment(indexed_library
     asked = _askable(events)
     assert len(asked) >= 8, "the library should offer enough unambiguous events"
     port = free_port()
+    command = [sys.executable, "-m", "vidsearch.cli", "serve", "--db", str(db), "--model", "tiny", "--host", "127.0.0.1", "--port", str(port)]
     env = {**os.environ, "VIDSEARCH_REFRESH_SECONDS": "0.5"}
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "vidsearch.cli", "serve", "--db", str(db), "--model", "tiny", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, f"server exited: {(tmp_path / 'serve.log').read_text()[-2000:]}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready within 120 s"
-            time.sleep(0.25)
-
+    with ServerProcess("vidsearch serve", command, f"http://127.0.0.1:{port}", "/readyz", tmp_path / "serve.log", env=env, timeout=120) as server:
         outcomes = []
-        with VidsearchClient(url) as client:
+        with VidsearchClient(server.url) as client:
             uri_of = {v.id: v.uri for v in client.videos().videos}
             assert len(uri_of) == N_VIDEOS
             for e in asked:
@@ -87,13 +69,6 @@ def test_caption_search_over_http_finds_the_video_and_the_moment(indexed_library
                 first_right = Path(uri_of[top.video.id]).resolve() == (corpus / e["video"]).resolve()
                 best = float(temporal_iou([[m.start, m.end] for m in top.moments[:1]], [[e["start"], e["end"]]]).max(initial=0.0))
                 outcomes.append((query, first_right, best))
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            server.kill()
-        log.close()
 
     hits = [o for o in outcomes if o[1] and o[2] >= 0.5]
     first = [o for o in outcomes if o[1]]

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 pytest.importorskip("streamlit")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from api_fixtures import LiveServer, build_library, free_port  # noqa: E402
+from api_fixtures import LiveServer, ServerProcess, build_library, free_port  # noqa: E402
 from vidsearch.client import VidsearchClient  # noqa: E402
 from vidsearch.search.service import create_app  # noqa: E402
 from vidsearch.ui.launch import ui_command, ui_env  # noqa: E402
@@ -59,37 +56,11 @@ def pick_query(client: VidsearchClient):
     return fallback
 
 
-class StreamlitUI:
+def streamlit_ui(api_url: str, log: Path) -> ServerProcess:
     """`vidsearch ui`'s own command (ui/launch.py) on a free port, stopped by the test."""
-
-    def __init__(self, api_url: str, log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log, "w")
-        self.proc = subprocess.Popen(
-            ui_command("127.0.0.1", self.port), env=ui_env(api_url, None, None), stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def __enter__(self) -> StreamlitUI:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"streamlit exited with {self.proc.returncode}"
-            try:
-                if httpx.get(f"{self.url}/_stcore/health", timeout=2).text == "ok":
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the UI did not start within 60 s")
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
+    port = free_port()
+    return ServerProcess("streamlit", ui_command("127.0.0.1", port), f"http://127.0.0.1:{port}", "/_stcore/health", log,
+                         env=ui_env(api_url, None, None), is_ready=lambda r: r.text == "ok")  # fmt: skip
 
 
 def wait_for_video(page, card: int) -> None:
@@ -109,7 +80,7 @@ def test_browser_search_plays_the_top_result_at_its_moment(tmp_path_factory, tin
     with LiveServer(create_app(settings)) as api, VidsearchClient(api.url) as client:
         query, expected = pick_query(client)
         top = expected.results[0]
-        with StreamlitUI(api.url, artifacts / "streamlit.log") as ui, sync_api.sync_playwright() as pw:
+        with streamlit_ui(api.url, artifacts / "streamlit.log") as ui, sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})

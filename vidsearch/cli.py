@@ -536,12 +536,12 @@ def _sound_dependent_flags(data, jsonl: Path):
     """Per caption of a decoded dataset: whether a synthetic corpus marks its event sound-dependent."""
     import numpy as np
 
-    from vidsearch.search.evaluation import sound_dependent_map
+    from vidsearch.search.evaluation import event_key, sound_dependent_map
 
     marks = sound_dependent_map(jsonl.parent / "events.jsonl", jsonl.parent)
     if not marks:
         return None
-    return np.array([marks.get((str(Path(data.videos[v]).resolve()), round(float(s), 3)), False) for v, s in zip(data.cap_video, data.cap_start)])
+    return np.array([marks.get(event_key(data.videos[v], s), False) for v, s in zip(data.cap_video, data.cap_start)])
 
 
 @app.command("eval")
