@@ -332,7 +332,19 @@ def load_backbone(
     precision: str = "auto",
     device: str = "auto",
     merging: str = "off",
+    backend: str = "torch",
+    triton=None,
 ) -> ClipBackbone:
+    """The frame/text tower for these flags: loaded here (backend "torch"), or reached on a Triton
+    server (backend "triton", `triton` a TritonOptions) after checking that it serves this model."""
+    if backend == "triton":
+        from .triton_backend import TritonError, load_triton_backbone
+
+        if triton is None:
+            raise TritonError("--encoder-backend triton needs --triton-url URL (VIDSEARCH_TRITON_URL)")
+        return load_triton_backbone(triton, model, pretrained, checkpoint, merging)
+    if backend != "torch":
+        raise ModelLoadError(f"unknown encoder backend {backend!r}: use torch or triton")
     oc = _open_clip()
     if model not in oc.list_models():
         raise ModelLoadError(
@@ -391,3 +403,12 @@ def load_backbone(
         device=dev,
         visual_dtype=dtype,
     )
+
+
+def backend_options(settings) -> dict:
+    """`load_backbone` keywords for the encoder backend the settings choose (--encoder-backend)."""
+    if getattr(settings, "encoder_backend", "torch") != "triton":
+        return {}
+    from .triton_backend import TritonOptions
+
+    return {"backend": "triton", "triton": TritonOptions.from_settings(settings)}

@@ -557,7 +557,7 @@ def video_info(row: dict) -> VideoInfo:
 
 def open_engine(settings: Settings, text_channels: Callable | None = None) -> SearchEngine:
     """Open the index in `settings.db` with the model it was built with."""
-    from vidsearch.encoders.backbone import load_backbone, spec_from_fingerprint
+    from vidsearch.encoders.backbone import backend_options, load_backbone, spec_from_fingerprint
     from vidsearch.store import StoreError
 
     store = Store.open(settings.db)
@@ -571,7 +571,7 @@ def open_engine(settings: Settings, text_channels: Callable | None = None) -> Se
         if explicit
         else spec_from_fingerprint(fp, settings.checkpoint)
     )
-    backbone = load_backbone(**spec, precision=settings.precision, device=settings.device)
+    backbone = load_backbone(**spec, precision=settings.precision, device=settings.device, **backend_options(settings))
     store = Store.open(settings.db, backbone.fingerprint)  # a mismatch is a clear error
     if text_channels is None:
         from .text_channels import TextChannels

@@ -25,6 +25,15 @@ from vidsearch.config import Settings
 POLL_SECONDS = 0.25
 
 
+def encoder_flags(s: Settings) -> list[str]:
+    """The server's encoder backend and device, passed on to its index jobs: flags given to `serve`
+    are not in the environment the job inherits."""
+    flags = ["--device", s.device] if "device" in s.model_fields_set else []
+    if s.encoder_backend == "triton" and s.triton_url:
+        flags += ["--encoder-backend", "triton", "--triton-url", s.triton_url]
+    return flags
+
+
 class JobManager:
     def __init__(
         self,
@@ -95,7 +104,7 @@ class JobManager:
     def _command(self, job: JobInfo, progress_file: Path) -> list[str]:
         """The index command, with the model the index was built with (not the default one)."""
         return [sys.executable, "-m", "vidsearch.cli", job.kind, *job.paths, "--db", str(self.settings.db),
-                "--json", "--progress-file", str(progress_file), *self.model_flags()]  # fmt: skip
+                "--json", "--progress-file", str(progress_file), *self.model_flags(), *encoder_flags(self.settings)]  # fmt: skip
 
     def _run_forever(self) -> None:
         while True:

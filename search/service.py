@@ -298,8 +298,21 @@ def readyz(state: Annotated[State, Depends(get_state)]) -> dict:
     engine = state.engine()
     if engine is None:
         raise HTTPException(503, state.engine_error or "index not ready")
+    encoder = encoder_readiness(engine.backbone)
+    if not encoder["ready"]:  # searches would fail: say which served model is not ready
+        raise HTTPException(503, f"encoder not ready: {encoder}")
     snap = engine.snapshot
-    return {"status": "ready", "index_version": snap.version, "videos": len(snap.ids), "model": engine.backbone.fingerprint.describe()}
+    return {"status": "ready", "index_version": snap.version, "videos": len(snap.ids),
+            "model": engine.backbone.fingerprint.describe(), "encoder": encoder}  # fmt: skip
+
+
+def encoder_readiness(backbone) -> dict:
+    """Where queries are encoded and whether it can answer: a Triton backbone asks its server for the
+    served models' state; a local one is ready once loaded."""
+    check = getattr(backbone, "readiness", None)
+    if check is not None:
+        return check()
+    return {"backend": "torch", "device": str(getattr(backbone, "device", "cpu")), "ready": True}
 
 
 @health_router.get("/metrics", response_class=Response)

@@ -47,6 +47,10 @@ OcrOpt = Annotated[Optional[bool], typer.Option("--ocr/--no-ocr", help="Read on-
 SpeechEngineOpt = Annotated[Optional[str], typer.Option("--speech-engine", help="whisper | pocketsphinx [default whisper].")]
 SpeechModelOpt = Annotated[Optional[str], typer.Option("--speech-model", help="Whisper model name or path [default tiny.en, shipped].")]
 MergingOpt = Annotated[Optional[str], typer.Option("--token-merging", help="Temporal token merging: off | recommended | a schedule [default off].")]
+# where the towers run (issue #12): here (torch, on --device) or on a Triton server
+BackendOpt = Annotated[Optional[str], typer.Option("--encoder-backend", help="torch | triton: encode here or on a Triton server [VIDSEARCH_ENCODER_BACKEND; default torch].")]
+TritonUrlOpt = Annotated[Optional[str], typer.Option("--triton-url", help="Triton server, http://HOST:8000 or grpc://HOST:8001 [VIDSEARCH_TRITON_URL].")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N for the local towers [VIDSEARCH_DEVICE; default auto: the GPU when there is one].")]
 PathsArg = Annotated[list[Path], typer.Argument(help="Folders (recursive), video files, or manifest.jsonl files.", show_default=False)]
 
 
@@ -180,11 +184,11 @@ class _BothProgress:
 def _run_index(
     paths: list[Path], settings: Settings, json_out: bool, prune: bool, rebuild: bool, progress_file: Path | None = None
 ) -> None:
-    from vidsearch.encoders.backbone import load_backbone
+    from vidsearch.encoders.backbone import backend_options, load_backbone
     from vidsearch.indexer.pipeline import IndexRun, open_store_for
 
     try:
-        backbone = load_backbone(settings.model, settings.pretrained, settings.checkpoint, settings.precision, settings.device, settings.token_merging)
+        backbone = load_backbone(settings.model, settings.pretrained, settings.checkpoint, settings.precision, settings.device, settings.token_merging, **backend_options(settings))
         store = open_store_for(settings, backbone, rebuild=rebuild)
         progress = _RichProgress(enabled=not json_out and err.is_terminal)
         if progress_file is not None:
@@ -226,6 +230,9 @@ def index(
     speech_engine: SpeechEngineOpt = None,
     speech_model: SpeechModelOpt = None,
     token_merging: MergingOpt = None,
+    encoder_backend: BackendOpt = None,
+    triton_url: TritonUrlOpt = None,
+    device: DeviceOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     progress_file: ProgressFileOpt = None,
@@ -258,6 +265,9 @@ def reindex(
     speech_engine: SpeechEngineOpt = None,
     speech_model: SpeechModelOpt = None,
     token_merging: MergingOpt = None,
+    encoder_backend: BackendOpt = None,
+    triton_url: TritonUrlOpt = None,
+    device: DeviceOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     progress_file: ProgressFileOpt = None,
@@ -350,6 +360,9 @@ def search(
     group_by: Annotated[str, typer.Option("--group-by", help="video | moment")] = "video",
     channel: Annotated[Optional[list[str]], typer.Option("--channel", help="Channel to use, optionally weighted: visual, speech=2 ...")] = None,
     checkpoint: CheckpointOpt = None,
+    encoder_backend: BackendOpt = None,
+    triton_url: TritonUrlOpt = None,
+    device: DeviceOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -358,7 +371,7 @@ def search(
 
     from .api_models import SearchRequest
 
-    settings = _settings(config, db=db, api_url=api, checkpoint=checkpoint)
+    settings = _settings(config, db=db, api_url=api, checkpoint=checkpoint, encoder_backend=encoder_backend, triton_url=triton_url, device=device)
     channels = None
     if channel:
         try:
@@ -410,6 +423,9 @@ def serve(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     checkpoint: CheckpointOpt = None,
+    encoder_backend: BackendOpt = None,
+    triton_url: TritonUrlOpt = None,
+    device: DeviceOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Start the HTTP search API (OpenAPI docs at /docs)."""
@@ -418,7 +434,8 @@ def serve(
     from vidsearch.search.service import create_app
 
     settings = _settings(config, db=db, host=host, port=port, api_keys=api_key, read_auth=read_auth,
-                         model=model, pretrained=pretrained, checkpoint=checkpoint)  # fmt: skip
+                         model=model, pretrained=pretrained, checkpoint=checkpoint,
+                         encoder_backend=encoder_backend, triton_url=triton_url, device=device)  # fmt: skip
     application = create_app(settings)
     err.print(f"vidsearch API on http://{settings.host}:{settings.port} (index {settings.db}; docs at /docs)")
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
@@ -608,10 +625,12 @@ def _register_commands() -> None:
     """Commands whose code lives in their own modules (imported lazily inside each command)."""
     from .evaluation_cli import eval_moments, eval_retrieval
     from .synth import synth_command
+    from .triton_cli import export_triton_command
 
     app.command("eval-moments")(eval_moments)
     app.command("eval-retrieval")(eval_retrieval)
     app.command("synth")(synth_command)
+    app.command("export-triton")(export_triton_command)
 
 
 _register_commands()

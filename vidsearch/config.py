@@ -44,6 +44,18 @@ class Settings(BaseSettings):
         "off", description="Temporal token merging in the image tower: off, recommended, or a schedule string."
     )
 
+    # Where the frame/text towers run (README: Serving encoders with Triton). The heads and the audio
+    # tower stay in this process either way.
+    encoder_backend: Literal["torch", "triton"] = Field(
+        "torch", description="torch: load the towers here; triton: encode on a Triton server (--triton-url)."
+    )
+    triton_url: str | None = Field(None, description="Triton server: http://HOST:8000 or grpc://HOST:8001.")
+    triton_model_prefix: str = Field(
+        "vidsearch", description="Served model names are PREFIX_image and PREFIX_text (`export-triton --prefix`)."
+    )
+    triton_timeout: float = Field(30.0, gt=0, description="Seconds a Triton request may take.")
+    triton_retries: int = Field(3, ge=0, le=10, description="Retries (with backoff) of a Triton request on transient errors.")
+
     # Sampling and segmentation.
     sample_fps: float = Field(1.0, gt=0, le=30, description="Frames sampled per second of video.")
     window_seconds: float = Field(4.0, gt=0, description="Fixed-window segment length.")
