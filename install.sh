@@ -14,10 +14,21 @@ $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg flite tes
 
 PY=${PYTHON:-python3}
 if [ "${VIDSEARCH_GPU:-0}" = "1" ]; then
+    # CUDA machine: the registry's Linux torch wheel is the CUDA build (a CUDA torch already installed is
+    # kept); faiss-gpu builds and searches the coarse index on the GPU when it sees one
+    "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null \
+        || "$PY" -m pip install -q torch==2.13.0
     "$PY" -m pip install -q -e ".[dev,gpu]"
+    # faiss-cpu (a core dependency) and faiss-gpu both install the `faiss` module: keep the GPU one
+    "$PY" -m pip uninstall -q -y faiss-cpu || true
+    "$PY" -m pip install -q --force-reinstall --no-deps faiss-gpu-cu12
+    "$PY" -c "import torch, faiss; print('CUDA torch', torch.version.cuda, '| GPUs seen by torch:', torch.cuda.device_count(), '| by faiss:', faiss.get_num_gpus())"
 else
     # torch first, then everything else under the pin, so no later dependency swaps in CUDA torch
     "$PY" -m pip install -q torch==2.13.0
     "$PY" -m pip install -q -c constraints.txt -e ".[dev]"
 fi
 "$PY" -c "import vidsearch, vidsearch.indexer, vidsearch.encoders; print('vidsearch installed')"
+# PyTriton's tritonserver (CPU) for the Triton tests and the local demo, in its own environment because it
+# needs numpy<2 (~1.5 min the first time). Not fatal: the Triton tests then say why they were skipped.
+"$PY" deploy/triton/local_server.py prepare || echo "warning: PyTriton could not be installed; the Triton tests will be skipped"
