@@ -14,7 +14,7 @@ Targets on this CPU machine (overhead, not speed): Triton >= 0.8x local throughp
 batches, <= 5 ms added latency per query. Each throughput figure is the median of --repeats
 interleaved runs; the machine's cores are shared, so medians and ratios, not single runs.
 
-    python bench/triton_encode.py [--models tiny ViT-B-32] [--batches 1 8 16 32 64] [--json]
+    python bench/triton_encode.py [--models tiny ViT-B-32] [--batches 1 8 32 64] [--json]
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from vidsearch.encoders.backbone import load_backbone  # noqa: E402
 from vidsearch.encoders.onnx_export import DEFAULT_CAPTIONS, IMAGE_INPUT, OUTPUT, TEXT_INPUT, export_triton, model_names  # noqa: E402
 from vidsearch.encoders.triton_backend import TritonOptions, load_triton_backbone  # noqa: E402
 
-FRAMES = {"tiny": 512, "ViT-B-32": 128}
-QUERIES = [f"{c} number {i}" for i in range(20) for c in DEFAULT_CAPTIONS[:10]]
+FRAMES = {"tiny": 512, "ViT-B-32": 64}
+QUERIES = [f"{c} number {i}" for i in range(10) for c in DEFAULT_CAPTIONS[:10]]
 
 
 def _prefix(model: str) -> str:
@@ -116,8 +116,8 @@ def bench_model(name: str, repo: Path, server: LocalTriton, batches: list[int], 
         "triton grpc": None,
     }  # fmt: skip
     ort_local = OrtLocal(repo, prefix, local.tokenizer)
-    http = load_triton_backbone(TritonOptions(server.http_url, prefix=prefix), name, pretrained=None if name == "tiny" else "none")
-    grpc = load_triton_backbone(TritonOptions(server.grpc_url, prefix=prefix), name, pretrained=None if name == "tiny" else "none")
+    http = load_triton_backbone(TritonOptions(server.http_url, prefix=prefix, timeout=600), name, pretrained=None if name == "tiny" else "none")
+    grpc = load_triton_backbone(TritonOptions(server.grpc_url, prefix=prefix, timeout=600), name, pretrained=None if name == "tiny" else "none")
     backends["onnxruntime in-process"] = ort_local.encode_frames
     backends["triton http"] = lambda f, b: http.encode_frames(f, b)
     backends["triton grpc"] = lambda f, b: grpc.encode_frames(f, b)
@@ -190,9 +190,9 @@ def print_table(results: list[dict], startup: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["tiny", "ViT-B-32"])
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 16, 32, 64])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32, 64])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--frames", type=int, default=None, help="frames per run (default: 512 tiny, 96 ViT-B-32)")
+    parser.add_argument("--frames", type=int, default=None, help="frames per run (default: 512 tiny, 64 ViT-B-32)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", action="store_true", help="print one JSON object (the table goes to stderr)")
     args = parser.parse_args()

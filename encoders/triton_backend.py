@@ -71,7 +71,7 @@ class TritonOptions:
 
     url: str
     prefix: str = "vidsearch"
-    timeout: float = 30.0  # seconds per request (connect and response)
+    timeout: float = 120.0  # seconds per request: a 64-frame ViT-B-32 batch takes ~10 s on 2 busy CPU cores
     retries: int = 3  # extra attempts on transient errors
     backoff: float = 0.2  # seconds before the first retry; doubles each time
 
@@ -325,7 +325,7 @@ class TritonBackbone:
             raise ValueError(f"frames must be uint8 [N, {self.image_size}, {self.image_size}, 3], got {frames.shape}")
         if len(frames) == 0:
             return np.zeros((0, self.dim), np.float32)
-        parts = [(a, b) for a, b in self._batches(len(frames), self.image, batch)]
+        parts = self._batches(len(frames), self.image, batch)
         send = lambda ab: self.client.infer(self.image.name, self.image.input_name, frames[ab[0] : ab[1]])  # noqa: E731
         if len(parts) == 1:
             return send(parts[0])
@@ -407,7 +407,14 @@ def load_triton_backbone(
     heads_from = None
     if fp.weights.startswith("sha256:"):
         # the trained heads and audio tower live beside the CLIP weights in the checkpoint
-        heads_from = spec_from_fingerprint(fp, checkpoint)["checkpoint"]
+        try:
+            heads_from = spec_from_fingerprint(fp, checkpoint)["checkpoint"]
+        except ModelLoadError as exc:
+            raise TritonError(
+                f"Triton server at {client.url} serves {fp.describe()}; its X-Pool head and audio tower run "
+                f"here, from that checkpoint (sha256 {fp.weights.removeprefix('sha256:')}): point at the file "
+                f"with --checkpoint PATH (VIDSEARCH_CHECKPOINT)"
+            ) from exc
     tokenizer = _open_clip().get_tokenizer(fp.model)
     backbone = TritonBackbone(client, image, text, tokenizer, heads_from)
     length = int(tokenizer(["a"]).shape[-1])

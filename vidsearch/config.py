@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     triton_model_prefix: str = Field(
         "vidsearch", description="Served model names are PREFIX_image and PREFIX_text (`export-triton --prefix`)."
     )
-    triton_timeout: float = Field(30.0, gt=0, description="Seconds a Triton request may take.")
+    triton_timeout: float = Field(120.0, gt=0, description="Seconds a Triton request may take (CPU servers are slow).")
     triton_retries: int = Field(3, ge=0, le=10, description="Retries (with backoff) of a Triton request on transient errors.")
 
     # Sampling and segmentation.

@@ -116,7 +116,7 @@ def export_triton_command(
               f"{report.dim}-d, frames {report.image_size}x{report.image_size} uint8, {report.context_length} int32 tokens)")  # fmt: skip
         for c in report.checks:
             verdict = "ok" if c.passed else "FAILED (< 0.999)"
-            print(f"  export check {c.role:5}: ONNX vs torch cosine min {c.min_cosine:.6f} mean {c.mean_cosine:.6f} "
+            print(f"  export check {c.role:5}: ONNX vs torch cosine min {c.min_cosine:.7f} mean {c.mean_cosine:.7f} "
                   f"over {c.inputs} {'frames' if c.role == 'image' else 'captions'}: {verdict}")  # fmt: skip
         print(f"  report: {Path(report.out) / 'export_report.json'}")
     sys.stdout.flush()
