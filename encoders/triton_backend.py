@@ -260,7 +260,7 @@ def _served(client: TritonClient, name: str) -> ServedModel:
 def expected_identity(model: str, pretrained: str | None, checkpoint: Path | None, merging: str | None) -> tuple[str, str, str | None]:
     """(model, weights, merging) that the torch backend would load for these flags, without loading it.
 
-    merging is None when it cannot be told without the model ("recommended" depends on its depth).
+    merging is None for temporal grouping ("recommended", or any `groups=`), which no served tower does.
     """
     from .token_merging import MergeConfig
 
@@ -272,11 +272,13 @@ def expected_identity(model: str, pretrained: str | None, checkpoint: Path | Non
     else:
         weights = f"pretrained:{tag}" if tag else f"random:seed{RANDOM_SEED}"
     setting = (merging or "off").strip()
+    if setting.lower() in ("recommended", "auto", "default"):
+        return model, weights, None
     try:
-        wanted_merging = MergeConfig.parse(setting).canonical()
-    except ValueError:
-        wanted_merging = None  # "recommended" and friends
-    return model, weights, wanted_merging
+        config = MergeConfig.parse(setting)
+    except ValueError as exc:
+        raise ModelLoadError(f"token merging setting {setting!r}: {exc}") from exc
+    return model, weights, (None if config.groups else config.canonical())
 
 
 class TritonBackbone:

@@ -161,6 +161,21 @@ def test_triton_backend_without_a_url_says_which_setting_is_missing(tmp_path):
     assert backend_options(load_settings(None, db=tmp_path / "db")) == {}
 
 
+def test_expected_identity_matches_what_the_torch_backend_loads(tiny_backbone):
+    from vidsearch.encoders.backbone import load_backbone
+    from vidsearch.encoders.triton_backend import ModelLoadError, expected_identity, parse_url
+
+    fp = tiny_backbone.fingerprint  # tiny, random weights
+    assert expected_identity("tiny", "none", None, "off") == (fp.model, fp.weights, fp.merging)
+    shipped = load_backbone("tiny", device="cpu").fingerprint
+    assert expected_identity("tiny", None, None, None) == (shipped.model, shipped.weights, "off")
+    assert expected_identity("tiny", "none", None, "recommended")[2] is None  # temporal: never served
+    assert expected_identity("tiny", "none", None, "r=1")[2] == "tome:r=1;prop=1"
+    with pytest.raises(ModelLoadError, match="token merging"):
+        expected_identity("tiny", "none", None, "r=x")
+    assert parse_url("grpc://h:9") == ("grpc", "h:9", False) and parse_url("https://h") == ("http", "h:8000", True)
+
+
 # -- against a real tritonserver -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def two_indexes(tiny_repo, triton_server, unseen_synth_corpus, tmp_path_factory):
