@@ -300,7 +300,7 @@ def export_triton(
     image_onnx = out / image_name / "1" / "model.onnx"
     text_onnx = out / text_name / "1" / "model.onnx"
     _export_onnx(FrameEncoder(backbone), torch.from_numpy(frames[:2].copy()), image_onnx, IMAGE_INPUT)
-    _export_onnx(TextEncoder(backbone), tokens[: max(2, min(len(tokens), 2))].clone(), text_onnx, TEXT_INPUT)
+    _export_onnx(TextEncoder(backbone), tokens[:2].clone(), text_onnx, TEXT_INPUT)
     for name, text in configs.items():
         (out / name / "config.pbtxt").write_text(text)
 
