@@ -58,6 +58,10 @@ class TextSpan:
     text: str
     confidence: float | None = None
 
+    def shifted(self, seconds: float) -> TextSpan:
+        """The same span `seconds` later (a stream that starts after player time 0)."""
+        return TextSpan(self.source, self.start + seconds, self.end + seconds, self.text, self.confidence)
+
 
 def span_id(video_id: str, span: TextSpan) -> str:
     """Stable across re-runs, so re-indexing the same content rewrites the same rows, never adds."""

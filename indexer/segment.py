@@ -33,13 +33,23 @@ def colour_histograms(frames: np.ndarray) -> np.ndarray:
     return counts / counts.sum(axis=1, keepdims=True)
 
 
+def histogram_changes(hist: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """Total-variation distance (0..1) of each histogram from the one before it; the first is compared
+    with `previous` (the last histogram of the chunk before) or counts as no change."""
+    before = np.concatenate([hist[:1] if previous is None else previous, hist[:-1]])
+    return 0.5 * np.abs(hist - before).sum(axis=1)
+
+
 def shot_boundaries(frames: np.ndarray, unit_start: np.ndarray, threshold: float) -> np.ndarray:
     """Times where a new shot starts: where the histogram distance between neighbours exceeds threshold."""
     if len(frames) < 2:
         return np.zeros(0)
-    hist = colour_histograms(frames)
-    change = 0.5 * np.abs(np.diff(hist, axis=0)).sum(axis=1)  # total variation, 0..1
-    return unit_start[1:][change > threshold]
+    return cuts_from_changes(histogram_changes(colour_histograms(frames)), unit_start, threshold)
+
+
+def cuts_from_changes(changes: np.ndarray, unit_start: np.ndarray, threshold: float) -> np.ndarray:
+    """Shot starts from per-unit changes (`changes[0]`, the first unit's, never cuts)."""
+    return unit_start[1:][np.asarray(changes)[1:] > threshold]
 
 
 def fixed_windows(duration: float, length: float, stride: float) -> tuple[np.ndarray, np.ndarray]:
@@ -54,13 +64,15 @@ def fixed_windows(duration: float, length: float, stride: float) -> tuple[np.nda
 
 def make_segments(
     duration: float,
-    frames: np.ndarray,
+    changes: np.ndarray,
     unit_start: np.ndarray,
     window_seconds: float,
     window_stride: float,
     shot_threshold: float,
 ) -> Segments:
-    cuts = shot_boundaries(frames, unit_start, shot_threshold)
+    """Whole video, shots (cut where `changes`, the colour change into each unit, passes the
+    threshold) and fixed windows."""
+    cuts = cuts_from_changes(changes, unit_start, shot_threshold)
     shot_edges = np.concatenate([[0.0], cuts, [duration]])
     w_start, w_end = fixed_windows(duration, window_seconds, window_stride)
     n_shots = len(shot_edges) - 1

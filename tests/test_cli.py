@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -96,7 +98,39 @@ def test_delete_by_path_via_cli(library_50, tmp_path):
     clip = sorted(library_50.glob("*.mp4"))[0]
     run_cli("index", str(clip), "--db", str(db), *TINY, "--json")
     out = json.loads(run_cli("delete", str(clip), "--db", str(db), "--json").stdout)
-    assert out == {"removed": 1, "unknown": []}
+    assert out == {"removed": 1, "files": 1, "unknown": []}
     assert Store.open(db).stats()["videos"] == 0
     unknown = run_cli("delete", "no-such-id", "--db", str(db), "--json", check=False)
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["unknown"] == ["no-such-id"]
+
+
+def test_paths_that_cannot_be_indexed_fail_before_anything_is_created(tmp_path):
+    """A path that does not exist, /dev/zero or a FIFO: exit 2 with the reason, no index made, no hang."""
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    for path, words in ((tmp_path / "no such folder", "no such file or folder"), ("/dev/zero", "not a folder or a regular file"),
+                        (fifo, "not a folder or a regular file")):  # fmt: skip
+        proc = run_cli("index", str(path), "--db", str(tmp_path / "db"), *TINY, check=False)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not (tmp_path / "db").exists()
+
+
+def test_decoders_ignore_a_vidsearch_folder_in_the_working_directory(tmp_path):
+    """Run from a folder holding a `vidsearch/` directory (a source checkout, say): the decoder processes
+    must import the package the command itself runs, not that folder."""
+    from media import make_clip
+
+    script = Path(sys.executable).with_name("vidsearch")
+    if not script.exists():
+        script = Path(shutil.which("vidsearch") or "")
+    assert script.is_file(), "the vidsearch console script is not installed"
+    shadow = tmp_path / "checkout"
+    (shadow / "vidsearch" / "indexer").mkdir(parents=True)
+    (shadow / "vidsearch" / "__init__.py").write_text("raise ImportError('the shadow package was imported')\n")
+    (shadow / "vidsearch" / "indexer" / "__init__.py").write_text("")
+    clip = make_clip(tmp_path / "lib" / "a.mp4", seconds=2, audio_hz=None)
+    proc = subprocess.run([str(script), "index", str(clip.parent), "--db", str(tmp_path / "db"), *TINY, "--json"],
+                          cwd=shadow, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["indexed"] == 1 and out["failed"] == 0, out

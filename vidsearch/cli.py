@@ -47,6 +47,9 @@ OcrOpt = Annotated[Optional[bool], typer.Option("--ocr/--no-ocr", help="Read on-
 SpeechEngineOpt = Annotated[Optional[str], typer.Option("--speech-engine", help="whisper | pocketsphinx [default whisper].")]
 SpeechModelOpt = Annotated[Optional[str], typer.Option("--speech-model", help="Whisper model name or path [default tiny.en, shipped].")]
 MergingOpt = Annotated[Optional[str], typer.Option("--token-merging", help="Temporal token merging: off | recommended | a schedule [default off].")]
+FollowOpt = Annotated[Optional[bool], typer.Option("--follow-symlinks/--no-follow-symlinks", help="Follow symbolic links that lead outside the folders given [default: no; they are listed as not followed].")]
+RetryOpt = Annotated[Optional[bool], typer.Option("--retry-failed", help="Try again files that failed before, even if unchanged.")]
+RestoreOpt = Annotated[bool, typer.Option("--restore", help="Bring back files under PATHS that were deleted from the index (a file named directly always comes back).")]
 PathsArg = Annotated[list[Path], typer.Argument(help="Folders (recursive), video files, or manifest.jsonl files.", show_default=False)]
 
 
@@ -177,11 +180,29 @@ class _BothProgress:
             p.stop()
 
 
+def _check_paths(paths: list[Path]) -> None:
+    """Every path must exist and be a folder or a regular file, before anything is opened or created."""
+    import os
+    import stat
+
+    for p in paths:
+        if not os.path.lexists(p):
+            _fail(f"{p}: no such file or folder")
+        try:
+            mode = os.stat(p).st_mode
+        except OSError as exc:
+            _fail(f"{p}: {exc.strerror or exc}")
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            _fail(f"{p}: not a folder or a regular file (only folders, video files and manifest.jsonl files can be indexed)")
+
+
 def _run_index(
-    paths: list[Path], settings: Settings, json_out: bool, prune: bool, rebuild: bool, progress_file: Path | None = None
+    paths: list[Path], settings: Settings, json_out: bool, prune: bool, rebuild: bool, progress_file: Path | None = None,
+    restore: bool = False,
 ) -> None:
+    _check_paths(paths)  # before the (slow) model imports: a wrong path fails at once
     from vidsearch.encoders.backbone import load_backbone
-    from vidsearch.indexer.pipeline import IndexRun, open_store_for
+    from vidsearch.indexer.pipeline import IndexRun, IndexRunError, open_store_for
 
     try:
         backbone = load_backbone(settings.model, settings.pretrained, settings.checkpoint, settings.precision, settings.device, settings.token_merging)
@@ -189,22 +210,25 @@ def _run_index(
         progress = _RichProgress(enabled=not json_out and err.is_terminal)
         if progress_file is not None:
             progress = _BothProgress(progress, _FileProgress(progress_file))
-        summary = IndexRun(store, backbone, settings, progress=progress).run(paths, prune=prune)
-    except _known_errors() as exc:
+        summary = IndexRun(store, backbone, settings, progress=progress).run(paths, prune=prune, restore=restore)
+    except (IndexRunError, *_known_errors()) as exc:
         _fail(str(exc))
     result = {"db": str(settings.db), "fingerprint": backbone.fingerprint.id, **summary.as_dict()}
     if json_out:
         _print_json(result)
         return
     speed = summary.video_seconds / summary.elapsed if summary.elapsed else 0.0
+    excluded = f" · excluded {summary.excluded} (deleted; --restore brings them back)" if summary.excluded else ""
     out.print(
         f"[green]indexed {summary.indexed}[/] · skipped {summary.skipped} (unchanged) · linked {summary.linked} "
-        f"(same content) · [red]failed {summary.failed}[/] · removed {summary.removed} — "
+        f"(same content) · [red]failed {summary.failed}[/] · removed {summary.removed}{excluded} — "
         f"{summary.units} frames, {summary.video_seconds:.1f} s of video in {summary.elapsed:.1f} s "
         f"({speed:.1f} s of video/s)"
     )
     for f in summary.failures:
         out.print(f"  [red]✗[/] {escape(f['path'])}: {escape(f['error'])}", highlight=False)
+    for w in summary.warnings:
+        out.print(f"  [yellow]![/] {escape(w['path'])}: {escape(w['warning'])}", highlight=False)
 
 
 @app.command()
@@ -226,6 +250,9 @@ def index(
     speech_engine: SpeechEngineOpt = None,
     speech_model: SpeechModelOpt = None,
     token_merging: MergingOpt = None,
+    follow_symlinks: FollowOpt = None,
+    retry_failed: RetryOpt = None,
+    restore: RestoreOpt = False,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     progress_file: ProgressFileOpt = None,
@@ -235,7 +262,7 @@ def index(
     Safe to interrupt: run it again and it resumes where it stopped.
     """
     settings = _settings(config, **_flags(locals()))
-    _run_index(paths, settings, json_out, prune=False, rebuild=False, progress_file=progress_file)
+    _run_index(paths, settings, json_out, prune=False, rebuild=False, progress_file=progress_file, restore=restore)
 
 
 @app.command()
@@ -258,6 +285,9 @@ def reindex(
     speech_engine: SpeechEngineOpt = None,
     speech_model: SpeechModelOpt = None,
     token_merging: MergingOpt = None,
+    follow_symlinks: FollowOpt = None,
+    retry_failed: RetryOpt = None,
+    restore: RestoreOpt = False,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     progress_file: ProgressFileOpt = None,
@@ -266,11 +296,11 @@ def reindex(
     flags = _flags(locals())
     flags.pop("rebuild")
     settings = _settings(config, **flags)
-    _run_index(paths, settings, json_out, prune=True, rebuild=rebuild, progress_file=progress_file)
+    _run_index(paths, settings, json_out, prune=True, rebuild=rebuild, progress_file=progress_file, restore=restore)
 
 
 def _flags(given: dict) -> dict:
-    return {k: v for k, v in given.items() if k not in ("paths", "config", "json_out", "progress_file")}
+    return {k: v for k, v in given.items() if k not in ("paths", "config", "json_out", "progress_file", "restore")}
 
 
 # -- status / delete ----------------------------------------------------------------------------
@@ -292,9 +322,16 @@ def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False
         _print_json(stats)
         return
     table = Table(title=f"vidsearch index {stats['db']}", show_header=False)
-    for key in ("model", "fingerprint", "videos", "files", "failed", "hours", "units", "segments", "spans"):
+    for key in ("model", "fingerprint", "videos", "files", "failed", "deleted", "hours", "units", "segments", "spans"):
         table.add_row(key, escape(str(stats[key])))
     out.print(table)
+    if stats["warnings"]:
+        warned = Table(title="indexed with warnings", show_lines=False)
+        warned.add_column("file", overflow="fold")
+        warned.add_column("warning", overflow="fold")
+        for w in stats["warnings"]:
+            warned.add_row(escape(w["path"]), escape(w["warning"]))
+        out.print(warned)
     if stats["failures"]:
         failed = Table(title="failed files", show_lines=False)
         failed.add_column("file", overflow="fold")
@@ -311,31 +348,35 @@ def delete(
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Remove videos (by id or path) from every table of the index."""
+    """Remove videos (by id) or files (by path) from the index; they stay out of later runs.
+
+    A deleted file is not indexed again when its folder is: name it (`vidsearch index FILE`) or pass
+    `--restore` to bring it back. Deleting a path removes that file; its content stays searchable while
+    another indexed file (a copy) still points at it.
+    """
+    import os
+
     store = _open_existing(db, config)
     files = store.files()
-    by_path = dict(zip(files["path"].to_pylist(), files["video_id"].to_pylist()))
+    known_paths = set(files["path"].to_pylist())
     indexed = store.indexed_ids()
     ids, paths, unknown = set(), set(), []
     for t in targets:
-        resolved = str(Path(t).resolve())
+        candidates = [os.path.abspath(t), str(Path(t).resolve())]
         if t in indexed:
             ids.add(t)
-        elif resolved in by_path:
-            paths.add(resolved)
-            if by_path[resolved]:
-                ids.add(by_path[resolved])
+        elif any(c in known_paths for c in candidates):
+            paths.add(next(c for c in candidates if c in known_paths))
         else:
             unknown.append(t)
     with store.write_lock():
-        removed = store.delete_videos(ids)
-        store.delete_files(paths)
-    result = {"removed": removed, "unknown": unknown}
+        removed = store.delete_videos(ids) + store.delete_paths(paths)
+    result = {"removed": removed, "files": len(paths), "unknown": unknown}
     if json_out:
         _print_json(result)
     else:
-        out.print(f"removed {removed} video(s)" + (f"; not in the index: {', '.join(unknown)}" if unknown else ""))
-    if unknown and not ids:
+        out.print(f"removed {removed} video(s), {len(paths)} file(s)" + (f"; not in the index: {', '.join(unknown)}" if unknown else ""))
+    if unknown and not (ids or paths):
         raise typer.Exit(1)
 
 

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     decode_ahead: int = Field(4, ge=1, description="Decoded videos queued ahead of the encoder.")
     flush_videos: int = Field(16, ge=1, description="Videos buffered per store commit.")
     threads: int | None = Field(None, ge=1, description="Torch CPU threads (default: all cores).")
+    decode_stall_seconds: float = Field(
+        120.0, gt=0, description="A decoder whose progress stops this long is killed; that file fails alone."
+    )
+    follow_symlinks: bool = Field(
+        False, description="Follow symbolic links that lead outside the folders being indexed (off: reported, not read)."
+    )
+    retry_failed: bool = Field(False, description="Try files that failed before again even if they did not change.")
 
     # Text channels (indexing).
     speech: bool = Field(True, description="Transcribe speech (ASR with word times) into timed spans.")
