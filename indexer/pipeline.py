@@ -29,7 +29,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vidsearch.config import Settings
 from vidsearch.store import EncodedVideo, Store, metadata_json
@@ -138,16 +137,17 @@ class IndexRun:
         progress: Progress | None = None,
         audio_encoder: Callable[[Iterable[np.ndarray]], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
     ):
+        """`backbone` is a loaded model, or a function that loads one: then it is loaded only when a file
+        needs encoding (a run with nothing to do does not pay the model's start-up), and checked then
+        against the model the index was built with."""
         self.store = store
-        self.backbone = backbone
+        if hasattr(backbone, "encode_units"):
+            self._backbone, self._load = backbone, None
+        else:
+            self._backbone, self._load = None, backbone
         self.settings = settings
         self.progress = progress or Progress()
-        tower = getattr(backbone, "audio_tower", None)
-        if audio_encoder is None and tower is not None:  # a trained checkpoint brings its audio tower
-            from vidsearch.encoders.audio import audio_tokens_stream
-
-            audio_encoder = partial(audio_tokens_stream, tower=tower)
-        self.audio_encoder = audio_encoder
+        self._audio_encoder = audio_encoder
         self.summary = RunSummary()
         self._pending: list[EncodedVideo] = []
         self._pending_files: list[dict] = []
@@ -157,6 +157,23 @@ class IndexRun:
         self._parked: dict[str, list[Source]] = {}  # copies waiting for their content's outcome
         self._first_path: dict[str, str] = {}  # content hash -> the path being indexed for it
         self._current: JobStream | None = None
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            self._backbone = self._load()
+            self.store.use_fingerprint(self._backbone.fingerprint)
+        return self._backbone
+
+    @property
+    def audio_encoder(self) -> Callable | None:
+        if self._audio_encoder is None:
+            tower = getattr(self.backbone, "audio_tower", None)
+            if tower is not None:  # a trained checkpoint brings its audio tower
+                from vidsearch.encoders.audio import audio_tokens_stream
+
+                self._audio_encoder = partial(audio_tokens_stream, tower=tower)
+        return self._audio_encoder
 
     # -- planning ------------------------------------------------------------------------------
     def plan(self, sources: list[Source], named: set[str] | None = None, restore: bool = False) -> list[Source]:
@@ -207,8 +224,6 @@ class IndexRun:
     # -- running -------------------------------------------------------------------------------
     def run(self, paths: list[Path], prune: bool = False, restore: bool = False) -> RunSummary:
         t0 = time.monotonic()
-        if self.settings.threads:
-            torch.set_num_threads(self.settings.threads)
         with self.store.write_lock():
             self.store.remove_orphans()
             sources, problems = discover(paths, follow_symlinks=self.settings.follow_symlinks)
@@ -236,6 +251,13 @@ class IndexRun:
     def _run_pipeline(self, todo: list[Source]) -> None:
         if not todo:
             return
+        import torch  # here, not at the top: a run with nothing to do never pays its import (~2-3 s)
+
+        _limit_malloc_arenas()
+
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+        self.backbone  # load (and check) the model before any decoder starts
         pool = DecoderPool(self.settings.decode_workers or default_decode_workers(), self.settings.decode_stall_seconds)
         self._turns = pool.paused if not self._overlap() else contextlib.nullcontext
         items: queue.Queue = queue.Queue(maxsize=self.settings.decode_ahead)
@@ -339,6 +361,8 @@ class IndexRun:
             return mode == "on"
         if getattr(self.backbone, "device", None) is not None and self.backbone.device.type != "cpu":
             return True
+        import torch
+
         workers = self.settings.decode_workers or default_decode_workers()
         return (os.cpu_count() or 1) >= torch.get_num_threads() + workers
 
@@ -564,6 +588,18 @@ class IndexRun:
                 warning = f"text channels: could not embed {len(v.spans)} spans: {type(exc).__name__}: {exc}"
                 row = v.files[0]
                 row["error"] = "; ".join(filter(None, [row.get("error"), warning]))
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena; with the feeder, decoder-pool and torch threads of a
+    long run that held freed memory and let the indexer's peak grow with a video's length. Two arenas
+    (MALLOC_ARENA_MAX, set for the decoders too) keep it flat. Not glibc: nothing to do."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def _cancel_queued(items: queue.Queue) -> None:

@@ -201,19 +201,28 @@ def _run_index(
     restore: bool = False,
 ) -> None:
     _check_paths(paths)  # before the (slow) model imports: a wrong path fails at once
-    from vidsearch.encoders.backbone import load_backbone
     from vidsearch.indexer.pipeline import IndexRun, IndexRunError, open_store_for
+    from vidsearch.store import Store
+
+    def load():
+        from vidsearch.encoders.backbone import load_backbone  # torch + open_clip: only when a file needs encoding
+
+        return load_backbone(settings.model, settings.pretrained, settings.checkpoint, settings.precision, settings.device, settings.token_merging)
 
     try:
-        backbone = load_backbone(settings.model, settings.pretrained, settings.checkpoint, settings.precision, settings.device, settings.token_merging)
-        store = open_store_for(settings, backbone, rebuild=rebuild)
+        existing = Store.open(settings.db) if not rebuild and (Path(settings.db) / "meta.lance").exists() else None
+        if existing is not None and existing.fingerprint is not None:
+            store, backbone = existing, load  # loaded only if a file needs encoding
+        else:  # a new index: load the model first, so a model that fails leaves no half-made index
+            backbone = load()
+            store = open_store_for(settings, backbone, rebuild=rebuild)
         progress = _RichProgress(enabled=not json_out and err.is_terminal)
         if progress_file is not None:
             progress = _BothProgress(progress, _FileProgress(progress_file))
         summary = IndexRun(store, backbone, settings, progress=progress).run(paths, prune=prune, restore=restore)
     except (IndexRunError, *_known_errors()) as exc:
         _fail(str(exc))
-    result = {"db": str(settings.db), "fingerprint": backbone.fingerprint.id, **summary.as_dict()}
+    result = {"db": str(settings.db), "fingerprint": store.fingerprint.id, **summary.as_dict()}
     if json_out:
         _print_json(result)
         return

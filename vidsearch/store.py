@@ -117,16 +117,20 @@ class Store:
                 raise StoreError(f"{path} is not a vidsearch index (no meta table)")
             store._create_base()
         store._check_schema()
-        stored = store.stored_fingerprint()
+        store._fingerprint = store.stored_fingerprint()
         if fingerprint is not None:
-            if stored is None:
-                store._bind(fingerprint)
-            elif stored.id != fingerprint.id:
-                raise FingerprintMismatch(str(path), stored, fingerprint)
-            store._fingerprint = fingerprint
-        else:
-            store._fingerprint = stored
+            store.use_fingerprint(fingerprint)
         return store
+
+    def use_fingerprint(self, fingerprint: Fingerprint) -> None:
+        """Write vectors of this model: binds a new index to it, and is a clear error on an index built
+        with another model."""
+        stored = self.stored_fingerprint()
+        if stored is None:
+            self._bind(fingerprint)
+        elif stored.id != fingerprint.id:
+            raise FingerprintMismatch(str(self.path), stored, fingerprint)
+        self._fingerprint = fingerprint
 
     def _tables(self) -> set[str]:
         return set(self.db.list_tables().tables)
