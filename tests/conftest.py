@@ -63,7 +63,7 @@ def library_50(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def unseen_synth_corpus(tmp_path_factory) -> Path:
     """A small synthetic corpus with a seed the shipped model did not train on (it trained on seed 7)."""
-    from vidsearch import synth
+    from vidsearch.lab import synth
 
     out = tmp_path_factory.mktemp("synth_unseen")
     synth.generate(out, 8, 11, jobs=2, test_fraction=0.25, progress=False)

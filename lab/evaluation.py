@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from vidsearch.api_models import Filters, SearchRequest
-from vidsearch.datasets import read_jsonl
 from vidsearch.metrics import moment_metrics, retrieval_metrics
+from vidsearch.search.engine import SearchEngine, audio_hits
+from vidsearch.search.features import VideoFeatures, pad_vectors
+from vidsearch.search.moments import localize_moments
 from vidsearch.store import StoreError
 
-from .engine import SearchEngine, audio_hits
-from .features import VideoFeatures, pad_vectors
-from .moments import localize_moments
+from .datasets import read_jsonl
 
 CHUNK = 64  # queries per scoring chunk (bounded memory: CHUNK x videos x D)
 
