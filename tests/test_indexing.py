@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -199,36 +199,78 @@ def test_orphans_of_a_killed_run_are_removed(tmp_path, tiny_backbone):
     assert len(set(store.segments()["segment_id"].to_pylist())) == store.segments().num_rows
 
 
-def test_a_decoder_crash_or_hang_costs_one_file_not_the_run(tmp_path):
+def test_a_decoder_crash_or_hang_costs_one_file_not_the_run(tmp_path, monkeypatch):
     import threading
 
     from vidsearch.indexer.prepare import DecodeJob, Failed, Prepared
     from vidsearch.indexer.worker import DecoderPool, DecoderProcess
 
-    slow = make_clip(tmp_path / "slow.mp4", seconds=20, size="1920x1080", source="testsrc2", audio_hz=None)
+    blocking = _blocking_probe(tmp_path, monkeypatch)
     small = make_clip(tmp_path / "small.mp4", seconds=2, audio_hz=None)
+
+    crash = blocking("crash")
     worker = DecoderProcess()
-    threading.Timer(0.5, worker.proc.kill).start()  # as if the native decoder segfaulted mid-file
-    crashed = worker.run(DecodeJob(str(slow), 1.0, 224, False), timeout=120)
-    assert isinstance(crashed, Failed) and "decoder crashed" in crashed.error and "signal 9" in crashed.error
+    result = []
+    running = threading.Thread(target=lambda: result.append(worker.run(DecodeJob(str(crash.video), 1.0, 224, False), timeout=120)))
+    running.start()
+    with crash.busy():  # the worker is inside the file: kill it, as if the native decoder segfaulted
+        worker.proc.kill()
+    running.join(60)
+    assert isinstance(result[0], Failed) and "decoder crashed" in result[0].error and "signal 9" in result[0].error
     worker.close()
 
     worker = DecoderProcess()
-    hung = worker.run(DecodeJob(str(slow), 1.0, 224, False), timeout=0.2)
+    hung = worker.run(DecodeJob(str(blocking("hang").video), 1.0, 224, False), timeout=0.5)  # never answers
     assert isinstance(hung, Failed) and "longer than" in hung.error and not worker.alive
     worker.close()
 
     pool = DecoderPool(1)  # a crash inside the pool fails that file only; the next file decodes
+    doomed_file = blocking("doomed")
     try:
-        doomed = pool.submit(DecodeJob(str(slow), 1.0, 224, False))
-        time.sleep(0.5)
-        for pid in _decoder_children():
-            os.kill(pid, signal.SIGKILL)
+        doomed = pool.submit(DecodeJob(str(doomed_file.video), 1.0, 224, False))
+        with doomed_file.busy():
+            for pid in _decoder_children():
+                os.kill(pid, signal.SIGKILL)
         assert "decoder crashed" in doomed.result(timeout=60).error
         after = pool.submit(DecodeJob(str(small), 1.0, 224, False)).result(timeout=60)
         assert isinstance(after, Prepared) and len(after.frames.frames) == 2
     finally:
         pool.shutdown()
+
+
+class _Blocked:
+    """A video whose probe blocks on its own FIFO until the test lets it go (see _blocking_probe)."""
+
+    def __init__(self, video: Path):
+        self.video, self.fifo = video, video.with_suffix(".fifo")
+        os.mkfifo(self.fifo)
+
+    @contextlib.contextmanager
+    def busy(self):
+        """Enters once a decoder is blocked on this file (opening a FIFO for writing waits for its
+        reader), and lets the probe go on exit."""
+        with open(self.fifo, "wb"):
+            yield
+
+
+def _blocking_probe(tmp_path: Path, monkeypatch):
+    """Decoder processes find an `ffprobe` first on PATH that, for a `*.block.mp4` file, first reads
+    that file's FIFO (so it blocks until the test writes to it, or 60 s) and then runs the real one.
+    Nothing depends on timing: the test knows a worker is busy with the file when the write end opens."""
+    import stat
+
+    real = shutil.which("ffprobe")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "ffprobe"
+    script.write_text(
+        "#!/bin/sh\n"
+        'for a; do case "$a" in *.block.mp4) timeout 60 cat "${a%.mp4}.fifo" > /dev/null;; esac; done\n'
+        f'exec "{real}" "$@"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return lambda name: _Blocked(make_clip(tmp_path / f"{name}.block.mp4", seconds=1, audio_hz=None))
 
 
 def _decoder_children() -> list[int]:

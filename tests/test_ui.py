@@ -19,12 +19,11 @@ pytest.importorskip("altair")
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from api_fixtures import API_KEY, LiveServer, build_library, free_port  # noqa: E402
+from api_fixtures import API_KEY, LiveServer, free_port  # noqa: E402
 from vidsearch.api_models import JobInfo, SearchRequest  # noqa: E402
 from vidsearch.client import VidsearchClient  # noqa: E402
 from vidsearch.config import load_settings  # noqa: E402
-from vidsearch.indexer.pipeline import IndexRun, open_store_for  # noqa: E402
-from vidsearch.search.service import create_app  # noqa: E402
+from vidsearch.server import create_app  # noqa: E402
 from vidsearch.ui import backend as backends  # noqa: E402
 from vidsearch.ui import cache  # noqa: E402
 from vidsearch.ui.backend import Facets, LibraryStats, UiConfig  # noqa: E402
@@ -40,15 +39,10 @@ TIMEOUT = 90  # the first local-mode run loads the model
 
 # -- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def library(tmp_path_factory, tiny_backbone):
-    """The API tests' four clips, plus a text file named .mp4 so the index has a failure to show."""
-    root = tmp_path_factory.mktemp("ui")
-    settings, clips = build_library(root, tiny_backbone)
-    broken = root / "broken"
-    broken.mkdir()
-    (broken / "notes.mp4").write_text("this is not a video\n")
-    IndexRun(open_store_for(settings, tiny_backbone), tiny_backbone, settings).run([broken])
-    return settings, clips, broken / "notes.mp4"
+def library(shared_library):
+    """The API tests' four clips, with a text file named .mp4 so the index has a failure to show."""
+    settings, clips = shared_library
+    return settings, clips, clips["broken"]
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +183,7 @@ def test_search_page_local_mode_cards_player_and_timeline(local_mode, monkeypatc
     no_trace(at)
     assert "4 videos indexed" in " ".join(texts(at, "caption"))
     be = cache.backend()
-    assert isinstance(be, backends.LocalBackend)
+    assert be.config.mode == "local" and be.client.in_process  # the API, without a socket
     expected = be.search(SearchRequest(query=QUERY))
 
     calls = []
@@ -264,9 +258,11 @@ def test_bad_query_is_explained(local_mode):
     assert any("at most 1000 characters" in w.value for w in at.warning)
 
 
-def test_unknown_channel_is_explained(api_mode):
+def test_channels_offered_are_the_index_s_and_an_unknown_one_is_explained(api_mode, monkeypatch):
     at = app().run()
-    assert "speech" in at.sidebar.multiselect(key="channels").options
+    assert at.sidebar.multiselect(key="channels").options == ["visual", "metadata"]  # what this index has
+    monkeypatch.setattr(cache, "channels", lambda be: ["visual", "speech"])  # as a page open before a reindex would
+    at = app().run()
     at.sidebar.multiselect(key="channels").select("speech").run()
     search(at, QUERY)
     no_trace(at)

@@ -45,6 +45,8 @@ from .clitools import (
 from .clitools import fail as _fail
 from .clitools import print_json as _print_json
 from .clitools import settings_from as _settings
+from . import __version__
+from .client import ApiError, VidsearchClient
 from .config import Settings
 from .lab import commands as lab_commands
 
@@ -56,6 +58,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: defaults in [brackets] stay visible, flags get no <bool>
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"vidsearch {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+) -> None:
+    """Text-to-video search that finds the moment. Index a library, then search it."""
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -104,37 +119,32 @@ class _RichProgress:
         self.bar.stop()
 
 
-class _FileProgress:
-    """Progress as a small JSON file, rewritten atomically, for whoever started us (the job API)."""
+def _file_progress(path: Path):
+    """Progress as a small JSON file (the fields of `JobProgress`, plus `updated_at`), rewritten
+    atomically, for a job runner that starts `vidsearch index` itself."""
+    import os
+    import time
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.state = {"total": 0, "done": 0, "frames": 0}
-        self._last = 0.0
+    from vidsearch.indexer import JobTracker
 
-    def _write(self, force: bool = False) -> None:
-        import os
-        import time
+    def write(progress) -> None:
+        tmp = Path(path).with_suffix(".tmp")
+        tmp.write_text(json.dumps({**progress.model_dump(), "updated_at": time.time()}))
+        os.replace(tmp, path)
 
-        now = time.monotonic()
-        if not force and now - self._last < 0.5:
-            return
-        self._last = now
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**self.state, "updated_at": time.time()}))
-        os.replace(tmp, self.path)
+    return JobTracker(write)
 
-    def start(self, total_videos: int) -> None:
-        self.state["total"] = total_videos
-        self._write(force=True)
 
-    def advance(self, videos: int = 0, frames: int = 0) -> None:
-        self.state["done"] += videos
-        self.state["frames"] += frames
-        self._write()
+def _index_model(settings: Settings) -> dict:
+    """The one rule (encoders.model_spec): an existing index keeps its model, a new one takes the settings'."""
+    from vidsearch.encoders import model_spec
+    from vidsearch.store import Store, StoreError
 
-    def stop(self) -> None:
-        self._write(force=True)
+    try:
+        stored = Store.open(settings.db).stored_fingerprint()
+    except StoreError:  # no index yet (or not one this version reads): the settings decide
+        stored = None
+    return model_spec(settings, stored)
 
 
 class _BothProgress:
@@ -161,11 +171,11 @@ def _run_index(
     from vidsearch.indexer.pipeline import IndexRun, open_store_for
 
     try:
-        backbone = load_backbone(settings.model, settings.pretrained, settings.checkpoint, settings.precision, settings.device, settings.token_merging)
+        backbone = load_backbone(**_index_model(settings), precision=settings.precision, device=settings.device)
         store = open_store_for(settings, backbone, rebuild=rebuild)
         progress = _RichProgress(enabled=not json_out and err.is_terminal)
         if progress_file is not None:
-            progress = _BothProgress(progress, _FileProgress(progress_file))
+            progress = _BothProgress(progress, _file_progress(progress_file))
         summary = IndexRun(store, backbone, settings, progress=progress).run(paths, prune=prune)
     except _known_errors() as exc:
         _fail(str(exc))
@@ -281,6 +291,22 @@ def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False
         out.print(failed)
 
 
+@app.command("list")
+def list_videos(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Indexed videos in title order: id (what `delete` takes), title, duration and file."""
+    rows = sorted(_open_existing(db, config).video_rows(), key=lambda r: (r["title"].lower(), r["video_id"]))
+    videos = [{"id": r["video_id"], "title": r["title"], "duration": round(r["duration"], 3), "path": r["path"]} for r in rows]
+    if json_out:
+        _print_json({"videos": videos, "total": len(videos)})
+        return
+    table = Table(title=f"{len(videos)} indexed video(s)", title_justify="left")
+    for col in ("id", "title", "duration (s)", "file"):
+        table.add_column(col, overflow="fold")
+    for v in videos:
+        table.add_row(v["id"], escape(v["title"]), f"{v['duration']:.1f}", escape(v["path"]))
+    out.print(table)
+
+
 @app.command()
 def delete(
     targets: Annotated[list[str], typer.Argument(help="Video ids or file paths to remove from the index.", show_default=False)],
@@ -347,20 +373,18 @@ def search(
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     if settings.api_url:
-        from .client import ApiError, VidsearchClient
+        client = VidsearchClient(settings.api_url, api_key)
+    else:  # the same API, in this process: the server's answers and errors, word for word
+        from vidsearch.server import local_client  # the model stack (~5 s): not for every command
 
-        try:
-            with VidsearchClient(settings.api_url, api_key) as client:
-                resp = client.search(req.query, **req.model_dump(exclude={"query"}, exclude_none=True))
-        except ApiError as exc:
-            _fail(str(exc))
-    else:
-        from vidsearch.search.engine import SearchError, open_engine
-
-        try:
-            resp = open_engine(settings).search(req)
-        except (SearchError, *_known_errors()) as exc:
-            _fail(str(exc))
+        client = local_client(settings)
+    try:
+        with client:
+            resp = client.search(req.query, **req.model_dump(exclude={"query"}, exclude_none=True))
+            if resp.index_version == "empty":  # no engine: /readyz says why (empty index, model...)
+                client.ready()
+    except ApiError as exc:
+        _fail(exc.detail if client.in_process else str(exc))
     if json_out:
         _print_json(resp.model_dump(mode="json"))
         return
@@ -392,7 +416,7 @@ def serve(
     """Start the HTTP search API (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from vidsearch.search.service import create_app
+    from vidsearch.server import create_app
 
     settings = _settings(config, db=db, host=host, port=port, api_keys=api_key, read_auth=read_auth,
                          model=model, pretrained=pretrained, checkpoint=checkpoint)  # fmt: skip
@@ -408,13 +432,15 @@ def ui(
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="VIDSEARCH_API_KEY", help="API key (needed to start index jobs).")] = None,
     host: Annotated[str, typer.Option("--host", help="Address the UI binds.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port the UI binds.")] = 8501,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    checkpoint: CheckpointOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Start the search UI (Streamlit) against the search API or a local index."""
-    from vidsearch.ui.launch import run_ui
-
-    settings = _settings(config, db=db, api_url=api)
-    raise typer.Exit(run_ui(settings.api_url, settings.db, host, port, api_key, config=config))
+    settings = _settings(config, db=db, api_url=api, model=model, pretrained=pretrained, checkpoint=checkpoint)
+    model_flags = {"model": model, "pretrained": pretrained, "checkpoint": checkpoint}  # for local mode's in-process API
+    raise typer.Exit(run_ui(settings.api_url, settings.db, host, port, api_key, config=config, settings=model_flags))
 
 
 lab_commands.register(app)
