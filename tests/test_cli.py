@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,3 +101,49 @@ def test_delete_by_path_via_cli(library_50, tmp_path):
     assert Store.open(db).stats()["videos"] == 0
     unknown = run_cli("delete", "no-such-id", "--db", str(db), "--json", check=False)
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["unknown"] == ["no-such-id"]
+
+
+def test_an_existing_index_decides_its_model(library_50, tmp_path):
+    """A second `index` without model flags extends the index with the model it was built with (the
+    default model, ViT-B-32, would not even load offline)."""
+    db = tmp_path / "db"
+    first, second = sorted(library_50.glob("*.mp4"))[:2]
+    built = json.loads(run_cli("index", str(first), "--db", str(db), *TINY, "--json").stdout)
+    more = json.loads(run_cli("index", str(second), "--db", str(db), "--no-speech", "--no-ocr", "--json").stdout)
+    assert more["indexed"] == 1 and more["fingerprint"] == built["fingerprint"]
+
+
+def test_list_shows_the_ids_delete_takes(library_50, tmp_path):
+    db = tmp_path / "db"
+    clips = sorted(library_50.glob("*.mp4"))[:2]
+    run_cli("index", *map(str, clips), "--db", str(db), *TINY, "--json")
+    listed = json.loads(run_cli("list", "--db", str(db), "--json").stdout)
+    assert listed["total"] == 2 and {v["path"] for v in listed["videos"]} == {str(c.resolve()) for c in clips}
+    victim = listed["videos"][0]
+    assert victim["id"] in run_cli("list", "--db", str(db)).stdout
+    assert json.loads(run_cli("delete", victim["id"], "--db", str(db), "--json").stdout)["removed"] == 1
+    assert [v["id"] for v in json.loads(run_cli("list", "--db", str(db), "--json").stdout)["videos"]] == [listed["videos"][1]["id"]]
+
+
+def test_help_version_and_settings_file_mistakes(tmp_path):
+    from vidsearch import __version__
+
+    assert run_cli("--version").stdout.strip() == f"vidsearch {__version__}"
+    helps = {cmd: run_cli(cmd, "--help").stdout for cmd in ("index", "search", "serve", "ui", "train")}
+    for cmd, text in helps.items():
+        assert "<bool>" not in text and not re.search(r"\w \.\s", text), (cmd, text)  # no flag types, no lost defaults
+    assert "[default 1.0]" in helps["index"] and "--model" in helps["ui"]
+    config = tmp_path / "vidsearch.toml"
+    config.write_text("sample_fsp = 2\n")
+    typo = run_cli("status", "--config", str(config), "--db", str(tmp_path / "db"), check=False)
+    assert typo.returncode == 2 and "unknown setting 'sample_fsp'" in typo.stderr and "sample_fps" in typo.stderr
+
+
+def test_model_load_errors_are_ours_alone(tmp_path):
+    """open_clip logs its own error on the root logger before raising; only our message is printed."""
+    (tmp_path / "lib").mkdir()
+    db = tmp_path / "db"
+    failed = run_cli("index", str(tmp_path / "lib"), "--db", str(db), "--model", "tiny", "--pretrained", "no-such-tag", check=False)
+    assert failed.returncode == 2 and "no-such-tag" in failed.stderr
+    assert "ERROR:root" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert not db.exists()

@@ -300,7 +300,8 @@ def list_videos(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = 
         _print_json({"videos": videos, "total": len(videos)})
         return
     table = Table(title=f"{len(videos)} indexed video(s)", title_justify="left")
-    for col in ("id", "title", "duration (s)", "file"):
+    table.add_column("id", no_wrap=True, min_width=max((len(v["id"]) for v in videos), default=2))  # whole, to copy
+    for col in ("title", "duration (s)", "file"):
         table.add_column(col, overflow="fold")
     for v in videos:
         table.add_row(v["id"], escape(v["title"]), f"{v['duration']:.1f}", escape(v["path"]))
