@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -163,3 +165,11 @@ def test_attention_is_the_softmax_of_query_unit_similarities(client, library, ti
     expected = np.exp(logits - logits.max())
     np.testing.assert_allclose(result["frame_weights"], expected / expected.sum(), atol=2e-6)
     assert len(result["frame_weights"]) == len(result["unit_times"]) == len(units)
+
+
+def test_docs_work_on_a_closed_network(client):
+    """Swagger UI's page loads its script and style from this server, not from a CDN."""
+    page = client.get("/docs")
+    assert page.status_code == 200 and "cdn." not in page.text and "https://" not in page.text
+    scripts = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
+    assert len(scripts) >= 2 and all(client.get(url).status_code == 200 for url in scripts), scripts

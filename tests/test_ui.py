@@ -457,3 +457,48 @@ def test_card_shows_matching_text_with_query_words_marked():
     assert badges.index("speech") < badges.index("visual")  # strongest evidence first
     at.button(key="span-0-0").click().run()
     assert at.session_state["play"]["t"] == 12.2 and at.session_state["play"]["video"] == "v"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_ui_and_its_streamlit(tmp_path):
+    """A service manager stops `vidsearch ui` with SIGTERM, sent to that process alone: Streamlit,
+    its child, must stop too instead of keeping the port."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    health = f"http://127.0.0.1:{port}/_stcore/health"
+    cmd = [sys.executable, "-m", "vidsearch.cli", "ui", "--api", f"http://127.0.0.1:{free_port()}", "--port", str(port)]
+    ui = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(health, timeout=1).text == "ok":
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the UI did not start")
+        children = [int(p) for p in Path(f"/proc/{ui.pid}/task/{ui.pid}/children").read_text().split()]
+        assert children, "Streamlit runs as a child of `vidsearch ui`"
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+            time.sleep(0.2)
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "Streamlit outlived `vidsearch ui`"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(health, timeout=1)
+    finally:
+        for pid in children:  # on failure, do not leave a server behind
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+        if ui.poll() is None:
+            ui.kill()

@@ -49,6 +49,7 @@ from . import __version__
 from .client import ApiError, VidsearchClient
 from .config import Settings
 from .lab import commands as lab_commands
+from .ui import run_ui
 
 app = typer.Typer(
     name="vidsearch",
