@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from vidsearch.config import Settings
+from vidsearch.encoders.audio import audio_tokens
+from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # cheap: MiniLM loads on first use
 from vidsearch.store import EncodedVideo, Store, metadata_json
 
 from .discover import Source, discover
@@ -91,8 +93,6 @@ class IndexRun:
         self.progress = progress or Progress()
         tower = getattr(backbone, "audio_tower", None)
         if audio_encoder is None and tower is not None:  # a trained checkpoint brings its audio tower
-            from vidsearch.encoders.audio import audio_tokens
-
             audio_encoder = partial(audio_tokens, tower=tower)
         self.audio_encoder = audio_encoder
         self.summary = RunSummary()
@@ -358,8 +358,6 @@ class IndexRun:
         todo = [v for v in batch if v.spans]
         if not todo:
             return
-        from vidsearch.encoders.sentence import get_sentence_encoder, span_table
-
         encoder = get_sentence_encoder()
         for v in todo:
             v.span_rows = span_table(v.video["video_id"], v.spans, encoder)

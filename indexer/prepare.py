@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vidsearch.encoders.ocr import ocr_frames
+from vidsearch.encoders.speech import get_recognizer, stream_audio
+
 from .decode import DecodedFrames, decode_frames, plan_samples, read_audio
 from .probe import MediaError, ProbeResult, probe
 
@@ -68,8 +71,6 @@ def prepare(job: DecodeJob) -> Prepared | Failed:
             warnings.append(f"audio: {exc}")
     if job.speech and info.has_audio and audio_error is None:
         try:
-            from vidsearch.encoders.speech import get_recognizer, stream_audio
-
             # without an audio tower, stream the soundtrack: hours of audio never sit in memory
             source = audio if audio is not None else stream_audio(path)
             spans += get_recognizer(job.speech_engine, job.speech_model).transcribe(source).spans
@@ -77,8 +78,6 @@ def prepare(job: DecodeJob) -> Prepared | Failed:
             warnings.append(f"speech: {exc}")
     if job.ocr:
         try:
-            from vidsearch.encoders.ocr import ocr_frames
-
             big = decode_frames(path, plan, info.width, info.height, min(job.ocr_height, info.height), crop=False)
             spans += ocr_frames(big.frames, big.unit_start, big.unit_end).spans
         except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
