@@ -92,6 +92,7 @@ def test_errors_are_one_clear_line(tmp_path):
         assert "Usage" in run_cli(cmd, "--help").stdout
 
 
+@pytest.mark.slow
 def test_delete_by_path_via_cli(library_50, tmp_path):
     db = tmp_path / "db"
     clip = sorted(library_50.glob("*.mp4"))[0]
@@ -103,40 +104,45 @@ def test_delete_by_path_via_cli(library_50, tmp_path):
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["unknown"] == ["no-such-id"]
 
 
-def test_an_existing_index_decides_its_model(library_50, tmp_path):
+@pytest.mark.slow
+def test_an_existing_index_decides_its_model_and_list_shows_its_ids(library_50, tmp_path):
     """A second `index` without model flags extends the index with the model it was built with (the
-    default model, ViT-B-32, would not even load offline)."""
+    default model, ViT-B-32, would not even load offline); `list` shows the ids `delete` takes."""
     db = tmp_path / "db"
     first, second = sorted(library_50.glob("*.mp4"))[:2]
     built = json.loads(run_cli("index", str(first), "--db", str(db), *TINY, "--json").stdout)
     more = json.loads(run_cli("index", str(second), "--db", str(db), "--no-speech", "--no-ocr", "--json").stdout)
     assert more["indexed"] == 1 and more["fingerprint"] == built["fingerprint"]
-
-
-def test_list_shows_the_ids_delete_takes(library_50, tmp_path):
-    db = tmp_path / "db"
-    clips = sorted(library_50.glob("*.mp4"))[:2]
-    run_cli("index", *map(str, clips), "--db", str(db), *TINY, "--json")
     listed = json.loads(run_cli("list", "--db", str(db), "--json").stdout)
-    assert listed["total"] == 2 and {v["path"] for v in listed["videos"]} == {str(c.resolve()) for c in clips}
-    victim = listed["videos"][0]
-    assert victim["id"] in run_cli("list", "--db", str(db)).stdout
+    assert listed["total"] == 2 and {v["path"] for v in listed["videos"]} == {str(first.resolve()), str(second.resolve())}
+    victim, kept = listed["videos"]
     assert json.loads(run_cli("delete", victim["id"], "--db", str(db), "--json").stdout)["removed"] == 1
-    assert [v["id"] for v in json.loads(run_cli("list", "--db", str(db), "--json").stdout)["videos"]] == [listed["videos"][1]["id"]]
+    assert [v["id"] for v in json.loads(run_cli("list", "--db", str(db), "--json").stdout)["videos"]] == [kept["id"]]
 
 
-def test_help_version_and_settings_file_mistakes(tmp_path):
+def test_list_help_version_and_settings_file_mistakes(tmp_path, shared_library):
+    """In-process (typer's runner): what these print does not need a fresh interpreter."""
+    from typer.testing import CliRunner
+
     from vidsearch import __version__
+    from vidsearch.cli import app
 
-    assert run_cli("--version").stdout.strip() == f"vidsearch {__version__}"
-    helps = {cmd: run_cli(cmd, "--help").stdout for cmd in ("index", "search", "serve", "ui", "train")}
+    def cli(*args: str):
+        return CliRunner().invoke(app, list(args), env={"COLUMNS": "100"})
+
+    assert cli("--version").stdout.strip() == f"vidsearch {__version__}"
+    helps = {cmd: cli(cmd, "--help").stdout for cmd in ("index", "search", "serve", "ui", "train")}
     for cmd, text in helps.items():
         assert "<bool>" not in text and not re.search(r"\w \.\s", text), (cmd, text)  # no flag types, no lost defaults
     assert "[default 1.0]" in helps["index"] and "--model" in helps["ui"]
     config = tmp_path / "vidsearch.toml"
     config.write_text("sample_fsp = 2\n")
-    typo = run_cli("status", "--config", str(config), "--db", str(tmp_path / "db"), check=False)
-    assert typo.returncode == 2 and "unknown setting 'sample_fsp'" in typo.stderr and "sample_fps" in typo.stderr
+    typo = cli("status", "--config", str(config), "--db", str(tmp_path / "db"))
+    assert typo.exit_code == 2 and "unknown setting 'sample_fsp'" in typo.stderr and "sample_fps" in typo.stderr
+    settings, _ = shared_library
+    table = cli("list", "--db", str(settings.db)).stdout
+    listed = json.loads(cli("list", "--db", str(settings.db), "--json").stdout)
+    assert listed["total"] == 4 and all(v["id"] in table and v["title"] in table for v in listed["videos"])
 
 
 def test_model_load_errors_are_ours_alone(tmp_path):

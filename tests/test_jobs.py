@@ -67,6 +67,7 @@ def served(tmp_path):
     return start
 
 
+@pytest.mark.slow
 def test_a_job_indexes_with_the_settings_of_the_servers_config_file(tmp_path, served):
     clip = make_clip(tmp_path / "lib" / "clip.mp4", seconds=4, source="testsrc2", audio_hz=None)
     db = tmp_path / "db"
@@ -79,6 +80,7 @@ def test_a_job_indexes_with_the_settings_of_the_servers_config_file(tmp_path, se
     assert row["n_units"] == 8  # 4 s at the file's 2 frames per second, not the default 1
 
 
+@pytest.mark.slow
 def test_a_first_job_that_fails_leaves_no_half_made_index(tmp_path, served):
     clip = make_clip(tmp_path / "lib" / "clip.mp4", seconds=2, audio_hz=None)
     db = tmp_path / "db"
