@@ -125,11 +125,12 @@ class SearchEngine:
         else:
             self.text_channels.refresh()
 
-    def _maybe_refresh(self) -> None:
-        """At most every `refresh_seconds`, look for a new version in the background."""
+    def refresh_soon(self, now: bool = False) -> None:
+        """Look for a new version in the background, at most every `refresh_seconds` (`now`: at once,
+        when the caller knows the index changed)."""
         if self.store is None:
             return
-        if time.monotonic() - self._last_check < self.settings.refresh_seconds:
+        if not now and time.monotonic() - self._last_check < self.settings.refresh_seconds:
             return
         self._last_check = time.monotonic()
         threading.Thread(target=self._refresh_quietly, daemon=True).start()
@@ -153,7 +154,7 @@ class SearchEngine:
 
     def plan(self, req: SearchRequest, query_vector: np.ndarray | None = None) -> QueryPlan:
         """Resolve a request against the current snapshot (SearchError when it cannot be answered)."""
-        self._maybe_refresh()
+        self.refresh_soon()
         snap = self._snapshot
         weights = channel_weights(req, self.channels())
         query = self.encode_query(req.query) if query_vector is None else query_vector

@@ -4,8 +4,9 @@ the Prometheus metrics.
 The engine is opened by the app's lifespan, before the first request, so the first search does not
 pay for loading the model and /readyz tells the truth from the start. An index that cannot be opened
 yet (empty, not built, a model that does not load) leaves the engine absent with the reason in
-`engine_error`; it is tried again when an index job finishes, and at most every `refresh_seconds`
-when a request needs it (a `vidsearch index` run in a shell may have built the index meanwhile).
+`engine_error`. It is tried again when an index job finishes; and, when there was no index to open,
+at most every `refresh_seconds` as requests need it (a `vidsearch index` run in a shell may build
+one meanwhile). A model that failed to load is not retried per request: that costs seconds each.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class ServerState:
         self._engine = engine
         self._engine_lock = threading.Lock()
         self._last_try: float | None = None
+        self._retry = True  # whether a request may try again (no index yet) or not (the model failed)
         self.engine_error: str | None = None
         self.metrics = Metrics()
         self.jobs = JobManager(settings, backbone=self._backbone, on_progress=self.refresh, on_finish=self._job_finished)
@@ -62,16 +64,20 @@ class ServerState:
                 try:
                     self._engine = open_engine(self.settings, backbone=backbone)
                     self.engine_error = None
-                except (StoreError, FingerprintMismatch) as exc:
-                    self.engine_error = str(exc)
+                except StoreError as exc:
+                    self.engine_error, self._retry = str(exc), True
+                except FingerprintMismatch as exc:
+                    self.engine_error, self._retry = str(exc), False
                 except Exception as exc:  # noqa: BLE001 - model load problems are reported by /readyz
-                    self.engine_error = f"{type(exc).__name__}: {exc}"
+                    self.engine_error, self._retry = f"{type(exc).__name__}: {exc}", False
                     log.exception("could not open the search engine")
         return self._engine
 
     def engine(self) -> SearchEngine | None:
-        """The engine, or None with `engine_error` saying why (tried again at most every refresh_seconds)."""
-        if self._engine is None and (self._last_try is None or time.monotonic() - self._last_try >= self.settings.refresh_seconds):
+        """The engine, or None with `engine_error` saying why (see the module docstring for retries)."""
+        if self._engine is None and (
+            self._last_try is None or (self._retry and time.monotonic() - self._last_try >= self.settings.refresh_seconds)
+        ):
             self.open()
         return self._engine
 
@@ -84,11 +90,12 @@ class ServerState:
         engine = self._engine
         return engine.backbone if engine is not None else None
 
-    def refresh(self) -> None:
-        """A job committed: look for the new version in the background (never on the job's thread)."""
+    def refresh(self, now: bool = False) -> None:
+        """The index changed: look for the new version in the background, never on the caller's
+        thread (a job's progress: at most every refresh_seconds; `now`: a delete, at once)."""
         engine = self._engine
         if engine is not None:
-            threading.Thread(target=engine._refresh_quietly, daemon=True).start()
+            engine.refresh_soon(now=now)
 
     def _job_finished(self, backbone) -> None:
         if self._engine is None:

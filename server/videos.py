@@ -44,7 +44,7 @@ def delete_video(row: VideoRow, store: IndexStore, state: State) -> dict:
             removed = store.delete_videos([video_id])
     except StoreError as exc:
         raise HTTPException(409, f"{exc}; try again when the running job finishes") from exc
-    state.refresh()
+    state.refresh(now=True)
     return {"deleted": video_id, "removed": removed}
 
 

@@ -2,25 +2,25 @@
 file, its token merging, the model the index was built with; and a first job that fails leaves no
 half-made index behind.
 
-Each test goes in the way a user does (`vidsearch serve --config`, the UI's Library page on a local
-index), so it checks the whole path from the request to the indexer, not one function.
+Each test goes in the way a user does (the app `vidsearch serve --config` builds, the UI's Library
+page on a local index), so it checks the whole path from the request to the indexer.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import pytest
+from fastapi.testclient import TestClient
 
-from api_fixtures import API_KEY, ServerProcess, free_port
+from api_fixtures import API_KEY
 from media import make_clip
-from vidsearch.client import VidsearchClient
+from vidsearch.api_models import JobInfo
 from vidsearch.config import load_settings
 from vidsearch.indexer.pipeline import IndexRun, open_store_for
-from vidsearch.store import Store
+from vidsearch.server import create_app
+from vidsearch.store import Store, StoreError
 from vidsearch.ui.backend import UiConfig, open_backend
 
 
@@ -53,42 +53,45 @@ def test_a_library_page_job_on_a_token_merged_index_keeps_its_merging(tmp_path):
 
 
 @pytest.fixture
-def served(tmp_path):
-    """`vidsearch serve --config lib.toml` on an index that does not exist yet."""
+def served(tmp_path, monkeypatch):
+    """The app `vidsearch serve --config lib.toml` builds (`create_app(settings from the file)`), with
+    its lifespan, on an index that does not exist yet."""
+    for name in [n for n in os.environ if n.startswith("VIDSEARCH_")]:
+        monkeypatch.delenv(name)
 
-    def start(toml: str) -> ServerProcess:
+    def start(toml: str) -> TestClient:
         config = tmp_path / "lib.toml"
         config.write_text(toml)
-        port = free_port()
-        command = [sys.executable, "-m", "vidsearch.cli", "serve", "--config", str(config), "--port", str(port)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VIDSEARCH_")}
-        return ServerProcess("vidsearch serve", command, f"http://127.0.0.1:{port}", "/healthz", tmp_path / "serve.log", env=env, timeout=120)
+        return TestClient(create_app(load_settings(config)), headers={"Authorization": f"Bearer {API_KEY}"})
 
     return start
 
 
-@pytest.mark.slow
+def job_done(client: TestClient, paths: list[str]) -> JobInfo:
+    job = JobInfo.model_validate(client.post("/v1/jobs", json={"paths": paths}).json())
+    return wait(lambda: JobInfo.model_validate(client.get(f"/v1/jobs/{job.id}").json()))
+
+
 def test_a_job_indexes_with_the_settings_of_the_servers_config_file(tmp_path, served):
     clip = make_clip(tmp_path / "lib" / "clip.mp4", seconds=4, source="testsrc2", audio_hz=None)
     db = tmp_path / "db"
     toml = (f'db = "{db}"\nmodel = "tiny"\npretrained = "none"\nsample_fps = 2.0\nspeech = false\nocr = false\n'
             f'api_keys = ["{API_KEY}"]\n')  # fmt: skip
-    with served(toml) as server, VidsearchClient(server.url, API_KEY) as client:
-        done = client.wait_for_job(client.create_job([str(clip.parent)]).id, timeout=300)
+    with served(toml) as client:
+        done = job_done(client, [str(clip.parent)])
     assert done.state == "succeeded", done.error
     (row,) = Store.open(db).videos().to_pylist()
     assert row["n_units"] == 8  # 4 s at the file's 2 frames per second, not the default 1
 
 
-@pytest.mark.slow
 def test_a_first_job_that_fails_leaves_no_half_made_index(tmp_path, served):
     clip = make_clip(tmp_path / "lib" / "clip.mp4", seconds=2, audio_hz=None)
     db = tmp_path / "db"
     toml = f'db = "{db}"\nmodel = "tiny"\ncheckpoint = "{tmp_path / "missing.pt"}"\napi_keys = ["{API_KEY}"]\n'
-    with served(toml) as server, VidsearchClient(server.url, API_KEY) as client:
-        done = client.wait_for_job(client.create_job([str(clip.parent)]).id, timeout=300)
+    with served(toml) as client:
+        done = job_done(client, [str(clip.parent)])
         assert done.state == "failed" and "missing.pt" in done.error and "does not exist" in done.error
-        assert [j.id for j in client.jobs()] == [done.id]  # the server still remembers it
+        assert [j["id"] for j in client.get("/v1/jobs").json()] == [done.id]  # the server still remembers it
     assert not db.exists()
-    status = subprocess.run([sys.executable, "-m", "vidsearch.cli", "status", "--db", str(db)], capture_output=True, text=True)
-    assert status.returncode == 2 and "no index at" in status.stderr
+    with pytest.raises(StoreError, match="no index at"):
+        Store.open(db)

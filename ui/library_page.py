@@ -18,7 +18,7 @@ from vidsearch.api_models import JobInfo
 from vidsearch.ui import cache
 from vidsearch.ui.backend import Backend, BackendError, LibraryStats
 from vidsearch.ui.cards import md_escape
-from vidsearch.ui.messages import guarded, show_error
+from vidsearch.ui.messages import guarded, loading, show_error
 
 JOB = "job_id"  # session key: the job started from this page
 JOB_DONE = "job_done"  # session key: the finished job whose end was already acted on
@@ -139,7 +139,8 @@ def render() -> None:
     st.title("Library", anchor=False)
     st.caption(be.config.describe())
     try:
-        stats = cache.stats(be)
+        with loading(be):
+            stats = cache.stats(be)
     except BackendError as err:
         show_error(err)
         if err.kind in ("unreachable", "auth"):

@@ -12,15 +12,16 @@ about 5 s (measured here).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import __version__
+from .api_models import SearchRequest
+from .client import ApiError, VidsearchClient
 from .clitools import (
     BatchOpt,
     CheckpointOpt,
@@ -40,7 +41,6 @@ from .clitools import (
     SpeechModelOpt,
     SpeechOpt,
     StrideOpt,
-    UserError,
     WinOpt,
     WorkersOpt,
     err,
@@ -50,9 +50,6 @@ from .clitools import (
 from .clitools import fail as _fail
 from .clitools import print_json as _print_json
 from .clitools import settings_from as _settings
-from . import __version__
-from .api_models import SearchRequest
-from .client import ApiError, VidsearchClient
 from .config import Settings
 from .lab import commands as lab_commands
 from .ui import run_ui
