@@ -44,6 +44,8 @@ class Metrics:
 
 
 class ServerState:
+    """The app's shared state (`request.app.state.vidsearch`); safe to use from any request thread."""
+
     def __init__(self, settings: Settings, engine: SearchEngine | None = None):
         self.settings = settings
         self._engine = engine
