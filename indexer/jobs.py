@@ -178,9 +178,10 @@ class JobManager:
         job = self._update(job_id, state="running")
         tracker = JobTracker(lambda p: self._progress(job_id, p))
         existing = set(os.listdir(self.db)) if self.db.is_dir() else None
-        had_index = existing is not None and self._stored_fingerprint() is not None
+        stored = self._stored_fingerprint() if existing is not None else None
+        had_index = stored is not None
         try:
-            backbone = self._model(self._stored_fingerprint() if had_index else None)
+            backbone = self._model(stored)
             store = open_store_for(self.settings, backbone)
             summary = IndexRun(store, backbone, self.settings, progress=tracker).run([Path(p) for p in job.paths], prune=job.kind == "reindex")
         except Exception as exc:  # noqa: BLE001 - every failure is the job's, reported on it
