@@ -20,4 +20,4 @@ else
     "$PY" -m pip install -q torch==2.13.0
     "$PY" -m pip install -q -c constraints.txt -e ".[dev]"
 fi
-"$PY" -c "import vidsearch, vidsearch.indexer, vidsearch.encoders; print('vidsearch installed')"
+"$PY" -c "import vidsearch.cli, vidsearch.server, vidsearch.lab; print('vidsearch installed')"

@@ -177,6 +177,8 @@ def encode(texts: Sequence[str] | Iterable[str], device: str = "cpu") -> np.ndar
 
 def span_table(video_id: str, spans: Sequence[TextSpan], encoder: SentenceEncoder | None = None):
     """`spans` rows (vidsearch.schema.spans_schema) for one video: one batch, one encode call."""
+    # imported here: the decoder processes import this module (through speech and OCR) and never
+    # build rows, and pyarrow costs each of them 0.3-0.7 s and ~25 MB (measured here)
     import pyarrow as pa
 
     from vidsearch.schema import spans_schema

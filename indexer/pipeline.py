@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from vidsearch.config import Settings
+from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # cheap: MiniLM loads on first use
+from vidsearch.encoders.speech import stream_audio
 from vidsearch.store import EncodedVideo, Store, metadata_json
 
 from .discover import Source, discover
@@ -170,7 +172,7 @@ class IndexRun:
         if self._audio_encoder is None:
             tower = getattr(self.backbone, "audio_tower", None)
             if tower is not None:  # a trained checkpoint brings its audio tower
-                from vidsearch.encoders.audio import audio_tokens_stream
+                from vidsearch.encoders.audio import audio_tokens_stream  # imports torch: only once a model is loaded
 
                 self._audio_encoder = partial(audio_tokens_stream, tower=tower)
         return self._audio_encoder
@@ -459,8 +461,6 @@ class IndexRun:
         info = video.probe
         if self.audio_encoder is None or info is None or not info.has_audio:
             return None, None, None
-        from vidsearch.encoders.speech import stream_audio
-
         try:
             with self._turns():
                 starts, ends, vectors = self.audio_encoder(stream_audio(video.item.source.path))
@@ -576,8 +576,6 @@ class IndexRun:
         todo = [v for v in batch if v.spans]
         if not todo:
             return
-        from vidsearch.encoders.sentence import get_sentence_encoder, span_table
-
         encoder = get_sentence_encoder()
         for v in todo:
             try:

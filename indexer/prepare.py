@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vidsearch.encoders.ocr import OcrReader
+from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
+
 from .decode import DecodeReport, FrameChunk, iter_frames, plan_samples, read_audio
 from .probe import MediaError, ProbeResult, probe
 from .segment import colour_histograms, histogram_changes
@@ -148,8 +151,6 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
 
 def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> list:
     """Transcribe the soundtrack as it streams from ffmpeg (hours of audio never sit in memory)."""
-    from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
-
     progress.stage, progress.done, progress.total = "transcribing speech", 0.0, info.duration
 
     def counted():
@@ -163,8 +164,6 @@ def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> list:
 
 def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans: list) -> Iterator[Working]:
     """On-screen text, read chunk by chunk from whole frames at `ocr_height`; spans appended at the end."""
-    from vidsearch.encoders.ocr import OcrReader
-
     progress.stage, progress.done, progress.total = "reading on-screen text", 0.0, float(len(plan))
     reader = OcrReader()
     report = DecodeReport()

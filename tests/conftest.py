@@ -85,8 +85,17 @@ def library_50(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def unseen_synth_corpus(tmp_path_factory) -> Path:
     """A small synthetic corpus with a seed the shipped model did not train on (it trained on seed 7)."""
-    from vidsearch import synth
+    from vidsearch.lab import synth
 
     out = tmp_path_factory.mktemp("synth_unseen")
     synth.generate(out, 8, 11, jobs=2, test_fraction=0.25, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def shared_library(tmp_path_factory, tiny_backbone):
+    """Four indexed clips and one failed file (api_fixtures.build_library), indexed once for the API,
+    fuzz, UI and browser tests. Read-only: a test that indexes or deletes builds its own."""
+    from api_fixtures import build_library
+
+    return build_library(tmp_path_factory.mktemp("library"), tiny_backbone, with_failure=True)

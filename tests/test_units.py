@@ -139,3 +139,19 @@ def test_checkpoint_weights_are_fingerprinted_by_hash(tmp_path, tiny_backbone):
     (tmp_path / "bad.pt").write_bytes(b"junk")
     with pytest.raises(Exception):
         load_backbone("tiny", checkpoint=tmp_path / "nothing.pt")
+
+
+def test_one_model_rule_for_every_command():
+    """encoders.model_spec: an existing index decides its model, a new one takes the settings', and
+    settings that name a model explicitly win (a mismatch is then the store's clear error)."""
+    from vidsearch.encoders import model_spec
+    from vidsearch.fingerprint import Fingerprint
+
+    stored = Fingerprint(model="tiny", weights="random:seed0", dim=256, merging="tome:r=1")
+    default = load_settings(None, db="x")
+    assert model_spec(default, stored) == {"model": "tiny", "pretrained": "none", "checkpoint": None, "merging": "tome:r=1"}
+    assert model_spec(default, None)["model"] == "ViT-B-32"  # a new index: the default
+    named = load_settings(None, db="x", model="ViT-B-16")
+    assert model_spec(named, stored)["model"] == "ViT-B-16" and model_spec(named, None)["model"] == "ViT-B-16"
+    merging = load_settings(None, db="x", token_merging="off")
+    assert model_spec(merging, stored) == {"model": "tiny", "pretrained": "none", "checkpoint": None, "merging": "off"}
