@@ -28,7 +28,7 @@ else
     "$PY" -m pip install -q torch==2.13.0
     "$PY" -m pip install -q -c constraints.txt -e ".[dev]"
 fi
-"$PY" -c "import vidsearch, vidsearch.indexer, vidsearch.encoders; print('vidsearch installed')"
+"$PY" -c "import vidsearch.cli, vidsearch.server, vidsearch.lab; print('vidsearch installed')"
 # PyTriton's tritonserver (CPU) for the Triton tests and the local demo, in its own environment because it
 # needs numpy<2 (~1.5 min the first time). Not fatal: the Triton tests then say why they were skipped.
 "$PY" deploy/triton/local_server.py prepare || echo "warning: PyTriton could not be installed; the Triton tests will be skipped"

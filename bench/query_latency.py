@@ -8,11 +8,11 @@ its scenes. Each video has 10 segments, as the indexer makes them: the whole vid
 to it), so the "right" video is known and the full search's hit rate is a sanity check, not a claim.
 
 What is timed (no text encoding in either; query vectors are passed in):
-- coarse: what `SearchEngine._rank` does first: `CoarseIndex.search(q, k=coarse_segments)` (1000
+- coarse: what the candidate pool (`search/ranking.py`) does first: `CoarseIndex.search(q, k=coarse_segments)` (1000
   segments, so HNSW runs at efSearch = 1000) and `per_video_best` over the hits; beside it the same
   call on an exact index (IndexFlatIP over the very same vectors, no copy), and a plain top-10 ANN
   query at the default efSearch for reference;
-- full: `SearchEngine.search(request, query_vector=q)`: coarse + fusion + X-Pool re-rank of 100
+- full: `search_response(engine, request, query_vector=q)` (what the API answers): coarse + fusion + X-Pool re-rank of 100
   candidate videos from their stored units + moments and the response objects of the first page.
   The engine is built from an in-memory snapshot and pre-seeded feature cache
   (`SearchEngine.from_snapshot`), so no store is read at query time.
@@ -46,14 +46,15 @@ from pathlib import Path
 
 os.environ.setdefault("LANCE_LOG", "error")
 
-import vidsearch.search.engine  # noqa: E402,F401 - imported first, as the server does (import order sets OpenMP knobs)
+import vidsearch.search  # noqa: E402,F401 - imported first, as the server does (import order sets OpenMP knobs)
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vidsearch.api_models import SearchRequest  # noqa: E402
 from vidsearch.config import Settings  # noqa: E402
 from vidsearch.search.coarse import CoarseIndex  # noqa: E402
-from vidsearch.search.engine import SearchEngine, Snapshot, per_video_best  # noqa: E402
+from vidsearch.search import SearchEngine, Snapshot, per_video_best  # noqa: E402
+from vidsearch.server import search_response  # noqa: E402
 from vidsearch.search.features import VideoFeatures  # noqa: E402
 
 DATA_VERSION = 1  # bump when the generator changes, so cached indexes are rebuilt
@@ -356,10 +357,10 @@ def bench_size(n: int, args, log) -> dict:
     engine = SearchEngine.from_snapshot(corpus.snapshot(idx), _NoTextEncoder(args.dim), settings, corpus.features())
     reqs = [(SearchRequest(query=PHRASES[i % len(PHRASES)]), q) for i, q in enumerate(qs)]
     log("  timing the full search ...")
-    full = timed(lambda rq: engine.search(rq[0], query_vector=rq[1]), reqs[args.warmup :], reqs[: args.warmup], args.repeats)
+    full = timed(lambda rq: search_response(engine, rq[0], query_vector=rq[1]), reqs[args.warmup :], reqs[: args.warmup], args.repeats)
     hit1 = hit10 = 0
     for (rq, q), want in zip(reqs[args.warmup :], corpus.query_video[args.warmup :]):
-        got = [r.video.id for r in engine.search(rq, query_vector=q).results]
+        got = [r.video.id for r in search_response(engine, rq, query_vector=q).results]
         hit1 += bool(got) and got[0] == want
         hit10 += want in got
     nt = len(timed_q)

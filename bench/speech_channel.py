@@ -30,8 +30,9 @@ from vidsearch.config import load_settings  # noqa: E402
 from vidsearch.encoders.backbone import load_backbone  # noqa: E402
 from vidsearch.encoders.speech import wer  # noqa: E402
 from vidsearch.indexer.pipeline import IndexRun, open_store_for  # noqa: E402
-from vidsearch.search.engine import SearchEngine  # noqa: E402
-from vidsearch.search.text_channels import TextChannels  # noqa: E402
+from vidsearch.search import SearchEngine  # noqa: E402
+from vidsearch.search import TextChannels  # noqa: E402
+from vidsearch.server import search_response  # noqa: E402
 
 PAIRS = [
     ("the quarterly revenue grew by ten percent", "sales went up ten percent this quarter"),
@@ -118,7 +119,7 @@ def main() -> int:
     moment_hits = 0
     for name, t in truth.items():
         for mode, channels in (("speech", {"speech": 1.0}), ("all", None)):
-            res = engine.search(SearchRequest(query=t["asked"], top_k=10, channels=channels)).results
+            res = search_response(engine, SearchRequest(query=t["asked"], top_k=10, channels=channels)).results
             titles = [r.video.title for r in res]
             ranks[mode].append(titles.index(name) if name in titles else 99)
             if mode == "all" and titles and titles[0] == name and res[0].moments:

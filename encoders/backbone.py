@@ -127,8 +127,14 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 @contextlib.contextmanager
 def _quiet_open_clip():
-    """open_clip warns on the root logger that random init is random; we report weights ourselves."""
-    logging.disable(logging.WARNING)
+    """open_clip warns on the root logger that random init is random, and logs "Failed to download
+    weights" there before it raises; we report weights ourselves (ModelLoadError says what to do).
+
+    A NullHandler on the root logger for the duration keeps `logging.error` from calling
+    `basicConfig`, which would print an "ERROR:root:..." line and leave a stderr handler behind."""
+    logging.disable(logging.ERROR)
+    root, null = logging.getLogger(), logging.NullHandler()
+    root.addHandler(null)
     try:
         import transformers
 
@@ -140,6 +146,7 @@ def _quiet_open_clip():
     try:
         yield
     finally:
+        root.removeHandler(null)
         logging.disable(logging.NOTSET)
         if transformers is not None:
             transformers.logging.set_verbosity(verbosity)
@@ -152,7 +159,7 @@ def _create(oc, model: str, tag: str | None) -> torch.nn.Module:
             torch.manual_seed(RANDOM_SEED)
             return oc.create_model(model, pretrained=None)
     try:
-        with _hub_offline():
+        with _hub_offline(), _quiet_open_clip():
             return oc.create_model(model, pretrained=tag)
     except Exception as cached_exc:  # not in the cache: try the hub, unless it is unreachable
         if not _hub_reachable():
@@ -163,7 +170,8 @@ def _create(oc, model: str, tag: str | None) -> torch.nn.Module:
                 f"--pretrained TAG; `--model tiny` works offline."
             ) from cached_exc
         try:
-            return oc.create_model(model, pretrained=tag)
+            with _quiet_open_clip():
+                return oc.create_model(model, pretrained=tag)
         except Exception as exc:
             raise ModelLoadError(
                 f"could not load weights '{tag}' for model {model}: {exc}. Use --checkpoint PATH for "
@@ -323,6 +331,26 @@ def spec_from_fingerprint(fp: Fingerprint, checkpoint: Path | None = None) -> di
         f"the index was built with model {fp.model} from a checkpoint (sha256 {value}); "
         f"point at that file with --checkpoint PATH (VIDSEARCH_CHECKPOINT)"
     )
+
+
+def model_spec(settings, stored: Fingerprint | None) -> dict:
+    """Which model to load for an index, the one rule for every command, the server and its jobs:
+    an existing index decides its model (its fingerprint names it); a new index takes the settings'
+    (flag, environment, TOML, default). Settings that name a model explicitly (`model`,
+    `pretrained`, `token_merging`) win even over an existing index, so opening it with them is a
+    clear FingerprintMismatch, and `reindex --rebuild --model X` can change it.
+
+    `settings` is a `vidsearch.config.Settings` (its `model_fields_set` tells "asked for" from "default").
+    """
+    asked = settings.model_fields_set
+    from_settings = {"model": settings.model, "pretrained": settings.pretrained, "checkpoint": settings.checkpoint,
+                     "merging": settings.token_merging}  # fmt: skip
+    if stored is None or {"model", "pretrained"} & asked:
+        return from_settings
+    spec = spec_from_fingerprint(stored, settings.checkpoint)
+    if "token_merging" in asked:
+        spec["merging"] = settings.token_merging
+    return spec
 
 
 def load_backbone(

@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_PSM",
     "FrameText",
     "OcrLine",
+    "OcrReader",
     "OcrResult",
     "OcrWord",
     "frame_changed",
@@ -63,7 +64,6 @@ __all__ = [
     "ocr_frames",
     "ocr_image",
     "provenance",
-    "select_frames",
     "thumbnail",
 ]
 
@@ -144,18 +144,6 @@ def frame_changed(a: np.ndarray, b: np.ndarray, level: float = 12.0, fraction: f
     if a.shape != b.shape:
         return True
     return bool((np.abs(a - b) > level).mean() > fraction)
-
-
-def select_frames(frames: Sequence[np.ndarray], level: float = 12.0, fraction: float = 0.001) -> list[int]:
-    """For each frame, the index of the frame whose OCR it uses (itself when it must be read)."""
-    source: list[int] = []
-    ref_i, ref_thumb = -1, None
-    for i, frame in enumerate(frames):
-        t = thumbnail(frame)
-        if ref_thumb is None or frame_changed(ref_thumb, t, level, fraction):
-            ref_i, ref_thumb = i, t
-        source.append(ref_i)
-    return source
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -365,6 +353,94 @@ def _frame_ends(times: np.ndarray, ends: Sequence[float] | None) -> np.ndarray:
     return np.append(times[1:], times[-1] + last)
 
 
+class OcrReader:
+    """On-screen text of one video, read chunk by chunk (frames in time order), so a long video's
+    frames never sit in memory at once. A frame that looks like the last one read reuses its lines,
+    across chunk boundaries too; `spans()` merges repeats over the whole video."""
+
+    def __init__(
+        self,
+        *,
+        psm: int = DEFAULT_PSM,
+        lang: str = "eng",
+        min_conf: float = DEFAULT_MIN_CONF,
+        similarity: float = 0.8,
+        change_level: float = 12.0,
+        change_fraction: float = 0.001,
+        target_height: int = TARGET_HEIGHT,
+        workers: int | None = None,
+    ):
+        self.psm, self.lang, self.min_conf, self.similarity = psm, lang, min_conf, similarity
+        self.change_level, self.change_fraction, self.target_height = change_level, change_fraction, target_height
+        self.workers = workers
+        self.frames: list[FrameText] = []
+        self.reads = self.calls = 0
+        self.seconds = 0.0
+        self.skipped: list[int] = []
+        self._ref_thumb: np.ndarray | None = None
+        self._ref_lines: list[OcrLine] = []
+        self._checked = False
+
+    def _read(self, frame: np.ndarray) -> list[OcrLine]:
+        return ocr_image(frame, psm=self.psm, lang=self.lang, min_conf=self.min_conf, target_height=self.target_height)
+
+    def add(self, frames: Sequence[np.ndarray] | np.ndarray, times: Sequence[float], ends: Sequence[float] | None = None) -> None:
+        times = np.asarray(times, np.float64)
+        if len(frames) != len(times):
+            raise ValueError(f"{len(frames)} frames but {len(times)} times")
+        if len(frames) == 0:
+            return
+        if not self._checked:
+            _check_lang(self.lang)
+            self._checked = True
+        frame_ends = _frame_ends(times, ends)
+        source: list[int] = []  # per frame: the frame of this chunk whose read it uses (-1: the last chunk's)
+        ref = -1
+        for i, frame in enumerate(frames):
+            thumb = thumbnail(frame)
+            if self._ref_thumb is None or frame_changed(self._ref_thumb, thumb, self.change_level, self.change_fraction):
+                self._ref_thumb, ref = thumb, i
+            source.append(ref)
+        to_read = sorted({s for s in source if s >= 0})
+        try:
+            n_cpu = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover
+            n_cpu = os.cpu_count() or 1
+        workers = max(1, min(self.workers or min(n_cpu, 4), len(to_read) or 1))
+        self.calls += sum(has_contrast(frames[i]) for i in to_read)
+        t0 = time.perf_counter()
+        if workers == 1:
+            results = [self._read(frames[i]) for i in to_read]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(self._read, [frames[i] for i in to_read]))
+        self.seconds += time.perf_counter() - t0
+        self.reads += len(to_read)
+        read_lines = dict(zip(to_read, results))
+        offset = len(self.frames)
+        for i, src in enumerate(source):
+            lines = self._ref_lines if src < 0 else read_lines[src]
+            self.frames.append(FrameText(float(times[i]), float(frame_ends[i]), tuple(lines), src == i))
+            if src != i:
+                self.skipped.append(offset + i)
+        if source[-1] >= 0:
+            self._ref_lines = read_lines[source[-1]]
+
+    def spans(self) -> list[TextSpan]:
+        return merge_repeats(self.frames, self.similarity)
+
+    def result(self) -> OcrResult:
+        return OcrResult(
+            frames=self.frames,
+            spans=self.spans(),
+            reads=self.reads,
+            calls=self.calls,
+            seconds=self.seconds,
+            provenance=provenance(self.psm, self.lang, self.min_conf),
+            skipped=self.skipped,
+        )
+
+
 def ocr_frames(
     frames: Sequence[np.ndarray] | np.ndarray,
     times: Sequence[float],
@@ -385,45 +461,7 @@ def ocr_frames(
     are read in parallel by `workers` Tesseract processes (default: the CPU count, at most 4), each
     on one OpenMP thread unless OMP_THREAD_LIMIT says otherwise (see `_SingleThreadEnv`).
     """
-    times = np.asarray(times, np.float64)
-    if len(frames) != len(times):
-        raise ValueError(f"{len(frames)} frames but {len(times)} times")
-    frame_ends = _frame_ends(times, ends)
-    prov = provenance(psm, lang, min_conf)
-    if len(frames) == 0:
-        return OcrResult([], [], 0, 0, 0.0, prov)
-    _check_lang(lang)
-    source = select_frames(frames, change_level, change_fraction)
-    to_read = sorted(set(source))
-    try:
-        n_cpu = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        n_cpu = os.cpu_count() or 1
-    workers = max(1, min(workers or min(n_cpu, 4), len(to_read)))
-
-    def read(i: int) -> list[OcrLine]:
-        return ocr_image(frames[i], psm=psm, lang=lang, min_conf=min_conf, target_height=target_height)
-
-    calls = sum(has_contrast(frames[i]) for i in to_read)
-
-    t0 = time.perf_counter()
-    if workers == 1:
-        results = [read(i) for i in to_read]
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(read, to_read))
-    seconds = time.perf_counter() - t0
-    read_lines = dict(zip(to_read, results))
-    frame_texts = [
-        FrameText(float(times[i]), float(frame_ends[i]), tuple(read_lines[src]), src == i)
-        for i, src in enumerate(source)
-    ]
-    return OcrResult(
-        frames=frame_texts,
-        spans=merge_repeats(frame_texts, similarity),
-        reads=len(to_read),
-        calls=calls,
-        seconds=seconds,
-        provenance=prov,
-        skipped=[i for i, src in enumerate(source) if src != i],
-    )
+    reader = OcrReader(psm=psm, lang=lang, min_conf=min_conf, similarity=similarity, change_level=change_level,
+                       change_fraction=change_fraction, target_height=target_height, workers=workers)  # fmt: skip
+    reader.add(frames, times, ends)
+    return reader.result()

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidsearch.metrics import retrieval_metrics
+
 from .audio import AudioEncoder
 from .backbone import CHECKPOINT_FORMAT, load_backbone
 from .fusion import FusionHead
@@ -200,8 +202,6 @@ class Trainer:
         eval` scores an index): mean pooling, X-Pool, X-Pool + audio fusion. Every frame and the whole
         soundtrack of each video is used, as indexing would; R@1 on the sound-dependent queries too
         when `sound_dependent` (one flag per caption) is given."""
-        from vidsearch.metrics import retrieval_metrics
-
         modules = [m for m in (self.net, self.head, self.audio) if m is not None]
         modes = [m.training for m in modules]
         for m in modules:

@@ -3,23 +3,39 @@
 Folders are walked once; a file is a candidate when its extension says video, or when its extension
 says nothing and its first bytes look like a container we can read (so `clip` or `clip.bin` from a
 camera dump is not missed, and a folder of PDFs costs one `stat` each, not a probe each).
+
+What a walk takes, and what it reports instead of taking (each report becomes a failed `files` row
+with its reason, so nothing vanishes without a word):
+- Files are listed under the path walked (a symlink under its own name, not its target's), so a
+  failure names the file in the library.
+- Hidden files and folders (names starting with "."), including macOS `._` companion files, are skipped.
+- Only regular files are read: a FIFO or device named like a video is reported, never opened (it would
+  block a reader forever).
+- A symbolic link to a file or folder inside the library is taken as a file (the content hash makes
+  it one video with two paths) or skipped as a folder (its content is walked where it lies, and a link
+  back up the tree cannot loop). A link that leads **outside** the library is reported and not followed
+  unless the operator allows it (`follow_symlinks`, off by default: a library should not index what
+  lies elsewhere by accident); a broken link is reported. Folders are never walked twice.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from .probe import file_kind
+
 VIDEO_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".m2ts",
-    ".mts", ".ts", ".3gp", ".3g2", ".ogv", ".vob", ".mxf", ".divx", ".f4v", ".asf",
-}  # fmt: skip
+    ".mts", ".ts", ".3gp", ".3g2", ".ogv", ".vob", ".mxf", ".divx", ".f4v", ".asf", ".gif",
+}  # fmt: skip  (.gif: animated GIFs are short videos; a one-frame GIF fails as "a still image")
 # Extensions that are certainly not video: never sniffed.
 NON_VIDEO_EXTENSIONS = {
-    ".txt", ".md", ".json", ".jsonl", ".csv", ".srt", ".vtt", ".ass", ".jpg", ".jpeg", ".png", ".gif",
+    ".txt", ".md", ".json", ".jsonl", ".csv", ".srt", ".vtt", ".ass", ".jpg", ".jpeg", ".png",
     ".webp", ".pdf", ".html", ".xml", ".py", ".toml", ".yaml", ".yml", ".zip", ".gz", ".lock", ".lance",
     ".manifest", ".txn", ".wav", ".mp3", ".flac", ".aac", ".m4a", ".ogg", ".opus", ".nfo", ".ini",
 }  # fmt: skip
@@ -74,7 +90,12 @@ def is_candidate(path: Path) -> bool:
 
 def _source(path: Path, title: str | None = None, metadata: dict | None = None) -> Source:
     st = path.stat()
-    return Source(path=path.resolve(), size=st.st_size, mtime=st.st_mtime, title=title, metadata=metadata or {})
+    return Source(path=_key_path(path), size=st.st_size, mtime=st.st_mtime, title=title, metadata=metadata or {})
+
+
+def _key_path(path: Path) -> Path:
+    """Absolute and normalised, but not resolved: a file is known by the path the operator sees."""
+    return Path(os.path.abspath(path))
 
 
 def _uri_to_path(value: str, base: Path) -> Path:
@@ -107,8 +128,10 @@ def read_manifest(manifest: Path) -> tuple[list[Source], list[tuple[str, str]]]:
                 if not isinstance(meta, dict):
                     raise DiscoveryError('"metadata" must be an object')
                 path = _uri_to_path(entry["video"], base)
-                if not path.is_file():
+                if not path.exists():
                     raise DiscoveryError(f"video {path} does not exist")
+                if not path.is_file():
+                    raise DiscoveryError(f"video {path} is not a regular file ({file_kind(path.stat().st_mode)})")
                 title = entry.get("title")
                 sources.append(_source(path, str(title) if title is not None else None, meta))
             except json.JSONDecodeError as exc:
@@ -118,28 +141,91 @@ def read_manifest(manifest: Path) -> tuple[list[Source], list[tuple[str, str]]]:
     return sources, problems
 
 
-def discover(paths: list[Path]) -> tuple[list[Source], list[tuple[str, str]]]:
-    """Every candidate video under `paths`, deduplicated by resolved path, in a stable order."""
-    found: dict[str, Source] = {}
-    problems: list[tuple[str, str]] = []
+class _Walk:
+    """One walk over the operator's paths, collecting sources and problems."""
+
+    def __init__(self, roots: list[Path], follow_symlinks: bool):
+        self.roots = [os.path.realpath(r) for r in roots if Path(r).is_dir()]
+        self.follow = follow_symlinks
+        self.found: dict[str, Source] = {}
+        self.problems: list[tuple[str, str]] = []
+        self.visited: set[str] = set()
+
+    def inside(self, real: str) -> bool:
+        return any(real == r or real.startswith(r + os.sep) for r in self.roots)
+
+    def folder(self, folder: Path) -> None:
+        real = os.path.realpath(folder)
+        if real in self.visited:
+            return
+        self.visited.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            self.problems.append((str(_key_path(folder)), f"cannot list folder: {exc.strerror or exc}"))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                if entry.is_symlink():
+                    self.link(path)
+                elif entry.is_dir():
+                    if not entry.name.endswith(".lance"):
+                        self.folder(path)
+                else:
+                    self.file(path, entry.stat(), named=False)
+            except OSError as exc:
+                self.problems.append((str(_key_path(path)), f"cannot read: {exc.strerror or exc}"))
+
+    def link(self, path: Path) -> None:
+        target = os.path.realpath(path)
+        if not os.path.exists(target):
+            self.problems.append((str(_key_path(path)), f"broken symbolic link (points to {os.readlink(path)})"))
+            return
+        inside = self.inside(target)
+        if os.path.isdir(target):
+            if inside:
+                return  # walked where it lies; a link back up the tree must not loop
+            if self.follow:
+                self.folder(path)
+            else:
+                self.problems.append((str(_key_path(path)), f"symbolic link to a folder outside the library ({target}): not followed (allow with --follow-symlinks)"))
+            return
+        if not inside and not self.follow:
+            if is_candidate(Path(target)):
+                self.problems.append((str(_key_path(path)), f"symbolic link leads outside the library ({target}): not followed (allow with --follow-symlinks)"))
+            return
+        self.file(path, path.stat(), named=False)
+
+    def file(self, path: Path, st: os.stat_result, named: bool) -> None:
+        key = str(_key_path(path))
+        if not stat.S_ISREG(st.st_mode):
+            if named or path.suffix.lower() in VIDEO_EXTENSIONS:
+                self.problems.append((key, f"not a regular file ({file_kind(st.st_mode)}): not read"))
+            return
+        if named or is_candidate(path):
+            self.found.setdefault(key, Source(path=Path(key), size=st.st_size, mtime=st.st_mtime))
+
+
+def discover(paths: list[Path], follow_symlinks: bool = False) -> tuple[list[Source], list[tuple[str, str]]]:
+    """Every candidate video under `paths`, deduplicated by path, in a stable order, plus (where,
+    problem) for what was found and cannot be used."""
+    walk = _Walk([Path(p) for p in paths], follow_symlinks)
     for given in paths:
         given = Path(given)
-        if not given.exists():
-            problems.append((str(given), "path does not exist"))
+        if not given.exists() and not given.is_symlink():
+            walk.problems.append((str(given), "path does not exist"))
+        elif not given.exists():
+            walk.problems.append((str(_key_path(given)), f"broken symbolic link (points to {os.readlink(given)})"))
         elif given.is_dir():
-            for root, dirs, files in os.walk(given):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".lance"))
-                for name in sorted(files):
-                    p = Path(root) / name
-                    if not name.startswith(".") and p.is_file() and is_candidate(p):
-                        src = _source(p)
-                        found.setdefault(src.key, src)
+            walk.folder(given)
         elif given.suffix.lower() == MANIFEST_SUFFIX:
             srcs, probs = read_manifest(given)
-            problems.extend(probs)
+            walk.problems.extend(probs)
             for src in srcs:
-                found[src.key] = src  # a manifest's title/metadata win over a plain folder listing
+                walk.found[src.key] = src  # a manifest's title/metadata win over a plain folder listing
         else:
-            src = _source(given)
-            found.setdefault(src.key, src)
-    return sorted(found.values(), key=lambda s: s.key), problems
+            walk.file(given, given.stat(), named=True)  # a file the operator names is taken as it is
+    return sorted(walk.found.values(), key=lambda s: s.key), walk.problems

@@ -1,10 +1,19 @@
-"""The indexing run: discover → hash → (decoder processes: probe, decode) → encode → commit.
+"""The indexing run: discover → hash → (decoder processes: probe, frame chunks, text channels) → encode → commit.
 
-Decoding runs ahead of encoding in separate processes (worker.py; a bounded queue of futures gives
-backpressure), so the encoder never waits on the disk when there is a core to decode on, and a decoder
-crash or hang costs one file, not the run. Frames of several short videos share encoder batches. Commits are
-batched (`flush_videos`) and follow the store's write-then-mark order, so `kill -9` at any point
-loses at most the uncommitted batch, which the next run redoes.
+Decoding runs in separate processes (worker.py) and streams each video as chunks of frames, so the
+encoder never waits on the disk when there is a core to decode on, memory stays bounded whatever a
+video's length, and a decoder crash or hang costs one file, not the run. Frames of several short videos
+share encoder batches. Commits are batched (`flush_videos`) and follow the store's write-then-mark
+order, so `kill -9` at any point loses at most the uncommitted batch, which the next run redoes.
+
+**A video fails alone.** Every stage that handles one video (decoding, encoding, the audio tower,
+embedding its text, committing) fails that video, recorded in `files` with its reason, and never the
+batch or the run: a shared encoder batch or commit that fails is retried video by video. Only what
+would fail every file for a reason that is not the file's (decoders that cannot start, a store that
+refuses every write) stops the run, with what was committed kept.
+
+**Deletes last.** A file the user deleted stays out of later runs over its folder (its `files` row is
+marked `deleted`) until it is named again: `vidsearch index path/to/file.mp4`, or `--restore` for a folder.
 """
 
 from __future__ import annotations
@@ -14,31 +23,38 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vidsearch.config import Settings
+from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # cheap: MiniLM loads on first use
+from vidsearch.encoders.speech import stream_audio
 from vidsearch.store import EncodedVideo, Store, metadata_json
 
 from .discover import Source, discover
 from .hashing import content_hash
-from .prepare import DecodeJob, Failed, Prepared
+from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working
+from .probe import ProbeResult
 from .segment import make_segments, pool_segments
 from .sidecar import sidecar_spans
-from .worker import DecoderPool
+from .worker import DecoderPool, DecoderStartError, JobStream
 
 FLUSH_SECONDS = 10.0
 
 
 def default_decode_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
+
+
 _DONE = object()
+
+
+class IndexRunError(RuntimeError):
+    """The run cannot go on for a reason that is not one file's; everything committed so far is kept."""
 
 
 @dataclass
@@ -48,11 +64,12 @@ class RunSummary:
     failed: int = 0
     removed: int = 0
     linked: int = 0  # new paths whose content was already indexed (no encoding)
+    excluded: int = 0  # files a user deleted, left out (name them again to bring them back)
     units: int = 0
     video_seconds: float = 0.0
     elapsed: float = 0.0
     failures: list[dict] = field(default_factory=list)
-    warnings: list[dict] = field(default_factory=list)  # indexed, but a text channel failed
+    warnings: list[dict] = field(default_factory=list)  # indexed, with a part lost (damaged stretch, text channel)
     spans: int = 0
 
     def as_dict(self) -> dict:
@@ -71,7 +88,44 @@ class Progress:
 class _Item:
     source: Source
     video_id: str
-    future: Future | None  # None: content already indexed, only the path is new
+    stream: JobStream | None  # None: content already indexed, or being indexed from another path
+
+
+@dataclass(eq=False)  # identity: a video is itself, whatever it holds
+class _Video:
+    """One video on its way through the encoder: its probe, what came back so far, what is left."""
+
+    item: _Item
+    probe: ProbeResult | None = None
+    frame_start: list[np.ndarray] = field(default_factory=list)  # sampled frames (shots are cut between them)
+    changes: list[np.ndarray] = field(default_factory=list)
+    unit_vectors: list[np.ndarray] = field(default_factory=list)  # encoded units (frames, or merged groups)
+    unit_start: list[np.ndarray] = field(default_factory=list)
+    unit_end: list[np.ndarray] = field(default_factory=list)
+    waiting: int = 0  # frames in the encoder buffer
+    finished: Finished | None = None
+    failed: bool = False
+
+
+@dataclass
+class _EncodeBuffer:
+    """Frames waiting for the encoder, from one or several videos, in order."""
+
+    chunks: list[tuple[_Video, Chunk]] = field(default_factory=list)
+    done: list[_Video] = field(default_factory=list)  # finished videos whose last frames are in here
+
+    @property
+    def frames(self) -> int:
+        return sum(len(c.frames) for _, c in self.chunks)
+
+    def add(self, video: _Video, chunk: Chunk) -> None:
+        self.chunks.append((video, chunk))
+        video.waiting += len(chunk.frames)
+
+    def drop(self, video: _Video) -> None:
+        self.chunks = [(v, c) for v, c in self.chunks if v is not video]
+        self.done = [v for v in self.done if v is not video]
+        video.waiting = 0
 
 
 class IndexRun:
@@ -83,29 +137,53 @@ class IndexRun:
         backbone,
         settings: Settings,
         progress: Progress | None = None,
-        audio_encoder: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+        audio_encoder: Callable[[Iterable[np.ndarray]], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
     ):
+        """`backbone` is a loaded model, or a function that loads one: then it is loaded only when a file
+        needs encoding (a run with nothing to do does not pay the model's start-up), and checked then
+        against the model the index was built with."""
         self.store = store
-        self.backbone = backbone
+        if hasattr(backbone, "encode_units"):
+            self._backbone, self._load = backbone, None
+        else:
+            self._backbone, self._load = None, backbone
         self.settings = settings
         self.progress = progress or Progress()
-        tower = getattr(backbone, "audio_tower", None)
-        if audio_encoder is None and tower is not None:  # a trained checkpoint brings its audio tower
-            from vidsearch.encoders.audio import audio_tokens
-
-            audio_encoder = partial(audio_tokens, tower=tower)
-        self.audio_encoder = audio_encoder
+        self._audio_encoder = audio_encoder
         self.summary = RunSummary()
         self._pending: list[EncodedVideo] = []
         self._pending_files: list[dict] = []
         self._last_flush = time.monotonic()
         self._turns = contextlib.nullcontext
+        self._outcome: dict[str, tuple[str, str | None]] = {}  # content hash -> (status, error) in this run
+        self._parked: dict[str, list[Source]] = {}  # copies waiting for their content's outcome
+        self._first_path: dict[str, str] = {}  # content hash -> the path being indexed for it
+        self._current: JobStream | None = None
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            self._backbone = self._load()
+            self.store.use_fingerprint(self._backbone.fingerprint)
+        return self._backbone
+
+    @property
+    def audio_encoder(self) -> Callable | None:
+        if self._audio_encoder is None:
+            tower = getattr(self.backbone, "audio_tower", None)
+            if tower is not None:  # a trained checkpoint brings its audio tower
+                from vidsearch.encoders.audio import audio_tokens_stream  # imports torch: only once a model is loaded
+
+                self._audio_encoder = partial(audio_tokens_stream, tower=tower)
+        return self._audio_encoder
 
     # -- planning ------------------------------------------------------------------------------
-    def plan(self, sources: list[Source]) -> list[Source]:
-        """Sources that changed since the last run (by path, size and mtime); the rest are skipped."""
+    def plan(self, sources: list[Source], named: set[str] | None = None, restore: bool = False) -> list[Source]:
+        """Sources that changed since the last run (by path, size and mtime); the rest are skipped. Files a
+        user deleted stay out unless named on the command line (`named`) or `restore` is set."""
         files = self.store.files()
         indexed = self.store.indexed_ids()
+        named = named or set()
         known = {
             p: (s, m, st, v)
             for p, s, m, st, v in zip(
@@ -119,50 +197,50 @@ class IndexRun:
         todo = []
         for src in sources:
             seen = known.get(src.key)
+            if seen is not None and seen[2] == "deleted" and not (restore or src.key in named):
+                self.summary.excluded += 1
+                continue
             unchanged = seen is not None and seen[0] == src.size and seen[1] == src.mtime
-            if unchanged and (seen[2] == "failed" or seen[3] in indexed):
+            if unchanged and ((seen[2] == "failed" and not self.settings.retry_failed) or (seen[2] == "indexed" and seen[3] in indexed)):
                 self.summary.skipped += 1
             else:
                 todo.append(src)
         return todo
 
-    def prune(self, roots: list[Path], sources: list[Source]) -> None:
+    def prune(self, roots: list[Path], keep: set[str]) -> None:
         """Forget files under `roots` that are gone, and videos no file points at any more."""
-        found = {s.key for s in sources}
-        dirs = [str(Path(r).resolve()) + os.sep for r in roots if Path(r).is_dir()]
-        singles = {str(Path(r).resolve()) for r in roots if not Path(r).is_dir()}
+        dirs = [os.path.abspath(r) + os.sep for r in roots if Path(r).is_dir()]
+        singles = {os.path.abspath(r) for r in roots if not Path(r).is_dir()}
         files = self.store.files()
         gone = [
             p
             for p in files["path"].to_pylist()
-            if p not in found and (any(p.startswith(d) for d in dirs) or p in singles or not Path(p).exists())
+            if p not in keep and (any(p.startswith(d) for d in dirs) or p in singles or not os.path.lexists(p))
         ]
-        self.store.delete_files(gone)
+        self.store.forget_files(gone)
         self.summary.removed += self._drop_unreferenced()
 
     def _drop_unreferenced(self) -> int:
-        files = self.store.files()
-        referenced = set(v for v, st in zip(files["video_id"].to_pylist(), files["status"].to_pylist()) if st == "indexed")
-        return self.store.delete_videos(self.store.indexed_ids() - referenced)
+        return self.store.purge_videos(self.store.indexed_ids() - self.store.referenced_ids())
 
     # -- running -------------------------------------------------------------------------------
-    def run(self, paths: list[Path], prune: bool = False) -> RunSummary:
+    def run(self, paths: list[Path], prune: bool = False, restore: bool = False) -> RunSummary:
         t0 = time.monotonic()
-        if self.settings.threads:
-            torch.set_num_threads(self.settings.threads)
         with self.store.write_lock():
             self.store.remove_orphans()
-            sources, problems = discover(paths)
+            sources, problems = discover(paths, follow_symlinks=self.settings.follow_symlinks)
             for where, problem in problems:
                 self._fail_path(where, problem)
             if prune:
-                self.prune(paths, sources)
-            todo = self.plan(sources)
+                self.prune(paths, {s.key for s in sources} | {w for w, _ in problems})
+            named = {os.path.abspath(p) for p in paths if not Path(p).is_dir()}
+            todo = self.plan(sources, named, restore)
             self.progress.start(len(todo))
             try:
                 self._run_pipeline(todo)
             finally:
                 self._flush()
+                self._settle_parked()
                 self.progress.stop()
             self.summary.removed += self._drop_unreferenced()  # old content of changed files
             if self.summary.spans:
@@ -175,28 +253,39 @@ class IndexRun:
     def _run_pipeline(self, todo: list[Source]) -> None:
         if not todo:
             return
-        pool = DecoderPool(self.settings.decode_workers or default_decode_workers())
+        import torch  # here, not at the top: a run with nothing to do never pays its import (~2-3 s)
+
+        _limit_malloc_arenas()
+
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+        self.backbone  # load (and check) the model before any decoder starts
+        pool = DecoderPool(self.settings.decode_workers or default_decode_workers(), self.settings.decode_stall_seconds)
         self._turns = pool.paused if not self._overlap() else contextlib.nullcontext
         items: queue.Queue = queue.Queue(maxsize=self.settings.decode_ahead)
         stop = threading.Event()
         feeder = threading.Thread(target=self._feed, args=(todo, pool, items, stop), daemon=True)
         feeder.start()
+        completed = False
         try:
             self._consume(items)
+            completed = True
         finally:
+            if self._current is not None:
+                self._current.cancel()
             stop.set()
             while feeder.is_alive():  # unblock a feeder waiting on a full queue
-                try:
-                    items.get_nowait()
-                except queue.Empty:
-                    feeder.join(0.05)
-            pool.shutdown()
+                _cancel_queued(items)
+                feeder.join(0.05)
+            _cancel_queued(items)
+            pool.shutdown(kill=not completed)
 
     def _feed(self, todo: list[Source], pool: DecoderPool, items: queue.Queue, stop: threading.Event) -> None:
-        """Hash each file and queue its decode; content already indexed is linked without decoding."""
+        """Hash each file and queue its decode; content already indexed (or claimed by an earlier file of
+        this run) is linked without decoding, once that content's outcome is known."""
         indexed = self.store.indexed_ids()
+        failed_before = {} if self.settings.retry_failed else self.store.failed_content()
         claimed: set[str] = set()
-        want_audio = self.audio_encoder is not None
         try:
             for src in todo:
                 if stop.is_set():
@@ -204,47 +293,68 @@ class IndexRun:
                 try:
                     vid = content_hash(src.path)
                 except OSError as exc:
-                    items.put((src, f"cannot read file: {exc}"))
+                    items.put((src, None, f"cannot read file: {exc.strerror or exc}"))
+                    continue
+                first = failed_before.get(vid)
+                if first is not None and first[0] != src.key:  # this content failed before, at another path
+                    items.put((src, vid, f"same content as {first[0]}, which failed: {first[1]}"))
                     continue
                 if vid in indexed or vid in claimed:
                     items.put(_Item(src, vid, None))
                     continue
                 claimed.add(vid)
-                job = self._job(src, want_audio)
-                items.put(_Item(src, vid, pool.submit(job)))
+                items.put(_Item(src, vid, pool.stream(self._job(src))))
         finally:
             items.put(_DONE)
 
-    def _job(self, src: Source, want_audio: bool) -> DecodeJob:
+    def _job(self, src: Source) -> DecodeJob:
         s = self.settings
-        return DecodeJob(str(src.path), s.sample_fps, self.backbone.image_size, want_audio,
+        return DecodeJob(str(src.path), s.sample_fps, self.backbone.image_size, want_audio=False,
                          speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr)  # fmt: skip
 
     def _consume(self, items: queue.Queue) -> None:
-        ready: list[tuple[_Item, Prepared]] = []
+        buf = _EncodeBuffer()
         while True:
             got = items.get()
             if got is _DONE:
                 break
-            if isinstance(got, tuple):  # (source, error) from the feeder
-                self._fail(got[0], None, got[1])
+            if isinstance(got, tuple):  # (source, content hash or None, error) from the feeder
+                self._fail(*got)
                 self.progress.advance(videos=1)
                 continue
             item: _Item = got
-            if item.future is None:
-                self._link(item)
+            if item.stream is None:
+                self._link(item.source, item.video_id)
                 continue
-            result = item.future.result()
-            if isinstance(result, Failed):
-                self._fail(item.source, item.video_id, result.error)
-                self.progress.advance(videos=1)
-                continue
-            ready.append((item, result))
-            frames = sum(len(p.frames.frames) for _, p in ready)
-            if frames >= self.settings.batch_size or items.empty():
-                self._encode(ready)
-                ready = []
-        self._encode(ready)
+            self._first_path[item.video_id] = item.source.key
+            self._current = item.stream
+            video = _Video(item)
+            try:
+                for reply in item.stream:
+                    if isinstance(reply, Started):
+                        video.probe = reply.probe
+                    elif isinstance(reply, Chunk):
+                        buf.add(video, reply)
+                        video.frame_start.append(reply.unit_start)
+                        video.changes.append(reply.changes)
+                        if buf.frames >= self.settings.batch_size:
+                            self._encode(buf)
+                    elif isinstance(reply, Finished):
+                        video.finished = reply
+                        if video.waiting:
+                            buf.done.append(video)
+                        else:
+                            self._complete(video)
+                    elif isinstance(reply, Failed):
+                        buf.drop(video)
+                        self._fail_video(video, reply.error)
+                    elif not isinstance(reply, Working):  # pragma: no cover - a protocol bug
+                        raise TypeError(f"unexpected decoder reply {type(reply).__name__}")
+            except DecoderStartError as exc:
+                raise IndexRunError(f"{exc}; nothing was recorded for the files not yet indexed, run again once fixed") from exc
+            if video.finished is not None and items.empty():
+                self._encode(buf)  # nothing else is ready: do not hold frames back
+        self._encode(buf)
 
     def _overlap(self) -> bool:
         """Run decoders during encoding only where they do not take the encoder's cores."""
@@ -253,80 +363,156 @@ class IndexRun:
             return mode == "on"
         if getattr(self.backbone, "device", None) is not None and self.backbone.device.type != "cpu":
             return True
+        import torch
+
         workers = self.settings.decode_workers or default_decode_workers()
         return (os.cpu_count() or 1) >= torch.get_num_threads() + workers
 
-    def _encode(self, ready: list[tuple[_Item, Prepared]]) -> None:
-        """Encode the frames of several videos in shared batches, then split them back per video."""
-        if not ready:
-            return
-        frames = np.concatenate([p.frames.frames for _, p in ready])
-        starts = np.concatenate([p.frames.unit_start for _, p in ready])
-        ends = np.concatenate([p.frames.unit_end for _, p in ready])
-        owner = np.repeat(np.arange(len(ready)), [len(p.frames.frames) for _, p in ready])
+    # -- encoding ------------------------------------------------------------------------------
+    def _encode(self, buf: _EncodeBuffer) -> None:
+        """Encode the buffered frames of several videos in shared batches, then hand the units back per
+        video. If the shared batch fails, each video is encoded alone, so one bad video fails alone."""
+        chunks, done = buf.chunks, buf.done
+        buf.chunks, buf.done = [], []
+        if chunks:
+            videos = list(dict.fromkeys(v for v, _ in chunks))
+            try:
+                self._encode_videos(videos, chunks)
+            except Exception:  # noqa: BLE001 - find the video that broke the batch
+                for video in videos:
+                    try:
+                        self._encode_videos([video], [(v, c) for v, c in chunks if v is video])
+                    except Exception as exc:  # noqa: BLE001
+                        self._fail_video(video, f"the encoder failed on this video: {type(exc).__name__}: {exc}")
+            self.progress.advance(frames=sum(len(c.frames) for _, c in chunks))
+        for video in done:
+            if not video.failed:
+                self._complete(video)
+
+    def _encode_videos(self, videos: list[_Video], chunks: list[tuple[_Video, Chunk]]) -> None:
+        index = {v: i for i, v in enumerate(videos)}
+        frames = np.concatenate([c.frames for _, c in chunks])
+        starts = np.concatenate([c.unit_start for _, c in chunks])
+        ends = np.concatenate([c.unit_end for _, c in chunks])
+        owner = np.repeat([index[v] for v, _ in chunks], [len(c.frames) for _, c in chunks])
         with self._turns():
             vectors, u_start, u_end, u_owner = self.backbone.encode_units(frames, starts, ends, owner, self.settings.batch_size)
-        bounds = np.searchsorted(u_owner, np.arange(len(ready) + 1))  # units come back grouped by video
-        for i, (item, prep) in enumerate(ready):
+        bounds = np.searchsorted(u_owner, np.arange(len(videos) + 1))  # units come back grouped by video
+        for i, video in enumerate(videos):
             a, b = bounds[i], bounds[i + 1]
-            self._add_encoded(item, prep, vectors[a:b], u_start[a:b], u_end[a:b])
-        self.progress.advance(videos=len(ready), frames=len(frames))
+            video.unit_vectors.append(vectors[a:b])
+            video.unit_start.append(u_start[a:b])
+            video.unit_end.append(u_end[a:b])
+            video.waiting = 0
 
-    def _add_encoded(self, item: _Item, prep: Prepared, vectors: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray) -> None:
-        s, info, fr = self.settings, prep.probe, prep.frames
-        segs = make_segments(info.duration, fr.frames, fr.unit_start, s.window_seconds, s.window_stride, s.shot_threshold)
-        audio = (None, None, None)
-        if self.audio_encoder is not None and prep.audio is not None and len(prep.audio):
-            audio = self.audio_encoder(prep.audio)
-        src = item.source
-        spans = list(prep.spans) + sidecar_spans(src.path, src.title or src.path.stem, src.metadata, info.duration)
-        if prep.warnings:
-            self.summary.warnings.append({"path": src.key, "warning": "; ".join(prep.warnings)})
-        self._pending.append(
-            EncodedVideo(
-                video={
-                    "video_id": item.video_id,
-                    "path": src.key,
-                    "title": src.title or src.path.stem,
-                    "metadata": metadata_json(src.metadata),
-                    "duration": info.duration,
-                    "fps": info.fps,
-                    "width": info.width,
-                    "height": info.height,
-                    "size_bytes": src.size,
-                    "has_audio": info.has_audio,
-                    "n_units": len(vectors),
-                    "decoder": fr.decoder,
-                },
-                unit_start=unit_start,
-                unit_end=unit_end,
-                unit_vectors=vectors,
-                seg_kind=segs.kind,
-                seg_start=segs.start,
-                seg_end=segs.end,
-                seg_vectors=pool_segments(segs, unit_start, unit_end, vectors),
-                audio_start=audio[0],
-                audio_end=audio[1],
-                audio_vectors=audio[2],
-                files=[self._file_row(src, item.video_id, "indexed", "; ".join(prep.warnings) or None)],
-                spans=spans,
-            )
-        )
-        self.summary.indexed += 1
-        self.summary.units += len(vectors)
-        self.summary.video_seconds += info.duration
-        self._maybe_flush()
-
-    def _link(self, item: _Item) -> None:
-        self._pending_files.append(self._file_row(item.source, item.video_id, "indexed", None))
-        self.summary.linked += 1
+    def _complete(self, video: _Video) -> None:
+        """All of a video's frames are encoded: segments, audio tokens and rows for the next commit."""
+        try:
+            self._pending.append(self._encoded(video))
+        except Exception as exc:  # noqa: BLE001 - a bug on one video's data must cost only that video
+            self._fail_video(video, f"could not assemble the index rows: {type(exc).__name__}: {exc}")
+            return
         self.progress.advance(videos=1)
         self._maybe_flush()
+
+    def _encoded(self, video: _Video) -> EncodedVideo:
+        s, info, item, finished = self.settings, video.probe, video.item, video.finished
+        assert info is not None and finished is not None
+        vectors = np.concatenate(video.unit_vectors)
+        unit_start, unit_end = np.concatenate(video.unit_start), np.concatenate(video.unit_end)
+        frame_start, changes = np.concatenate(video.frame_start), np.concatenate(video.changes)
+        seg_duration = float(unit_end.max())  # the decodable part (all of it, unless the file ends early)
+        segs = make_segments(seg_duration, changes, frame_start, s.window_seconds, s.window_stride, s.shot_threshold)
+        warnings = list(finished.warnings)
+        audio = self._audio(video, warnings)
+        src = item.source
+        spans = list(finished.spans) + sidecar_spans(src.path, src.title or src.path.stem, src.metadata, info.duration)
+        return EncodedVideo(
+            video={
+                "video_id": item.video_id,
+                "path": src.key,
+                "title": src.title or src.path.stem,
+                "metadata": metadata_json(src.metadata),
+                "duration": info.duration,
+                "fps": info.fps,
+                "width": info.width,
+                "height": info.height,
+                "size_bytes": src.size,
+                "has_audio": info.has_audio,
+                "n_units": len(vectors),
+                "decoder": finished.decoder,
+            },
+            unit_start=unit_start,
+            unit_end=unit_end,
+            unit_vectors=vectors,
+            seg_kind=segs.kind,
+            seg_start=segs.start,
+            seg_end=segs.end,
+            seg_vectors=pool_segments(segs, unit_start, unit_end, vectors),
+            audio_start=audio[0],
+            audio_end=audio[1],
+            audio_vectors=audio[2],
+            files=[self._file_row(src, item.video_id, "indexed", "; ".join(warnings) or None)],
+            spans=spans,
+        )
+
+    def _audio(self, video: _Video, warnings: list[str]) -> tuple:
+        """Audio tokens from the soundtrack, streamed from ffmpeg (bounded memory); a failure is a warning."""
+        info = video.probe
+        if self.audio_encoder is None or info is None or not info.has_audio:
+            return None, None, None
+        try:
+            with self._turns():
+                starts, ends, vectors = self.audio_encoder(stream_audio(video.item.source.path))
+        except Exception as exc:  # noqa: BLE001 - the visual index is kept
+            warnings.append(f"audio: {exc}")
+            return None, None, None
+        if not len(vectors):
+            return None, None, None
+        return starts + info.audio_start, ends + info.audio_start, vectors
+
+    # -- outcomes ------------------------------------------------------------------------------
+    def _link(self, src: Source, video_id: str) -> None:
+        """A path whose content is indexed, or is being indexed from another path in this run."""
+        outcome = self._outcome.get(video_id)
+        if outcome is None and video_id in self._first_path:
+            self._parked.setdefault(video_id, []).append(src)  # settled when that content commits or fails
+            return
+        if outcome is not None and outcome[0] == "failed":
+            self._fail(src, video_id, f"same content as {self._first_path.get(video_id, 'another file')}, which failed: {outcome[1]}")
+        else:
+            self._pending_files.append(self._file_row(src, video_id, "indexed", None))
+            self.summary.linked += 1
+        self.progress.advance(videos=1)
+        self._maybe_flush()
+
+    def _resolve(self, video_id: str, status: str, error: str | None = None) -> None:
+        self._outcome[video_id] = (status, error)
+        for src in self._parked.pop(video_id, []):
+            self._link(src, video_id)
+
+    def _settle_parked(self) -> None:
+        """Copies whose content has an outcome are recorded; the rest (a run that stopped) are left for
+        the next run, unrecorded."""
+        for video_id in [v for v in self._parked if v in self._outcome]:
+            self._resolve(video_id, *self._outcome[video_id])
+        self._parked.clear()
+        self.store.record_files(self._pending_files)
+        self._pending_files = []
+
+    def _fail_video(self, video: _Video, error: str) -> None:
+        if video.failed:
+            return
+        video.failed = True
+        self._fail(video.item.source, video.item.video_id, error)
+        self.progress.advance(videos=1)
 
     def _fail(self, src: Source, video_id: str | None, error: str) -> None:
         self._pending_files.append(self._file_row(src, video_id, "failed", error))
         self.summary.failed += 1
         self.summary.failures.append({"path": src.key, "error": error})
+        if video_id is not None and video_id in self._first_path and self._first_path[video_id] == src.key:
+            self._resolve(video_id, "failed", error)
         self._maybe_flush()
 
     def _fail_path(self, where: str, error: str) -> None:
@@ -339,31 +525,90 @@ class IndexRun:
         return {"path": src.key, "size": src.size, "mtime": src.mtime, "video_id": video_id or None,
                 "status": status, "error": error}  # fmt: skip
 
+    # -- committing ----------------------------------------------------------------------------
     def _maybe_flush(self) -> None:
         if len(self._pending) >= self.settings.flush_videos or time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self._flush()
 
     def _flush(self) -> None:
-        # videos first (vectors and spans, then their visibility rows); then files that only point at
-        # content already committed, so a `files` row never names a video that is not visible.
-        self._embed_spans(self._pending)
-        self.store.commit(self._pending)
-        self.store.record_files(self._pending_files)
-        self._pending, self._pending_files = [], []
+        """Commit the pending videos (vectors and spans, then their visibility rows), then files that only
+        point at content already committed, so a `files` row never names a video that is not visible."""
+        batch, self._pending = self._pending, []
         self._last_flush = time.monotonic()
+        if batch:
+            self._embed_spans(batch)
+            try:
+                self.store.commit(batch)
+                committed = batch
+            except Exception:  # noqa: BLE001 - retry one by one, so one bad video fails alone
+                committed = self._commit_each(batch)
+            for v in committed:
+                self.summary.indexed += 1
+                self.summary.units += len(v.unit_vectors)
+                self.summary.video_seconds += v.video["duration"]
+                if v.files[0]["error"]:
+                    self.summary.warnings.append({"path": v.files[0]["path"], "warning": v.files[0]["error"]})
+                self._resolve(v.video["video_id"], "indexed")
+        files, self._pending_files = self._pending_files, []
+        self.store.record_files(files)
 
+    def _commit_each(self, batch: list[EncodedVideo]) -> list[EncodedVideo]:
+        self.store.purge_videos([v.video["video_id"] for v in batch])  # what the failed batch wrote
+        committed, errors = [], []
+        for v in batch:
+            try:
+                self.store.commit([v])
+                committed.append(v)
+            except Exception as exc:  # noqa: BLE001
+                self.store.purge_videos([v.video["video_id"]])
+                errors.append((v, exc))
+        if errors and not committed and len(batch) > 1:
+            raise IndexRunError(f"the index at {self.store.path} refused every write ({type(errors[0][1]).__name__}: {errors[0][1]}); what was committed before is kept")
+        for v, exc in errors:
+            src = v.files[0]
+            self._fail(Source(Path(src["path"]), src["size"], src["mtime"]), v.video["video_id"],
+                       f"could not be written to the index: {type(exc).__name__}: {exc}")  # fmt: skip
+        return committed
 
     def _embed_spans(self, batch: list[EncodedVideo]) -> None:
-        """Timed text -> `spans` rows with sentence vectors (the encoder loads on first use only)."""
+        """Timed text -> `spans` rows with sentence vectors (the encoder loads on first use only). A video
+        whose text cannot be embedded keeps its visual index, with a warning."""
         todo = [v for v in batch if v.spans]
         if not todo:
             return
-        from vidsearch.encoders.sentence import get_sentence_encoder, span_table
-
         encoder = get_sentence_encoder()
         for v in todo:
-            v.span_rows = span_table(v.video["video_id"], v.spans, encoder)
-            self.summary.spans += v.span_rows.num_rows
+            try:
+                v.span_rows = span_table(v.video["video_id"], v.spans, encoder)
+                self.summary.spans += v.span_rows.num_rows
+            except Exception as exc:  # noqa: BLE001
+                v.span_rows = None
+                warning = f"text channels: could not embed {len(v.spans)} spans: {type(exc).__name__}: {exc}"
+                row = v.files[0]
+                row["error"] = "; ".join(filter(None, [row.get("error"), warning]))
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena; with the feeder, decoder-pool and torch threads of a
+    long run that held freed memory and let the indexer's peak grow with a video's length. Two arenas
+    (MALLOC_ARENA_MAX, set for the decoders too) keep it flat. Not glibc: nothing to do."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+def _cancel_queued(items: queue.Queue) -> None:
+    """Empty the queue of decoded items, cancelling their decodes (a run that stopped)."""
+    while True:
+        try:
+            got = items.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(got, _Item) and got.stream is not None:
+            got.stream.cancel()
 
 
 def open_store_for(settings: Settings, backbone, rebuild: bool = False) -> Store:

@@ -1,22 +1,32 @@
-"""The decoder processes' job: probe one file, decode its sampled frames (and audio when wanted),
-and read its text channels: speech (ASR with word times) and on-screen text (OCR).
+"""The decoder processes' job, as a sequence of steps: probe one file, decode its sampled frames chunk
+by chunk, then read its text channels: speech (ASR with word times) and on-screen text (OCR).
 
-Runs in a separate process (see pipeline.py): decoding a hostile file can crash a native decoder,
-and this keeps such a crash from taking the indexing run with it; ASR and OCR run here too, so they
-overlap with encoding where there are cores for it. A failed text channel is a warning, never a lost
-video: the visual index is kept. Returns plain data only.
+Runs in a separate process (see worker.py): decoding a hostile file can crash a native decoder, and this
+keeps such a crash from taking the indexing run with it. Each step's result is sent to the indexer as
+soon as it exists and the next step starts only when the indexer asks, so memory stays bounded by one
+chunk whatever the video's length, and the indexer decides when decoders may use the CPU.
+
+What a step can yield: `Started` (the probe), `Chunk` (frames for the encoder), `Working` (a long
+text-channel step made progress), then `Finished` (spans and warnings) or `Failed` (the reason). A
+failed text channel, or a stretch of damaged frames, is a warning: the rest of the video is kept.
+Returns plain data only.
 """
 
 from __future__ import annotations
 
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .decode import DecodedFrames, decode_frames, plan_samples, read_audio
+from vidsearch.encoders.ocr import OcrReader
+from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
+
+from .decode import DecodeReport, FrameChunk, iter_frames, plan_samples, read_audio
 from .probe import MediaError, ProbeResult, probe
+from .segment import colour_histograms, histogram_changes
 
 
 @dataclass
@@ -24,7 +34,7 @@ class DecodeJob:
     path: str
     sample_fps: float
     image_size: int
-    want_audio: bool
+    want_audio: bool = False  # return the whole waveform (training data); the indexer streams it itself
     speech: bool = False
     speech_engine: str = "whisper"
     speech_model: str | None = None
@@ -33,14 +43,33 @@ class DecodeJob:
 
 
 @dataclass
-class Prepared:
-    job: DecodeJob
+class Started:
     probe: ProbeResult
-    frames: DecodedFrames
-    audio: np.ndarray | None
-    audio_error: str | None
-    spans: list = field(default_factory=list)  # TextSpan from speech and OCR
+
+
+@dataclass
+class Chunk(FrameChunk):
+    changes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # colour change from the previous unit (shots)
+
+
+@dataclass
+class Working:
+    """Progress inside a long step; `done`/`total` in the stage's own units (seconds of audio, frames)."""
+
+    stage: str
+    done: float = 0.0
+    total: float = 0.0
+
+    def describe(self) -> str:
+        return f"{self.stage} ({self.done:.0f} of {self.total:.0f})" if self.total else self.stage
+
+
+@dataclass
+class Finished:
+    spans: list = field(default_factory=list)  # TextSpan from speech and OCR, in player time
     warnings: list[str] = field(default_factory=list)
+    decoder: str = ""
+    audio: np.ndarray | None = None  # the whole waveform, only when the job asked for it
 
 
 @dataclass
@@ -49,38 +78,123 @@ class Failed:
     error: str
 
 
-def prepare(job: DecodeJob) -> Prepared | Failed:
+@dataclass
+class Prepared:
+    """A whole decoded video (short clips only: training data and tests), assembled from the steps."""
+
+    job: DecodeJob
+    probe: ProbeResult
+    frames: FrameChunk
+    audio: np.ndarray | None
+    spans: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk | Working | Finished | Failed]:
+    """The steps of one job; `progress` is updated as a long step goes, for heartbeats."""
     path = Path(job.path)
+    progress.stage, progress.done, progress.total = "probing", 0.0, 0.0
     try:
         info = probe(path)
-        plan = plan_samples(info.duration, job.sample_fps)
-        frames = decode_frames(path, plan, info.width, info.height, job.image_size)
-    except (MediaError, RuntimeError, OSError) as exc:
-        return Failed(job, str(exc))
-    except Exception as exc:  # noqa: BLE001 - anything else is a bug, but must not stop the run
-        return Failed(job, f"unexpected {type(exc).__name__}: {exc} ({traceback.format_exc(limit=2)})")
-    audio, audio_error, warnings, spans = None, None, [], []
-    if job.want_audio and info.has_audio:  # the audio tower needs the whole waveform
+    except (MediaError, OSError) as exc:
+        yield Failed(job, str(exc))
+        return
+    yield Started(info)
+    plan = plan_samples(info.duration, job.sample_fps)
+    report = DecodeReport()
+    produced = 0
+    progress.stage, progress.total = "decoding frames", float(len(plan))
+    prev_hist = None
+    warnings: list[str] = []
+    try:
+        for chunk in iter_frames(path, plan, info, job.image_size, report):
+            hist = colour_histograms(chunk.frames)
+            changes = histogram_changes(hist, prev_hist)
+            prev_hist = hist[-1:]
+            produced += len(chunk.frames)
+            progress.done = float(produced)
+            yield Chunk(chunk.frames, chunk.unit_start, chunk.unit_end, changes)
+    except (RuntimeError, OSError, MediaError) as exc:
+        if not produced:
+            yield Failed(job, str(exc))
+            return
+        warnings.append(f"decoding stopped after {produced} frames: {exc}")
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug, but must cost only this file
+        if not produced:
+            yield Failed(job, f"unexpected {type(exc).__name__}: {exc} ({traceback.format_exc(limit=2)})")
+            return
+        warnings.append(f"decoding stopped after {produced} frames: {type(exc).__name__}: {exc}")
+    if not produced:
+        yield Failed(job, "no frame could be decoded")
+        return
+    warnings += report.warnings(info.duration)
+    audio, spans = None, []
+    if job.want_audio and info.has_audio:
         try:
             audio = read_audio(path)
         except (RuntimeError, OSError) as exc:
-            audio_error = str(exc)
             warnings.append(f"audio: {exc}")
-    if job.speech and info.has_audio and audio_error is None:
+    if job.speech and info.has_audio:
+        yield Working("transcribing speech", 0.0, info.duration)
         try:
-            from vidsearch.encoders.speech import get_recognizer, stream_audio
-
-            # without an audio tower, stream the soundtrack: hours of audio never sit in memory
-            source = audio if audio is not None else stream_audio(path)
-            spans += get_recognizer(job.speech_engine, job.speech_model).transcribe(source).spans
+            spans += _speech_spans(job, info, progress)
         except Exception as exc:  # noqa: BLE001 - a speech failure keeps the visual index
             warnings.append(f"speech: {exc}")
     if job.ocr:
         try:
-            from vidsearch.encoders.ocr import ocr_frames
-
-            big = decode_frames(path, plan, info.width, info.height, min(job.ocr_height, info.height), crop=False)
-            spans += ocr_frames(big.frames, big.unit_start, big.unit_end).spans
+            for step in _ocr_steps(job, info, plan, progress, spans):
+                yield step
         except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
             warnings.append(f"ocr: {exc}")
-    return Prepared(job, info, frames, audio, audio_error, spans, warnings)
+    yield Finished(spans, warnings, report.decoder, audio)
+
+
+def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> list:
+    """Transcribe the soundtrack as it streams from ffmpeg (hours of audio never sit in memory)."""
+    progress.stage, progress.done, progress.total = "transcribing speech", 0.0, info.duration
+
+    def counted():
+        for block in stream_audio(job.path):
+            yield block
+            progress.done += len(block) / SAMPLE_RATE
+
+    spans = get_recognizer(job.speech_engine, job.speech_model).transcribe(counted()).spans
+    return [s.shifted(info.audio_start) for s in spans] if info.audio_start else spans
+
+
+def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans: list) -> Iterator[Working]:
+    """On-screen text, read chunk by chunk from whole frames at `ocr_height`; spans appended at the end."""
+    progress.stage, progress.done, progress.total = "reading on-screen text", 0.0, float(len(plan))
+    reader = OcrReader()
+    report = DecodeReport()
+    for chunk in iter_frames(Path(job.path), plan, info, min(job.ocr_height, info.height), report, crop=False):
+        reader.add(chunk.frames, chunk.unit_start, chunk.unit_end)
+        progress.done += len(chunk.frames)
+        yield Working(progress.stage, progress.done, progress.total)
+    spans += reader.spans()
+
+
+def prepare(job: DecodeJob) -> Prepared | Failed:
+    """Run every step in this process and assemble the whole video (short clips only)."""
+    progress = Working("")
+    info, chunks, finished = None, [], None
+    for step in prepare_steps(job, progress):
+        if isinstance(step, Failed):
+            return step
+        if isinstance(step, Started):
+            info = step.probe
+        elif isinstance(step, Chunk):
+            chunks.append(step)
+        elif isinstance(step, Finished):
+            finished = step
+    assert info is not None and finished is not None
+    return assemble(job, info, chunks, finished)
+
+
+def assemble(job: DecodeJob, info: ProbeResult, chunks: list[Chunk], finished: Finished) -> Prepared:
+    frames = FrameChunk(
+        np.concatenate([c.frames for c in chunks]),
+        np.concatenate([c.unit_start for c in chunks]),
+        np.concatenate([c.unit_end for c in chunks]),
+    )
+    return Prepared(job, info, frames, finished.audio, finished.spans, finished.warnings)

@@ -2,17 +2,35 @@
 
 ffprobe understands every container ffmpeg does and reports problems in words ("moov atom not found",
 "Invalid data found when processing input"); those words go into the failure the operator sees.
+
+Two facts from the probe shape everything downstream:
+- **Player time.** A player shows the earliest timestamp of the file as 0 (broadcast transport streams
+  start at 1.4 s or hours in). Every time we store is seconds from that point: `video_start` and
+  `audio_start` say where each stream begins on that clock.
+- **Display orientation.** Phones store portrait video as landscape frames plus a rotation; `width` and
+  `height` are what a viewer sees, and `rotation` is what the decoder must apply.
+
+Files that are not media at all are rejected before ffprobe opens them: an HLS or ffconcat playlist
+saved under a video name would make ffmpeg read whatever files it lists, inside the library or not.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 PROBE_TIMEOUT_S = 60
+
+# Demuxers that read other files or URLs named inside the file: never opened from a library.
+PLAYLIST_FORMATS = {"hls", "applehttp", "concat", "dash", "webm_dash_manifest", "mpd", "smil", "playlist"}
+# Text signatures of playlists and manifests, checked on the first bytes before ffprobe runs.
+PLAYLIST_SIGNATURES = (b"#EXTM3U", b"ffconcat", b"#EXT-X-", b"<?xml", b"<MPD", b"<smil", b"[playlist]", b"file '", b"file \"")
+STILL_IMAGE_CODECS = {"mjpeg", "png", "bmp", "tiff", "webp", "jpeg2000", "ppm", "pgm", "gif"}
 
 
 class MediaError(RuntimeError):
@@ -21,14 +39,23 @@ class MediaError(RuntimeError):
 
 @dataclass
 class ProbeResult:
-    duration: float
+    duration: float  # seconds of player time
     fps: float
-    width: int
+    width: int  # as displayed (rotation applied)
     height: int
     has_audio: bool
     video_codec: str
     variable_frame_rate: bool
     n_frames: int | None
+    rotation: int = 0  # degrees counter-clockwise the decoded picture must turn to be upright (0/90/180/270)
+    video_start: float = 0.0  # where the video stream starts, in player time
+    audio_start: float = 0.0  # where the first audio stream starts, in player time
+    format_name: str = ""
+
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        """(width, height) of the pictures as stored, before rotation."""
+        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
 
 
 def _rate(text: str | None) -> float:
@@ -47,10 +74,50 @@ def _float(value) -> float | None:
         return None
 
 
-def ffprobe_json(path: Path) -> dict:
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+def _time(value) -> float | None:
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S)
+        out = float(value)
+        return out if out == out else None
+    except (TypeError, ValueError):
+        return None
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
+
+
+def check_regular_file(path: Path) -> int:
+    """The file's size; a clear error for what is not a regular file (a FIFO or /dev/zero would hang a decoder)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MediaError("file disappeared before it could be read")
+    except OSError as exc:
+        raise MediaError(f"cannot read file: {exc.strerror or exc}")
+    if not stat.S_ISREG(st.st_mode):
+        raise MediaError(f"not a regular file ({file_kind(st.st_mode)})")
+    return st.st_size
+
+
+def reject_playlist(path: Path) -> None:
+    """Refuse text playlists and manifests by their first bytes, before any demuxer can follow them."""
+    with open(path, "rb") as fh:
+        head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if any(head.startswith(sig) for sig in PLAYLIST_SIGNATURES):
+        raise MediaError("a playlist or manifest (HLS/ffconcat/DASH), not a video file: not opened, since it would read other files")
+
+
+def ffprobe_json(path: Path) -> dict:
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(Path(path).absolute())]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffprobe gave no answer within {PROBE_TIMEOUT_S} s")
     except FileNotFoundError:
@@ -58,44 +125,77 @@ def ffprobe_json(path: Path) -> dict:
     if proc.returncode != 0:
         msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         reason = msg[-1] if msg else f"ffprobe exit code {proc.returncode}"
-        reason = reason.replace(str(path), "").strip(": ")
+        reason = reason.replace(str(Path(path).absolute()), "").strip(": ")
         raise MediaError(f"not a readable video: {reason}")
     return json.loads(proc.stdout or b"{}")
 
 
+def rotation_of(stream: dict) -> int:
+    """Counter-clockwise degrees to turn decoded pictures upright: the display matrix, else the old
+    `rotate` tag (which counts clockwise)."""
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            return int(round(float(side["rotation"]) / 90.0)) * 90 % 360
+    tag = (stream.get("tags") or {}).get("rotate")
+    if tag is not None:
+        try:
+            return -int(round(float(tag) / 90.0)) * 90 % 360
+        except ValueError:
+            return 0
+    return 0
+
+
 def probe(path: Path) -> ProbeResult:
-    size = path.stat().st_size
-    if size == 0:
+    if check_regular_file(path) == 0:
         raise MediaError("empty file (0 bytes)")
+    reject_playlist(path)
     info = ffprobe_json(path)
+    fmt = info.get("format") or {}
+    format_name = str(fmt.get("format_name", ""))
+    if PLAYLIST_FORMATS & set(format_name.split(",")):
+        raise MediaError(f"a playlist ({format_name}), not a video file")
     streams = info.get("streams", [])
     video = [
         s
         for s in streams
         if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
     ]
-    has_audio = any(s.get("codec_type") == "audio" for s in streams)
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
     if not video:
-        raise MediaError("no video stream (audio-only file)" if has_audio else "no video stream")
+        raise MediaError("no video stream (audio-only file)" if audio else "no video stream")
     v = video[0]
-    width, height = int(v.get("width") or 0), int(v.get("height") or 0)
-    if width <= 0 or height <= 0:
+    coded_w, coded_h = int(v.get("width") or 0), int(v.get("height") or 0)
+    if coded_w <= 0 or coded_h <= 0:
         raise MediaError("video stream has no frame size (corrupt header?)")
+    n_frames = int(v["nb_frames"]) if str(v.get("nb_frames", "")).isdigit() else None
+    codec = str(v.get("codec_name", "?"))
+    if codec in STILL_IMAGE_CODECS and (n_frames == 1 or format_name.endswith("_pipe") or format_name == "image2"):
+        raise MediaError(f"a still image ({codec}), not a video")
     avg, real = _rate(v.get("avg_frame_rate")), _rate(v.get("r_frame_rate"))
     fps = avg or real
-    n_frames = int(v["nb_frames"]) if str(v.get("nb_frames", "")).isdigit() else None
-    duration = _float(v.get("duration")) or _float((info.get("format") or {}).get("duration"))
+    duration = _float(fmt.get("duration")) or _float(v.get("duration"))
     if duration is None and n_frames and fps:
         duration = n_frames / fps
     if duration is None:
         raise MediaError("duration unknown (truncated or streaming-only file?)")
+    # Player time 0 is the earliest start of any stream (what ffmpeg reports as the file's start).
+    origin = _time(fmt.get("start_time"))
+    v_start = _time(v.get("start_time"))
+    origin = origin if origin is not None else (v_start or 0.0)
+    a_start = _time(audio[0].get("start_time")) if audio else None
+    rotation = rotation_of(v)
+    width, height = (coded_h, coded_w) if rotation in (90, 270) else (coded_w, coded_h)
     return ProbeResult(
         duration=duration,
         fps=fps,
         width=width,
         height=height,
-        has_audio=has_audio,
-        video_codec=str(v.get("codec_name", "?")),
+        has_audio=bool(audio),
+        video_codec=codec,
         variable_frame_rate=bool(avg and real and abs(avg - real) > 0.01 * real),
         n_frames=n_frames,
+        rotation=rotation,
+        video_start=max(0.0, (v_start if v_start is not None else origin) - origin),
+        audio_start=max(0.0, (a_start if a_start is not None else origin) - origin),
+        format_name=format_name,
     )

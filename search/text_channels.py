@@ -8,11 +8,11 @@ times, go back to the engine, which shows them and lets them shape the moment.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pyarrow.compute as pc
 
 from vidsearch.api_models import SpanHit
+from vidsearch.encoders.sentence import get_sentence_encoder  # cheap: it imports sentence-transformers on first use
 from vidsearch.store import SPANS, Store, sql_in_list
 
 from .features import QueryVectorCache
@@ -57,8 +57,6 @@ class TextChannels:
 
     def _encode(self, text: str) -> np.ndarray:
         if self._encoder is None:
-            from vidsearch.encoders.sentence import get_sentence_encoder
-
             self._encoder = get_sentence_encoder()
         return self._encoder.encode([text])[0]
 

@@ -22,8 +22,9 @@ from vidsearch.indexer.pipeline import IndexRun, open_store_for
 API_KEY = "test-key-123"
 
 
-def build_library(root: Path, backbone) -> tuple[Settings, dict[str, Path]]:
-    """Four clips with titles and metadata (a manifest), indexed with the tiny model."""
+def build_library(root: Path, backbone, with_failure: bool = False) -> tuple[Settings, dict[str, Path]]:
+    """Four clips with titles and metadata (a manifest), indexed with the tiny model; with a text file
+    named .mp4 beside them (`clips["broken"]`) when the index should have a failure to show."""
     media = root / "media"
     clips = {
         "bars": make_clip(media / "bars.mp4", seconds=8, source="smptebars", audio_hz=None),
@@ -39,8 +40,14 @@ def build_library(root: Path, backbone) -> tuple[Settings, dict[str, Path]]:
             for i, name in enumerate(clips)
         )
     )
+    paths = [manifest]
+    if with_failure:
+        clips["broken"] = root / "broken" / "notes.mp4"
+        clips["broken"].parent.mkdir()
+        clips["broken"].write_text("this is not a video\n")
+        paths.append(clips["broken"].parent)
     settings = load_settings(None, db=root / "db", model="tiny", pretrained="none", api_keys=[API_KEY], refresh_seconds=0.2, speech=False, ocr=False)
-    IndexRun(open_store_for(settings, backbone), backbone, settings).run([manifest])
+    IndexRun(open_store_for(settings, backbone), backbone, settings).run(paths)
     return settings, clips
 
 

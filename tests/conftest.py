@@ -54,6 +54,28 @@ def awkward_library(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    """The media zoo (tests/zoo.py): every layout real libraries hold, rendered once per session."""
+    from zoo import build_zoo
+
+    return build_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture(scope="session")
+def zoo_index(zoo, tmp_path_factory):
+    """One `vidsearch index` run over the whole zoo folder with the shipped default model and every
+    channel on (audio tower, speech, OCR), as a user would start it: (db, the run's JSON summary)."""
+    import json
+    import subprocess
+
+    db = tmp_path_factory.mktemp("zoo_db") / "db"
+    proc = subprocess.run([sys.executable, "-m", "vidsearch.cli", "index", str(zoo.library), "--db", str(db), "--model", "tiny", "--json"],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return db, json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
 def library_50(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("lib50")
     make_library(root, 50, seconds=2.0)
@@ -63,8 +85,17 @@ def library_50(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def unseen_synth_corpus(tmp_path_factory) -> Path:
     """A small synthetic corpus with a seed the shipped model did not train on (it trained on seed 7)."""
-    from vidsearch import synth
+    from vidsearch.lab import synth
 
     out = tmp_path_factory.mktemp("synth_unseen")
     synth.generate(out, 8, 11, jobs=2, test_fraction=0.25, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def shared_library(tmp_path_factory, tiny_backbone):
+    """Four indexed clips and one failed file (api_fixtures.build_library), indexed once for the API,
+    fuzz, UI and browser tests. Read-only: a test that indexes or deletes builds its own."""
+    from api_fixtures import build_library
+
+    return build_library(tmp_path_factory.mktemp("library"), tiny_backbone, with_failure=True)

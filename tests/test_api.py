@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api_fixtures import API_KEY, build_library
-from vidsearch.search.service import create_app
+from api_fixtures import API_KEY
+from vidsearch.server import create_app
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory, tiny_backbone):
-    return build_library(tmp_path_factory.mktemp("api"), tiny_backbone)
+def library(shared_library):
+    return shared_library
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +152,24 @@ def test_empty_index_answers_with_no_results(tmp_path):
         assert c.get("/readyz").status_code == 503
 
 
-def test_attention_follows_the_query(client):
-    """The frame weights X-Pool reports are the softmax of query·unit similarities."""
-    body = client.post("/v1/search", json={"query": "a clip", "top_k": 1}).json()
-    w = np.array(body["results"][0]["frame_weights"])
-    assert np.all(w >= 0) and w.argmax() < len(w)
+def test_attention_is_the_softmax_of_query_unit_similarities(client, library, tiny_backbone):
+    """The random-weight tiny model has no trained head, so X-Pool is the parameter-free kind: the frame
+    weights it reports are softmax(cos(query, unit) / temperature) over the video's units."""
+    from vidsearch.store import Store
+
+    settings, _ = library
+    (result,) = client.post("/v1/search", json={"query": "a test pattern", "top_k": 1}).json()["results"]
+    q = tiny_backbone.encode_text(["a test pattern"])[0]
+    _, _, units = Store.open(settings.db).features(result["video"]["id"])
+    logits = units @ (q / np.linalg.norm(q)) / settings.pool_temperature
+    expected = np.exp(logits - logits.max())
+    np.testing.assert_allclose(result["frame_weights"], expected / expected.sum(), atol=2e-6)
+    assert len(result["frame_weights"]) == len(result["unit_times"]) == len(units)
+
+
+def test_docs_work_on_a_closed_network(client):
+    """Swagger UI's page loads its script and style from this server, not from a CDN."""
+    page = client.get("/docs")
+    assert page.status_code == 200 and "cdn." not in page.text and "https://" not in page.text
+    scripts = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
+    assert len(scripts) >= 2 and all(client.get(url).status_code == 200 for url in scripts), scripts

@@ -12,7 +12,7 @@ import pytest
 from api_fixtures import API_KEY, LiveServer, build_library
 from media import make_clip
 from vidsearch.client import ApiError, VidsearchClient
-from vidsearch.search.service import create_app
+from vidsearch.server import create_app
 
 
 @pytest.mark.slow
@@ -44,7 +44,7 @@ def test_searches_during_index_job_and_delete_never_fail(tmp_path, tiny_backbone
             victim = sorted(before)[0]
             done = client.wait_for_job(job.id, timeout=300)
             assert done.state == "succeeded", done.error
-            assert done.summary["indexed"] == 3 and done.progress["done"] == 3
+            assert done.summary["indexed"] == 3 and done.progress.done == 3
             deleted_at = time.monotonic()
             assert client.delete_video(victim)["removed"] == 1
             deadline = time.monotonic() + 30

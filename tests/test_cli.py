@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from media import make_clip
 from vidsearch.store import Store
 
 CLI = [sys.executable, "-m", "vidsearch.cli"]
@@ -91,12 +95,106 @@ def test_errors_are_one_clear_line(tmp_path):
         assert "Usage" in run_cli(cmd, "--help").stdout
 
 
+@pytest.mark.slow
 def test_delete_by_path_via_cli(library_50, tmp_path):
     db = tmp_path / "db"
     clip = sorted(library_50.glob("*.mp4"))[0]
     run_cli("index", str(clip), "--db", str(db), *TINY, "--json")
     out = json.loads(run_cli("delete", str(clip), "--db", str(db), "--json").stdout)
-    assert out == {"removed": 1, "unknown": []}
+    assert out == {"removed": 1, "files": 1, "unknown": []}
     assert Store.open(db).stats()["videos"] == 0
     unknown = run_cli("delete", "no-such-id", "--db", str(db), "--json", check=False)
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["unknown"] == ["no-such-id"]
+
+
+def test_paths_that_cannot_be_indexed_fail_before_anything_is_created(tmp_path):
+    """A path that does not exist, /dev/zero or a FIFO: exit 2 with the reason, no index made, no hang."""
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    for path, words in ((tmp_path / "no such folder", "no such file or folder"), ("/dev/zero", "not a folder or a regular file"),
+                        (fifo, "not a folder or a regular file")):  # fmt: skip
+        proc = run_cli("index", str(path), "--db", str(tmp_path / "db"), *TINY, check=False)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not (tmp_path / "db").exists()
+
+
+def test_decoders_ignore_a_vidsearch_folder_in_the_working_directory(tmp_path):
+    """Run from a folder holding a `vidsearch/` directory (a source checkout, say): the decoder processes
+    must import the package the command itself runs, not that folder."""
+    from media import make_clip
+
+    script = Path(sys.executable).with_name("vidsearch")
+    if not script.exists():
+        script = Path(shutil.which("vidsearch") or "")
+    assert script.is_file(), "the vidsearch console script is not installed"
+    shadow = tmp_path / "checkout"
+    (shadow / "vidsearch" / "indexer").mkdir(parents=True)
+    (shadow / "vidsearch" / "__init__.py").write_text("raise ImportError('the shadow package was imported')\n")
+    (shadow / "vidsearch" / "indexer" / "__init__.py").write_text("")
+    clip = make_clip(tmp_path / "lib" / "a.mp4", seconds=2, audio_hz=None)
+    proc = subprocess.run([str(script), "index", str(clip.parent), "--db", str(tmp_path / "db"), *TINY, "--json"],
+                          cwd=shadow, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["indexed"] == 1 and out["failed"] == 0, out
+
+
+def cli_here(*args: str):
+    """`vidsearch ARGS` in this process (typer's runner): for what needs no fresh interpreter."""
+    from typer.testing import CliRunner
+
+    from vidsearch.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "100"})
+
+
+def test_an_existing_index_decides_its_model_and_list_shows_its_ids(tmp_path):
+    """A second `index` without model flags extends the index with the model it was built with (the
+    default model, ViT-B-32, would not even load offline); `list` shows the ids `delete` takes."""
+    first = make_clip(tmp_path / "a.mp4", seconds=2, source="testsrc", audio_hz=None)
+    second = make_clip(tmp_path / "b.mp4", seconds=2, source="smptebars", audio_hz=None)
+    db = str(tmp_path / "db")
+    built = json.loads(cli_here("index", str(first), "--db", db, *TINY, "--json").stdout)
+    more = cli_here("index", str(second), "--db", db, "--no-speech", "--no-ocr", "--json")
+    assert more.exit_code == 0, more.stderr
+    assert json.loads(more.stdout)["indexed"] == 1 and json.loads(more.stdout)["fingerprint"] == built["fingerprint"]
+    listed = json.loads(cli_here("list", "--db", db, "--json").stdout)
+    assert listed["total"] == 2 and {v["path"] for v in listed["videos"]} == {str(first.resolve()), str(second.resolve())}
+    table = cli_here("list", "--db", db).stdout
+    assert all(v["id"] in table and v["title"] in table for v in listed["videos"])
+    victim, kept = listed["videos"]
+    assert json.loads(cli_here("delete", victim["id"], "--db", db, "--json").stdout)["removed"] == 1
+    assert [v["id"] for v in json.loads(cli_here("list", "--db", db, "--json").stdout)["videos"]] == [kept["id"]]
+
+
+def test_help_version_and_settings_file_mistakes(tmp_path):
+    from vidsearch import __version__
+
+    assert cli_here("--version").stdout.strip() == f"vidsearch {__version__}"
+    helps = {cmd: cli_here(cmd, "--help").stdout for cmd in ("index", "search", "serve", "ui", "train")}
+    for cmd, text in helps.items():
+        assert "<bool>" not in text and not re.search(r"\w \.\s", text), (cmd, text)  # no flag types, no lost defaults
+    assert "[default 1.0]" in helps["index"] and "--model" in helps["ui"]
+    config = tmp_path / "vidsearch.toml"
+    config.write_text("sample_fsp = 2\n")
+    typo = cli_here("status", "--config", str(config), "--db", str(tmp_path / "db"))
+    assert typo.exit_code == 2 and "unknown setting 'sample_fsp'" in typo.stderr and "sample_fps" in typo.stderr
+
+
+def test_model_load_errors_print_only_ours(capfd):
+    """open_clip logs its own error on the root logger before raising; with logging not configured
+    (as in the CLI) that printed a raw `ERROR:root:...` line before our message, and left a stderr
+    handler on the root logger for every later warning."""
+    import logging
+
+    from vidsearch.encoders import ModelLoadError, load_backbone
+
+    root = logging.getLogger()
+    saved, root.handlers[:] = root.handlers[:], []  # as in a fresh `vidsearch` process
+    try:
+        with pytest.raises(ModelLoadError, match="no-such-tag"):
+            load_backbone("tiny", pretrained="no-such-tag")
+        assert root.handlers == []
+    finally:
+        root.handlers[:] = saved
+    assert "ERROR:root" not in capfd.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -152,13 +153,138 @@ def test_reindex_picks_up_added_changed_and_removed(tmp_path, tiny_backbone):
             assert rows_for(store, table, gone) == 0, (table, gone)
 
 
-def test_delete_removes_from_every_table(tmp_path, tiny_backbone):
-    clip = make_clip(tmp_path / "lib" / "x.mp4", seconds=2, audio_hz=None)
-    _, store, _ = index(tmp_path / "db", [clip], tiny_backbone)
-    vid = store.videos()["video_id"][0].as_py()
+def test_delete_removes_from_every_table_and_lasts(tmp_path, tiny_backbone):
+    """A deleted video is gone from every table and stays out of later runs over its folder, until
+    the file is named again (or the folder is indexed with --restore)."""
+    lib = tmp_path / "lib"
+    clip = make_clip(lib / "x.mp4", seconds=2, audio_hz=None)
+    make_clip(lib / "y.mp4", seconds=2, source="smptebars", audio_hz=None)
+    _, store, _ = index(tmp_path / "db", [lib], tiny_backbone)
+    vid = {r["path"]: r["video_id"] for r in store.videos().to_pylist()}[str(clip)]
     assert store.delete_videos([vid]) == 1
-    for table in ("videos", "segments", "video_features", "files"):
+    for table in ("videos", "segments", "video_features"):
         assert rows_for(store, table, vid) == 0
+    assert store.files().filter(pc.equal(store.files()["video_id"], vid))["status"].to_pylist() == ["deleted"]
+
+    for prune in (False, True):  # index and reindex of the folder leave it out
+        summary, store, spy = index(tmp_path / "db", [lib], tiny_backbone, prune=prune)
+        assert summary.excluded == 1 and summary.indexed == 0 and spy.frames == 0 and store.videos().num_rows == 1
+    assert store.stats()["excluded"] == [str(clip)]
+
+    summary, store, _ = index(tmp_path / "db", [clip], tiny_backbone)  # named again: back
+    assert summary.indexed + summary.linked == 1 and vid in store.indexed_ids()
+    store.delete_videos([vid])
+    settings = Settings(db=tmp_path / "db", model="tiny", pretrained="none", speech=False, ocr=False)
+    summary = IndexRun(open_store_for(settings, tiny_backbone), tiny_backbone, settings).run([lib], restore=True)
+    assert summary.indexed == 1 and vid in Store.open(tmp_path / "db").indexed_ids()
+
+
+def test_deleting_a_copy_keeps_the_content_the_original_still_holds(tmp_path, tiny_backbone):
+    a = make_clip(tmp_path / "lib" / "a.mp4", seconds=2, audio_hz=None)
+    copy = shutil.copy(a, tmp_path / "lib" / "copy of a.mp4")
+    _, store, _ = index(tmp_path / "db", [tmp_path / "lib"], tiny_backbone)
+    assert store.videos().num_rows == 1 and store.files().num_rows == 2
+    assert store.delete_paths([str(copy)]) == 0
+    stats = store.stats()
+    assert stats["videos"] == 1 and stats["files"] == 1 and stats["excluded"] == [str(copy)]
+    assert store.delete_paths([str(a)]) == 1 and store.stats()["videos"] == 0
+
+
+def test_a_copy_of_a_file_that_fails_fails_too(tmp_path, tiny_backbone):
+    """The content hash of a file is claimed before it is decoded: a byte-identical copy must not be
+    recorded as indexed when the original fails (there would be no video behind it)."""
+    src = make_clip(tmp_path / "src.mp4", seconds=4, audio_hz=None)
+    broken = tmp_path / "lib" / "a broken.mp4"
+    broken.parent.mkdir()
+    broken.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    shutil.copy(broken, tmp_path / "lib" / "b copy.mp4")
+    summary, store, _ = index(tmp_path / "db", [tmp_path / "lib"], tiny_backbone)
+    failures = {f["path"]: f["error"] for f in store.stats()["failures"]}
+    assert summary.failed == 2 and summary.linked == 0 and set(store.files()["status"].to_pylist()) == {"failed"}
+    assert "which failed: not a readable video" in failures[str(tmp_path / "lib" / "b copy.mp4")]
+
+
+def test_mixed_soundtracks_commit_in_one_batch_with_the_shipped_model(tmp_path):
+    """The reported failure: spoken clips and a silent slide video, the shipped model (with its audio
+    tower), one commit batch. Every video is indexed; the silent one has no audio tokens."""
+    from media import make_spoken_clip
+
+    from vidsearch.encoders.backbone import load_backbone
+
+    backbone = load_backbone("tiny")
+    assert backbone.audio_tower is not None
+    lib = tmp_path / "lib"
+    for i, sentence in enumerate(["the revenue grew", "look at the chart", "thank you all"]):
+        make_spoken_clip(lib / f"talk {i}.mp4", sentence, at=0.5, seconds=3.0)
+    slides = make_clip(lib / "slides.mp4", seconds=3, source="smptebars", audio_hz=None)
+    settings = Settings(db=tmp_path / "db", model="tiny", speech=False, ocr=False, flush_videos=16)
+    summary = IndexRun(open_store_for(settings, backbone), backbone, settings).run([lib])
+    store = Store.open(tmp_path / "db")
+    assert summary.indexed == 4 and summary.failed == 0 and store.videos().num_rows == 4
+    feats = store.table("video_features").to_arrow().to_pylist()
+    by_id = {r["video_id"]: r for r in feats}
+    paths = {r["video_id"]: r["path"] for r in store.videos().to_pylist()}
+    for vid, row in by_id.items():
+        n_audio = len(row["audio_vectors"])
+        assert (n_audio == 0) == (paths[vid] == str(slides)), (paths[vid], n_audio)
+
+
+class _FailingBackbone(CountingBackbone):
+    """The tiny backbone, failing on any batch that holds a mostly red frame."""
+
+    def encode_units(self, frames, *args, **kw):
+        red = (frames[..., 0].mean(axis=(1, 2)) > 200) & (frames[..., 2].mean(axis=(1, 2)) < 50)
+        if red.any():
+            raise RuntimeError("simulated encoder fault")
+        return super().encode_units(frames, *args, **kw)
+
+
+def test_a_video_that_breaks_a_shared_batch_or_commit_fails_alone(tmp_path, tiny_backbone, monkeypatch):
+    lib = tmp_path / "lib"
+    for i, src in enumerate(["testsrc", "smptebars", "color=c=red", "rgbtestsrc", "testsrc2"]):
+        make_clip(lib / f"{i}.mp4", seconds=2, source=src, audio_hz=None)
+    settings = Settings(db=tmp_path / "db", model="tiny", pretrained="none", speech=False, ocr=False, batch_size=64)
+    spy = _FailingBackbone(tiny_backbone)
+    summary = IndexRun(open_store_for(settings, spy), spy, settings).run([lib])
+    assert summary.indexed == 4 and summary.failed == 1
+    assert "simulated encoder fault" in summary.failures[0]["error"] and summary.failures[0]["path"].endswith("2.mp4")
+
+    # a commit that fails for one video: the batch is retried video by video
+    from vidsearch.store import Store as StoreClass
+
+    real_commit = StoreClass.commit
+
+    def commit(self, batch):
+        if any(v.video["path"].endswith("bad.mp4") for v in batch):
+            raise OSError("simulated write fault")
+        return real_commit(self, batch)
+
+    monkeypatch.setattr(StoreClass, "commit", commit)
+    make_clip(lib / "bad.mp4", seconds=2, source="color=c=green", audio_hz=None)
+    make_clip(lib / "good.mp4", seconds=2, source="smptehdbars", audio_hz=None)
+    summary, store, _ = index(tmp_path / "db", [lib], tiny_backbone)
+    assert summary.indexed == 1 and summary.failed == 1
+    assert "could not be written to the index: OSError: simulated write fault" in summary.failures[0]["error"]
+    assert len(store.videos()["path"].to_pylist()) == 5 and all(rows_for(store, "segments", v) for v in store.indexed_ids())
+
+
+def test_a_file_that_changes_while_it_is_indexed_is_picked_up_next_run(tmp_path, tiny_backbone, monkeypatch):
+    from vidsearch.indexer import pipeline
+
+    clip = make_clip(tmp_path / "lib" / "live.mp4", seconds=2, audio_hz=None)
+    real_hash = pipeline.content_hash
+
+    def hash_then_change(path):
+        digest = real_hash(path)
+        make_clip(clip, seconds=3, source="smptebars", audio_hz=None)  # rewritten while being indexed
+        return digest
+
+    monkeypatch.setattr(pipeline, "content_hash", hash_then_change)
+    index(tmp_path / "db", [clip.parent], tiny_backbone)
+    monkeypatch.undo()
+    summary, store, spy = index(tmp_path / "db", [clip.parent], tiny_backbone)
+    assert summary.indexed == 1 and spy.frames == 3
+    assert store.videos().to_pylist()[0]["duration"] == pytest.approx(3.0, abs=0.1)
 
 
 def test_manifest_titles_metadata_and_bad_lines(tmp_path, tiny_backbone):
@@ -199,36 +325,84 @@ def test_orphans_of_a_killed_run_are_removed(tmp_path, tiny_backbone):
     assert len(set(store.segments()["segment_id"].to_pylist())) == store.segments().num_rows
 
 
-def test_a_decoder_crash_or_hang_costs_one_file_not_the_run(tmp_path):
-    import threading
+def test_a_decoder_crash_or_hang_costs_one_file_not_the_run(tmp_path, monkeypatch):
+    """Decoders whose probe of any `slow*` file signals that it started, then blocks: a kill then lands
+    mid-job (never before the worker is ready), and a hang is a real stuck step."""
+    import contextlib
 
+    from vidsearch.indexer import worker as W
     from vidsearch.indexer.prepare import DecodeJob, Failed, Prepared
-    from vidsearch.indexer.worker import DecoderPool, DecoderProcess
 
-    slow = make_clip(tmp_path / "slow.mp4", seconds=20, size="1920x1080", source="testsrc2", audio_hz=None)
+    slow = make_clip(tmp_path / "slow.mp4", seconds=2, audio_hz=None)
     small = make_clip(tmp_path / "small.mp4", seconds=2, audio_hz=None)
-    worker = DecoderProcess()
-    threading.Timer(0.5, worker.proc.kill).start()  # as if the native decoder segfaulted mid-file
-    crashed = worker.run(DecodeJob(str(slow), 1.0, 224, False), timeout=120)
+    started = tmp_path / "started"
+    blocking_probe = (
+        "import time, pathlib, vidsearch.indexer.prepare as P; real = P.probe\n"
+        "def probe(p):\n"
+        "    if pathlib.Path(p).name.startswith('slow'):\n"
+        f"        pathlib.Path({str(started)!r}).touch(); time.sleep(3600)\n"
+        "    return real(p)\n"
+        "P.probe = probe\n"
+    )
+    monkeypatch.setattr(W, "_BOOT", W._BOOT.replace("from vidsearch.indexer.worker", f"exec({blocking_probe!r}); from vidsearch.indexer.worker"))
+    job = DecodeJob(str(slow), 1.0, 224)
+
+    def wait_started():
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert time.monotonic() < deadline, "the decoder never started the job"
+            time.sleep(0.02)
+        started.unlink()
+
+    def run(proc, job, stall):
+        return list(proc.steps(job, contextlib.nullcontext, stall))[-1]
+
+    proc = W.DecoderProcess()
+    threading.Thread(target=lambda: (wait_started(), proc.proc.kill()), daemon=True).start()  # a segfault mid-file
+    crashed = run(proc, job, 120)
     assert isinstance(crashed, Failed) and "decoder crashed" in crashed.error and "signal 9" in crashed.error
-    worker.close()
+    proc.close()
 
-    worker = DecoderProcess()
-    hung = worker.run(DecodeJob(str(slow), 1.0, 224, False), timeout=0.2)
-    assert isinstance(hung, Failed) and "longer than" in hung.error and not worker.alive
-    worker.close()
+    proc = W.DecoderProcess()  # stuck inside a step: killed once its progress stops, the stage named
+    hung = run(proc, job, 3.0)
+    assert isinstance(hung, Failed) and "no progress for 3 s while probing" in hung.error and not proc.alive
+    proc.close()
+    started.unlink()
 
-    pool = DecoderPool(1)  # a crash inside the pool fails that file only; the next file decodes
+    pool = W.DecoderPool(1)  # a crash inside the pool fails that file only; the next file decodes
     try:
-        doomed = pool.submit(DecodeJob(str(slow), 1.0, 224, False))
-        time.sleep(0.5)
+        doomed = pool.submit(job)
+        wait_started()
         for pid in _decoder_children():
             os.kill(pid, signal.SIGKILL)
         assert "decoder crashed" in doomed.result(timeout=60).error
-        after = pool.submit(DecodeJob(str(small), 1.0, 224, False)).result(timeout=60)
+        after = pool.submit(DecodeJob(str(small), 1.0, 224)).result(timeout=60)
         assert isinstance(after, Prepared) and len(after.frames.frames) == 2
     finally:
         pool.shutdown()
+
+
+def test_a_decoder_that_cannot_start_stops_the_run_without_failing_files(tmp_path, tiny_backbone, monkeypatch):
+    """Every file would fail for a reason that is not the file's: the run stops with that reason, and
+    no file is recorded as failed (so the next run tries them all)."""
+    from vidsearch.indexer import worker as W
+    from vidsearch.indexer.pipeline import IndexRunError
+
+    clip = make_clip(tmp_path / "lib" / "x.mp4", seconds=2, audio_hz=None)
+    monkeypatch.setattr(W, "_BOOT", "import sys; sys.stderr.write('ImportError: no module named vidsearch'); sys.exit(3)")
+    with pytest.raises(IndexRunError) as exc:
+        index(tmp_path / "db", [clip], tiny_backbone)
+    assert "could not start (exit code 3)" in str(exc.value) and "no module named vidsearch" in str(exc.value)
+    assert Store.open(tmp_path / "db").files().num_rows == 0
+
+
+def test_job_budget_follows_duration_and_channels():
+    from vidsearch.indexer.prepare import DecodeJob
+    from vidsearch.indexer.worker import job_budget
+
+    plain, full = DecodeJob("x", 1.0, 112), DecodeJob("x", 1.0, 112, speech=True, ocr=True)
+    assert job_budget(plain, 3600) > 1800 and job_budget(full, 3600) > 3 * job_budget(plain, 0) + 3600 * 3
+    assert job_budget(plain, 7200) > job_budget(plain, 3600)
 
 
 def _decoder_children() -> list[int]:
@@ -239,7 +413,7 @@ def _decoder_children() -> list[int]:
             cmd = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and b"vidsearch.indexer.worker" in cmd:
+        if int(fields[1]) == os.getpid() and b"vidsearch.indexer.worker" in cmd:  # the decoders' boot line
             pids.append(int(stat.parent.name))
     assert pids, "no decoder process found"
     return pids

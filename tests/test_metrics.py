@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vidsearch import metrics as m
-from vidsearch.evaluation_cli import app
+from vidsearch.lab.evaluation_cli import app
 
 # --------------------------------------------------------------------------------------------------
 # Retrieval

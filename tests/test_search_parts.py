@@ -137,7 +137,7 @@ def test_sound_tells_apart_two_events_that_look_the_same():
     import torch
 
     from vidsearch.encoders.fusion import FusionHead
-    from vidsearch.search.engine import audio_hits
+    from vidsearch.search import audio_hits
     from vidsearch.search.features import VideoFeatures
 
     d = 8

@@ -17,7 +17,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from vidsearch import synth
+from vidsearch.lab import synth
 
 SEED = 7
 N_VIDEOS = 6

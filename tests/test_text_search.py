@@ -9,8 +9,8 @@ from media import make_clip, make_spoken_clip, make_text_clip, speech_seconds
 from vidsearch.api_models import SearchRequest
 from vidsearch.config import load_settings
 from vidsearch.indexer.pipeline import IndexRun, open_store_for
-from vidsearch.search.engine import SearchEngine
-from vidsearch.search.text_channels import TextChannels
+from vidsearch.search import SearchEngine, TextChannels
+from vidsearch.server import search_response
 
 REVENUE = "the quarterly revenue grew by ten percent"
 PLANTS = "please remember to water the plants on friday"
@@ -38,7 +38,7 @@ def text_index(tmp_path_factory, tiny_backbone):
 
 
 def by_title(engine, query, **kw):
-    resp = engine.search(SearchRequest(query=query, **kw))
+    resp = search_response(engine, SearchRequest(query=query, **kw))
     return resp.results
 
 
@@ -73,7 +73,7 @@ def test_channels_can_be_chosen_and_weighted(text_index):
     engine, _ = text_index
     speech_only = by_title(engine, "water the plants", channels={"speech": 1.0})
     assert speech_only[0].video.title == "chores" and set(speech_only[0].channel_scores) == {"speech"}
-    visual_only = engine.search(SearchRequest(query="water the plants", channels={"visual": 1.0}))
+    visual_only = search_response(engine, SearchRequest(query="water the plants", channels={"visual": 1.0}))
     assert all(set(r.channel_scores) == {"visual"} for r in visual_only.results) and not visual_only.results[0].spans
 
 
@@ -81,7 +81,7 @@ def test_unrelated_speech_does_not_disturb_a_visual_query(text_index):
     """No span is about the query, so no text channel votes: the ranking is the visual one."""
     engine, _ = text_index
     query = "zebra crossing"  # shares no words with, and means nothing like, any span
-    fused = engine.search(SearchRequest(query=query, top_k=10))
-    visual = engine.search(SearchRequest(query=query, top_k=10, channels={"visual": 1.0}))
+    fused = search_response(engine, SearchRequest(query=query, top_k=10))
+    visual = search_response(engine, SearchRequest(query=query, top_k=10, channels={"visual": 1.0}))
     assert [r.video.id for r in fused.results] == [r.video.id for r in visual.results]
     assert all(set(r.channel_scores) <= {"visual", "audio"} for r in fused.results)

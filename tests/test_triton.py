@@ -224,6 +224,7 @@ def _queries(corpus: Path) -> list[str]:
 def test_same_top_results_through_triton_http_and_grpc_as_local(two_indexes, triton_server, unseen_synth_corpus):
     from vidsearch.api_models import SearchRequest
     from vidsearch.search.engine import open_engine
+    from vidsearch.server.presenting import search_response
 
     queries = _queries(unseen_synth_corpus)
     assert len(queries) >= 10
@@ -238,7 +239,7 @@ def test_same_top_results_through_triton_http_and_grpc_as_local(two_indexes, tri
             assert type(engine.backbone).__name__ == "TritonBackbone" and engine.backbone.head is not None
             q_cos = np.sum(engine.backbone.encode_text(queries) * local.backbone.encode_text(queries), axis=1)
             assert q_cos.min() >= 0.999, q_cos.min()
-        ranked[name] = [[r.video.id for r in engine.search(SearchRequest(query=q, top_k=3)).results] for q in queries]
+        ranked[name] = [[r.video.id for r in search_response(engine, SearchRequest(query=q, top_k=3)).results] for q in queries]
     for name in ("http", "grpc"):
         assert ranked[name] == ranked["local"], name
     print(f"\nsame top-3 videos for {len(queries)} queries: local torch, Triton HTTP, Triton gRPC")
@@ -248,13 +249,14 @@ def test_same_top_results_through_triton_http_and_grpc_as_local(two_indexes, tri
 def test_cli_search_through_triton_grpc(two_indexes, triton_server, unseen_synth_corpus):
     from vidsearch.api_models import SearchRequest
     from vidsearch.search.engine import open_engine
+    from vidsearch.server.presenting import search_response
 
     query = _queries(unseen_synth_corpus)[0]
     done = _vidsearch("search", query, "--db", str(two_indexes[0]), "--json", "-k", "3",
                       "--encoder-backend", "triton", "--triton-url", triton_server.grpc_url, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     via = [r["video"]["id"] for r in json.loads(done.stdout)["results"]]
-    local = open_engine(load_settings(None, db=two_indexes[1])).search(SearchRequest(query=query, top_k=3))
+    local = search_response(open_engine(load_settings(None, db=two_indexes[1])), SearchRequest(query=query, top_k=3))
     assert via == [r.video.id for r in local.results] and len(via) == 3
 
 
@@ -284,7 +286,7 @@ def test_readyz_reports_the_triton_models_state(two_indexes, triton_server):
 
     from vidsearch.encoders.triton_backend import TritonClient, TritonOptions
     from vidsearch.search.engine import open_engine
-    from vidsearch.search.service import create_app
+    from vidsearch.server import create_app
 
     settings = load_settings(None, db=two_indexes[0], encoder_backend="triton", triton_url=triton_server.http_url)
     engine = open_engine(settings)

@@ -19,12 +19,11 @@ pytest.importorskip("altair")
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from api_fixtures import API_KEY, LiveServer, build_library, free_port  # noqa: E402
+from api_fixtures import API_KEY, LiveServer, free_port  # noqa: E402
 from vidsearch.api_models import JobInfo, SearchRequest  # noqa: E402
 from vidsearch.client import VidsearchClient  # noqa: E402
 from vidsearch.config import load_settings  # noqa: E402
-from vidsearch.indexer.pipeline import IndexRun, open_store_for  # noqa: E402
-from vidsearch.search.service import create_app  # noqa: E402
+from vidsearch.server import create_app  # noqa: E402
 from vidsearch.ui import backend as backends  # noqa: E402
 from vidsearch.ui import cache  # noqa: E402
 from vidsearch.ui.backend import Facets, LibraryStats, UiConfig  # noqa: E402
@@ -40,15 +39,10 @@ TIMEOUT = 90  # the first local-mode run loads the model
 
 # -- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def library(tmp_path_factory, tiny_backbone):
-    """The API tests' four clips, plus a text file named .mp4 so the index has a failure to show."""
-    root = tmp_path_factory.mktemp("ui")
-    settings, clips = build_library(root, tiny_backbone)
-    broken = root / "broken"
-    broken.mkdir()
-    (broken / "notes.mp4").write_text("this is not a video\n")
-    IndexRun(open_store_for(settings, tiny_backbone), tiny_backbone, settings).run([broken])
-    return settings, clips, broken / "notes.mp4"
+def library(shared_library):
+    """The API tests' four clips, with a text file named .mp4 so the index has a failure to show."""
+    settings, clips = shared_library
+    return settings, clips, clips["broken"]
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +183,7 @@ def test_search_page_local_mode_cards_player_and_timeline(local_mode, monkeypatc
     no_trace(at)
     assert "4 videos indexed" in " ".join(texts(at, "caption"))
     be = cache.backend()
-    assert isinstance(be, backends.LocalBackend)
+    assert be.config.mode == "local" and be.client.in_process  # the API, without a socket
     expected = be.search(SearchRequest(query=QUERY))
 
     calls = []
@@ -264,9 +258,11 @@ def test_bad_query_is_explained(local_mode):
     assert any("at most 1000 characters" in w.value for w in at.warning)
 
 
-def test_unknown_channel_is_explained(api_mode):
+def test_channels_offered_are_the_index_s_and_an_unknown_one_is_explained(api_mode, monkeypatch):
     at = app().run()
-    assert "speech" in at.sidebar.multiselect(key="channels").options
+    assert at.sidebar.multiselect(key="channels").options == ["visual", "metadata"]  # what this index has
+    monkeypatch.setattr(cache, "channels", lambda be: ["visual", "speech"])  # as a page open before a reindex would
+    at = app().run()
     at.sidebar.multiselect(key="channels").select("speech").run()
     search(at, QUERY)
     no_trace(at)
@@ -461,3 +457,48 @@ def test_card_shows_matching_text_with_query_words_marked():
     assert badges.index("speech") < badges.index("visual")  # strongest evidence first
     at.button(key="span-0-0").click().run()
     assert at.session_state["play"]["t"] == 12.2 and at.session_state["play"]["video"] == "v"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_ui_and_its_streamlit(tmp_path):
+    """A service manager stops `vidsearch ui` with SIGTERM, sent to that process alone: Streamlit,
+    its child, must stop too instead of keeping the port."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    health = f"http://127.0.0.1:{port}/_stcore/health"
+    cmd = [sys.executable, "-m", "vidsearch.cli", "ui", "--api", f"http://127.0.0.1:{free_port()}", "--port", str(port)]
+    ui = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(health, timeout=1).text == "ok":
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the UI did not start")
+        children = [int(p) for p in Path(f"/proc/{ui.pid}/task/{ui.pid}/children").read_text().split()]
+        assert children, "Streamlit runs as a child of `vidsearch ui`"
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+            time.sleep(0.2)
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "Streamlit outlived `vidsearch ui`"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(health, timeout=1)
+    finally:
+        for pid in children:  # on failure, do not leave a server behind
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+        if ui.poll() is None:
+            ui.kill()

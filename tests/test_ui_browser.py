@@ -19,9 +19,9 @@ import pytest
 pytest.importorskip("streamlit")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from api_fixtures import LiveServer, ServerProcess, build_library, free_port  # noqa: E402
+from api_fixtures import LiveServer, ServerProcess, free_port  # noqa: E402
 from vidsearch.client import VidsearchClient  # noqa: E402
-from vidsearch.search.service import create_app  # noqa: E402
+from vidsearch.server import create_app  # noqa: E402
 from vidsearch.ui.launch import ui_command, ui_env  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -71,10 +71,9 @@ def wait_for_video(page, card: int) -> None:
     )
 
 
-def test_browser_search_plays_the_top_result_at_its_moment(tmp_path_factory, tiny_backbone, record_property):
-    root = tmp_path_factory.mktemp("browser")
-    settings, _ = build_library(root, tiny_backbone)
-    artifacts = Path(os.environ.get("VIDSEARCH_TEST_ARTIFACTS") or root / "artifacts")
+def test_browser_search_plays_the_top_result_at_its_moment(shared_library, tmp_path, record_property):
+    settings, _ = shared_library
+    artifacts = Path(os.environ.get("VIDSEARCH_TEST_ARTIFACTS") or tmp_path / "artifacts")
     artifacts.mkdir(parents=True, exist_ok=True)
 
     with LiveServer(create_app(settings)) as api, VidsearchClient(api.url) as client:

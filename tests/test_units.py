@@ -55,6 +55,27 @@ def test_pool_segments_weights_by_overlap():
     np.testing.assert_allclose(pooled[1], expected, rtol=1e-6)
 
 
+def test_pool_segments_equals_the_dense_overlap_weighting_on_random_units():
+    """The prefix-sum pooling (linear memory) against the overlap matrix it replaced, with gaps
+    between units (lost stretches), segments between samples and segments covering one unit."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        dur = rng.uniform(0.2, 3, n)
+        start = np.cumsum(np.r_[0, (dur + rng.uniform(0, 1, n) * (rng.random(n) < 0.3))[:-1]])
+        end = start + dur
+        vecs = rng.normal(size=(n, 6)).astype(np.float32)
+        s0 = rng.uniform(0, end[-1], 12)
+        seg = Segments(np.array(["window"] * 12), s0, s0 + rng.uniform(0.01, 4, 12))
+        weights = np.clip(np.minimum(seg.end[:, None], end[None]) - np.maximum(seg.start[:, None], start[None]), 0, None)
+        empty = weights.sum(axis=1) <= 0
+        nearest = np.abs(((seg.start + seg.end) / 2)[:, None] - ((start + end) / 2)[None]).argmin(axis=1)
+        weights[np.flatnonzero(empty), nearest[empty]] = 1.0
+        dense = weights @ vecs
+        dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+        np.testing.assert_allclose(pool_segments(seg, start, end, vecs), dense, atol=1e-5)
+
+
 def test_discovery_by_extension_and_by_sniffing(tmp_path, awkward_library):
     (tmp_path / "sub").mkdir()
     normal = awkward_library["normal"]
@@ -118,3 +139,19 @@ def test_checkpoint_weights_are_fingerprinted_by_hash(tmp_path, tiny_backbone):
     (tmp_path / "bad.pt").write_bytes(b"junk")
     with pytest.raises(Exception):
         load_backbone("tiny", checkpoint=tmp_path / "nothing.pt")
+
+
+def test_one_model_rule_for_every_command():
+    """encoders.model_spec: an existing index decides its model, a new one takes the settings', and
+    settings that name a model explicitly win (a mismatch is then the store's clear error)."""
+    from vidsearch.encoders import model_spec
+    from vidsearch.fingerprint import Fingerprint
+
+    stored = Fingerprint(model="tiny", weights="random:seed0", dim=256, merging="tome:r=1")
+    default = load_settings(None, db="x")
+    assert model_spec(default, stored) == {"model": "tiny", "pretrained": "none", "checkpoint": None, "merging": "tome:r=1"}
+    assert model_spec(default, None)["model"] == "ViT-B-32"  # a new index: the default
+    named = load_settings(None, db="x", model="ViT-B-16")
+    assert model_spec(named, stored)["model"] == "ViT-B-16" and model_spec(named, None)["model"] == "ViT-B-16"
+    merging = load_settings(None, db="x", token_merging="off")
+    assert model_spec(merging, stored) == {"model": "tiny", "pretrained": "none", "checkpoint": None, "merging": "off"}

@@ -1,14 +1,16 @@
-"""Where the UI gets its answers: the search API over HTTP, or a local index opened in this process.
+"""Where the UI gets its answers: the search API, over HTTP or in this process.
 
-The pages only ever talk to a `Backend`. Both kinds answer with the API's own pydantic models
-(`SearchResponse`, `JobInfo`, ...), so the page code is the same in both modes, and every failure
-reaches a page as a `BackendError` whose `kind` picks the message (an unreachable API, an empty
-index, a bad query...), never as a stack trace.
+The pages only ever talk to the `Backend`, and the backend only ever talks to the API, through
+`VidsearchClient`: in API mode over HTTP, in local mode over an in-process transport of the very
+same app (`vidsearch.server.local_client`: the API without a socket). So there is one backend, the
+answers are the API's own pydantic models, and the UI imports neither the search engine nor the
+encoders. Every failure reaches a page as a `BackendError` whose `kind` picks the message (an
+unreachable API, an empty index, a bad query...), never as a stack trace.
 
 What differs is only where the browser gets bytes from. In API mode the browser fetches media and
 thumbnails from the API itself (range requests make the player seekable, and the API caches the
-JPEGs); in local mode there is no HTTP server but Streamlit, so the player gets the file path and
-thumbnails are cut with ffmpeg into a cache directory.
+JPEGs); in local mode no port serves them but Streamlit's, so the page gets their bytes from the
+in-process API and hands them to Streamlit.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, get_args
+from typing import Literal
 
-from vidsearch.api_models import Channel, JobInfo, SearchRequest, SearchResponse, VideoInfo
+from vidsearch.api_models import JobInfo, SearchRequest, SearchResponse, VideoInfo
+from vidsearch.client import ApiError, VidsearchClient
+from vidsearch.config import load_settings
 
 ErrorKind = Literal["unreachable", "empty", "bad_query", "auth", "not_found", "unavailable"]
-ALL_CHANNELS: tuple[str, ...] = tuple(c for c in get_args(Channel) if c != "audio")  # audio is fused into visual
 CATALOG_LIMIT = 20_000  # videos read for facets and totals; larger libraries show the first ones
 
 
@@ -49,8 +52,6 @@ class UiConfig:
         """`VIDSEARCH_API_URL` (empty: local mode), `VIDSEARCH_DB`, `VIDSEARCH_API_KEY`, and
         `VIDSEARCH_PUBLIC_API_URL` for a browser that reaches the API under another name (a proxy,
         a container network). The rest of the settings (TOML, model) come from `load_settings`."""
-        from vidsearch.config import load_settings
-
         settings = load_settings()
         return cls(
             api_url=(settings.api_url or "").strip().rstrip("/") or None,
@@ -78,7 +79,6 @@ class LibraryStats:
     files: int | None = None
     failed: int | None = None
     failures: list[dict] = field(default_factory=list)
-    failures_note: str | None = None  # where the failure list comes from, when it is partial
     index_version: str | None = None
     not_ready: str | None = None  # why searches cannot be answered yet, if they cannot
 
@@ -113,38 +113,46 @@ class Facets:
         )
 
 
-class Backend(Protocol):
-    config: UiConfig
-
-    def search(self, req: SearchRequest) -> SearchResponse: ...
-    def catalog(self) -> tuple[list[VideoInfo], int]: ...
-    def stats(self) -> LibraryStats: ...
-    def channels(self) -> list[str]: ...
-    def media(self, video: VideoInfo) -> str | None: ...
-    def thumbnails(self, wanted: list[tuple[VideoInfo, float]], width: int = 320) -> list[str | None]: ...
-    def start_job(self, paths: list[str], kind: str) -> JobInfo: ...
-    def job(self, job_id: str) -> JobInfo: ...
-    def jobs(self) -> list[JobInfo]: ...
-    def can_start_jobs(self) -> str | None: ...
-
-
 def open_backend(config: UiConfig) -> Backend:
     """The backend for a config; cheap (nothing is contacted or loaded until the first call)."""
-    return ApiBackend(config) if config.mode == "api" else LocalBackend(config)
+    return Backend(config)
 
 
-# -- API mode -----------------------------------------------------------------------------------
-class ApiBackend:
-    """The search API through `VidsearchClient`: nothing heavy is imported in the UI process."""
+class Backend:
+    """The search API through `VidsearchClient`, over HTTP (API mode) or in-process (local mode).
+
+    In local mode the client, and so the app with its model and index, starts on the first call
+    (the page shows a spinner meanwhile: `loaded` says whether it has).
+    """
 
     def __init__(self, config: UiConfig, timeout: float = 30.0):
-        from vidsearch.client import VidsearchClient
-
         self.config = config
-        self.client = VidsearchClient(config.api_url, config.api_key, timeout=timeout)
+        self.timeout = timeout
         self.browser_url = config.public_api_url or config.api_url
+        self._client: VidsearchClient | None = None
+        self._lock = threading.Lock()
 
-    def _error(self, exc) -> BackendError:
+    @property
+    def client(self) -> VidsearchClient:
+        with self._lock:
+            if self._client is None:
+                if self.config.mode == "api":
+                    self._client = VidsearchClient(self.config.api_url, self.config.api_key, timeout=self.timeout)
+                else:
+                    # the one place the UI meets the server: to build the app it talks to. Imported here,
+                    # not at the top: the server brings the search stack and torch (~5 s, ~370 MB measured),
+                    # which a UI in API mode never needs.
+                    from vidsearch.server import local_client
+
+                    self._client = local_client(load_settings(db=self.config.db))
+            return self._client
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the first call is past (in local mode it loads the model and opens the index)."""
+        return self.config.mode == "api" or (self._client is not None and self._client.transport.started)
+
+    def _error(self, exc: ApiError) -> BackendError:
         status, detail = exc.status, exc.detail
         if status == 0:
             return BackendError(
@@ -160,11 +168,11 @@ class ApiBackend:
             return BackendError("not_found", detail)
         if status == 503 and ("empty" in detail or "no index" in detail):
             return BackendError("empty", detail, "Index some videos first (Library page, or `vidsearch index PATH`).")
+        if self.config.mode == "local":
+            return BackendError("unavailable", detail)
         return BackendError("unavailable", f"The search API answered {status}: {detail}")
 
     def _call(self, fn, *args, **kwargs):
-        from vidsearch.client import ApiError
-
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
@@ -189,46 +197,63 @@ class ApiBackend:
         return videos, total
 
     def stats(self) -> LibraryStats:
-        """Counts and hours from the video listing, the model from /readyz, and failures from the
-        index jobs the server ran (the API has no endpoint for the index's whole failure list)."""
-        videos, total = self.catalog()
-        model = fingerprint = version = not_ready = None
-        try:
-            ready = self._call(self.client.ready)
-            model, version = ready.get("model"), ready.get("index_version")
-            fingerprint = ready.get("fingerprint")  # when the server reports it (the id, not just the model)
-        except BackendError as exc:
-            if exc.kind == "unreachable":
-                raise
-            not_ready = exc.message
-        failures: dict[str, str] = {}
-        for job in sorted(self._call(self.client.jobs), key=lambda j: j.created_at):
-            for f in (job.summary or {}).get("failures", []):
-                failures[f["path"]] = f["error"]
+        s = self._call(self.client.status)
         return LibraryStats(
-            videos=total,
-            hours=round(sum(v.duration for v in videos) / 3600.0, 4),
-            model=model,
-            fingerprint=fingerprint,
-            failed=len(failures),
-            failures=[{"path": p, "error": e} for p, e in failures.items()],
-            failures_note="from index jobs run through the API; `vidsearch status` on the server lists every failed file",
-            index_version=version,
-            not_ready=not_ready,
+            videos=s.videos,
+            hours=s.hours,
+            model=s.model,
+            fingerprint=s.fingerprint,
+            files=s.files,
+            failed=s.failed,
+            failures=[f.model_dump() for f in s.failures],
+            index_version=s.index_version,
+            not_ready=s.not_ready,
         )
 
     def channels(self) -> list[str]:
-        return list(ALL_CHANNELS)  # the API does not list them; an unindexed one gets a clear 400
+        """The channels the index has, visual first (audio is fused into visual, not offered on its own)."""
+        try:
+            found = self._call(self.client.status).channels
+        except BackendError:
+            return ["visual"]
+        return ["visual", *sorted(c for c in found if c not in ("visual", "audio"))]
 
-    def media(self, video: VideoInfo) -> str:
+    def media_url(self, video: VideoInfo) -> str:
         return f"{self.browser_url}/v1/videos/{video.id}/media"
 
-    def thumbnails(self, wanted: list[tuple[VideoInfo, float]], width: int = 320) -> list[str | None]:
-        """URLs the browser fetches (and caches: the API sends max-age) from the API itself."""
-        return [
-            f"{self.browser_url}/v1/videos/{v.id}/thumbnail?t={min(max(t, 0.0), v.duration):.2f}&width={width}"
-            for v, t in wanted
-        ]
+    def media_size(self, video: VideoInfo) -> int | None:
+        """Bytes of the video's file, None when it is gone (local mode)."""
+        try:
+            return self._call(self.client.media_size, video.id)
+        except BackendError as exc:
+            if exc.kind == "not_found":
+                return None
+            raise
+
+    def media_bytes(self, video: VideoInfo) -> tuple[bytes, str]:
+        """The file and its media type, as the API serves them (local mode)."""
+        return self._call(self.client.media, video.id)
+
+    def thumbnails(self, wanted: list[tuple[VideoInfo, float]], width: int = 320) -> list[str | bytes | None]:
+        """API mode: URLs the browser fetches (and caches: the API sends max-age) from the API itself.
+        Local mode: JPEG bytes from the in-process API, a page of results at once."""
+        if self.config.mode == "api":
+            return [
+                f"{self.browser_url}/v1/videos/{v.id}/thumbnail?t={min(max(t, 0.0), v.duration):.2f}&width={width}"
+                for v, t in wanted
+            ]
+
+        def one(item: tuple[VideoInfo, float]) -> bytes | None:
+            video, t = item
+            try:
+                return self.client.thumbnail(video.id, min(max(t, 0.0), video.duration), width)
+            except ApiError:
+                return None
+
+        if len(wanted) <= 1:
+            return [one(w) for w in wanted]
+        with ThreadPoolExecutor(max_workers=min(4, len(wanted))) as pool:
+            return list(pool.map(one, wanted))
 
     def start_job(self, paths: list[str], kind: str) -> JobInfo:
         return self._call(self.client.create_job, paths, kind)
@@ -240,197 +265,6 @@ class ApiBackend:
         return self._call(self.client.jobs)
 
     def can_start_jobs(self) -> str | None:
-        if not self.config.api_key:
+        if self.config.mode == "api" and not self.config.api_key:
             return "Starting index jobs through the API needs a key: set VIDSEARCH_API_KEY (one of the server's VIDSEARCH_API_KEYS)."
         return None
-
-
-# -- local mode ---------------------------------------------------------------------------------
-class LocalBackend:
-    """The index directory opened in this process (no server): the engine is loaded once, on the
-    first search, and kept (the app caches this object); index jobs run as `vidsearch index`
-    subprocesses through the same job runner the API uses."""
-
-    def __init__(self, config: UiConfig, settings=None):
-        from vidsearch.config import load_settings
-
-        self.config = config
-        self.settings = settings or load_settings(db=config.db)
-        self._engine = None
-        self._jobs = None
-        self._lock = threading.Lock()
-        self._jobs_lock = threading.Lock()
-
-    @property
-    def loaded(self) -> bool:
-        return self._engine is not None
-
-    # the engine is opened lazily and retried after a failure: an empty index may be filled by a job
-    def engine(self):
-        if self._engine is not None:
-            return self._engine
-        with self._lock:
-            if self._engine is None:
-                self._engine = self._open_engine()
-        return self._engine
-
-    def _open_engine(self):
-        from vidsearch.fingerprint import FingerprintMismatch
-        from vidsearch.search.engine import open_engine
-        from vidsearch.store import StoreError
-
-        try:
-            from vidsearch.encoders.backbone import ModelLoadError
-        except ImportError:  # pragma: no cover
-            ModelLoadError = RuntimeError  # noqa: N806
-        try:
-            return open_engine(self.settings)
-        except StoreError as exc:
-            raise _store_error(exc) from None
-        except (FingerprintMismatch, ModelLoadError) as exc:
-            raise BackendError("unavailable", str(exc)) from None
-
-    def _store(self):
-        from vidsearch.store import Store, StoreError
-
-        try:
-            return Store.open(self.settings.db)
-        except StoreError as exc:
-            raise _store_error(exc) from None
-
-    def search(self, req: SearchRequest) -> SearchResponse:
-        from vidsearch.search.engine import SearchError
-
-        engine = self.engine()
-        try:
-            return engine.search(req)
-        except SearchError as exc:
-            raise BackendError("bad_query", str(exc)) from None
-
-    def catalog(self) -> tuple[list[VideoInfo], int]:
-        import json
-
-        from vidsearch.search.engine import video_info
-
-        rows = self._store().videos().to_pylist()
-        rows.sort(key=lambda r: (r["title"].lower(), r["video_id"]))
-        for r in rows[:CATALOG_LIMIT]:
-            r["metadata"] = json.loads(r["metadata"] or "{}")
-        return [video_info(r) for r in rows[:CATALOG_LIMIT]], len(rows)
-
-    def stats(self) -> LibraryStats:
-        s = self._store().stats()
-        version = self._engine.snapshot.version if self._engine is not None else None
-        return LibraryStats(
-            videos=s["videos"],
-            hours=s["hours"],
-            model=s["model"],
-            fingerprint=s["fingerprint"],
-            files=s["files"],
-            failed=s["failed"],
-            failures=s["failures"],
-            index_version=version,
-            not_ready=None if s["fingerprint"] else "The index has no videos yet.",
-        )
-
-    def channels(self) -> list[str]:
-        try:
-            engine = self.engine()
-        except BackendError:
-            return ["visual"]
-        extra = set(engine.text_channels.sources()) if engine.text_channels else set()
-        return ["visual", *sorted(extra)]
-
-    def media(self, video: VideoInfo) -> str | None:
-        path = Path(video.uri)
-        return str(path) if path.is_file() else None
-
-    def thumb_dir(self) -> Path:
-        """`<db>/.thumbs`, shared with the API's cache (same file names); a user cache dir when the
-        index directory is read-only."""
-        primary = Path(self.settings.db) / ".thumbs"
-        try:
-            primary.mkdir(parents=True, exist_ok=True)
-            if os.access(primary, os.W_OK):
-                return primary
-        except OSError:
-            pass
-        fallback = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vidsearch" / "thumbs"
-        fallback.mkdir(parents=True, exist_ok=True)
-        return fallback
-
-    def thumbnails(self, wanted: list[tuple[VideoInfo, float]], width: int = 320) -> list[str | None]:
-        """JPEG paths; the missing ones are cut in parallel (a page of results at once)."""
-        from .thumbnails import frame_jpeg
-
-        cache = self.thumb_dir()
-
-        def one(item):
-            video, t = item
-            out = frame_jpeg(Path(video.uri), video.id, t, video.duration, cache, width)
-            return str(out) if out is not None else None
-
-        if len(wanted) <= 1:
-            return [one(w) for w in wanted]
-        with ThreadPoolExecutor(max_workers=min(4, len(wanted))) as pool:
-            return list(pool.map(one, wanted))
-
-    # -- jobs ----------------------------------------------------------------------------------
-    def _job_manager(self):
-        from vidsearch.search.jobs import JobManager
-
-        with self._jobs_lock:
-            if self._jobs is None:
-                self._jobs = JobManager(self.settings, on_progress=self._refresh, model_flags=self._model_flags)
-        return self._jobs
-
-    def _refresh(self) -> None:
-        if self._engine is not None:
-            self._engine.refresh(wait=False)
-
-    def _model_flags(self) -> list[str]:
-        """Index jobs encode with the model the index was built with, not the default one."""
-        from vidsearch.store import Store, StoreError
-
-        try:
-            fp = Store.open(self.settings.db).stored_fingerprint()
-        except StoreError:
-            fp = None
-        if fp is None:  # a new index: the model the settings ask for
-            s = self.settings
-            named = [n for n in ("model", "pretrained", "checkpoint") if n in s.model_fields_set and getattr(s, n) is not None]
-            return [part for n in named for part in (f"--{n}", str(getattr(s, n)))]
-        from vidsearch.encoders.backbone import spec_from_fingerprint
-
-        spec = spec_from_fingerprint(fp, self.settings.checkpoint)
-        flags = ["--model", spec["model"]]
-        if spec["pretrained"] is not None:
-            flags += ["--pretrained", spec["pretrained"]]
-        if spec["checkpoint"] is not None:
-            flags += ["--checkpoint", str(spec["checkpoint"])]
-        return flags
-
-    def start_job(self, paths: list[str], kind: str) -> JobInfo:
-        missing = [p for p in paths if not Path(p).exists()]
-        if missing:
-            raise BackendError("bad_query", f"path(s) not found: {', '.join(missing[:5])}")
-        return self._job_manager().submit(kind, paths)
-
-    def job(self, job_id: str) -> JobInfo:
-        job = self._job_manager().get(job_id)
-        if job is None:
-            raise BackendError("not_found", f"no job with id {job_id}")
-        return job
-
-    def jobs(self) -> list[JobInfo]:
-        return self._job_manager().list()
-
-    def can_start_jobs(self) -> str | None:
-        return None
-
-
-def _store_error(exc: Exception) -> BackendError:
-    text = str(exc)
-    if "is empty" in text or "no index at" in text:
-        return BackendError("empty", text, "Index some videos first: the Library page starts a job, or run `vidsearch index PATH`.")
-    return BackendError("unavailable", text)

@@ -1,13 +1,14 @@
 """The app's caches, in one place. Streamlit reruns the whole page script on every click, so anything
 slow is cached here and a rerun costs almost nothing:
 
-- the backend (HTTP client, or the loaded model and index) lives for the process;
+- the backend (the API client, over HTTP or in-process with the loaded model and index) lives for
+  the process;
 - search responses are keyed by the full request, so choosing a moment, paging back or moving a
   slider that does not change the request never encodes the query again (and in local mode the
   engine keeps its own query-vector cache underneath);
 - facets and library stats are read at most every few seconds;
-- local-mode thumbnails are cut once to disk and their paths remembered;
-- in local mode the played file's bytes are kept (Streamlit would read the whole file again on every
+- local-mode thumbnails (JPEG bytes from the in-process API) are remembered;
+- in local mode the played file's bytes are kept (Streamlit would fetch the whole file again on every
   rerun, then serve it from memory with range requests); files too big for that are refused with
   a pointer to API mode, which streams from disk.
 
@@ -18,7 +19,6 @@ started server, a filled index — shows up on the next rerun.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import streamlit as st
 
@@ -28,8 +28,6 @@ from . import backend as backends
 from .backend import Backend, BackendError, Facets, LibraryStats, UiConfig
 
 LOCAL_MEDIA_MAX_BYTES = 1 << 30  # larger files are played through `vidsearch serve` instead
-MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
-               ".mkv": "video/x-matroska", ".ogv": "video/ogg"}  # fmt: skip
 SEARCH_TTL = 60.0  # an index version committed by someone else shows up within this
 FACETS_TTL = 30.0
 STATS_TTL = 5.0
@@ -94,12 +92,12 @@ def channels(be: Backend) -> list[str]:
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def _thumbnails(_be: Backend, be_key: str, wanted: tuple[tuple[str, str, float, float], ...], width: int) -> list[str | None]:
+def _thumbnails(_be: Backend, be_key: str, wanted: tuple[tuple[str, str, float, float], ...], width: int) -> list[bytes | None]:
     videos = [(VideoInfo(id=vid, title="", uri=uri, duration=dur), t) for vid, uri, dur, t in wanted]
     return _be.thumbnails(videos, width)
 
 
-def thumbnails(be: Backend, wanted: list[tuple[VideoInfo, float]], width: int = 320) -> list[str | None]:
+def thumbnails(be: Backend, wanted: list[tuple[VideoInfo, float]], width: int = 320) -> list[str | bytes | None]:
     if be.config.mode == "api":  # URLs: nothing to compute; the browser and the API cache the bytes
         return be.thumbnails(wanted, width)
     key = tuple((v.id, v.uri, float(v.duration), round(float(t), 2)) for v, t in wanted)
@@ -107,24 +105,25 @@ def thumbnails(be: Backend, wanted: list[tuple[VideoInfo, float]], width: int = 
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _file_bytes(path: str, mtime_ns: int, size: int) -> bytes:
-    return Path(path).read_bytes()
+def _media_bytes(_be: Backend, be_key: str, video_id: str, size: int) -> tuple[bytes, str]:
+    return _be.media_bytes(VideoInfo(id=video_id, title="", uri="", duration=0.0))
 
 
 def player_source(be: Backend, video: VideoInfo) -> tuple[str | bytes | None, str]:
-    """What `st.video` gets, and its MIME type: the API's media URL, or the local file's bytes."""
-    src = be.media(video)
-    mimetype = MEDIA_TYPES.get(Path(video.uri).suffix.lower(), "video/mp4")
-    if src is None or be.config.mode == "api":
-        return src, mimetype
-    stat = Path(src).stat()
-    if stat.st_size > LOCAL_MEDIA_MAX_BYTES:
+    """What `st.video` gets, and its media type: the API's media URL (the browser asks the API, which
+    says the type), or the file's bytes with the type the API gives them (local mode)."""
+    if be.config.mode == "api":
+        return be.media_url(video), "video/mp4"
+    size = be.media_size(video)
+    if size is None:
+        return None, "video/mp4"
+    if size > LOCAL_MEDIA_MAX_BYTES:
         raise BackendError(
             "unavailable",
-            f"This video is {stat.st_size / 2**30:.1f} GiB, too big to play through the UI in local mode.",
+            f"This video is {size / 2**30:.1f} GiB, too big to play through the UI in local mode.",
             "Run `vidsearch serve` and start the UI with `--api URL`: the API streams files from disk.",
         )
-    return _file_bytes(src, stat.st_mtime_ns, stat.st_size), mimetype
+    return _media_bytes(be, key_of(be), video.id, size)
 
 
 def clear_data() -> None:

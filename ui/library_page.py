@@ -18,7 +18,7 @@ from vidsearch.api_models import JobInfo
 from vidsearch.ui import cache
 from vidsearch.ui.backend import Backend, BackendError, LibraryStats
 from vidsearch.ui.cards import md_escape
-from vidsearch.ui.messages import guarded, show_error
+from vidsearch.ui.messages import guarded, loading, show_error
 
 JOB = "job_id"  # session key: the job started from this page
 JOB_DONE = "job_done"  # session key: the finished job whose end was already acted on
@@ -53,8 +53,6 @@ def failures(stats: LibraryStats) -> None:
             width="stretch",
             column_config={"path": st.column_config.TextColumn("file"), "error": st.column_config.TextColumn("problem")},
         )
-    if stats.failures_note:
-        st.caption(f"Failed files listed {stats.failures_note}.")
 
 
 def job_form(be: Backend) -> None:
@@ -86,8 +84,7 @@ def job_form(be: Backend) -> None:
 
 
 def show_job(job: JobInfo) -> None:
-    p = job.progress or {}
-    total, done, frames = int(p.get("total") or 0), int(p.get("done") or 0), int(p.get("frames") or 0)
+    total, done, frames = job.progress.total, job.progress.done, job.progress.frames
     label = f"{STATE_ICON.get(job.state, '')} {job.kind} job `{job.id}`: {job.state}"
     if job.state in ("queued", "running"):
         st.progress(min(done / total, 1.0) if total else 0.0, text=f"{label} — {done}/{total} videos, {frames} frames")
@@ -128,7 +125,7 @@ def recent_jobs(be: Backend) -> None:
     rows = [
         {
             "job": j.id, "kind": j.kind, "state": j.state,
-            "videos": f"{(j.progress or {}).get('done', 0)}/{(j.progress or {}).get('total', 0)}",
+            "videos": f"{j.progress.done}/{j.progress.total}",
             "paths": ", ".join(j.paths), "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created_at)),
             "error": j.error or "",
         }
@@ -142,7 +139,8 @@ def render() -> None:
     st.title("Library", anchor=False)
     st.caption(be.config.describe())
     try:
-        stats = cache.stats(be)
+        with loading(be):
+            stats = cache.stats(be)
     except BackendError as err:
         show_error(err)
         if err.kind in ("unreachable", "auth"):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import streamlit as st
 from pydantic import ValidationError
 
-from .backend import BackendError
+from .backend import Backend, BackendError
 
 log = logging.getLogger("vidsearch.ui")
 
@@ -25,6 +26,14 @@ TITLES = {
     "not_found": "Not found",
     "unavailable": "Search is unavailable",
 }
+
+
+def loading(be: Backend):
+    """A spinner while a local backend starts its in-process API, which loads the model and opens
+    the index (the first call only)."""
+    if getattr(be, "loaded", True):
+        return nullcontext()
+    return st.spinner("Loading the model and the index (once)…")
 
 
 def show_error(err: BackendError) -> None:

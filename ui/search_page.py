@@ -10,7 +10,6 @@ URL (`?q=`), so a search can be shared or bookmarked.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import streamlit as st
 from pydantic import ValidationError
@@ -21,7 +20,7 @@ from vidsearch.api_models import SearchRequest, SearchResponse, SearchResult
 from vidsearch.ui import cache
 from vidsearch.ui.backend import Backend, BackendError, Facets
 from vidsearch.ui.cards import PLAY, md_escape, render_card
-from vidsearch.ui.messages import guarded, show_error, validation_message
+from vidsearch.ui.messages import guarded, loading, show_error, validation_message
 
 PAGES = "pages"  # session key: the cursors of the pages shown for the current request
 ANY = "any"
@@ -40,13 +39,6 @@ def _remember_query(query: str) -> None:
         del st.query_params["q"]
 
 
-def _loading(be: Backend):
-    """A spinner while a local backend loads the model and the index (the first call only)."""
-    if getattr(be, "loaded", True):
-        return nullcontext()
-    return st.spinner("Loading the model and the index (once)…")
-
-
 def sidebar_options(be: Backend, facets: Facets) -> dict:
     """The request's fields other than the query, from the sidebar widgets. Defaults send nothing,
     so the server's own defaults (every channel, weight 1) apply."""
@@ -57,7 +49,7 @@ def sidebar_options(be: Backend, facets: Facets) -> dict:
         if st.toggle("One card per moment", key="by_moment", help="List the best moments across videos instead of the best videos."):
             options["group_by"] = "moment"
 
-        with _loading(be):
+        with loading(be):
             available = cache.channels(be)
         chosen = st.multiselect(
             "Channels", available, default=[], key="channels", placeholder="all channels",
@@ -113,7 +105,7 @@ def fetch(be: Backend, req: SearchRequest, request_key: str) -> tuple[list[Searc
     results: list[SearchResult] = []
     resp = None
     for cursor in _pages_for(request_key):
-        with _loading(be):
+        with loading(be):
             resp = cache.search(be, req.model_copy(update={"cursor": cursor}))
         results += resp.results
     return results, resp
@@ -143,7 +135,8 @@ def render() -> None:
     )
     _remember_query(query)
     try:
-        facets = cache.facets(be)
+        with loading(be):
+            facets = cache.facets(be)
     except BackendError as err:
         show_error(err)
         return

@@ -132,16 +132,45 @@ class JobRequest(_Strict):
     paths: list[str] = Field(..., min_length=1, max_length=1000, description="folders, files or manifest.jsonl on the server")
 
 
+class JobProgress(BaseModel):
+    """How far an index job is: what the indexing pipeline reports as it goes."""
+
+    total: int = Field(0, description="videos to encode (new or changed files; unchanged ones are skipped before)")
+    done: int = Field(0, description="videos finished, encoded or failed")
+    frames: int = Field(0, description="frames encoded so far")
+
+
 class JobInfo(BaseModel):
     id: str
     kind: str
     paths: list[str]
     state: Literal["queued", "running", "succeeded", "failed"]
-    progress: dict[str, Any] = Field(default_factory=dict)
+    progress: JobProgress = Field(default_factory=JobProgress)
     summary: dict[str, Any] | None = None
     error: str | None = None
     created_at: float
     finished_at: float | None = None
+
+
+class FileProblem(BaseModel):
+    path: str
+    error: str
+
+
+class IndexStatus(BaseModel):
+    """What is indexed, as `vidsearch status` reports it, plus what searches can use right now."""
+
+    videos: int = Field(..., description="videos visible to search")
+    files: int = Field(..., description="paths seen, including copies and failures")
+    failed: int = Field(..., description="files that could not be indexed")
+    hours: float = Field(..., description="hours of indexed video")
+    model: str | None = Field(None, description="the model the index was built with")
+    fingerprint: str | None = Field(None, description="the model fingerprint's id")
+    channels: list[str] = Field(default_factory=list, description="channels a search may name (those this index has)")
+    index_version: str | None = Field(None, description="the version searches are answered from")
+    ready: bool = Field(..., description="searches will be answered (the index is open and its model loaded)")
+    not_ready: str | None = Field(None, description="why searches cannot be answered yet")
+    failures: list[FileProblem] = Field(default_factory=list, description="every failed file and why")
 
 
 class ErrorBody(BaseModel):

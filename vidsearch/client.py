@@ -1,19 +1,80 @@
-"""A small typed Python client for the vidsearch HTTP API.
+"""A small typed Python client for the vidsearch HTTP API, over a socket or in-process.
 
     from vidsearch.client import VidsearchClient
     with VidsearchClient("http://127.0.0.1:8080") as vs:
         for r in vs.search("a dog catches a red frisbee").results:
             print(r.video.title, r.moments[0].start if r.moments else None)
+
+`AppTransport` reaches an app in the same process without a socket (as datasette's internal client
+does), so the UI's local mode and `vidsearch search --db` speak to the very same API a server
+would serve (`vidsearch.server.local_client` builds one).
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any
 
 import httpx
 
-from .api_models import JobInfo, SearchRequest, SearchResponse, VideoInfo, VideoList
+from .api_models import IndexStatus, JobInfo, SearchRequest, SearchResponse, VideoInfo, VideoList
+
+LOCAL_URL = "http://in-process"
+
+
+class AppTransport(httpx.BaseTransport):
+    """Requests to an ASGI app in this process, no socket.
+
+    httpx's `ASGITransport` speaks ASGI but only to an async client; this runs it on an event loop of
+    its own, in a daemon thread (an embedding process, Streamlit, never waits for it at exit), and
+    runs the app's lifespan there before the first request, as a server would. Responses are read
+    whole, as a server's would be by the client (media included).
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self._asgi = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lifespan = None
+        self._lock = threading.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
+    def start(self) -> asyncio.AbstractEventLoop:
+        """Start the loop and the app's lifespan (once; later calls return at once)."""
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="vidsearch-in-process-app", daemon=True).start()
+                lifespan = self.app.router.lifespan_context(self.app)
+                try:
+                    asyncio.run_coroutine_threadsafe(lifespan.__aenter__(), loop).result()
+                except BaseException:
+                    loop.call_soon_threadsafe(loop.stop)
+                    raise
+                self._loop, self._lifespan = loop, lifespan
+        return self._loop
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        loop = self.start()
+        body = request.read()
+        return asyncio.run_coroutine_threadsafe(self._send(request, body), loop).result()
+
+    async def _send(self, request: httpx.Request, body: bytes) -> httpx.Response:
+        response = await self._asgi.handle_async_request(httpx.Request(request.method, request.url, headers=request.headers, content=body))
+        content = b"".join([part async for part in response.stream])
+        return httpx.Response(response.status_code, headers=response.headers, content=content, request=request)
+
+    def close(self) -> None:
+        with self._lock:
+            loop, self._loop = self._loop, None
+            if loop is not None:
+                asyncio.run_coroutine_threadsafe(self._lifespan.__aexit__(None, None, None), loop).result()
+                loop.call_soon_threadsafe(loop.stop)
 
 
 class ApiError(RuntimeError):
@@ -25,10 +86,15 @@ class ApiError(RuntimeError):
 
 
 class VidsearchClient:
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0):
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0, transport: httpx.BaseTransport | None = None):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.transport = transport
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    @property
+    def in_process(self) -> bool:
+        return isinstance(self.transport, AppTransport)
 
     def __enter__(self) -> VidsearchClient:
         return self
@@ -37,7 +103,7 @@ class VidsearchClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        self._http.close()  # closes the transport too (an in-process app runs its shutdown)
 
     def _call(self, method: str, path: str, **kw) -> httpx.Response:
         try:
@@ -69,6 +135,17 @@ class VidsearchClient:
     def media_url(self, video_id: str) -> str:
         return f"{self.base_url}/v1/videos/{video_id}/media"
 
+    def media(self, video_id: str) -> tuple[bytes, str]:
+        """The whole file and its media type (a client over a socket would rather stream `media_url`)."""
+        resp = self._call("GET", f"/v1/videos/{video_id}/media")
+        return resp.content, resp.headers.get("content-type", "application/octet-stream")
+
+    def media_size(self, video_id: str) -> int:
+        """The file's size in bytes, from a one-byte range request."""
+        resp = self._call("GET", f"/v1/videos/{video_id}/media", headers={"Range": "bytes=0-0"})
+        total = resp.headers.get("content-range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else len(resp.content)
+
     def thumbnail(self, video_id: str, t: float = 0.0, width: int = 320) -> bytes:
         return self._call("GET", f"/v1/videos/{video_id}/thumbnail", params={"t": t, "width": width}).content
 
@@ -91,6 +168,10 @@ class VidsearchClient:
 
     def ready(self) -> dict:
         return self._call("GET", "/readyz").json()
+
+    def status(self) -> IndexStatus:
+        """What is indexed, the model, every failed file, and whether searches are answered."""
+        return IndexStatus.model_validate(self._call("GET", "/v1/index").json())
 
     def healthy(self) -> bool:
         try:

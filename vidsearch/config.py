@@ -7,6 +7,7 @@ thing to the indexer, the search service and the UI. The TOML file is `--config 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -75,6 +76,13 @@ class Settings(BaseSettings):
     decode_ahead: int = Field(4, ge=1, description="Decoded videos queued ahead of the encoder.")
     flush_videos: int = Field(16, ge=1, description="Videos buffered per store commit.")
     threads: int | None = Field(None, ge=1, description="Torch CPU threads (default: all cores).")
+    decode_stall_seconds: float = Field(
+        120.0, gt=0, description="A decoder whose progress stops this long is killed; that file fails alone."
+    )
+    follow_symlinks: bool = Field(
+        False, description="Follow symbolic links that lead outside the folders being indexed (off: reported, not read)."
+    )
+    retry_failed: bool = Field(False, description="Try files that failed before again even if they did not change.")
 
     # Text channels (indexing).
     speech: bool = Field(True, description="Transcribe speech (ASR with word times) into timed spans.")
@@ -116,6 +124,20 @@ class Settings(BaseSettings):
         return value
 
 
+class _CheckedToml(TomlConfigSettingsSource):
+    """A TOML settings file in which every key must be a setting: a typo (`sample_fsp = 2`) is an
+    error that names the key and the file, not a value silently ignored. (Unknown `VIDSEARCH_*`
+    environment variables stay allowed: other tools share the prefix, e.g. VIDSEARCH_API_KEY.)"""
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path):
+        super().__init__(settings_cls, toml_file=toml_file)
+        known = set(settings_cls.model_fields)
+        for key in sorted(set(self.toml_data) - known):
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown setting {key!r} in {toml_file}{hint}")
+
+
 class _SettingsWithToml(Settings):
     """Settings whose sources include a TOML file chosen at load time."""
 
@@ -131,7 +153,7 @@ class _SettingsWithToml(Settings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml = _toml_path()
         if toml is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+            sources.append(_CheckedToml(settings_cls, toml))
         return tuple(sources)
 
 

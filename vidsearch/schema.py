@@ -22,7 +22,7 @@ def files_schema() -> pa.Schema:
             ("size", pa.int64()),
             ("mtime", pa.float64()),
             ("video_id", pa.string()),  # content hash; null when the file could not be read
-            ("status", pa.string()),  # "indexed" | "failed"
+            ("status", pa.string()),  # "indexed" | "failed" | "deleted" (removed by a user: kept out of later runs)
             ("error", pa.string()),
             ("updated_at", pa.float64()),
         ]

@@ -67,15 +67,21 @@ def _fixed_list(vectors: np.ndarray) -> pa.FixedSizeListArray:
 
 
 def _nested(vectors: list[np.ndarray], dim: int | None) -> pa.Array:
-    """A list per video of (T_i, D) matrices, built columnar: one flat buffer plus offsets."""
+    """A list per video of (T_i, D) matrices, built columnar: one flat buffer plus offsets.
+
+    With `dim` None the inner lists may differ in width (audio tokens: a video without a soundtrack has
+    none, and towers differ), so any mix of videos with and without them commits in one batch."""
     counts = np.array([len(v) for v in vectors], dtype=np.int32)
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-    flat = np.concatenate(vectors).astype(np.float32) if len(vectors) else np.zeros((0, dim or 0), np.float32)
-    if dim is None:  # variable-size inner lists (audio)
-        d = flat.shape[1] if flat.ndim == 2 else 0
-        inner_off = pa.array(np.arange(0, flat.shape[0] * d + 1, d or 1, dtype=np.int32)[: flat.shape[0] + 1])
-        inner = pa.ListArray.from_arrays(inner_off, pa.array(flat.reshape(-1)))
+    if dim is None:
+        rows = [np.asarray(v, np.float32) for v in vectors]
+        rows = [r if r.ndim == 2 else r.reshape(len(r), -1 if r.size else 0) for r in rows]
+        widths = np.concatenate([np.full(len(r), r.shape[1], np.int32) for r in rows]) if rows else np.zeros(0, np.int32)
+        flat = np.concatenate([r.reshape(-1) for r in rows]) if rows else np.zeros(0, np.float32)
+        inner_off = pa.array(np.concatenate([[0], np.cumsum(widths)]).astype(np.int32))
+        inner = pa.ListArray.from_arrays(inner_off, pa.array(flat, pa.float32()))
     else:
+        flat = np.concatenate(vectors).astype(np.float32) if len(vectors) else np.zeros((0, dim), np.float32)
         inner = _fixed_list(flat.reshape(-1, dim))
     return pa.ListArray.from_arrays(offsets, inner)
 
@@ -111,16 +117,20 @@ class Store:
                 raise StoreError(f"{path} is not a vidsearch index (no meta table)")
             store._create_base()
         store._check_schema()
-        stored = store.stored_fingerprint()
+        store._fingerprint = store.stored_fingerprint()
         if fingerprint is not None:
-            if stored is None:
-                store._bind(fingerprint)
-            elif stored.id != fingerprint.id:
-                raise FingerprintMismatch(str(path), stored, fingerprint)
-            store._fingerprint = fingerprint
-        else:
-            store._fingerprint = stored
+            store.use_fingerprint(fingerprint)
         return store
+
+    def use_fingerprint(self, fingerprint: Fingerprint) -> None:
+        """Write vectors of this model: binds a new index to it, and is a clear error on an index built
+        with another model."""
+        stored = self.stored_fingerprint()
+        if stored is None:
+            self._bind(fingerprint)
+        elif stored.id != fingerprint.id:
+            raise FingerprintMismatch(str(self.path), stored, fingerprint)
+        self._fingerprint = fingerprint
 
     def _tables(self) -> set[str]:
         return set(self.db.list_tables().tables)
@@ -231,6 +241,7 @@ class Store:
         files = self.files()
         videos = self.videos(["video_id", "duration", "n_units"])
         failed = files.filter(pc.equal(files["status"], "failed"))
+        deleted = files.filter(pc.equal(files["status"], "deleted"))
         fp = self.stored_fingerprint()
         tables = self._tables()
         return {
@@ -239,21 +250,27 @@ class Store:
             "fingerprint": fp.id if fp else None,
             "model": fp.describe() if fp else None,
             "videos": videos.num_rows,
-            "files": files.num_rows,
+            "files": files.num_rows - deleted.num_rows,
             "failed": failed.num_rows,
+            "deleted": deleted.num_rows,
             "hours": round(float(pc.sum(videos["duration"]).as_py() or 0.0) / 3600.0, 4),
             "units": int(pc.sum(videos["n_units"]).as_py() or 0),
             "segments": self.table(SEGMENTS).count_rows() if SEGMENTS in tables else 0,
             "spans": self.table(SPANS).count_rows(),
             "channels": self.channels(),
-            "warnings": [
-                {"path": p, "warning": e}
-                for p, e, st in zip(files["path"].to_pylist(), files["error"].to_pylist(), files["status"].to_pylist())
-                if st == "indexed" and e
-            ],
-            "failures": [
-                {"path": p, "error": e} for p, e in zip(failed["path"].to_pylist(), failed["error"].to_pylist())
-            ],
+            "warnings": sorted(
+                (
+                    {"path": p, "warning": e}
+                    for p, e, st in zip(files["path"].to_pylist(), files["error"].to_pylist(), files["status"].to_pylist())
+                    if st == "indexed" and e
+                ),
+                key=lambda w: w["path"],
+            ),
+            "failures": sorted(
+                ({"path": p, "error": e} for p, e in zip(failed["path"].to_pylist(), failed["error"].to_pylist())),
+                key=lambda f: f["path"],
+            ),
+            "excluded": sorted(deleted["path"].to_pylist()),  # deleted by a user: not re-indexed until named again
         }
 
     # -- writing -------------------------------------------------------------------------------
@@ -299,7 +316,7 @@ class Store:
                     pa.list_(pa.float32()),
                 ),
                 "audio_vectors": _nested(
-                    [v.audio_vectors if a else np.zeros((0, 1), np.float32) for v, a in zip(batch, has_audio)],
+                    [v.audio_vectors if a else np.zeros((0, 0), np.float32) for v, a in zip(batch, has_audio)],
                     None,
                 ),
             },
@@ -326,7 +343,47 @@ class Store:
         self.table(name).merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
     def delete_videos(self, video_ids: Iterable[str]) -> int:
-        """Remove videos from every table (visibility row first, so readers never see a half video)."""
+        """Remove videos as a user asks: gone from search, and kept out of later runs over their folders
+        (their `files` rows stay, marked `deleted`, until a file is named again: see `IndexRun.plan`)."""
+        ids = sorted(set(video_ids))
+        if not ids:
+            return 0
+        self._mark_deleted(f"video_id IN {sql_in_list(ids)}")
+        return self.purge_videos(ids)
+
+    def delete_paths(self, paths: Iterable[str]) -> int:
+        """Remove files as a user asks: each path is kept out of later runs; its content leaves the index
+        only when no other indexed file still points at it. Returns the number of videos removed."""
+        paths = sorted(set(paths))
+        if not paths:
+            return 0
+        where = f"path IN {sql_in_list(paths)}"
+        touched = set(self.table(FILES).search().where(where).select(["video_id"]).limit(None).to_arrow()["video_id"].to_pylist())
+        self._mark_deleted(where)
+        return self.purge_videos((touched - {None}) - self.referenced_ids())
+
+    def failed_content(self) -> dict[str, tuple[str, str]]:
+        """Content hash -> (path, error) of files that failed after their content was hashed."""
+        files = self.files()
+        failed = files.filter(pc.and_(pc.equal(files["status"], "failed"), pc.is_valid(files["video_id"])))
+        out: dict[str, tuple[str, str]] = {}
+        for vid, path, error in sorted(zip(failed["video_id"].to_pylist(), failed["path"].to_pylist(), failed["error"].to_pylist())):
+            if "which failed:" not in (error or ""):
+                out.setdefault(vid, (path, error))
+        return out
+
+    def referenced_ids(self) -> set[str]:
+        """Videos that at least one indexed file points at."""
+        files = self.files()
+        indexed = files.filter(pc.equal(files["status"], "indexed"))
+        return set(indexed["video_id"].to_pylist()) - {None}
+
+    def _mark_deleted(self, where: str) -> None:
+        self.table(FILES).update(where=where, values={"status": "deleted", "updated_at": time.time()})
+
+    def purge_videos(self, video_ids: Iterable[str]) -> int:
+        """Remove videos' rows from every table (visibility row first, so readers never see a half video);
+        `files` rows that record a user's delete are kept."""
         ids = sorted(set(video_ids))
         if not ids:
             return 0
@@ -334,12 +391,14 @@ class Store:
         before = self.table(VIDEOS).count_rows()
         self.table(VIDEOS).delete(where)
         removed = before - self.table(VIDEOS).count_rows()
-        for name in (SEGMENTS, FEATURES, SPANS, FILES):
+        for name in (SEGMENTS, FEATURES, SPANS):
             if name in self._tables():
                 self.table(name).delete(where)
+        self.table(FILES).delete(f"{where} AND status != 'deleted'")
         return removed
 
-    def delete_files(self, paths: Iterable[str]) -> None:
+    def forget_files(self, paths: Iterable[str]) -> None:
+        """Drop `files` rows (files that are gone from disk)."""
         paths = sorted(set(paths))
         if paths:
             self.table(FILES).delete(f"path IN {sql_in_list(paths)}")

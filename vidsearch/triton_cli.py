@@ -82,7 +82,12 @@ def export_triton_command(
     its parameters, and 1/model.onnx) and prints the cosine of ONNX to torch on decoded frames and
     captions. Exit code 1 when a check falls below 0.999.
     """
-    from .cli import _fail, _known_errors, _print_json, _settings, err
+    from vidsearch.encoders import ModelLoadError
+
+    from .clitools import err, user_errors
+    from .clitools import fail as _fail
+    from .clitools import print_json as _print_json
+    from .clitools import settings_from as _settings
 
     settings = _settings(config, model=model, pretrained=pretrained, checkpoint=checkpoint, token_merging=token_merging)
     try:
@@ -107,7 +112,7 @@ def export_triton_command(
                                instance_kind=instance_kind, instances=instances)  # fmt: skip
     except subprocess.CalledProcessError as exc:
         _fail(f"ffmpeg could not draw the check clips ({exc.stderr.decode(errors='replace').strip()}); pass --check-video")
-    except _known_errors() as exc:
+    except (ModelLoadError, *user_errors()) as exc:
         _fail(str(exc))
     if json_out:
         _print_json(report.as_dict())

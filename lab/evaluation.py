@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from vidsearch.api_models import Filters, SearchRequest
-from vidsearch.datasets import read_jsonl
+from vidsearch.encoders import ParameterFreePool, mean_pool
 from vidsearch.metrics import moment_metrics, retrieval_metrics
+from vidsearch.search import SearchEngine, VideoFeatures, audio_hits, localize_moments
+from vidsearch.search.features import pad_vectors
 from vidsearch.store import StoreError
 
-from .engine import SearchEngine, audio_hits
-from .features import VideoFeatures, pad_vectors
-from .moments import localize_moments
+from .datasets import read_jsonl
 
 CHUNK = 64  # queries per scoring chunk (bounded memory: CHUNK x videos x D)
 
@@ -125,8 +125,6 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
 
 @torch.inference_mode()
 def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFeatures]) -> dict[str, np.ndarray]:
-    from vidsearch.encoders.xpool import ParameterFreePool, mean_pool
-
     frames, mask = _pad(feats, audio=False)
     head = getattr(engine.backbone, "head", None)
     has_audio = head is not None and any(f.audio_vectors.size for f in feats)
@@ -150,14 +148,16 @@ def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFe
 
 
 def _engine_scores(engine: SearchEngine, queries: Queries, vids: list[str]) -> np.ndarray:
-    """The product ranking as a score matrix: fused score where ranked, below every ranked score elsewhere."""
+    """The product ranking as a score matrix: fused score where ranked, below every ranked score elsewhere.
+
+    Scores are rounded to 6 digits as the API reports them, so ties rank as a client would see them."""
     sims = np.full((len(queries.text), len(vids)), -1e9, dtype=np.float64)
     col = {v: i for i, v in enumerate(vids)}
     for q, text in enumerate(queries.text):
-        resp = engine.search(SearchRequest(query=text, top_k=200, filters=Filters(video_ids=vids)))
-        for r in resp.results:
-            if r.video.id in col:
-                sims[q, col[r.video.id]] = r.score
+        ranking = engine.rank(engine.plan(SearchRequest(query=text, top_k=200, filters=Filters(video_ids=vids))))
+        for c in ranking.candidates[:200]:  # the first page, as a client asking top_k=200 gets
+            if c.video_id in col:
+                sims[q, col[c.video_id]] = round(c.score, 6)
     return sims
 
 

@@ -1,7 +1,7 @@
 """`eval-moments` and `eval-retrieval`: score result files from the shell with the reference rules.
 
-Kept out of ``vidsearch.cli`` so the main CLI only registers them (``app.command("eval-moments")(
-eval_moments)``) and so they can be tested alone through this module's own ``app``. Output is a table
+Kept in their own module so the main CLI only registers them (``lab.commands.register``) and so
+they can be tested alone through this module's own ``app``. Output is a table
 for people or, with ``--json``, exactly one JSON object on stdout for scripts; bad input is one line
 on stderr and exit code 2 (typer's usage-error code), never a traceback.
 """

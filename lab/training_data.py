@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vidsearch.datasets import read_jsonl
+from vidsearch.indexer.prepare import DecodeJob, Prepared
+from vidsearch.indexer.worker import DecoderPool
 
-from .prepare import DecodeJob, Prepared
-from .worker import DecoderPool
+from .datasets import read_jsonl
 
 
 @dataclass

@@ -1,0 +1,212 @@
+"""Index and reindex jobs, for a process that serves the index (the HTTP server, and through it the UI).
+
+Jobs run one at a time, in order, on a thread of this process, as an `IndexRun` with the server's
+own settings, so a job indexes with exactly what the server was started with: its config file,
+its model and weights, its token merging, its sampling and channels.
+
+**In-process, not a subprocess** (the indexer's decision, and why):
+- the part of indexing that can crash on a hostile file, decoding, already runs in decoder
+  processes (`worker.py`), so a bad file costs that file, never the server;
+- the model is the one the server has loaded for the same index (same fingerprint): a job does not
+  load a second copy (~2-5 s and hundreds of MB for ViT-B-32), and cannot pick another one;
+- progress and the summary are typed values from the pipeline's callbacks (`JobProgress`,
+  `RunSummary`), not lines parsed from a child's stdout and a file of keys written elsewhere;
+- the store's write lock still keeps one writer per index (a `vidsearch index` run in a shell and
+  a job exclude each other), and searches keep reading the last committed version meanwhile.
+A job survives the client that asked for it; it does not survive the server (a job the server did
+not finish is marked failed at the next start; indexing resumes where it stopped).
+
+Job records are kept in `<db>/.jobs/<id>.json`, so they outlive a restart. While there is no index
+yet they stay in memory: a first job that fails (an offline model, a bad path) leaves no directory
+behind that would look like a broken index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from vidsearch.api_models import JobInfo, JobProgress
+from vidsearch.config import Settings
+from vidsearch.encoders import ModelLoadError, backend_options, load_backbone, model_spec
+from vidsearch.fingerprint import FingerprintMismatch
+from vidsearch.store import Store, StoreError
+
+from .pipeline import IndexRun, IndexRunError, Progress, open_store_for
+
+__all__ = ["JobManager", "JobTracker"]
+
+log = logging.getLogger(__name__)
+REPORT_SECONDS = 0.25  # progress is recorded (and the server told) at most this often
+# failures whose message says what to do; anything else is reported with its type and logged
+EXPLAINED = (ModelLoadError, StoreError, FingerprintMismatch, FileNotFoundError, IndexRunError)
+
+
+class JobTracker(Progress):
+    """The pipeline's progress callbacks, kept as a `JobProgress` and reported as they come."""
+
+    def __init__(self, report: Callable[[JobProgress], None]):
+        self.progress = JobProgress()
+        self._report = report
+        self._last = 0.0
+
+    def start(self, total_videos: int) -> None:
+        self.progress = self.progress.model_copy(update={"total": total_videos})
+        self._send(force=True)
+
+    def advance(self, videos: int = 0, frames: int = 0) -> None:
+        p = self.progress
+        self.progress = p.model_copy(update={"done": p.done + videos, "frames": p.frames + frames})
+        self._send()
+
+    def stop(self) -> None:
+        self._send(force=True)
+
+    def _send(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= REPORT_SECONDS:
+            self._last = now
+            self._report(self.progress)
+
+
+class JobManager:
+    """Queues jobs and runs them on one worker thread; `get`/`list` are safe from any thread.
+
+    `backbone()` returns the model the server has open for this index (None when it has none yet);
+    `on_progress()` is called as a job commits batches (the server looks for the new version);
+    `on_finish(backbone)` after a job succeeded, with the model it used (a server that had no index
+    can open one with it).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        backbone: Callable[[], object | None] = lambda: None,
+        on_progress: Callable[[], None] | None = None,
+        on_finish: Callable[[object], None] | None = None,
+    ):
+        self.settings = settings
+        self.db = Path(settings.db)
+        self.dir = self.db / ".jobs"
+        self._backbone = backbone
+        self.on_progress = on_progress or (lambda: None)
+        self.on_finish = on_finish or (lambda backbone: None)
+        self._jobs: dict[str, JobInfo] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._load()
+        self._worker = threading.Thread(target=self._run_forever, name="vidsearch-jobs", daemon=True)
+        self._worker.start()
+
+    # -- records ---------------------------------------------------------------------------------
+    def _load(self) -> None:
+        if not self.dir.is_dir():
+            return
+        for f in self.dir.glob("*.json"):
+            try:
+                job = JobInfo.model_validate_json(f.read_text())
+            except ValueError:
+                continue
+            if job.state in ("queued", "running"):  # the server that ran it is gone
+                job = job.model_copy(update={"state": "failed", "error": "the server stopped before the job finished; submit it again (indexing resumes where it stopped)", "finished_at": time.time()})
+            self._jobs[job.id] = job
+
+    def _save(self, job: JobInfo) -> None:
+        """Persist a record, only inside an index directory that exists (see the module docstring)."""
+        if not self.db.is_dir():
+            return
+        self.dir.mkdir(exist_ok=True)
+        tmp = self.dir / f"{job.id}.tmp"
+        tmp.write_text(job.model_dump_json())
+        os.replace(tmp, self.dir / f"{job.id}.json")
+
+    def _update(self, job_id: str, **changes) -> JobInfo:
+        with self._lock:
+            job = self._jobs[job_id].model_copy(update=changes)
+            self._jobs[job_id] = job
+        self._save(job)
+        return job
+
+    def submit(self, kind: str, paths: list[str]) -> JobInfo:
+        job = JobInfo(id=uuid.uuid4().hex[:12], kind=kind, paths=paths, state="queued", created_at=time.time())
+        with self._lock:
+            self._jobs[job.id] = job
+        self._save(job)
+        self._queue.put(job.id)
+        return job
+
+    def get(self, job_id: str) -> JobInfo | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def list(self) -> list[JobInfo]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: -j.created_at)
+
+    # -- running -----------------------------------------------------------------------------------
+    def _run_forever(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            try:
+                self._run(job_id)
+            except Exception as exc:  # noqa: BLE001 - a job runner bug must not kill the runner
+                log.exception("job %s: runner error", job_id)
+                self._update(job_id, state="failed", error=f"job runner error: {exc}", finished_at=time.time())
+
+    def _model(self, stored) -> object:
+        """The server's model for this index when it has one open, else the one rule's choice."""
+        backbone = self._backbone()
+        if backbone is not None:
+            return backbone
+        s = self.settings
+        return load_backbone(**model_spec(s, stored), precision=s.precision, device=s.device, **backend_options(s))
+
+    def _stored_fingerprint(self):
+        try:
+            return Store.open(self.db).stored_fingerprint()
+        except StoreError:  # no index yet
+            return None
+
+    def _run(self, job_id: str) -> None:
+        job = self._update(job_id, state="running")
+        tracker = JobTracker(lambda p: self._progress(job_id, p))
+        existing = set(os.listdir(self.db)) if self.db.is_dir() else None
+        stored = self._stored_fingerprint() if existing is not None else None
+        had_index = stored is not None
+        try:
+            backbone = self._model(stored)
+            store = open_store_for(self.settings, backbone)
+            summary = IndexRun(store, backbone, self.settings, progress=tracker).run([Path(p) for p in job.paths], prune=job.kind == "reindex")
+        except Exception as exc:  # noqa: BLE001 - every failure is the job's, reported on it
+            if not had_index:
+                self._remove_new(existing)
+            if isinstance(exc, EXPLAINED):
+                reason = str(exc)
+            else:
+                log.exception("job %s failed", job_id)
+                reason = f"{type(exc).__name__}: {exc}"
+            self._update(job_id, state="failed", error=reason, progress=tracker.progress, finished_at=time.time())
+            return
+        result = {"db": str(self.settings.db), "fingerprint": backbone.fingerprint.id, **summary.as_dict()}
+        self._update(job_id, state="succeeded", summary=result, progress=tracker.progress, finished_at=time.time())
+        self.on_finish(backbone)
+
+    def _progress(self, job_id: str, progress: JobProgress) -> None:
+        self._update(job_id, progress=progress)
+        self.on_progress()
+
+    def _remove_new(self, existing: set[str] | None) -> None:
+        """Undo what a failed first job created: no half-made index is left behind."""
+        if existing is None:
+            shutil.rmtree(self.db, ignore_errors=True)
+            return
+        for name in set(os.listdir(self.db)) - existing:
+            target = self.db / name
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)

@@ -1,0 +1,105 @@
+"""A search request resolved once into what ranking needs: the query plan.
+
+A request names channels, filters and a time window in the API's words; ranking needs them as
+values it can use directly: the fusion weight of each channel the index has, the ids of the videos
+the filters allow, the time window as numbers, the query's vector, and the snapshot everything is
+answered from. Resolving them once, before any stage runs, means a stage never re-reads the request
+and every stage of one search sees the same index version.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidsearch.api_models import Filters, SearchRequest
+
+from .snapshot import Snapshot
+
+__all__ = ["QueryPlan", "SearchError", "TimeWindow", "channel_weights"]
+
+
+class SearchError(ValueError):
+    """A request that cannot be answered as asked (bad cursor, unknown channel...): a 4xx."""
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The part of each video a search may answer from (seconds; `end` is inf when open-ended).
+
+    Units are kept when they overlap it; timed evidence (text spans, sounds) is cut to it, so a
+    moment never reaches outside the window.
+    """
+
+    start: float
+    end: float
+
+    @classmethod
+    def of(cls, filters: Filters | None) -> TimeWindow | None:
+        if filters is None or filters.time_range is None:
+            return None
+        r = filters.time_range
+        return cls(float(r.start), math.inf if r.end is None else float(r.end))
+
+    def units(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """(T,) bool: the units that overlap the window."""
+        return (end > self.start) & (start < self.end)
+
+    def clip(self, rows: np.ndarray) -> np.ndarray:
+        """(N, 3) timed rows (start, end, score) cut to the window; rows left empty are dropped."""
+        if not rows.size:
+            return rows
+        rows = rows.copy()
+        rows[:, 0] = np.maximum(rows[:, 0], self.start)
+        rows[:, 1] = np.minimum(rows[:, 1], self.end)
+        return rows[rows[:, 1] > rows[:, 0]]
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """Everything a search is ranked by, resolved from the request against one snapshot."""
+
+    request: SearchRequest  # as asked: the query text, group_by, max_moments
+    snapshot: Snapshot  # the index version every stage reads
+    query: np.ndarray  # (D,) the query's vector in the frame/text tower's space
+    weights: dict[str, float]  # channel -> fusion weight, only channels the index has
+    allowed: np.ndarray | None  # video ids that pass the filters (None: every video)
+    window: TimeWindow | None
+
+    @property
+    def text(self) -> str:
+        return self.request.query
+
+    @property
+    def use_audio(self) -> bool:
+        """The audio channel is fused into the visual score by the TEFAL head."""
+        return "audio" in self.weights
+
+    @property
+    def use_frames(self) -> bool:
+        """The coarse segment vectors vote (visual, or audio, which rides on the visual candidates)."""
+        return "visual" in self.weights or "audio" in self.weights
+
+    @property
+    def text_sources(self) -> list[str]:
+        return [c for c in self.weights if c not in ("visual", "audio")]
+
+    @property
+    def answerable(self) -> bool:
+        """Something can match: the index has segments and the filters leave a video."""
+        return self.snapshot.coarse is not None and (self.allowed is None or len(self.allowed) > 0)
+
+
+def channel_weights(req: SearchRequest, available: set[str]) -> dict[str, float]:
+    """The request's channels and weights, checked against what the index has (default: all, 1.0)."""
+    if req.channels is None:
+        return {c: 1.0 for c in sorted(available)}
+    unknown = [c for c in req.channels if c not in available]
+    if unknown:
+        raise SearchError(f"channel(s) {', '.join(unknown)} are not in this index (available: {', '.join(sorted(available))})")
+    weights = {c: w for c, w in req.channels.items() if w > 0 and c in available}
+    if not weights:
+        raise SearchError("every requested channel has weight 0 or is not indexed")
+    return weights

@@ -1,0 +1,227 @@
+"""The query path after planning: coarse candidates → fine re-ranking → moments, as typed values.
+
+1. **Candidate pool** (coarse). Each channel ranks videos its own cheap way: the segment vectors by
+   ANN (visual; the audio channel rides on the same candidates), each text channel by BM25 and
+   sentence vectors over its spans. Reciprocal rank fusion of those lists picks the `candidates`
+   videos worth a closer look. This first fusion only decides *who* is looked at closely.
+2. **Final ranking** (fine). X-Pool (with TEFAL audio fusion when the model has a head) re-scores
+   each candidate from its stored unit vectors; that list *replaces* the coarse visual list, the
+   text channels keep theirs, and a second fusion gives the final order and score. Fusing again
+   (instead of adding scores) is what keeps channels on incomparable scales (cosine, BM25) from
+   drowning each other, and it lets a video that only a text channel found keep its place.
+3. **Moments**. Each result's relevance curve (query · unit, for the units in the time window) plus
+   its timed evidence (matched speech/on-screen text, and sounds that match the query weighted as
+   the head weighs audio) is cut into moments. The relevance and the audio gate come from step 2;
+   nothing is recomputed.
+
+A `Candidate` carries everything a result needs; `Ranking` pages them and localises moments only
+for the page asked for (or, when results are listed by moment, for the leading candidates whose
+moments compete).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from vidsearch.api_models import SpanHit
+
+from .features import FeatureCache, VideoFeatures
+from .fusion import reciprocal_rank_fusion
+from .moments import Moment, MomentResult, localize_moments
+from .plan import QueryPlan
+from .rerank import rerank
+
+__all__ = ["Candidate", "CandidatePool", "Hit", "Ranking", "audio_hits", "candidate_pool", "final_ranking", "localize", "per_video_best"]
+
+MOMENT_GROUP_VIDEOS = 30  # candidates whose moments compete when results are listed by moment
+SPANS_PER_RESULT = 5
+
+
+@dataclass(frozen=True)
+class CandidatePool:
+    """Stage 1's output: who gets re-ranked, and each channel's own list (kept for the final fusion)."""
+
+    ids: list[str]  # videos to re-rank, coarse-fused order, at most `candidates`
+    lists: dict[str, np.ndarray]  # channel -> video ids, best first (channels that matched something)
+    scores: dict[str, np.ndarray]  # channel -> its own scores, aligned with `lists`
+    spans: dict[str, list[SpanHit]]  # video -> its matched text, from every text channel
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One video after the final ranking, with what its result and its moments are made of."""
+
+    video_id: str
+    score: float  # the final fused score
+    channel_scores: dict[str, float]  # each channel's own evidence (cosine, X-Pool score, audio part)
+    features: VideoFeatures  # the stored units (all of them: the API reports their times)
+    in_window: np.ndarray  # (T,) the units inside the plan's time window
+    relevance: np.ndarray  # query · unit for the units in the window
+    attention: np.ndarray  # (T,) X-Pool's weights over the units
+    audio_gate: float  # the head's trust in this soundtrack for this query (0: no head or no audio)
+    spans: list[SpanHit]  # matched text, best first
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A candidate with its moments: what a search result is made of."""
+
+    candidate: Candidate
+    found: MomentResult  # the moments and the curve they were cut from
+    moments: list[Moment]  # the moments to report (all, or the one moment in moment mode)
+    score: float  # the candidate's score, or the moment's in moment mode
+
+
+def per_video_best(video_ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best segment score per video, videos best first (columnar group-by)."""
+    ok = video_ids != ""
+    video_ids, scores = video_ids[ok], scores[ok]
+    if len(video_ids) == 0:
+        return video_ids, scores
+    uniq, inverse = np.unique(video_ids, return_inverse=True)
+    best = np.full(len(uniq), -np.inf)
+    np.maximum.at(best, inverse, scores)
+    order = np.argsort(-best, kind="stable")
+    return uniq[order], best[order]
+
+
+def candidate_pool(plan: QueryPlan, text_channels, *, coarse_segments: int, candidates: int, rrf_k: float) -> CandidatePool:
+    """Stage 1: every channel's own ranking, fused to choose the videos worth re-ranking."""
+    snap = plan.snapshot
+    lists: dict[str, np.ndarray] = {}
+    scores: dict[str, np.ndarray] = {}
+    spans: dict[str, list[SpanHit]] = {}
+    if plan.use_frames:
+        hits = snap.coarse.search(plan.query[None, :], k=min(coarse_segments, snap.coarse.n_live), only_videos=plan.allowed)
+        lists["visual"], scores["visual"] = per_video_best(hits.video_ids[0], hits.scores[0])
+    if text_channels is not None:
+        for source in plan.text_sources:
+            ids, sc, found = text_channels.search(source, plan.text, candidates, plan.allowed)
+            lists[source], scores[source] = ids, sc
+            for vid, h in found.items():
+                spans.setdefault(vid, []).extend(h)
+    lists = {c: ids for c, ids in lists.items() if len(ids)}
+    scores = {c: s for c, s in scores.items() if c in lists}  # a channel with no match does not vote
+    if not lists:
+        return CandidatePool([], {}, {}, {})
+    fused = reciprocal_rank_fusion(lists, plan.weights, k=rrf_k, scores=scores)
+    ids = [str(v) for v in fused.ids[:candidates] if str(v) in snap.videos]
+    return CandidatePool(ids, lists, scores, spans)
+
+
+def final_ranking(plan: QueryPlan, pool: CandidatePool, cache: FeatureCache, head=None, pooler=None, *, rrf_k: float) -> list[Candidate]:
+    """Stage 2: X-Pool re-scores the pool; its list replaces the coarse visual one in a second fusion."""
+    feats = cache.get_many(pool.ids)
+    ids = [v for v in pool.ids if v in feats]
+    features = [feats[v] for v in ids]
+    window = plan.window
+    in_window = [np.ones(len(f.start), dtype=bool) if window is None else window.units(f.start, f.end) for f in features]
+    out = rerank(plan.query, features, in_window, head=head, pooler=pooler, use_audio=plan.use_audio)
+    lists, scores = dict(pool.lists), dict(pool.scores)
+    weights = {c: w for c, w in plan.weights.items() if c != "audio"}
+    if plan.use_frames:
+        order = np.argsort(-out.scores, kind="stable")
+        lists["visual"] = np.asarray(ids, dtype=str)[order]
+        scores["visual"] = out.scores[order]
+        weights["visual"] = plan.weights.get("visual", 0.0) + plan.weights.get("audio", 0.0)
+    fused = reciprocal_rank_fusion(lists, weights, k=rrf_k, scores=scores)
+    pos = {v: i for i, v in enumerate(ids)}
+    ranked: list[Candidate] = []
+    for i, vid in enumerate(fused.ids):
+        vid = str(vid)
+        if vid not in pos:  # found by a text channel, but not among the re-ranked candidates
+            continue
+        k = pos[vid]
+        evidence = {c: v["score"] for c, v in fused.explain(i).items()}
+        if plan.use_audio:
+            evidence["audio"] = float(out.audio_part[k])
+        f = features[k]
+        ranked.append(
+            Candidate(
+                video_id=vid,
+                score=float(fused.scores[i]),
+                channel_scores=evidence,
+                features=f,
+                in_window=in_window[k],
+                relevance=f.vectors[in_window[k]] @ plan.query,
+                attention=out.attention[k],
+                audio_gate=float(out.audio_gate[k]),
+                spans=sorted(pool.spans.get(vid, []), key=lambda h: -h.score)[:SPANS_PER_RESULT],
+            )
+        )
+    return ranked
+
+
+def audio_hits(head, q: np.ndarray, f: VideoFeatures, gate: float | None = None) -> np.ndarray:
+    """Where the soundtrack matches the query, as timed (start, end, score) rows for the moment curve.
+
+    Each audio token scores its cosine to the query above the soundtrack's median, scaled as the TEFAL
+    head scales audio in the fused score (learned weight x gate), so "a dog barks" lifts the seconds
+    of barking and a silent or irrelevant soundtrack (gate ~0) changes nothing. Frames alone cannot
+    tell two events that look alike and differ by their sound, which the synthetic corpus is full of
+    (README: moment metrics with and without it). Empty when the model has no head or the video no
+    audio. `gate` is the head's gate when the caller already has it (the re-rank computed it).
+    """
+    a = f.audio_vectors
+    if head is None or a.ndim != 2 or a.shape[0] == 0 or a.shape[1] != q.shape[0]:
+        return np.empty((0, 3))
+    cos = a @ q
+    if gate is None:
+        with torch.inference_mode():
+            gate = float(head.gate(torch.from_numpy(q[None].astype(np.float32)), torch.from_numpy(a[None].astype(np.float32)),
+                                   torch.ones(1, len(a), dtype=torch.bool))[0, 0])  # fmt: skip
+    weight = float(head.audio_weight.detach()) * gate
+    return np.stack([f.audio_start, f.audio_end, weight * (cos - np.median(cos))], axis=1).astype(np.float64)
+
+
+def localize(plan: QueryPlan, c: Candidate, head=None) -> MomentResult:
+    """Stage 3: the candidate's relevance curve and timed evidence, cut into moments."""
+    f, window = c.features, plan.window
+    # timed text shapes the moment; metadata covers the whole video and localises nothing
+    hits = np.array([[h.start, h.end, h.score] for h in c.spans if h.source != "metadata"], dtype=np.float64).reshape(-1, 3)
+    if window is not None:
+        hits = window.clip(hits)
+    if hits.size:
+        hits[:, 2] = hits[:, 2] / max(hits[:, 2].max(), 1e-9) * max(float(c.relevance.max(initial=0)), 0.1)
+    if plan.use_audio:
+        sound = audio_hits(head, plan.query, f, gate=c.audio_gate)
+        hits = np.concatenate([hits, sound if window is None else window.clip(sound)])
+    return localize_moments(f.start[c.in_window], f.end[c.in_window], c.relevance, hits if hits.size else None,
+                            max_moments=plan.request.max_moments)  # fmt: skip
+
+
+class Ranking:
+    """The ranked candidates of one plan; moments are cut only for the results a page shows."""
+
+    def __init__(self, plan: QueryPlan, candidates: list[Candidate], head=None):
+        self.plan, self.candidates, self.head = plan, candidates, head
+
+    @property
+    def by_moment(self) -> bool:
+        return self.plan.request.group_by == "moment"
+
+    def __len__(self) -> int:
+        return len(self._moment_hits) if self.by_moment else len(self.candidates)
+
+    def page(self, offset: int, limit: int) -> list[Hit]:
+        if self.by_moment:
+            return self._moment_hits[offset : offset + limit]
+        hits = []
+        for c in self.candidates[offset : offset + limit]:
+            found = localize(self.plan, c, self.head)
+            hits.append(Hit(c, found, found.moments, c.score))
+        return hits
+
+    @cached_property
+    def _moment_hits(self) -> list[Hit]:
+        """Every moment of the leading candidates, ranked by its own relevance."""
+        flat = []
+        for c in self.candidates[:MOMENT_GROUP_VIDEOS]:
+            found = localize(self.plan, c, self.head)
+            flat += [Hit(c, found, [m], m.score) for m in found.moments]
+        flat.sort(key=lambda h: -h.score)
+        return flat

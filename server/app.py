@@ -1,0 +1,81 @@
+"""The HTTP search API (FastAPI, versioned under /v1, OpenAPI at /openapi.json, docs at /docs).
+
+One router per resource (search.py, videos.py, jobs.py, health.py); auth, the engine and the index
+are typed dependencies (deps.py); the engine is opened by the lifespan, before the first request
+(state.py). Every malformed request gets a 4xx that says what is wrong. The docs pages load their
+scripts from this server (fastapi-offline), so /docs works on a closed network.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
+
+from vidsearch.client import LOCAL_URL, AppTransport, VidsearchClient
+from vidsearch.config import Settings
+from vidsearch.search import SearchEngine
+
+from . import health, jobs, search, videos
+from .state import ServerState
+
+__all__ = ["create_app", "local_client"]
+
+
+def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAPI:
+    """The app for one index. `engine` serves a pre-opened engine (benchmarks, tests)."""
+    state = ServerState(settings, engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(state.open)  # load the model and the snapshot before serving
+        yield
+
+    app = FastAPIOffline(
+        title="vidsearch",
+        version="1",
+        description="Text-to-video search that finds the moment. Writes need `Authorization: Bearer <key>`.",
+        lifespan=lifespan,
+    )
+    app.state.vidsearch = state
+    for module in (search, videos, jobs, health):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        state.metrics.latency.labels(path, request.method, str(response.status_code)).observe(time.perf_counter() - t0)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems) or "invalid request"})
+
+    return app
+
+
+def local_client(settings: Settings, timeout: float = 600.0) -> VidsearchClient:
+    """The API without a socket: this app, in this process, behind the same client a server's
+    users have (the UI's local mode, `vidsearch search --db`). The app starts, and loads the model,
+    on the first request.
+
+    Writes need a key, as over HTTP; this client gets one of its own, made here and known only to
+    this process (the app is reachable through nothing else), so the local user may start jobs
+    without the server's keys being configured.
+    """
+    key = secrets.token_urlsafe(24)
+    app = create_app(settings.model_copy(update={"api_keys": [*settings.api_keys, key]}))
+    return VidsearchClient(LOCAL_URL, api_key=key, timeout=timeout, transport=AppTransport(app))

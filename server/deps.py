@@ -1,0 +1,97 @@
+"""The routes' typed dependencies: the shared state, the engine (503 when the index is not ready),
+the index for reading, an indexed video by id, and the read and write keys.
+
+Each answers its own error once, here, so a route that declares `engine: ReadyEngine` or
+`row: VideoRow` never checks for a missing engine or an unknown id itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from vidsearch.api_models import ErrorBody
+from vidsearch.search import SearchEngine
+from vidsearch.store import Store, StoreError
+
+from .state import ServerState
+
+__all__ = ["ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "require_read", "require_write"]
+
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.vidsearch
+
+
+State = Annotated[ServerState, Depends(get_state)]
+
+
+def ready_engine(state: State) -> SearchEngine:
+    engine = state.engine()
+    if engine is None:
+        raise HTTPException(503, state.engine_error or "index not ready")
+    return engine
+
+
+def optional_engine(state: State) -> SearchEngine | None:
+    return state.engine()
+
+
+ReadyEngine = Annotated[SearchEngine, Depends(ready_engine)]
+OptionalEngine = Annotated[SearchEngine | None, Depends(optional_engine)]
+
+
+def index_store(state: State) -> Store:
+    try:
+        return state.store()
+    except StoreError as exc:
+        raise HTTPException(503, str(exc)) from exc
+
+
+IndexStore = Annotated[Store, Depends(index_store)]
+
+
+def video_row(video_id: str, state: State) -> dict:
+    """The `videos` row of an indexed video (from the snapshot when there is one), or 404."""
+    engine = state.engine()
+    if engine is not None:
+        row = engine.snapshot.videos.get(video_id)
+        if row is not None:
+            return row
+    rows = index_store(state).video_rows(video_id)
+    if rows:
+        return rows[0]
+    raise HTTPException(404, f"no indexed video with id {video_id}")
+
+
+VideoRow = Annotated[dict, Depends(video_row)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _check_key(state: ServerState, request: Request) -> None:
+    keys = state.settings.api_keys
+    if not keys:
+        raise HTTPException(403, "writes are disabled: no API keys are configured on the server (VIDSEARCH_API_KEYS)")
+    token = _bearer(request)
+    if token is None:
+        raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>`", headers={"WWW-Authenticate": "Bearer"})
+    if not any(secrets.compare_digest(token.encode(), k.encode()) for k in keys):
+        raise HTTPException(403, "API key not accepted")
+
+
+def require_write(request: Request, state: State) -> None:
+    _check_key(state, request)
+
+
+def require_read(request: Request, state: State) -> None:
+    if state.settings.read_auth:
+        _check_key(state, request)

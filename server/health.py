@@ -1,0 +1,69 @@
+"""Health and metrics: liveness, readiness, Prometheus metrics, and the index's status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from vidsearch.api_models import ErrorBody, FileProblem, IndexStatus
+
+from .deps import IndexStore, ReadyEngine, State, require_read
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": ErrorBody}})
+def readyz(engine: ReadyEngine) -> dict:
+    """The index is open, its model loaded and the encoder answering (a Triton server's models ready),
+    so searches will be answered."""
+    encoder = encoder_readiness(engine.backbone)
+    if not encoder["ready"]:  # searches would fail: say which served model is not ready
+        raise HTTPException(503, f"encoder not ready: {encoder}")
+    snap = engine.snapshot
+    return {"status": "ready", "index_version": snap.version, "videos": len(snap.ids),
+            "model": engine.backbone.fingerprint.describe(), "encoder": encoder}  # fmt: skip
+
+
+def encoder_readiness(backbone) -> dict:
+    """Where queries are encoded and whether it can answer: a Triton backbone asks its server for the
+    served models' state; a local one is ready once loaded."""
+    check = getattr(backbone, "readiness", None)
+    if check is not None:
+        return check()
+    return {"backend": "torch", "device": str(getattr(backbone, "device", "cpu")), "ready": True}
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(state: State) -> Response:
+    """Prometheus metrics: request latency histograms, index size."""
+    engine = state.loaded_engine
+    if engine is not None:
+        state.metrics.videos.set(len(engine.snapshot.ids))
+        state.metrics.segments.set(engine.snapshot.coarse.n_live if engine.snapshot.coarse is not None else 0)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/index", response_model=IndexStatus, responses={c: {"model": ErrorBody} for c in (401, 403, 503)}, dependencies=[Depends(require_read)])
+def index_status(store: IndexStore, state: State) -> IndexStatus:
+    """What is indexed (counts, hours, the model, every failed file and why) and whether searches are answered."""
+    s = store.stats()
+    engine = state.engine()
+    return IndexStatus(
+        videos=s["videos"],
+        files=s["files"],
+        failed=s["failed"],
+        hours=s["hours"],
+        model=s["model"],
+        fingerprint=s["fingerprint"],
+        channels=sorted(engine.channels()) if engine is not None else [],
+        index_version=engine.snapshot.version if engine is not None else None,
+        ready=engine is not None,
+        not_ready=None if engine is not None else state.engine_error or "the index has no videos yet",
+        failures=[FileProblem(**f) for f in s["failures"]],
+    )

@@ -1,0 +1,126 @@
+"""How a ranking is presented over HTTP: pages and cursors, rounded numbers, links, the video record.
+
+The engine ranks; what a response looks like is decided here, once, for the API, the in-process
+client the UI and `vidsearch search --db` use, and the benchmarks: a cursor is the next offset
+signed with the request it belongs to; scores are rounded to 6 digits and times to 3 (milliseconds);
+the relevance curve is thinned to at most 200 points; each result links to its video, its media and
+a thumbnail at its first moment.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+
+import numpy as np
+
+from vidsearch.api_models import Curve, MomentOut, SearchRequest, SearchResponse, SearchResult, VideoInfo
+from vidsearch.search import Hit, SearchEngine, SearchError
+
+__all__ = ["CURVE_POINTS", "links", "rounded", "search_response", "video_info"]
+
+CURVE_POINTS = 200
+
+
+def video_info(row: dict) -> VideoInfo:
+    """A `videos` row (metadata parsed) as the API's video record."""
+    return VideoInfo(
+        id=row["video_id"],
+        title=row["title"],
+        uri=row["path"],
+        duration=row["duration"],
+        width=row.get("width"),
+        height=row.get("height"),
+        has_audio=row.get("has_audio"),
+        metadata=row["metadata"],
+    )
+
+
+def links(video_id: str, t: float | None = None) -> dict[str, str]:
+    base = f"/v1/videos/{video_id}"
+    out = {"self": base, "media": f"{base}/media"}
+    if t is not None:
+        out["player"] = f"{base}/media#t={t:.2f}"
+        out["thumbnail"] = f"{base}/thumbnail?t={t:.2f}"
+    return out
+
+
+def encode_cursor(offset: int, key: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset, "k": key}).encode()).decode()
+
+
+def decode_cursor(cursor: str, key: str) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        offset, ckey = int(data["o"]), str(data["k"])
+    except Exception as exc:  # noqa: BLE001 - any malformed cursor is the client's error
+        raise SearchError("cursor is not valid (use next_cursor from a previous response)") from exc
+    if ckey != key or offset < 0:
+        raise SearchError("cursor belongs to a different query; start again without a cursor")
+    return offset
+
+
+def request_key(req: SearchRequest) -> str:
+    """What a cursor is tied to: the request, less the cursor."""
+    body = req.model_dump(exclude={"cursor"}, mode="json")
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def rounded(values: np.ndarray, digits: int) -> list[float]:
+    """`round(float(v), digits)` for each v, vectorised: thousands per response (the curve, the unit
+    times, the attention weights) cost ~2 ms a search one at a time.
+
+    Exactly the same numbers: rint(v * 10^d) is the integer Python's correctly rounded `round`
+    picks unless v * 10^d lies within its rounding error of a half (then Python decides, element by
+    element), and dividing that integer by 10^d rounds correctly, as parsing the decimal does.
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    scale = 10.0**digits
+    with np.errstate(invalid="ignore"):
+        y = x * scale
+        out = np.rint(y) / scale
+        frac = np.abs(y - np.trunc(y))
+        risky = (np.abs(frac - 0.5) <= 1e-9 * np.maximum(1.0, np.abs(y))) | ~np.isfinite(y) | (np.abs(y) >= 2.0**52)
+    if risky.any():
+        out[risky] = [round(v, digits) for v in x[risky].tolist()]
+    return out.tolist()
+
+
+def search_result(hit: Hit, row: dict) -> SearchResult:
+    c, curve = hit.candidate, hit.found.curve
+    f = c.features
+    step = max(1, int(np.ceil(len(curve.times) / CURVE_POINTS)))
+    return SearchResult(
+        video=video_info(row),
+        score=round(hit.score, 6),
+        channel_scores={name: round(v, 6) for name, v in c.channel_scores.items()},
+        moments=[MomentOut(start=round(m.start, 3), end=round(m.end, 3), score=round(m.score, 6)) for m in hit.moments],
+        frame_weights=rounded(c.attention, 6),
+        unit_times=[[a, b] for a, b in zip(rounded(f.start, 3), rounded(f.end, 3))],
+        spans=c.spans,
+        curve=Curve(times=rounded(curve.times[::step], 3), values=rounded(curve.values[::step], 6)),
+        links=links(c.video_id, round(hit.moments[0].start, 3) if hit.moments else 0.0),
+    )
+
+
+def search_response(engine: SearchEngine, req: SearchRequest, query_vector: np.ndarray | None = None) -> SearchResponse:
+    """One page of results for a request (SearchError when it cannot be answered as asked)."""
+    t0 = time.perf_counter()
+    key = request_key(req)
+    offset = decode_cursor(req.cursor, key) if req.cursor else 0
+    plan = engine.plan(req, query_vector)
+    ranking = engine.rank(plan)
+    results = [search_result(hit, plan.snapshot.videos[hit.candidate.video_id]) for hit in ranking.page(offset, req.top_k)]
+    if req.min_score is not None:
+        results = [r for r in results if r.score >= req.min_score]
+    more = offset + req.top_k < len(ranking)
+    return SearchResponse(
+        query=req.query,
+        group_by=req.group_by,
+        results=results,
+        next_cursor=encode_cursor(offset + req.top_k, key) if more else None,
+        index_version=plan.snapshot.version,
+        took_ms=round((time.perf_counter() - t0) * 1000, 3),
+    )

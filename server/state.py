@@ -1,0 +1,118 @@
+"""What the routes share for the life of the app: the settings, the search engine, the job manager and
+the Prometheus metrics.
+
+The engine is opened by the app's lifespan, before the first request, so the first search does not
+pay for loading the model and /readyz tells the truth from the start. An index that cannot be opened
+yet (empty, not built, a model that does not load) leaves the engine absent with the reason in
+`engine_error`. It is tried again when an index job finishes; and, when there was no index to open,
+at most every `refresh_seconds` as requests need it (a `vidsearch index` run in a shell may build
+one meanwhile). A model that failed to load is not retried per request: that costs seconds each.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from vidsearch.config import Settings
+from vidsearch.fingerprint import FingerprintMismatch
+from vidsearch.indexer import JobManager
+from vidsearch.search import SearchEngine, open_engine
+from vidsearch.store import Store, StoreError
+
+from .media import thumbnail_dir
+
+__all__ = ["Metrics", "ServerState"]
+
+log = logging.getLogger(__name__)
+
+
+class Metrics:
+    """The app's own Prometheus registry (several apps in one process never share counters)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "vidsearch_request_seconds", "Request latency", ["route", "method", "status"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )  # fmt: skip
+        self.videos = Gauge("vidsearch_index_videos", "Videos visible to search", registry=self.registry)
+        self.segments = Gauge("vidsearch_index_segments", "Segment vectors in the coarse index", registry=self.registry)
+
+
+class ServerState:
+    """The app's shared state (`request.app.state.vidsearch`); safe to use from any request thread."""
+
+    def __init__(self, settings: Settings, engine: SearchEngine | None = None):
+        self.settings = settings
+        self._engine = engine
+        self._engine_lock = threading.Lock()
+        self._last_try: float | None = None
+        self._retry = True  # whether a request may try again (no index yet) or not (the model failed)
+        self.engine_error: str | None = None
+        self.metrics = Metrics()
+        self.jobs = JobManager(settings, backbone=self._backbone, on_progress=self.refresh, on_finish=self._job_finished)
+        self._thumbs = None
+
+    # -- the engine ------------------------------------------------------------------------------
+    def open(self, backbone=None) -> SearchEngine | None:
+        """Open the engine now (the lifespan does, and a finished job); records why when it cannot."""
+        with self._engine_lock:
+            if self._engine is None:
+                self._last_try = time.monotonic()
+                try:
+                    self._engine = open_engine(self.settings, backbone=backbone)
+                    self.engine_error = None
+                except StoreError as exc:
+                    self.engine_error, self._retry = str(exc), True
+                except FingerprintMismatch as exc:
+                    self.engine_error, self._retry = str(exc), False
+                except Exception as exc:  # noqa: BLE001 - model load problems are reported by /readyz
+                    self.engine_error, self._retry = f"{type(exc).__name__}: {exc}", False
+                    log.exception("could not open the search engine")
+        return self._engine
+
+    def engine(self) -> SearchEngine | None:
+        """The engine, or None with `engine_error` saying why (see the module docstring for retries)."""
+        if self._engine is None and (
+            self._last_try is None or (self._retry and time.monotonic() - self._last_try >= self.settings.refresh_seconds)
+        ):
+            self.open()
+        return self._engine
+
+    @property
+    def loaded_engine(self) -> SearchEngine | None:
+        """The engine if it is open, without trying to open it (for metrics)."""
+        return self._engine
+
+    def _backbone(self):
+        engine = self._engine
+        return engine.backbone if engine is not None else None
+
+    def refresh(self, now: bool = False) -> None:
+        """The index changed: look for the new version in the background, never on the caller's
+        thread (a job's progress: at most every refresh_seconds; `now`: a delete, at once)."""
+        engine = self._engine
+        if engine is not None:
+            engine.refresh_soon(now=now)
+
+    def _job_finished(self, backbone) -> None:
+        if self._engine is None:
+            self.open(backbone)  # the first job built the index: serve it with the model it used
+        else:
+            self._engine.refresh(wait=False)
+
+    # -- the store and the thumbnail cache --------------------------------------------------------
+    def store(self) -> Store:
+        """The index for reading, without a model (an empty index has none); StoreError when there is none."""
+        engine = self.engine()
+        return engine.store if engine is not None else Store.open(self.settings.db)
+
+    @property
+    def thumbs(self):
+        if self._thumbs is None:
+            self._thumbs = thumbnail_dir(self.settings.db)
+        return self._thumbs
