@@ -66,4 +66,6 @@ def index_status(store: IndexStore, state: State) -> IndexStatus:
         ready=engine is not None,
         not_ready=None if engine is not None else state.engine_error or "the index has no videos yet",
         failures=[FileProblem(**f) for f in s["failures"]],
+        warnings=[FileProblem(path=w["path"], error=w["warning"]) for w in s["warnings"]],
+        excluded=s["excluded"],
     )

@@ -502,3 +502,29 @@ def test_sigterm_stops_the_ui_and_its_streamlit(tmp_path):
                 os.kill(pid, signal.SIGKILL)
         if ui.poll() is None:
             ui.kill()
+
+
+@pytest.mark.slow
+def test_library_page_lists_failed_warned_and_deleted_files(zoo, zoo_index, tmp_path, monkeypatch):
+    """The media zoo's index (a copy, with one file deleted): the page shows every failed file with its
+    reason, the files indexed with a lost part, and the deleted file kept out of later runs."""
+    import shutil
+
+    from vidsearch.store import Store
+
+    db = tmp_path / "db"
+    shutil.copytree(zoo_index[0], db)
+    deleted = str(zoo.files["hevc_mp4"].path)
+    Store.open(db).delete_paths([deleted])
+    monkeypatch.setenv("VIDSEARCH_DB", str(db))
+    at = app().run()
+    at.switch_page("library_page.py").run()
+    no_trace(at)
+    tables = [t.value for t in at.dataframe]
+    failed = next(t for t in tables if "error" in t.columns and str(zoo.files["empty"].path) in t["path"].tolist())
+    assert "empty file" in failed.set_index("path").loc[str(zoo.files["empty"].path), "error"]
+    warned = next(t for t in tables if "error" in t.columns and str(zoo.files["corrupt_middle"].path) in t["path"].tolist())
+    assert "could not be decoded" in warned.set_index("path").loc[str(zoo.files["corrupt_middle"].path), "error"]
+    excluded = next(t for t in tables if "file" in t.columns)
+    assert excluded["file"].tolist() == [deleted]
+    assert any("Deleted from the index" in s.value for s in at.subheader)

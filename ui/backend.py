@@ -79,6 +79,8 @@ class LibraryStats:
     files: int | None = None
     failed: int | None = None
     failures: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)  # indexed with a part lost: {path, error}
+    excluded: list[str] = field(default_factory=list)  # deleted by a user, kept out of later runs
     index_version: str | None = None
     not_ready: str | None = None  # why searches cannot be answered yet, if they cannot
 
@@ -206,6 +208,8 @@ class Backend:
             files=s.files,
             failed=s.failed,
             failures=[f.model_dump() for f in s.failures],
+            warnings=[w.model_dump() for w in s.warnings],
+            excluded=list(s.excluded),
             index_version=s.index_version,
             not_ready=s.not_ready,
         )

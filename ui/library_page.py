@@ -47,12 +47,24 @@ def failures(stats: LibraryStats) -> None:
     if not stats.failures:
         st.caption("None.")
     else:
-        st.dataframe(
-            pd.DataFrame(stats.failures, columns=["path", "error"]),
-            hide_index=True,
-            width="stretch",
-            column_config={"path": st.column_config.TextColumn("file"), "error": st.column_config.TextColumn("problem")},
-        )
+        _problems(stats.failures, "problem")
+    if stats.warnings:
+        st.subheader("Indexed with warnings", anchor=False)
+        st.caption("These files are searchable; the part named was lost (a damaged stretch, a truncated end, a text channel).")
+        _problems(stats.warnings, "warning")
+    if stats.excluded:
+        st.subheader("Deleted from the index", anchor=False)
+        st.caption("Kept out when their folder is indexed again; index a file by name (or with `--restore`) to bring it back.")
+        st.dataframe(pd.DataFrame({"file": stats.excluded}), hide_index=True, width="stretch")
+
+
+def _problems(rows: list[dict], label: str) -> None:
+    st.dataframe(
+        pd.DataFrame(rows, columns=["path", "error"]),
+        hide_index=True,
+        width="stretch",
+        column_config={"path": st.column_config.TextColumn("file"), "error": st.column_config.TextColumn(label)},
+    )
 
 
 def job_form(be: Backend) -> None:

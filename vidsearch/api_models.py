@@ -171,6 +171,10 @@ class IndexStatus(BaseModel):
     ready: bool = Field(..., description="searches will be answered (the index is open and its model loaded)")
     not_ready: str | None = Field(None, description="why searches cannot be answered yet")
     failures: list[FileProblem] = Field(default_factory=list, description="every failed file and why")
+    warnings: list[FileProblem] = Field(
+        default_factory=list, description="files indexed with a part lost (a damaged stretch, a truncated tail, a text channel)"
+    )
+    excluded: list[str] = Field(default_factory=list, description="files deleted from the index, kept out of later runs")
 
 
 class ErrorBody(BaseModel):
