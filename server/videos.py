@@ -12,7 +12,9 @@ from vidsearch.api_models import ErrorBody, VideoInfo, VideoList
 from vidsearch.store import StoreError
 
 from .deps import ERRORS, IndexStore, State, VideoRow, require_read, require_write
-from .media import media_type, thumbnail as cut_thumbnail
+from .files import IndexedFileResponse
+from .library import IndexedFile, PathRefused, open_indexed, resolved_roots
+from .media import THUMB_WIDTHS, media_type, thumbnail as cut_thumbnail, thumbnail_key
 from .presenting import video_info
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -48,36 +50,47 @@ def delete_video(row: VideoRow, store: IndexStore, state: State) -> dict:
     return {"deleted": video_id, "removed": removed}
 
 
-@router.get(
+def _indexed_file(store, row: dict, state) -> IndexedFile:
+    try:
+        return open_indexed(store, row, resolved_roots(state.settings.library_roots))
+    except PathRefused as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+
+
+@router.api_route(
     "/{video_id}/media",
-    responses={**ERRORS, 206: {"description": "partial content (range request)"}},
+    methods=["GET", "HEAD"],
+    responses={**ERRORS, 206: {"description": "partial content (range request)"}, 304: {"description": "not modified (If-None-Match)"},
+               409: {"model": ErrorBody}},  # fmt: skip
     response_class=FileResponse,
     dependencies=[Depends(require_read)],
 )
-def media(row: VideoRow) -> FileResponse:
-    """The video file, with HTTP range requests so a browser player can seek."""
-    path = Path(row["path"])
-    if not path.is_file():
-        raise HTTPException(404, f"the file of video {row['video_id']} is no longer on the server; reindex")
-    return FileResponse(path, media_type=media_type(path), filename=path.name, content_disposition_type="inline")
+def media(row: VideoRow, store: IndexStore, state: State) -> FileResponse:
+    """The video file as it was indexed, with HTTP range requests so a browser player can seek, ETags
+    (304) and HEAD; 409 when the file changed since it was indexed (reindex)."""
+    f = _indexed_file(store, row, state)
+    return IndexedFileResponse(f, media_type=media_type(Path(row["path"])))
 
 
 @router.get(
     "/{video_id}/thumbnail",
-    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}},
+    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}, 409: {"model": ErrorBody}},
     response_class=Response,
     dependencies=[Depends(require_read)],
 )
 def thumbnail(
     row: VideoRow,
+    store: IndexStore,
     state: State,
-    t: Annotated[float, Query(ge=0, le=1e7, allow_inf_nan=False, description="seconds from the start")] = 0.0,
-    width: Annotated[int, Query(ge=16, le=1920)] = 320,
+    t: Annotated[float, Query(ge=0, le=1e7, allow_inf_nan=False, description="seconds from the start (rounded to 0.1 s)")] = 0.0,
+    width: Annotated[int, Query(ge=16, le=1920, description=f"pixels; served at the next of {list(THUMB_WIDTHS)}")] = 320,
 ) -> Response:
     """A JPEG of the frame at `t` seconds (cached)."""
     if t > row["duration"]:
         raise HTTPException(400, f"t={t} is past the end of the video ({row['duration']:.2f} s)")
-    jpeg = cut_thumbnail(Path(row["path"]), row["video_id"], t, row["duration"], state.thumbs, width)
+    t, width = thumbnail_key(t, width, row["duration"], row.get("fps"))
+    with _indexed_file(store, row, state) as f:
+        jpeg = cut_thumbnail(f, row["video_id"], t, width, state.thumbs)
     if jpeg is None:
         raise HTTPException(404, f"no frame at t={t:.2f} in video {row['video_id']}")
-    return Response(jpeg.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})

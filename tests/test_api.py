@@ -114,8 +114,9 @@ def test_writes_need_a_key(client, library):
     assert client.post("/v1/jobs", json={"paths": ["/tmp"]}, headers={"Authorization": "Bearer wrong"}).status_code == 403
     vid = next(iter(ids_by_title(client).values()))
     assert client.delete(f"/v1/videos/{vid}").status_code == 401
-    missing = client.post("/v1/jobs", json={"paths": ["/no/such/dir"]}, headers=AUTH)
-    assert missing.status_code == 400 and "/no/such/dir" in missing.json()["detail"]
+    gone = str(library[0].library_roots[0] / "no-such-dir")
+    missing = client.post("/v1/jobs", json={"paths": [gone]}, headers=AUTH)
+    assert missing.status_code == 400 and gone in missing.json()["detail"]
     assert client.get("/v1/jobs/nope").status_code == 404
 
 

@@ -119,7 +119,7 @@ def job_panel(be: Backend, job_id: str) -> None:
         show_error(err)
         return
     show_job(job)
-    if job.state in ("succeeded", "failed") and st.session_state.get(JOB_DONE) != job_id:
+    if job.state in ("succeeded", "failed", "cancelled") and st.session_state.get(JOB_DONE) != job_id:
         st.session_state[JOB_DONE] = job_id
         cache.clear_data()  # new videos: new facets, stats and answers
         st.rerun()  # the whole page, once: fresh counts, and the panel stops polling
