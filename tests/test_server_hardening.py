@@ -261,3 +261,34 @@ def test_media_answers_head_etags_and_ignores_a_malformed_range(shared_library):
             assert resp.status_code == 200 and len(resp.content) == size, bad
         part = client.get(url, headers={"Range": "bytes=0-99"})
         assert part.status_code == 206 and part.content == clips["bars"].read_bytes()[:100]
+
+
+def test_a_cursor_is_tied_to_the_index_version_it_was_made_on(small_library):
+    settings, _ = small_library
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        first = client.post("/v1/search", json={"query": "a clip", "top_k": 1}).json()
+        assert first["next_cursor"]
+        assert client.post("/v1/search", json={"query": "a clip", "top_k": 1, "cursor": first["next_cursor"]}).status_code == 200
+        assert client.delete(f"/v1/videos/{first['results'][0]['video']['id']}").status_code == 200
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").json()["index_version"] == first["index_version"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stale = client.post("/v1/search", json={"query": "a clip", "top_k": 1, "cursor": first["next_cursor"]})
+        assert stale.status_code == 400 and "index changed" in stale.json()["detail"]
+
+
+def test_min_score_applies_before_paging(shared_library):
+    settings, _ = shared_library
+    with TestClient(create_app(settings)) as client:
+        everything = client.post("/v1/search", json={"query": "colour bars", "top_k": 10}).json()["results"]
+        assert len(everything) == 4
+        cut = everything[1]["score"] - 1e-6  # scores are shown rounded to 6 digits
+        pages, body = [], {"query": "colour bars", "top_k": 1, "min_score": cut}
+        while True:
+            page = client.post("/v1/search", json=body).json()
+            pages.append([r["video"]["id"] for r in page["results"]])
+            if not page["next_cursor"]:
+                break
+            body["cursor"] = page["next_cursor"]
+        kept = [r["video"]["id"] for r in everything if r["score"] >= cut]
+        assert pages == [[v] for v in kept]  # no empty page, and no cursor to one
