@@ -1,5 +1,6 @@
 """The routes' typed dependencies: the shared state, the engine (503 when the index is not ready),
-the index for reading, an indexed video by id, and the read and write keys.
+the index for reading, an indexed video by id, and the read and write keys (and signed URLs for a
+browser's media and thumbnail requests).
 
 Each answers its own error once, here, so a route that declares `engine: ReadyEngine` or
 `row: VideoRow` never checks for a missing engine or an unknown id itself.
@@ -10,15 +11,16 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 
 from vidsearch.api_models import ErrorBody
 from vidsearch.search import SearchEngine
+from vidsearch.signing import verify
 from vidsearch.store import Store, StoreError
 
 from .state import ServerState
 
-__all__ = ["ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "require_read", "require_write"]
+__all__ = ["ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "require_media_read", "require_read", "require_write"]
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
 
@@ -95,3 +97,22 @@ def require_write(request: Request, state: State) -> None:
 def require_read(request: Request, state: State) -> None:
     if state.settings.read_auth:
         _check_key(state, request)
+
+
+def require_media_read(
+    request: Request,
+    video_id: str,
+    state: State,
+    exp: Annotated[int | None, Query(ge=0, le=10**11, description="signed URL: expiry, UNIX seconds (vidsearch.signing)")] = None,
+    sig: Annotated[str | None, Query(max_length=128, description="signed URL: HMAC-SHA256 under an API key of `<video id>:<exp>`")] = None,
+) -> None:
+    """A read of one video's media or thumbnails: a key in the header, or, for a browser's `<video>`
+    and `<img>` (which cannot send headers), a URL signed with a key (`vidsearch.signing`)."""
+    if not state.settings.read_auth:
+        return
+    if sig is None or exp is None:
+        _check_key(state, request)
+        return
+    problem = verify(state.settings.api_keys, video_id, exp, sig)
+    if problem is not None:
+        raise HTTPException(403, problem)

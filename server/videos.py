@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from vidsearch.api_models import ErrorBody, VideoInfo, VideoList
 from vidsearch.store import StoreError
 
-from .deps import ERRORS, IndexStore, State, VideoRow, require_read, require_write
+from .deps import ERRORS, IndexStore, State, VideoRow, require_media_read, require_read, require_write
 from .files import IndexedFileResponse
 from .library import IndexedFile, PathRefused, open_indexed, resolved_roots
 from .media import THUMB_WIDTHS, media_type, thumbnail as cut_thumbnail, thumbnail_key
@@ -63,7 +63,7 @@ def _indexed_file(store, row: dict, state) -> IndexedFile:
     responses={**ERRORS, 206: {"description": "partial content (range request)"}, 304: {"description": "not modified (If-None-Match)"},
                409: {"model": ErrorBody}},  # fmt: skip
     response_class=FileResponse,
-    dependencies=[Depends(require_read)],
+    dependencies=[Depends(require_media_read)],
 )
 def media(row: VideoRow, store: IndexStore, state: State) -> FileResponse:
     """The video file as it was indexed, with HTTP range requests so a browser player can seek, ETags
@@ -76,7 +76,7 @@ def media(row: VideoRow, store: IndexStore, state: State) -> FileResponse:
     "/{video_id}/thumbnail",
     responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}, 409: {"model": ErrorBody}},
     response_class=Response,
-    dependencies=[Depends(require_read)],
+    dependencies=[Depends(require_media_read)],
 )
 def thumbnail(
     row: VideoRow,
