@@ -20,7 +20,7 @@ from vidsearch.store import Store, StoreError
 
 from .state import ServerState
 
-__all__ = ["ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "require_media_read", "require_read", "require_write"]
+__all__ = ["ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "key_accepted", "require_key", "require_media_read", "require_read", "require_write"]
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
 
@@ -86,11 +86,22 @@ def _check_key(state: ServerState, request: Request) -> None:
     token = _bearer(request)
     if token is None:
         raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>`", headers={"WWW-Authenticate": "Bearer"})
-    if not any(secrets.compare_digest(token.encode(), k.encode()) for k in keys):
+    if not key_accepted(state, request):
         raise HTTPException(403, "API key not accepted")
 
 
+def key_accepted(state: ServerState, request: Request) -> bool:
+    """Whether the request carries one of the server's keys (what it may see: `exposure.py`)."""
+    token = _bearer(request)
+    return token is not None and any(secrets.compare_digest(token.encode(), k.encode()) for k in state.settings.api_keys)
+
+
 def require_write(request: Request, state: State) -> None:
+    _check_key(state, request)
+
+
+def require_key(request: Request, state: State) -> None:
+    """A read of what only operators see (job records, metrics under --read-auth): a key, always."""
     _check_key(state, request)
 
 

@@ -1,7 +1,7 @@
 """`/v1/jobs`: index or reindex paths on the server in the background, follow them, cancel them.
 
 Job paths must lie under the server's library roots (`library.check_job_paths`); the indexer gets the
-resolved paths."""
+resolved paths. Job records name server paths: they are read with a key, like writes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from vidsearch.api_models import JobInfo, JobRequest
 
-from .deps import ERRORS, State, require_read, require_write
+from .deps import ERRORS, State, require_key, require_write
 from .library import PathRefused, check_job_paths, resolved_roots
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -26,12 +26,12 @@ def create_job(req: JobRequest, state: State) -> JobInfo:
     return state.jobs.submit(req.kind, paths)
 
 
-@router.get("", response_model=list[JobInfo], responses=ERRORS, dependencies=[Depends(require_read)])
+@router.get("", response_model=list[JobInfo], responses=ERRORS, dependencies=[Depends(require_key)])
 def list_jobs(state: State) -> list[JobInfo]:
     return state.jobs.list()
 
 
-@router.get("/{job_id}", response_model=JobInfo, responses=ERRORS, dependencies=[Depends(require_read)])
+@router.get("/{job_id}", response_model=JobInfo, responses=ERRORS, dependencies=[Depends(require_key)])
 def get_job(job_id: str, state: State) -> JobInfo:
     job = state.jobs.get(job_id)
     if job is None:

@@ -12,6 +12,7 @@ from vidsearch.api_models import ErrorBody, VideoInfo, VideoList
 from vidsearch.store import StoreError
 
 from .deps import ERRORS, IndexStore, State, VideoRow, require_media_read, require_read, require_write
+from .exposure import Viewer
 from .files import IndexedFileResponse
 from .library import IndexedFile, PathRefused, open_indexed, resolved_roots
 from .media import THUMB_WIDTHS, media_type, thumbnail as cut_thumbnail, thumbnail_key
@@ -23,18 +24,19 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 @router.get("", response_model=VideoList, responses=ERRORS, dependencies=[Depends(require_read)])
 def list_videos(
     store: IndexStore,
+    view: Viewer,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> VideoList:
     """Indexed videos, in title order."""
     rows = sorted(store.video_rows(), key=lambda r: (r["title"].lower(), r["video_id"]))
     page = rows[offset : offset + limit]
-    return VideoList(videos=[video_info(r) for r in page], total=len(rows), next_cursor=str(offset + limit) if offset + limit < len(rows) else None)
+    return VideoList(videos=[view.video(video_info(r)) for r in page], total=len(rows), next_cursor=str(offset + limit) if offset + limit < len(rows) else None)
 
 
 @router.get("/{video_id}", response_model=VideoInfo, responses=ERRORS, dependencies=[Depends(require_read)])
-def get_video(row: VideoRow) -> VideoInfo:
-    return video_info(row)
+def get_video(row: VideoRow, view: Viewer) -> VideoInfo:
+    return view.video(video_info(row))
 
 
 @router.delete("/{video_id}", responses={**ERRORS, 409: {"model": ErrorBody}}, dependencies=[Depends(require_write)])

@@ -188,7 +188,7 @@ def test_jobs_whose_server_is_gone_are_marked_failed(small_library):
     jobs.mkdir(exist_ok=True)
     record = JobInfo(id="abandoned", kind="index", paths=["/x"], state="running", created_at=time.time()).model_dump(mode="json")
     (jobs / "abandoned.json").write_text(json.dumps({**record, "_owner": {"host": os.uname().nodename, "pid": gone.pid, "start": 1}}))
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=AUTH) as client:
         job = client.get("/v1/jobs/abandoned").json()
         assert job["state"] == "failed" and "stopped before" in job["error"]
 
@@ -292,3 +292,31 @@ def test_min_score_applies_before_paging(shared_library):
             body["cursor"] = page["next_cursor"]
         kept = [r["video"]["id"] for r in everything if r["score"] >= cut]
         assert pages == [[v] for v in kept]  # no empty page, and no cursor to one
+
+
+# -- what reads reveal -----------------------------------------------------------------------------
+def test_anonymous_readers_see_no_server_paths(shared_library):
+    settings, clips = shared_library
+    root = str(settings.library_roots[0])
+    with TestClient(create_app(settings)) as client:
+        anonymous = [client.get("/v1/videos").text, client.get("/v1/index").text,
+                     client.post("/v1/search", json={"query": "colour bars"}).text]  # fmt: skip
+        for text in anonymous:
+            assert root not in text and str(settings.db) not in text
+        uris = {v["uri"] for v in client.get("/v1/videos").json()["videos"]}
+        assert "media/bars.mp4" in uris
+        assert client.get("/v1/index").json()["failures"][0]["path"] == "broken/notes.mp4"
+        assert client.get("/v1/jobs").status_code == 401  # job records name server paths
+        keyed = client.get("/v1/videos", headers=AUTH).json()["videos"]
+        assert str(clips["bars"]) in {v["uri"] for v in keyed}
+
+
+def test_read_auth_covers_metrics_and_readiness_details(shared_library):
+    settings, _ = shared_library
+    keyed = settings.model_copy(update={"read_auth": True})
+    with TestClient(create_app(keyed)) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=AUTH).status_code == 200
+        assert client.get("/readyz").json() == {"status": "ready"}
+        assert "model" in client.get("/readyz", headers=AUTH).json()
+        assert client.get("/healthz").status_code == 200

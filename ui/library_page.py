@@ -166,7 +166,8 @@ def render() -> None:
     if job_id:
         running = st.session_state.get(JOB_DONE) != job_id
         st.fragment(job_panel, run_every=POLL_SECONDS if running else None)(be, job_id)
-    recent_jobs(be)
+    if be.can_start_jobs() is None:  # job records are read with a key, like writes
+        recent_jobs(be)
 
 
 if __name__ == "__main__":  # run by st.navigation as a page script
