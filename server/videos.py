@@ -59,14 +59,16 @@ def _indexed_file(store, row: dict, state) -> IndexedFile:
         raise HTTPException(exc.status, str(exc)) from exc
 
 
-@router.api_route(
-    "/{video_id}/media",
-    methods=["GET", "HEAD"],
+MEDIA_ROUTE = dict(
     responses={**ERRORS, 206: {"description": "partial content (range request)"}, 304: {"description": "not modified (If-None-Match)"},
                409: {"model": ErrorBody}},  # fmt: skip
     response_class=FileResponse,
     dependencies=[Depends(require_media_read)],
 )
+
+
+@router.head("/{video_id}/media", operation_id="media_head", **MEDIA_ROUTE)
+@router.get("/{video_id}/media", **MEDIA_ROUTE)
 def media(row: VideoRow, store: IndexStore, state: State) -> FileResponse:
     """The video file as it was indexed, with HTTP range requests so a browser player can seek, ETags
     (304) and HEAD; 409 when the file changed since it was indexed (reindex)."""
