@@ -320,3 +320,61 @@ def test_read_auth_covers_metrics_and_readiness_details(shared_library):
         assert client.get("/readyz").json() == {"status": "ready"}
         assert "model" in client.get("/readyz", headers=AUTH).json()
         assert client.get("/healthz").status_code == 200
+
+
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is `pid` (Linux /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(b")") + 2 :].split()[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return state[state.rindex(b")") + 2 :].split()[0] != b"Z"
+
+
+@pytest.mark.slow
+def test_a_killed_servers_job_dies_with_it_and_the_next_server_says_so(small_library, long_clip, tmp_path):
+    """The job's work (decoder processes included) ends with the server that owns it, so a restarted
+    server that reports the job failed tells the truth."""
+    import signal
+    import sys
+
+    from api_fixtures import ServerProcess, free_port
+
+    settings, _ = small_library
+    lib = settings.library_roots[0]
+
+    def serve(port: int) -> ServerProcess:
+        command = [sys.executable, "-m", "vidsearch.cli", "serve", "--db", str(settings.db), "--model", "tiny", "--pretrained", "none",
+                   "--host", "127.0.0.1", "--port", str(port), "--api-key", API_KEY, "--library-root", str(lib)]  # fmt: skip
+        env = {**os.environ, "VIDSEARCH_SAMPLE_FPS": "30", "VIDSEARCH_SPEECH": "false", "VIDSEARCH_OCR": "false"}
+        return ServerProcess("vidsearch serve", command, f"http://127.0.0.1:{port}", "/readyz", tmp_path / f"serve-{port}.log", env=env, timeout=300)
+
+    with serve(free_port()) as server, httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+        job = http.post("/v1/jobs", json={"paths": [str(long_clip.parent)]}).json()
+        deadline = time.monotonic() + 60
+        while not (workers := _children(server.proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert workers, "the job started no decoder process"
+        assert http.get(f"/v1/jobs/{job['id']}").json()["state"] == "running"
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "decoder processes outlived the killed server"
+    with serve(free_port()) as again, httpx.Client(base_url=again.url, headers=AUTH, timeout=30) as http:
+        after = http.get(f"/v1/jobs/{job['id']}").json()
+        assert after["state"] == "failed" and "stopped before" in after["error"]
