@@ -122,22 +122,22 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value):
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [k.strip() for k in text.split(",") if k.strip()]
-        return value
+        return _listed(value, ",")
 
     @field_validator("library_roots", mode="before")
     @classmethod
     def _split_roots(cls, value):
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [p for p in text.split(os.pathsep) if p.strip()]
-        return value
+        return _listed(value, os.pathsep)
+
+
+def _listed(value, sep: str):
+    """A list setting given as one string (an environment variable): a JSON list, or items split at `sep`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(sep) if item.strip()]
+    return value
 
 
 class _CheckedToml(TomlConfigSettingsSource):
