@@ -9,6 +9,7 @@ ranking is presented (pages and cursors, rounding, links) is the HTTP server's b
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -27,8 +28,9 @@ from vidsearch.config import Settings
 from vidsearch.encoders import backend_options, load_backbone, make_pooler, model_spec
 from vidsearch.store import Store, StoreError
 
+from .examples import ComposedQuery, check_image_size, compose, decode_base64_image, image_frame, like_vector
 from .features import FeatureCache, QueryVectorCache, VideoFeatures
-from .plan import QueryPlan, TimeWindow, channel_weights
+from .plan import QueryPlan, SearchError, TimeWindow, channel_weights
 from .ranking import Ranking, candidate_pool, final_ranking
 from .snapshot import Snapshot, build_snapshot, store_version
 from .text_channels import TextChannels
@@ -67,6 +69,7 @@ class SearchEngine:
         self.text_channels = text_channels  # speech / ocr / subtitle / metadata spans, when indexed
         self.cache = cache
         self._query_vectors = QueryVectorCache(lambda text: self.backbone.encode_text([text])[0])
+        self._image_vectors = QueryVectorCache(lambda digest: None, size=64)  # example images, by digest
         self._refreshing = threading.Lock()
         self._last_check = 0.0
 
@@ -145,6 +148,28 @@ class SearchEngine:
     def encode_query(self, text: str) -> np.ndarray:
         return self._query_vectors(text)
 
+    def encode_image(self, data: bytes) -> np.ndarray:
+        """An example picture's vector from the index's own visual tower (a one-frame clip); NotAnImage
+        or ImageTooLarge (SearchErrors) when it is not a picture or too large."""
+        limit = int(self.settings.max_image_mb * 1e6)
+        check_image_size(data, limit)  # before the cache: a picture seen before is still refused
+        digest = hashlib.sha256(data).hexdigest()
+        return self._image_vectors(digest, lambda: self.backbone.encode_frames(image_frame(data, self.backbone.image_size, limit))[0])
+
+    def compose_query(self, req: SearchRequest, text_vector: np.ndarray | None = None) -> ComposedQuery:
+        """The request's inputs (words, an image, a `like` moment) as one query vector (search/examples.py)."""
+        vectors: dict[str, np.ndarray] = {}
+        if req.query is not None:
+            vectors["text"] = self.encode_query(req.query) if text_vector is None else text_vector
+        if req.image is not None:
+            vectors["image"] = self.encode_image(decode_base64_image(req.image))
+        if req.like is not None:
+            vid = req.like.video_id
+            if vid not in self._snapshot.videos:
+                raise SearchError(f"like.video_id {vid} is not an indexed video")
+            vectors["like"] = like_vector(self.cache.get_many([vid]).get(vid), req.like)
+        return compose(vectors, req.query_weights)
+
     def channels(self) -> set[str]:
         """What a request may name: visual, each indexed text channel, and audio when the head fuses it."""
         available = {"visual"} | (set(self.text_channels.sources()) if self.text_channels else set())
@@ -157,8 +182,12 @@ class SearchEngine:
         self.refresh_soon()
         snap = self._snapshot
         weights = channel_weights(req, self.channels())
-        query = self.encode_query(req.query) if query_vector is None else query_vector
-        return QueryPlan(req, snap, query, weights, snap.allowed(req.filters), TimeWindow.of(req.filters))
+        query = self.compose_query(req, query_vector)
+        allowed = snap.allowed(req.filters)
+        if req.like is not None and not req.like.include_source:  # "more like this": other videos
+            allowed = snap.ids if allowed is None else allowed
+            allowed = allowed[allowed != req.like.video_id]
+        return QueryPlan(req, snap, query.vector, weights, allowed, TimeWindow.of(req.filters), query.inputs)
 
     def rank(self, plan: QueryPlan) -> Ranking:
         """Candidate pool → final ranking; moments are cut by the ranking, page by page."""

@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     ann: Literal["auto", "flat", "hnsw", "ivfpq"] = Field("auto", description="Coarse index kind.")
     feature_cache_mb: int = Field(1024, ge=16, description="Memory for cached unit vectors.")
     refresh_seconds: float = Field(1.0, ge=0, description="How often the server looks for a new index version.")
+    max_image_mb: float = Field(10.0, gt=0, le=64, description="Largest example image a search accepts (MB); larger is a 413.")
 
     # HTTP service.
     host: str = Field("127.0.0.1", description="Address `vidsearch serve` binds.")
