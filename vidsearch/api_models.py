@@ -65,7 +65,7 @@ class LikeQuery(_Strict):
 
 
 class SearchRequest(_Strict):
-    query: str | None = Field(None, max_length=1000, description="what to find, in words (optional with an image or `like`)")
+    query: str | None = Field(None, min_length=1, max_length=1000, description="what to find, in words (optional with an image or `like`)")
     image: str | None = Field(
         None, max_length=MAX_IMAGE_BASE64,
         description="an example picture, base64 (a data: URL too); or upload it as multipart/form-data",
