@@ -78,7 +78,7 @@ def main() -> None:
     built = time.perf_counter() - t0
     plans = synth.plan(args.videos, args.seed, 0.0)
     with local_client(settings) as vs:
-        ids = {Path(v.uri).name: v.id for v in vs.videos(limit=10_000).videos}
+        ids = {Path(v.uri).name: v.id for v in vs.videos(limit=1000).videos}
         vid_of = {p.index: ids[Path(p.video).name] for p in plans}
         spans = defaultdict(list)  # (video id, visual key) -> event spans
         holders = defaultdict(set)  # visual key -> video ids
