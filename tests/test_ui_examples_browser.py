@@ -54,7 +54,7 @@ def test_browser_image_query_and_more_like_this(shared_library, tmp_path):
                 upload.set_input_files(str(picture))
                 sync_api.expect(page.locator(".st-key-card-0 h3")).to_have_text(f"1. {top.video.title}", timeout=WAIT_MS)
 
-                page.locator(".st-key-like-0 button").click()
+                page.locator(".st-key-like-0 button").first.click()
                 want = by_like.results[0].video.title
                 sync_api.expect(page.locator(".st-key-card-0 h3")).to_have_text(f"1. {want}", timeout=WAIT_MS)
                 sync_api.expect(page.get_by_text("More like")).to_be_visible(timeout=WAIT_MS)
