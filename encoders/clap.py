@@ -106,11 +106,15 @@ class ClapTower:
         ends[rows, slot] = torch.from_numpy(table[:, 2]).float()
         return AudioTokenBatch(vectors=out_v, mask=mask, starts=starts, ends=ends)
 
+    @torch.inference_mode()
     def embed_audio(self, clips: list[np.ndarray]) -> np.ndarray:
         """Waveforms at `sample_rate` -> (N, dim) unit vectors, in batches of `batch`."""
         out = []
+        # an unfused model takes one crop; "fusion" makes the 4-crop input only fused models read.
+        # Windows are never longer than the extractor's max length, so rand_trunc crops nothing.
+        truncation = "fusion" if getattr(self.model.config.audio_config, "enable_fusion", False) else "rand_trunc"
         for i in range(0, len(clips), self.batch):
-            feats = self.extractor(clips[i : i + self.batch], sampling_rate=self.sample_rate, return_tensors="pt")
+            feats = self.extractor(clips[i : i + self.batch], sampling_rate=self.sample_rate, return_tensors="pt", truncation=truncation)
             emb = self.model.get_audio_features(**{k: v for k, v in feats.items() if k in ("input_features", "is_longer")})
             out.append(F.normalize(_pooled(emb), dim=-1).float().numpy())
         return np.concatenate(out)

@@ -57,7 +57,7 @@ def test_browser_image_query_and_more_like_this(shared_library, tmp_path):
                 page.locator(".st-key-like-0 button").first.click()
                 want = by_like.results[0].video.title
                 sync_api.expect(page.locator(".st-key-card-0 h3")).to_have_text(f"1. {want}", timeout=WAIT_MS)
-                sync_api.expect(page.get_by_text("More like")).to_be_visible(timeout=WAIT_MS)
+                sync_api.expect(page.locator(".st-key-like-clear button").first).to_be_visible(timeout=WAIT_MS)  # the chosen moment, clearable
                 titles = card_titles(page)
                 assert len(titles) == len(by_like.results) and not any(top.video.title in t for t in titles), titles
                 page.screenshot(path=str(artifacts / "ui-more-like.png"))
