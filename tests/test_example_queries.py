@@ -9,10 +9,10 @@ import json
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from media import ffmpeg
+from test_api import client, library  # noqa: F401 - the API tests' module fixtures
 from vidsearch.api_models import LikeQuery
 from vidsearch.client import AppTransport, LOCAL_URL, VidsearchClient
 from vidsearch.search import ImageTooLarge, NotAnImage, SearchError, VideoFeatures, compose, image_frame, like_vector
@@ -88,19 +88,7 @@ def test_image_frame_is_prepared_as_indexed_frames_are():
         image_frame(_png(pixels), 32, 100)
 
 
-# -- through the API, on a real index ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def library(shared_library):
-    return shared_library
-
-
-@pytest.fixture(scope="module")
-def client(library):
-    settings, _ = library
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
+# -- through the API, on a real index (the API tests' library and app) ---------------------------
 @pytest.fixture(scope="module")
 def ids(client) -> dict[str, str]:
     return {v["title"].split()[1]: v["id"] for v in client.get("/v1/videos").json()["videos"]}
