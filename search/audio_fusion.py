@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AudioFusion", "AudioScores"]
+__all__ = ["AudioFusion", "AudioQuery", "AudioScores"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +76,26 @@ class AudioFusion:
             return np.empty((0, 3))
         lift = self.weight * gate * (cosine - np.median(cosine))
         return np.stack([np.asarray(starts, np.float64), np.asarray(ends, np.float64), lift], axis=1)
+
+
+@dataclass(frozen=True)
+class AudioQuery:
+    """A search's query in the audio tower's own text space, and how its match is fused."""
+
+    vector: np.ndarray  # (D_audio,) unit length
+    fusion: AudioFusion
+
+    def fuse(self, visual: np.ndarray, audio: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates' visual scores and stored audio tokens -> (fused scores, audio part, gate)."""
+        from .features import pad_vectors
+
+        tokens, mask = pad_vectors(audio, len(self.vector))
+        got = self.fusion.scores(self.vector, tokens, mask)
+        part = self.fusion.weight * got.gate * got.score
+        return (np.asarray(visual, np.float64) + part).astype(np.float32), part.astype(np.float32), got.gate.astype(np.float32)
+
+    def hits(self, starts: np.ndarray, ends: np.ndarray, tokens: np.ndarray, gate: float) -> np.ndarray:
+        """One video's timed audio evidence for the moment curve (empty without tokens of this space)."""
+        if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] != len(self.vector):
+            return np.empty((0, 3))
+        return self.fusion.audio_hits(starts, ends, tokens @ self.vector, gate)

@@ -28,6 +28,7 @@ from vidsearch.config import Settings
 from vidsearch.encoders import backend_options, load_backbone, make_pooler, model_spec
 from vidsearch.store import Store, StoreError
 
+from .audio_fusion import AudioFusion, AudioQuery
 from .examples import ComposedQuery, check_image_size, compose, decode_base64_image, image_frame, like_vector
 from .features import FeatureCache, QueryVectorCache, VideoFeatures
 from .plan import QueryPlan, SearchError, TimeWindow, channel_weights
@@ -66,6 +67,11 @@ class SearchEngine:
         # a trained checkpoint brings its X-Pool / TEFAL head: it re-ranks with frames and audio
         head = getattr(backbone, "head", None)
         self.head = head if head is not None and pooler is None and settings.pooling in ("auto", "xpool") else None
+        # a pretrained text-audio tower (CLAP, --audio-model) fuses sound without training when there is no head
+        tower = getattr(backbone, "audio_tower", None)
+        self.clap = tower if head is None and getattr(backbone, "audio_model", None) and hasattr(tower, "encode_text") else None
+        self.audio_fusion = AudioFusion(weight=settings.audio_weight)
+        self._audio_vectors = QueryVectorCache(lambda text: self.clap.encode_text([text])[0])
         self.text_channels = text_channels  # speech / ocr / subtitle / metadata spans, when indexed
         self.cache = cache
         self._query_vectors = QueryVectorCache(lambda text: self.backbone.encode_text([text])[0])
@@ -173,8 +179,8 @@ class SearchEngine:
     def channels(self) -> set[str]:
         """What a request may name: visual, each indexed text channel, and audio when the head fuses it."""
         available = {"visual"} | (set(self.text_channels.sources()) if self.text_channels else set())
-        if self.head is not None and getattr(self.backbone, "audio_tower", None) is not None:
-            available.add("audio")  # fused into the visual ranking by the TEFAL head
+        if (self.head is not None and getattr(self.backbone, "audio_tower", None) is not None) or self.clap is not None:
+            available.add("audio")  # fused into the visual ranking (the TEFAL head, or audio_fusion.py)
         return available
 
     def plan(self, req: SearchRequest, query_vector: np.ndarray | None = None) -> QueryPlan:
@@ -187,7 +193,10 @@ class SearchEngine:
         if req.like is not None and not req.like.include_source:  # "more like this": other videos
             allowed = snap.ids if allowed is None else allowed
             allowed = allowed[allowed != req.like.video_id]
-        return QueryPlan(req, snap, query.vector, weights, allowed, TimeWindow.of(req.filters), query.inputs)
+        audio = None
+        if self.clap is not None and "audio" in weights:  # the query in the audio tower's own space
+            audio = AudioQuery(self._audio_vectors(req.query), self.audio_fusion)
+        return QueryPlan(req, snap, query.vector, weights, allowed, TimeWindow.of(req.filters), query.inputs, audio)
 
     def rank(self, plan: QueryPlan) -> Ranking:
         """Candidate pool → final ranking; moments are cut by the ranking, page by page."""

@@ -68,6 +68,7 @@ class QueryPlan:
     allowed: np.ndarray | None  # video ids that pass the filters (None: every video)
     window: TimeWindow | None
     inputs: dict[str, float] = field(default_factory=lambda: {"text": 1.0})  # what made `query` (search/examples.py)
+    audio: object | None = None  # an AudioQuery (audio_fusion.py) when a pretrained audio tower fuses sound
 
     @property
     def text(self) -> str | None:

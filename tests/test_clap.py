@@ -119,3 +119,51 @@ def test_fusion_attends_to_the_matching_token_and_gates_out_silence_and_noise():
     hits = fusion.audio_hits(np.array([0, 2, 4.0]), np.array([2, 4, 6.0]), got.cosine[0], got.gate[0])
     assert hits[:, 2].argmax() == 1 and tuple(hits[1, :2]) == (2, 4) and hits[1, 2] > 0.49
     assert not fusion.audio_hits(np.array([0.0]), np.array([2.0]), np.array([0.9]), 0.0)[:, 2].any()
+
+
+def test_index_with_a_visual_backbone_and_a_tiny_clap_has_an_audio_channel_search_uses(tiny_clap_dir, tmp_path):
+    """`--model ViT-B-32 --audio-model PATH`: CLAP tokens are stored, the fingerprint names the audio
+    model (opening the index without it is the usual mismatch), and search fuses them."""
+    from media import make_clip
+    from vidsearch.api_models import SearchRequest
+    from vidsearch.config import load_settings
+    from vidsearch.encoders.backbone import load_backbone, model_spec
+    from vidsearch.fingerprint import FingerprintMismatch
+    from vidsearch.indexer.pipeline import IndexRun, open_store_for
+    from vidsearch.search import open_engine
+    from vidsearch.server import search_response
+    from vidsearch.store import Store
+
+    lib, db = tmp_path / "lib", tmp_path / "db"
+    make_clip(lib / "tone.mp4", seconds=5, source="testsrc", audio_hz=440)
+    make_clip(lib / "quiet.mp4", seconds=4, source="smptebars", audio_hz=None)
+    flags = {"db": db, "model": "ViT-B-32", "pretrained": "none", "speech": False, "ocr": False, "precision": "fp32"}
+    settings = load_settings(None, **flags, audio_model=str(tiny_clap_dir))
+    backbone = load_backbone(**model_spec(settings, None), precision="fp32")
+    summary = IndexRun(open_store_for(settings, backbone), backbone, settings).run([lib])
+    assert summary.indexed == 2 and summary.failed == 0
+    store = Store.open(db)
+    fp = store.stored_fingerprint()
+    assert fp.model == "ViT-B-32" and fp.extra["audio_model"] == str(tiny_clap_dir)
+    rows = {Path(r["path"]).name: r["video_id"] for r in store.video_rows()}
+    feats = store.table("video_features").to_arrow().to_pylist()
+    tone = next(f for f in feats if f["video_id"] == rows["tone.mp4"])
+    np.testing.assert_allclose(tone["audio_start"], [0, 2], atol=0.05)  # 4 s windows every 2 s, a short last one
+    np.testing.assert_allclose(tone["audio_end"], [4, 5], atol=0.05)
+    assert len(tone["audio_vectors"][0]) == 32  # CLAP's own space, not the visual tower's (512)
+
+    # search reads the audio model from the index (no flag), and fuses its tokens
+    engine = open_engine(load_settings(None, db=db, speech=False, ocr=False, precision="fp32"))
+    assert engine.clap is not None and "audio" in engine.channels()
+    resp = search_response(engine, SearchRequest(query="a beep", channels={"visual": 1, "audio": 1}))
+    by_name = {Path(r.video.uri).name: r for r in resp.results}
+    assert set(by_name) == {"tone.mp4", "quiet.mp4"}
+    assert by_name["quiet.mp4"].channel_scores["audio"] == 0  # no soundtrack: the visual score alone
+    q = engine.clap.encode_text(["a beep"])[0]
+    vectors = np.asarray(tone["audio_vectors"], np.float32)
+    want = engine.audio_fusion.scores(q, vectors[None], np.ones((1, len(vectors)), bool))
+    assert by_name["tone.mp4"].channel_scores["audio"] == pytest.approx(settings.audio_weight * want.gate[0] * want.score[0], abs=1e-5)
+    assert by_name["tone.mp4"].channel_scores["audio"] != 0
+
+    with pytest.raises(FingerprintMismatch):  # the same index opened without its audio model
+        open_engine(load_settings(None, db=db, audio_model="none", precision="fp32"))

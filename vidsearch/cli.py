@@ -23,6 +23,7 @@ from . import __version__
 from .api_models import SearchRequest
 from .client import ApiError, VidsearchClient
 from .clitools import (
+    AudioModelOpt,
     BackendOpt,
     BatchOpt,
     CheckpointOpt,
@@ -253,6 +254,7 @@ def index(
     ocr: OcrOpt = None,
     speech_engine: SpeechEngineOpt = None,
     speech_model: SpeechModelOpt = None,
+    audio_model: AudioModelOpt = None,
     token_merging: MergingOpt = None,
     follow_symlinks: FollowOpt = None,
     retry_failed: RetryOpt = None,
@@ -291,6 +293,7 @@ def reindex(
     ocr: OcrOpt = None,
     speech_engine: SpeechEngineOpt = None,
     speech_model: SpeechModelOpt = None,
+    audio_model: AudioModelOpt = None,
     token_merging: MergingOpt = None,
     follow_symlinks: FollowOpt = None,
     retry_failed: RetryOpt = None,

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         "off", description="Temporal token merging in the image tower: off, recommended, or a schedule string."
     )
 
+    audio_model: str | None = Field(
+        None, description="Pretrained text-audio tower for non-speech sounds (CLAP): a Hugging Face name "
+        "(laion/clap-htsat-unfused) or a local folder; none: no such tower. Part of the index's fingerprint.",
+    )
+    audio_weight: float = Field(0.5, ge=0, le=10, description="How much a pretrained audio tower's match counts against the visual score.")
+
     # Where the frame/text towers run (README: Serving encoders with Triton). The heads and the audio
     # tower stay in this process either way.
     encoder_backend: Literal["torch", "triton"] = Field(
