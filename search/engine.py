@@ -29,10 +29,12 @@ from vidsearch.encoders import backend_options, load_backbone, make_pooler, mode
 from vidsearch.store import Store, StoreError
 
 from .audio_fusion import AudioFusion, AudioQuery
+from .batching import QueryBatcher
 from .examples import ComposedQuery, check_image_size, compose, decode_base64_image, image_frame, like_vector
 from .features import FeatureCache, QueryVectorCache, VideoFeatures
 from .plan import QueryPlan, SearchError, TimeWindow, channel_weights
 from .ranking import Ranking, candidate_pool, final_ranking
+from .saved_coarse import save_coarse, saved_version
 from .snapshot import Snapshot, build_snapshot, store_version
 from .text_channels import TextChannels
 
@@ -54,6 +56,7 @@ class SearchEngine:
     ):
         self._setup(store, backbone, settings, pooler, text_channels, FeatureCache(store, settings.feature_cache_mb << 20))
         self._snapshot = build_snapshot(store, settings)
+        self._save_coarse_soon()
 
     def _setup(self, store, backbone, settings: Settings, pooler, text_channels, cache: FeatureCache) -> None:
         self.store = store
@@ -74,10 +77,14 @@ class SearchEngine:
         self._audio_vectors = QueryVectorCache(lambda text: self.clap.encode_text([text])[0])
         self.text_channels = text_channels  # speech / ocr / subtitle / metadata spans, when indexed
         self.cache = cache
-        self._query_vectors = QueryVectorCache(lambda text: self.backbone.encode_text([text])[0])
+        self._batcher = QueryBatcher(self._encode_texts, wait_ms=settings.query_batch_ms)
+        self._query_vectors = QueryVectorCache(self._batcher)
         self._image_vectors = QueryVectorCache(lambda digest: None, size=64)  # example images, by digest
         self._refreshing = threading.Lock()
         self._last_check = 0.0
+        self._save_lock = threading.Lock()
+        self._saver: threading.Thread | None = None
+        self._save_again = False
 
     @classmethod
     def from_snapshot(
@@ -122,10 +129,43 @@ class SearchEngine:
                 return False
             self._snapshot = build_snapshot(self.store, self.settings, previous=self._snapshot)
             self._refresh_text_channels()
+            self._save_coarse_soon()
             log.info("index version %s is live (%d videos)", self._snapshot.version, len(self._snapshot.ids))
             return True
         finally:
             self._refreshing.release()
+
+    def _save_coarse_soon(self) -> None:
+        """Save the live snapshot's coarse index beside the store, in the background (saved_coarse.py:
+        the next start loads it instead of rebuilding); one saver at a time, the newest snapshot wins."""
+        if self.store is None or not self.settings.ann_saved or self._snapshot.coarse is None:
+            return
+        with self._save_lock:
+            if self._saver is not None:
+                self._save_again = True
+                return
+            self._saver = threading.Thread(target=self._save_latest, name="save-coarse", daemon=True)
+            self._saver.start()
+
+    def _save_latest(self) -> None:
+        while True:
+            coarse = self._snapshot.coarse
+            try:
+                if coarse is not None and coarse.source_version != saved_version(self.store.path):
+                    save_coarse(self.store.path, coarse)
+            except Exception:  # noqa: BLE001 - a cache: serving goes on, the next start rebuilds
+                log.exception("saving the coarse index failed")
+            with self._save_lock:
+                if not self._save_again:
+                    self._saver = None
+                    return
+                self._save_again = False
+
+    def wait_saved(self, timeout: float | None = None) -> None:
+        """Block until a background save of the coarse index (if any) has finished."""
+        saver = self._saver
+        if saver is not None:
+            saver.join(timeout)
 
     def _refresh_text_channels(self) -> None:
         """New spans may bring a channel (a job indexed speech into an index that had none)."""
@@ -175,6 +215,18 @@ class SearchEngine:
                 raise SearchError(f"like.video_id {vid} is not an indexed video")
             vectors["like"] = like_vector(self.cache.get_many([vid]).get(vid), req.like)
         return compose(vectors, req.query_weights)
+
+    def _encode_texts(self, texts: list[str]) -> list[np.ndarray]:
+        """Query vectors for a micro-batch of texts (QueryBatcher); where the text tower is the
+        sentence encoder's network, the same pass gives the text channels their sentence vectors."""
+        both = getattr(self.backbone, "encode_text_and_sentences", None)
+        if both is None:  # e.g. a Triton-served tower
+            return list(self.backbone.encode_text(texts))
+        vectors, sentences = both(texts)
+        if sentences is not None and self.text_channels is not None:
+            for text, vec in zip(texts, sentences):
+                self.text_channels.remember(text, vec)
+        return list(vectors)
 
     def channels(self) -> set[str]:
         """What a request may name: visual, each indexed text channel, and audio when the head fuses it."""

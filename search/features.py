@@ -144,8 +144,13 @@ class QueryVectorCache:
                 self._vectors.move_to_end(text)
                 return hit
         vec = np.asarray(self._encode(text) if make is None else make(), dtype=np.float32)
+        self.put(text, vec)
+        return vec
+
+    def put(self, text: str, vec: np.ndarray) -> None:
+        """Remember a vector computed elsewhere (the query tower's pass that also gave this one)."""
         with self._lock:
-            self._vectors[text] = vec
+            self._vectors[text] = np.asarray(vec, dtype=np.float32)
+            self._vectors.move_to_end(text)
             if len(self._vectors) > self._size:
                 self._vectors.popitem(last=False)
-        return vec

@@ -99,8 +99,7 @@ def candidate_pool(plan: QueryPlan, text_channels, *, coarse_segments: int, cand
         hits = snap.coarse.search(plan.query[None, :], k=min(coarse_segments, snap.coarse.n_live), only_videos=plan.allowed)
         lists["visual"], scores["visual"] = per_video_best(hits.video_ids[0], hits.scores[0])
     if text_channels is not None:
-        for source in plan.text_sources:
-            ids, sc, found = text_channels.search(source, plan.text, candidates, plan.allowed)
+        for source, (ids, sc, found) in text_channels.search_many(plan.text_sources, plan.text, candidates, plan.allowed).items():
             lists[source], scores[source] = ids, sc
             for vid, h in found.items():
                 spans.setdefault(vid, []).extend(h)
