@@ -57,6 +57,8 @@ class SearchRoute(APIRoute):
 
 
 async def _json_from_form(request: Request) -> Request:
+    """The multipart request as the JSON request it stands for (the picture base64 in `image`);
+    a 413 past `max_image_mb` before the rest of the picture is read."""
     max_bytes = int(request.app.state.vidsearch.settings.max_image_mb * 1e6)
     try:
         form = await request.form(max_files=1, max_fields=8)

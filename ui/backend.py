@@ -16,7 +16,6 @@ in-process API and hands them to Streamlit.
 from __future__ import annotations
 
 import base64
-
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
