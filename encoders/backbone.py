@@ -213,6 +213,7 @@ class ClipBackbone:
     # the text tower is the sentence encoder's network, unchanged (tiny: the packaged MiniLM, frozen):
     # one pass gives both the query vector and the text channels' sentence vector
     sentence_tower: bool = False
+    audio_model: str | None = None  # a pretrained text-audio tower (CLAP) named by --audio-model: `audio_tower` is it
 
     @property
     def merging(self) -> str:
@@ -224,6 +225,8 @@ class ClipBackbone:
     @property
     def fingerprint(self) -> Fingerprint:
         extra = {"config": self.config_hash} if self.config_hash else {}
+        if self.audio_model:  # its tokens are stored too: another audio model is another index
+            extra |= {"audio_model": self.audio_model, "audio": self.audio_tower.fingerprint.id}
         return Fingerprint(model=self.name, weights=self.weights, dim=self.dim, merging=self.merging, extra=extra)
 
     def _normalised(self, frames: np.ndarray) -> torch.Tensor:
@@ -355,6 +358,13 @@ def _build_heads(saved: dict, dim: int) -> tuple[torch.nn.Module | None, torch.n
 
 def spec_from_fingerprint(fp: Fingerprint, checkpoint: Path | None = None) -> dict:
     """How to load the model an index was built with: its name and weights, from its fingerprint."""
+    spec = _visual_spec(fp, checkpoint)
+    if fp.extra.get("audio_model"):
+        spec["audio_model"] = fp.extra["audio_model"]
+    return spec
+
+
+def _visual_spec(fp: Fingerprint, checkpoint: Path | None) -> dict:
     kind, _, value = fp.weights.partition(":")
     if kind == "pretrained":
         return {"model": fp.model, "pretrained": value, "checkpoint": None, "merging": fp.merging}
@@ -382,11 +392,18 @@ def model_spec(settings, stored: Fingerprint | None) -> dict:
     asked = settings.model_fields_set
     from_settings = {"model": settings.model, "pretrained": settings.pretrained, "checkpoint": settings.checkpoint,
                      "merging": settings.token_merging}  # fmt: skip
+    audio = getattr(settings, "audio_model", None)
+    if audio:
+        from_settings["audio_model"] = audio
     if stored is None or {"model", "pretrained"} & asked:
         return from_settings
     spec = spec_from_fingerprint(stored, settings.checkpoint)
     if "token_merging" in asked:
         spec["merging"] = settings.token_merging
+    if "audio_model" in asked:  # asked for (even "none"): a mismatch with the index is the usual error
+        spec.pop("audio_model", None)
+        if audio:
+            spec["audio_model"] = audio
     return spec
 
 
@@ -399,9 +416,23 @@ def load_backbone(
     merging: str = "off",
     backend: str = "torch",
     triton=None,
+    audio_model: str | None = None,
 ) -> ClipBackbone:
     """The frame/text tower for these flags: loaded here (backend "torch"), or reached on a Triton
-    server (backend "triton", `triton` a TritonOptions) after checking that it serves this model."""
+    server (backend "triton", `triton` a TritonOptions) after checking that it serves this model.
+    `audio_model` (a CLAP name or folder; "none" or None: no such tower) adds a pretrained text-audio
+    tower for non-speech sound, for models whose checkpoint brings no trained one."""
+    if audio_model and audio_model.lower() != "none":
+        backbone = load_backbone(model, pretrained, checkpoint, precision, device, merging, backend, triton)
+        if getattr(backbone, "audio_tower", None) is not None:
+            raise ModelLoadError(
+                f"model {model} brings its own trained audio tower and fusion head; --audio-model applies to "
+                f"models without one (e.g. --model ViT-B-32), or use --audio-model none"
+            )
+        from .clap import load_clap
+
+        backbone.audio_tower, backbone.audio_model = load_clap(audio_model), audio_model
+        return backbone
     if backend == "triton":
         from .triton_backend import TritonError, load_triton_backbone
 

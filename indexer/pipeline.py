@@ -465,7 +465,8 @@ class IndexRun:
             return None, None, None
         try:
             with self._turns():
-                starts, ends, vectors = self.audio_encoder(stream_audio(video.item.source.path))
+                rate = getattr(getattr(self.backbone, "audio_tower", None), "sample_rate", None)  # CLAP: 48 kHz
+                starts, ends, vectors = self.audio_encoder(stream_audio(video.item.source.path, *([rate] if rate else [])))
         except Exception as exc:  # noqa: BLE001 - the visual index is kept
             warnings.append(f"audio: {exc}")
             return None, None, None

@@ -117,7 +117,8 @@ def search_response(engine: SearchEngine, req: SearchRequest, query_vector: np.n
         results = [r for r in results if r.score >= req.min_score]
     more = offset + req.top_k < len(ranking)
     return SearchResponse(
-        query=req.query,
+        query=req.query or "",
+        inputs=plan.inputs,
         group_by=req.group_by,
         results=results,
         next_cursor=encode_cursor(offset + req.top_k, key) if more else None,

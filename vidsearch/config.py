@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         "off", description="Temporal token merging in the image tower: off, recommended, or a schedule string."
     )
 
+    audio_model: str | None = Field(
+        None, description="Pretrained text-audio tower for non-speech sounds (CLAP): a Hugging Face name "
+        "(laion/clap-htsat-unfused) or a local folder; none: no such tower. Part of the index's fingerprint.",
+    )
+    audio_weight: float = Field(0.5, ge=0, le=10, description="How much a pretrained audio tower's match counts against the visual score.")
+
     # Where the frame/text towers run (README: Serving encoders with Triton). The heads and the audio
     # tower stay in this process either way.
     encoder_backend: Literal["torch", "triton"] = Field(
@@ -115,6 +121,7 @@ class Settings(BaseSettings):
     )
     feature_cache_mb: int = Field(1024, ge=16, description="Memory for cached unit vectors.")
     refresh_seconds: float = Field(1.0, ge=0, description="How often the server looks for a new index version.")
+    max_image_mb: float = Field(10.0, gt=0, le=64, description="Largest example image a search accepts (MB); larger is a 413.")
     query_batch_ms: float = Field(
         2.0, ge=0, le=50, description="Concurrent new queries wait this long to be encoded in one batch (0: one by one)."
     )
