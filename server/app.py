@@ -25,14 +25,10 @@ from vidsearch.config import Settings
 from vidsearch.search import SearchEngine
 
 from . import health, jobs, search, videos
+from .limits import body_limit
 from .state import ServerState
 
-__all__ = ["BODY_LIMIT", "create_app", "local_client"]
-
-# Request bodies over this many bytes get 413 before they are read or parsed (FastAPI's body limit:
-# Content-Length checked first, then counted as it streams). A search or a job takes a few kilobytes;
-# a route that needs more (an image query) states its own `max_body_size`.
-BODY_LIMIT = 256 << 10
+__all__ = ["create_app", "local_client"]
 
 
 def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAPI:
@@ -49,7 +45,7 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
         version="1",
         description="Text-to-video search that finds the moment. Writes need `Authorization: Bearer <key>`.",
         lifespan=lifespan,
-        max_body_size=BODY_LIMIT,
+        max_body_size=body_limit(settings),  # 413 before a large body is read (limits.py)
     )
     app.state.vidsearch = state
     for module in (search, videos, jobs, health):

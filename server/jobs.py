@@ -11,8 +11,9 @@ from vidsearch.api_models import JobInfo, JobRequest
 
 from .deps import ERRORS, State, require_key, require_write
 from .library import PathRefused, check_job_paths, resolved_roots
+from .limits import BODY_LIMIT
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], max_body_size=BODY_LIMIT)  # paths: kilobytes
 
 
 @router.post("", response_model=JobInfo, status_code=202, responses=ERRORS, dependencies=[Depends(require_write)])

@@ -122,7 +122,8 @@ def search_response(engine: SearchEngine, req: SearchRequest, query_vector: np.n
     results = [search_result(hit, plan.snapshot.videos[hit.candidate.video_id]) for hit in ranking.page(offset, req.top_k)]
     more = offset + req.top_k < len(ranking)
     return SearchResponse(
-        query=req.query,
+        query=req.query or "",
+        inputs=plan.inputs,
         group_by=req.group_by,
         results=results,
         next_cursor=encode_cursor(offset + req.top_k, key, version) if more else None,

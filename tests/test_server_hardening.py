@@ -196,15 +196,16 @@ def test_jobs_whose_server_is_gone_are_marked_failed(small_library):
 # -- limits ----------------------------------------------------------------------------------------
 def test_large_bodies_get_413_before_they_are_parsed(shared_library):
     settings, _ = shared_library
-    big = json.dumps({"query": "x" * (8 << 20)}).encode()
+    big = json.dumps({"query": "x" * (8 << 20)}).encode()  # past what a job takes
+    huge = json.dumps({"query": "x" * (32 << 20)}).encode()  # past what a search with a 10 MB picture takes
     with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         t0 = time.monotonic()
-        resp = http.post("/v1/search", content=big, headers={"content-type": "application/json"})
+        resp = http.post("/v1/search", content=huge, headers={"content-type": "application/json"})
         assert resp.status_code == 413, resp.text[:200]
 
         def chunks():  # no Content-Length: counted as it streams
-            for i in range(0, len(big), 1 << 16):
-                yield big[i : i + (1 << 16)]
+            for i in range(0, len(huge), 1 << 16):
+                yield huge[i : i + (1 << 16)]
 
         assert http.post("/v1/search", content=chunks(), headers={"content-type": "application/json"}).status_code == 413
         assert http.post("/v1/jobs", content=big, headers={**AUTH, "content-type": "application/json"}).status_code == 413
