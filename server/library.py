@@ -109,10 +109,24 @@ class IndexedFile:
         self.close()
 
 
+_RECORDED: dict[tuple[str, int, str], list[dict]] = {}
+_RECORDED_MAX = 4096
+
+
 def _recorded(store: Store, video_id: str) -> list[dict]:
-    """The `files` rows that point at this video and were indexed (path, size, mtime)."""
-    table = store.table("files").search().where(f"video_id IN {sql_in_list([video_id])} AND status = 'indexed'").select(["path", "size", "mtime"]).limit(None).to_arrow()
-    return table.to_pylist()
+    """The `files` rows that point at this video and were indexed (path, size, mtime), remembered per
+    version of the `files` table: the query costs ~20 ms on a busy 2-core machine, the version ~0.3 ms,
+    and a page of results asks for a thumbnail of each video."""
+    files = store.table("files")
+    key = (str(store.path), files.version, video_id)
+    rows = _RECORDED.get(key)
+    if rows is None:
+        where = f"video_id IN {sql_in_list([video_id])} AND status = 'indexed'"
+        rows = files.search().where(where).select(["path", "size", "mtime"]).limit(None).to_arrow().to_pylist()
+        if len(_RECORDED) >= _RECORDED_MAX:
+            _RECORDED.clear()
+        _RECORDED[key] = rows
+    return rows
 
 
 def _open_checked(path: str, size: int, mtime: float, roots: list[str]) -> IndexedFile:
