@@ -67,8 +67,10 @@ class JobStopped(Exception):
 
 
 class JobTracker(Progress):
-    """The pipeline's progress callbacks, kept as a `JobProgress` and reported as they come; `stop()`
-    from another thread makes the run raise `JobStopped` at its next callback."""
+    """The pipeline's progress callbacks, kept as a `JobProgress` and reported as they come;
+    `request_stop()` from another thread makes the run raise `JobStopped` at its next `poll()` or
+    `heartbeat()` (never from `start`/`advance`: those are also called while a stopping run records
+    what it finished, which must not be cut short)."""
 
     def __init__(self, report: Callable[[JobProgress], None]):
         self.progress = JobProgress()
@@ -91,13 +93,13 @@ class JobTracker(Progress):
     def start(self, total_videos: int) -> None:
         self.progress = self.progress.model_copy(update={"total": total_videos})
         self._send(force=True)
-        self.heartbeat()
+        self.active_at = time.monotonic()
 
     def advance(self, videos: int = 0, frames: int = 0) -> None:
         p = self.progress
         self.progress = p.model_copy(update={"done": p.done + videos, "frames": p.frames + frames})
         self._send()
-        self.heartbeat()
+        self.active_at = time.monotonic()
 
     def stop(self) -> None:
         self._send(force=True)

@@ -327,10 +327,10 @@ class IndexRun:
     def _consume(self, items: queue.Queue) -> None:
         buf = _EncodeBuffer()
         while True:
+            self._poll()  # between items, and every POLL_SECONDS while the feeder hashes a large file
             try:
                 got = items.get(timeout=POLL_SECONDS)
-            except queue.Empty:  # the feeder is hashing a large file, or a decoder is starting
-                self._poll()
+            except queue.Empty:
                 continue
             if got is _DONE:
                 break
