@@ -379,3 +379,20 @@ def test_a_killed_servers_job_dies_with_it_and_the_next_server_says_so(small_lib
     with serve(free_port()) as again, httpx.Client(base_url=again.url, headers=AUTH, timeout=30) as http:
         after = http.get(f"/v1/jobs/{job['id']}").json()
         assert after["state"] == "failed" and "stopped before" in after["error"]
+
+
+def test_signed_media_urls_name_one_video_and_expire(shared_library):
+    from vidsearch.signing import sign_query, signature
+
+    settings, _ = shared_library
+    keyed = settings.model_copy(update={"read_auth": True})
+    with TestClient(create_app(keyed)) as client:
+        a, b = sorted(v["id"] for v in client.get("/v1/videos", headers=AUTH).json()["videos"])[:2]
+        assert client.get(f"/v1/videos/{a}/media").status_code == 401
+        assert client.get(f"/v1/videos/{a}/media?{sign_query(API_KEY, a)}").status_code == 200
+        assert client.get(f"/v1/videos/{a}/thumbnail?t=1&{sign_query(API_KEY, a)}").status_code == 200
+        assert client.get(f"/v1/videos/{b}/media?{sign_query(API_KEY, a)}").status_code == 403  # another video's URL
+        assert client.get(f"/v1/videos/{a}/media?{sign_query('not-a-key', a)}").status_code == 403
+        past = int(time.time()) - 10
+        assert client.get(f"/v1/videos/{a}/media?exp={past}&sig={signature(API_KEY, a, past)}").status_code == 403
+        assert client.get(f"/v1/videos/{a}").status_code == 401  # a signature opens media and thumbnails only
