@@ -13,8 +13,15 @@ its model and weights, its token merging, its sampling and channels.
   `RunSummary`), not lines parsed from a child's stdout and a file of keys written elsewhere;
 - the store's write lock still keeps one writer per index (a `vidsearch index` run in a shell and
   a job exclude each other), and searches keep reading the last committed version meanwhile.
-A job survives the client that asked for it; it does not survive the server (a job the server did
-not finish is marked failed at the next start; indexing resumes where it stopped).
+A job survives the client that asked for it; it does not survive the server: it is a thread of the
+server's process, and its decoder processes end with their pipes. Each record names its owner (host,
+pid, process start: `ownership.py`), so the next server on the index marks failed only jobs whose
+owner is gone, never those of another server still running on the same index; indexing resumes where
+a failed job stopped.
+
+**Jobs end.** `cancel(id)` drops a queued job, or stops a running one at its next step (the pipeline
+polls between decoder replies and while it waits for one); a running job that reports no progress
+for `job_stall_seconds` is stopped the same way and marked failed. What a stopped job committed stays.
 
 Job records are kept in `<db>/.jobs/<id>.json`, so they outlive a restart. While there is no index
 yet they stay in memory: a first job that fails (an offline model, a bad path) leaves no directory
@@ -23,6 +30,7 @@ behind that would look like a broken index.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -39,6 +47,7 @@ from vidsearch.encoders import ModelLoadError, backend_options, load_backbone, m
 from vidsearch.fingerprint import FingerprintMismatch
 from vidsearch.store import Store, StoreError
 
+from .ownership import is_gone, this_process
 from .pipeline import IndexRun, IndexRunError, Progress, open_store_for
 
 __all__ = ["JobManager", "JobTracker"]
@@ -49,22 +58,48 @@ REPORT_SECONDS = 0.25  # progress is recorded (and the server told) at most this
 EXPLAINED = (ModelLoadError, StoreError, FingerprintMismatch, FileNotFoundError, IndexRunError)
 
 
+class JobStopped(Exception):
+    """A job was cancelled, or stalled: raised inside the run at its next step."""
+
+    def __init__(self, reason: str, cancelled: bool):
+        super().__init__(reason)
+        self.cancelled = cancelled
+
+
 class JobTracker(Progress):
-    """The pipeline's progress callbacks, kept as a `JobProgress` and reported as they come."""
+    """The pipeline's progress callbacks, kept as a `JobProgress` and reported as they come;
+    `request_stop()` from another thread makes the run raise `JobStopped` at its next `poll()` or
+    `heartbeat()` (never from `start`/`advance`: those are also called while a stopping run records
+    what it finished, which must not be cut short)."""
 
     def __init__(self, report: Callable[[JobProgress], None]):
         self.progress = JobProgress()
         self._report = report
         self._last = 0.0
+        self.active_at = time.monotonic()  # the last sign of progress (for the stall timeout)
+        self._stop: JobStopped | None = None
+
+    def request_stop(self, reason: str, cancelled: bool) -> None:
+        self._stop = self._stop or JobStopped(reason, cancelled)
+
+    def poll(self) -> None:
+        if self._stop is not None:
+            raise self._stop
+
+    def heartbeat(self) -> None:
+        self.active_at = time.monotonic()
+        self.poll()
 
     def start(self, total_videos: int) -> None:
         self.progress = self.progress.model_copy(update={"total": total_videos})
         self._send(force=True)
+        self.active_at = time.monotonic()
 
     def advance(self, videos: int = 0, frames: int = 0) -> None:
         p = self.progress
         self.progress = p.model_copy(update={"done": p.done + videos, "frames": p.frames + frames})
         self._send()
+        self.active_at = time.monotonic()
 
     def stop(self) -> None:
         self._send(force=True)
@@ -101,9 +136,13 @@ class JobManager:
         self._jobs: dict[str, JobInfo] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[str] = queue.Queue()
+        self._owner = this_process()
+        self._running: tuple[str, JobTracker] | None = None
         self._load()
         self._worker = threading.Thread(target=self._run_forever, name="vidsearch-jobs", daemon=True)
         self._worker.start()
+        self._watchdog = threading.Thread(target=self._watch, name="vidsearch-jobs-watchdog", daemon=True)
+        self._watchdog.start()
 
     # -- records ---------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -111,10 +150,12 @@ class JobManager:
             return
         for f in self.dir.glob("*.json"):
             try:
-                job = JobInfo.model_validate_json(f.read_text())
+                record = json.loads(f.read_text())
+                owner = record.pop("_owner", None)
+                job = JobInfo.model_validate(record)
             except ValueError:
                 continue
-            if job.state in ("queued", "running"):  # the server that ran it is gone
+            if job.state in ("queued", "running") and is_gone(owner):  # the server that ran it is gone
                 job = job.model_copy(update={"state": "failed", "error": "the server stopped before the job finished; submit it again (indexing resumes where it stopped)", "finished_at": time.time()})
             self._jobs[job.id] = job
 
@@ -124,7 +165,7 @@ class JobManager:
             return
         self.dir.mkdir(exist_ok=True)
         tmp = self.dir / f"{job.id}.tmp"
-        tmp.write_text(job.model_dump_json())
+        tmp.write_text(json.dumps({**job.model_dump(mode="json"), "_owner": self._owner}))
         os.replace(tmp, self.dir / f"{job.id}.json")
 
     def _update(self, job_id: str, **changes) -> JobInfo:
@@ -141,6 +182,31 @@ class JobManager:
         self._save(job)
         self._queue.put(job.id)
         return job
+
+    def cancel(self, job_id: str) -> JobInfo | None:
+        """Cancel a queued job now, or ask a running one to stop (it is marked cancelled when it has);
+        None for an unknown id; a finished job as it is."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state not in ("queued", "running"):
+                return job
+            if self._running is not None and self._running[0] == job_id:
+                self._running[1].request_stop("cancelled by a client", cancelled=True)
+                return job
+            if job.state == "running":  # another server's job (read from its record): not ours to stop
+                return job
+            job = self._jobs[job_id] = job.model_copy(update={"state": "cancelled", "error": "cancelled by a client", "finished_at": time.time()})
+        self._save(job)
+        return job
+
+    def _watch(self, every: float = 1.0) -> None:
+        """Stop a running job that has shown no progress for `job_stall_seconds`."""
+        limit = self.settings.job_stall_seconds
+        while True:
+            time.sleep(min(every, limit / 4))
+            running = self._running
+            if running is not None and time.monotonic() - running[1].active_at > limit:
+                running[1].request_stop(f"no progress for {limit:g} s (job_stall_seconds): stopped; what was committed is kept", cancelled=False)
 
     def get(self, job_id: str) -> JobInfo | None:
         with self._lock:
@@ -175,8 +241,20 @@ class JobManager:
             return None
 
     def _run(self, job_id: str) -> None:
-        job = self._update(job_id, state="running")
         tracker = JobTracker(lambda p: self._progress(job_id, p))
+        with self._lock:  # a cancel sees the job either queued or running, never in between
+            if self._jobs[job_id].state != "queued":  # cancelled while it waited
+                return
+            job = self._jobs[job_id] = self._jobs[job_id].model_copy(update={"state": "running"})
+            self._running = (job_id, tracker)
+        self._save(job)
+        try:
+            self._index(job, tracker)
+        finally:
+            self._running = None
+
+    def _index(self, job: JobInfo, tracker: JobTracker) -> None:
+        job_id = job.id
         existing = set(os.listdir(self.db)) if self.db.is_dir() else None
         stored = self._stored_fingerprint() if existing is not None else None
         had_index = stored is not None
@@ -187,7 +265,10 @@ class JobManager:
         except Exception as exc:  # noqa: BLE001 - every failure is the job's, reported on it
             if not had_index:
                 self._remove_new(existing)
-            if isinstance(exc, EXPLAINED):
+            if isinstance(exc, JobStopped) and exc.cancelled:
+                self._update(job_id, state="cancelled", error=str(exc), progress=tracker.progress, finished_at=time.time())
+                return
+            if isinstance(exc, (JobStopped, *EXPLAINED)):
                 reason = str(exc)
             else:
                 log.exception("job %s failed", job_id)

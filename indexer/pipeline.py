@@ -53,6 +53,9 @@ def default_decode_workers() -> int:
 _DONE = object()
 
 
+POLL_SECONDS = 0.5  # how often a waiting run asks its Progress whether to stop
+
+
 class IndexRunError(RuntimeError):
     """The run cannot go on for a reason that is not one file's; everything committed so far is kept."""
 
@@ -77,10 +80,14 @@ class RunSummary:
 
 
 class Progress:
-    """What the pipeline reports as it goes; the CLI renders it as a rich progress bar."""
+    """What the pipeline reports as it goes; the CLI renders it as a rich progress bar. `heartbeat`
+    (a decoder is working) and `poll` (the run is waiting) let an owner stop the run: they may raise,
+    and the run then ends as after any error, keeping what it committed (server jobs: cancel, stall)."""
 
     def start(self, total_videos: int) -> None: ...
     def advance(self, videos: int = 0, frames: int = 0) -> None: ...
+    def heartbeat(self) -> None: ...
+    def poll(self) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -149,6 +156,9 @@ class IndexRun:
             self._backbone, self._load = None, backbone
         self.settings = settings
         self.progress = progress or Progress()
+        # optional hooks: a duck-typed progress (the CLI's bar) need not define them
+        self._poll = getattr(self.progress, "poll", lambda: None)
+        self._heartbeat = getattr(self.progress, "heartbeat", lambda: None)
         self._audio_encoder = audio_encoder
         self.summary = RunSummary()
         self._pending: list[EncodedVideo] = []
@@ -317,7 +327,11 @@ class IndexRun:
     def _consume(self, items: queue.Queue) -> None:
         buf = _EncodeBuffer()
         while True:
-            got = items.get()
+            self._poll()  # between items, and every POLL_SECONDS while the feeder hashes a large file
+            try:
+                got = items.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
             if got is _DONE:
                 break
             if isinstance(got, tuple):  # (source, content hash or None, error) from the feeder
@@ -350,8 +364,11 @@ class IndexRun:
                     elif isinstance(reply, Failed):
                         buf.drop(video)
                         self._fail_video(video, reply.error)
-                    elif not isinstance(reply, Working):  # pragma: no cover - a protocol bug
+                    elif isinstance(reply, Working):
+                        self._heartbeat()
+                    else:  # pragma: no cover - a protocol bug
                         raise TypeError(f"unexpected decoder reply {type(reply).__name__}")
+                    self._poll()
             except DecoderStartError as exc:
                 raise IndexRunError(f"{exc}; nothing was recorded for the files not yet indexed, run again once fixed") from exc
             if video.finished is not None and items.empty():

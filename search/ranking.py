@@ -212,6 +212,14 @@ class Ranking:
     def __len__(self) -> int:
         return len(self._moment_hits) if self.by_moment else len(self.candidates)
 
+    def at_least(self, min_score: float) -> Ranking:
+        """The same ranking without what scores under `min_score`, so pages and their count agree (a
+        filter after paging left pages empty, or short, with more to come)."""
+        kept = Ranking(self.plan, [c for c in self.candidates if c.score >= min_score], self.head)
+        if self.by_moment:
+            kept.__dict__["_moment_hits"] = [h for h in self._moment_hits if h.score >= min_score]
+        return kept
+
     def page(self, offset: int, limit: int) -> list[Hit]:
         if self.by_moment:
             return self._moment_hits[offset : offset + limit]

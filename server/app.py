@@ -8,9 +8,11 @@ scripts from this server (fastapi-offline), so /docs works on a closed network.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +25,7 @@ from vidsearch.config import Settings
 from vidsearch.search import SearchEngine
 
 from . import health, jobs, search, videos
+from .limits import body_limit
 from .state import ServerState
 
 __all__ = ["create_app", "local_client"]
@@ -42,6 +45,7 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
         version="1",
         description="Text-to-video search that finds the moment. Writes need `Authorization: Bearer <key>`.",
         lifespan=lifespan,
+        max_body_size=body_limit(settings),  # 413 before a large body is read (limits.py)
     )
     app.state.vidsearch = state
     for module in (search, videos, jobs, health):
@@ -74,8 +78,11 @@ def local_client(settings: Settings, timeout: float = 600.0) -> VidsearchClient:
 
     Writes need a key, as over HTTP; this client gets one of its own, made here and known only to
     this process (the app is reachable through nothing else), so the local user may start jobs
-    without the server's keys being configured.
+    without the server's keys being configured. For the same reason its jobs may index anything the
+    local user names (the whole file system is its library root unless `library_roots` narrows it), as
+    `vidsearch index` does.
     """
     key = secrets.token_urlsafe(24)
-    app = create_app(settings.model_copy(update={"api_keys": [*settings.api_keys, key]}))
+    roots = settings.library_roots or [Path(os.sep)]
+    app = create_app(settings.model_copy(update={"api_keys": [*settings.api_keys, key], "library_roots": roots}))
     return VidsearchClient(LOCAL_URL, api_key=key, timeout=timeout, transport=AppTransport(app))

@@ -1,5 +1,6 @@
 """The routes' typed dependencies: the shared state, the engine (503 when the index is not ready),
-the index for reading, an indexed video by id, and the read and write keys.
+the index for reading, an indexed video by id, and the read and write keys (and signed URLs for a
+browser's media and thumbnail requests).
 
 Each answers its own error once, here, so a route that declares `engine: ReadyEngine` or
 `row: VideoRow` never checks for a missing engine or an unknown id itself.
@@ -10,15 +11,16 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 
 from vidsearch.api_models import ErrorBody
 from vidsearch.search import SearchEngine
+from vidsearch.signing import verify
 from vidsearch.store import Store, StoreError
 
 from .state import ServerState
 
-__all__ = ["ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "require_read", "require_write"]
+__all__ = ["ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "key_accepted", "require_key", "require_media_read", "require_read", "require_write"]
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
 
@@ -84,14 +86,44 @@ def _check_key(state: ServerState, request: Request) -> None:
     token = _bearer(request)
     if token is None:
         raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>`", headers={"WWW-Authenticate": "Bearer"})
-    if not any(secrets.compare_digest(token.encode(), k.encode()) for k in keys):
+    if not key_accepted(state, request):
         raise HTTPException(403, "API key not accepted")
+
+
+def key_accepted(state: ServerState, request: Request) -> bool:
+    """Whether the request carries one of the server's keys (what it may see: `exposure.py`)."""
+    token = _bearer(request)
+    return token is not None and any(secrets.compare_digest(token.encode(), k.encode()) for k in state.settings.api_keys)
 
 
 def require_write(request: Request, state: State) -> None:
     _check_key(state, request)
 
 
+def require_key(request: Request, state: State) -> None:
+    """A read of what only operators see (job records, metrics under --read-auth): a key, always."""
+    _check_key(state, request)
+
+
 def require_read(request: Request, state: State) -> None:
     if state.settings.read_auth:
         _check_key(state, request)
+
+
+def require_media_read(
+    request: Request,
+    video_id: str,
+    state: State,
+    exp: Annotated[int | None, Query(ge=0, le=10**11, description="signed URL: expiry, UNIX seconds (vidsearch.signing)")] = None,
+    sig: Annotated[str | None, Query(max_length=128, description="signed URL: HMAC-SHA256 under an API key of `<video id>:<exp>`")] = None,
+) -> None:
+    """A read of one video's media or thumbnails: a key in the header, or, for a browser's `<video>`
+    and `<img>` (which cannot send headers), a URL signed with a key (`vidsearch.signing`)."""
+    if not state.settings.read_auth:
+        return
+    if sig is None or exp is None:
+        _check_key(state, request)
+        return
+    problem = verify(state.settings.api_keys, video_id, exp, sig)
+    if problem is not None:
+        raise HTTPException(403, problem)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vidsearch.api_models import ErrorBody, FileProblem, IndexStatus
 
-from .deps import IndexStore, ReadyEngine, State, require_read
+from .deps import IndexStore, State, key_accepted, require_read
+from .exposure import Viewer
 
 router = APIRouter(tags=["health"])
 
@@ -19,12 +20,18 @@ def healthz() -> dict:
 
 
 @router.get("/readyz", responses={503: {"model": ErrorBody}})
-def readyz(engine: ReadyEngine) -> dict:
+def readyz(request: Request, state: State) -> dict:
     """The index is open, its model loaded and the encoder answering (a Triton server's models ready),
-    so searches will be answered."""
+    so searches will be answered. Under --read-auth a reader without a key gets the state only."""
+    detailed = not state.settings.read_auth or key_accepted(state, request)
+    engine = state.engine()
+    if engine is None:
+        raise HTTPException(503, (state.engine_error or "index not ready") if detailed else "not ready")
     encoder = encoder_readiness(engine.backbone)
     if not encoder["ready"]:  # searches would fail: say which served model is not ready
-        raise HTTPException(503, f"encoder not ready: {encoder}")
+        raise HTTPException(503, f"encoder not ready: {encoder}" if detailed else "not ready")
+    if not detailed:
+        return {"status": "ready"}
     snap = engine.snapshot
     return {"status": "ready", "index_version": snap.version, "videos": len(snap.ids),
             "model": engine.backbone.fingerprint.describe(), "encoder": encoder}  # fmt: skip
@@ -39,9 +46,9 @@ def encoder_readiness(backbone) -> dict:
     return {"backend": "torch", "device": str(getattr(backbone, "device", "cpu")), "ready": True}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, dependencies=[Depends(require_read)])
 def metrics(state: State) -> Response:
-    """Prometheus metrics: request latency histograms, index size."""
+    """Prometheus metrics: request latency histograms, index size (with a key under --read-auth)."""
     engine = state.loaded_engine
     if engine is not None:
         state.metrics.videos.set(len(engine.snapshot.ids))
@@ -50,7 +57,7 @@ def metrics(state: State) -> Response:
 
 
 @router.get("/v1/index", response_model=IndexStatus, responses={c: {"model": ErrorBody} for c in (401, 403, 503)}, dependencies=[Depends(require_read)])
-def index_status(store: IndexStore, state: State) -> IndexStatus:
+def index_status(store: IndexStore, state: State, view: Viewer) -> IndexStatus:
     """What is indexed (counts, hours, the model, every failed file and why) and whether searches are answered."""
     s = store.stats()
     engine = state.engine()
@@ -65,7 +72,7 @@ def index_status(store: IndexStore, state: State) -> IndexStatus:
         index_version=engine.snapshot.version if engine is not None else None,
         ready=engine is not None,
         not_ready=None if engine is not None else state.engine_error or "the index has no videos yet",
-        failures=[FileProblem(**f) for f in s["failures"]],
-        warnings=[FileProblem(path=w["path"], error=w["warning"]) for w in s["warnings"]],
-        excluded=s["excluded"],
+        failures=view.problems([FileProblem(**f) for f in s["failures"]]),
+        warnings=view.problems([FileProblem(path=w["path"], error=w["warning"]) for w in s["warnings"]]),
+        excluded=[view.path(p) for p in s["excluded"]],
     )

@@ -3,7 +3,9 @@
 Media is served only for indexed videos, looked up by id: no path in a request ever reaches the file
 system. A thumbnail is one ffmpeg seek, cut once and kept as a JPEG in `<db>/.thumbs` (or a user
 cache directory when the index is read-only), named by video, time and width, so concurrent
-requests for the same frame agree on one file.
+requests for the same frame agree on one file; each writes its own temporary file first and moves it
+into place. Times are rounded and widths come from a fixed set, and the cache has a size bound, so
+anonymous requests cannot make unbounded ffmpeg runs or fill the disk.
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
-__all__ = ["MEDIA_TYPES", "media_type", "thumbnail", "thumbnail_dir"]
+from .library import IndexedFile
+
+__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "media_type", "thumbnail", "thumbnail_dir", "thumbnail_key"]
 
 MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
                ".mov": "video/quicktime", ".ogv": "video/ogg"}  # fmt: skip
-END_MARGIN = 0.05  # seconds: a seek this close to the end still finds a frame
+THUMB_WIDTHS = (160, 320, 640, 1280)  # the UI asks for 320; a request is served the next size up
+THUMB_STEP = 0.1  # seconds: thumbnail times are rounded to this (the UI shows times to 0.01 s, frames differ less)
+THUMB_CACHE_BYTES = 256 << 20  # the thumbnail cache's bound; the oldest go first
 
 
 def media_type(path: Path) -> str:
@@ -38,25 +45,63 @@ def thumbnail_dir(db: Path) -> Path:
     return fallback
 
 
-def thumbnail(video: Path, video_id: str, t: float, duration: float, cache_dir: Path, width: int = 320) -> Path | None:
-    """A JPEG of the frame at `t` seconds (moved inside the video), or None when there is none."""
-    t = min(max(float(t), 0.0), max(float(duration) - END_MARGIN, 0.0))
-    out = cache_dir / f"{hashlib.sha1(f'{video_id}:{t:.2f}:{width}'.encode()).hexdigest()}.jpg"
-    if out.is_file():
-        return out
-    if not Path(video).is_file():
-        return None
-    tmp = out.with_name(f"{out.stem}.{os.getpid()}.{id(out)}.tmp.jpg")  # concurrent callers never share a temp file
+def thumbnail_key(t: float, width: int, duration: float, fps: float | None) -> tuple[float, int]:
+    """The frame a request gets: `t` rounded to THUMB_STEP and kept inside the last frame's interval
+    (a seek past the last frame's start finds nothing), `width` the smallest of THUMB_WIDTHS that is at
+    least the one asked for. So a short video has a few hundred possible thumbnails, not millions."""
+    last = max(float(duration) - 1.0 / (fps if fps and fps > 0 else 25.0), 0.0)
+    t = round(min(max(float(t), 0.0), last) / THUMB_STEP) * THUMB_STEP
+    if t > last:
+        t = max(t - THUMB_STEP, 0.0)
+    w = next((w for w in THUMB_WIDTHS if w >= width), THUMB_WIDTHS[-1])
+    return round(t, 3), w
+
+
+def thumbnail(video: IndexedFile, video_id: str, t: float, width: int, cache_dir: Path, cache_bytes: int = THUMB_CACHE_BYTES) -> bytes | None:
+    """A JPEG of the frame at `t` seconds of an opened, checked file (use `thumbnail_key` first), or
+    None when there is none. ffmpeg reads the descriptor, not the path (see `library`)."""
+    out = cache_dir / f"{hashlib.sha1(f'{video_id}:{t:.3f}:{width}'.encode()).hexdigest()}.jpg"
+    try:
+        return out.read_bytes()
+    except FileNotFoundError:  # not cut yet, or trimmed a moment ago
+        pass
+    fd, tmp_name = tempfile.mkstemp(suffix=".tmp.jpg", dir=cache_dir)  # concurrent callers never share a temp file
+    os.close(fd)
+    tmp = Path(tmp_name)
     try:
         proc = subprocess.run(
-            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{t:.3f}", "-i", str(video), "-frames:v", "1",
-             "-vf", f"scale={width}:-2", "-q:v", "4", str(tmp)],
-            capture_output=True, timeout=60,
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{t:.3f}", "-i", video.proc_path, "-frames:v", "1",
+             "-vf", f"scale={width}:-2", "-q:v", "4", "-f", "image2", str(tmp)],
+            capture_output=True, timeout=60, pass_fds=(video.fd,),
         )  # fmt: skip
+        jpeg = tmp.read_bytes()
+        if proc.returncode != 0 or not jpeg:
+            return None
+        tmp.replace(out)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if proc.returncode != 0 or not tmp.is_file():
+    finally:
         tmp.unlink(missing_ok=True)
-        return None
-    tmp.replace(out)
-    return out
+    _trim(cache_dir, cache_bytes)
+    return jpeg
+
+
+def _trim(cache_dir: Path, cache_bytes: int) -> None:
+    """Keep the cache under `cache_bytes`: the least recently written thumbnails go first, down to 90%."""
+    entries = []
+    with os.scandir(cache_dir) as it:
+        for e in it:
+            if e.name.endswith(".jpg") and not e.name.endswith(".tmp.jpg"):
+                try:
+                    st = e.stat()
+                except OSError:
+                    continue
+                entries.append((st.st_mtime, st.st_size, e.path))
+    total = sum(size for _, size, _ in entries)
+    if total <= cache_bytes:
+        return
+    for _, size, path in sorted(entries):
+        Path(path).unlink(missing_ok=True)
+        total -= size
+        if total <= 0.9 * cache_bytes:
+            break

@@ -2,7 +2,7 @@
 
 The engine ranks; what a response looks like is decided here, once, for the API, the in-process
 client the UI and `vidsearch search --db` use, and the benchmarks: a cursor is the next offset
-signed with the request it belongs to; scores are rounded to 6 digits and times to 3 (milliseconds);
+tied to the request and the index version it belongs to (`min_score` applies before paging); scores are rounded to 6 digits and times to 3 (milliseconds);
 the relevance curve is thinned to at most 200 points; each result links to its video, its media and
 a thumbnail at its first moment.
 """
@@ -47,19 +47,21 @@ def links(video_id: str, t: float | None = None) -> dict[str, str]:
     return out
 
 
-def encode_cursor(offset: int, key: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset, "k": key}).encode()).decode()
+def encode_cursor(offset: int, key: str, version: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset, "k": key, "v": version}).encode()).decode()
 
 
-def decode_cursor(cursor: str, key: str) -> int:
+def decode_cursor(cursor: str, key: str) -> tuple[int, str]:
+    """The offset a cursor continues from and the index version it was made on; SearchError when it
+    is not one of ours or belongs to another query."""
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        offset, ckey = int(data["o"]), str(data["k"])
+        offset, ckey, cversion = int(data["o"]), str(data["k"]), str(data.get("v"))
     except Exception as exc:  # noqa: BLE001 - any malformed cursor is the client's error
         raise SearchError("cursor is not valid (use next_cursor from a previous response)") from exc
     if ckey != key or offset < 0:
         raise SearchError("cursor belongs to a different query; start again without a cursor")
-    return offset
+    return offset, cversion
 
 
 def request_key(req: SearchRequest) -> str:
@@ -109,19 +111,22 @@ def search_response(engine: SearchEngine, req: SearchRequest, query_vector: np.n
     """One page of results for a request (SearchError when it cannot be answered as asked)."""
     t0 = time.perf_counter()
     key = request_key(req)
-    offset = decode_cursor(req.cursor, key) if req.cursor else 0
+    offset, made_on = decode_cursor(req.cursor, key) if req.cursor else (0, None)
     plan = engine.plan(req, query_vector)
+    version = plan.snapshot.version
+    if made_on is not None and made_on != version:  # its offsets would skip or repeat results
+        raise SearchError(f"the index changed since this cursor was made (version {made_on}, now {version}); start again without a cursor")
     ranking = engine.rank(plan)
-    results = [search_result(hit, plan.snapshot.videos[hit.candidate.video_id]) for hit in ranking.page(offset, req.top_k)]
     if req.min_score is not None:
-        results = [r for r in results if r.score >= req.min_score]
+        ranking = ranking.at_least(req.min_score)
+    results = [search_result(hit, plan.snapshot.videos[hit.candidate.video_id]) for hit in ranking.page(offset, req.top_k)]
     more = offset + req.top_k < len(ranking)
     return SearchResponse(
         query=req.query or "",
         inputs=plan.inputs,
         group_by=req.group_by,
         results=results,
-        next_cursor=encode_cursor(offset + req.top_k, key) if more else None,
-        index_version=plan.snapshot.version,
+        next_cursor=encode_cursor(offset + req.top_k, key, version) if more else None,
+        index_version=version,
         took_ms=round((time.perf_counter() - t0) * 1000, 3),
     )

@@ -11,8 +11,11 @@ from fastapi.responses import FileResponse
 from vidsearch.api_models import ErrorBody, VideoInfo, VideoList
 from vidsearch.store import StoreError
 
-from .deps import ERRORS, IndexStore, State, VideoRow, require_read, require_write
-from .media import media_type, thumbnail as cut_thumbnail
+from .deps import ERRORS, IndexStore, State, VideoRow, require_media_read, require_read, require_write
+from .exposure import Viewer
+from .files import IndexedFileResponse
+from .library import IndexedFile, PathRefused, open_indexed, resolved_roots
+from .media import THUMB_WIDTHS, media_type, thumbnail as cut_thumbnail, thumbnail_key
 from .presenting import video_info
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -21,18 +24,19 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 @router.get("", response_model=VideoList, responses=ERRORS, dependencies=[Depends(require_read)])
 def list_videos(
     store: IndexStore,
+    view: Viewer,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> VideoList:
     """Indexed videos, in title order."""
     rows = sorted(store.video_rows(), key=lambda r: (r["title"].lower(), r["video_id"]))
     page = rows[offset : offset + limit]
-    return VideoList(videos=[video_info(r) for r in page], total=len(rows), next_cursor=str(offset + limit) if offset + limit < len(rows) else None)
+    return VideoList(videos=[view.video(video_info(r)) for r in page], total=len(rows), next_cursor=str(offset + limit) if offset + limit < len(rows) else None)
 
 
 @router.get("/{video_id}", response_model=VideoInfo, responses=ERRORS, dependencies=[Depends(require_read)])
-def get_video(row: VideoRow) -> VideoInfo:
-    return video_info(row)
+def get_video(row: VideoRow, view: Viewer) -> VideoInfo:
+    return view.video(video_info(row))
 
 
 @router.delete("/{video_id}", responses={**ERRORS, 409: {"model": ErrorBody}}, dependencies=[Depends(require_write)])
@@ -48,36 +52,49 @@ def delete_video(row: VideoRow, store: IndexStore, state: State) -> dict:
     return {"deleted": video_id, "removed": removed}
 
 
-@router.get(
-    "/{video_id}/media",
-    responses={**ERRORS, 206: {"description": "partial content (range request)"}},
+def _indexed_file(store, row: dict, state) -> IndexedFile:
+    try:
+        return open_indexed(store, row, resolved_roots(state.settings.library_roots))
+    except PathRefused as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+
+
+MEDIA_ROUTE = dict(
+    responses={**ERRORS, 206: {"description": "partial content (range request)"}, 304: {"description": "not modified (If-None-Match)"},
+               409: {"model": ErrorBody}},  # fmt: skip
     response_class=FileResponse,
-    dependencies=[Depends(require_read)],
+    dependencies=[Depends(require_media_read)],
 )
-def media(row: VideoRow) -> FileResponse:
-    """The video file, with HTTP range requests so a browser player can seek."""
-    path = Path(row["path"])
-    if not path.is_file():
-        raise HTTPException(404, f"the file of video {row['video_id']} is no longer on the server; reindex")
-    return FileResponse(path, media_type=media_type(path), filename=path.name, content_disposition_type="inline")
+
+
+@router.head("/{video_id}/media", operation_id="media_head", **MEDIA_ROUTE)
+@router.get("/{video_id}/media", **MEDIA_ROUTE)
+def media(row: VideoRow, store: IndexStore, state: State) -> FileResponse:
+    """The video file as it was indexed, with HTTP range requests so a browser player can seek, ETags
+    (304) and HEAD; 409 when the file changed since it was indexed (reindex)."""
+    f = _indexed_file(store, row, state)
+    return IndexedFileResponse(f, media_type=media_type(Path(row["path"])))
 
 
 @router.get(
     "/{video_id}/thumbnail",
-    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}},
+    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}, 409: {"model": ErrorBody}},
     response_class=Response,
-    dependencies=[Depends(require_read)],
+    dependencies=[Depends(require_media_read)],
 )
 def thumbnail(
     row: VideoRow,
+    store: IndexStore,
     state: State,
-    t: Annotated[float, Query(ge=0, le=1e7, allow_inf_nan=False, description="seconds from the start")] = 0.0,
-    width: Annotated[int, Query(ge=16, le=1920)] = 320,
+    t: Annotated[float, Query(ge=0, le=1e7, allow_inf_nan=False, description="seconds from the start (rounded to 0.1 s)")] = 0.0,
+    width: Annotated[int, Query(ge=16, le=1920, description=f"pixels; served at the next of {list(THUMB_WIDTHS)}")] = 320,
 ) -> Response:
     """A JPEG of the frame at `t` seconds (cached)."""
     if t > row["duration"]:
         raise HTTPException(400, f"t={t} is past the end of the video ({row['duration']:.2f} s)")
-    jpeg = cut_thumbnail(Path(row["path"]), row["video_id"], t, row["duration"], state.thumbs, width)
+    t, width = thumbnail_key(t, width, row["duration"], row.get("fps"))
+    with _indexed_file(store, row, state) as f:
+        jpeg = cut_thumbnail(f, row["video_id"], t, width, state.thumbs)
     if jpeg is None:
         raise HTTPException(404, f"no frame at t={t:.2f} in video {row['video_id']}")
-    return Response(jpeg.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})

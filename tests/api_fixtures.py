@@ -24,7 +24,8 @@ API_KEY = "test-key-123"
 
 def build_library(root: Path, backbone, with_failure: bool = False) -> tuple[Settings, dict[str, Path]]:
     """Four clips with titles and metadata (a manifest), indexed with the tiny model; with a text file
-    named .mp4 beside them (`clips["broken"]`) when the index should have a failure to show."""
+    named .mp4 beside them (`clips["broken"]`) when the index should have a failure to show. `root` is
+    the settings' one library root."""
     media = root / "media"
     clips = {
         "bars": make_clip(media / "bars.mp4", seconds=8, source="smptebars", audio_hz=None),
@@ -46,7 +47,8 @@ def build_library(root: Path, backbone, with_failure: bool = False) -> tuple[Set
         clips["broken"].parent.mkdir()
         clips["broken"].write_text("this is not a video\n")
         paths.append(clips["broken"].parent)
-    settings = load_settings(None, db=root / "db", model="tiny", pretrained="none", api_keys=[API_KEY], refresh_seconds=0.2, speech=False, ocr=False)
+    settings = load_settings(None, db=root / "db", model="tiny", pretrained="none", api_keys=[API_KEY], refresh_seconds=0.2, speech=False, ocr=False,
+                             library_roots=[root])  # fmt: skip
     IndexRun(open_store_for(settings, backbone), backbone, settings).run(paths)
     return settings, clips
 

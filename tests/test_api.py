@@ -114,9 +114,11 @@ def test_writes_need_a_key(client, library):
     assert client.post("/v1/jobs", json={"paths": ["/tmp"]}, headers={"Authorization": "Bearer wrong"}).status_code == 403
     vid = next(iter(ids_by_title(client).values()))
     assert client.delete(f"/v1/videos/{vid}").status_code == 401
-    missing = client.post("/v1/jobs", json={"paths": ["/no/such/dir"]}, headers=AUTH)
-    assert missing.status_code == 400 and "/no/such/dir" in missing.json()["detail"]
-    assert client.get("/v1/jobs/nope").status_code == 404
+    gone = str(library[0].library_roots[0] / "no-such-dir")
+    missing = client.post("/v1/jobs", json={"paths": [gone]}, headers=AUTH)
+    assert missing.status_code == 400 and gone in missing.json()["detail"]
+    assert client.get("/v1/jobs/nope").status_code == 401  # job records name server paths: a key, always
+    assert client.get("/v1/jobs/nope", headers=AUTH).status_code == 404
 
 
 def test_reads_can_require_a_key(library):

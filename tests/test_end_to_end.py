@@ -56,17 +56,18 @@ def test_caption_search_over_http_finds_the_video_and_the_moment(indexed_library
     asked = _askable(events)
     assert len(asked) >= 8, "the library should offer enough unambiguous events"
     port = free_port()
-    command = [sys.executable, "-m", "vidsearch.cli", "serve", "--db", str(db), "--model", "tiny", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "vidsearch.cli", "serve", "--db", str(db), "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
+               "--library-root", str(corpus)]  # fmt: skip
     env = {**os.environ, "VIDSEARCH_REFRESH_SECONDS": "0.5"}
     with ServerProcess("vidsearch serve", command, f"http://127.0.0.1:{port}", "/readyz", tmp_path / "serve.log", env=env, timeout=120) as server:
         outcomes = []
         with VidsearchClient(server.url) as client:
-            uri_of = {v.id: v.uri for v in client.videos().videos}
+            uri_of = {v.id: v.uri for v in client.videos().videos}  # relative to the library root: no key
             assert len(uri_of) == N_VIDEOS
             for e in asked:
                 query = e["captions"]["test"]
                 top = client.search(query, top_k=5).results[0]
-                first_right = Path(uri_of[top.video.id]).resolve() == (corpus / e["video"]).resolve()
+                first_right = (corpus / uri_of[top.video.id]).resolve() == (corpus / e["video"]).resolve()
                 best = float(temporal_iou([[m.start, m.end] for m in top.moments[:1]], [[e["start"], e["end"]]]).max(initial=0.0))
                 outcomes.append((query, first_right, best))
 

@@ -76,7 +76,7 @@ def test_a_job_indexes_with_the_settings_of_the_servers_config_file(tmp_path, se
     clip = make_clip(tmp_path / "lib" / "clip.mp4", seconds=4, source="testsrc2", audio_hz=None)
     db = tmp_path / "db"
     toml = (f'db = "{db}"\nmodel = "tiny"\npretrained = "none"\nsample_fps = 2.0\nspeech = false\nocr = false\n'
-            f'api_keys = ["{API_KEY}"]\n')  # fmt: skip
+            f'api_keys = ["{API_KEY}"]\nlibrary_roots = ["{tmp_path / "lib"}"]\n')  # fmt: skip
     with served(toml) as client:
         done = job_done(client, [str(clip.parent)])
     assert done.state == "succeeded", done.error
@@ -87,7 +87,7 @@ def test_a_job_indexes_with_the_settings_of_the_servers_config_file(tmp_path, se
 def test_a_first_job_that_fails_leaves_no_half_made_index(tmp_path, served):
     clip = make_clip(tmp_path / "lib" / "clip.mp4", seconds=2, audio_hz=None)
     db = tmp_path / "db"
-    toml = f'db = "{db}"\nmodel = "tiny"\ncheckpoint = "{tmp_path / "missing.pt"}"\napi_keys = ["{API_KEY}"]\n'
+    toml = f'db = "{db}"\nmodel = "tiny"\ncheckpoint = "{tmp_path / "missing.pt"}"\napi_keys = ["{API_KEY}"]\nlibrary_roots = ["{tmp_path / "lib"}"]\n'
     with served(toml) as client:
         done = job_done(client, [str(clip.parent)])
         assert done.state == "failed" and "missing.pt" in done.error and "does not exist" in done.error

@@ -341,7 +341,7 @@ def test_library_page_local_mode_counts_model_and_failures(local_mode):
     assert str(broken) in table.value["path"].tolist() and table.value["error"].iloc[0]
 
 
-def test_library_page_api_mode_and_job_errors(api_mode, monkeypatch):
+def test_library_page_api_mode_and_job_errors(api_mode, monkeypatch, shared_library):
     at = app().run()
     at.switch_page("library_page.py").run()
     no_trace(at)
@@ -352,10 +352,11 @@ def test_library_page_api_mode_and_job_errors(api_mode, monkeypatch):
     monkeypatch.setenv("VIDSEARCH_API_KEY", API_KEY)
     at = app().run()
     at.switch_page("library_page.py").run()
-    at.text_area(key="job_paths").input("/no/such/folder")  # a form: values go in with the submit
+    missing = str(shared_library[0].library_roots[0] / "no-such-folder")  # under the server's library root
+    at.text_area(key="job_paths").input(missing)  # a form: values go in with the submit
     at.button[[b.label for b in at.button].index("Start")].click().run()
     no_trace(at)
-    assert any("not found" in w.value and "/no/such/folder" in w.value for w in at.warning)
+    assert any("not found" in w.value and missing in w.value for w in at.warning)
 
 
 class FakeJobs:

@@ -56,11 +56,21 @@ def pick_query(client: VidsearchClient):
     return fallback
 
 
-def streamlit_ui(api_url: str, log: Path) -> ServerProcess:
+def streamlit_ui(api_url: str, log: Path, api_key: str | None = None) -> ServerProcess:
     """`vidsearch ui`'s own command (ui/launch.py) on a free port, stopped by the test."""
     port = free_port()
     return ServerProcess("streamlit", ui_command("127.0.0.1", port), f"http://127.0.0.1:{port}", "/_stcore/health", log,
-                         env=ui_env(api_url, None, None), is_ready=lambda r: r.text == "ok")  # fmt: skip
+                         env=ui_env(api_url, None, api_key), is_ready=lambda r: r.text == "ok")  # fmt: skip
+
+
+def ask(page, url: str, query: str, top_title: str) -> None:
+    """Open the UI, search, and wait for the API's best video as the first card."""
+    page.goto(url)
+    box = page.locator(".st-key-query input")
+    box.wait_for(timeout=WAIT_MS)
+    box.fill(query)
+    box.press("Enter")
+    sync_api.expect(page.locator(".st-key-card-0 h3")).to_have_text(f"1. {top_title}", timeout=WAIT_MS)
 
 
 def wait_for_video(page, card: int) -> None:
@@ -85,15 +95,8 @@ def test_browser_search_plays_the_top_result_at_its_moment(shared_library, tmp_p
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 media_statuses: list[int] = []
                 page.on("response", lambda r: media_statuses.append(r.status) if r.url.endswith("/media") else None)
-                page.goto(ui.url)
-
-                box = page.locator(".st-key-query input")
-                box.wait_for(timeout=WAIT_MS)
-                box.fill(query)
-                box.press("Enter")
-
                 # the API's best video is the first card, and its player is cued at the first moment
-                sync_api.expect(page.locator(".st-key-card-0 h3")).to_have_text(f"1. {top.video.title}", timeout=WAIT_MS)
+                ask(page, ui.url, query, top.video.title)
                 wait_for_video(page, 0)
                 video = page.locator(".st-key-card-0 video")
                 assert video.get_attribute("src") == f"{api.url}/v1/videos/{top.video.id}/media"
@@ -137,5 +140,43 @@ def test_browser_search_plays_the_top_result_at_its_moment(shared_library, tmp_p
                             "v => [v.currentTime, ...[...Array(v.played.length).keys()].map(i => v.played.start(i))]"
                         )
                         raise AssertionError(f"player did not start at {moment.start}: currentTime and played starts {began}")
+            finally:
+                browser.close()
+
+
+def test_browser_plays_media_and_thumbnails_from_a_server_that_wants_a_key_for_reads(shared_library, tmp_path):
+    """`--read-auth`: the browser's `<video>` and `<img>` cannot send the key, so the UI hands them URLs
+    signed with it; without a signature the same URLs are refused."""
+    import httpx
+
+    from api_fixtures import API_KEY
+
+    settings, _ = shared_library
+    keyed = settings.model_copy(update={"read_auth": True})
+    with LiveServer(create_app(keyed)) as api, VidsearchClient(api.url, API_KEY) as client:
+        query, expected = pick_query(client)
+        top = expected.results[0]
+        assert httpx.get(f"{api.url}/v1/videos/{top.video.id}/media").status_code == 401
+        with streamlit_ui(api.url, tmp_path / "streamlit.log", API_KEY) as ui, sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                statuses: dict[str, list[int]] = {"media": [], "thumbnail": []}
+
+                def seen(r) -> None:
+                    for kind in statuses:
+                        if f"/{kind}?" in r.url or r.url.endswith(f"/{kind}"):
+                            statuses[kind].append(r.status)
+
+                page.on("response", seen)
+                ask(page, ui.url, query, top.video.title)
+                wait_for_video(page, 0)  # the player loaded its metadata: the media request was served
+                page.wait_for_function(
+                    "() => { const i = [...document.querySelectorAll('img')]; return i.length > 0 && i.every(x => x.complete && x.naturalWidth > 0) }",
+                    timeout=WAIT_MS,
+                )
+                assert statuses["media"] and all(s in (200, 206) for s in statuses["media"]), statuses
+                assert statuses["thumbnail"] and all(s == 200 for s in statuses["thumbnail"]), statuses
+                assert "sig=" in page.locator(".st-key-card-0 video").get_attribute("src")
             finally:
                 browser.close()

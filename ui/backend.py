@@ -10,7 +10,8 @@ unreachable API, an empty index, a bad query...), never as a stack trace.
 What differs is only where the browser gets bytes from. In API mode the browser fetches media and
 thumbnails from the API itself (range requests make the player seekable, and the API caches the
 JPEGs); in local mode no port serves them but Streamlit's, so the page gets their bytes from the
-in-process API and hands them to Streamlit.
+in-process API and hands them to Streamlit. With a key (VIDSEARCH_API_KEY), the URLs the browser
+gets are signed with it, so a server that wants a key for reads (`--read-auth`) serves them too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Literal
 from vidsearch.api_models import JobInfo, SearchRequest, SearchResponse, VideoInfo
 from vidsearch.client import ApiError, VidsearchClient
 from vidsearch.config import load_settings
+from vidsearch.signing import sign_query
 
 ErrorKind = Literal["unreachable", "empty", "bad_query", "auth", "not_found", "unavailable"]
 CATALOG_LIMIT = 20_000  # videos read for facets and totals; larger libraries show the first ones
@@ -225,7 +227,13 @@ class Backend:
         return ["visual", *sorted(c for c in found if c not in ("visual", "audio"))]
 
     def media_url(self, video: VideoInfo) -> str:
-        return f"{self.browser_url}/v1/videos/{video.id}/media"
+        return self._signed(f"{self.browser_url}/v1/videos/{video.id}/media", video.id, "?")
+
+    def _signed(self, url: str, video_id: str, sep: str) -> str:
+        """A URL the browser may fetch without headers: signed with the UI's key when it has one (a
+        server with --read-auth wants a key for media and thumbnails too; vidsearch.signing)."""
+        key = self.config.api_key
+        return f"{url}{sep}{sign_query(key, video_id)}" if key else url
 
     def media_size(self, video: VideoInfo) -> int | None:
         """Bytes of the video's file, None when it is gone (local mode)."""
@@ -245,7 +253,7 @@ class Backend:
         Local mode: JPEG bytes from the in-process API, a page of results at once."""
         if self.config.mode == "api":
             return [
-                f"{self.browser_url}/v1/videos/{v.id}/thumbnail?t={min(max(t, 0.0), v.duration):.2f}&width={width}"
+                self._signed(f"{self.browser_url}/v1/videos/{v.id}/thumbnail?t={min(max(t, 0.0), v.duration):.2f}&width={width}", v.id, "&")
                 for v, t in wanted
             ]
 

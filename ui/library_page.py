@@ -119,7 +119,7 @@ def job_panel(be: Backend, job_id: str) -> None:
         show_error(err)
         return
     show_job(job)
-    if job.state in ("succeeded", "failed") and st.session_state.get(JOB_DONE) != job_id:
+    if job.state in ("succeeded", "failed", "cancelled") and st.session_state.get(JOB_DONE) != job_id:
         st.session_state[JOB_DONE] = job_id
         cache.clear_data()  # new videos: new facets, stats and answers
         st.rerun()  # the whole page, once: fresh counts, and the panel stops polling
@@ -166,7 +166,8 @@ def render() -> None:
     if job_id:
         running = st.session_state.get(JOB_DONE) != job_id
         st.fragment(job_panel, run_every=POLL_SECONDS if running else None)(be, job_id)
-    recent_jobs(be)
+    if be.can_start_jobs() is None:  # job records are read with a key, like writes
+        recent_jobs(be)
 
 
 if __name__ == "__main__":  # run by st.navigation as a page script

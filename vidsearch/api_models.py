@@ -186,7 +186,7 @@ class JobInfo(BaseModel):
     id: str
     kind: str
     paths: list[str]
-    state: Literal["queued", "running", "succeeded", "failed"]
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: JobProgress = Field(default_factory=JobProgress)
     summary: dict[str, Any] | None = None
     error: str | None = None

@@ -509,6 +509,7 @@ def serve(
     port: Annotated[Optional[int], typer.Option("--port", help="Port [default 8080].")] = None,
     api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="Accepted API key (repeat for several) [VIDSEARCH_API_KEYS].")] = None,
     read_auth: Annotated[Optional[bool], typer.Option("--read-auth/--open-reads", help="Require a key for reads too.")] = None,
+    library_root: Annotated[Optional[list[Path]], typer.Option("--library-root", help="Folder jobs may index and media is served from (repeat for several) [VIDSEARCH_LIBRARY_ROOTS]; none: no jobs over HTTP.")] = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     checkpoint: CheckpointOpt = None,
@@ -522,7 +523,7 @@ def serve(
 
     from vidsearch.server import create_app
 
-    settings = _settings(config, db=db, host=host, port=port, api_keys=api_key, read_auth=read_auth,
+    settings = _settings(config, db=db, host=host, port=port, api_keys=api_key, read_auth=read_auth, library_roots=library_root,
                          model=model, pretrained=pretrained, checkpoint=checkpoint,
                          encoder_backend=encoder_backend, triton_url=triton_url, device=device)  # fmt: skip
     application = create_app(settings)

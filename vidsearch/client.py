@@ -176,6 +176,10 @@ class VidsearchClient:
     def job(self, job_id: str) -> JobInfo:
         return JobInfo.model_validate(self._call("GET", f"/v1/jobs/{job_id}").json())
 
+    def cancel_job(self, job_id: str) -> JobInfo:
+        """Stop a queued or running job (what it committed stays; a later job resumes from there)."""
+        return JobInfo.model_validate(self._call("DELETE", f"/v1/jobs/{job_id}").json())
+
     def jobs(self) -> list[JobInfo]:
         return [JobInfo.model_validate(j) for j in self._call("GET", "/v1/jobs").json()]
 
@@ -183,7 +187,7 @@ class VidsearchClient:
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
-            if job.state in ("succeeded", "failed") or time.monotonic() > deadline:
+            if job.state in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
                 return job
             time.sleep(poll)
 

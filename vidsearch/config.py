@@ -133,17 +133,33 @@ class Settings(BaseSettings):
         default_factory=list, description="Keys accepted as `Authorization: Bearer KEY` (JSON list or comma-separated)."
     )
     read_auth: bool = Field(False, description="Require an API key for reads too (writes always need one).")
+    library_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders the server may index and serve media from (JSON list, or paths separated by `:`); "
+        "jobs over HTTP are refused while none is set. The CLI indexes what the operator names.",
+    )
+    job_stall_seconds: float = Field(900.0, gt=0, description="A server job that reports no progress this long is stopped (failed).")
     api_url: str | None = Field(None, description="Search API the UI and `vidsearch search --api` talk to.")
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value):
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [k.strip() for k in text.split(",") if k.strip()]
-        return value
+        return _listed(value, ",")
+
+    @field_validator("library_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value):
+        return _listed(value, os.pathsep)
+
+
+def _listed(value, sep: str):
+    """A list setting given as one string (an environment variable): a JSON list, or items split at `sep`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(sep) if item.strip()]
+    return value
 
 
 class _CheckedToml(TomlConfigSettingsSource):

@@ -1,0 +1,53 @@
+"""What a reader without a key may see: no server paths.
+
+Reads are open unless `--read-auth`; an open read still must not map the server's disk. A request
+that carries no valid key (an anonymous reader) sees each file as its path relative to the library
+root it lies under (`films/a.mp4`), or its bare name when it lies under none; video ids, titles,
+metadata, durations and failure reasons are unchanged. A request with a valid key (the operator's
+tools, the UI's in-process app, a UI started with a key) sees absolute paths, which it needs to act on
+them (reindex, delete, fix). Job records name server paths and are read with a key only; so are
+/metrics and the details of /readyz under `--read-auth` (a load balancer still gets `ready`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from vidsearch.api_models import FileProblem, VideoInfo
+
+from .deps import State, key_accepted
+from .library import resolved_roots
+
+__all__ = ["Viewer", "PathView"]
+
+
+class PathView:
+    """Presents server paths to one request: as they are for a keyed reader, relative otherwise."""
+
+    def __init__(self, keyed: bool, roots: list[str]):
+        self.keyed, self.roots = keyed, roots
+
+    def path(self, path: str) -> str:
+        if self.keyed or not path:
+            return path
+        for candidate in {os.path.abspath(path), os.path.realpath(path)}:
+            for root in self.roots:
+                if candidate.startswith(root.rstrip(os.sep) + os.sep):
+                    return os.path.relpath(candidate, root)
+        return os.path.basename(path.rstrip(os.sep)) or path
+
+    def video(self, info: VideoInfo) -> VideoInfo:
+        return info if self.keyed else info.model_copy(update={"uri": self.path(info.uri)})
+
+    def problems(self, items: list[FileProblem]) -> list[FileProblem]:
+        return items if self.keyed else [p.model_copy(update={"path": self.path(p.path)}) for p in items]
+
+
+def path_view(request: Request, state: State) -> PathView:
+    return PathView(key_accepted(state, request), resolved_roots(state.settings.library_roots))
+
+
+Viewer = Annotated[PathView, Depends(path_view)]

@@ -1,0 +1,71 @@
+"""A file response over a descriptor the server opened and checked (`library.open_indexed`), with the
+HTTP caching and range rules a browser player relies on.
+
+Starlette's `FileResponse` reopens its path when it sends; here the bytes come from the descriptor
+that passed the check, so a file swapped in between is never read. On top of it, RFC 9110:
+- `If-None-Match` with the file's ETag (or `*`) answers 304 with no body;
+- a `Range` header that cannot be parsed, or names another unit, is ignored (200, the whole file)
+  rather than a 400 (RFC 9110 §14.2: a server MAY ignore Range; a player then gets the file);
+- HEAD gets the headers of the GET (the route allows it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from starlette.datastructures import Headers
+from starlette.responses import FileResponse, MalformedRangeHeader, Response
+from starlette.types import Receive, Scope, Send
+
+from .library import IndexedFile
+
+__all__ = ["IndexedFileResponse"]
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """Weak comparison, as If-None-Match uses (RFC 9110 §13.1.2)."""
+    if header.strip() == "*":
+        return True
+    strip = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == strip for tag in header.split(","))
+
+
+class IndexedFileResponse(FileResponse):
+    """Streams an `IndexedFile` (and closes it once sent) with ranges, ETags and HEAD."""
+
+    def __init__(self, file: IndexedFile, media_type: str, headers: dict[str, str] | None = None):
+        self.file = file
+        super().__init__(file.proc_path, media_type=media_type, headers=headers, filename=file.name,
+                         stat_result=file.stat, content_disposition_type="inline")  # fmt: skip
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []  # ignored: the whole file, 200
+
+    @asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
+        file = anyio.wrap_file(os.fdopen(os.dup(self.file.fd), "rb"))
+        try:
+            await file.seek(0)
+            yield file
+        finally:
+            with anyio.CancelScope(shield=True):
+                await file.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            match = Headers(scope=scope).get("if-none-match")
+            if match is not None and _etag_matches(match, self.headers["etag"]):
+                keep = {k: self.headers[k] for k in ("etag", "last-modified", "cache-control") if k in self.headers}
+                return await Response(status_code=304, headers=keep)(scope, receive, send)
+            # never "pathsend": a server would reopen the path, which is what this class exists to avoid
+            extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
+            await super().__call__({**scope, "extensions": extensions}, receive, send)
+        finally:
+            self.file.close()
