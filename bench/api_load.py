@@ -242,7 +242,7 @@ def baseline_python(ref: str, work: Path, log) -> str:
 def measure(python: str, work: Path, args, log) -> dict:
     """Start a server with this Python, warm it, load it for --seconds, stop it."""
     t0 = time.perf_counter()
-    with Server(work / "db", work / "server.log", python=python) as server:
+    with Server(work / "db", work / "server.log", ready_timeout=900, python=python) as server:
         ready_s = time.perf_counter() - t0
         log(f"  {server.url} ready in {ready_s:.1f} s; warming up {args.warmup_seconds:.0f} s ...")
         queries = Queries(args.miss_rate, args.seed)
