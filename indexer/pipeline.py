@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidsearch import objectstore
 from vidsearch.config import Settings
 from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # cheap: MiniLM loads on first use
 from vidsearch.encoders.speech import stream_audio
@@ -37,10 +38,11 @@ from vidsearch.store import EncodedVideo, Store, metadata_json
 
 from .discover import Source, discover
 from .hashing import content_hash
+from .remote import object_hash
 from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working
 from .probe import ProbeResult
 from .segment import make_segments, pool_segments
-from .sidecar import sidecar_spans
+from .sidecar import metadata_spans, sidecar_spans
 from .worker import DecoderPool, DecoderStartError, JobStream
 
 FLUSH_SECONDS = 10.0
@@ -209,13 +211,18 @@ class IndexRun:
 
     def prune(self, roots: list[Path], keep: set[str]) -> None:
         """Forget files under `roots` that are gone, and videos no file points at any more."""
-        dirs = [os.path.abspath(r) + os.sep for r in roots if Path(r).is_dir()]
-        singles = {os.path.abspath(r) for r in roots if not Path(r).is_dir()}
+        local = [r for r in roots if not objectstore.is_uri(r)]
+        dirs = [os.path.abspath(r) + os.sep for r in local if Path(r).is_dir()]
+        singles = {os.path.abspath(r) for r in local if not Path(r).is_dir()}
+        # objects: only what a given prefix (or object) covers; there is no cheap "does it exist" for the rest
+        dirs += [objectstore.normalize(r).rstrip("/") + "/" for r in roots if objectstore.is_uri(r)]
+        singles |= {objectstore.normalize(r) for r in roots if objectstore.is_uri(r)}
         files = self.store.files()
         gone = [
             p
             for p in files["path"].to_pylist()
-            if p not in keep and (any(p.startswith(d) for d in dirs) or p in singles or not os.path.lexists(p))
+            if p not in keep
+            and (any(p.startswith(d) for d in dirs) or p in singles or (not objectstore.is_uri(p) and not os.path.lexists(p)))
         ]
         self.store.forget_files(gone)
         self.summary.removed += self._drop_unreferenced()
@@ -233,7 +240,7 @@ class IndexRun:
                 self._fail_path(where, problem)
             if prune:
                 self.prune(paths, {s.key for s in sources} | {w for w, _ in problems})
-            named = {os.path.abspath(p) for p in paths if not Path(p).is_dir()}
+            named = {objectstore.normalize(p) if objectstore.is_uri(p) else os.path.abspath(p) for p in paths if not Path(p).is_dir()}
             todo = self.plan(sources, named, restore)
             self.progress.start(len(todo))
             try:
@@ -291,8 +298,8 @@ class IndexRun:
                 if stop.is_set():
                     return
                 try:
-                    vid = content_hash(src.path)
-                except OSError as exc:
+                    vid = object_hash(src) if src.uri else content_hash(src.path)
+                except (OSError, objectstore.ObjectStoreError) as exc:
                     items.put((src, None, f"cannot read file: {exc.strerror or exc}"))
                     continue
                 first = failed_before.get(vid)
@@ -309,7 +316,7 @@ class IndexRun:
 
     def _job(self, src: Source) -> DecodeJob:
         s = self.settings
-        return DecodeJob(str(src.path), s.sample_fps, self.backbone.image_size, want_audio=False,
+        return DecodeJob(media_location(src), s.sample_fps, self.backbone.image_size, want_audio=False,
                          speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr)  # fmt: skip
 
     def _consume(self, items: queue.Queue) -> None:
@@ -426,12 +433,15 @@ class IndexRun:
         warnings = list(finished.warnings)
         audio = self._audio(video, warnings)
         src = item.source
-        spans = list(finished.spans) + sidecar_spans(src.path, src.title or src.path.stem, src.metadata, info.duration)
+        title = src.title or src.path.stem
+        # subtitle files are looked for next to a local video only (an object's neighbours are not listed)
+        text = sidecar_spans(src.path, title, src.metadata, info.duration) if src.uri is None else metadata_spans(title, src.metadata, info.duration)
+        spans = list(finished.spans) + text
         return EncodedVideo(
             video={
                 "video_id": item.video_id,
                 "path": src.key,
-                "title": src.title or src.path.stem,
+                "title": title,
                 "metadata": metadata_json(src.metadata),
                 "duration": info.duration,
                 "fps": info.fps,
@@ -463,7 +473,7 @@ class IndexRun:
             return None, None, None
         try:
             with self._turns():
-                starts, ends, vectors = self.audio_encoder(stream_audio(video.item.source.path))
+                starts, ends, vectors = self.audio_encoder(stream_audio(media_location(video.item.source)))
         except Exception as exc:  # noqa: BLE001 - the visual index is kept
             warnings.append(f"audio: {exc}")
             return None, None, None
@@ -566,7 +576,7 @@ class IndexRun:
             raise IndexRunError(f"the index at {self.store.path} refused every write ({type(errors[0][1]).__name__}: {errors[0][1]}); what was committed before is kept")
         for v, exc in errors:
             src = v.files[0]
-            self._fail(Source(Path(src["path"]), src["size"], src["mtime"]), v.video["video_id"],
+            self._fail(Source.from_key(src["path"], src["size"], src["mtime"]), v.video["video_id"],
                        f"could not be written to the index: {type(exc).__name__}: {exc}")  # fmt: skip
         return committed
 
@@ -586,6 +596,12 @@ class IndexRun:
                 warning = f"text channels: could not embed {len(v.spans)} spans: {type(exc).__name__}: {exc}"
                 row = v.files[0]
                 row["error"] = "; ".join(filter(None, [row.get("error"), warning]))
+
+
+def media_location(src: Source) -> str:
+    """What decoders and ffmpeg open: the file, or a presigned URL (range requests, no credentials) for an
+    object in S3."""
+    return objectstore.presign(src.uri) if src.uri else str(src.path)
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:

@@ -25,7 +25,7 @@ from vidsearch.encoders.ocr import OcrReader
 from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
 
 from .decode import DecodeReport, FrameChunk, iter_frames, plan_samples, read_audio
-from .probe import MediaError, ProbeResult, probe
+from .probe import MediaError, ProbeResult, is_url, probe
 from .segment import colour_histograms, histogram_changes
 
 
@@ -92,7 +92,7 @@ class Prepared:
 
 def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk | Working | Finished | Failed]:
     """The steps of one job; `progress` is updated as a long step goes, for heartbeats."""
-    path = Path(job.path)
+    path = job.path if is_url(job.path) else Path(job.path)  # a presigned URL for an object in S3
     progress.stage, progress.done, progress.total = "probing", 0.0, 0.0
     try:
         info = probe(path)
@@ -167,7 +167,7 @@ def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans
     progress.stage, progress.done, progress.total = "reading on-screen text", 0.0, float(len(plan))
     reader = OcrReader()
     report = DecodeReport()
-    for chunk in iter_frames(Path(job.path), plan, info, min(job.ocr_height, info.height), report, crop=False):
+    for chunk in iter_frames(job.path if is_url(job.path) else Path(job.path), plan, info, min(job.ocr_height, info.height), report, crop=False):
         reader.add(chunk.frames, chunk.unit_start, chunk.unit_end)
         progress.done += len(chunk.frames)
         yield Working(progress.stage, progress.done, progress.total)

@@ -13,6 +13,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from vidsearch import objectstore
+
 __all__ = ["MEDIA_TYPES", "media_type", "thumbnail", "thumbnail_dir"]
 
 MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
@@ -25,14 +27,16 @@ def media_type(path: Path) -> str:
 
 
 def thumbnail_dir(db: Path) -> Path:
-    """`<db>/.thumbs`; a user cache directory when the index directory cannot be written."""
-    primary = Path(db) / ".thumbs"
-    try:
-        primary.mkdir(parents=True, exist_ok=True)
-        if os.access(primary, os.W_OK):
-            return primary
-    except OSError:
-        pass
+    """`<db>/.thumbs`; a user cache directory when the index directory cannot be written or is on
+    object storage."""
+    if not objectstore.is_uri(db):
+        primary = Path(db) / ".thumbs"
+        try:
+            primary.mkdir(parents=True, exist_ok=True)
+            if os.access(primary, os.W_OK):
+                return primary
+        except OSError:
+            pass
     fallback = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vidsearch" / "thumbs"
     fallback.mkdir(parents=True, exist_ok=True)
     return fallback
@@ -44,7 +48,9 @@ def thumbnail(video: Path, video_id: str, t: float, duration: float, cache_dir: 
     out = cache_dir / f"{hashlib.sha1(f'{video_id}:{t:.2f}:{width}'.encode()).hexdigest()}.jpg"
     if out.is_file():
         return out
-    if not Path(video).is_file():
+    if objectstore.is_uri(video):
+        video = objectstore.presign(video, seconds=300)  # ffmpeg seeks with range requests
+    elif not Path(video).is_file():
         return None
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.{id(out)}.tmp.jpg")  # concurrent callers never share a temp file
     try:

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
+from vidsearch import objectstore
 from vidsearch.api_models import ErrorBody, VideoInfo, VideoList
 from vidsearch.store import StoreError
 
@@ -50,12 +51,17 @@ def delete_video(row: VideoRow, store: IndexStore, state: State) -> dict:
 
 @router.get(
     "/{video_id}/media",
-    responses={**ERRORS, 206: {"description": "partial content (range request)"}},
+    responses={**ERRORS, 206: {"description": "partial content (range request)"},
+               307: {"description": "a video in object storage: its presigned URL (range requests go there)"}},
     response_class=FileResponse,
     dependencies=[Depends(require_read)],
 )
-def media(row: VideoRow) -> FileResponse:
-    """The video file, with HTTP range requests so a browser player can seek."""
+def media(row: VideoRow) -> Response:
+    """The video file, with HTTP range requests so a browser player can seek. A video in object storage
+    is a 307 redirect to a presigned URL valid for an hour: the store answers the range requests itself,
+    so the bytes never pass through this server (which would cost its bandwidth and a worker per player)."""
+    if objectstore.is_uri(row["path"]):
+        return RedirectResponse(objectstore.presign(row["path"], seconds=3600), status_code=307)
     path = Path(row["path"])
     if not path.is_file():
         raise HTTPException(404, f"the file of video {row['video_id']} is no longer on the server; reindex")

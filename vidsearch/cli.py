@@ -180,7 +180,11 @@ def _check_paths(paths: list[Path]) -> None:
     import os
     import stat
 
+    from vidsearch import objectstore
+
     for p in paths:
+        if objectstore.is_uri(p):
+            continue  # listed by the run; a prefix with no videos is reported there
         if not os.path.lexists(p):
             _fail(f"{p}: no such file or folder")
         try:
@@ -388,7 +392,7 @@ def delete(
     indexed = store.indexed_ids()
     ids, paths, unknown = set(), set(), []
     for t in targets:
-        candidates = [os.path.abspath(t), str(Path(t).resolve())]
+        candidates = [t, os.path.abspath(t), str(Path(t).resolve())]  # t itself: an s3:// URI
         if t in indexed:
             ids.add(t)
         elif any(c in known_paths for c in candidates):
