@@ -37,9 +37,8 @@ from vidsearch.encoders.speech import stream_audio
 from vidsearch.store import EncodedVideo, Store, metadata_json
 
 from .discover import Source, discover
-from .hashing import content_hash
-from .remote import object_hash
-from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working
+from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working, decode_job
+from .remote import media_location, source_hash
 from .probe import ProbeResult
 from .segment import make_segments, pool_segments
 from .sidecar import metadata_spans, sidecar_spans
@@ -298,7 +297,7 @@ class IndexRun:
                 if stop.is_set():
                     return
                 try:
-                    vid = object_hash(src) if src.uri else content_hash(src.path)
+                    vid = source_hash(src)
                 except (OSError, objectstore.ObjectStoreError) as exc:
                     items.put((src, None, f"cannot read file: {exc.strerror or exc}"))
                     continue
@@ -315,9 +314,7 @@ class IndexRun:
             items.put(_DONE)
 
     def _job(self, src: Source) -> DecodeJob:
-        s = self.settings
-        return DecodeJob(media_location(src), s.sample_fps, self.backbone.image_size, want_audio=False,
-                         speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr)  # fmt: skip
+        return decode_job(self.settings, media_location(src), self.backbone.image_size)
 
     def _consume(self, items: queue.Queue) -> None:
         buf = _EncodeBuffer()
@@ -596,12 +593,6 @@ class IndexRun:
                 warning = f"text channels: could not embed {len(v.spans)} spans: {type(exc).__name__}: {exc}"
                 row = v.files[0]
                 row["error"] = "; ".join(filter(None, [row.get("error"), warning]))
-
-
-def media_location(src: Source) -> str:
-    """What decoders and ffmpeg open: the file, or a presigned URL (range requests, no credentials) for an
-    object in S3."""
-    return objectstore.presign(src.uri) if src.uri else str(src.path)
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:

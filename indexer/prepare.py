@@ -42,6 +42,12 @@ class DecodeJob:
     ocr_height: int = 360  # OCR reads whole frames at this height (text needs pixels)
 
 
+def decode_job(s, location: str, image_size: int) -> DecodeJob:
+    """What a decoder is asked to do for one file under settings `s` (both engines ask the same)."""
+    return DecodeJob(location, s.sample_fps, image_size, want_audio=False,
+                     speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr)  # fmt: skip
+
+
 @dataclass
 class Started:
     probe: ProbeResult

@@ -22,6 +22,7 @@ from pathlib import PurePosixPath
 from vidsearch import objectstore as objs
 
 from .discover import MANIFEST_SUFFIX, VIDEO_EXTENSIONS, DiscoveryError, Source
+from .hashing import content_hash
 
 FULL_HASH_MAX_BYTES = 64 << 20
 CHUNK = 4 << 20
@@ -41,6 +42,11 @@ def object_hash(src: Source) -> str:
     for block in objs.iter_chunks(src.uri, CHUNK):
         h.update(block)
     return h.hexdigest()
+
+
+def source_hash(src: Source) -> str:
+    """The content key of any source: a local file's bytes, or an object's (`object_hash`)."""
+    return object_hash(src) if src.uri else content_hash(src.path)
 
 
 def discover_uri(uri: str) -> tuple[list[Source], list[tuple[str, str]]]:
@@ -93,3 +99,9 @@ def manifest_object(uri: str, title, metadata) -> Source:
     except objs.ObjectStoreError as exc:
         raise DiscoveryError(f"video {uri} cannot be read: {exc}") from exc
     return object_source(info, str(title) if title is not None else None, metadata)
+
+
+def media_location(src: Source) -> str:
+    """What decoders and ffmpeg open: the file, or a presigned URL (range requests, no credentials) for an
+    object in S3."""
+    return objs.presign(src.uri) if src.uri else str(src.path)

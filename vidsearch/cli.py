@@ -29,6 +29,7 @@ from .clitools import (
     ConfigOpt,
     DbOpt,
     DeviceOpt,
+    EngineOpt,
     FollowOpt,
     FpsOpt,
     JsonOpt,
@@ -39,6 +40,7 @@ from .clitools import (
     PrecisionOpt,
     PretrainedOpt,
     ProgressFileOpt,
+    RayAddressOpt,
     RestoreOpt,
     RetryOpt,
     ShotOpt,
@@ -218,7 +220,13 @@ def _run_index(
         progress = _RichProgress(enabled=not json_out and err.is_terminal)
         if progress_file is not None:
             progress = _BothProgress(progress, _file_progress(progress_file))
-        summary = IndexRun(store, backbone, settings, progress=progress).run(paths, prune=prune, restore=restore)
+        if settings.engine == "ray":
+            from vidsearch.indexer.ray_engine import RayIndexRun
+
+            run = RayIndexRun(store, backbone, settings, progress=progress, load_backbone=load)
+        else:
+            run = IndexRun(store, backbone, settings, progress=progress)
+        summary = run.run(paths, prune=prune, restore=restore)
     except (IndexRunError, *_known_errors()) as exc:
         _fail(str(exc))
     result = {"db": str(settings.db), "fingerprint": store.fingerprint.id, **summary.as_dict()}
@@ -260,6 +268,8 @@ def index(
     token_merging: MergingOpt = None,
     follow_symlinks: FollowOpt = None,
     retry_failed: RetryOpt = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     restore: RestoreOpt = False,
     encoder_backend: BackendOpt = None,
     triton_url: TritonUrlOpt = None,
@@ -298,6 +308,8 @@ def reindex(
     token_merging: MergingOpt = None,
     follow_symlinks: FollowOpt = None,
     retry_failed: RetryOpt = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     restore: RestoreOpt = False,
     encoder_backend: BackendOpt = None,
     triton_url: TritonUrlOpt = None,
