@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 
 from .discover import Source
 from .pipeline import IndexRun, IndexRunError, _Item, _Video, default_decode_workers
@@ -71,12 +72,16 @@ class RayIndexRun(IndexRun):
         self._actor_loader = load_backbone
         self.decode_actors = decode_actors
         self.encode_actors = encode_actors
+        self.timings: dict[str, float] = {}  # seconds per phase, for bench/ray_index.py
 
     def _run_pipeline(self, todo: list[Source]) -> None:
         if not todo:
             return
+        t0 = time.monotonic()
         ray = _ray(self.settings.ray_address)
         import ray.data
+
+        self.timings["connect"] = time.monotonic() - t0
 
         backbone = self.backbone  # load and check the fingerprint before any work is sent out
         loader = self._actor_loader or (lambda b=backbone: b)
@@ -87,7 +92,9 @@ class RayIndexRun(IndexRun):
         def items(sources):
             return ray.data.from_items([{"source": pickle.dumps(s, protocol=5)} for s in sources])
 
+        t0 = time.monotonic()
         hashed = items(todo).map_batches(hash_rows, batch_size=8, num_cpus=ACTOR_CPUS).take_all()
+        self.timings["hash"] = time.monotonic() - t0
         claimed = self._claim(hashed)
         if not claimed:
             return
@@ -102,7 +109,10 @@ class RayIndexRun(IndexRun):
                          compute=ray.data.ActorPoolStrategy(size=encoders),
                          num_gpus=1 if gpus else 0, num_cpus=ACTOR_CPUS)
         )  # fmt: skip
+        t0 = time.monotonic()
         for row in ds.iter_rows():
+            self.timings.setdefault("first_video", time.monotonic() - t0)  # actor start-up and model load
+            self.timings["all_videos"] = time.monotonic() - t0
             src, vid, result = pickle.loads(row["result"])
             if isinstance(result, str):
                 if result.startswith("!decoder: "):
