@@ -7,7 +7,7 @@ extension (objects without one are not sniffed, which would cost a GET each; nam
 **Content keys stay cheap.** An object up to `FULL_HASH_MAX_BYTES` (64 MiB) is keyed exactly like a
 local file, by blake2b-128 of its bytes, streamed without a copy on disk (so the same clip on a laptop
 and in a bucket is one video). A larger object is keyed by what the store already knows about it, its
-ETag and size (`etag:` + blake2b of both): no byte is read. An ETag changes whenever the object's
+ETag and size (`etag:` + blake2b of both): no byte is read. (`VIDSEARCH_S3_FULL_HASH_MB` moves the threshold.) An ETag changes whenever the object's
 content is replaced, and a server-side copy of a single-part object keeps it (so a copy still links to
 the content already indexed); the cost is that a large object uploaded twice in different multipart
 sizes is two videos.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import PurePosixPath
 
 from vidsearch import objectstore as objs
@@ -24,6 +25,8 @@ from vidsearch import objectstore as objs
 from .discover import MANIFEST_SUFFIX, VIDEO_EXTENSIONS, DiscoveryError, Source
 from .hashing import content_hash
 
+# objects up to this size are keyed by their bytes; VIDSEARCH_S3_FULL_HASH_MB raises it for a one-off
+# run (moving a laptop index to S3: every object read once and linked to the content already indexed)
 FULL_HASH_MAX_BYTES = 64 << 20
 CHUNK = 4 << 20
 
@@ -36,7 +39,8 @@ def object_source(info: objs.ObjectInfo, title: str | None = None, metadata: dic
 
 def object_hash(src: Source) -> str:
     """The content key of an object (see the module's docstring for why two ways)."""
-    if src.size > FULL_HASH_MAX_BYTES and src.etag:
+    limit = float(os.environ.get("VIDSEARCH_S3_FULL_HASH_MB", FULL_HASH_MAX_BYTES / (1 << 20))) * (1 << 20)
+    if src.size > limit and src.etag:
         return hashlib.blake2b(f"etag:{src.etag}:{src.size}".encode(), digest_size=16).hexdigest()
     h = hashlib.blake2b(digest_size=16)
     for block in objs.iter_chunks(src.uri, CHUNK):

@@ -135,3 +135,21 @@ def create_app(settings):
     from vidsearch.server import create_app as make
 
     return make(settings)
+
+
+def test_large_objects_are_keyed_without_reading_them(s3, monkeypatch):
+    """Above the full-hash size an object's key is its ETag and size: a server-side copy keeps it (a copy
+    links), replacing the content changes it, and no byte of the object is read."""
+    from vidsearch.indexer.remote import discover_uri, object_hash
+
+    client = s3["client"]
+    name = s3["clips"][2].name
+    client.copy_object(Bucket="vids", Key=f"copies/{name}", CopySource={"Bucket": "vids", "Key": f"lib/{name}"})
+    monkeypatch.setenv("VIDSEARCH_S3_FULL_HASH_MB", "0.001")  # every test clip counts as large
+    (orig,), _ = discover_uri(f"s3://vids/lib/{name}")
+    (copy,), _ = discover_uri(f"s3://vids/copies/{name}")
+    monkeypatch.setattr(objectstore, "iter_chunks", lambda *a, **k: pytest.fail("a large object was read"))
+    assert object_hash(orig) == object_hash(copy) != content_hash(s3["clips"][2])
+    client.put_object(Bucket="vids", Key=f"copies/{name}", Body=s3["clips"][0].read_bytes())
+    (changed,), _ = discover_uri(f"s3://vids/copies/{name}")
+    assert object_hash(changed) != object_hash(orig)
