@@ -24,8 +24,7 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from vidsearch import objectstore

@@ -299,7 +299,7 @@ class IndexRun:
                 try:
                     vid = source_hash(src)
                 except (OSError, objectstore.ObjectStoreError) as exc:
-                    items.put((src, None, f"cannot read file: {exc.strerror or exc}"))
+                    items.put((src, None, f"cannot read file: {getattr(exc, 'strerror', None) or exc}"))
                     continue
                 first = failed_before.get(vid)
                 if first is not None and first[0] != src.key:  # this content failed before, at another path

@@ -21,13 +21,16 @@ exactly as the local engine does, so a driver killed mid-run loses at most its u
 the next run plans only what is not committed yet. This is the split NVIDIA's NeMo Curator video
 pipeline uses on Ray (separate stage pools for decode and for GPU models).
 
+Memory: a video's sampled frames travel from the decode to the encode stage as one row (150 KB a
+frame at 224 px: ~540 MB for an hour at 1 frame/s), in Ray's object store, which spills to disk; the
+local engine streams chunks of 64 frames instead. Chunk rows are the next step for hours-long videos.
+
 Sizes on a small node: an actor pool that asks for whole CPUs can take every CPU and starve Ray Data's
 own tasks (measured: a 2-CPU `ray.init` hangs); the pools here ask for half a CPU per actor.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import time
 
@@ -155,6 +158,5 @@ def _ray(address: str | None):
     import ray
 
     if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray
