@@ -37,8 +37,9 @@ from vidsearch.encoders.speech import stream_audio
 from vidsearch.store import EncodedVideo, Store, metadata_json
 
 from .discover import Source, discover
+from .hashing import content_hash
 from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working, decode_job
-from .remote import media_location, source_hash
+from .remote import media_location, object_hash
 from .probe import ProbeResult
 from .segment import make_segments, pool_segments
 from .sidecar import metadata_spans, sidecar_spans
@@ -297,7 +298,7 @@ class IndexRun:
                 if stop.is_set():
                     return
                 try:
-                    vid = source_hash(src)
+                    vid = content_hash(src.path) if src.uri is None else object_hash(src)
                 except (OSError, objectstore.ObjectStoreError) as exc:
                     items.put((src, None, f"cannot read file: {getattr(exc, 'strerror', None) or exc}"))
                     continue
