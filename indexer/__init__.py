@@ -20,6 +20,7 @@ _EXPORTS = {
     "RunSummary": ".pipeline",
     "default_decode_workers": ".pipeline",
     "open_store_for": ".pipeline",
+    "RayIndexRun": ".ray_engine",
     "JobManager": ".jobs",
     "JobTracker": ".jobs",
     "Source": ".discover",

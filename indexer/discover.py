@@ -24,8 +24,10 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
+
+from vidsearch import objectstore
 
 from .probe import file_kind
 
@@ -50,15 +52,24 @@ class DiscoveryError(ValueError):
 class Source:
     """One file to index, with what the operator told us about it."""
 
-    path: Path
+    path: Path  # for an object in S3, its key as a PurePosixPath (name and stem); read it through `uri`
     size: int
     mtime: float
     title: str | None = None
     metadata: dict = field(default_factory=dict)
+    uri: str | None = None  # s3://bucket/key for an object in object storage (remote.py)
+    etag: str | None = None
 
     @property
     def key(self) -> str:
-        return str(self.path)
+        return self.uri or str(self.path)
+
+    @classmethod
+    def from_key(cls, key: str, size: int, mtime: float) -> Source:
+        """A source rebuilt from a `files` row's path (a local path or an s3:// URI)."""
+        if objectstore.is_uri(key):
+            return cls(PurePosixPath(objectstore.S3Uri.parse(key).name), size, mtime, uri=objectstore.normalize(key))
+        return cls(Path(key), size, mtime)
 
 
 def _looks_like_video(path: Path) -> bool:
@@ -105,8 +116,7 @@ def _uri_to_path(value: str, base: Path) -> Path:
         p = Path(raw).expanduser()
         return p if p.is_absolute() else (base / p)
     raise DiscoveryError(
-        f"unsupported URI scheme '{parsed.scheme}://' (this build indexes local paths and file:// URIs; "
-        f"copy or mount the object store locally)"
+        f"unsupported URI scheme '{parsed.scheme}://' (videos are local paths, file:// or s3:// URIs)"
     )
 
 
@@ -127,6 +137,11 @@ def read_manifest(manifest: Path) -> tuple[list[Source], list[tuple[str, str]]]:
                 meta = entry.get("metadata") or {}
                 if not isinstance(meta, dict):
                     raise DiscoveryError('"metadata" must be an object')
+                if objectstore.is_uri(entry["video"]):
+                    from .remote import manifest_object  # remote.py imports this module
+
+                    sources.append(manifest_object(objectstore.normalize(entry["video"]), entry.get("title"), meta))
+                    continue
                 path = _uri_to_path(entry["video"], base)
                 if not path.exists():
                     raise DiscoveryError(f"video {path} does not exist")
@@ -211,8 +226,19 @@ class _Walk:
 
 def discover(paths: list[Path], follow_symlinks: bool = False) -> tuple[list[Source], list[tuple[str, str]]]:
     """Every candidate video under `paths`, deduplicated by path, in a stable order, plus (where,
-    problem) for what was found and cannot be used."""
+    problem) for what was found and cannot be used. `s3://` prefixes, objects and manifests are listed
+    by remote.py."""
+    remote = [objectstore.normalize(p) for p in paths if objectstore.is_uri(p)]
+    paths = [p for p in paths if not objectstore.is_uri(p)]
     walk = _Walk([Path(p) for p in paths], follow_symlinks)
+    if remote:
+        from .remote import discover_uri  # remote.py imports this module
+
+        for uri in remote:
+            srcs, probs = discover_uri(uri)
+            walk.problems.extend(probs)
+            for src in srcs:
+                walk.found[src.key] = src
     for given in paths:
         given = Path(given)
         if not given.exists() and not given.is_symlink():

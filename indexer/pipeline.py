@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidsearch import objectstore
 from vidsearch.config import Settings
 from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # cheap: MiniLM loads on first use
 from vidsearch.encoders.speech import stream_audio
@@ -37,10 +38,11 @@ from vidsearch.store import EncodedVideo, Store, metadata_json
 
 from .discover import Source, discover
 from .hashing import content_hash
-from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working
+from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working, decode_job
+from .remote import media_location, object_hash
 from .probe import ProbeResult
 from .segment import make_segments, pool_segments
-from .sidecar import sidecar_spans
+from .sidecar import metadata_spans, sidecar_spans
 from .worker import DecoderPool, DecoderStartError, JobStream
 
 FLUSH_SECONDS = 10.0
@@ -219,13 +221,18 @@ class IndexRun:
 
     def prune(self, roots: list[Path], keep: set[str]) -> None:
         """Forget files under `roots` that are gone, and videos no file points at any more."""
-        dirs = [os.path.abspath(r) + os.sep for r in roots if Path(r).is_dir()]
-        singles = {os.path.abspath(r) for r in roots if not Path(r).is_dir()}
+        local = [r for r in roots if not objectstore.is_uri(r)]
+        dirs = [os.path.abspath(r) + os.sep for r in local if Path(r).is_dir()]
+        singles = {os.path.abspath(r) for r in local if not Path(r).is_dir()}
+        # objects: only what a given prefix (or object) covers; there is no cheap "does it exist" for the rest
+        dirs += [objectstore.normalize(r).rstrip("/") + "/" for r in roots if objectstore.is_uri(r)]
+        singles |= {objectstore.normalize(r) for r in roots if objectstore.is_uri(r)}
         files = self.store.files()
         gone = [
             p
             for p in files["path"].to_pylist()
-            if p not in keep and (any(p.startswith(d) for d in dirs) or p in singles or not os.path.lexists(p))
+            if p not in keep
+            and (any(p.startswith(d) for d in dirs) or p in singles or (not objectstore.is_uri(p) and not os.path.lexists(p)))
         ]
         self.store.forget_files(gone)
         self.summary.removed += self._drop_unreferenced()
@@ -243,7 +250,7 @@ class IndexRun:
                 self._fail_path(where, problem)
             if prune:
                 self.prune(paths, {s.key for s in sources} | {w for w, _ in problems})
-            named = {os.path.abspath(p) for p in paths if not Path(p).is_dir()}
+            named = {objectstore.normalize(p) if objectstore.is_uri(p) else os.path.abspath(p) for p in paths if not Path(p).is_dir()}
             todo = self.plan(sources, named, restore)
             self.progress.start(len(todo))
             try:
@@ -302,9 +309,9 @@ class IndexRun:
                 if stop.is_set():
                     return
                 try:
-                    vid = content_hash(src.path)
-                except OSError as exc:
-                    items.put((src, None, f"cannot read file: {exc.strerror or exc}"))
+                    vid = content_hash(src.path) if src.uri is None else object_hash(src)
+                except (OSError, objectstore.ObjectStoreError) as exc:
+                    items.put((src, None, f"cannot read file: {getattr(exc, 'strerror', None) or exc}"))
                     continue
                 first = failed_before.get(vid)
                 if first is not None and first[0] != src.key:  # this content failed before, at another path
@@ -319,10 +326,7 @@ class IndexRun:
             items.put(_DONE)
 
     def _job(self, src: Source) -> DecodeJob:
-        s = self.settings
-        return DecodeJob(str(src.path), s.sample_fps, self.backbone.image_size, want_audio=False,
-                         speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr,
-                         ocr_engine=s.ocr_engine, ocr_fps=s.ocr_fps, speech_batch=s.speech_batch)  # fmt: skip
+        return decode_job(self.settings, media_location(src), self.backbone.image_size)
 
     def _consume(self, items: queue.Queue) -> None:
         buf = _EncodeBuffer()
@@ -445,12 +449,15 @@ class IndexRun:
         warnings = list(finished.warnings)
         audio = self._audio(video, warnings)
         src = item.source
-        spans = list(finished.spans) + sidecar_spans(src.path, src.title or src.path.stem, src.metadata, info.duration)
+        title = src.title or src.path.stem
+        # subtitle files are looked for next to a local video only (an object's neighbours are not listed)
+        text = sidecar_spans(src.path, title, src.metadata, info.duration) if src.uri is None else metadata_spans(title, src.metadata, info.duration)
+        spans = list(finished.spans) + text
         return EncodedVideo(
             video={
                 "video_id": item.video_id,
                 "path": src.key,
-                "title": src.title or src.path.stem,
+                "title": title,
                 "metadata": metadata_json(src.metadata),
                 "duration": info.duration,
                 "fps": info.fps,
@@ -483,7 +490,7 @@ class IndexRun:
         try:
             with self._turns():
                 rate = getattr(getattr(self.backbone, "audio_tower", None), "sample_rate", None)  # CLAP: 48 kHz
-                starts, ends, vectors = self.audio_encoder(stream_audio(video.item.source.path, *([rate] if rate else [])))
+                starts, ends, vectors = self.audio_encoder(stream_audio(media_location(video.item.source), *([rate] if rate else [])))
         except Exception as exc:  # noqa: BLE001 - the visual index is kept
             warnings.append(f"audio: {exc}")
             return None, None, None
@@ -586,7 +593,7 @@ class IndexRun:
             raise IndexRunError(f"the index at {self.store.path} refused every write ({type(errors[0][1]).__name__}: {errors[0][1]}); what was committed before is kept")
         for v, exc in errors:
             src = v.files[0]
-            self._fail(Source(Path(src["path"]), src["size"], src["mtime"]), v.video["video_id"],
+            self._fail(Source.from_key(src["path"], src["size"], src["mtime"]), v.video["video_id"],
                        f"could not be written to the index: {type(exc).__name__}: {exc}")  # fmt: skip
         return committed
 

@@ -25,7 +25,7 @@ from vidsearch.encoders.ocr import OcrReader
 from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
 
 from .decode import DecodeReport, FrameChunk, iter_frames, plan_samples, read_audio
-from .probe import MediaError, ProbeResult, probe
+from .probe import MediaError, ProbeResult, is_url, probe
 from .segment import colour_histograms, histogram_changes
 
 
@@ -43,6 +43,13 @@ class DecodeJob:
     ocr_engine: str = "rapidocr"
     ocr_fps: float | None = None  # frames per second read for text (None: sample_fps)
     speech_batch: int = 8
+
+
+def decode_job(s, location: str, image_size: int) -> DecodeJob:
+    """What a decoder is asked to do for one file under settings `s` (both engines ask the same)."""
+    return DecodeJob(location, s.sample_fps, image_size, want_audio=False,
+                     speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr,
+                     ocr_engine=s.ocr_engine, ocr_fps=s.ocr_fps, speech_batch=s.speech_batch)  # fmt: skip
 
 
 @dataclass
@@ -95,7 +102,7 @@ class Prepared:
 
 def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk | Working | Finished | Failed]:
     """The steps of one job; `progress` is updated as a long step goes, for heartbeats."""
-    path = Path(job.path)
+    path = job.path if is_url(job.path) else Path(job.path)  # a presigned URL for an object in S3
     progress.stage, progress.done, progress.total = "probing", 0.0, 0.0
     try:
         info = probe(path)
@@ -173,7 +180,7 @@ def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans
     progress.stage, progress.done, progress.total = "reading on-screen text", 0.0, float(len(plan))
     reader = OcrReader(engine=job.ocr_engine)
     report = DecodeReport()
-    for chunk in iter_frames(Path(job.path), plan, info, min(job.ocr_height, info.height), report, crop=False):
+    for chunk in iter_frames(job.path if is_url(job.path) else Path(job.path), plan, info, min(job.ocr_height, info.height), report, crop=False):
         reader.add(chunk.frames, chunk.unit_start, chunk.unit_end)
         progress.done += len(chunk.frames)
         yield Working(progress.stage, progress.done, progress.total)

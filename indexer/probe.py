@@ -93,6 +93,28 @@ def file_kind(mode: int) -> str:
     return "special file"
 
 
+def is_url(path) -> bool:
+    """An http(s) URL (a presigned object in S3): ffprobe, decord and PyAV read it with range requests."""
+    return isinstance(path, str) and path.startswith(("http://", "https://"))
+
+
+def _head(path, n: int) -> bytes:
+    if is_url(path):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(urllib.request.Request(path, headers={"Range": f"bytes=0-{n - 1}"}), timeout=60) as r:
+                return r.read(n)
+        except OSError as exc:
+            raise MediaError(f"cannot read the object: {exc}") from exc
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def _ffmpeg_input(path) -> str:
+    return path if is_url(path) else str(Path(path).absolute())
+
+
 def check_regular_file(path: Path) -> int:
     """The file's size; a clear error for what is not a regular file (a FIFO or /dev/zero would hang a decoder)."""
     try:
@@ -108,14 +130,13 @@ def check_regular_file(path: Path) -> int:
 
 def reject_playlist(path: Path) -> None:
     """Refuse text playlists and manifests by their first bytes, before any demuxer can follow them."""
-    with open(path, "rb") as fh:
-        head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    head = _head(path, 64).lstrip(b"\xef\xbb\xbf \t\r\n")
     if any(head.startswith(sig) for sig in PLAYLIST_SIGNATURES):
         raise MediaError("a playlist or manifest (HLS/ffconcat/DASH), not a video file: not opened, since it would read other files")
 
 
 def ffprobe_json(path: Path) -> dict:
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(Path(path).absolute())]
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", _ffmpeg_input(path)]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -125,7 +146,7 @@ def ffprobe_json(path: Path) -> dict:
     if proc.returncode != 0:
         msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         reason = msg[-1] if msg else f"ffprobe exit code {proc.returncode}"
-        reason = reason.replace(str(Path(path).absolute()), "").strip(": ")
+        reason = reason.replace(_ffmpeg_input(path), "").strip(": ")
         raise MediaError(f"not a readable video: {reason}")
     return json.loads(proc.stdout or b"{}")
 
@@ -145,8 +166,8 @@ def rotation_of(stream: dict) -> int:
     return 0
 
 
-def probe(path: Path) -> ProbeResult:
-    if check_regular_file(path) == 0:
+def probe(path: Path | str) -> ProbeResult:
+    if not is_url(path) and check_regular_file(path) == 0:
         raise MediaError("empty file (0 bytes)")
     reject_playlist(path)
     info = ffprobe_json(path)

@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from vidsearch import objectstore
+
 from .library import IndexedFile
 
 __all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "media_type", "thumbnail", "thumbnail_dir", "thumbnail_key"]
@@ -57,22 +59,27 @@ def thumbnail_key(t: float, width: int, duration: float, fps: float | None) -> t
     return round(t, 3), w
 
 
-def thumbnail(video: IndexedFile, video_id: str, t: float, width: int, cache_dir: Path, cache_bytes: int = THUMB_CACHE_BYTES) -> bytes | None:
+def thumbnail(video: IndexedFile | str, video_id: str, t: float, width: int, cache_dir: Path, cache_bytes: int = THUMB_CACHE_BYTES) -> bytes | None:
     """A JPEG of the frame at `t` seconds of an opened, checked file (use `thumbnail_key` first), or
-    None when there is none. ffmpeg reads the descriptor, not the path (see `library`)."""
+    None when there is none. ffmpeg reads the descriptor, not the path (see `library`); a video in
+    object storage is read from a presigned URL, with range requests."""
     out = cache_dir / f"{hashlib.sha1(f'{video_id}:{t:.3f}:{width}'.encode()).hexdigest()}.jpg"
     try:
         return out.read_bytes()
     except FileNotFoundError:  # not cut yet, or trimmed a moment ago
         pass
+    if isinstance(video, str):  # an object-storage URI
+        source, fds = objectstore.presign(video, seconds=300), ()
+    else:
+        source, fds = video.proc_path, (video.fd,)
     fd, tmp_name = tempfile.mkstemp(suffix=".tmp.jpg", dir=cache_dir)  # concurrent callers never share a temp file
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         proc = subprocess.run(
-            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{t:.3f}", "-i", video.proc_path, "-frames:v", "1",
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{t:.3f}", "-i", source, "-frames:v", "1",
              "-vf", f"scale={width}:-2", "-q:v", "4", "-f", "image2", str(tmp)],
-            capture_output=True, timeout=60, pass_fds=(video.fd,),
+            capture_output=True, timeout=60, pass_fds=fds,
         )  # fmt: skip
         jpeg = tmp.read_bytes()
         if proc.returncode != 0 or not jpeg:

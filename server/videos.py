@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
+from vidsearch import objectstore
 from vidsearch.api_models import ErrorBody, VideoInfo, VideoList
 from vidsearch.store import StoreError
 
@@ -61,6 +62,7 @@ def _indexed_file(store, row: dict, state) -> IndexedFile:
 
 MEDIA_ROUTE = dict(
     responses={**ERRORS, 206: {"description": "partial content (range request)"}, 304: {"description": "not modified (If-None-Match)"},
+               307: {"description": "a video in object storage: its presigned URL (range requests go there)"},
                409: {"model": ErrorBody}},  # fmt: skip
     response_class=FileResponse,
     dependencies=[Depends(require_media_read)],
@@ -69,9 +71,13 @@ MEDIA_ROUTE = dict(
 
 @router.head("/{video_id}/media", operation_id="media_head", **MEDIA_ROUTE)
 @router.get("/{video_id}/media", **MEDIA_ROUTE)
-def media(row: VideoRow, store: IndexStore, state: State) -> FileResponse:
+def media(row: VideoRow, store: IndexStore, state: State) -> Response:
     """The video file as it was indexed, with HTTP range requests so a browser player can seek, ETags
     (304) and HEAD; 409 when the file changed since it was indexed (reindex)."""
+    if objectstore.is_uri(row["path"]):
+        # object storage: a presigned URL valid for an hour answers the player's range requests itself,
+        # so the bytes never pass through this server (its bandwidth, a worker per player)
+        return RedirectResponse(objectstore.presign(row["path"], seconds=3600), status_code=307)
     f = _indexed_file(store, row, state)
     return IndexedFileResponse(f, media_type=media_type(Path(row["path"])))
 
@@ -93,8 +99,11 @@ def thumbnail(
     if t > row["duration"]:
         raise HTTPException(400, f"t={t} is past the end of the video ({row['duration']:.2f} s)")
     t, width = thumbnail_key(t, width, row["duration"], row.get("fps"))
-    with _indexed_file(store, row, state) as f:
-        jpeg = cut_thumbnail(f, row["video_id"], t, width, state.thumbs)
+    if objectstore.is_uri(row["path"]):
+        jpeg = cut_thumbnail(row["path"], row["video_id"], t, width, state.thumbs)
+    else:
+        with _indexed_file(store, row, state) as f:
+            jpeg = cut_thumbnail(f, row["video_id"], t, width, state.thumbs)
     if jpeg is None:
         raise HTTPException(404, f"no frame at t={t:.2f} in video {row['video_id']}")
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})

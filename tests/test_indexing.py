@@ -297,7 +297,7 @@ def test_manifest_titles_metadata_and_bad_lines(tmp_path, tiny_backbone):
         + "\n{not json\n"
         + json.dumps({"video": "media/missing.mp4"})
         + "\n"
-        + json.dumps({"video": "s3://bucket/x.mp4"})
+        + json.dumps({"video": "ftp://host/x.mp4"})
         + "\n"
     )
     summary, store, _ = index(tmp_path / "db", [manifest], tiny_backbone)
@@ -307,7 +307,7 @@ def test_manifest_titles_metadata_and_bad_lines(tmp_path, tiny_backbone):
     problems = {f["path"]: f["error"] for f in store.stats()["failures"]}
     assert "not valid JSON" in problems[f"{manifest}:2"]
     assert "does not exist" in problems[f"{manifest}:3"]
-    assert "unsupported URI scheme 's3://'" in problems[f"{manifest}:4"]
+    assert "unsupported URI scheme 'ftp://'" in problems[f"{manifest}:4"]
 
 
 def test_orphans_of_a_killed_run_are_removed(tmp_path, tiny_backbone):

@@ -31,6 +31,7 @@ from .clitools import (
     ConfigOpt,
     DbOpt,
     DeviceOpt,
+    EngineOpt,
     FollowOpt,
     FpsOpt,
     JsonOpt,
@@ -41,6 +42,7 @@ from .clitools import (
     PrecisionOpt,
     PretrainedOpt,
     ProgressFileOpt,
+    RayAddressOpt,
     RestoreOpt,
     RetryOpt,
     ShotOpt,
@@ -184,7 +186,11 @@ def _check_paths(paths: list[Path]) -> None:
     import os
     import stat
 
+    from vidsearch import objectstore
+
     for p in paths:
+        if objectstore.is_uri(p):
+            continue  # listed by the run; a prefix with no videos is reported there
         if not os.path.lexists(p):
             _fail(f"{p}: no such file or folder")
         try:
@@ -218,7 +224,13 @@ def _run_index(
         progress = _RichProgress(enabled=not json_out and err.is_terminal)
         if progress_file is not None:
             progress = _BothProgress(progress, _file_progress(progress_file))
-        summary = IndexRun(store, backbone, settings, progress=progress).run(paths, prune=prune, restore=restore)
+        if settings.engine == "ray":
+            from vidsearch.indexer.ray_engine import RayIndexRun
+
+            run = RayIndexRun(store, backbone, settings, progress=progress, load_backbone=load)
+        else:
+            run = IndexRun(store, backbone, settings, progress=progress)
+        summary = run.run(paths, prune=prune, restore=restore)
     except (IndexRunError, *_known_errors()) as exc:
         _fail(str(exc))
     result = {"db": str(settings.db), "fingerprint": store.fingerprint.id, **summary.as_dict()}
@@ -261,6 +273,8 @@ def index(
     token_merging: MergingOpt = None,
     follow_symlinks: FollowOpt = None,
     retry_failed: RetryOpt = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     restore: RestoreOpt = False,
     encoder_backend: BackendOpt = None,
     triton_url: TritonUrlOpt = None,
@@ -300,6 +314,8 @@ def reindex(
     token_merging: MergingOpt = None,
     follow_symlinks: FollowOpt = None,
     retry_failed: RetryOpt = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     restore: RestoreOpt = False,
     encoder_backend: BackendOpt = None,
     triton_url: TritonUrlOpt = None,
@@ -394,7 +410,7 @@ def delete(
     indexed = store.indexed_ids()
     ids, paths, unknown = set(), set(), []
     for t in targets:
-        candidates = [os.path.abspath(t), str(Path(t).resolve())]
+        candidates = [t, os.path.abspath(t), str(Path(t).resolve())]  # t itself: an s3:// URI
         if t in indexed:
             ids.add(t)
         elif any(c in known_paths for c in candidates):

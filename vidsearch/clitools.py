@@ -81,6 +81,8 @@ AudioModelOpt = Annotated[Optional[str], typer.Option("--audio-model", help="Pre
 MergingOpt = Annotated[Optional[str], typer.Option("--token-merging", help="Temporal token merging: off | recommended | a schedule [default off].")]
 FollowOpt = Annotated[Optional[bool], typer.Option("--follow-symlinks/--no-follow-symlinks", help="Follow symbolic links that lead outside the folders given [default: no; they are listed as not followed].")]
 RetryOpt = Annotated[Optional[bool], typer.Option("--retry-failed", help="Try again files that failed before, even if unchanged.")]
+EngineOpt = Annotated[Optional[str], typer.Option("--engine", help="Indexing engine: local, or ray (Ray Data over a cluster).", show_default=False)]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster for --engine ray: auto or ray://HOST:10001 (default: start one here).", show_default=False)]
 RestoreOpt = Annotated[bool, typer.Option("--restore", help="Bring back files under PATHS that were deleted from the index (a file named directly always comes back).")]
 # where the towers run: here (torch, on --device) or on a Triton server
 BackendOpt = Annotated[Optional[str], typer.Option("--encoder-backend", help="torch | triton: encode here or on a Triton server [VIDSEARCH_ENCODER_BACKEND; default torch].")]

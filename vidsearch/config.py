@@ -89,6 +89,10 @@ class Settings(BaseSettings):
         False, description="Follow symbolic links that lead outside the folders being indexed (off: reported, not read)."
     )
     retry_failed: bool = Field(False, description="Try files that failed before again even if they did not change.")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="Indexing engine: local (this machine's processes) or ray (Ray Data over a cluster)."
+    )
+    ray_address: str | None = Field(None, description="Ray cluster for --engine ray: auto, ray://HOST:10001 (none: start one here).")
 
     # Text channels (indexing).
     speech: bool = Field(True, description="Transcribe speech (ASR with word times) into timed spans.")

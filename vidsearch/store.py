@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
+from . import objectstore  # noqa: E402
 from . import schema as S  # noqa: E402
 from .fingerprint import Fingerprint, FingerprintMismatch  # noqa: E402
 
@@ -95,14 +96,25 @@ class Store:
     """An index directory. Open with `Store.open(path, fingerprint)` to write or query vectors, or
     `Store.open(path)` to read what is there (status, listings) without loading a model."""
 
-    def __init__(self, path: Path, db: lancedb.DBConnection):
-        self.path = Path(path)
+    def __init__(self, path: Path | str, db: lancedb.DBConnection):
+        self.path = objectstore.normalize(path) if objectstore.is_uri(path) else Path(path)  # s3:// stays a URI
         self.db = db
         self._fingerprint: Fingerprint | None = None
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path | str, fingerprint: Fingerprint | None = None, create: bool = False) -> Store:
+        """`path` is a directory, or an `s3://bucket/prefix` URI (credentials and endpoint: objectstore.py)."""
+        if objectstore.is_uri(path):
+            uri = objectstore.normalize(path)
+            try:
+                db = lancedb.connect(uri, storage_options=objectstore.lance_storage_options())
+                store = cls(uri, db)
+                return store._opened(fingerprint, create)
+            except (OSError, ValueError, RuntimeError) as exc:
+                if isinstance(exc, (StoreError, FingerprintMismatch)):
+                    raise
+                raise StoreError(f"cannot open the index at {uri}: {exc}") from exc
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise StoreError(f"index path {path} exists and is not a directory")
@@ -110,7 +122,10 @@ class Store:
             if not create:
                 raise StoreError(f"no index at {path}: build one with `vidsearch index PATH --db {path}`")
             path.mkdir(parents=True)
-        store = cls(path, lancedb.connect(str(path)))
+        return cls(path, lancedb.connect(str(path)))._opened(fingerprint, create)
+
+    def _opened(self, fingerprint: Fingerprint | None, create: bool) -> Store:
+        store, path = self, self.path
         existing = store._tables()
         if META not in existing:
             if not create:
@@ -182,7 +197,14 @@ class Store:
 
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[None]:
-        """One writer per index: a second indexing run fails fast instead of interleaving commits."""
+        """One writer per index: a second indexing run fails fast instead of interleaving commits.
+
+        An index on object storage has no file to lock: one writer at a time is the operator's to keep
+        (one indexing job per index, as the Ray engine and the server's job queue do); LanceDB's own
+        commits stay atomic either way."""
+        if isinstance(self.path, str):
+            yield
+            return
         fh = open(self.path / ".write.lock", "w")
         try:
             try:
