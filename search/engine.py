@@ -30,6 +30,7 @@ from vidsearch.store import Store, StoreError
 from .features import FeatureCache, QueryVectorCache, VideoFeatures
 from .plan import QueryPlan, TimeWindow, channel_weights
 from .ranking import Ranking, candidate_pool, final_ranking
+from .relevance import Calibration, find_calibration, with_relevance
 from .snapshot import Snapshot, build_snapshot, store_version
 from .text_channels import TextChannels
 
@@ -69,6 +70,20 @@ class SearchEngine:
         self._query_vectors = QueryVectorCache(lambda text: self.backbone.encode_text([text])[0])
         self._refreshing = threading.Lock()
         self._last_check = 0.0
+        self.calibration: Calibration | None = None
+        fp = getattr(backbone, "fingerprint", None)
+        if fp is not None:
+            self.calibration = find_calibration(fp.id, settings.db, settings.calibration)
+
+    def min_relevance(self, req: SearchRequest) -> float | None:
+        """The threshold a request is answered with: its own, else the settings', else the
+        calibration's default; None (nothing dropped) without a calibration."""
+        if self.calibration is None:
+            return None
+        for value in (req.min_relevance, self.settings.min_relevance):
+            if value is not None:
+                return value
+        return self.calibration.threshold
 
     @classmethod
     def from_snapshot(
@@ -163,10 +178,12 @@ class SearchEngine:
     def rank(self, plan: QueryPlan) -> Ranking:
         """Candidate pool → final ranking; moments are cut by the ranking, page by page."""
         s = self.settings
+        threshold = self.min_relevance(plan.request)
         if not plan.answerable:
-            return Ranking(plan, [], self.head)
+            return Ranking(plan, [], self.head, threshold)
         pool = candidate_pool(plan, self.text_channels, coarse_segments=s.coarse_segments, candidates=s.candidates, rrf_k=s.rrf_k)
-        return Ranking(plan, final_ranking(plan, pool, self.cache, self.head, self.pooler, rrf_k=s.rrf_k), self.head)
+        ranked = with_relevance(final_ranking(plan, pool, self.cache, self.head, self.pooler, rrf_k=s.rrf_k), self.calibration)
+        return Ranking(plan, ranked, self.head, threshold)
 
 
 def open_engine(settings: Settings, text_channels: Callable | None = None, backbone=None) -> SearchEngine:

@@ -22,7 +22,7 @@ from vidsearch.client import LOCAL_URL, AppTransport, VidsearchClient
 from vidsearch.config import Settings
 from vidsearch.search import SearchEngine
 
-from . import health, jobs, search, videos
+from . import exports, health, jobs, search, videos
 from .state import ServerState
 
 __all__ = ["create_app", "local_client"]
@@ -44,7 +44,7 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
         lifespan=lifespan,
     )
     app.state.vidsearch = state
-    for module in (search, videos, jobs, health):
+    for module in (search, videos, exports, jobs, health):
         app.include_router(module.router)
 
     @app.middleware("http")

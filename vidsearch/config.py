@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     ann: Literal["auto", "flat", "hnsw", "ivfpq"] = Field("auto", description="Coarse index kind.")
     feature_cache_mb: int = Field(1024, ge=16, description="Memory for cached unit vectors.")
     refresh_seconds: float = Field(1.0, ge=0, description="How often the server looks for a new index version.")
+    calibration: Path | None = Field(
+        None, description="Relevance calibration JSON (default: <db>/calibration.json, else the one shipped with the model)."
+    )
+    min_relevance: float | None = Field(
+        None, ge=0, le=1, description="Drop results whose calibrated relevance is below this (default: the calibration's)."
+    )
 
     # HTTP service.
     host: str = Field("127.0.0.1", description="Address `vidsearch serve` binds.")
