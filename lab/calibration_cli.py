@@ -6,6 +6,7 @@ after it is retrained is in the README ("Relevance you can trust")."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -34,7 +35,7 @@ def label_synth_command(
         _fail(f"{corpus} has no synth.json: give a folder made by `vidsearch synth`")
     records = synthetic_labels(corpus, per_kind=per_kind, seed=seed)
     for r in records:  # paths relative to the labels file, wherever it is written
-        r["relevant"] = [str(Path(corpus, v).resolve()) for v in r["relevant"]]
+        r["relevant"] = [os.path.relpath(Path(corpus, v).resolve(), out_path.resolve().parent) for v in r["relevant"]]
     out_path.write_text("".join(json.dumps(r) + "\n" for r in records))
     kinds: dict[str, int] = {}
     for r in records:
