@@ -15,7 +15,7 @@ Each query is searched with nothing dropped; its top candidates' evidence rows (
 see) are labelled relevant or not and a logistic regression is fitted on the fit split (scikit-learn,
 standardised features, L2). The default threshold is the one that best balances, on the fit split,
 the share of absent-thing queries that return nothing against the share of answerable queries that
-keep a relevant result. Held-out queries then give the figures the README quotes: binned
+keep a relevant result (`balance`). Held-out queries then give the figures the README quotes: binned
 calibration error (ECE) and a reliability table, the share of each negative kind that returns
 nothing, P@1 and recall@10 kept on answerable queries, and the ranking by fusion vs by relevance.
 
@@ -156,9 +156,14 @@ def fit(obs: Observations, fingerprint, c: float = 1.0) -> Calibration:
         mean=tuple(mean.tolist()), scale=tuple(scale.tolist()), coef=tuple(model.coef_[0].tolist()),
         intercept=float(model.intercept_[0]), threshold=0.5,
     )  # fmt: skip
-    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
-    balance = [np.mean([v for k, v in threshold_figures(cal, obs, "fit", t).items() if k.startswith(("empty:", "kept:"))]) for t in grid]
-    return replace(cal, threshold=float(grid[int(np.argmax(balance))]))
+    grid = np.round(np.arange(0.02, 0.96, 0.01), 2)
+    return replace(cal, threshold=float(grid[int(np.argmax([balance(threshold_figures(cal, obs, "fit", t)) for t in grid]))]))
+
+
+def balance(figures: dict[str, float]) -> float:
+    """Half the share of absent-thing queries (all kinds together) that return nothing, half the
+    share of answerable queries that keep a relevant result: what the default threshold maximises."""
+    return 0.5 * figures.get("empty:all", 0.0) + 0.5 * figures.get("kept:recall", 0.0)
 
 
 def threshold_figures(cal: Calibration, obs: Observations, split: str, t: float) -> dict[str, float]:
@@ -179,6 +184,8 @@ def threshold_figures(cal: Calibration, obs: Observations, split: str, t: float)
         else:
             empty.setdefault(q.kind, []).append(not (p >= t).any())
     out = {f"empty:{k}": float(np.mean(v)) for k, v in sorted(empty.items())}
+    if empty:
+        out["empty:all"] = float(np.mean([x for v in empty.values() for x in v]))
     if kept:
         out["kept:recall"] = float(np.mean(kept))
         out["p_at_1"] = float(np.mean(p1))
@@ -228,7 +235,8 @@ def report(cal: Calibration, obs: Observations, split: str = "held_out") -> dict
         "threshold": cal.threshold,
         "at_threshold": {k: round(v, 4) for k, v in threshold_figures(cal, obs, split, cal.threshold).items()},
         "without_threshold": {k: round(v, 4) for k, v in base.items() if not k.startswith("empty:")},
-        "by_threshold": {f"{t:.1f}": {k: round(v, 4) for k, v in threshold_figures(cal, obs, split, t).items()} for t in (0.3, 0.4, 0.5, 0.6, 0.7)},
+        "by_threshold": {f"{t:.2f}": {k: round(v, 4) for k, v in threshold_figures(cal, obs, split, t).items()}
+                         for t in sorted({0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, cal.threshold})},
         "ranking": ranking_figures(cal, obs, split),
     }
 

@@ -57,10 +57,13 @@ DB_FILE = "calibration.json"  # a user's own calibration, beside the index it wa
 #   visual         the final visual score (X-Pool / TEFAL fused cosine; 0 when the query names no visual channel)
 #   visual_margin  visual minus the median visual score of this query's candidates: a match stands out
 #                  from the pool, while for an absent thing every video scores alike
+#   visual_z       that margin in units of the pool's spread (median absolute deviation): queries differ in spread
+#   frame_max      the best single unit's cosine to the query (what the relevance curve peaks at)
 #   audio          the TEFAL head's audio part (0 without an audio head)
 #   text_best      the best sentence-vector cosine among the text channels that matched (0: none)
 #   text_hits      how many timed text channels (speech, ocr, subtitle) matched: agreement of channels
-FEATURES: tuple[str, ...] = ("visual", "visual_margin", "audio", "text_best", "text_hits")
+#   inv_rank       1 / the candidate's rank in the fused order: the ranking's own opinion
+FEATURES: tuple[str, ...] = ("visual", "visual_margin", "visual_z", "frame_max", "audio", "text_best", "text_hits", "inv_rank")
 TIMED_TEXT = tuple(c for c in TEXT_CHANNELS if c != "metadata")
 
 
@@ -78,13 +81,19 @@ def evidence(candidates: Sequence[Candidate]) -> np.ndarray:
     visual = np.array([s.get("visual", np.nan) for s in scores], dtype=np.float64)
     has_visual = np.isfinite(visual)
     if has_visual.any():
+        v = visual[has_visual]
+        median = np.median(v)
+        spread = max(float(np.median(np.abs(v - median))), 1e-3)
         x[:, 0] = np.where(has_visual, visual, 0.0)
-        x[:, 1] = np.where(has_visual, visual - np.median(visual[has_visual]), 0.0)
-    x[:, 2] = [s.get("audio", 0.0) for s in scores]
+        x[:, 1] = np.where(has_visual, visual - median, 0.0)
+        x[:, 2] = np.where(has_visual, (visual - median) / spread, 0.0)
+    x[:, 3] = [float(c.relevance.max()) if c.relevance.size else 0.0 for c in candidates]
+    x[:, 4] = [s.get("audio", 0.0) for s in scores]
     text = np.array([[s.get(c, np.nan) for c in TEXT_CHANNELS] for s in scores], dtype=np.float64)
-    x[:, 3] = np.where(np.isfinite(text), text, 0.0).max(axis=1)
+    x[:, 5] = np.where(np.isfinite(text), text, 0.0).max(axis=1)
     timed = [TEXT_CHANNELS.index(c) for c in TIMED_TEXT]
-    x[:, 4] = np.isfinite(text[:, timed]).sum(axis=1)
+    x[:, 6] = np.isfinite(text[:, timed]).sum(axis=1)
+    x[:, 7] = 1.0 / np.arange(1, n + 1)
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
