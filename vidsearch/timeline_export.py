@@ -76,7 +76,9 @@ def export_timeline(req: ExportRequest, videos: dict[str, dict]) -> str:
             name=item.name or v["title"],
             media_reference=ref,
             source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(first, rate), otio.opentime.RationalTime(last - first, rate)),
-            metadata={"vidsearch": {"video_id": item.video_id, "start": item.start, "end": item.end, "padding": req.padding}},
+            # an EDL names a source by its reel (8 characters): the video id's start, unique where file names are not
+            metadata={"vidsearch": {"video_id": item.video_id, "start": item.start, "end": item.end, "padding": req.padding},
+                      "cmx_3600": {"reel": item.video_id[:8]}},
         )
         track.append(clip)
     if req.format == "edl":
