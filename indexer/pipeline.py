@@ -245,7 +245,8 @@ class IndexRun:
             self.summary.removed += self._drop_unreferenced()  # old content of changed files
             if self.summary.spans:
                 self.store.index_text()
-            self.store.record_channels(speech=self.settings.speech, ocr=self.settings.ocr, engine=self.settings.speech_engine)
+            self.store.record_channels(speech=self.settings.speech, ocr=self.settings.ocr, engine=self.settings.speech_engine,
+                                       ocr_engine=self.settings.ocr_engine)  # fmt: skip
             self.store.optimize()
         self.summary.elapsed = time.monotonic() - t0
         return self.summary
@@ -310,7 +311,8 @@ class IndexRun:
     def _job(self, src: Source) -> DecodeJob:
         s = self.settings
         return DecodeJob(str(src.path), s.sample_fps, self.backbone.image_size, want_audio=False,
-                         speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr)  # fmt: skip
+                         speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr,
+                         ocr_engine=s.ocr_engine, ocr_fps=s.ocr_fps, speech_batch=s.speech_batch)  # fmt: skip
 
     def _consume(self, items: queue.Queue) -> None:
         buf = _EncodeBuffer()
@@ -463,7 +465,8 @@ class IndexRun:
             return None, None, None
         try:
             with self._turns():
-                starts, ends, vectors = self.audio_encoder(stream_audio(video.item.source.path))
+                rate = getattr(getattr(self.backbone, "audio_tower", None), "sample_rate", None)  # CLAP: 48 kHz
+                starts, ends, vectors = self.audio_encoder(stream_audio(video.item.source.path, *([rate] if rate else [])))
         except Exception as exc:  # noqa: BLE001 - the visual index is kept
             warnings.append(f"audio: {exc}")
             return None, None, None

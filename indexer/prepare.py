@@ -40,6 +40,9 @@ class DecodeJob:
     speech_model: str | None = None
     ocr: bool = False
     ocr_height: int = 360  # OCR reads whole frames at this height (text needs pixels)
+    ocr_engine: str = "rapidocr"
+    ocr_fps: float | None = None  # frames per second read for text (None: sample_fps)
+    speech_batch: int = 8
 
 
 @dataclass
@@ -158,14 +161,17 @@ def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> list:
             yield block
             progress.done += len(block) / SAMPLE_RATE
 
-    spans = get_recognizer(job.speech_engine, job.speech_model).transcribe(counted()).spans
+    options = {"batch_size": job.speech_batch} if job.speech_engine == "whisper" else {}
+    spans = get_recognizer(job.speech_engine, job.speech_model, **options).transcribe(counted()).spans
     return [s.shifted(info.audio_start) for s in spans] if info.audio_start else spans
 
 
 def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans: list) -> Iterator[Working]:
     """On-screen text, read chunk by chunk from whole frames at `ocr_height`; spans appended at the end."""
+    if job.ocr_fps and job.ocr_fps != job.sample_fps:
+        plan = plan_samples(info.duration, job.ocr_fps)
     progress.stage, progress.done, progress.total = "reading on-screen text", 0.0, float(len(plan))
-    reader = OcrReader()
+    reader = OcrReader(engine=job.ocr_engine)
     report = DecodeReport()
     for chunk in iter_frames(Path(job.path), plan, info, min(job.ocr_height, info.height), report, crop=False):
         reader.add(chunk.frames, chunk.unit_start, chunk.unit_end)

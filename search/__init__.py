@@ -10,6 +10,7 @@ again with the text channels) → moments (the relevance curve and timed evidenc
 # The coarse stage first: it sets OMP_WAIT_POLICY before torch's OpenMP runtime loads (engine.py).
 from .coarse import CoarseHits, CoarseIndex  # noqa: I001
 from .engine import SearchEngine, open_engine
+from .examples import ComposedQuery, ImageTooLarge, NotAnImage, compose, image_frame, like_vector
 from .features import FeatureCache, QueryVectorCache, VideoFeatures
 from .fusion import FusedRanking, reciprocal_rank_fusion
 from .moments import Moment, MomentResult, RelevanceCurve, localize_moments, nms, temporal_iou
@@ -20,13 +21,16 @@ from .text_channels import TextChannels
 
 __all__ = [
     "Candidate",
+    "ComposedQuery",
     "CoarseHits",
     "CoarseIndex",
     "FeatureCache",
     "FusedRanking",
     "Hit",
+    "ImageTooLarge",
     "Moment",
     "MomentResult",
+    "NotAnImage",
     "QueryPlan",
     "QueryVectorCache",
     "Ranking",
@@ -39,6 +43,9 @@ __all__ = [
     "VideoFeatures",
     "audio_hits",
     "build_snapshot",
+    "compose",
+    "image_frame",
+    "like_vector",
     "localize_moments",
     "nms",
     "open_engine",

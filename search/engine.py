@@ -9,6 +9,7 @@ ranking is presented (pages and cursors, rounding, links) is the HTTP server's b
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -27,10 +28,14 @@ from vidsearch.config import Settings
 from vidsearch.encoders import backend_options, load_backbone, make_pooler, model_spec
 from vidsearch.store import Store, StoreError
 
+from .audio_fusion import AudioFusion, AudioQuery
+from .batching import QueryBatcher
+from .examples import ComposedQuery, check_image_size, compose, decode_base64_image, image_frame, like_vector
 from .features import FeatureCache, QueryVectorCache, VideoFeatures
-from .plan import QueryPlan, TimeWindow, channel_weights
+from .plan import QueryPlan, SearchError, TimeWindow, channel_weights
 from .ranking import Ranking, candidate_pool, final_ranking
 from .relevance import Calibration, find_calibration, with_relevance
+from .saved_coarse import save_coarse, saved_version
 from .snapshot import Snapshot, build_snapshot, store_version
 from .text_channels import TextChannels
 
@@ -52,6 +57,7 @@ class SearchEngine:
     ):
         self._setup(store, backbone, settings, pooler, text_channels, FeatureCache(store, settings.feature_cache_mb << 20))
         self._snapshot = build_snapshot(store, settings)
+        self._save_coarse_soon()
 
     def _setup(self, store, backbone, settings: Settings, pooler, text_channels, cache: FeatureCache) -> None:
         self.store = store
@@ -65,25 +71,41 @@ class SearchEngine:
         # a trained checkpoint brings its X-Pool / TEFAL head: it re-ranks with frames and audio
         head = getattr(backbone, "head", None)
         self.head = head if head is not None and pooler is None and settings.pooling in ("auto", "xpool") else None
+        # a pretrained text-audio tower (CLAP, --audio-model) fuses sound without training when there is no head
+        tower = getattr(backbone, "audio_tower", None)
+        self.clap = tower if head is None and getattr(backbone, "audio_model", None) and hasattr(tower, "encode_text") else None
+        self.audio_fusion = AudioFusion(weight=settings.audio_weight)
+        self._audio_vectors = QueryVectorCache(lambda text: self.clap.encode_text([text])[0])
         self.text_channels = text_channels  # speech / ocr / subtitle / metadata spans, when indexed
         self.cache = cache
-        self._query_vectors = QueryVectorCache(lambda text: self.backbone.encode_text([text])[0])
+        self._batcher = QueryBatcher(self._encode_texts, wait_ms=settings.query_batch_ms)
+        self._query_vectors = QueryVectorCache(self._batcher)
+        self._image_vectors = QueryVectorCache(lambda digest: None, size=64)  # example images, by digest
         self._refreshing = threading.Lock()
         self._last_check = 0.0
+        self._save_lock = threading.Lock()
+        self._saver: threading.Thread | None = None
+        self._save_again = False
         self.calibration: Calibration | None = None
         fp = getattr(backbone, "fingerprint", None)
         if fp is not None:
             self.calibration = find_calibration(fp.id, settings.db, settings.calibration)
 
+    def calibration_for(self, req: SearchRequest) -> Calibration | None:
+        """The calibration was fitted on word queries: a picture or a `like` moment scores on another
+        scale (images sit closer to frames than words do), so those get no relevance and lose nothing."""
+        return None if req.image is not None or req.like is not None else self.calibration
+
     def min_relevance(self, req: SearchRequest) -> float | None:
         """The threshold a request is answered with: its own, else the settings', else the
         calibration's default; None (nothing dropped) without a calibration."""
-        if self.calibration is None:
+        calibration = self.calibration_for(req)
+        if calibration is None:
             return None
         for value in (req.min_relevance, self.settings.min_relevance):
             if value is not None:
                 return value
-        return self.calibration.threshold
+        return calibration.threshold
 
     @classmethod
     def from_snapshot(
@@ -128,10 +150,43 @@ class SearchEngine:
                 return False
             self._snapshot = build_snapshot(self.store, self.settings, previous=self._snapshot)
             self._refresh_text_channels()
+            self._save_coarse_soon()
             log.info("index version %s is live (%d videos)", self._snapshot.version, len(self._snapshot.ids))
             return True
         finally:
             self._refreshing.release()
+
+    def _save_coarse_soon(self) -> None:
+        """Save the live snapshot's coarse index beside the store, in the background (saved_coarse.py:
+        the next start loads it instead of rebuilding); one saver at a time, the newest snapshot wins."""
+        if self.store is None or not self.settings.ann_saved or self._snapshot.coarse is None:
+            return
+        with self._save_lock:
+            if self._saver is not None:
+                self._save_again = True
+                return
+            self._saver = threading.Thread(target=self._save_latest, name="save-coarse", daemon=True)
+            self._saver.start()
+
+    def _save_latest(self) -> None:
+        while True:
+            coarse = self._snapshot.coarse
+            try:
+                if coarse is not None and coarse.source_version != saved_version(self.store.path):
+                    save_coarse(self.store.path, coarse)
+            except Exception:  # noqa: BLE001 - a cache: serving goes on, the next start rebuilds
+                log.exception("saving the coarse index failed")
+            with self._save_lock:
+                if not self._save_again:
+                    self._saver = None
+                    return
+                self._save_again = False
+
+    def wait_saved(self, timeout: float | None = None) -> None:
+        """Block until a background save of the coarse index (if any) has finished."""
+        saver = self._saver
+        if saver is not None:
+            saver.join(timeout)
 
     def _refresh_text_channels(self) -> None:
         """New spans may bring a channel (a job indexed speech into an index that had none)."""
@@ -160,11 +215,45 @@ class SearchEngine:
     def encode_query(self, text: str) -> np.ndarray:
         return self._query_vectors(text)
 
+    def encode_image(self, data: bytes) -> np.ndarray:
+        """An example picture's vector from the index's own visual tower (a one-frame clip); NotAnImage
+        or ImageTooLarge (SearchErrors) when it is not a picture or too large."""
+        limit = int(self.settings.max_image_mb * 1e6)
+        check_image_size(data, limit)  # before the cache: a picture seen before is still refused
+        digest = hashlib.sha256(data).hexdigest()
+        return self._image_vectors(digest, lambda: self.backbone.encode_frames(image_frame(data, self.backbone.image_size, limit))[0])
+
+    def compose_query(self, req: SearchRequest, text_vector: np.ndarray | None = None) -> ComposedQuery:
+        """The request's inputs (words, an image, a `like` moment) as one query vector (search/examples.py)."""
+        vectors: dict[str, np.ndarray] = {}
+        if req.query is not None:
+            vectors["text"] = self.encode_query(req.query) if text_vector is None else text_vector
+        if req.image is not None:
+            vectors["image"] = self.encode_image(decode_base64_image(req.image))
+        if req.like is not None:
+            vid = req.like.video_id
+            if vid not in self._snapshot.videos:
+                raise SearchError(f"like.video_id {vid} is not an indexed video")
+            vectors["like"] = like_vector(self.cache.get_many([vid]).get(vid), req.like)
+        return compose(vectors, req.query_weights)
+
+    def _encode_texts(self, texts: list[str]) -> list[np.ndarray]:
+        """Query vectors for a micro-batch of texts (QueryBatcher); where the text tower is the
+        sentence encoder's network, the same pass gives the text channels their sentence vectors."""
+        both = getattr(self.backbone, "encode_text_and_sentences", None)
+        if both is None:  # e.g. a Triton-served tower
+            return list(self.backbone.encode_text(texts))
+        vectors, sentences = both(texts)
+        if sentences is not None and self.text_channels is not None:
+            for text, vec in zip(texts, sentences):
+                self.text_channels.remember(text, vec)
+        return list(vectors)
+
     def channels(self) -> set[str]:
         """What a request may name: visual, each indexed text channel, and audio when the head fuses it."""
         available = {"visual"} | (set(self.text_channels.sources()) if self.text_channels else set())
-        if self.head is not None and getattr(self.backbone, "audio_tower", None) is not None:
-            available.add("audio")  # fused into the visual ranking by the TEFAL head
+        if (self.head is not None and getattr(self.backbone, "audio_tower", None) is not None) or self.clap is not None:
+            available.add("audio")  # fused into the visual ranking (the TEFAL head, or audio_fusion.py)
         return available
 
     def plan(self, req: SearchRequest, query_vector: np.ndarray | None = None) -> QueryPlan:
@@ -172,8 +261,15 @@ class SearchEngine:
         self.refresh_soon()
         snap = self._snapshot
         weights = channel_weights(req, self.channels())
-        query = self.encode_query(req.query) if query_vector is None else query_vector
-        return QueryPlan(req, snap, query, weights, snap.allowed(req.filters), TimeWindow.of(req.filters))
+        query = self.compose_query(req, query_vector)
+        allowed = snap.allowed(req.filters)
+        if req.like is not None and not req.like.include_source:  # "more like this": other videos
+            allowed = snap.ids if allowed is None else allowed
+            allowed = allowed[allowed != req.like.video_id]
+        audio = None
+        if self.clap is not None and "audio" in weights:  # the query in the audio tower's own space
+            audio = AudioQuery(self._audio_vectors(req.query), self.audio_fusion)
+        return QueryPlan(req, snap, query.vector, weights, allowed, TimeWindow.of(req.filters), query.inputs, audio)
 
     def rank(self, plan: QueryPlan) -> Ranking:
         """Candidate pool → final ranking; moments are cut by the ranking, page by page."""
@@ -182,7 +278,7 @@ class SearchEngine:
         if not plan.answerable:
             return Ranking(plan, [], self.head, threshold)
         pool = candidate_pool(plan, self.text_channels, coarse_segments=s.coarse_segments, candidates=s.candidates, rrf_k=s.rrf_k)
-        ranked = with_relevance(final_ranking(plan, pool, self.cache, self.head, self.pooler, rrf_k=s.rrf_k), self.calibration)
+        ranked = with_relevance(final_ranking(plan, pool, self.cache, self.head, self.pooler, rrf_k=s.rrf_k), self.calibration_for(plan.request))
         return Ranking(plan, ranked, self.head, threshold)
 
 

@@ -135,15 +135,22 @@ class QueryVectorCache:
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, text: str) -> np.ndarray:
+    def __call__(self, text: str, make: Callable[[], np.ndarray] | None = None) -> np.ndarray:
+        """The vector of `text`; `make` computes it on a miss instead of `encode(text)` (an example
+        image is keyed by its digest and encoded from its bytes)."""
         with self._lock:
             hit = self._vectors.get(text)
             if hit is not None:
                 self._vectors.move_to_end(text)
                 return hit
-        vec = np.asarray(self._encode(text), dtype=np.float32)
+        vec = np.asarray(self._encode(text) if make is None else make(), dtype=np.float32)
+        self.put(text, vec)
+        return vec
+
+    def put(self, text: str, vec: np.ndarray) -> None:
+        """Remember a vector computed elsewhere (the query tower's pass that also gave this one)."""
         with self._lock:
-            self._vectors[text] = vec
+            self._vectors[text] = np.asarray(vec, dtype=np.float32)
+            self._vectors.move_to_end(text)
             if len(self._vectors) > self._size:
                 self._vectors.popitem(last=False)
-        return vec

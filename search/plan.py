@@ -10,7 +10,7 @@ and every stage of one search sees the same index version.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -67,9 +67,12 @@ class QueryPlan:
     weights: dict[str, float]  # channel -> fusion weight, only channels the index has
     allowed: np.ndarray | None  # video ids that pass the filters (None: every video)
     window: TimeWindow | None
+    inputs: dict[str, float] = field(default_factory=lambda: {"text": 1.0})  # what made `query` (search/examples.py)
+    audio: object | None = None  # an AudioQuery (audio_fusion.py) when a pretrained audio tower fuses sound
 
     @property
-    def text(self) -> str:
+    def text(self) -> str | None:
+        """The query's words (None for an image or `like` query alone: no text channel can vote)."""
         return self.request.query
 
     @property
@@ -93,7 +96,15 @@ class QueryPlan:
 
 
 def channel_weights(req: SearchRequest, available: set[str]) -> dict[str, float]:
-    """The request's channels and weights, checked against what the index has (default: all, 1.0)."""
+    """The request's channels and weights, checked against what the index has (default: all, 1.0).
+
+    Without words (an image or `like` query alone) only the visual channel can match: the text
+    channels search words and the audio head is conditioned on a sentence."""
+    if req.query is None:
+        wordless = [c for c in (req.channels or {}) if c != "visual" and c in available]
+        if wordless:
+            raise SearchError(f"channel(s) {', '.join(wordless)} need a query in words (an image or like query searches the visual channel)")
+        available = available & {"visual"}
     if req.channels is None:
         return {c: 1.0 for c in sorted(available)}
     unknown = [c for c in req.channels if c not in available]

@@ -21,7 +21,7 @@ moments compete).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -103,8 +103,7 @@ def candidate_pool(plan: QueryPlan, text_channels, *, coarse_segments: int, cand
         hits = snap.coarse.search(plan.query[None, :], k=min(coarse_segments, snap.coarse.n_live), only_videos=plan.allowed)
         lists["visual"], scores["visual"] = per_video_best(hits.video_ids[0], hits.scores[0])
     if text_channels is not None:
-        for source in plan.text_sources:
-            ids, sc, found = text_channels.search(source, plan.text, candidates, plan.allowed)
+        for source, (ids, sc, found) in text_channels.search_many(plan.text_sources, plan.text, candidates, plan.allowed).items():
             lists[source], scores[source] = ids, sc
             for vid, h in found.items():
                 spans.setdefault(vid, []).extend(h)
@@ -125,6 +124,9 @@ def final_ranking(plan: QueryPlan, pool: CandidatePool, cache: FeatureCache, hea
     window = plan.window
     in_window = [np.ones(len(f.start), dtype=bool) if window is None else window.units(f.start, f.end) for f in features]
     out = rerank(plan.query, features, in_window, head=head, pooler=pooler, use_audio=plan.use_audio)
+    if plan.audio is not None and features:  # a pretrained audio tower's tokens (no trained head)
+        fused, part, gate = plan.audio.fuse(out.scores, [f.audio_vectors for f in features])
+        out = replace(out, scores=fused, audio_part=part, audio_gate=gate)
     lists, scores = dict(pool.lists), dict(pool.scores)
     weights = {c: w for c, w in plan.weights.items() if c != "audio"}
     if plan.use_frames:
@@ -192,7 +194,10 @@ def localize(plan: QueryPlan, c: Candidate, head=None) -> MomentResult:
     if hits.size:
         hits[:, 2] = hits[:, 2] / max(hits[:, 2].max(), 1e-9) * max(float(c.relevance.max(initial=0)), 0.1)
     if plan.use_audio:
-        sound = audio_hits(head, plan.query, f, gate=c.audio_gate)
+        if plan.audio is not None:
+            sound = plan.audio.hits(f.audio_start, f.audio_end, f.audio_vectors, c.audio_gate)
+        else:
+            sound = audio_hits(head, plan.query, f, gate=c.audio_gate)
         hits = np.concatenate([hits, sound if window is None else window.clip(sound)])
     return localize_moments(f.start[c.in_window], f.end[c.in_window], c.relevance, hits if hits.size else None,
                             max_moments=plan.request.max_moments)  # fmt: skip

@@ -21,6 +21,7 @@ from vidsearch.config import Settings
 from vidsearch.store import SEGMENTS, VIDEOS, Store
 
 from .coarse import CoarseIndex
+from .saved_coarse import load_saved
 
 __all__ = ["Snapshot", "build_snapshot", "store_version"]
 
@@ -64,14 +65,19 @@ def store_version(store: Store) -> str:
 
 
 def build_snapshot(store: Store, settings: Settings, previous: Snapshot | None = None) -> Snapshot:
-    """Read the visible videos and their segment vectors, and index them (incrementally when possible)."""
+    """Read the visible videos and their segment vectors, and index them (incrementally when possible:
+    from the previous snapshot's index, or at start from the index saved beside the store)."""
     version = store_version(store)
     videos = {r["video_id"]: r for r in store.video_rows()}
     ids = np.array(list(videos), dtype=str)
     durations = np.array([videos[v]["duration"] for v in ids], dtype=np.float64)
     coarse = None
     if len(ids):
-        coarse = _updated_coarse(store, settings, previous, ids, version)
+        fp = store.fingerprint.id if store.fingerprint else None
+        base = previous.coarse if previous is not None else None
+        if base is None and settings.ann_saved:
+            base = load_saved(store.path, fp, settings.ann)
+        coarse = _updated_coarse(store, settings, base, ids, version, fp)
     return Snapshot(version=version, videos=videos, ids=ids, durations=durations, coarse=coarse)
 
 
@@ -89,16 +95,18 @@ def _segments_of(store: Store, ids: np.ndarray | None) -> tuple[np.ndarray, np.n
     )
 
 
-def _updated_coarse(store: Store, settings: Settings, previous: Snapshot | None, ids: np.ndarray, version: str):
-    """Extend a copy of the previous index with new videos and tombstone removed ones; rebuild when
-    that would leave much dead weight or there is nothing to start from."""
-    fp = store.fingerprint.id if store.fingerprint else None
-    if previous is not None and previous.coarse is not None and previous.coarse.fingerprint == fp:
-        old_ids = previous.ids
+def _updated_coarse(store: Store, settings: Settings, base: CoarseIndex | None, ids: np.ndarray, version: str, fp):
+    """Bring `base` (the previous snapshot's index, or the saved one) to this version: tombstone
+    removed videos and add new ones (ids are content hashes, so a changed file is a new id) on a copy;
+    rebuild when that would leave much dead weight or there is nothing to start from."""
+    if base is not None and base.fingerprint == fp:
+        if base.source_version == version:
+            return base
+        old_ids = base.video_ids
         added = np.setdiff1d(ids, old_ids)
         removed = np.setdiff1d(old_ids, ids)
         if len(added) <= max(100, len(ids) // 5):
-            coarse = previous.coarse.copy()
+            coarse = base.copy()
             if len(removed):
                 coarse.remove_videos(removed, source_version=version)
             if len(added):

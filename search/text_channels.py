@@ -31,10 +31,15 @@ MIN_COSINE = 0.35
 
 
 class TextChannels:
+    """The spans table as rankings of videos, one per text source. The table is opened once per index
+    version (`refresh` reopens it) and each search asks it two questions for all sources together
+    (nearest sentence vectors, BM25), not two per source."""
+
     def __init__(self, store: Store, encoder=None):
         self.store = store
         self._encoder = encoder
         self._sources: list[str] | None = None
+        self._table = None
         self._embed = QueryVectorCache(self._encode)
 
     @classmethod
@@ -42,18 +47,30 @@ class TextChannels:
         """Text channels when the index has spans; None (visual only) when it has none."""
         return cls(store) if store.table(SPANS).count_rows() else None
 
+    @property
+    def table(self):
+        if self._table is None:
+            self._table = self.store.table(SPANS)
+        return self._table
+
     def sources(self) -> list[str]:
         if self._sources is None:
-            col = self.store.table(SPANS).search().select(["source"]).limit(None).to_arrow()["source"]
+            col = self.table.search().select(["source"]).limit(None).to_arrow()["source"]
             self._sources = sorted(pc.unique(col).to_pylist())
         return self._sources
 
     def refresh(self) -> None:
+        """A new index version: reopen the table, re-read the sources."""
         self._sources = None
+        self._table = None
 
     def warm(self) -> None:
         """Load the sentence encoder now (its import takes seconds), so the first query does not wait."""
         self._embed("warm up")
+
+    def remember(self, text: str, vec: np.ndarray) -> None:
+        """The sentence vector of `text`, computed by the query's own text-tower pass (engine.py)."""
+        self._embed.put(text, vec)
 
     def _encode(self, text: str) -> np.ndarray:
         if self._encoder is None:
@@ -62,46 +79,68 @@ class TextChannels:
 
     def search(self, source: str, query: str, k: int, allowed: np.ndarray | None):
         """(video ids best first, their scores, {video id: [SpanHit]}) for one channel."""
-        table = self.store.table(SPANS)
-        where = f"source = '{source}'"
+        return self.search_many([source], query, k, allowed)[source]
+
+    def search_many(self, sources: list[str], query: str, k: int, allowed: np.ndarray | None) -> dict:
+        """{source: (video ids best first, their scores, {video id: [SpanHit]})} for these channels,
+        from one vector query and one full-text query over all of them (each source keeps its own
+        `SPAN_CANDIDATES` best spans)."""
+        empty = (np.zeros(0, str), np.zeros(0), {})
+        if not sources:
+            return {}
+        table = self.table
+        where = f"source IN {sql_in_list(sorted(sources))}"
         if allowed is not None:
             where += f" AND video_id IN {sql_in_list(allowed.tolist())}" if len(allowed) else " AND false"
-        cols = ["span_id", "video_id", "start", "end", "text"]
+        cols = ["span_id", "video_id", "source", "start", "end", "text"]
+        limit = SPAN_CANDIDATES * len(sources)
         vec = self._embed(query)
         by_vector = (
             table.search(vec, vector_column_name="vector").distance_type("cosine").where(where, prefilter=True)
-            .select(cols + ["_distance"]).limit(SPAN_CANDIDATES).to_arrow()
+            .select(cols + ["_distance"]).limit(limit).to_arrow()
         )  # fmt: skip
         try:
             by_words = (
                 table.search(query, query_type="fts").where(where, prefilter=True)
-                .select(cols + ["_score"]).limit(SPAN_CANDIDATES).to_arrow()
+                .select(cols + ["_score"]).limit(limit).to_arrow()
             )  # fmt: skip
         except Exception:  # noqa: BLE001 - no full-text index yet (an index run still writing): vectors only
             by_words = by_vector.slice(0, 0)
         if by_vector.num_rows:
             by_vector = by_vector.filter(pc.less_equal(by_vector["_distance"], 1.0 - MIN_COSINE))
-        rows = {}
-        for t in (by_vector, by_words):
-            for r in t.select(cols).to_pylist():
-                rows[r["span_id"]] = r
-        if not rows:
-            return np.zeros(0, str), np.zeros(0), {}
-        lists = {}
-        if by_vector.num_rows:
-            lists["vector"] = by_vector["span_id"].to_numpy(zero_copy_only=False)
-        if by_words.num_rows:
-            lists["words"] = by_words["span_id"].to_numpy(zero_copy_only=False)
-        fused = reciprocal_rank_fusion(lists)
-        cos = dict(zip(by_vector["span_id"].to_pylist(), (1.0 - by_vector["_distance"].to_numpy()).tolist()))
-        ids, scores, hits = [], [], {}
-        for span_id in fused.ids:
-            r = rows[str(span_id)]
-            score = float(cos.get(str(span_id), 0.0))
-            if r["video_id"] not in hits:
-                ids.append(r["video_id"])
-                scores.append(score)
-                hits[r["video_id"]] = []
-            if len(hits[r["video_id"]]) < 5:
-                hits[r["video_id"]].append(SpanHit(source=source, start=r["start"], end=r["end"], text=r["text"], score=round(score, 6)))
-        return np.asarray(ids, dtype=str), np.asarray(scores), hits
+        out = {}
+        for source in sources:
+            vec_rows = _head(by_vector.filter(pc.equal(by_vector["source"], source)), SPAN_CANDIDATES)
+            word_rows = _head(by_words.filter(pc.equal(by_words["source"], source)), SPAN_CANDIDATES)
+            out[source] = _rank_videos(source, vec_rows, word_rows, cols) if vec_rows.num_rows or word_rows.num_rows else empty
+        return out
+
+
+def _head(table, n: int):
+    return table.slice(0, n) if table.num_rows > n else table
+
+
+def _rank_videos(source: str, by_vector, by_words, cols: list[str]):
+    """One channel's spans (nearest by vector, best by BM25) fused by rank, grouped into videos."""
+    rows = {}
+    for t in (by_vector, by_words):
+        for r in t.select(cols).to_pylist():
+            rows[r["span_id"]] = r
+    lists = {}
+    if by_vector.num_rows:
+        lists["vector"] = by_vector["span_id"].to_numpy(zero_copy_only=False)
+    if by_words.num_rows:
+        lists["words"] = by_words["span_id"].to_numpy(zero_copy_only=False)
+    fused = reciprocal_rank_fusion(lists)
+    cos = dict(zip(by_vector["span_id"].to_pylist(), (1.0 - by_vector["_distance"].to_numpy()).tolist()))
+    ids, scores, hits = [], [], {}
+    for span_id in fused.ids:
+        r = rows[str(span_id)]
+        score = float(cos.get(str(span_id), 0.0))
+        if r["video_id"] not in hits:
+            ids.append(r["video_id"])
+            scores.append(score)
+            hits[r["video_id"]] = []
+        if len(hits[r["video_id"]]) < 5:
+            hits[r["video_id"]].append(SpanHit(source=source, start=r["start"], end=r["end"], text=r["text"], score=round(score, 6)))
+    return np.asarray(ids, dtype=str), np.asarray(scores), hits

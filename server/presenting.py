@@ -158,12 +158,13 @@ def search_response(engine: SearchEngine, req: SearchRequest, query_vector: np.n
         results = [r for r in results if r.score >= req.min_score]
     more = offset + req.top_k < len(ranking)
     return SearchResponse(
-        query=req.query,
+        query=req.query or "",
+        inputs=plan.inputs,
         group_by=req.group_by,
         results=results,
         next_cursor=encode_cursor(offset + req.top_k, key) if more else None,
         min_relevance=ranking.min_relevance,
-        message=empty_message(ranking, req.query) if not results and offset == 0 else None,
+        message=empty_message(ranking, req.query or "this search") if not results and offset == 0 else None,
         index_version=plan.snapshot.version,
         took_ms=round((time.perf_counter() - t0) * 1000, 3),
     )

@@ -1,24 +1,108 @@
-"""`POST /v1/search`: videos (or moments) matching a sentence, best first, with the evidence for each."""
+"""`POST /v1/search`: videos (or moments) matching words, an example picture, a moment of an indexed
+video ("more like this"), or any mix of them, best first, with the evidence for each.
+
+The request is JSON (`SearchRequest`; a picture goes in `image` as base64), or multipart/form-data
+for uploading the picture as a file: a part `image` (the file) and optionally `request` (the same
+JSON, without `image`) or a plain `query` field. A multipart request is turned into the JSON request
+before FastAPI validates it (`SearchRoute`), so both kinds meet the same model and the same errors.
+A picture over `max_image_mb` is a 413, bytes that are not a picture a 415.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException
+import base64
+import json
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.routing import APIRoute
+from starlette.datastructures import UploadFile
 
 from vidsearch.api_models import SearchRequest, SearchResponse
-from vidsearch.search import SearchError
+from vidsearch.search import ImageTooLarge, NotAnImage, SearchError
 
 from .deps import ERRORS, OptionalEngine, require_read
 from .presenting import search_response
 
-router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read)])
+MULTIPART = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {"type": "string", "format": "binary", "description": "the example picture"},
+                        "request": {"type": "string", "description": "a SearchRequest as JSON, without `image`"},
+                        "query": {"type": "string", "maxLength": 1000, "description": "words (when `request` is not given)"},
+                    },
+                }
+            }
+        }
+    }
+}
 
 
-@router.post("/search", response_model=SearchResponse, responses=ERRORS)
+class SearchRoute(APIRoute):
+    """Accepts multipart/form-data besides JSON: the form is rewritten as the JSON request (FastAPI's
+    documented way to customise a route's request), then validated like any JSON body."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route(request: Request):
+            if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+                request = await _json_from_form(request)
+            return await handler(request)
+
+        return route
+
+
+async def _json_from_form(request: Request) -> Request:
+    """The multipart request as the JSON request it stands for (the picture base64 in `image`);
+    a 413 past `max_image_mb` before the rest of the picture is read."""
+    max_bytes = int(request.app.state.vidsearch.settings.max_image_mb * 1e6)
+    try:
+        form = await request.form(max_files=1, max_fields=8)
+    except Exception as exc:  # noqa: BLE001 - any malformed form is the client's error
+        raise HTTPException(400, f"the multipart form cannot be read: {exc}") from exc
+    try:
+        body = json.loads(form["request"]) if isinstance(form.get("request"), str) else {}
+    except json.JSONDecodeError as exc:
+        raise HTTPException(422, f"request: not valid JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise HTTPException(422, "request: must be a JSON object (a SearchRequest)")
+    if isinstance(form.get("query"), str) and "query" not in body:
+        body["query"] = form["query"]
+    upload = form.get("image")
+    if isinstance(upload, UploadFile):
+        data = await upload.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HTTPException(413, f"image is over the limit of {max_bytes / 1e6:.1f} MB (max_image_mb)")
+        body["image"] = base64.b64encode(data).decode()
+    elif upload is not None:
+        raise HTTPException(422, "image: must be a file part (curl -F image=@photo.jpg)")
+    await form.close()
+    scope = dict(request.scope)
+    scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k not in (b"content-type", b"content-length")]
+    scope["headers"].append((b"content-type", b"application/json"))
+    rewritten = Request(scope, request.receive)
+    rewritten._body = json.dumps(body).encode()  # read by FastAPI as the JSON body
+    return rewritten
+
+
+router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read)], route_class=SearchRoute)
+
+
+@router.post("/search", response_model=SearchResponse, responses={**ERRORS, 413: ERRORS[400], 415: ERRORS[400]}, openapi_extra=MULTIPART)
 def search(req: SearchRequest, engine: OptionalEngine) -> SearchResponse:
-    """Videos (or moments) matching a sentence, best first, with the evidence for each."""
+    """Videos (or moments) matching words, a picture and/or a moment (`like`), best first, with the
+    evidence for each; `inputs` in the response says which inputs made the query."""
     if engine is None:  # nothing indexed yet (or no model): no results, and /readyz says why
-        return SearchResponse(query=req.query, group_by=req.group_by, results=[], index_version="empty", took_ms=0.0)
+        return SearchResponse(query=req.query or "", group_by=req.group_by, results=[], index_version="empty", took_ms=0.0)
     try:
         return search_response(engine, req)
+    except ImageTooLarge as exc:
+        raise HTTPException(413, str(exc)) from exc
+    except NotAnImage as exc:
+        raise HTTPException(415, str(exc)) from exc
     except SearchError as exc:
         raise HTTPException(400, str(exc)) from exc

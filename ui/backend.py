@@ -15,6 +15,7 @@ in-process API and hands them to Streamlit.
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -164,7 +165,7 @@ class Backend:
             )
         if status in (401, 403):
             return BackendError("auth", f"The search API refused the request: {detail}", "Set VIDSEARCH_API_KEY to a key the server accepts.")
-        if status in (400, 422):
+        if status in (400, 413, 415, 422):  # 413/415: a picture too large, or not a picture
             return BackendError("bad_query", detail)
         if status == 404:
             return BackendError("not_found", detail)
@@ -181,7 +182,8 @@ class Backend:
             raise self._error(exc) from None
 
     def search(self, req: SearchRequest) -> SearchResponse:
-        resp = self._call(self.client.search, req.query, **req.model_dump(exclude={"query"}, exclude_none=True))
+        image = base64.b64decode(req.image) if req.image else None  # uploaded as a file, not inflated base64
+        resp = self._call(self.client.search, req.query, image=image, **req.model_dump(exclude={"query", "image"}, exclude_none=True))
         if resp.index_version == "empty":  # the server has no engine: say why (empty index, bad model...)
             self._call(self.client.ready)
             raise BackendError("empty", "The index is empty.", "Index some videos first (Library page, or `vidsearch index PATH`).")

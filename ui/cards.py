@@ -23,6 +23,7 @@ from .takeaway import render_takeaway
 from .timeline import seek_target, timeline_chart
 
 PLAY = "play"  # session key: which card plays what, from when
+LIKE = "like"  # session key: the moment "more like this" searches from (ui/query_inputs.py)
 # Material icons, not emoji: Streamlit ships their font, so they render on machines without emoji fonts
 CHANNEL_STYLE = {
     "visual": ("blue", ":material/movie:"),
@@ -115,6 +116,7 @@ def render_card(
             st.markdown(badges(result))
             st.caption(meta_line(result))
             _moment_strip(rank, result, thumbs, playing, request_key)
+            _more_like_button(rank, result)
             _spans(rank, result, query, request_key)
         if side is not None:
             with side:
@@ -145,6 +147,18 @@ def _moment_strip(rank: int, result: SearchResult, thumbs: list[str | None], pla
                 type="primary" if current else "secondary",
                 width="stretch",
             )
+
+
+def _like(result: SearchResult) -> None:
+    m = result.moments[0] if result.moments else None
+    start, end = (m.start, m.end) if m else (0.0, result.video.duration)
+    st.session_state[LIKE] = {"video_id": result.video.id, "start": start, "end": end, "title": result.video.title}
+
+
+def _more_like_button(rank: int, result: SearchResult) -> None:
+    """Search for moments of other videos like this card's best moment (its stored vectors)."""
+    st.button("More like this", key=f"like-{rank}", icon=":material/image_search:", on_click=_like, args=(result,),
+              help="Find moments of other videos that look like this one (words in the box still count).")  # fmt: skip
 
 
 def _spans(rank: int, result: SearchResult, query: str, request_key: str) -> None:

@@ -9,6 +9,7 @@ URL (`?q=`), so a search can be shared or bookmarked.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import streamlit as st
@@ -22,6 +23,7 @@ from vidsearch.ui.backend import Backend, BackendError, Facets
 from vidsearch.ui.cards import PLAY, fmt_time, md_escape, player_start, render_card
 from vidsearch.ui.messages import guarded, loading, show_error, validation_message
 from vidsearch.ui.takeaway import render_takeaway, shared_moment
+from vidsearch.ui.query_inputs import example_inputs
 
 PAGES = "pages"  # session key: the cursors of the pages shown for the current request
 ANY = "any"
@@ -157,6 +159,7 @@ def render() -> None:
         help="Press Enter to search.",
     )
     _remember_query(query)
+    examples = example_inputs()
     try:
         with loading(be):
             facets = cache.facets(be)
@@ -167,15 +170,16 @@ def render() -> None:
         show_error(BackendError("empty", "There are no videos to search yet.", "Index some videos on the Library page, or with `vidsearch index PATH`."))
         return
     options = sidebar_options(be, facets)
-    if not query.strip():
-        st.caption(f"{facets.total} videos indexed ({be.config.describe()}). Type what you remember and press Enter.")
+    if not query.strip() and not examples:
+        st.caption(f"{facets.total} videos indexed ({be.config.describe()}). Type what you remember and press Enter, or drop a picture.")
         return
     try:
-        req = SearchRequest(query=query, **options)
+        req = SearchRequest(query=query if query.strip() else None, **examples, **options)
     except ValidationError as exc:
         st.warning(f"**This search cannot be run as asked.** {validation_message(exc)}", icon=":material/edit:")
         return
-    request_key = req.model_dump_json(exclude={"cursor"}, exclude_none=True)
+    # a digest: the request may hold a picture (megabytes), and the key rides in every button's args
+    request_key = hashlib.sha256(req.model_dump_json(exclude={"cursor"}, exclude_none=True).encode()).hexdigest()
     try:
         results, last = fetch(be, req, request_key)
     except BackendError as err:
@@ -184,7 +188,7 @@ def render() -> None:
     if not results:
         why = f" {md_escape(last.message[:1].upper() + last.message[1:])}." if last is not None and last.message else ""
         st.info(
-            f"**No results** for “{md_escape(query)}”.{why} Try other words, more channels, looser filters, "
+            f"**No results** for “{md_escape(query or ' + '.join(examples))}”.{why} Try other words, more channels, looser filters, "
             "or “Show weak matches” in the sidebar.",
             icon=":material/search_off:",
         )

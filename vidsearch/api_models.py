@@ -45,8 +45,35 @@ class Filters(_Strict):
         return self
 
 
+QueryInput = Literal["text", "image", "like"]
+MAX_IMAGE_BASE64 = 64 << 20  # a hard cap on the JSON field; the server's own limit (max_image_mb) is lower
+
+
+class LikeQuery(_Strict):
+    """"More like this moment": the stored unit vectors of a stretch of an indexed video, averaged."""
+
+    video_id: str = Field(..., min_length=1, max_length=128, description="an indexed video")
+    start: float = Field(0.0, ge=0, description="seconds")
+    end: float | None = Field(None, gt=0, description="seconds; the end of the video when absent")
+    include_source: bool = Field(False, description="also return moments of the source video (left out by default)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LikeQuery:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError("like.end must be greater than like.start")
+        return self
+
+
 class SearchRequest(_Strict):
-    query: str = Field(..., min_length=1, max_length=1000, description="what to find, in words")
+    query: str | None = Field(None, min_length=1, max_length=1000, description="what to find, in words (optional with an image or `like`)")
+    image: str | None = Field(
+        None, max_length=MAX_IMAGE_BASE64,
+        description="an example picture, base64 (a data: URL too); or upload it as multipart/form-data",
+    )  # fmt: skip
+    like: LikeQuery | None = Field(None, description="find moments like this stretch of an indexed video")
+    query_weights: dict[QueryInput, float] | None = Field(
+        None, description="how much each input counts when several are given (default 1 each): text, image, like"
+    )
     top_k: int = Field(10, ge=1, le=200, description="results per page")
     group_by: Literal["video", "moment"] = "video"
     channels: dict[Channel, float] | None = Field(
@@ -62,7 +89,9 @@ class SearchRequest(_Strict):
 
     @model_validator(mode="after")
     def _query_has_words(self) -> SearchRequest:
-        if not self.query.strip():
+        if self.query is None and self.image is None and self.like is None:
+            raise ValueError("give a query (words), an image, or like (a moment of an indexed video)")
+        if self.query is not None and not self.query.strip():
             raise ValueError("query must contain at least one non-space character")
         if self.channels is not None:
             if not self.channels:
@@ -70,7 +99,17 @@ class SearchRequest(_Strict):
             for name, weight in self.channels.items():
                 if not (0 <= weight <= 100):
                     raise ValueError(f"channel weight for {name} must be between 0 and 100")
+        if self.query_weights is not None:
+            for name, weight in self.query_weights.items():
+                if not (0 <= weight <= 100):
+                    raise ValueError(f"query weight for {name} must be between 0 and 100")
         return self
+
+    @property
+    def inputs(self) -> list[str]:
+        """The query inputs this request gives, in a fixed order."""
+        given = {"text": self.query is not None, "image": self.image is not None, "like": self.like is not None}
+        return [name for name, present in given.items() if present]
 
 
 class VideoInfo(BaseModel):
@@ -122,7 +161,10 @@ class SearchResult(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    query: str
+    query: str = Field("", description="the words searched for (empty for an image or `like` query alone)")
+    inputs: dict[str, float] = Field(
+        default_factory=dict, description="the query inputs that contributed (text, image, like) and each one's share of the query vector"
+    )
     group_by: str
     results: list[SearchResult]
     next_cursor: str | None = None

@@ -12,6 +12,7 @@ answers in 0.8 s, where importing lancedb takes 2.5 s and torch with the search 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -23,6 +24,7 @@ from . import __version__
 from .api_models import SearchRequest
 from .client import ApiError, VidsearchClient
 from .clitools import (
+    AudioModelOpt,
     BackendOpt,
     BatchOpt,
     CheckpointOpt,
@@ -61,6 +63,8 @@ from .timeline_export import ExportItem, ExportRequest, export_timeline, format_
 from .lab import commands as lab_commands
 from .triton_cli import export_triton_command
 from .ui import run_ui
+
+_STARTED = time.monotonic()  # a one-shot command's time includes its start-up (heavy imports come later)
 
 app = typer.Typer(
     name="vidsearch",
@@ -254,6 +258,7 @@ def index(
     ocr: OcrOpt = None,
     speech_engine: SpeechEngineOpt = None,
     speech_model: SpeechModelOpt = None,
+    audio_model: AudioModelOpt = None,
     token_merging: MergingOpt = None,
     follow_symlinks: FollowOpt = None,
     retry_failed: RetryOpt = None,
@@ -292,6 +297,7 @@ def reindex(
     ocr: OcrOpt = None,
     speech_engine: SpeechEngineOpt = None,
     speech_model: SpeechModelOpt = None,
+    audio_model: AudioModelOpt = None,
     token_merging: MergingOpt = None,
     follow_symlinks: FollowOpt = None,
     retry_failed: RetryOpt = None,
@@ -408,9 +414,26 @@ def delete(
 
 
 # -- search / serve -----------------------------------------------------------------------------
+def _like_arg(text: str) -> dict:
+    """`VIDEO_ID@START-END` (seconds), `VIDEO_ID@START-` or `VIDEO_ID` (the whole video) -> a LikeQuery's fields."""
+    vid, at, span = text.partition("@")
+    if not at:
+        return {"video_id": vid}
+    start, dash, end = span.partition("-")
+    try:
+        if not dash:
+            raise ValueError(span)
+        return {"video_id": vid, "start": float(start or 0), **({"end": float(end)} if end else {})}
+    except ValueError:
+        _fail(f"--like {text!r}: use VIDEO_ID@START-END in seconds (e.g. 3f2a9c@12.5-18.0), or VIDEO_ID for the whole video")
+
+
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help="What to find, in words.", show_default=False)],
+    query: Annotated[Optional[str], typer.Argument(help="What to find, in words (optional with --image or --like).", show_default=False)] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Find moments that look like this picture (composes with the words).")] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help="More like this moment: VIDEO_ID@START-END (seconds), from its stored vectors.")] = None,
+    weight: Annotated[Optional[list[str]], typer.Option("--weight", help="How much an input counts when several are given: text=2, image=1, like=1.")] = None,
     db: DbOpt = None,
     api: Annotated[Optional[str], typer.Option("--api", help="Ask a running server (URL) instead of opening --db [VIDSEARCH_API_URL].")] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="VIDSEARCH_API_KEY", help="Key for a server that needs one.")] = None,
@@ -428,18 +451,27 @@ def search(
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Search the index: videos with the moments where the query happens."""
+    """Search the index by words, an example picture (--image) or a moment (--like), or a mix:
+    videos with the moments where it happens."""
     from pydantic import ValidationError
 
     settings = _settings(config, db=db, api_url=api, checkpoint=checkpoint, encoder_backend=encoder_backend, triton_url=triton_url, device=device)
-    channels = None
+    channels = weights = None
     if channel:
         try:
             channels = {c.split("=")[0]: float(c.split("=")[1]) if "=" in c else 1.0 for c in channel}
         except ValueError:
             _fail("--channel takes NAME or NAME=WEIGHT, e.g. --channel visual --channel speech=2")
+    if weight:
+        try:
+            weights = {w.split("=")[0]: float(w.split("=")[1]) for w in weight}
+        except (ValueError, IndexError):
+            _fail("--weight takes INPUT=WEIGHT, e.g. --weight text=2 --weight image=1")
+    if image is not None and not image.is_file():
+        _fail(f"--image {image}: no such file")
     try:
-        req = SearchRequest(query=query, top_k=top_k, group_by=group_by, channels=channels, min_relevance=min_relevance)
+        req = SearchRequest(query=query, image="" if image else None, like=_like_arg(like) if like else None, query_weights=weights,
+                            top_k=top_k, group_by=group_by, channels=channels, min_relevance=min_relevance)  # fmt: skip
         if export is not None:
             format_for(export)
     except ValidationError as exc:
@@ -454,7 +486,7 @@ def search(
         client = local_client(settings)
     try:
         with client:
-            resp = client.search(req.query, **req.model_dump(exclude={"query"}, exclude_none=True))
+            resp = client.search(req.query, image=image, **req.model_dump(exclude={"query", "image"}, exclude_none=True))
             if resp.index_version == "empty":  # no engine: /readyz says why (empty index, model...)
                 client.ready()
     except ApiError as exc:
@@ -468,7 +500,11 @@ def search(
     if not resp.results:
         out.print(resp.message or "no results", highlight=False)
         return
-    table = Table(title=f"{query!r} — {len(resp.results)} results in {resp.took_ms:.0f} ms", title_justify="left")
+    asked = " + ".join(repr(query) if name == "text" else name for name in resp.inputs)
+    where = "by the server" if settings.api_url else (
+        f"searching; {time.monotonic() - _STARTED:.1f} s in all, with start-up: imports, opening the index, loading the model"
+    )  # fmt: skip
+    table = Table(title=f"{asked} — {len(resp.results)} results in {resp.took_ms:.0f} ms ({where})", title_justify="left")
     for col in ("#", "video", "relevance", "channels", "moments (start–end s)"):
         table.add_column(col, overflow="fold")
     for i, r in enumerate(resp.results, 1):

@@ -13,13 +13,16 @@ would serve (`vidsearch.server.local_client` builds one).
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .api_models import IndexStatus, JobInfo, SearchRequest, SearchResponse, VideoInfo, VideoList
+from .api_models import IndexStatus, JobInfo, LikeQuery, SearchRequest, SearchResponse, VideoInfo, VideoList
 
 LOCAL_URL = "http://in-process"
 
@@ -118,10 +121,28 @@ class VidsearchClient:
             raise ApiError(resp.status_code, str(detail))
         return resp
 
-    def search(self, query: str, **options: Any) -> SearchResponse:
-        """`options` are SearchRequest fields: top_k, group_by, channels, filters, min_score, cursor."""
-        body = SearchRequest(query=query, **options).model_dump(exclude_none=True, mode="json")
-        return SearchResponse.model_validate(self._call("POST", "/v1/search", json=body).json())
+    def search(self, query: str | None = None, *, image: bytes | str | os.PathLike | None = None, **options: Any) -> SearchResponse:
+        """Search by words, by an example picture, by a moment (`like`), or any mix of them.
+
+        `image` is the picture's bytes or a file path; it is uploaded as multipart/form-data (no
+        base64 inflation). `options` are SearchRequest fields: like (a LikeQuery or its dict),
+        query_weights, top_k, group_by, channels, filters, min_score, cursor."""
+        if image is None:
+            body = SearchRequest(query=query, **options).model_dump(exclude_none=True, mode="json")
+            return SearchResponse.model_validate(self._call("POST", "/v1/search", json=body).json())
+        if isinstance(image, (str, os.PathLike)):
+            name, data = Path(image).name, Path(image).read_bytes()
+        else:
+            name, data = "image", bytes(image)
+        # validated here as the server will (an empty `image` stands for the uploaded part)
+        body = SearchRequest(query=query, image="", **options).model_dump(exclude={"image"}, exclude_none=True, mode="json")
+        form = {"request": json.dumps(body)}
+        return SearchResponse.model_validate(self._call("POST", "/v1/search", data=form, files={"image": (name, data)}).json())
+
+    def more_like(self, video_id: str, start: float = 0.0, end: float | None = None, **options: Any) -> SearchResponse:
+        """Moments of other videos like `start`-`end` of this one (its stored vectors; nothing re-encoded).
+        `options` as for `search` (a `query` in words composes with it)."""
+        return self.search(like=LikeQuery(video_id=video_id, start=start, end=end), **options)
 
     def videos(self, limit: int = 100, offset: int = 0) -> VideoList:
         return VideoList.model_validate(self._call("GET", "/v1/videos", params={"limit": limit, "offset": offset}).json())

@@ -77,6 +77,7 @@ SpeechOpt = Annotated[Optional[bool], typer.Option("--speech/--no-speech", help=
 OcrOpt = Annotated[Optional[bool], typer.Option("--ocr/--no-ocr", help="Read on-screen text [default on].")]
 SpeechEngineOpt = Annotated[Optional[str], typer.Option("--speech-engine", help="whisper | pocketsphinx [default whisper].")]
 SpeechModelOpt = Annotated[Optional[str], typer.Option("--speech-model", help="Whisper model name or path [default tiny.en, shipped].")]
+AudioModelOpt = Annotated[Optional[str], typer.Option("--audio-model", help="Pretrained text-audio tower for non-speech sounds (CLAP): a Hugging Face name or a local folder; `none` for no such tower. Part of the index's fingerprint [VIDSEARCH_AUDIO_MODEL].")]
 MergingOpt = Annotated[Optional[str], typer.Option("--token-merging", help="Temporal token merging: off | recommended | a schedule [default off].")]
 FollowOpt = Annotated[Optional[bool], typer.Option("--follow-symlinks/--no-follow-symlinks", help="Follow symbolic links that lead outside the folders given [default: no; they are listed as not followed].")]
 RetryOpt = Annotated[Optional[bool], typer.Option("--retry-failed", help="Try again files that failed before, even if unchanged.")]

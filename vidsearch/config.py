@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         "off", description="Temporal token merging in the image tower: off, recommended, or a schedule string."
     )
 
+    audio_model: str | None = Field(
+        None, description="Pretrained text-audio tower for non-speech sounds (CLAP): a Hugging Face name "
+        "(laion/clap-htsat-unfused) or a local folder; none: no such tower. Part of the index's fingerprint.",
+    )
+    audio_weight: float = Field(0.5, ge=0, le=10, description="How much a pretrained audio tower's match counts against the visual score.")
+
     # Where the frame/text towers run (README: Serving encoders with Triton). The heads and the audio
     # tower stay in this process either way.
     encoder_backend: Literal["torch", "triton"] = Field(
@@ -88,7 +94,16 @@ class Settings(BaseSettings):
     speech: bool = Field(True, description="Transcribe speech (ASR with word times) into timed spans.")
     speech_engine: Literal["whisper", "pocketsphinx"] = Field("whisper", description="ASR engine.")
     speech_model: str | None = Field(None, description="Whisper model name or path (default tiny.en, shipped).")
-    ocr: bool = Field(True, description="Read on-screen text (Tesseract) into timed spans.")
+    speech_batch: int = Field(
+        8, ge=1, description="Whisper: pieces of speech decoded side by side (1: the sequential decoder, ~3x slower)."
+    )
+    ocr: bool = Field(True, description="Read on-screen text into timed spans.")
+    ocr_engine: Literal["rapidocr", "tesseract"] = Field(
+        "rapidocr", description="rapidocr: PP-OCRv4 detection + recognition (reads text on busy backgrounds); tesseract."
+    )
+    ocr_fps: float | None = Field(
+        None, gt=0, le=30, description="Frames per second read for on-screen text (default: sample_fps)."
+    )
 
     # Search.
     candidates: int = Field(100, ge=1, le=1000, description="Videos re-ranked by the fine stage.")
@@ -101,6 +116,9 @@ class Settings(BaseSettings):
     pool_temperature: float = Field(0.01, gt=0, description="Temperature of parameter-free X-Pool.")
     rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
     ann: Literal["auto", "flat", "hnsw", "ivfpq"] = Field("auto", description="Coarse index kind.")
+    ann_saved: bool = Field(
+        True, description="Save the coarse index beside the store (DB/ann/) and load it at start instead of rebuilding."
+    )
     feature_cache_mb: int = Field(1024, ge=16, description="Memory for cached unit vectors.")
     refresh_seconds: float = Field(1.0, ge=0, description="How often the server looks for a new index version.")
     calibration: Path | None = Field(
@@ -108,6 +126,10 @@ class Settings(BaseSettings):
     )
     min_relevance: float | None = Field(
         None, ge=0, le=1, description="Drop results whose calibrated relevance is below this (default: the calibration's)."
+    )
+    max_image_mb: float = Field(10.0, gt=0, le=64, description="Largest example image a search accepts (MB); larger is a 413.")
+    query_batch_ms: float = Field(
+        2.0, ge=0, le=50, description="Concurrent new queries wait this long to be encoded in one batch (0: one by one)."
     )
 
     # HTTP service.

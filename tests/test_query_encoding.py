@@ -1,0 +1,77 @@
+"""Query encoding under load: one text-tower pass serves the frames and the text channels, and
+concurrent new queries are encoded in micro-batches."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from vidsearch.config import Settings
+from vidsearch.search import SearchEngine, Snapshot, TextChannels
+from vidsearch.search.batching import QueryBatcher
+
+
+def test_concurrent_texts_share_batches_and_each_gets_its_own_vector():
+    calls: list[list[str]] = []
+
+    def encode_many(texts):
+        calls.append(list(texts))
+        time.sleep(0.05)  # a text-tower pass
+        return [np.full(3, float(len(t)), np.float32) for t in texts]
+
+    batcher = QueryBatcher(encode_many, wait_ms=20)
+    texts = [f"query {'x' * i}" for i in range(12)]
+    out: dict[str, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda t=t: out.__setitem__(t, batcher(t))) for t in texts]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(10)
+    assert all(out[t][0] == len(t) for t in texts)
+    assert sum(len(c) for c in calls) == 12
+    assert len(calls) < 12  # batched: without it every text is its own pass
+    assert max(len(c) for c in calls) > 1
+
+
+def test_a_failed_batch_fails_its_callers_and_the_next_batch_works():
+    fail = [True]
+
+    def encode_many(texts):
+        if fail[0]:
+            fail[0] = False
+            raise RuntimeError("tower down")
+        return [np.ones(2, np.float32) for _ in texts]
+
+    batcher = QueryBatcher(encode_many, wait_ms=1)
+    with pytest.raises(RuntimeError, match="tower down"):
+        batcher("a")
+    assert batcher("b").tolist() == [1.0, 1.0]
+
+
+def test_the_tiny_text_tower_gives_the_sentence_vector_in_the_same_pass(tiny_backbone):
+    from vidsearch.encoders.sentence import get_sentence_encoder
+
+    assert tiny_backbone.sentence_tower
+    texts = ["a red circle moves to the left", "someone says hello, then a dog barks twice"]
+    vectors, sentences = tiny_backbone.encode_text_and_sentences(texts)
+    np.testing.assert_allclose(vectors, tiny_backbone.encode_text(texts), atol=1e-6)
+    want = get_sentence_encoder().encode(texts)
+    assert (sentences * want).sum(axis=1).min() > 0.9999
+    long = " ".join(["word"] * 60)  # cut at the tower's context: the sentence encoder reads further
+    assert tiny_backbone.encode_text_and_sentences([long])[1] is None
+
+
+def test_a_search_query_is_encoded_once_for_frames_and_text_channels(tiny_backbone):
+    class NoSecondPass:
+        def encode(self, texts):
+            raise AssertionError("the sentence encoder ran although the query pass gave its vector")
+
+    channels = TextChannels(store=None, encoder=NoSecondPass())
+    snap = Snapshot(version="v", videos={}, ids=np.zeros(0, str), durations=np.zeros(0), coarse=None)
+    engine = SearchEngine.from_snapshot(snap, tiny_backbone, Settings(model="tiny"), {}, text_channels=channels)
+    query = engine.encode_query("a blue square spins")
+    sentence = channels._embed("a blue square spins")  # what the channel search asks for
+    assert query.shape == (tiny_backbone.dim,) and sentence.shape == (384,)
