@@ -79,7 +79,6 @@ class Hit:
     moment_relevance: tuple[float, ...] = ()  # each reported moment's, aligned with `moments`
 
 
-
 def per_video_best(video_ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best segment score per video, videos best first (columnar group-by)."""
     ok = video_ids != ""
