@@ -1,4 +1,5 @@
-"""The lab's commands: `vidsearch train`, `eval`, `eval-moments`, `eval-retrieval` and `synth`.
+"""The lab's commands: `vidsearch train`, `eval`, `eval-moments`, `eval-retrieval`, `synth`,
+`calibrate` and `label-synth`.
 
 They exist to train and measure models, not to serve users, so they live in the lab wing; the main
 CLI only registers them (`register(app)`), with the same names and flags as always. Each command
@@ -32,6 +33,7 @@ from vidsearch.clitools import fail as _fail
 from vidsearch.clitools import print_json as _print_json
 from vidsearch.clitools import settings_from as _settings
 
+from .calibration_cli import calibrate_command, label_synth_command
 from .datasets import DatasetError, read_msrvtt, write_jsonl
 from .evaluation_cli import eval_moments, eval_retrieval
 from .synth import synth_command
@@ -45,6 +47,8 @@ def register(app: typer.Typer) -> None:
     app.command("eval-moments")(eval_moments)
     app.command("eval-retrieval")(eval_retrieval)
     app.command("synth")(synth_command)
+    app.command("calibrate")(calibrate_command)
+    app.command("label-synth")(label_synth_command)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

@@ -34,6 +34,7 @@ from .examples import ComposedQuery, check_image_size, compose, decode_base64_im
 from .features import FeatureCache, QueryVectorCache, VideoFeatures
 from .plan import QueryPlan, SearchError, TimeWindow, channel_weights
 from .ranking import Ranking, candidate_pool, final_ranking
+from .relevance import Calibration, find_calibration, with_relevance
 from .saved_coarse import save_coarse, saved_version
 from .snapshot import Snapshot, build_snapshot, store_version
 from .text_channels import TextChannels
@@ -85,6 +86,26 @@ class SearchEngine:
         self._save_lock = threading.Lock()
         self._saver: threading.Thread | None = None
         self._save_again = False
+        self.calibration: Calibration | None = None
+        fp = getattr(backbone, "fingerprint", None)
+        if fp is not None:
+            self.calibration = find_calibration(fp.id, settings.db, settings.calibration)
+
+    def calibration_for(self, req: SearchRequest) -> Calibration | None:
+        """The calibration was fitted on word queries: a picture or a `like` moment scores on another
+        scale (images sit closer to frames than words do), so those get no relevance and lose nothing."""
+        return None if req.image is not None or req.like is not None else self.calibration
+
+    def min_relevance(self, req: SearchRequest) -> float | None:
+        """The threshold a request is answered with: its own, else the settings', else the
+        calibration's default; None (nothing dropped) without a calibration."""
+        calibration = self.calibration_for(req)
+        if calibration is None:
+            return None
+        for value in (req.min_relevance, self.settings.min_relevance):
+            if value is not None:
+                return value
+        return calibration.threshold
 
     @classmethod
     def from_snapshot(
@@ -253,10 +274,12 @@ class SearchEngine:
     def rank(self, plan: QueryPlan) -> Ranking:
         """Candidate pool → final ranking; moments are cut by the ranking, page by page."""
         s = self.settings
+        threshold = self.min_relevance(plan.request)
         if not plan.answerable:
-            return Ranking(plan, [], self.head)
+            return Ranking(plan, [], self.head, threshold)
         pool = candidate_pool(plan, self.text_channels, coarse_segments=s.coarse_segments, candidates=s.candidates, rrf_k=s.rrf_k)
-        return Ranking(plan, final_ranking(plan, pool, self.cache, self.head, self.pooler, rrf_k=s.rrf_k), self.head)
+        ranked = with_relevance(final_ranking(plan, pool, self.cache, self.head, self.pooler, rrf_k=s.rrf_k), self.calibration_for(plan.request))
+        return Ranking(plan, ranked, self.head, threshold)
 
 
 def open_engine(settings: Settings, text_channels: Callable | None = None, backbone=None) -> SearchEngine:

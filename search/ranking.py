@@ -35,7 +35,7 @@ from .moments import Moment, MomentResult, localize_moments
 from .plan import QueryPlan
 from .rerank import rerank
 
-__all__ = ["Candidate", "CandidatePool", "Hit", "Ranking", "audio_hits", "candidate_pool", "final_ranking", "localize", "per_video_best"]
+__all__ = ["Candidate", "CandidatePool", "Hit", "Ranking", "audio_hits", "candidate_pool", "final_ranking", "localize", "moment_relevance", "per_video_best"]
 
 MOMENT_GROUP_VIDEOS = 30  # candidates whose moments compete when results are listed by moment
 SPANS_PER_RESULT = 5
@@ -64,6 +64,7 @@ class Candidate:
     attention: np.ndarray  # (T,) X-Pool's weights over the units
     audio_gate: float  # the head's trust in this soundtrack for this query (0: no head or no audio)
     spans: list[SpanHit]  # matched text, best first
+    probability: float | None = None  # calibrated relevance (relevance.py); None without a calibration
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Hit:
     found: MomentResult  # the moments and the curve they were cut from
     moments: list[Moment]  # the moments to report (all, or the one moment in moment mode)
     score: float  # the candidate's score, or the moment's in moment mode
+    relevance: float | None = None  # the result's calibrated relevance (the moment's in moment mode)
+    moment_relevance: tuple[float, ...] = ()  # each reported moment's, aligned with `moments`
 
 
 def per_video_best(video_ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,11 +202,38 @@ def localize(plan: QueryPlan, c: Candidate, head=None) -> MomentResult:
                             max_moments=plan.request.max_moments)  # fmt: skip
 
 
-class Ranking:
-    """The ranked candidates of one plan; moments are cut only for the results a page shows."""
+def moment_relevance(probability: float | None, moments: list[Moment]) -> tuple[float, ...]:
+    """Each moment's relevance: the video's calibrated probability, scaled by the moment's score
+    against the video's best moment (the best moment carries the video's relevance, weaker ones less)."""
+    if probability is None or not moments:
+        return ()
+    scores = np.array([m.score for m in moments], dtype=np.float64)
+    best = scores.max()
+    share = np.clip(scores / best, 0.0, 1.0) if best > 0 else np.ones_like(scores)
+    return tuple((probability * share).tolist())
 
-    def __init__(self, plan: QueryPlan, candidates: list[Candidate], head=None):
-        self.plan, self.candidates, self.head = plan, candidates, head
+
+class Ranking:
+    """The ranked candidates of one plan; moments are cut only for the results a page shows.
+
+    With a calibration, results whose relevance is under `min_relevance` are dropped before paging
+    (so pages and cursors count only what is shown): `dropped` says how many, `best_dropped` the
+    highest relevance among them, for the "nothing found" message.
+    """
+
+    def __init__(self, plan: QueryPlan, candidates: list[Candidate], head=None, min_relevance: float | None = None):
+        self.plan, self.head, self.min_relevance = plan, head, min_relevance
+        self.calibrated = bool(candidates) and candidates[0].probability is not None
+        self.best_dropped: float | None = None
+        self.dropped = 0
+        if self.calibrated and min_relevance is not None and not self.by_moment:
+            probs = np.array([c.probability for c in candidates])
+            keep = probs >= min_relevance
+            self.dropped = int((~keep).sum())
+            if self.dropped:
+                self.best_dropped = float(probs[~keep].max())
+            candidates = [c for c, k in zip(candidates, keep) if k]
+        self.candidates = candidates
 
     @property
     def by_moment(self) -> bool:
@@ -226,15 +256,23 @@ class Ranking:
         hits = []
         for c in self.candidates[offset : offset + limit]:
             found = localize(self.plan, c, self.head)
-            hits.append(Hit(c, found, found.moments, c.score))
+            hits.append(Hit(c, found, found.moments, c.score, c.probability, moment_relevance(c.probability, found.moments)))
         return hits
 
     @cached_property
     def _moment_hits(self) -> list[Hit]:
-        """Every moment of the leading candidates, ranked by its own relevance."""
+        """Every moment of the leading candidates, ranked by its own relevance (those under
+        `min_relevance` dropped, when calibrated)."""
         flat = []
         for c in self.candidates[:MOMENT_GROUP_VIDEOS]:
             found = localize(self.plan, c, self.head)
-            flat += [Hit(c, found, [m], m.score) for m in found.moments]
+            rel = moment_relevance(c.probability, found.moments) or (None,) * len(found.moments)
+            flat += [Hit(c, found, [m], m.score, r, () if r is None else (r,)) for m, r in zip(found.moments, rel)]
+        if self.calibrated and self.min_relevance is not None:
+            dropped = [h.relevance for h in flat if h.relevance < self.min_relevance]
+            self.dropped = len(dropped)
+            if dropped:
+                self.best_dropped = max(dropped)
+            flat = [h for h in flat if h.relevance >= self.min_relevance]
         flat.sort(key=lambda h: -h.score)
         return flat

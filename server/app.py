@@ -24,7 +24,7 @@ from vidsearch.client import LOCAL_URL, AppTransport, VidsearchClient
 from vidsearch.config import Settings
 from vidsearch.search import SearchEngine
 
-from . import health, jobs, search, videos
+from . import exports, health, jobs, search, videos
 from .limits import body_limit
 from .state import ServerState
 
@@ -48,7 +48,7 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
         max_body_size=body_limit(settings),  # 413 before a large body is read (limits.py)
     )
     app.state.vidsearch = state
-    for module in (search, videos, jobs, health):
+    for module in (search, videos, exports, jobs, health):
         app.include_router(module.router)
 
     @app.middleware("http")

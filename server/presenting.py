@@ -19,7 +19,7 @@ import numpy as np
 from vidsearch.api_models import Curve, MomentOut, SearchRequest, SearchResponse, SearchResult, VideoInfo
 from vidsearch.search import Hit, SearchEngine, SearchError
 
-__all__ = ["CURVE_POINTS", "links", "rounded", "search_response", "video_info"]
+__all__ = ["CURVE_POINTS", "links", "relevance_label", "rounded", "search_response", "video_info"]
 
 CURVE_POINTS = 200
 
@@ -38,13 +38,46 @@ def video_info(row: dict) -> VideoInfo:
     )
 
 
-def links(video_id: str, t: float | None = None) -> dict[str, str]:
+def links(video_id: str, t: float | None = None, moment: MomentOut | None = None) -> dict[str, str]:
+    """Where a result's parts are: the video, its media, a thumbnail and the player at `t`, the
+    moment as a playable clip, and `ui`: the UI's own address of that moment (relative to the UI's
+    root, which the API does not know), so a moment can be shared."""
     base = f"/v1/videos/{video_id}"
     out = {"self": base, "media": f"{base}/media"}
     if t is not None:
         out["player"] = f"{base}/media#t={t:.2f}"
         out["thumbnail"] = f"{base}/thumbnail?t={t:.2f}"
+        out["ui"] = f"?video={video_id}&t={t:.2f}"
+    if moment is not None:
+        out["clip"] = f"{base}/clip?start={moment.start:.3f}&end={moment.end:.3f}"
+        out["ui"] = f"?video={video_id}&t={t if t is not None else moment.start:.2f}&start={moment.start:.3f}&end={moment.end:.3f}"
     return out
+
+
+def relevance_label(p: float | None) -> str | None:
+    """A relevance as people read it: strong (>= 0.8), good (>= 0.5), weak."""
+    if p is None:
+        return None
+    return "strong" if p >= 0.8 else "good" if p >= 0.5 else "weak"
+
+
+def best_time(curve, start: float, end: float) -> float:
+    """Where the relevance curve peaks inside [start, end] (the moment's start when no bin falls in it)."""
+    inside = (curve.times >= start) & (curve.times <= end)
+    if not inside.any():
+        return start
+    return float(curve.times[inside][np.argmax(curve.values[inside])])
+
+
+def empty_message(ranking, query: str) -> str | None:
+    """Why a first page is empty, in words: nothing passed the relevance threshold, or nothing matched."""
+    if ranking.dropped:
+        return (
+            f"nothing in the library matches {query!r} well enough: the best result's relevance is "
+            f"{ranking.best_dropped:.0%}, under the threshold of {ranking.min_relevance:.0%} "
+            f"(set min_relevance lower to see weaker matches)"
+        )
+    return f"nothing in the library matches {query!r}"
 
 
 def encode_cursor(offset: int, key: str, version: str) -> str:
@@ -94,16 +127,24 @@ def search_result(hit: Hit, row: dict) -> SearchResult:
     c, curve = hit.candidate, hit.found.curve
     f = c.features
     step = max(1, int(np.ceil(len(curve.times) / CURVE_POINTS)))
+    rel = hit.moment_relevance or (None,) * len(hit.moments)
+    moments = [
+        MomentOut(start=round(m.start, 3), end=round(m.end, 3), score=round(m.score, 6),
+                  relevance=None if r is None else round(r, 4), best=round(best_time(curve, m.start, m.end), 3))
+        for m, r in zip(hit.moments, rel)
+    ]  # fmt: skip
     return SearchResult(
         video=video_info(row),
         score=round(hit.score, 6),
+        relevance=None if hit.relevance is None else round(hit.relevance, 4),
+        relevance_label=relevance_label(hit.relevance),
         channel_scores={name: round(v, 6) for name, v in c.channel_scores.items()},
-        moments=[MomentOut(start=round(m.start, 3), end=round(m.end, 3), score=round(m.score, 6)) for m in hit.moments],
+        moments=moments,
         frame_weights=rounded(c.attention, 6),
         unit_times=[[a, b] for a, b in zip(rounded(f.start, 3), rounded(f.end, 3))],
         spans=c.spans,
         curve=Curve(times=rounded(curve.times[::step], 3), values=rounded(curve.values[::step], 6)),
-        links=links(c.video_id, round(hit.moments[0].start, 3) if hit.moments else 0.0),
+        links=links(c.video_id, moments[0].best if moments else 0.0, moments[0] if moments else None),
     )
 
 
@@ -127,6 +168,8 @@ def search_response(engine: SearchEngine, req: SearchRequest, query_vector: np.n
         group_by=req.group_by,
         results=results,
         next_cursor=encode_cursor(offset + req.top_k, key, version) if more else None,
+        min_relevance=ranking.min_relevance,
+        message=empty_message(ranking, req.query or "this search") if not results and offset == 0 else None,
         index_version=version,
         took_ms=round((time.perf_counter() - t0) * 1000, 3),
     )

@@ -53,7 +53,8 @@ def delete_video(row: VideoRow, store: IndexStore, state: State) -> dict:
     return {"deleted": video_id, "removed": removed}
 
 
-def _indexed_file(store, row: dict, state) -> IndexedFile:
+def indexed_file(store, row: dict, state) -> IndexedFile:
+    """The indexed video's file, opened and checked (library.py), or the HTTP error that says why not."""
     try:
         return open_indexed(store, row, resolved_roots(state.settings.library_roots))
     except PathRefused as exc:
@@ -78,7 +79,7 @@ def media(row: VideoRow, store: IndexStore, state: State) -> Response:
         # object storage: a presigned URL valid for an hour answers the player's range requests itself,
         # so the bytes never pass through this server (its bandwidth, a worker per player)
         return RedirectResponse(objectstore.presign(row["path"], seconds=3600), status_code=307)
-    f = _indexed_file(store, row, state)
+    f = indexed_file(store, row, state)
     return IndexedFileResponse(f, media_type=media_type(Path(row["path"])))
 
 
@@ -102,7 +103,7 @@ def thumbnail(
     if objectstore.is_uri(row["path"]):
         jpeg = cut_thumbnail(row["path"], row["video_id"], t, width, state.thumbs)
     else:
-        with _indexed_file(store, row, state) as f:
+        with indexed_file(store, row, state) as f:
             jpeg = cut_thumbnail(f, row["video_id"], t, width, state.thumbs)
     if jpeg is None:
         raise HTTPException(404, f"no frame at t={t:.2f} in video {row['video_id']}")

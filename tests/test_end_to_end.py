@@ -66,10 +66,14 @@ def test_caption_search_over_http_finds_the_video_and_the_moment(indexed_library
             assert len(uri_of) == N_VIDEOS
             for e in asked:
                 query = e["captions"]["test"]
-                top = client.search(query, top_k=5).results[0]
+                top = client.search(query, top_k=5, min_relevance=0).results[0]  # the ranking, whatever its relevance
                 first_right = (corpus / uri_of[top.video.id]).resolve() == (corpus / e["video"]).resolve()
                 best = float(temporal_iou([[m.start, m.end] for m in top.moments[:1]], [[e["start"], e["end"]]]).max(initial=0.0))
                 outcomes.append((query, first_right, best))
+            # the shipped model's calibration: what the library does not hold finds nothing, and says so
+            for absent in ("blorft quazzle snorp vintle", "a cat playing the piano"):
+                resp = client.search(absent, top_k=5)
+                assert resp.results == [] and "well enough" in resp.message and resp.min_relevance is not None, resp.message
 
     hits = [o for o in outcomes if o[1] and o[2] >= 0.5]
     first = [o for o in outcomes if o[1]]

@@ -337,8 +337,11 @@ def test_library_page_local_mode_counts_model_and_failures(local_mode):
     assert metrics["Videos"] == "4" and metrics["Failed files"] == "1" and float(metrics["Hours"]) >= 0.0
     stats = cache.backend().stats()
     assert any(stats.fingerprint in m.value and "tiny" in m.value for m in at.markdown)
-    (table,) = at.dataframe
+    videos, table = at.dataframe  # the indexed videos, then the failed files
     assert str(broken) in table.value["path"].tolist() and table.value["error"].iloc[0]
+    listed = videos.value
+    assert set(listed["title"]) == TITLES and len(set(listed["id"])) == 4
+    assert all(f.endswith(".mp4") and f.startswith(str(settings.db.parent)) for f in listed["file"])
 
 
 def test_library_page_api_mode_and_job_errors(api_mode, monkeypatch, shared_library):
@@ -529,3 +532,53 @@ def test_library_page_lists_failed_warned_and_deleted_files(zoo, zoo_index, tmp_
     excluded = next(t for t in tables if "file" in t.columns)
     assert excluded["file"].tolist() == [deleted]
     assert any("Deleted from the index" in s.value for s in at.subheader)
+
+
+# -- relevance, taking moments away, shared links --------------------------------------------------------------
+@pytest.fixture
+def calibrated_local(local_mode, monkeypatch, tmp_path, tiny_backbone):
+    """Local mode with a calibration for the library's random-weight model that trusts only the first
+    place of the fused ranking (98%; the second 27%, under the 0.5 threshold)."""
+    from vidsearch.search.relevance import FEATURES, Calibration
+
+    coef = tuple(10.0 if f == "inv_rank" else 0.0 for f in FEATURES)
+    cal = Calibration(tiny_backbone.fingerprint.id, "test", FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), coef, -6.0, 0.5)
+    monkeypatch.setenv("VIDSEARCH_CALIBRATION", str(cal.save(tmp_path / "cal.json")))
+    st.cache_resource.clear()  # the backend (and its in-process app) is kept per UI config: make one that reads it
+    yield local_mode
+    st.cache_resource.clear()
+
+
+def test_relevance_is_shown_as_people_read_it_and_weak_matches_on_request(calibrated_local):
+    at = search(app().run(), QUERY)
+    no_trace(at)
+    shown = cards(at)
+    assert len(shown) == 1 and "98% · strong match" in of_type(shown[0], "markdown")[0].value
+    at.sidebar.toggle(key="weak").set_value(True).run()
+    no_trace(at)
+    assert len(cards(at)) == 4 and "27% · weak match" in of_type(cards(at)[1], "markdown")[0].value
+
+
+def test_the_played_moment_can_be_taken_away_and_shared(local_mode):
+    at = search(app().run(), QUERY)
+    no_trace(at)
+    first = block(at, "card-0")
+    assert [b.label for b in of_type(first, "download_button")] == ["Clip", "OTIO", "EDL"]
+    (link,) = [c.value for c in of_type(first, "code")]
+    top = cache.backend().search(SearchRequest(query=QUERY)).results[0]
+    assert f"?video={top.video.id}&t=" in link and f"&start={top.moments[0].start:.2f}" in link
+    (bounds,) = of_type(first, "slider")  # the moment's bounds, to widen or narrow before taking it away
+    assert len(bounds.value) == 2 and bounds.value[0] < bounds.value[1] <= top.video.duration
+
+
+def test_a_shared_link_opens_the_moment(local_mode):
+    top = cache.backend().search(SearchRequest(query=QUERY)).results[0]
+    at = app()
+    at.query_params.update({"video": top.video.id, "t": "2.00", "start": "1.00", "end": "3.00"})
+    at.run()
+    no_trace(at)
+    shared = block(at, "shared-moment")
+    assert f"Shared moment: {top.video.title} at 0:02.0" in of_type(shared, "subheader")[0].value
+    (video,) = of_type(shared, "video")
+    assert video.proto.start_time == 2
+    assert of_type(shared, "slider")[0].value == (1.0, 3.0)

@@ -140,6 +140,8 @@ def test_browser_search_plays_the_top_result_at_its_moment(shared_library, tmp_p
                             "v => [v.currentTime, ...[...Array(v.played.length).keys()].map(i => v.played.start(i))]"
                         )
                         raise AssertionError(f"player did not start at {moment.start}: currentTime and played starts {began}")
+
+                export_a_moment(page, ui.url, top)
             finally:
                 browser.close()
 
@@ -180,3 +182,26 @@ def test_browser_plays_media_and_thumbnails_from_a_server_that_wants_a_key_for_r
                 assert "sig=" in page.locator(".st-key-card-0 video").get_attribute("src")
             finally:
                 browser.close()
+
+
+def export_a_moment(page, ui_url: str, top) -> None:
+    """Open the best result through its shared link, widen its bounds with the padding, and export it
+    as an EDL: the file the browser downloads names the video and the padded moment's timecodes."""
+    m = top.moments[0]
+    page.goto(f"{ui_url}/?video={top.video.id}&t={m.start:.2f}&start={m.start:.2f}&end={m.end:.2f}")
+    shared = page.locator(".st-key-shared-moment")
+    sync_api.expect(shared.locator("h3")).to_contain_text(f"Shared moment: {top.video.title}", timeout=WAIT_MS)
+    shared.get_by_text("Take this moment away").click()
+    pad = shared.locator(".st-key-pad-shared input")
+    pad.fill("1")
+    pad.press("Enter")
+    start, end = max(0.0, m.start - 1.0), min(top.video.duration, m.end + 1.0)
+    page.wait_for_timeout(2000)  # the rerun that applies the padding
+    with page.expect_download(timeout=WAIT_MS) as download:
+        shared.locator(".st-key-edl-shared button").click()
+    edl = Path(download.value.path()).read_text()
+    assert f"FROM CLIP NAME:  {top.video.title}" in edl, edl
+
+    event = next(line.split() for line in edl.splitlines() if line.startswith("001"))
+    seconds = [sum(int(x) * w for x, w in zip(tc.split(":"), (3600, 60, 1, 1 / 25))) for tc in event[-4:-2]]
+    assert abs(seconds[0] - start) <= 0.15 and abs(seconds[1] - end) <= 0.15, (start, end, event)  # the slider snaps to 0.1 s

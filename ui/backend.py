@@ -248,6 +248,17 @@ class Backend:
         """The file and its media type, as the API serves them (local mode)."""
         return self._call(self.client.media, video.id)
 
+    def video(self, video_id: str) -> VideoInfo:
+        return self._call(self.client.video, video_id)
+
+    def clip_bytes(self, video: VideoInfo, start: float, end: float) -> bytes:
+        """The moment as a playable file, cut by the API (for the download button)."""
+        return self._call(self.client.clip, video.id, start, end)[0]
+
+    def export_text(self, items: list[dict], fmt: str, padding: float = 0.0) -> str:
+        """Moments as an edit decision list (`otio` or `edl`), written by the API."""
+        return self._call(self.client.export, items, fmt, padding)
+
     def thumbnails(self, wanted: list[tuple[VideoInfo, float]], width: int = 320) -> list[str | bytes | None]:
         """API mode: URLs the browser fetches (and caches: the API sends max-age) from the API itself.
         Local mode: JPEG bytes from the in-process API, a page of results at once."""

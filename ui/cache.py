@@ -73,6 +73,16 @@ def facets(be: Backend) -> Facets:
     return _facets(be, key_of(be))
 
 
+@st.cache_data(ttl=FACETS_TTL, max_entries=16, show_spinner=False)
+def _catalog(_be: Backend, be_key: str) -> tuple[list[VideoInfo], int]:
+    return _be.catalog()
+
+
+def catalog(be: Backend) -> tuple[list[VideoInfo], int]:
+    """The indexed videos (at most the backend's catalog limit) and how many there are."""
+    return _catalog(be, key_of(be))
+
+
 @st.cache_data(ttl=STATS_TTL, max_entries=16, show_spinner=False)
 def _stats(_be: Backend, be_key: str) -> LibraryStats:
     return _be.stats()

@@ -19,6 +19,7 @@ from vidsearch.api_models import SearchResult
 from . import cache
 from .backend import Backend, BackendError
 from .highlight import highlight_html, snippet
+from .takeaway import render_takeaway
 from .timeline import seek_target, timeline_chart
 
 PLAY = "play"  # session key: which card plays what, from when
@@ -58,8 +59,17 @@ def player_start(t: float, duration: float) -> int:
     return max(0, min(int(math.floor(t + 0.5)), int(math.floor(duration))))
 
 
+def relevance_text(result: SearchResult) -> str:
+    """Relevance as people read it ("87% · strong match"); the rank-fusion score when the model has
+    no calibration (it orders results but means nothing across queries)."""
+    if result.relevance is None:
+        return f"**score {result.score:.4f}**"
+    color = {"strong": "green", "good": "blue"}.get(result.relevance_label or "", "gray")
+    return f":{color}[**{result.relevance:.0%} · {result.relevance_label} match**]"
+
+
 def badges(result: SearchResult) -> str:
-    parts = [f"**score {result.score:.4f}**"]
+    parts = [relevance_text(result)]
     for name, value in sorted(result.channel_scores.items(), key=lambda kv: -abs(kv[1])):
         color, icon = CHANNEL_STYLE.get(name, ("gray", ":material/search:"))
         parts.append(f":{color}-badge[{icon} {md_escape(name)} {value:.3f}]")
@@ -123,14 +133,15 @@ def _moment_strip(rank: int, result: SearchResult, thumbs: list[str | None], pla
             thumb = thumbs[i] if i < len(thumbs) else None
             span = f"{fmt_time(m.start)}–{fmt_time(m.end)}"
             if thumb:
-                st.image(thumb, width="stretch", caption=span, alt=f"frame at {fmt_time(m.start)}")
+                best = m.best if m.best is not None else m.start
+                st.image(thumb, width="stretch", caption=span, alt=f"frame at {fmt_time(best)}")
             else:
                 st.caption(f"{span} (no frame)")
             st.button(
                 fmt_time(m.start),
                 key=f"moment-{rank}-{i}",
                 icon=":material/play_arrow:",
-                help=f"play from {m.start:.1f} s (moment score {m.score:.3f})",
+                help=f"play from {m.start:.1f} s" + (f" (relevance {m.relevance:.0%})" if m.relevance is not None else f" (moment score {m.score:.3f})"),
                 on_click=play,
                 args=(rank, result.video.id, m.start, request_key),
                 type="primary" if current else "secondary",
@@ -195,3 +206,7 @@ def _player(be: Backend, rank: int, result: SearchResult, playing: dict, request
             selection_mode=["seek"],
         )
         box.caption("Relevance of the query over the video; shaded: the moments. Click to play from there.")
+    moment = next((m for m in result.moments if m.start <= playing["t"] <= m.end), result.moments[0] if result.moments else None)
+    if moment is not None:
+        with box:
+            render_takeaway(be, f"{rank}-{v.id}", v, moment.start, moment.end, playing["t"])

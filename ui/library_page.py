@@ -42,6 +42,24 @@ def overview(stats: LibraryStats) -> None:
         st.info(f"**Searches cannot be answered yet.** {stats.not_ready}", icon=":material/inbox:")
 
 
+def indexed_videos(be: Backend) -> None:
+    """Every indexed video: title, id, file and duration (searchable by the table's own filter)."""
+    st.subheader("Indexed videos", anchor=False)
+    try:
+        with loading(be):
+            videos, total = cache.catalog(be)
+    except BackendError as err:
+        show_error(err)
+        return
+    if not videos:
+        st.caption("None yet.")
+        return
+    rows = [{"title": v.title, "id": v.id, "file": v.uri, "duration (s)": round(v.duration, 1)} for v in videos]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="videos-table")
+    if total > len(videos):
+        st.caption(f"Showing {len(videos)} of {total} videos.")
+
+
 def failures(stats: LibraryStats) -> None:
     st.subheader("Failed files", anchor=False)
     if not stats.failures:
@@ -160,6 +178,7 @@ def render() -> None:
         stats = None
     if stats is not None:
         overview(stats)
+        indexed_videos(be)
         failures(stats)
     job_form(be)
     job_id = st.session_state.get(JOB)

@@ -20,8 +20,9 @@ from vidsearch.api_models import SearchRequest, SearchResponse, SearchResult
 # absolute imports: Streamlit runs this file as a script, outside the package
 from vidsearch.ui import cache
 from vidsearch.ui.backend import Backend, BackendError, Facets
-from vidsearch.ui.cards import PLAY, md_escape, render_card
+from vidsearch.ui.cards import PLAY, fmt_time, md_escape, player_start, render_card
 from vidsearch.ui.messages import guarded, loading, show_error, validation_message
+from vidsearch.ui.takeaway import render_takeaway, shared_moment
 from vidsearch.ui.query_inputs import example_inputs
 
 PAGES = "pages"  # session key: the cursors of the pages shown for the current request
@@ -50,6 +51,8 @@ def sidebar_options(be: Backend, facets: Facets) -> dict:
         options["top_k"] = int(st.number_input("Results per page", min_value=1, max_value=50, value=10, key="per_page"))
         if st.toggle("One card per moment", key="by_moment", help="List the best moments across videos instead of the best videos."):
             options["group_by"] = "moment"
+        if st.toggle("Show weak matches", key="weak", help="Also list results unlikely to be what you asked for (relevance under the threshold)."):
+            options["min_relevance"] = 0.0
 
         with loading(be):
             available = cache.channels(be)
@@ -126,8 +129,28 @@ def _playing(request_key: str, results: list[SearchResult]) -> dict | None:
     return current
 
 
+def shared(be: Backend) -> None:
+    """A shared link (`?video=&t=&start=&end=`): that moment first, playing, with its take-away tools."""
+    moment = shared_moment()
+    if moment is None:
+        return
+    try:
+        with loading(be):
+            video = be.video(moment["video"])
+            media, mimetype = cache.player_source(be, video)
+    except BackendError as err:
+        show_error(err)
+        return
+    with st.container(border=True, key="shared-moment"):
+        st.subheader(f"Shared moment: {md_escape(video.title)} at {fmt_time(moment['t'])}", anchor=False)
+        if media is not None:
+            st.video(media, format=mimetype, start_time=player_start(moment["t"], video.duration))
+        render_takeaway(be, "shared", video, moment["start"], moment["end"], moment["t"])
+
+
 def render() -> None:
     be = cache.backend()
+    shared(be)
     _sync_query_with_url()
     query = st.text_input(
         "Search the library",
@@ -163,14 +186,16 @@ def render() -> None:
         show_error(err)
         return
     if not results:
+        why = f" {md_escape(last.message[:1].upper() + last.message[1:])}." if last is not None and last.message else ""
         st.info(
-            f"**No results** for “{md_escape(query or ' + '.join(examples))}”. Try other words, more channels, or looser filters in the sidebar.",
+            f"**No results** for “{md_escape(query or ' + '.join(examples))}”.{why} Try other words, more channels, looser filters, "
+            "or “Show weak matches” in the sidebar.",
             icon=":material/search_off:",
         )
         return
     st.caption(f"{len(results)} result(s) · {last.took_ms:.0f} ms · index version {last.index_version}")
     playing = _playing(request_key, results)
-    wanted = [(r.video, m.start) for r in results for m in r.moments]
+    wanted = [(r.video, m.best if m.best is not None else m.start) for r in results for m in r.moments]  # where each moment is most relevant
     flat = cache.thumbnails(be, wanted)
     at = 0
     for rank, result in enumerate(results):

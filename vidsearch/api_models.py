@@ -81,6 +81,9 @@ class SearchRequest(_Strict):
     )
     filters: Filters | None = None
     min_score: float | None = Field(None, description="drop results scoring below this")
+    min_relevance: float | None = Field(
+        None, ge=0, le=1, description="drop results whose calibrated relevance is below this (default: the server's; 0 keeps all)"
+    )
     cursor: str | None = Field(None, max_length=512, description="page cursor from a previous response")
     max_moments: int = Field(3, ge=1, le=20, description="moments per video")
 
@@ -132,6 +135,8 @@ class MomentOut(BaseModel):
     start: float
     end: float
     score: float
+    relevance: float | None = Field(None, description="calibrated probability that this moment is what the query describes")
+    best: float | None = Field(None, description="seconds: where the moment is most relevant (its thumbnail)")
 
 
 class Curve(BaseModel):
@@ -141,7 +146,11 @@ class Curve(BaseModel):
 
 class SearchResult(BaseModel):
     video: VideoInfo
-    score: float
+    score: float = Field(..., description="the ranking score (rank fusion): orders results, means nothing across queries")
+    relevance: float | None = Field(
+        None, description="calibrated probability in [0, 1] that this result is what the query describes (None: no calibration)"
+    )
+    relevance_label: str | None = Field(None, description="the relevance as people read it: strong, good or weak")
     channel_scores: dict[str, float] = Field(default_factory=dict, description="per-channel evidence")
     moments: list[MomentOut] = Field(default_factory=list)
     frame_weights: list[float] | None = Field(None, description="X-Pool attention over the video's units")
@@ -159,6 +168,8 @@ class SearchResponse(BaseModel):
     group_by: str
     results: list[SearchResult]
     next_cursor: str | None = None
+    min_relevance: float | None = Field(None, description="the relevance threshold applied (None: not calibrated)")
+    message: str | None = Field(None, description="why the list is empty or short, in words")
     index_version: str
     took_ms: float
 

@@ -61,6 +61,7 @@ from .clitools import fail as _fail
 from .clitools import print_json as _print_json
 from .clitools import settings_from as _settings
 from .config import Settings
+from .timeline_export import ExportItem, ExportRequest, export_timeline, format_for
 from .lab import commands as lab_commands
 from .triton_cli import export_triton_command
 from .ui import run_ui
@@ -455,6 +456,10 @@ def search(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=200, help="Results to show.")] = 10,
     group_by: Annotated[str, typer.Option("--group-by", help="video | moment")] = "video",
     channel: Annotated[Optional[list[str]], typer.Option("--channel", help="Channel to use, optionally weighted: visual, speech=2 ...")] = None,
+    min_relevance: Annotated[Optional[float], typer.Option("--min-relevance", min=0.0, max=1.0, help="Drop results less likely than this to be what you asked for [default: the model's calibration; 0 keeps all].")] = None,
+    export: Annotated[Optional[Path], typer.Option("--export", help="Also write the results' moments as an edit decision list: results.otio (OpenTimelineIO) or results.edl (CMX 3600).")] = None,
+    padding: Annotated[float, typer.Option("--padding", min=0.0, max=60.0, help="Seconds added before and after each exported moment.")] = 0.0,
+    fps: Annotated[float, typer.Option("--fps", min=1.0, max=240.0, help="Frame rate of the exported timeline.")] = 25.0,
     checkpoint: CheckpointOpt = None,
     encoder_backend: BackendOpt = None,
     triton_url: TritonUrlOpt = None,
@@ -482,9 +487,13 @@ def search(
         _fail(f"--image {image}: no such file")
     try:
         req = SearchRequest(query=query, image="" if image else None, like=_like_arg(like) if like else None, query_weights=weights,
-                            top_k=top_k, group_by=group_by, channels=channels)  # fmt: skip
+                            top_k=top_k, group_by=group_by, channels=channels, min_relevance=min_relevance)  # fmt: skip
+        if export is not None:
+            format_for(export)
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except ValueError as exc:
+        _fail(str(exc))
     if settings.api_url:
         client = VidsearchClient(settings.api_url, api_key)
     else:  # the same API, in this process: the server's answers and errors, word for word
@@ -498,24 +507,39 @@ def search(
                 client.ready()
     except ApiError as exc:
         _fail(exc.detail if client.in_process else str(exc))
+    if export is not None and resp.results:
+        write_export(resp, export, padding=padding, fps=fps)
+        err.print(f"wrote {len(resp.results)} moments to {export}")
     if json_out:
         _print_json(resp.model_dump(mode="json"))
         return
     if not resp.results:
-        out.print("no results")
+        out.print(resp.message or "no results", highlight=False)
         return
     asked = " + ".join(repr(query) if name == "text" else name for name in resp.inputs)
     where = "by the server" if settings.api_url else (
         f"searching; {time.monotonic() - _STARTED:.1f} s in all, with start-up: imports, opening the index, loading the model"
     )  # fmt: skip
     table = Table(title=f"{asked} — {len(resp.results)} results in {resp.took_ms:.0f} ms ({where})", title_justify="left")
-    for col in ("#", "video", "score", "channels", "moments (start–end s)"):
+    for col in ("#", "video", "relevance", "channels", "moments (start–end s)"):
         table.add_column(col, overflow="fold")
     for i, r in enumerate(resp.results, 1):
         chans = " ".join(f"{c}:{v:.3f}" for c, v in r.channel_scores.items())
         moments = ", ".join(f"{m.start:.1f}–{m.end:.1f}" for m in r.moments)
-        table.add_row(str(i), escape(f"{r.video.title}\n{r.video.uri}"), f"{r.score:.4f}", escape(chans), moments)
+        rel = f"{r.relevance:.0%} {r.relevance_label}" if r.relevance is not None else f"score {r.score:.4f}"
+        table.add_row(str(i), escape(f"{r.video.title}\n{r.video.uri}"), rel, escape(chans), moments)
     out.print(table)
+
+
+def write_export(resp, path: Path, *, padding: float, fps: float) -> None:
+    """Each result's first moment (its whole video when it has none), in result order, as an EDL file."""
+    items, videos = [], {}
+    for r in resp.results:
+        m = r.moments[0] if r.moments else None
+        items.append(ExportItem(video_id=r.video.id, start=m.start if m else 0.0, end=m.end if m else r.video.duration))
+        videos[r.video.id] = {"title": r.video.title, "uri": r.video.uri, "duration": r.video.duration}
+    req = ExportRequest(items=items, format=format_for(path), padding=padding, fps=fps, title=f"vidsearch: {resp.query}"[:200])
+    path.write_text(export_timeline(req, videos))
 
 
 @app.command()

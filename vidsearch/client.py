@@ -170,6 +170,16 @@ class VidsearchClient:
     def thumbnail(self, video_id: str, t: float = 0.0, width: int = 320) -> bytes:
         return self._call("GET", f"/v1/videos/{video_id}/thumbnail", params={"t": t, "width": width}).content
 
+    def clip(self, video_id: str, start: float, end: float) -> tuple[bytes, str]:
+        """The moment [start, end] as a playable file, and its media type."""
+        resp = self._call("GET", f"/v1/videos/{video_id}/clip", params={"start": start, "end": end})
+        return resp.content, resp.headers.get("content-type", "video/mp4")
+
+    def export(self, items: list[dict], format: str = "otio", padding: float = 0.0, fps: float = 25.0, title: str | None = None) -> str:
+        """Moments ({video_id, start, end, name?}) as an OpenTimelineIO (`otio`) or CMX 3600 (`edl`) file's text."""
+        body = {"items": items, "format": format, "padding": padding, "fps": fps, **({"title": title} if title else {})}
+        return self._call("POST", "/v1/export", json=body).text
+
     def create_job(self, paths: list[str], kind: str = "index") -> JobInfo:
         return JobInfo.model_validate(self._call("POST", "/v1/jobs", json={"kind": kind, "paths": paths}).json())
 

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     )
     feature_cache_mb: int = Field(1024, ge=16, description="Memory for cached unit vectors.")
     refresh_seconds: float = Field(1.0, ge=0, description="How often the server looks for a new index version.")
+    calibration: Path | None = Field(
+        None, description="Relevance calibration JSON (default: <db>/calibration.json, else the one shipped with the model)."
+    )
+    min_relevance: float | None = Field(
+        None, ge=0, le=1, description="Drop results whose calibrated relevance is below this (default: the calibration's)."
+    )
     max_image_mb: float = Field(10.0, gt=0, le=64, description="Largest example image a search accepts (MB); larger is a 413.")
     query_batch_ms: float = Field(
         2.0, ge=0, le=50, description="Concurrent new queries wait this long to be encoded in one batch (0: one by one)."

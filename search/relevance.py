@@ -1,0 +1,201 @@
+"""Calibrated relevance: the probability that a result is what the query describes.
+
+Rank fusion gives a score that only says the rank (1/(k+1), 1/(k+2), ... for every query), so it
+cannot tell a match from a miss, and a query for something the library does not hold would return
+ten confident-looking results. The per-channel evidence does separate the two (the X-Pool score of
+a match is far above the pool's typical score; for an absent thing nothing stands out), so a small
+model maps that evidence to a probability:
+
+    p = sigmoid(w · standardise(features) + b)
+
+fitted by logistic regression on labelled queries (positives and several kinds of negatives, see
+`vidsearch calibrate`). It is monotone in each feature's linear score, cheap (one matrix product per
+search, columnar over the candidates) and, fitted by maximum likelihood, calibrated on the data it
+was fitted on; its reliability on held-out queries is measured by `vidsearch calibrate` (binned
+expected calibration error) and printed in the README.
+
+A calibration belongs to one model (its fingerprint id: the X-Pool score of another model means
+something else) and lives in a small JSON file: beside the shipped checkpoint
+(`encoders/weights/<name>.calibration.json`), or `<db>/calibration.json` for a model a user
+calibrated on their own labels, or wherever `--calibration` points. A file for another fingerprint
+is ignored with a warning that says how to fit one; without a calibration results carry no
+relevance and nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from vidsearch.api_models import TEXT_CHANNELS
+
+if TYPE_CHECKING:  # only for annotations: ranking.py imports this module
+    from .ranking import Candidate
+
+__all__ = [
+    "CALIBRATION_FORMAT",
+    "Calibration",
+    "CalibrationError",
+    "FEATURES",
+    "evidence",
+    "find_calibration",
+    "with_relevance",
+]
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_FORMAT = "vidsearch-calibration/1"
+DB_FILE = "calibration.json"  # a user's own calibration, beside the index it was fitted on
+
+# What the probability is read from, per candidate (columns of `evidence`):
+#   visual         the final visual score (X-Pool / TEFAL fused cosine; 0 when the query names no visual channel)
+#   visual_margin  visual minus the median visual score of this query's candidates: a match stands out
+#                  from the pool, while for an absent thing every video scores alike
+#   visual_z       that margin in units of the pool's spread (median absolute deviation): queries differ in spread
+#   frame_max      the best single unit's cosine to the query (what the relevance curve peaks at)
+#   audio          the TEFAL head's audio part (0 without an audio head)
+#   text_best      the best sentence-vector cosine among the text channels that matched (0: none)
+#   text_hits      how many timed text channels (speech, ocr, subtitle) matched: agreement of channels
+#   inv_rank       1 / the candidate's rank in the fused order: the ranking's own opinion
+FEATURES: tuple[str, ...] = ("visual", "visual_margin", "visual_z", "frame_max", "audio", "text_best", "text_hits", "inv_rank")
+TIMED_TEXT = tuple(c for c in TEXT_CHANNELS if c != "metadata")
+
+
+class CalibrationError(ValueError):
+    """A calibration file that cannot be used (unreadable, another format, features we do not compute)."""
+
+
+def evidence(candidates: Sequence[Candidate]) -> np.ndarray:
+    """The (N, len(FEATURES)) evidence matrix of one query's candidates, in their order."""
+    n = len(candidates)
+    x = np.zeros((n, len(FEATURES)))
+    if n == 0:
+        return x
+    scores = [c.channel_scores for c in candidates]
+    visual = np.array([s.get("visual", np.nan) for s in scores], dtype=np.float64)
+    has_visual = np.isfinite(visual)
+    if has_visual.any():
+        v = visual[has_visual]
+        median = np.median(v)
+        spread = max(float(np.median(np.abs(v - median))), 1e-3)
+        x[:, 0] = np.where(has_visual, visual, 0.0)
+        x[:, 1] = np.where(has_visual, visual - median, 0.0)
+        x[:, 2] = np.where(has_visual, (visual - median) / spread, 0.0)
+    x[:, 3] = [float(c.relevance.max()) if c.relevance.size else 0.0 for c in candidates]
+    x[:, 4] = [s.get("audio", 0.0) for s in scores]
+    text = np.array([[s.get(c, np.nan) for c in TEXT_CHANNELS] for s in scores], dtype=np.float64)
+    x[:, 5] = np.where(np.isfinite(text), text, 0.0).max(axis=1)
+    timed = [TEXT_CHANNELS.index(c) for c in TIMED_TEXT]
+    x[:, 6] = np.isfinite(text[:, timed]).sum(axis=1)
+    x[:, 7] = 1.0 / np.arange(1, n + 1)
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted map from channel evidence to the probability that a result is relevant."""
+
+    fingerprint: str  # the model's fingerprint id: whose scores these are
+    model: str  # the model, as people read it (Fingerprint.describe)
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    threshold: float  # the default min_relevance (chosen on the fitting data, see `vidsearch calibrate`)
+    fitted_on: dict = field(default_factory=dict)  # what it was fitted on and how well it did
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """P(relevant) for each row of an `evidence` matrix."""
+        x = np.asarray(x, dtype=np.float64).reshape(-1, len(self.features))
+        z = ((x - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.coef) + self.intercept
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+    def to_json(self) -> dict:
+        return {"format": CALIBRATION_FORMAT, **asdict(self)}
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CalibrationError(f"calibration file {path} cannot be read: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != CALIBRATION_FORMAT:
+            raise CalibrationError(f"calibration file {path} is not a {CALIBRATION_FORMAT} file")
+        feats = tuple(data.get("features", ()))
+        if feats != FEATURES:
+            raise CalibrationError(
+                f"calibration file {path} uses features {list(feats)}, this version computes {list(FEATURES)}: "
+                "fit it again with `vidsearch calibrate`"
+            )
+        try:
+            cal = cls(
+                fingerprint=str(data["fingerprint"]), model=str(data.get("model", "")), features=feats,
+                mean=tuple(map(float, data["mean"])), scale=tuple(map(float, data["scale"])),
+                coef=tuple(map(float, data["coef"])), intercept=float(data["intercept"]),
+                threshold=float(data["threshold"]), fitted_on=dict(data.get("fitted_on", {})),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"calibration file {path} is missing or has a bad field: {exc}") from exc
+        if not (len(cal.mean) == len(cal.scale) == len(cal.coef) == len(feats)) or not 0 <= cal.threshold <= 1:
+            raise CalibrationError(f"calibration file {path}: mean/scale/coef must have one value per feature, threshold in [0, 1]")
+        return cal
+
+
+def shipped_calibrations() -> list[Path]:
+    """Calibrations shipped beside the package's model weights (`encoders/weights/*.calibration.json`)."""
+    weights = resources.files("vidsearch.encoders") / "weights"
+    return sorted(Path(str(weights)).glob("*.calibration.json"))
+
+
+def find_calibration(fingerprint_id: str, db: Path | None = None, explicit: Path | None = None) -> Calibration | None:
+    """The calibration for this model: `explicit` (must fit), else `<db>/calibration.json`, else a
+    shipped one, first whose fingerprint matches; None (with a warning naming the fix) when none does."""
+    if explicit is not None:
+        cal = Calibration.load(explicit)
+        if cal.fingerprint != fingerprint_id:
+            raise CalibrationError(
+                f"calibration file {explicit} was fitted for model fingerprint {cal.fingerprint}, "
+                f"not this index's {fingerprint_id}: fit one with `vidsearch calibrate --data LABELS.jsonl --db DB`"
+            )
+        return cal
+    candidates = ([Path(db) / DB_FILE] if db is not None else []) + shipped_calibrations()
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            cal = Calibration.load(path)
+        except CalibrationError as exc:
+            log.warning("%s", exc)
+            continue
+        if cal.fingerprint == fingerprint_id:
+            return cal
+    log.warning(
+        "no relevance calibration for model fingerprint %s: results carry no relevance and none are dropped; "
+        "fit one with `vidsearch calibrate --data LABELS.jsonl --db %s`", fingerprint_id, db or "DB",
+    )  # fmt: skip
+    return None
+
+
+
+def with_relevance(candidates: list[Candidate], calibration: Calibration | None) -> list[Candidate]:
+    """The candidates with their calibrated relevance set (unchanged without a calibration)."""
+    if calibration is None or not candidates:
+        return candidates
+    p = calibration.probability(evidence(candidates))
+    return [replace(c, probability=float(v)) for c, v in zip(candidates, p)]
