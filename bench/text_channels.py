@@ -89,8 +89,13 @@ def index(paths: list[Path], db: Path, backbone, **overrides) -> tuple[float, fl
     """(wall seconds, CPU seconds, the store) of one index run."""
     settings = Settings(db=db, model="tiny", **overrides)
     t0, c0 = time.perf_counter(), _cpu()
-    IndexRun(open_store_for(settings, backbone), backbone, settings).run(paths)
-    return time.perf_counter() - t0, _cpu() - c0, Store.open(db)
+    summary = IndexRun(open_store_for(settings, backbone), backbone, settings).run(paths)
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    store = Store.open(db)
+    if summary.failed:
+        failed = [r for r in store.files().to_pylist() if r["status"] == "failed"]
+        raise RuntimeError(f"{summary.failed} file(s) failed under {overrides}: {[(r['path'], r['error']) for r in failed]}")
+    return wall, cpu, store
 
 
 def spans_of(store: Store) -> dict[str, list[dict]]:
