@@ -253,10 +253,10 @@ def test_cli_search_through_triton_grpc(two_indexes, triton_server, unseen_synth
 
     query = _queries(unseen_synth_corpus)[0]
     done = _vidsearch("search", query, "--db", str(two_indexes[0]), "--json", "-k", "3",
-                      "--encoder-backend", "triton", "--triton-url", triton_server.grpc_url, timeout=300)  # fmt: skip
+                      "--encoder-backend", "triton", "--triton-url", triton_server.grpc_url, "--min-relevance", "0", timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     via = [r["video"]["id"] for r in json.loads(done.stdout)["results"]]
-    local = search_response(open_engine(load_settings(None, db=two_indexes[1])), SearchRequest(query=query, top_k=3))
+    local = search_response(open_engine(load_settings(None, db=two_indexes[1])), SearchRequest(query=query, top_k=3, min_relevance=0))
     assert via == [r.video.id for r in local.results] and len(via) == 3
 
 
