@@ -414,25 +414,14 @@ class _Whisper:
         self.detected: str | None = None
 
     def words(self, samples: np.ndarray) -> list[Word]:
+        common = {"language": self.language, "beam_size": self.beam_size, "word_timestamps": True, "vad_filter": self.vad}
         if self._batched is not None:
             segments, info = self._batched.transcribe(
-                samples,
-                language=self.language,
-                beam_size=self.beam_size,
-                word_timestamps=True,
-                vad_filter=self.vad,
-                chunk_length=int(self.piece_seconds),
-                batch_size=self.batch_size,
+                samples, **common, chunk_length=int(self.piece_seconds), batch_size=self.batch_size
             )
         else:
-            segments, info = self.model.transcribe(
-                samples,
-                language=self.language,
-                beam_size=self.beam_size,
-                word_timestamps=True,
-                vad_filter=self.vad,
-                vad_parameters={"min_silence_duration_ms": 500} if self.vad else None,
-            )
+            vad_parameters = {"min_silence_duration_ms": 500} if self.vad else None
+            segments, info = self.model.transcribe(samples, **common, vad_parameters=vad_parameters)
         out = []
         for seg in segments:  # a generator: decoding happens here
             for w in seg.words or ():
