@@ -241,15 +241,21 @@ class ClipBackbone:
         """Several videos' frames (contiguous per video, in time order) -> timed units.
 
         With token merging off a unit is a frame; with temporal merging on, neighbouring frames are
-        merged into wider units (TempMe). Returns (vectors, start, end, video index) per unit.
+        merged into wider units (TempMe). A model with a temporal module (encoders/temporal.py) then
+        mixes each unit with its neighbours. Returns (vectors, start, end, video index) per unit.
         """
         if self.merging == "off":
             vecs = np.concatenate([self.encode_frames(frames[i : i + batch]) for i in range(0, len(frames), batch)])
-            return vecs, np.asarray(unit_start, np.float64), np.asarray(unit_end, np.float64), np.asarray(video_index)
-        from .token_merging import encode_many_video_units
+            s, e, v = np.asarray(unit_start, np.float64), np.asarray(unit_end, np.float64), np.asarray(video_index)
+        else:
+            from .token_merging import encode_many_video_units
 
-        x = self._normalised(frames).to(self.visual_dtype)
-        vecs, s, e, v = encode_many_video_units(self.model, x, unit_start, unit_end, video_index, batch_frames=batch)
+            x = self._normalised(frames).to(self.visual_dtype)
+            vecs, s, e, v = encode_many_video_units(self.model, x, unit_start, unit_end, video_index, batch_frames=batch)
+        if self.head is not None and getattr(self.head, "temporal", None) is not None:
+            from .temporal import mix_units
+
+            vecs = mix_units(self.head.temporal, vecs, s, e, v)  # units that know their neighbours (order)
         return vecs, s, e, v
 
     @torch.inference_mode()

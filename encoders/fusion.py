@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .temporal import TemporalMixer
 from .xpool import XPool
 
 __all__ = ["FusionHead"]
@@ -34,8 +35,12 @@ class FusionHead(nn.Module):
         audio_weight: float = 0.1,
         gate_scale: float = 10.0,
         gate_bias: float = 0.2,
+        temporal: bool = False,
     ):
         super().__init__()
+        # Applied where unit vectors are made (encoders/temporal.py), not in scores(): stored units
+        # already carry order, so search re-ranks them as they are.
+        self.temporal = TemporalMixer(dim) if temporal else None
         self.video = XPool(dim, heads, dropout)
         self.audio = XPool(dim, heads, dropout)
         self.audio_weight = nn.Parameter(torch.tensor(float(audio_weight)))

@@ -29,6 +29,7 @@ from vidsearch.metrics import retrieval_metrics
 
 from .audio import AudioEncoder
 from .backbone import CHECKPOINT_FORMAT, load_backbone
+from .directions import reverse_direction
 from .fusion import FusionHead
 from .losses import ContrastiveLoss
 from .xpool import mean_pool
@@ -55,6 +56,9 @@ class TrainConfig:
     event_weight: float = 1.0
     xpool_weight: float = 1.0
     bf16: bool = True  # autocast matmuls to bf16 on CPUs that support it
+    temporal: bool = True  # a temporal module over unit vectors (encoders/temporal.py): order and direction
+    direction_weight: float = 0.5  # the caption vs. its reversed-direction twin, on its own event
+    augment: bool = True  # per-video crop, brightness/contrast and noise on training frames
     extra: dict = field(default_factory=dict)
 
 
@@ -62,6 +66,7 @@ class TrainConfig:
 class Batch:
     frames: torch.Tensor  # (B, K, 3, S, S) float, normalised
     frame_mask: torch.Tensor  # (B, K)
+    times: torch.Tensor  # (B, K) seconds, the frames' centres
     event_mask: torch.Tensor  # (B, K) frames inside the caption's event
     audio: torch.Tensor  # (B, N)
     audio_len: torch.Tensor  # (B,)
@@ -86,7 +91,7 @@ class Trainer:
         for name, p in self.net.named_parameters():
             p.requires_grad_(not any(name.startswith(f) for f in self.frozen_prefixes))
         self.audio = AudioEncoder(dim=self.dim, weights="trained") if cfg.audio else None
-        self.head = FusionHead(self.dim)
+        self.head = FusionHead(self.dim, temporal=cfg.temporal)
         self.loss = ContrastiveLoss()
         params = [p for p in self.net.parameters() if p.requires_grad] + list(self.head.parameters()) + list(self.loss.parameters())
         if self.audio is not None:
@@ -99,7 +104,12 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
         self.epoch = 0
         self.step = 0
-        self._text_cache = self._pooled_caption_features() if (self.hf_text and "text.transformer." in self.frozen_prefixes) else None
+        reversed_caps = [reverse_direction(c) for c in data.cap_text]
+        self._has_reverse = torch.tensor([r is not None for r in reversed_caps])
+        self._reverse_text = [r if r is not None else c for r, c in zip(reversed_caps, data.cap_text)]
+        frozen_text = self.hf_text and "text.transformer." in self.frozen_prefixes
+        self._text_cache = self._pooled_caption_features(self.data.cap_text) if frozen_text else None
+        self._reverse_cache = self._pooled_caption_features(self._reverse_text) if frozen_text and cfg.direction_weight else None
 
     # -- schedule ------------------------------------------------------------------------------
     def _lr_factor(self, step: int) -> float:
@@ -110,21 +120,22 @@ class Trainer:
 
     # -- text ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _pooled_caption_features(self) -> torch.Tensor:
+    def _pooled_caption_features(self, captions: list[str]) -> torch.Tensor:
         """The frozen language model's pooled output for every caption, computed once."""
         text = self.net.text
         out = []
-        for i in range(0, len(self.data.cap_text), 256):
-            tokens = self.backbone.tokenizer(self.data.cap_text[i : i + 256])
+        for i in range(0, len(captions), 256):
+            tokens = self.backbone.tokenizer(captions[i : i + 256])
             mask = (tokens != text.config.pad_token_id).long()
             hidden = text.transformer(input_ids=tokens, attention_mask=mask)
             out.append(text.pooler(hidden, mask))
         return torch.cat(out)
 
-    def encode_captions(self, idx: torch.Tensor) -> torch.Tensor:
-        if self._text_cache is not None:
-            return F.normalize(self.net.text.proj(self._text_cache[idx]), dim=-1)
-        tokens = self.backbone.tokenizer([self.data.cap_text[i] for i in idx.tolist()])
+    def encode_captions(self, idx: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        cache, texts = (self._reverse_cache, self._reverse_text) if reverse else (self._text_cache, self.data.cap_text)
+        if cache is not None:
+            return F.normalize(self.net.text.proj(cache[idx]), dim=-1)
+        tokens = self.backbone.tokenizer([texts[i] for i in idx.tolist()])
         return F.normalize(self.net.encode_text(tokens), dim=-1)
 
     # -- batches -------------------------------------------------------------------------------
@@ -133,6 +144,7 @@ class Trainer:
         size = self.backbone.image_size
         frames = np.zeros((len(videos), k, size, size, 3), np.uint8)
         fmask = np.zeros((len(videos), k), bool)
+        times = np.zeros((len(videos), k), np.float32)
         emask = np.zeros((len(videos), k), bool)
         caps = np.zeros(len(videos), np.int64)
         by_video = self._captions_by_video
@@ -154,10 +166,32 @@ class Trainer:
             emask[row, : len(idx)] = inside
             a0 = d.audio_offsets[v]
             audio[row, : n_audio[row]] = d.audio[a0 : a0 + n_audio[row]]
+            times[row, : len(idx)] = centre
         x = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float().div_(255.0)
+        if self.cfg.augment:
+            x = self._augment(x)
         x = (x - self.backbone.mean.view(1, 1, 3, 1, 1)) / self.backbone.std.view(1, 1, 3, 1, 1)
-        return Batch(x, torch.from_numpy(fmask), torch.from_numpy(emask), torch.from_numpy(audio),
+        return Batch(x, torch.from_numpy(fmask), torch.from_numpy(times), torch.from_numpy(emask), torch.from_numpy(audio),
                      torch.tensor(n_audio), torch.from_numpy(caps))  # fmt: skip
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, K, 3, S, S) in [0, 1]. One draw per video, the same for all its frames (so motion is
+        kept): a crop of 80-100% of the frame resized back, brightness and contrast within 15%,
+        and mild pixel noise. No flips and no hue shifts: they would change what captions say."""
+        b, k, c, s, _ = x.shape
+        g = torch.Generator().manual_seed(int(self.rng.integers(1 << 31)))
+        out = torch.empty_like(x)
+        for i in range(b):
+            side = int(s * (0.8 + 0.2 * torch.rand(1, generator=g).item()))
+            y0, x0 = (int(torch.randint(0, s - side + 1, (1,), generator=g)) for _ in range(2))
+            crop = x[i, :, :, y0 : y0 + side, x0 : x0 + side]
+            out[i] = F.interpolate(crop, size=(s, s), mode="bilinear", align_corners=False) if side < s else crop
+        bright = 1 + 0.3 * (torch.rand(b, 1, 1, 1, 1, generator=g) - 0.5)
+        contrast = 1 + 0.3 * (torch.rand(b, 1, 1, 1, 1, generator=g) - 0.5)
+        mean = out.mean(dim=(2, 3, 4), keepdim=True)
+        out = (out - mean) * contrast + mean * bright
+        out = out + 0.02 * torch.randn(out.shape, generator=g)
+        return out.clamp_(0, 1)
 
     @property
     def _captions_by_video(self) -> list[np.ndarray]:
@@ -178,6 +212,8 @@ class Trainer:
         frames = torch.zeros(b * k, self.dim, dtype=torch.float32)
         frames[keep] = F.normalize(feats.float(), dim=-1)
         frames = frames.view(b, k, self.dim)
+        if self.head.temporal is not None:
+            frames = self.head.temporal(frames, batch.frame_mask, batch.times)
         text = self.encode_captions(batch.caption_idx)
         audio = mask = None
         if self.audio is not None:
@@ -192,8 +228,27 @@ class Trainer:
             "xpool": self.loss(out["video"]) * self.cfg.xpool_weight,
             "event": self.loss(event_sims) * self.cfg.event_weight,
         }
+        has_reverse = self._has_reverse[batch.caption_idx]
+        if self.cfg.direction_weight and bool(has_reverse.any()):
+            parts["direction"] = self._direction_loss(text, batch, frames, event, has_reverse) * self.cfg.direction_weight
         parts["total"] = sum(parts.values())
         return parts
+
+    def _direction_loss(self, text, batch: Batch, frames, event, has_reverse) -> torch.Tensor:
+        """The caption against its reversed-direction twin ("left" <-> "right", ...) on the caption's
+        own event and own video (X-Pool): two-way softmax, the true caption should win. Only order can
+        tell them apart, which is what the temporal module is for."""
+        rows = torch.nonzero(has_reverse).squeeze(1)
+        rev = self.encode_captions(batch.caption_idx[rows], reverse=True)
+        t, ev = text[rows], F.normalize(event[rows, rows], dim=-1)
+        own_event = torch.stack([(t * ev).sum(-1), (rev * ev).sum(-1)], dim=1)
+        f, m = frames[rows], batch.frame_mask[rows]
+        true_x = self.head.video.similarity(t, f, m).diagonal()
+        rev_x = self.head.video.similarity(rev, f, m).diagonal()
+        own_video = torch.stack([true_x, rev_x], dim=1)
+        scale = self.loss.scale.detach()  # the contrastive loss's temperature; not learned from this term
+        target = torch.zeros(len(rows), dtype=torch.long)
+        return F.cross_entropy(own_event * scale, target) + F.cross_entropy(own_video * scale, target)
 
     # -- validation ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -222,6 +277,7 @@ class Trainer:
                 scores["xpool"].append(out["video"])
                 if audio is not None:
                     scores["fused"].append(out["fused"])
+            direction = self._direction_accuracy(data, captions, text, frames, fmask)
         finally:
             for m, mode in zip(modules, modes):
                 m.train(mode)
@@ -232,7 +288,34 @@ class Trainer:
             if sound_dependent is not None and sound_dependent.any():
                 row["sound_R@1"] = retrieval_metrics(sims[sound_dependent], data.cap_video[sound_dependent])["R@1"]
             report[name] = {k: round(float(v), 2) for k, v in row.items()}
+        if direction is not None:
+            report["direction_accuracy"] = direction
         return report
+
+    def _direction_accuracy(self, data, captions: list[str], text: torch.Tensor, frames: torch.Tensor, fmask: torch.Tensor) -> dict | None:
+        """Share of captions naming a direction whose own video scores them above their reversed twin
+        (per method: the mean of the event's frames, X-Pool over the video); 50% is chance."""
+        rows = [i for i, c in enumerate(captions) if reverse_direction(c) is not None]
+        if not rows:
+            return None
+        rev = torch.from_numpy(self.backbone.encode_text([reverse_direction(captions[i]) for i in rows]))
+        idx = torch.tensor(rows)
+        vid = torch.from_numpy(data.cap_video[rows])
+        f, m = frames[vid], fmask[vid]
+        centre_ok = torch.zeros(m.shape, dtype=torch.bool)
+        for j, r in enumerate(rows):  # frames inside the caption's event
+            n = int(m[j].sum())
+            lo = data.frame_offsets[data.cap_video[r]]
+            c = (data.unit_start[lo : lo + n] + data.unit_end[lo : lo + n]) / 2
+            centre_ok[j, :n] = torch.from_numpy((c >= data.cap_start[r]) & (c <= data.cap_end[r]))
+        event = F.normalize((f * centre_ok.unsqueeze(-1)).sum(1), dim=-1)
+        t = text[idx]
+        out = {"queries": len(rows),
+               "event_mean": round(100 * float(((t * event).sum(-1) > (rev * event).sum(-1)).float().mean()), 2)}  # fmt: skip
+        true_x = torch.stack([self.head.video.similarity(t[j : j + 1], f[j : j + 1], m[j : j + 1])[0, 0] for j in range(len(rows))])
+        rev_x = torch.stack([self.head.video.similarity(rev[j : j + 1], f[j : j + 1], m[j : j + 1])[0, 0] for j in range(len(rows))])
+        out["xpool"] = round(100 * float((true_x > rev_x).float().mean()), 2)
+        return out
 
     def _encode_frames(self, data) -> tuple[torch.Tensor, torch.Tensor]:
         """Every sampled frame of every video, as unit vectors padded to [V, T, D] with a mask."""
@@ -248,6 +331,10 @@ class Trainer:
         mask = torch.arange(int(counts.max()))[None, :] < counts[:, None]
         out = flat.new_zeros(*mask.shape, flat.shape[-1])
         out[mask] = flat
+        if self.head.temporal is not None:
+            times = torch.zeros(mask.shape)
+            times[mask] = torch.from_numpy((data.unit_start + data.unit_end) / 2).float()
+            out = self.head.temporal(out, mask, times)
         return out, mask
 
     def _encode_audio(self, data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -311,7 +398,8 @@ class Trainer:
             "model": self.cfg.model,
             "frozen": [f for f in self.frozen_prefixes if f.startswith("text.transformer.")],
             "clip": clip,
-            "head": {"config": {}, "state": {k: v.half() for k, v in self.head.state_dict().items()}},
+            "head": {"config": {"temporal": True} if self.head.temporal is not None else {},
+                     "state": {k: v.half() for k, v in self.head.state_dict().items()}},
             "meta": {"train": asdict(self.cfg), "epochs_done": self.epoch, "data": data_fingerprint(self.data)},
         }
         if self.audio is not None:

@@ -45,6 +45,7 @@ from .backbone import (
     spec_from_fingerprint,
 )
 from .onnx_export import FINGERPRINT_PARAM, IMAGE_INPUT, OUTPUT, TEXT_INPUT, model_names
+from .temporal import mix_units
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,10 @@ class TritonBackbone:
         """Frames -> units. Served models merge within a frame at most (temporal grouping does not
         export), so a unit is a frame, as with the local tower and merging off or per-frame."""
         vecs = self.encode_frames(frames, batch)
-        return vecs, np.asarray(unit_start, np.float64), np.asarray(unit_end, np.float64), np.asarray(video_index)
+        start, end, owner = np.asarray(unit_start, np.float64), np.asarray(unit_end, np.float64), np.asarray(video_index)
+        if self.head is not None and getattr(self.head, "temporal", None) is not None:
+            vecs = mix_units(self.head.temporal, vecs, start, end, owner)  # order-aware units, as the local tower
+        return vecs, start, end, owner
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         if len(texts) == 0:

@@ -37,7 +37,7 @@ from .calibration_cli import calibrate_command, label_synth_command
 from .datasets import DatasetError, read_msrvtt, write_jsonl
 from .evaluation_cli import eval_moments, eval_retrieval
 from .synth import synth_command
-from .training_data import load_training_set
+from .training_data import concat_training_sets, load_training_set
 
 
 def register(app: typer.Typer) -> None:
@@ -78,7 +78,7 @@ def _dataset_jsonl(data: Path, videos: Path | None, annotations: Path | None) ->
 
 
 def train(
-    data: DataOpt,
+    data: Annotated[list[Path], typer.Option("--data", help="JSONL ({video, captions:[{text,start,end}]}) or an MSR-VTT split CSV; repeat to train on several.", show_default=False)],
     out_path: Annotated[Path, typer.Option("--out", help="Checkpoint to write (and resume from).")] = Path("vidsearch-model.pt"),
     model: Annotated[str, typer.Option("--model", help="open_clip model to train: tiny (MiniLM text tower), tiny-scratch, ViT-B-32 ...")] = "tiny",
     pretrained: PretrainedOpt = "none",
@@ -91,6 +91,9 @@ def train(
     freeze_backbone: Annotated[bool, typer.Option("--freeze-backbone/--fine-tune", help="Train only the heads (and text projection).")] = False,
     freeze_text: Annotated[bool, typer.Option("--freeze-text/--train-text", help="Keep a pretrained language-model text tower frozen.")] = True,
     audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Train the audio tower and TEFAL fusion.")] = True,
+    temporal: Annotated[bool, typer.Option("--temporal/--no-temporal", help="A temporal module over unit vectors, so order and direction count.")] = True,
+    direction_weight: Annotated[float, typer.Option("--direction-weight", min=0.0, help="Weight of the caption-vs-reversed-direction loss (0: off).")] = 0.5,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Per-video crop, brightness/contrast and noise on training frames.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same --out.")] = False,
     eval_data: Annotated[Optional[list[Path]], typer.Option("--eval-data", exists=True, dir_okay=False, help="Held-out captioned videos (JSONL) to score retrieval on while training; repeat for several.")] = None,
     eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Score --eval-data every N epochs (0: after the last epoch only).")] = 0,
@@ -104,18 +107,19 @@ def train(
     from vidsearch.encoders import load_backbone  # the model stack (torch): see the module docstring
     from vidsearch.encoders.training import TrainConfig, Trainer
 
-    data = _dataset_jsonl(data, videos, annotations)
+    datasets = [_dataset_jsonl(d, videos, annotations) for d in data]
     cfg = TrainConfig(model=model, pretrained=pretrained, checkpoint=str(checkpoint) if checkpoint else None, epochs=epochs,
                       batch_size=batch_size, frames_per_video=frames_per_video, lr=lr, freeze_backbone=freeze_backbone,
-                      freeze_text=freeze_text, audio=audio, seed=seed, extra={"sample_fps": sample_fps})  # fmt: skip
+                      freeze_text=freeze_text, audio=audio, seed=seed, temporal=temporal, direction_weight=direction_weight,
+                      augment=augment, extra={"sample_fps": sample_fps})  # fmt: skip
     show = not json_out and err.is_terminal
     t0 = time.monotonic()
     try:
         size = load_backbone(model, pretrained, checkpoint, precision="fp32").image_size
         with Progress(TextColumn("[bold]decoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, disable=not show) as bar:
-            n = sum(len(line.strip()) > 0 for line in open(data, encoding="utf-8"))
+            n = sum(len(line.strip()) > 0 for d in datasets for line in open(d, encoding="utf-8"))
             task = bar.add_task("decode", total=n)
-            ts = load_training_set(data, sample_fps, size, workers=workers, progress=lambda: bar.advance(task))
+            ts = concat_training_sets([load_training_set(d, sample_fps, size, workers=workers, progress=lambda: bar.advance(task)) for d in datasets])
         validate = None
         if eval_data:
             held_out = {}
@@ -148,6 +152,9 @@ def train(
         out.print(f"epoch {row['epoch']}: loss {row['total']:.3f} (fused {row['fused']:.3f}, xpool {row['xpool']:.3f}, event {row['event']:.3f}) at {row['seconds']:.0f} s")
         for name, methods in row.get("eval", {}).items():
             for method, m in methods.items():
+                if method == "direction_accuracy":
+                    out.print(f"  {name} direction accuracy ({m['queries']} captions): event mean {m['event_mean']:.2f}, X-Pool {m['xpool']:.2f}")
+                    continue
                 sound = f", sound-dependent R@1 {m['sound_R@1']:.2f}" if "sound_R@1" in m else ""
                 out.print(f"  {name} {method:>6}: R@1 {m['R@1']:.2f}  R@5 {m['R@5']:.2f}  R@10 {m['R@10']:.2f}  MdR {m['MdR']:.1f}{sound}")
     out.print(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB) in {result['seconds']:.0f} s")
@@ -193,12 +200,19 @@ def evaluate(
         return
     table = Table(title=f"{report['queries']} queries over {report['videos']} videos", title_justify="left")
     cols = ["R@1", "R@5", "R@10", "MdR", "MnR"] + (["sound_R@1"] if report["sound_dependent_queries"] else [])
+    cols += [c for c in ("P@1_relevant", "P@5_relevant", "moment_P@1_iou0.5") if any(c in row for row in report["methods"].values())]
     table.add_column("method")
     for c in cols:
         table.add_column(c, justify="right")
     for name, row in report["methods"].items():
         table.add_row(name, *[f"{row[c]:.2f}" if c in row else "-" for c in cols])
     out.print(table)
+    if "R@1_ceiling" in report:
+        out.print(f"R@1 ceiling (a perfect recogniser, ties among videos holding the same event): {report['R@1_ceiling']:.2f}")
+    if report.get("direction"):
+        d = report["direction"]
+        out.print(f"direction accuracy ({d['queries']} captions vs. their reversed twin, 50 = blind to order): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in d.items() if k != "queries"))
     if "moments" in report:
         out.print("moments: " + ", ".join(f"{k} {v:.2f}" for k, v in report["moments"].items()))
     if "moments_frames_only" in report:

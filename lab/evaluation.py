@@ -27,7 +27,10 @@ from vidsearch.search import SearchEngine, VideoFeatures, audio_hits, localize_m
 from vidsearch.search.features import pad_vectors
 from vidsearch.store import StoreError
 
+from vidsearch.encoders.directions import reverse_direction
+
 from .datasets import read_jsonl
+from .relevance_eval import direction_accuracy, r1_ceiling, relevance_metrics, relevant_events
 
 CHUNK = 64  # queries per scoring chunk (bounded memory: CHUNK x videos x D)
 
@@ -39,6 +42,7 @@ class Queries:
     start: np.ndarray  # (Q,) NaN where the caption has no times
     end: np.ndarray
     sound_dependent: np.ndarray  # (Q,) bool
+    path: list[str]  # (Q,) the true video's resolved path
 
 
 def _pad(feats: list[VideoFeatures], audio: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,16 +77,17 @@ def load_queries(data: Path, path_to_col: dict[str, int], events: Path | None) -
             f"{len(missing)} video(s) of {data} are not in the index (first: {missing[0]}); "
             f"index them first with `vidsearch index` on the same --db"
         )
-    text, video, start, end, dep = [], [], [], [], []
+    text, video, start, end, dep, paths = [], [], [], [], [], []
     for it in items:
         col = path_to_col[str(it.video.resolve())]
         for c in it.captions:
+            paths.append(str(it.video.resolve()))
             text.append(c.text)
             video.append(col)
             start.append(np.nan if c.start is None else c.start)
             end.append(np.nan if c.end is None else c.end)
             dep.append(sd.get(event_key(it.video, c.start), False))
-    return Queries(text, np.array(video), np.array(start), np.array(end), np.array(dep, bool))
+    return Queries(text, np.array(video), np.array(start), np.array(end), np.array(dep, bool), paths)
 
 
 def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_engine: bool = True) -> dict:
@@ -113,14 +118,49 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
             row["sound_R@1"] = sub["R@1"]
         report["methods"][name] = {k: round(float(v), 2) for k, v in row.items()}
     report["sound_dependent_queries"] = int(queries.sound_dependent.sum())
+    head = getattr(engine.backbone, "head", None)
+    if events is not None and Path(events).is_file():
+        col_of_path = {p: remap[col_of_vid[v]] for p, v in path_to_vid.items() if col_of_vid[v] in remap}
+        relevant = relevant_events(Path(events), Path(events).parent, col_of_path, queries, true_cols)
+
+        def top_moment(q: int, col: int):
+            f = feats[col]
+            sound = audio_hits(head, text[q], f)
+            found = localize_moments(f.start, f.end, f.vectors @ text[q], sound if sound.size else None, max_moments=1)
+            return (found.moments[0].start, found.moments[0].end) if found.moments else None
+
+        for name, s in sims.items():
+            report["methods"][name].update(relevance_metrics(s, relevant, top_moment))
+        report["R@1_ceiling"] = r1_ceiling(relevant)
+    report["direction"] = _direction(engine, queries, text, true_cols, feats)
     timed = ~np.isnan(queries.start)
     if timed.any():
-        head = getattr(engine.backbone, "head", None)
         args = (text[timed], feats, true_cols[timed], queries.start[timed], queries.end[timed])
         report["moments"] = _moment_metrics(*args, head)  # as search cuts them
         if head is not None and any(f.audio_vectors.size for f in feats):
             report["moments_frames_only"] = _moment_metrics(*args, None)
     return report
+
+
+def _direction(engine: SearchEngine, queries: Queries, text: np.ndarray, true_cols: np.ndarray, feats: list[VideoFeatures]) -> dict | None:
+    """Direction accuracy per method: each caption naming a direction against its reversed twin,
+    scored on the caption's own video."""
+    rows = [q for q, t in enumerate(queries.text) if reverse_direction(t) is not None]
+    if not rows:
+        return None
+    reversed_text = [reverse_direction(queries.text[q]) for q in rows]
+    rev = np.concatenate([engine.backbone.encode_text(reversed_text[i : i + 256]) for i in range(0, len(rows), 256)])
+    cols = true_cols[rows]
+    own = [feats[c] for c in sorted(set(cols.tolist()))]
+    local = {c: i for i, c in enumerate(sorted(set(cols.tolist())))}
+    idx = np.array([local[c] for c in cols])
+    true_s = _method_scores(engine, torch.from_numpy(text[rows]), own)
+    rev_s = _method_scores(engine, torch.from_numpy(rev), own)
+    out: dict = {"queries": len(rows)}
+    for name in true_s:
+        pick = np.arange(len(rows))
+        out[name] = direction_accuracy(true_s[name][pick, idx], rev_s[name][pick, idx])
+    return out
 
 
 @torch.inference_mode()
@@ -154,7 +194,8 @@ def _engine_scores(engine: SearchEngine, queries: Queries, vids: list[str]) -> n
     sims = np.full((len(queries.text), len(vids)), -1e9, dtype=np.float64)
     col = {v: i for i, v in enumerate(vids)}
     for q, text in enumerate(queries.text):
-        ranking = engine.rank(engine.plan(SearchRequest(query=text, top_k=200, filters=Filters(video_ids=vids))))
+        # min_relevance 0: every candidate ranked, so an unranked true video cannot tie at the floor
+        ranking = engine.rank(engine.plan(SearchRequest(query=text, top_k=200, min_relevance=0.0, filters=Filters(video_ids=vids))))
         for c in ranking.candidates[:200]:  # the first page, as a client asking top_k=200 gets
             if c.video_id in col:
                 sims[q, col[c.video_id]] = round(c.score, 6)

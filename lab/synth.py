@@ -50,6 +50,8 @@ from typing import Annotated, Callable, Optional
 import numpy as np
 import typer
 
+from .synth_looks import RANDOM_TEXTURES, STYLES, EventLook, VideoLook, event_look, random_geometry, random_plain_colour, video_look
+
 # --------------------------------------------------------------------------------------------------
 # The world: what an event can be
 # --------------------------------------------------------------------------------------------------
@@ -226,6 +228,7 @@ class Event:
     caption: str = ""  # in the phrasing of the video's split
     captions: dict[str, str] = field(default_factory=dict)  # {"train": ..., "test": ...}
     sound_dependent: bool = False
+    look: EventLook = field(default_factory=EventLook)  # how it is drawn (never what it shows)
 
     @property
     def duration(self) -> float:
@@ -246,6 +249,8 @@ class VideoPlan:
     index: int
     split: str  # "train" | "test"
     events: tuple[Event, ...]
+    style: str = "plain"  # lab/synth_looks.py: "plain", "random" (domain randomised) or "heldout"
+    look: VideoLook = field(default_factory=VideoLook)
 
     @property
     def name(self) -> str:
@@ -261,12 +266,16 @@ class VideoPlan:
         return self.events[-1].end
 
 
-def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[VideoPlan]:
+def plan(videos: int, seed: int, test_fraction: float = 0.2, style: str = "plain") -> list[VideoPlan]:
     """Every video's events, split and captions, without rendering.
 
     Video ``i``'s content depends only on ``(seed, i)``, so a larger corpus with the same seed starts
-    with the smaller one's videos (only the split may differ).
+    with the smaller one's videos (only the split may differ). ``style`` changes how videos look and
+    sound (lab/synth_looks.py), never what happens in them: the captions of a seed are the same in
+    every style.
     """
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}: choose one of {', '.join(STYLES)}")
     if videos < 1:
         raise ValueError("videos must be at least 1")
     if not 0.0 <= test_fraction < 1.0:
@@ -276,7 +285,9 @@ def plan(videos: int, seed: int, test_fraction: float = 0.2) -> list[VideoPlan]:
     for i in range(videos):
         split = "test" if i in test_ids else "train"
         events = tuple(_caption(ev, seed, i, k, split) for k, ev in enumerate(_plan_events(i, seed)))
-        plans.append(VideoPlan(i, split, events))
+        if style == "random":
+            events = tuple(_restyle(ev, seed, i, k, style) for k, ev in enumerate(events))
+        plans.append(VideoPlan(i, split, events, style, video_look(seed, i, style)))
     return _mark_sound_dependent(plans)
 
 
@@ -397,6 +408,20 @@ def _sprite_path(rng: random.Random, motion: str, size: int) -> tuple[int, int, 
     return x, y, x, y
 
 
+def _restyle(event: Event, seed: int, video: int, k: int, style: str) -> Event:
+    """Randomised size, path and drawing for an event whose meaning is already fixed. A sound-only
+    variation keeps the look of the event it copies only in meaning: it is drawn anew, as a second
+    recording of the same scene would be."""
+    size, path = random_geometry(seed, video, k, event.motion, WIDTH, HEIGHT, MARGIN)
+    look = event_look(seed, video, k, style)
+    backdrop = event.backdrop
+    if event.background == "plain":
+        backdrop = random_plain_colour(look.backdrop_seed)
+    else:
+        backdrop = random.Random(look.backdrop_seed).choice(RANDOM_TEXTURES)
+    return replace(event, size=size, path=path, look=look, backdrop=backdrop)
+
+
 def _caption(event: Event, seed: int, video: int, k: int, split: str) -> Event:
     captions = {
         style: caption_text(event, PHRASINGS[style], random.Random(f"synth:{seed}:{video}:{k}:{style}"))
@@ -479,11 +504,15 @@ def write_png(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
-def shape_mask(shape: str, size: int, supersample: int = 4) -> np.ndarray:
-    """Coverage in [0, 1] of a shape in a size x size box; supersampled so edges are smooth."""
+def shape_mask(shape: str, size: int, supersample: int = 4, inset: int = 0) -> np.ndarray:
+    """Coverage in [0, 1] of a shape in a size x size box; supersampled so edges are smooth.
+    ``inset`` pixels shrink the shape about its centre (the inside of an outline)."""
     n = size * supersample
     coords = (np.arange(n) + 0.5) / n * 2 - 1
     x, y = np.meshgrid(coords, coords)
+    if inset:
+        scale = size / max(size - 2 * inset, 1)
+        x, y = x * scale, y * scale
     if shape == "circle":
         inside = x**2 + y**2 <= 0.92**2
     else:
@@ -513,14 +542,42 @@ def _inside_polygon(x: np.ndarray, y: np.ndarray, poly: np.ndarray) -> np.ndarra
     return inside
 
 
-def sprite_pixels(colour: str, shape: str, size: int) -> np.ndarray:
-    alpha = np.round(shape_mask(shape, size) * 255).astype(np.uint8)
-    rgb = np.broadcast_to(np.array(COLOURS[colour], np.uint8), (size, size, 3))
-    return np.dstack([rgb, alpha])
+def sprite_pixels(colour: str, shape: str, size: int, look: EventLook | None = None) -> np.ndarray:
+    """RGBA sprite. The plain look is a flat fill; the randomised ones draw the same shape in the
+    same colour family: a darker outline, a lit-from-above shading, or turned by an angle."""
+    look = look or EventLook()
+    if look.variant == "turned" and shape != "circle":
+        coverage = _turned_mask(shape, size, look.angle)
+    else:
+        coverage = shape_mask(shape, size)
+    alpha = np.round(coverage * 255).astype(np.uint8)
+    base = np.clip(np.array(COLOURS[colour], np.float32) + np.array(look.shade, np.float32), 0, 255)
+    rgb = np.broadcast_to(base, (size, size, 3)).copy()
+    if look.variant == "outline":
+        inner = shape_mask(shape, size, inset=max(2, size // 12))
+        edge = np.clip(coverage - inner, 0, 1)[..., None]
+        rgb = rgb * (1 - 0.55 * edge)
+    elif look.variant == "shaded":
+        light = np.linspace(1.12, 0.8, size, dtype=np.float32)[:, None, None]
+        rgb = rgb * light
+    return np.dstack([np.clip(rgb, 0, 255).astype(np.uint8), alpha])
 
 
-def texture_pixels(name: str) -> np.ndarray:
-    """Grey textures with a fixed seed: a backdrop's look is part of the ground truth."""
+def _turned_mask(shape: str, size: int, angle: float, supersample: int = 4) -> np.ndarray:
+    n = size * supersample
+    coords = (np.arange(n) + 0.5) / n * 2 - 1
+    x, y = np.meshgrid(coords, coords)
+    a = np.deg2rad(angle)
+    xr, yr = np.cos(a) * x + np.sin(a) * y, -np.sin(a) * x + np.cos(a) * y
+    inside = _inside_polygon(xr / 0.92, yr / 0.92, _polygon(shape))  # shrunk a little: corners stay in the box
+    return inside.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
+
+
+def texture_pixels(name: str, seed: int = 0) -> np.ndarray:
+    """Grey textures with a fixed seed: a backdrop's look is part of the ground truth. A non-zero
+    ``seed`` (randomised style) varies the scale, the contrast and a faint tint."""
+    if seed:
+        return _random_texture(name, seed)
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
     if name == "checker":
         grey = np.where(((xx // 28) + (yy // 28)) % 2 == 0, 30, 62)
@@ -536,28 +593,68 @@ def texture_pixels(name: str) -> np.ndarray:
     return np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)
 
 
+def _random_texture(name: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    lo = rng.uniform(14, 40)
+    hi = lo + rng.uniform(20, 50)
+    cell = int(rng.integers(10, 40))
+    if name == "checker":
+        pattern = ((xx // cell) + (yy // cell)) % 2
+    elif name == "stripes":
+        theta = rng.uniform(0, np.pi)
+        pattern = ((np.cos(theta) * xx + np.sin(theta) * yy) // (cell / 2)) % 2
+    elif name == "noise":
+        k = max(2, cell // 2)
+        coarse = rng.random((HEIGHT // k + 1, WIDTH // k + 1))
+        pattern = np.kron(coarse, np.ones((k, k)))[:HEIGHT, :WIDTH]
+    elif name == "grid":
+        width = int(rng.integers(2, 5))
+        pattern = ((xx % cell < width) | (yy % cell < width)).astype(np.float32)
+    elif name == "gradient":
+        theta = rng.uniform(0, 2 * np.pi)
+        ramp = np.cos(theta) * xx + np.sin(theta) * yy
+        pattern = (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)
+        pattern += 0.25 * np.sin(ramp / rng.uniform(6, 14))  # banding, so it reads as texture
+    elif name == "blobs":  # smooth random field: a natural-looking, out-of-focus backdrop
+        coarse = rng.random((6, 6))
+        up = np.kron(coarse, np.ones((HEIGHT // 5 + 1, WIDTH // 5 + 1)))[:HEIGHT, :WIDTH]
+        k = np.ones(25) / 25
+        up = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 1, up)
+        pattern = np.apply_along_axis(lambda c: np.convolve(c, k, mode="same"), 0, up)
+        pattern += 0.15 * rng.random((HEIGHT, WIDTH))
+    else:
+        raise ValueError(f"unknown texture {name!r}")
+    grey = lo + (hi - lo) * np.clip(pattern, 0, 1.3) / 1.3
+    tint = rng.uniform(-6, 6, size=3)
+    return np.clip(grey[..., None] + tint, 0, 255).astype(np.uint8)
+
+
 class _Assets:
     """Sprites and textures a run needs, written once to a scratch folder and shared by workers."""
 
     def __init__(self, root: Path):
         self.root = root
 
-    def sprite(self, colour: str, shape: str, size: int) -> Path:
-        return self.root / f"sprite_{colour}_{shape}_{size}.png"
+    def sprite(self, colour: str, shape: str, size: int, look: EventLook | None = None) -> Path:
+        if look is None or look == EventLook():
+            return self.root / f"sprite_{colour}_{shape}_{size}.png"
+        key = zlib.crc32(repr(look).encode())
+        return self.root / f"sprite_{colour}_{shape}_{size}_{key:08x}.png"
 
-    def texture(self, name: str) -> Path:
-        return self.root / f"texture_{name}.png"
+    def texture(self, name: str, seed: int = 0) -> Path:
+        return self.root / (f"texture_{name}.png" if not seed else f"texture_{name}_{seed}.png")
 
     def speech(self, text: str) -> Path:
         return self.root / f"speech_{zlib.crc32(text.encode()):08x}.wav"
 
     def prepare(self, plans: list[VideoPlan], jobs: int) -> None:
-        events = [e for p in plans for e in p.events]
-        for colour, shape, size in sorted({(e.colour, e.shape, e.size) for e in events}):
-            write_png(self.sprite(colour, shape, size), sprite_pixels(colour, shape, size))
-        for name in sorted({e.backdrop for e in events if e.background == "textured"}):
-            write_png(self.texture(name), texture_pixels(name))
-        phrases = sorted({e.spoken for e in events if e.spoken})
+        events = [e for p in plans if p.style != "heldout" for e in p.events]  # the held-out renderer draws its own
+        for colour, shape, size, look in sorted({(e.colour, e.shape, e.size, e.look) for e in events}, key=repr):
+            write_png(self.sprite(colour, shape, size, look), sprite_pixels(colour, shape, size, look))
+        for name, seed in sorted({(e.backdrop, e.look.backdrop_seed) for e in events if e.background == "textured"}):
+            write_png(self.texture(name, seed), texture_pixels(name, seed))
+        phrases = sorted({e.spoken for p in plans for e in p.events if e.spoken})
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(lambda t: _flite(t, self.speech(t)), phrases))
 
@@ -579,9 +676,13 @@ def soundtrack(video: VideoPlan, assets: Optional[_Assets] = None, seed: int = 0
     out = np.zeros(total, np.float32)
     for k, e in enumerate(video.events):
         a, b = _samples(e.start), _samples(e.end)
-        out[a:b] += _event_sound(e, b - a, np.random.default_rng([seed, video.index, k]))
+        out[a:b] += _event_sound(e, b - a, np.random.default_rng([seed, video.index, k]), video.look)
         if e.spoken and assets is not None:
             _mix_speech(out, read_wav(assets.speech(e.spoken)), e)
+    if video.look.room_tone:
+        bed = np.cumsum(np.random.default_rng([seed, video.index, 99]).normal(size=total))  # brown noise
+        bed -= np.convolve(bed, np.ones(441) / 441, mode="same")  # without its drift
+        out += (video.look.room_tone * bed / (np.abs(bed).max() + 1e-9)).astype(np.float32)
     return np.clip(out, -1.0, 1.0)
 
 
@@ -589,14 +690,28 @@ def _samples(seconds: float) -> int:
     return int(round(seconds * SAMPLE_RATE))
 
 
-def _event_sound(e: Event, n: int, rng: np.random.Generator) -> np.ndarray:
+def _event_sound(e: Event, n: int, rng: np.random.Generator, look: VideoLook | None = None) -> np.ndarray:
+    look = look or VideoLook()
     if e.sound in TONE_HZ:
-        level = TONE_UNDER_SPEECH if e.spoken else TONE_LEVEL
+        level = TONE_UNDER_SPEECH if e.spoken else look.tone_level
         t = np.arange(n) / SAMPLE_RATE
-        return _faded(level * np.sin(2 * np.pi * TONE_HZ[e.sound] * t))
+        return _faded(level * tone_wave(TONE_HZ[e.sound] * look.pitch, t, look.timbre))
     if e.sound == "clap":
-        return _claps(n, rng)
+        return _claps(n, rng, every=look.clap_every, decay=look.clap_decay)
     return np.zeros(n)
+
+
+def tone_wave(hz: float, t: np.ndarray, timbre: str = "sine") -> np.ndarray:
+    """A tone of pitch ``hz`` in one of several timbres, peak ~1; the fundamental stays the
+    strongest partial, so "low / middle / high" is still the pitch a listener hears."""
+    if timbre == "sine":
+        return np.sin(2 * np.pi * hz * t)
+    partials = {"harmonics": [(1, 1.0), (2, 0.5), (3, 0.25)],
+                "square": [(k, 1.0 / k) for k in (1, 3, 5, 7)],
+                "triangle": [(k, (-1) ** (i) / k**2) for i, k in enumerate((1, 3, 5))]}[timbre]  # fmt: skip
+    nyquist = SAMPLE_RATE / 2
+    x = sum(a * np.sin(2 * np.pi * k * hz * t) for k, a in partials if k * hz < nyquist)
+    return x / np.abs(x).max()
 
 
 def _faded(x: np.ndarray, seconds: float = FADE_SECONDS) -> np.ndarray:
@@ -609,11 +724,11 @@ def _faded(x: np.ndarray, seconds: float = FADE_SECONDS) -> np.ndarray:
     return x
 
 
-def _claps(n: int, rng: np.random.Generator, every: float = 0.5, length: float = 0.06) -> np.ndarray:
-    """Clap-like bursts: white noise with a fast exponential decay, twice a second."""
+def _claps(n: int, rng: np.random.Generator, every: float = 0.5, length: float = 0.06, decay: float = 0.012) -> np.ndarray:
+    """Clap-like bursts: white noise with a fast exponential decay, twice a second by default."""
     out = np.zeros(n)
     m = int(length * SAMPLE_RATE)
-    envelope = np.exp(-np.arange(m) / (0.012 * SAMPLE_RATE))
+    envelope = np.exp(-np.arange(m) / (decay * SAMPLE_RATE))
     for start in range(int(0.05 * SAMPLE_RATE), n - m, int(every * SAMPLE_RATE)):
         out[start : start + m] = CLAP_LEVEL * envelope * rng.uniform(-1, 1, m)
     return out
@@ -696,18 +811,20 @@ def ffmpeg_command(video: VideoPlan, assets: _Assets, wav: Path, target: Path) -
     """
     inputs: list[str] = []
     chains: list[str] = []
+    look, fps = video.look, video.look.fps
     for k, e in enumerate(video.events):
-        inputs += _backdrop_input(e, assets)
-        inputs += ["-loop", "1", "-framerate", str(FPS), "-i", str(assets.sprite(e.colour, e.shape, e.size))]
+        inputs += _backdrop_input(e, assets, fps)
+        inputs += ["-loop", "1", "-framerate", str(fps), "-i", str(assets.sprite(e.colour, e.shape, e.size, e.look))]
         chains.append(f"[{2 * k}:v][{2 * k + 1}:v]{_overlay(e)}{_drawtext(e)},setsar=1[e{k}]")
     n = len(video.events)
     labels = "".join(f"[e{k}]" for k in range(n))
-    graph = ";".join(chains) + f";{labels}concat=n={n}:v=1:a=0,format=yuv420p[v]"
+    degrade = (f",gblur=sigma={look.blur}" if look.blur else "") + (f",noise=alls={look.noise}:allf=t" if look.noise else "")
+    graph = ";".join(chains) + f";{labels}concat=n={n}:v=1:a=0{degrade},format=yuv420p[v]"
     return [
         "ffmpeg", "-nostdin", "-v", "error", "-y", *inputs, "-i", str(wav),
         "-filter_complex", graph, "-filter_complex_threads", "1",
         "-map", "[v]", "-map", f"{2 * n}:a",
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", str(2 * FPS), "-r", str(FPS),
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", str(look.crf), "-g", str(2 * fps), "-r", str(fps),
         "-threads", "1",
         "-c:a", "aac", "-b:a", "96k", "-ar", str(SAMPLE_RATE),
         "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
@@ -715,11 +832,12 @@ def ffmpeg_command(video: VideoPlan, assets: _Assets, wav: Path, target: Path) -
     ]  # fmt: skip
 
 
-def _backdrop_input(e: Event, assets: _Assets) -> list[str]:
+def _backdrop_input(e: Event, assets: _Assets, fps: int = FPS) -> list[str]:
     if e.background == "plain":
-        colour = PLAIN_BACKDROPS[e.backdrop]
-        return ["-f", "lavfi", "-i", f"color=c={colour}:s={WIDTH}x{HEIGHT}:r={FPS}:d={e.duration}"]
-    return ["-loop", "1", "-framerate", str(FPS), "-t", str(e.duration), "-i", str(assets.texture(e.backdrop))]
+        colour = PLAIN_BACKDROPS.get(e.backdrop, e.backdrop)  # a name, or a randomised "0xRRGGBB"
+        return ["-f", "lavfi", "-i", f"color=c={colour}:s={WIDTH}x{HEIGHT}:r={fps}:d={e.duration}"]
+    texture = assets.texture(e.backdrop, e.look.backdrop_seed)
+    return ["-loop", "1", "-framerate", str(fps), "-t", str(e.duration), "-i", str(texture)]
 
 
 def _overlay(e: Event) -> str:
@@ -745,6 +863,17 @@ def render_video(video: VideoPlan, out: Path, assets: _Assets, seed: int) -> Pat
     target = out / video.video
     partial = target.with_name(target.name + ".part")
     wav = assets.root / f"{video.name}.wav"
+    if video.style == "heldout":
+        from .synth_heldout import heldout_soundtrack, render_heldout
+
+        write_wav(wav, heldout_soundtrack(video, assets, seed))
+        try:
+            render_heldout(video, wav, partial, seed)
+            os.replace(partial, target)
+        finally:
+            wav.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
+        return target
     write_wav(wav, soundtrack(video, assets, seed))
     try:
         _run(ffmpeg_command(video, assets, wav, partial))
@@ -859,6 +988,7 @@ def generate(
     test_fraction: float = 0.2,
     progress: bool = True,
     on_video: Optional[Callable[[int, int], None]] = None,
+    style: str = "plain",
 ) -> SynthSummary:
     """Plan, render every video in a pool of ``jobs`` workers, then write the JSONL files.
 
@@ -870,14 +1000,14 @@ def generate(
     t0 = time.monotonic()
     out = Path(out)
     jobs = jobs or default_jobs()
-    plans = plan(videos, seed, test_fraction)
+    plans = plan(videos, seed, test_fraction, style)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vidsearch-synth-") as scratch:
         assets = _Assets(Path(scratch))
         assets.prepare(plans, jobs)
         _render_all(plans, out, assets, seed, jobs, progress, on_video)
     params = {
-        "generator": "vidsearch.synth", "videos": videos, "seed": seed, "test_fraction": test_fraction,
+        "generator": "vidsearch.synth", "videos": videos, "seed": seed, "test_fraction": test_fraction, "style": style,
         "width": WIDTH, "height": HEIGHT, "fps": FPS, "sample_rate": SAMPLE_RATE,
     }  # fmt: skip
     files = write_jsonl(out, plans, params)  # last: a caption list never names a missing video
@@ -962,6 +1092,8 @@ def synth_command(
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same corpus.")] = 0,
     jobs: Annotated[Optional[int], typer.Option("--jobs", min=1, help="Videos rendered at once (default: one per core).")] = None,
     test_fraction: Annotated[float, typer.Option("--test-fraction", min=0.0, max=0.99, help="Share of videos in test.jsonl.")] = 0.2,
+    style: Annotated[str, typer.Option("--style", help="plain (the original look), random (domain randomised: "
+                                       "for training) or heldout (a second renderer training never sees: for model selection).")] = "plain",
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a summary line.")] = False,
 ) -> None:
     """Render a synthetic multi-event corpus with known ground truth (train/test captions, events)."""
@@ -969,7 +1101,7 @@ def synth_command(
 
     err = Console(stderr=True)
     try:
-        summary = generate(out, videos, seed, jobs, test_fraction, progress=not json_out and err.is_terminal)
+        summary = generate(out, videos, seed, jobs, test_fraction, progress=not json_out and err.is_terminal, style=style)
     except (SynthError, ValueError, OSError) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)

@@ -106,3 +106,33 @@ def load_training_set(
     if cache:
         ts.save(cache_path)
     return ts
+
+
+def concat_training_sets(sets: list[TrainingSet]) -> TrainingSet:
+    """Several decoded datasets as one (e.g. a domain-randomised corpus plus one in the original
+    look), in the order given; each keeps its own decode cache."""
+    if len(sets) == 1:
+        return sets[0]
+    frame_counts = [len(t.frames) for t in sets]
+    audio_counts = [len(t.audio) for t in sets]
+    video_counts = [len(t.videos) for t in sets]
+
+    def offsets(parts: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+        base = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        return np.concatenate([parts[0][:1]] + [o[1:] + b for o, b in zip(parts, base)]).astype(np.int64)
+
+    return TrainingSet(
+        frames=np.concatenate([t.frames for t in sets]),
+        frame_offsets=offsets([t.frame_offsets for t in sets], frame_counts),
+        unit_start=np.concatenate([t.unit_start for t in sets]),
+        unit_end=np.concatenate([t.unit_end for t in sets]),
+        audio=np.concatenate([t.audio for t in sets]),
+        audio_offsets=offsets([t.audio_offsets for t in sets], audio_counts),
+        durations=np.concatenate([t.durations for t in sets]),
+        videos=[v for t in sets for v in t.videos],
+        cap_video=np.concatenate([t.cap_video + b for t, b in zip(sets, np.concatenate([[0], np.cumsum(video_counts)[:-1]]))]).astype(np.int64),
+        cap_text=[c for t in sets for c in t.cap_text],
+        cap_start=np.concatenate([t.cap_start for t in sets]),
+        cap_end=np.concatenate([t.cap_end for t in sets]),
+    )
+

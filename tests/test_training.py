@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,9 +43,13 @@ def test_train_scores_held_out_videos_writes_a_loadable_checkpoint_and_resumes(u
     rows = first["history"]
     assert [r["epoch"] for r in rows] == [1, 2] and all(torch.isfinite(torch.tensor(r["total"])) for r in rows)
     n_test = len((corpus / "test.jsonl").read_text().splitlines())
-    for r in rows:  # every epoch scored on the held-out videos, per pooling method
-        assert set(r["eval"]) == {"test"} and set(r["eval"]["test"]) == {"mean", "xpool", "fused"}
-        for m in r["eval"]["test"].values():
+    for r in rows:  # every epoch scored on the held-out videos, per pooling method, and on direction
+        assert set(r["eval"]) == {"test"} and set(r["eval"]["test"]) == {"mean", "xpool", "fused", "direction_accuracy"}
+        assert "direction" in r and r["direction"] > 0  # the reversed-direction loss ran
+        for name, m in r["eval"]["test"].items():
+            if name == "direction_accuracy":
+                assert m["queries"] > 0 and 0 <= m["event_mean"] <= 100 and 0 <= m["xpool"] <= 100
+                continue
             assert 0 <= m["R@1"] <= m["R@5"] <= 100 and 1 <= m["MdR"] <= n_test
 
     ckpt = torch.load(out, map_location="cpu", weights_only=False)
@@ -52,6 +57,12 @@ def test_train_scores_held_out_videos_writes_a_loadable_checkpoint_and_resumes(u
     assert not any(k.startswith("text.transformer.") for k in ckpt["clip"]), "the frozen MiniLM is not copied"
     backbone = load_backbone("tiny", "none", out)
     assert backbone.head is not None and backbone.fingerprint.weights != load_backbone("tiny", "none").fingerprint.weights
+    assert backbone.head.temporal is not None  # the temporal module travels in the checkpoint
+    # and the indexer's units are the mixed ones: each unit knows its neighbours
+    frames = np.random.default_rng(0).integers(0, 255, (4, backbone.image_size, backbone.image_size, 3), dtype=np.uint8)
+    t = np.arange(4.0)
+    mixed, *_ = backbone.encode_units(frames, t, t + 1, np.zeros(4, int))
+    assert not np.allclose(mixed, backbone.encode_frames(frames), atol=1e-4)
 
     again = _train(*common, "--epochs", "3", "--resume")  # continue to 3 epochs, scored after the last only
     assert again["resumed"] and again["epochs"] == 3 and [r["epoch"] for r in again["history"]] == [3]

@@ -1,0 +1,206 @@
+"""Generalisation beyond one renderer, and order: randomised and held-out synthetic styles, the
+temporal module over unit vectors, reversed-direction captions, and the eval metrics users feel
+(P@1 by relevance, the R@1 ceiling, direction accuracy)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidsearch.encoders.directions import reverse_direction
+from vidsearch.encoders.temporal import TemporalMixer, mix_units
+from vidsearch.lab import synth
+from vidsearch.lab.relevance_eval import named_key, r1_ceiling, relevance_metrics
+
+SEED = 3
+N = 4
+
+
+# -- the styles ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def styled(tmp_path_factory) -> dict[str, Path]:
+    out = {}
+    for style in ("random", "heldout"):
+        root = tmp_path_factory.mktemp(style)
+        synth.generate(root, N, SEED, jobs=2, progress=False, style=style)
+        out[style] = root
+    return out
+
+
+def _frames(path: Path) -> tuple[np.ndarray, float]:
+    info = json.loads(subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height,r_frame_rate",
+                                      "-of", "json", str(path)], capture_output=True, text=True, check=True).stdout)["streams"][0]  # fmt: skip
+    num, den = (int(x) for x in info["r_frame_rate"].split("/"))
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, info["height"], info["width"], 3), num / den
+
+
+def _dominant_colour(frame: np.ndarray) -> str | None:
+    names = list(synth.COLOURS)
+    palette = np.array([synth.COLOURS[n] for n in names], np.float32)
+    dist = np.linalg.norm(frame.reshape(-1, 1, 3).astype(np.float32) - palette[None], axis=2)
+    near = dist.min(axis=1) < 70
+    if near.sum() < 50:
+        return None
+    return names[int(np.bincount(dist.argmin(axis=1)[near], minlength=len(names)).argmax())]
+
+
+def _audio(path: Path) -> np.ndarray:
+    cmd = ["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", str(synth.SAMPLE_RATE), "-"]
+    return np.frombuffer(subprocess.run(cmd, capture_output=True, check=True).stdout, np.float32)
+
+
+def test_styles_change_the_look_not_the_ground_truth(styled, tmp_path):
+    plain = synth.plan(N, SEED, 0.2, "plain")
+    for style, root in styled.items():
+        events = [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines()]
+        assert [e["caption"] for e in events] == [e.caption for p in plain for e in p.events], style
+        assert json.loads((root / "synth.json").read_text())["style"] == style
+    # the looks differ: randomised sizes/paths, and the held-out renderer's own frame size
+    random_events = [e for p in synth.plan(N, SEED, 0.2, "random") for e in p.events]
+    assert [e.path for e in random_events] != [e.path for p in plain for e in p.events]
+    assert len({e.look.variant for p in synth.plan(40, SEED, 0.2, "random") for e in p.events}) >= 3
+    frames, _ = _frames(styled["heldout"] / "videos" / "synth_00000.mp4")
+    assert frames.shape[1:3] == (240, 240)
+    with pytest.raises(ValueError, match="unknown style"):
+        synth.plan(2, 1, 0.2, "cartoon")
+
+
+@pytest.mark.parametrize("style", ["random", "heldout"])
+def test_each_style_shows_the_events_colour_and_plays_its_tone(styled, style):
+    root = styled[style]
+    events = [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines()]
+    colours = tones = 0
+    for e in events:
+        video = root / e["video"]
+        frames, fps = _frames(video)
+        mid = int((e["start"] + e["end"]) / 2 * fps)
+        assert _dominant_colour(frames[mid]) == e["colour"], (style, e["video"], e["start"])
+        colours += 1
+        if e["sound"] in synth.TONE_HZ and not e["spoken"]:
+            audio = _audio(video)
+            a, b = (int(t * synth.SAMPLE_RATE) for t in (e["start"] + 0.2, e["end"] - 0.2))
+            w = audio[a:b]
+            spectrum = np.abs(np.fft.rfft(w * np.hanning(w.size)))
+            peak = float(np.fft.rfftfreq(w.size, 1 / synth.SAMPLE_RATE)[spectrum.argmax()])
+            assert peak == pytest.approx(synth.TONE_HZ[e["sound"]], rel=0.06), (style, e)
+            tones += 1
+        if e["sound"] == "silence" and not e["spoken"]:
+            audio = _audio(video)
+            a, b = (int(t * synth.SAMPLE_RATE) for t in (e["start"] + 0.2, e["end"] - 0.2))
+            assert float(np.sqrt(np.mean(audio[a:b] ** 2))) < 0.01, (style, e)
+    assert colours >= 8
+
+
+# -- direction -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("caption", "expected"),
+    [
+        ("a red circle moves left while a low tone sounds", "a red circle moves right while a low tone sounds"),
+        ("a deep beep rings out as a blue box drifts upward", "a deep beep rings out as a blue box drifts downward"),
+        ("the star rises; clapping is heard", "the star sinks; clapping is heard"),
+        ("a disc slides to the Left", "a disc slides to the Right"),
+        ('a ball stays still; someone says "turn up the lights"', None),
+        ('a box glides leftward, with a voice saying "look up"', 'a box glides rightward, with a voice saying "look up"'),
+    ],
+)
+def test_reverse_direction(caption, expected):
+    assert reverse_direction(caption) == expected
+
+
+def test_temporal_module_starts_as_identity_and_learns_order():
+    torch.manual_seed(0)
+    m = TemporalMixer(16)
+    units = torch.nn.functional.normalize(torch.randn(2, 5, 16), dim=-1)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    out = m(units, mask)
+    assert torch.allclose(out[0], units[0], atol=1e-6) and torch.allclose(out[1, :3], units[1, :3], atol=1e-6)
+    assert torch.all(out[1, 3:] == 0)
+    torch.nn.init.normal_(m.out.weight, std=0.5)
+    forward = m(units[:1], mask[:1])
+    backward = m(units[:1].flip(1), mask[:1]).flip(1)
+    assert not torch.allclose(forward, backward, atol=1e-3), "a reversed sequence must give other units"
+    assert torch.allclose(forward.norm(dim=-1), torch.ones(1, 5), atol=1e-5)
+
+
+def test_mix_units_per_video_equals_one_video_at_a_time():
+    torch.manual_seed(1)
+    m = TemporalMixer(8)
+    torch.nn.init.normal_(m.out.weight, std=0.3)
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(7, 8)).astype(np.float32)
+    owner = np.array([0, 0, 0, 1, 1, 2, 2])
+    start = np.array([0, 1, 2, 0, 1, 0, 2], float)
+    together = mix_units(m, vecs, start, start + 1, owner)
+    for v in range(3):
+        sel = owner == v
+        alone = mix_units(m, vecs[sel], start[sel], start[sel] + 1, owner[sel])
+        np.testing.assert_allclose(together[sel], alone, atol=1e-5)
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+def test_relevance_metrics_count_any_matching_video():
+    sims = np.array([[0.9, 0.8, 0.1], [0.2, 0.9, 0.3], [0.1, 0.2, 0.3]])
+    relevant = [{0: [(0, 2)], 1: [(1, 3)]}, {0: [(0, 2)]}, {2: [(0, 4)], 0: [(0, 1)], 1: [(0, 1)]}]
+    moments = {(0, 0): (0.0, 2.0), (2, 2): (3.0, 4.0)}
+    m = relevance_metrics(sims, relevant, lambda q, col: moments.get((q, col)))
+    assert m["P@1_relevant"] == pytest.approx(200 / 3, abs=0.01)  # query 1's first result holds no match
+    assert m["P@5_relevant"] == pytest.approx(100 * (2 / 3 + 1 / 3 + 1) / 3, abs=0.01)
+    assert m["moment_P@1_iou0.5"] == pytest.approx(100 / 3, abs=0.01)  # (3, 4) vs (0, 4): IoU 0.25
+    assert r1_ceiling(relevant) == pytest.approx(100 * (1 / 2 + 1 + 1 / 3) / 3, abs=0.01)
+
+
+def test_a_caption_names_backdrop_and_words_only_when_it_says_them():
+    e = {"colour": "red", "shape": "circle", "motion": "left", "sound": "low", "background": "plain", "onscreen": "STOP", "spoken": None}
+    assert named_key(e, "a red ball drifts to the left; a deep beep rings out") == ("red", "circle", "left", "low", None, None, None)
+    assert named_key(e, 'against a solid backdrop, a red ball ..., under the caption "STOP"')[4:] == ("plain", "STOP", None)
+
+
+@pytest.mark.slow
+def test_eval_reports_relevance_ceiling_and_direction(unseen_synth_corpus, tmp_path):
+    db = tmp_path / "idx"
+    data = unseen_synth_corpus / "train.jsonl"
+    run = lambda *a: subprocess.run(["vidsearch", *a], capture_output=True, text=True, timeout=600)  # noqa: E731
+    done = run("index", str(data), "--db", str(db), "--model", "tiny", "--no-speech", "--no-ocr")
+    assert done.returncode == 0, done.stderr[-1500:]
+    done = run("eval", "--data", str(data), "--db", str(db), "--json")
+    assert done.returncode == 0, done.stderr[-1500:]
+    report = json.loads(done.stdout)
+    for name, row in report["methods"].items():
+        assert row["P@1_relevant"] >= row["R@1"], name  # the caption's own video is always relevant
+        assert 0 <= row["moment_P@1_iou0.5"] <= row["P@1_relevant"]
+    assert 0 < report["R@1_ceiling"] <= 100
+    d = report["direction"]
+    assert d["queries"] > 0 and all(0 <= d[k] <= 100 for k in ("mean", "xpool", "fused"))
+
+
+def test_training_sets_concatenate_video_by_video():
+    from vidsearch.lab.training_data import TrainingSet, concat_training_sets
+
+    def make(nv: int, seed: int) -> TrainingSet:
+        r = np.random.default_rng(seed)
+        fo, ao = np.r_[0, np.cumsum(r.integers(1, 4, nv))], np.r_[0, np.cumsum(r.integers(2, 5, nv))]
+        return TrainingSet(frames=r.integers(0, 255, (fo[-1], 2, 2, 3)).astype(np.uint8), frame_offsets=fo,
+                           unit_start=np.arange(fo[-1], dtype=np.float32), unit_end=np.arange(fo[-1], dtype=np.float32) + 1,
+                           audio=r.random(ao[-1]).astype(np.float16), audio_offsets=ao, durations=np.ones(nv, np.float32),
+                           videos=[f"v{seed}_{i}" for i in range(nv)], cap_video=np.arange(nv), cap_text=[f"c{seed}{i}" for i in range(nv)],
+                           cap_start=np.zeros(nv, np.float32), cap_end=np.ones(nv, np.float32))  # fmt: skip
+
+    a, b = make(3, 1), make(2, 2)
+    c = concat_training_sets([a, b])
+    assert c.videos == a.videos + b.videos and c.cap_video.tolist() == [0, 1, 2, 3, 4]
+    for v in range(5):
+        src, w = (a, v) if v < 3 else (b, v - 3)
+        np.testing.assert_array_equal(c.frames[c.frame_offsets[v] : c.frame_offsets[v + 1]], src.frames[src.frame_offsets[w] : src.frame_offsets[w + 1]])
+        np.testing.assert_array_equal(c.audio[c.audio_offsets[v] : c.audio_offsets[v + 1]], src.audio[src.audio_offsets[w] : src.audio_offsets[w + 1]])
