@@ -566,7 +566,7 @@ def serve(
     settings = _settings(config, db=db, host=host, port=port, api_keys=api_key, read_auth=read_auth, library_roots=library_root,
                          model=model, pretrained=pretrained, checkpoint=checkpoint,
                          encoder_backend=encoder_backend, triton_url=triton_url, device=device)  # fmt: skip
-    application = create_app(settings)
+    application = create_app(settings, serving=True)
     err.print(f"vidsearch API on http://{settings.host}:{settings.port} (index {settings.db}; docs at /docs)")
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
 
