@@ -237,6 +237,14 @@ class SearchEngine:
             vectors["like"] = like_vector(self.cache.get_many([vid]).get(vid), req.like)
         return compose(vectors, req.query_weights)
 
+    @property
+    def query_runtime(self) -> str:
+        """What encodes new query texts now: onnx, torch, or building (torch until the ONNX copy is ready)."""
+        if getattr(self.backbone, "query_tower", None) is not None:
+            return "onnx"
+        builder = getattr(self, "_runtime_builder", None)
+        return "building" if builder is not None and builder.is_alive() else "torch"
+
     def start_query_runtime(self, wait: bool = False) -> threading.Thread | None:
         """Build the text tower's ONNX Runtime copy (encoders/onnx_text.py: ~2.5x less CPU per new
         query than torch) in the background and switch the query path to it once it agrees with torch;
@@ -251,7 +259,7 @@ class SearchEngine:
             if tower is not None:
                 self.backbone.query_tower = tower
 
-        thread = threading.Thread(target=build, name="query-runtime", daemon=True)
+        thread = self._runtime_builder = threading.Thread(target=build, name="query-runtime", daemon=True)
         thread.start()
         if wait:
             thread.join()
