@@ -14,6 +14,7 @@ each result's video record for the viewer) and must not change the cached object
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -38,7 +39,8 @@ class ResponseCache:
         if self.size <= 0:
             return compute()
         t0 = time.perf_counter()
-        key = (id(engine), req.model_dump_json())
+        # by digest: a request may carry a 10 MB picture, which the cache must not keep
+        key = (id(engine), hashlib.sha256(req.model_dump_json().encode()).digest())
         version = engine.snapshot.version
         with self._lock:
             hit = self._entries.get(key)
