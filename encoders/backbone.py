@@ -214,6 +214,8 @@ class ClipBackbone:
     # one pass gives both the query vector and the text channels' sentence vector
     sentence_tower: bool = False
     audio_model: str | None = None  # a pretrained text-audio tower (CLAP) named by --audio-model: `audio_tower` is it
+    # the sentence tower in ONNX Runtime (onnx_text.py), attached by a server for its queries; None: torch
+    query_tower: object | None = None
 
     @property
     def merging(self) -> str:
@@ -288,6 +290,13 @@ class ClipBackbone:
         mask = (tokens != text.config.pad_token_id).long()
         if bool(mask[:, -1].any()):  # filled the context: possibly cut
             return self.encode_text(texts), None
+        # The tokenizer pads every text to the context length; the padding is masked out of attention
+        # and of the mean, so cutting it changes nothing but the cost: a query of ~10 tokens ran the
+        # transformer over 32 positions (~3x the work: the MiniLM pass was most of a new query's CPU).
+        width = max(1, int(mask.sum(dim=1).max()))
+        tokens, mask = tokens[:, :width], mask[:, :width]
+        if self.query_tower is not None:
+            return self.query_tower(tokens.numpy(), mask.numpy())
         out = text.transformer(input_ids=tokens, attention_mask=mask)
         pooled = text.pooler(out, mask)
         clip = torch.nn.functional.normalize(text.proj(pooled).float(), dim=-1)

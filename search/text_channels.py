@@ -8,6 +8,8 @@ times, go back to the engine, which shows them and lets them shape the moment.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pyarrow.compute as pc
 
@@ -17,6 +19,7 @@ from vidsearch.store import SPANS, Store, sql_in_list
 
 from .features import QueryVectorCache
 from .fusion import reciprocal_rank_fusion
+from .span_vectors import SpanVectors
 
 SPAN_CANDIDATES = 200  # spans fetched per matcher before grouping by video
 # Nearest neighbours always exist; below this cosine a span is not about the query, so it must not vote
@@ -28,18 +31,23 @@ SPAN_CANDIDATES = 200  # spans fetched per matcher before grouping by video
 # losing them (pocketsphinx fused R@1 72.5%). BM25 needs no floor: it only returns spans that share
 # words with the query.
 MIN_COSINE = 0.35
+COLS = ["span_id", "video_id", "source", "start", "end", "text"]
 
 
 class TextChannels:
     """The spans table as rankings of videos, one per text source. The table is opened once per index
-    version (`refresh` reopens it) and each search asks it two questions for all sources together
-    (nearest sentence vectors, BM25), not two per source."""
+    version (`refresh` reopens it) and each search asks two questions for all sources together
+    (nearest sentence vectors, BM25), not two per source; the nearest spans come from the version's
+    vectors held in memory (span_vectors.py) when the table is small enough, else from LanceDB."""
 
     def __init__(self, store: Store, encoder=None):
         self.store = store
         self._encoder = encoder
         self._sources: list[str] | None = None
         self._table = None
+        self._vectors: SpanVectors | None = None
+        self._vectors_loaded = False
+        self._lock = threading.Lock()
         self._embed = QueryVectorCache(self._encode)
 
     @classmethod
@@ -60,9 +68,21 @@ class TextChannels:
         return self._sources
 
     def refresh(self) -> None:
-        """A new index version: reopen the table, re-read the sources."""
-        self._sources = None
-        self._table = None
+        """A new index version: reopen the table, re-read the sources and the span vectors (here, on
+        the refreshing thread, so no request waits for the read)."""
+        table = self.store.table(SPANS)
+        vectors = SpanVectors.load(table, COLS)
+        with self._lock:
+            self._sources = None
+            self._table = table
+            self._vectors, self._vectors_loaded = vectors, True
+
+    def span_vectors(self) -> SpanVectors | None:
+        """This version's span vectors in memory (loaded on first use), or None: ask LanceDB."""
+        with self._lock:
+            if not self._vectors_loaded:
+                self._vectors, self._vectors_loaded = SpanVectors.load(self.table, COLS), True
+            return self._vectors
 
     def warm(self) -> None:
         """Load the sentence encoder now (its import takes seconds), so the first query does not wait."""
@@ -92,13 +112,17 @@ class TextChannels:
         where = f"source IN {sql_in_list(sorted(sources))}"
         if allowed is not None:
             where += f" AND video_id IN {sql_in_list(allowed.tolist())}" if len(allowed) else " AND false"
-        cols = ["span_id", "video_id", "source", "start", "end", "text"]
+        cols = COLS
         limit = SPAN_CANDIDATES * len(sources)
         vec = self._embed(query)
-        by_vector = (
-            table.search(vec, vector_column_name="vector").distance_type("cosine").where(where, prefilter=True)
-            .select(cols + ["_distance"]).limit(limit).to_arrow()
-        )  # fmt: skip
+        in_memory = self.span_vectors()
+        if in_memory is not None:
+            by_vector = in_memory.search(vec, sorted(sources), allowed, SPAN_CANDIDATES, MIN_COSINE)
+        else:
+            by_vector = (
+                table.search(vec, vector_column_name="vector").distance_type("cosine").where(where, prefilter=True)
+                .select(cols + ["_distance"]).limit(limit).to_arrow()
+            )  # fmt: skip
         try:
             by_words = (
                 table.search(query, query_type="fts").where(where, prefilter=True)

@@ -31,9 +31,10 @@ from .state import ServerState
 __all__ = ["create_app", "local_client"]
 
 
-def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAPI:
-    """The app for one index. `engine` serves a pre-opened engine (benchmarks, tests)."""
-    state = ServerState(settings, engine)
+def create_app(settings: Settings, engine: SearchEngine | None = None, serving: bool = False) -> FastAPI:
+    """The app for one index. `engine` serves a pre-opened engine (benchmarks, tests); `serving`: a
+    long-lived server (`vidsearch serve`), which may spend start-up work on cheaper queries."""
+    state = ServerState(settings, engine, serving=serving)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -34,7 +34,8 @@ def readyz(request: Request, state: State) -> dict:
         return {"status": "ready"}
     snap = engine.snapshot
     return {"status": "ready", "index_version": snap.version, "videos": len(snap.ids),
-            "model": engine.backbone.fingerprint.describe(), "encoder": encoder}  # fmt: skip
+            "model": engine.backbone.fingerprint.describe(), "encoder": encoder,
+            "query_runtime": engine.query_runtime}  # fmt: skip
 
 
 def encoder_readiness(backbone) -> dict:

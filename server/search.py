@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 from vidsearch.api_models import SearchRequest, SearchResponse
 from vidsearch.search import ImageTooLarge, NotAnImage, SearchError
 
-from .deps import ERRORS, OptionalEngine, require_read
+from .deps import ERRORS, OptionalEngine, State, require_read
 from .exposure import Viewer
 from .presenting import search_response
 
@@ -94,19 +94,19 @@ router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_
 
 
 @router.post("/search", response_model=SearchResponse, responses={**ERRORS, 413: ERRORS[400], 415: ERRORS[400]}, openapi_extra=MULTIPART)
-def search(req: SearchRequest, engine: OptionalEngine, view: Viewer) -> SearchResponse:
+def search(req: SearchRequest, engine: OptionalEngine, view: Viewer, state: State) -> SearchResponse:
     """Videos (or moments) matching words, a picture and/or a moment (`like`), best first, with the
     evidence for each; `inputs` in the response says which inputs made the query."""
     if engine is None:  # nothing indexed yet (or no model): no results, and /readyz says why
         return SearchResponse(query=req.query or "", group_by=req.group_by, results=[], index_version="empty", took_ms=0.0)
     try:
-        resp = search_response(engine, req)
+        resp = state.responses(engine, req, lambda: search_response(engine, req))
     except ImageTooLarge as exc:
         raise HTTPException(413, str(exc)) from exc
     except NotAnImage as exc:
         raise HTTPException(415, str(exc)) from exc
     except SearchError as exc:
         raise HTTPException(400, str(exc)) from exc
-    for r in resp.results:
-        r.video = view.video(r.video)
+    # new result objects, not changed ones: the response may be the cache's (response_cache.py)
+    resp.results = [r if (v := view.video(r.video)) is r.video else r.model_copy(update={"video": v}) for r in resp.results]
     return resp

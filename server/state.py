@@ -24,6 +24,7 @@ from vidsearch.search import SearchEngine, open_engine
 from vidsearch.store import Store, StoreError
 
 from .media import thumbnail_dir
+from .response_cache import ResponseCache
 
 __all__ = ["Metrics", "ServerState"]
 
@@ -46,14 +47,17 @@ class Metrics:
 class ServerState:
     """The app's shared state (`request.app.state.vidsearch`); safe to use from any request thread."""
 
-    def __init__(self, settings: Settings, engine: SearchEngine | None = None):
+    def __init__(self, settings: Settings, engine: SearchEngine | None = None, serving: bool = False):
         self.settings = settings
+        # a long-lived server (`vidsearch serve`) pays a few seconds once, in the background, for cheaper queries
+        self.fast_queries = settings.query_runtime == "onnx" or (serving and settings.query_runtime == "auto")
         self._engine = engine
         self._engine_lock = threading.Lock()
         self._last_try: float | None = None
         self._retry = True  # whether a request may try again (no index yet) or not (the model failed)
         self.engine_error: str | None = None
         self.metrics = Metrics()
+        self.responses = ResponseCache(settings.response_cache)
         self.jobs = JobManager(settings, backbone=self._backbone, on_progress=self.refresh, on_finish=self._job_finished)
         self._thumbs = None
 
@@ -66,6 +70,8 @@ class ServerState:
                 try:
                     self._engine = open_engine(self.settings, backbone=backbone)
                     self.engine_error = None
+                    if self.fast_queries:
+                        self._engine.start_query_runtime()
                 except StoreError as exc:
                     self.engine_error, self._retry = str(exc), True
                 except FingerprintMismatch as exc:

@@ -75,3 +75,43 @@ def test_a_search_query_is_encoded_once_for_frames_and_text_channels(tiny_backbo
     query = engine.encode_query("a blue square spins")
     sentence = channels._embed("a blue square spins")  # what the channel search asks for
     assert query.shape == (tiny_backbone.dim,) and sentence.shape == (384,)
+
+
+def test_the_onnx_text_tower_agrees_with_torch_and_serves_the_queries(tiny_backbone):
+    """encoders/onnx_text.py: the same two vectors as the torch pass (any batch, any length), and an
+    engine switches its query path to it."""
+    pytest.importorskip("onnxruntime")
+    from vidsearch.encoders.onnx_text import OnnxSentenceTower
+
+    texts = ["rain", "a red circle moves to the left", "someone says hello, then a dog barks twice at the mailman"]
+    want_q, want_s = tiny_backbone.encode_text_and_sentences(texts)
+    tower = OnnxSentenceTower.build(tiny_backbone)
+    assert tower is not None and tower.min_cosine >= 0.9999
+    snap = Snapshot(version="v", videos={}, ids=np.zeros(0, str), durations=np.zeros(0), coarse=None)
+    engine = SearchEngine.from_snapshot(snap, tiny_backbone, Settings(model="tiny"), {})
+    try:
+        tiny_backbone.query_tower = tower
+        got_q, got_s = tiny_backbone.encode_text_and_sentences(texts)
+        one_q, _ = tiny_backbone.encode_text_and_sentences(texts[:1])  # a batch of one: its own length
+        assert (got_q * want_q).sum(1).min() > 0.9999 and (got_s * want_s).sum(1).min() > 0.9999
+        assert (one_q[0] * want_q[0]).sum() > 0.9999
+        calls = []
+        tower_call = tower.__call__
+        tiny_backbone.query_tower = lambda ids, mask: calls.append(ids.shape) or tower_call(ids, mask)
+        assert engine.encode_query("a blue square spins").shape == (tiny_backbone.dim,)
+        assert calls and calls[0][1] < 32  # the padding to the context (32) was cut
+    finally:
+        tiny_backbone.query_tower = None
+
+
+def test_without_onnxruntime_the_torch_path_serves(tiny_backbone, monkeypatch):
+    import sys
+
+    from vidsearch.encoders.onnx_text import OnnxSentenceTower
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    assert OnnxSentenceTower.build(tiny_backbone) is None
+    snap = Snapshot(version="v", videos={}, ids=np.zeros(0, str), durations=np.zeros(0), coarse=None)
+    engine = SearchEngine.from_snapshot(snap, tiny_backbone, Settings(model="tiny"), {})
+    engine.start_query_runtime(wait=True)
+    assert tiny_backbone.query_tower is None and engine.encode_query("rain").shape == (tiny_backbone.dim,)

@@ -85,3 +85,29 @@ def test_unrelated_speech_does_not_disturb_a_visual_query(text_index):
     visual = search_response(engine, SearchRequest(query=query, top_k=10, channels={"visual": 1.0}))
     assert [r.video.id for r in fused.results] == [r.video.id for r in visual.results]
     assert all(set(r.channel_scores) <= {"visual", "audio"} for r in fused.results)
+
+
+def test_span_vectors_in_memory_answer_as_lancedb_does(text_index, monkeypatch):
+    """The nearest spans from the version's matrix in memory (span_vectors.py) are LanceDB's: the
+    same spans, scores and hits per channel, with and without a filter on videos."""
+    import numpy as np
+
+    engine, _ = text_index
+    channels = engine.text_channels
+    assert channels.span_vectors() is not None and len(channels.span_vectors()) == engine.store.stats()["spans"]
+    sources = channels.sources()
+    some = np.asarray(sorted(engine.snapshot.ids)[:2])
+    asked = [("sales went up ten percent this quarter", None), ("the yearly safety briefing", None),
+             ("water the plants", some)]  # fmt: skip
+    in_memory = [channels.search_many(sources, q, 10, allowed) for q, allowed in asked]
+    monkeypatch.setattr(channels, "span_vectors", lambda: None)  # LanceDB's vector query, as before
+    from_lancedb = [channels.search_many(sources, q, 10, allowed) for q, allowed in asked]
+    for mem, ldb in zip(in_memory, from_lancedb):
+        for source in sources:
+            ids_m, scores_m, hits_m = mem[source]
+            ids_l, scores_l, hits_l = ldb[source]
+            assert ids_m.tolist() == ids_l.tolist()
+            np.testing.assert_allclose(scores_m, scores_l, atol=1e-5)
+            assert {v: [(h.start, h.end, h.text) for h in hs] for v, hs in hits_m.items()} == \
+                   {v: [(h.start, h.end, h.text) for h in hs] for v, hs in hits_l.items()}  # fmt: skip
+    assert any(len(m[s][0]) for m in in_memory for s in sources)  # something was found at all

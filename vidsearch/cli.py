@@ -210,9 +210,12 @@ def _run_index(
     from vidsearch.indexer.pipeline import IndexRun, IndexRunError, open_store_for
     from vidsearch.store import Store
 
+    loaded = []  # whether the model was loaded, for the time line
+
     def load():
         from vidsearch.encoders.backbone import backend_options, load_backbone  # torch + open_clip: only when a file needs encoding
 
+        loaded.append(True)
         return load_backbone(**_index_model(settings), precision=settings.precision, device=settings.device, **backend_options(settings))
 
     try:
@@ -244,7 +247,8 @@ def _run_index(
         f"[green]indexed {summary.indexed}[/] · skipped {summary.skipped} (unchanged) · linked {summary.linked} "
         f"(same content) · [red]failed {summary.failed}[/] · removed {summary.removed}{excluded} — "
         f"{summary.units} frames, {summary.video_seconds:.1f} s of video in {summary.elapsed:.1f} s "
-        f"({speed:.1f} s of video/s)"
+        f"({speed:.1f} s of video/s; {time.monotonic() - _STARTED:.1f} s in all, with start-up: imports"
+        f"{', loading the model' if loaded else ''})"
     )
     for f in summary.failures:
         out.print(f"  [red]✗[/] {escape(f['path'])}: {escape(f['error'])}", highlight=False)
@@ -566,7 +570,7 @@ def serve(
     settings = _settings(config, db=db, host=host, port=port, api_keys=api_key, read_auth=read_auth, library_roots=library_root,
                          model=model, pretrained=pretrained, checkpoint=checkpoint,
                          encoder_backend=encoder_backend, triton_url=triton_url, device=device)  # fmt: skip
-    application = create_app(settings)
+    application = create_app(settings, serving=True)
     err.print(f"vidsearch API on http://{settings.host}:{settings.port} (index {settings.db}; docs at /docs)")
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
 

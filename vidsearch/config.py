@@ -135,6 +135,14 @@ class Settings(BaseSettings):
     query_batch_ms: float = Field(
         2.0, ge=0, le=50, description="Concurrent new queries wait this long to be encoded in one batch (0: one by one)."
     )
+    response_cache: int = Field(
+        256, ge=0, description="Search responses kept per server for repeated requests on the live index version (0: none)."
+    )
+    query_runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="What encodes new queries where the text tower is the sentence encoder (tiny): auto = "
+        "`vidsearch serve` builds an ONNX Runtime copy in the background at start (torch answers meanwhile) and "
+        "one-shot searches use torch; onnx = every engine does; torch = never. Without onnxruntime: torch.",
+    )
 
     # HTTP service.
     host: str = Field("127.0.0.1", description="Address `vidsearch serve` binds.")
