@@ -54,7 +54,7 @@ HASH_THREADS = 4  # the driver's hashers: reading and hashing files (or small ob
 
 
 class _EncodeActor:
-    """Stage 3: the model, loaded once per actor; decoded videos in, committable rows out."""
+    """The stage pools' encode actor: the model, loaded once per actor; decoded videos in, committable rows out."""
 
     def __init__(self, settings, load_backbone):
         self.run = IndexRun(None, load_backbone(), settings)  # its encode and assemble steps, no store

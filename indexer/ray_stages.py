@@ -43,7 +43,7 @@ def source_key(src: Source) -> str:
 
 
 class DecodeActor:
-    """Stage 2: decodes with one decoder process of its own (crash and stall isolation, as locally)."""
+    """The stage pools' decode actor: one decoder process of its own (crash and stall isolation, as locally)."""
 
     def __init__(self, settings, image_size: int):
         self.settings = settings
