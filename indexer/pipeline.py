@@ -43,13 +43,9 @@ from .remote import media_location, object_hash
 from .probe import ProbeResult
 from .segment import make_segments, pool_segments
 from .sidecar import metadata_spans, sidecar_spans
-from .worker import DecoderPool, DecoderStartError, JobStream
+from .worker import DecoderPool, DecoderStartError, JobStream, default_decode_workers
 
 FLUSH_SECONDS = 10.0
-
-
-def default_decode_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 _DONE = object()
@@ -278,7 +274,7 @@ class IndexRun:
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         self.backbone  # load (and check) the model before any decoder starts
-        pool = DecoderPool(self.settings.decode_workers or default_decode_workers(), self.settings.decode_stall_seconds)
+        pool = self._decoder_pool()
         self._turns = pool.paused if not self._overlap() else contextlib.nullcontext
         items: queue.Queue = queue.Queue(maxsize=self.settings.decode_ahead)
         stop = threading.Event()
@@ -297,6 +293,11 @@ class IndexRun:
                 feeder.join(0.05)
             _cancel_queued(items)
             pool.shutdown(kill=not completed)
+
+    def _decoder_pool(self) -> DecoderPool:
+        """This run's decoder processes (the Ray engine's fused actor hands in the pool it started decoding
+        with while its model loaded: ray_fused.py)."""
+        return DecoderPool(self.settings.decode_workers or default_decode_workers(), self.settings.decode_stall_seconds)
 
     def _feed(self, todo: list[Source], pool: DecoderPool, items: queue.Queue, stop: threading.Event) -> None:
         """Hash each file and queue its decode; content already indexed (or claimed by an earlier file of

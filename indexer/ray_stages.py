@@ -1,9 +1,8 @@
-"""The Ray engine's CPU stages (ray_engine.py): content keys, and decoding in actors that each own one of
-our decoder processes.
+"""The Ray engine's CPU work (ray_engine.py): content keys (hashed by the driver), and decoding in
+actors that each own one of our decoder processes (the stage pools).
 
-Kept apart from ray_engine.py so Ray's workers for these stages import only the decoders and the hashing
-(no torch, no LanceDB: a worker that starts in a fraction of a second), as the local engine's decoder
-processes do.
+Kept apart from ray_engine.py so Ray's workers for the decode stage import only the decoders (no torch,
+no LanceDB: a worker that starts in a fraction of a second), as the local engine's decoder processes do.
 """
 
 from __future__ import annotations
@@ -33,20 +32,18 @@ class Decoded:
     error: str | None = None
 
 
-def hash_rows(batch: dict) -> dict:
-    """Stage 1: the content key of each source (or why it cannot be read)."""
-    out = []
-    for blob in batch["source"]:
-        src: Source = pickle.loads(blob)
-        try:
-            out.append(source_hash(src))
-        except (OSError, objectstore.ObjectStoreError) as exc:
-            out.append("!cannot read file: " + str(getattr(exc, "strerror", None) or exc))
-    return {"source": batch["source"], "video_id": out}
+def source_key(src: Source) -> str:
+    """The content key of a source, or "!" and why it cannot be read. The driver hashes (in threads, while
+    it connects to Ray): a Ray stage for it cost more than it saved on one node (worker start-up before
+    the first hash), and large objects in S3 are keyed by their ETag without being read (remote.py)."""
+    try:
+        return source_hash(src)
+    except (OSError, objectstore.ObjectStoreError) as exc:
+        return "!cannot read file: " + str(getattr(exc, "strerror", None) or exc)
 
 
 class DecodeActor:
-    """Stage 2: decodes with one decoder process of its own (crash and stall isolation, as locally)."""
+    """The stage pools' decode actor: one decoder process of its own (crash and stall isolation, as locally)."""
 
     def __init__(self, settings, image_size: int):
         self.settings = settings

@@ -44,6 +44,10 @@ _BOOT = (
 Reply = Started | Chunk | Working | Finished | Failed
 
 
+def default_decode_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 class DecoderStartError(RuntimeError):
     """Decoder processes cannot start: every file would fail for a reason that is not the file's."""
 
@@ -237,8 +241,9 @@ class DecoderPool:
         for t in self._threads:
             t.start()
 
-    def stream(self, job: DecodeJob) -> JobStream:
-        out = JobStream(job)
+    def stream(self, job: DecodeJob, ahead: int = 2) -> JobStream:
+        """The job's replies as they come; its decoder runs at most `ahead` steps ahead of the reader."""
+        out = JobStream(job, ahead)
         self._jobs.put(out)
         return out
 

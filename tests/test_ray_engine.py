@@ -1,6 +1,8 @@
 """The Ray engine (`--engine ray`) on a local Ray cluster started here (`ray.init(num_cpus=2)`): the same
-rows as the local engine on the same library (a bad file fails alone, a copy is linked), a second run
-does no work, and a driver killed with SIGKILL mid-run resumes with every video indexed once."""
+rows as the local engine on the same library (a bad file fails alone, a copy is linked), with the fused
+actor and with the stage pools, a second run does no work, and a driver killed with SIGKILL mid-run
+resumes with every video indexed once (which also needs the fused actor to hand back each video as soon
+as it is encoded: the driver commits one at a time and is killed after its first commit)."""
 
 from __future__ import annotations
 
@@ -66,10 +68,15 @@ def _rows(db) -> dict:
     return {"files": files, "videos": videos, "segments": segs}
 
 
-def test_same_rows_as_the_local_engine(cluster, library, tiny_backbone, tmp_path):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "stages"])
+def test_same_rows_as_the_local_engine(cluster, library, tiny_backbone, tmp_path, fused):
+    """Both ways the engine runs: one fused decode-and-encode actor per node (no GPUs, the default
+    here) and separate decode and encode pools (what a cluster with GPUs gets)."""
     local = IndexRun(open_store_for(_settings(tmp_path / "local"), tiny_backbone), tiny_backbone, _settings(tmp_path / "local")).run([library])
     s = _settings(tmp_path / "ray", engine="ray")
-    distributed = RayIndexRun(open_store_for(s, tiny_backbone), tiny_backbone, s, load_backbone=tiny).run([library])
+    run = RayIndexRun(open_store_for(s, tiny_backbone), tiny_backbone, s, load_backbone=tiny, fused=fused)
+    distributed = run.run([library])
+    assert run.timings["fused"] == fused
     assert (distributed.indexed, distributed.linked, distributed.failed) == (local.indexed, local.linked, local.failed) == (4, 1, 1)
     assert "broken.mp4" in distributed.failures[0]["path"]
     a, b = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
@@ -80,7 +87,7 @@ def test_same_rows_as_the_local_engine(cluster, library, tiny_backbone, tmp_path
     va, vb = np.array([r["vector"] for r in a["segments"]]), np.array([r["vector"] for r in b["segments"]])
     assert np.abs(va - vb).max() < 1e-3  # same model, same frames: the same vectors (batching aside)
 
-    again = RayIndexRun(open_store_for(s, tiny_backbone), tiny_backbone, s, load_backbone=tiny).run([library])
+    again = RayIndexRun(open_store_for(s, tiny_backbone), tiny_backbone, s, load_backbone=tiny, fused=fused).run([library])
     assert (again.indexed, again.linked, again.skipped) == (0, 0, 6)  # the failed file is not retried either
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("LANCE_LOG", "error")  # lance warns on every table it creates
 
@@ -23,7 +24,6 @@ from .lance_import import defer_namespace_client  # noqa: E402
 
 defer_namespace_client()  # ~2.6 s of CPU less per command that opens an index (lance_import.py)
 
-import lancedb  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
@@ -31,6 +31,9 @@ import pyarrow.compute as pc  # noqa: E402
 from . import objectstore  # noqa: E402
 from . import schema as S  # noqa: E402
 from .fingerprint import Fingerprint, FingerprintMismatch  # noqa: E402
+
+if TYPE_CHECKING:
+    import lancedb
 
 META, FILES, VIDEOS, SEGMENTS, FEATURES, SPANS = (
     "meta",
@@ -96,6 +99,14 @@ def sql_in_list(values: Iterable[str]) -> str:
     return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
 
 
+def _connect(uri: str, **kw) -> lancedb.DBConnection:
+    """LanceDB, imported on first use: processes that import the indexer without writing an index (the
+    Ray engine's actors) do not pay its import (seconds on a loaded 2-core machine)."""
+    import lancedb
+
+    return lancedb.connect(uri, **kw)
+
+
 class Store:
     """An index directory. Open with `Store.open(path, fingerprint)` to write or query vectors, or
     `Store.open(path)` to read what is there (status, listings) without loading a model."""
@@ -112,7 +123,7 @@ class Store:
         if objectstore.is_uri(path):
             uri = objectstore.normalize(path)
             try:
-                db = lancedb.connect(uri, storage_options=objectstore.lance_storage_options())
+                db = _connect(uri, storage_options=objectstore.lance_storage_options())
                 store = cls(uri, db)
                 return store._opened(fingerprint, create)
             except (OSError, ValueError, RuntimeError) as exc:
@@ -126,7 +137,7 @@ class Store:
             if not create:
                 raise StoreError(f"no index at {path}: build one with `vidsearch index PATH --db {path}`")
             path.mkdir(parents=True)
-        return cls(path, lancedb.connect(str(path)))._opened(fingerprint, create)
+        return cls(path, _connect(str(path)))._opened(fingerprint, create)
 
     def _opened(self, fingerprint: Fingerprint | None, create: bool) -> Store:
         store, path = self, self.path
