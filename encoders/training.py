@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from vidsearch.metrics import retrieval_metrics
 
 from .audio import AudioEncoder
-from .backbone import CHECKPOINT_FORMAT, load_backbone
+from .backbone import CHECKPOINT_FORMAT, cpu_supports_bf16, load_backbone, read_checkpoint
 from .directions import reverse_direction
 from .fusion import FusionHead
 from .losses import ContrastiveLoss
@@ -55,7 +55,7 @@ class TrainConfig:
     seed: int = 0
     event_weight: float = 1.0
     xpool_weight: float = 1.0
-    bf16: bool = True  # autocast matmuls to bf16 on CPUs that support it
+    bf16: bool = True  # autocast matmuls to bf16 where the CPU has bf16 instructions (else fp32)
     temporal: bool = True  # a temporal module over unit vectors (encoders/temporal.py): order and direction
     direction_weight: float = 0.5  # the caption vs. its reversed-direction twin, on its own event
     augment: bool = True  # per-video crop, brightness/contrast and noise on training frames
@@ -82,6 +82,9 @@ class Trainer:
         self.backbone = load_backbone(cfg.model, cfg.pretrained, Path(cfg.checkpoint) if cfg.checkpoint else None, precision="fp32")
         self.net = self.backbone.model
         self.dim = self.backbone.dim
+        # bf16 autocast only where the CPU computes bf16 natively: without AVX512-BF16/AMX it is
+        # emulated and a training step took ~8x longer than in fp32 (measured on an AVX2-only host)
+        self.bf16 = cfg.bf16 and (torch.device(self.backbone.device).type != "cpu" or cpu_supports_bf16())
         self.hf_text = hasattr(self.net, "text") and hasattr(getattr(self.net, "text"), "transformer") and hasattr(self.net.text, "pooler")
         self.frozen_prefixes: list[str] = []
         if cfg.freeze_text and self.hf_text:
@@ -93,6 +96,7 @@ class Trainer:
         self.audio = AudioEncoder(dim=self.dim, weights="trained") if cfg.audio else None
         self.head = FusionHead(self.dim, temporal=cfg.temporal)
         self.loss = ContrastiveLoss()
+        self.warm_started = self._warm_start_heads(cfg.checkpoint) if cfg.checkpoint else []
         params = [p for p in self.net.parameters() if p.requires_grad] + list(self.head.parameters()) + list(self.loss.parameters())
         if self.audio is not None:
             params += list(self.audio.parameters())
@@ -110,6 +114,26 @@ class Trainer:
         frozen_text = self.hf_text and "text.transformer." in self.frozen_prefixes
         self._text_cache = self._pooled_caption_features(self.data.cap_text) if frozen_text else None
         self._reverse_cache = self._pooled_caption_features(self._reverse_text) if frozen_text and cfg.direction_weight else None
+
+    def _warm_start_heads(self, checkpoint: str) -> list[str]:
+        """Fine-tuning from a vidsearch checkpoint starts the fusion head and the audio tower from it
+        too (not only the frame tower); parts the checkpoint lacks (e.g. a new temporal module) keep
+        their fresh initialisation. Returns what was loaded."""
+        saved = read_checkpoint(Path(checkpoint))
+        loaded = []
+        if "head" in saved:
+            state = {k: v.float() for k, v in saved["head"]["state"].items()}
+            missing, unexpected = self.head.load_state_dict(state, strict=False)
+            if unexpected or any(not k.startswith("temporal.") for k in missing):
+                raise RuntimeError(f"{checkpoint}: its fusion head does not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            loaded.append("head")
+        if "audio" in saved and self.audio is not None:
+            try:
+                self.audio.load_state_dict({k: v.float() for k, v in saved["audio"]["state"].items()})
+                loaded.append("audio")
+            except RuntimeError as exc:
+                raise RuntimeError(f"{checkpoint}: its audio tower does not fit this run's ({exc})") from exc
+        return loaded
 
     # -- schedule ------------------------------------------------------------------------------
     def _lr_factor(self, step: int) -> float:
@@ -206,7 +230,7 @@ class Trainer:
         b, k = batch.frame_mask.shape
         flat = batch.frames.reshape(b * k, *batch.frames.shape[2:])
         keep = batch.frame_mask.reshape(-1)
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
         with autocast:
             feats = self.net.encode_image(flat[keep])
         frames = torch.zeros(b * k, self.dim, dtype=torch.float32)
@@ -324,7 +348,7 @@ class Trainer:
         feats = []
         for i in range(0, len(pixels), 256):
             x = (pixels[i : i + 256].float() / 255.0 - mean) / std
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 feats.append(F.normalize(self.net.encode_image(x).float(), dim=-1))
         flat = torch.cat(feats)
         counts = torch.from_numpy(np.diff(data.frame_offsets))
