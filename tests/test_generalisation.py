@@ -204,3 +204,29 @@ def test_training_sets_concatenate_video_by_video():
         src, w = (a, v) if v < 3 else (b, v - 3)
         np.testing.assert_array_equal(c.frames[c.frame_offsets[v] : c.frame_offsets[v + 1]], src.frames[src.frame_offsets[w] : src.frame_offsets[w + 1]])
         np.testing.assert_array_equal(c.audio[c.audio_offsets[v] : c.audio_offsets[v + 1]], src.audio[src.audio_offsets[w] : src.audio_offsets[w + 1]])
+
+
+def test_fine_tuning_starts_heads_from_the_checkpoint_and_a_step_learns_direction(tmp_path):
+    from vidsearch.encoders.backbone import WEIGHTS_DIR, read_checkpoint
+    from vidsearch.encoders.training import TrainConfig, Trainer
+    from vidsearch.lab.training_data import TrainingSet
+
+    r = np.random.default_rng(0)
+    nv, per = 4, 3
+    fo = np.arange(nv + 1) * per
+    caps = ["a red circle moves left with a low tone", "a blue square rises; clapping is heard",
+            "a green star stays still with no sound", "a white triangle moves right while a high tone sounds"]  # fmt: skip
+    ts = TrainingSet(frames=r.integers(0, 255, (nv * per, 112, 112, 3)).astype(np.uint8), frame_offsets=fo,
+                     unit_start=np.tile(np.arange(per, dtype=np.float32), nv), unit_end=np.tile(np.arange(per, dtype=np.float32) + 1, nv),
+                     audio=(r.random(nv * 16000) * 0.1).astype(np.float16), audio_offsets=np.arange(nv + 1) * 16000,
+                     durations=np.full(nv, per, np.float32), videos=[f"v{i}" for i in range(nv)], cap_video=np.arange(nv),
+                     cap_text=caps, cap_start=np.zeros(nv, np.float32), cap_end=np.full(nv, per, np.float32))  # fmt: skip
+    shipped = WEIGHTS_DIR / "tiny.pt"
+    trainer = Trainer(ts, TrainConfig(model="tiny", checkpoint=str(shipped), epochs=1, batch_size=4, frames_per_video=per), tmp_path / "m.pt")
+    assert trainer.warm_started == ["head", "audio"]
+    saved = read_checkpoint(shipped)["head"]["state"]["audio_weight"].float()
+    assert torch.allclose(trainer.head.audio_weight.detach(), saved)
+    parts = trainer.losses(trainer._batch(np.arange(nv)))
+    assert "direction" in parts and torch.isfinite(parts["total"])  # three of four captions name a direction
+    parts["total"].backward()
+    assert trainer.head.temporal.out.weight.grad is not None and trainer.head.temporal.out.weight.grad.abs().sum() > 0
