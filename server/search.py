@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 
 from vidsearch.api_models import SearchRequest, SearchResponse
 from vidsearch.search import ImageTooLarge, NotAnImage, SearchError
+from vidsearch.search.examples import check_image_size, decode_base64_image
 
 from .deps import ERRORS, OptionalEngine, State, require_read
 from .exposure import Viewer
@@ -100,6 +101,8 @@ def search(req: SearchRequest, engine: OptionalEngine, view: Viewer, state: Stat
     if engine is None:  # nothing indexed yet (or no model): no results, and /readyz says why
         return SearchResponse(query=req.query or "", group_by=req.group_by, results=[], index_version="empty", took_ms=0.0)
     try:
+        if req.image is not None:  # before the response cache: a picture answered before may be refused now
+            check_image_size(decode_base64_image(req.image), int(engine.settings.max_image_mb * 1e6))
         resp = state.responses(engine, req, lambda: search_response(engine, req))
     except ImageTooLarge as exc:
         raise HTTPException(413, str(exc)) from exc
