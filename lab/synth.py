@@ -20,7 +20,8 @@ per video (lavfi backdrops, PNG sprites made once with numpy, ``overlay`` with t
 ``drawtext``), with the soundtrack mixed in numpy; videos render in a thread pool, since the work
 happens in the ffmpeg child processes.
 
-Files written under OUT: ``videos/*.mp4`` (224x224, 10 fps, H.264 + AAC 44.1 kHz),
+Files written under OUT: ``videos/*.mp4`` (224x224 at 10 fps in the plain style; see
+lab/synth_looks.py and lab/synth_heldout.py for the others; H.264 + AAC 44.1 kHz),
 ``train.jsonl`` / ``test.jsonl`` (``{"video": "videos/x.mp4", "captions": [{"text", "start",
 "end"}]}``, paths relative to OUT), ``events.jsonl`` (the full structured ground truth, one event a
 line) and ``synth.json`` (the parameters, so a corpus found on disk can be reproduced).
