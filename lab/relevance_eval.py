@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidsearch.metrics import temporal_iou
+
 ALWAYS = ("colour", "shape", "motion", "sound")
 BACKDROP_WORDS = ("background", "backdrop")
 
@@ -73,12 +75,6 @@ def relevant_events(events_path: Path, data_root: Path, col_of_path: dict[str, i
     return out
 
 
-def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 0.0
-
-
 def relevance_metrics(sims: np.ndarray, relevant: list[dict[int, list]], top_moment=None) -> dict:
     """P@1 / P@5 by relevance (percent) for a queries x videos score matrix; with ``top_moment(q,
     col) -> (start, end) | None`` also the share of first results whose top moment hits a matching
@@ -94,7 +90,7 @@ def relevance_metrics(sims: np.ndarray, relevant: list[dict[int, list]], top_mom
         for q in range(len(relevant)):
             col = int(top1[q])
             moment = top_moment(q, col) if col in relevant[q] else None
-            hits.append(moment is not None and any(iou(moment, span) >= 0.5 for span in relevant[q][col]))
+            hits.append(moment is not None and bool((temporal_iou([moment], relevant[q][col]) >= 0.5).any()))
         out["moment_P@1_iou0.5"] = round(100 * float(np.mean(hits)), 2)
     return out
 
