@@ -113,7 +113,12 @@ class Trainer:
         self._reverse_text = [r if r is not None else c for r, c in zip(reversed_caps, data.cap_text)]
         frozen_text = self.hf_text and "text.transformer." in self.frozen_prefixes
         self._text_cache = self._pooled_caption_features(self.data.cap_text) if frozen_text else None
-        self._reverse_cache = self._pooled_caption_features(self._reverse_text) if frozen_text and cfg.direction_weight else None
+        self._reverse_cache = None
+        if frozen_text and cfg.direction_weight:  # the language model runs only on captions that have a reversal
+            self._reverse_cache = self._text_cache.clone()
+            rows = torch.nonzero(self._has_reverse).squeeze(1)
+            if len(rows):
+                self._reverse_cache[rows] = self._pooled_caption_features([self._reverse_text[i] for i in rows.tolist()])
 
     def _warm_start_heads(self, checkpoint: str) -> list[str]:
         """Fine-tuning from a vidsearch checkpoint starts the fusion head and the audio tower from it
