@@ -254,11 +254,9 @@ class ClipBackbone:
 
             x = self._normalised(frames).to(self.visual_dtype)
             vecs, s, e, v = encode_many_video_units(self.model, x, unit_start, unit_end, video_index, batch_frames=batch)
-        if self.head is not None and getattr(self.head, "temporal", None) is not None:
-            from .temporal import mix_units
+        from .temporal import mix_units_of
 
-            vecs = mix_units(self.head.temporal, vecs, s, e, v)  # units that know their neighbours (order)
-        return vecs, s, e, v
+        return mix_units_of(self.head, vecs, s, e, v), s, e, v  # units that know their neighbours (order)
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TemporalMixer", "mix_units"]
+__all__ = ["TemporalMixer", "mix_units", "mix_units_of"]
 
 GAP_SECONDS = 2.0  # the change is expressed per this many seconds
 
@@ -56,6 +56,13 @@ class TemporalMixer(nn.Module):
         residual = self.out(F.gelu(self.fc(torch.cat([units, change], dim=-1))))
         mixed = F.normalize(units + residual, dim=-1)
         return mixed * mask.unsqueeze(-1).to(mixed.dtype)
+
+
+def mix_units_of(head, vectors: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """The units as a model's fusion head wants them stored: mixed by its temporal module, or as
+    they are when it has none (every backbone's encode step calls this)."""
+    module = getattr(head, "temporal", None) if head is not None else None
+    return vectors if module is None else mix_units(module, vectors, unit_start, unit_end, owner)
 
 
 @torch.inference_mode()

@@ -45,7 +45,7 @@ from .backbone import (
     spec_from_fingerprint,
 )
 from .onnx_export import FINGERPRINT_PARAM, IMAGE_INPUT, OUTPUT, TEXT_INPUT, model_names
-from .temporal import mix_units
+from .temporal import mix_units_of
 
 log = logging.getLogger(__name__)
 
@@ -341,9 +341,7 @@ class TritonBackbone:
         export), so a unit is a frame, as with the local tower and merging off or per-frame."""
         vecs = self.encode_frames(frames, batch)
         start, end, owner = np.asarray(unit_start, np.float64), np.asarray(unit_end, np.float64), np.asarray(video_index)
-        if self.head is not None and getattr(self.head, "temporal", None) is not None:
-            vecs = mix_units(self.head.temporal, vecs, start, end, owner)  # order-aware units, as the local tower
-        return vecs, start, end, owner
+        return mix_units_of(self.head, vecs, start, end, owner), start, end, owner  # order-aware units, as the local tower
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         if len(texts) == 0:
