@@ -33,8 +33,16 @@ def media_type(path: Path) -> str:
     return MEDIA_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
 
 
-def thumbnail_dir(db: Path) -> Path:
-    """`<db>/.thumbs`; a user cache directory when the index directory cannot be written."""
+def thumbnail_dir(db: Path | str) -> Path:
+    """`<db>/.thumbs`; a user cache directory when the index directory cannot be written or the index
+    lives in object storage (`s3://bucket/db` is no local folder: taken as a path it would become a
+    folder named `s3:` in the working directory). Each object-storage index gets its own folder there,
+    named by its URI, so two indexes never share thumbnails."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vidsearch" / "thumbs"
+    if objectstore.is_uri(db):
+        remote = cache / hashlib.sha1(objectstore.normalize(db).encode()).hexdigest()[:16]
+        remote.mkdir(parents=True, exist_ok=True)
+        return remote
     primary = Path(db) / ".thumbs"
     try:
         primary.mkdir(parents=True, exist_ok=True)
@@ -42,9 +50,8 @@ def thumbnail_dir(db: Path) -> Path:
             return primary
     except OSError:
         pass
-    fallback = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vidsearch" / "thumbs"
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
 
 
 def thumbnail_key(t: float, width: int, duration: float, fps: float | None) -> tuple[float, int]:

@@ -93,7 +93,7 @@ def test_same_rows_as_the_local_engine(cluster, library, tiny_backbone, tmp_path
 
 def test_driver_killed_mid_run_resumes(cluster, tmp_path, tiny_backbone):
     lib = tmp_path / "lib"
-    clips = make_library(lib, 8, seconds=2.0)
+    clips = make_library(lib, 24, seconds=2.0)  # enough that a fast machine cannot finish between two looks
     db = tmp_path / "db"
     # the driver joins this module's cluster, commits every video on its own, and is killed after the first
     env = {**os.environ, "VIDSEARCH_FLUSH_VIDEOS": "1", "RAY_AUTH_MODE": "disabled"}
@@ -103,7 +103,7 @@ def test_driver_killed_mid_run_resumes(cluster, tmp_path, tiny_backbone):
     committed, deadline = 0, time.monotonic() + 400
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
+            time.sleep(0.05)
             try:
                 committed = len(Store.open(db).indexed_ids())
             except Exception:  # noqa: BLE001 - the index is being created
@@ -114,7 +114,8 @@ def test_driver_killed_mid_run_resumes(cluster, tmp_path, tiny_backbone):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-    assert 0 < committed < len(clips), (committed, proc.stderr.read().decode()[-2000:])
+    assert committed > 0, f"nothing was committed before the deadline: {proc.stderr.read().decode()[-2000:]}"
+    assert committed < len(clips), f"the run finished all {len(clips)} before the kill landed; nothing to resume"
 
     s = _settings(db, engine="ray")
     resumed = RayIndexRun(open_store_for(s, tiny_backbone), tiny_backbone, s, load_backbone=tiny).run([lib])

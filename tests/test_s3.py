@@ -61,7 +61,9 @@ def _run(settings, backbone, paths, **kw):
     return IndexRun(open_store_for(settings, backbone), backbone, settings).run(paths, **kw)
 
 
-def test_library_and_index_on_s3(s3, tiny_backbone, tmp_path):
+def test_library_and_index_on_s3(s3, tiny_backbone, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # a thumbnail of an index in S3 must not land in a local `s3:` folder
     settings = load_settings(None, db="s3://index/db", model="tiny", pretrained="none", speech=False, ocr=False,
                              api_keys=[KEY], refresh_seconds=0.2)  # fmt: skip
     first = _run(settings, tiny_backbone, ["s3://vids/lib/"])
@@ -90,6 +92,7 @@ def test_library_and_index_on_s3(s3, tiny_backbone, tmp_path):
         assert part.status_code == 206 and part.content == clip.read_bytes()[100:200]
         thumb = api.get(f"/v1/videos/{video['id']}/thumbnail", params={"t": 0.5}, headers=headers)
         assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+        assert not (tmp_path / "s3:").exists() and list((tmp_path / "cache" / "vidsearch" / "thumbs").glob("*/*.jpg"))
 
     # an object replaced with other content: reindex drops the old video and indexes the new one
     changed = make_clip(tmp_path / "changed.mp4", seconds=2, source="smptebars", audio_hz=None)
