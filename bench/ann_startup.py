@@ -9,7 +9,11 @@ index; timed in-process: the baseline server's ready time is that plus its start
 from `vidsearch serve` to the first 200 of /readyz with the saved index, the server's resident
 memory once ready, and the saved index's size per million segments.
 
-    python bench/ann_startup.py [--segments 1000000] [--dir /tmp/ann-bench] [--json]
+With `--baseline GIT_REF` that commit's server is started too, on the same saved index, alternating
+with this one `--starts` times (medians): how much the start itself got faster.
+
+    python bench/ann_startup.py [--segments 1000000] [--dir /tmp/ann-bench] [--baseline REF] [--starts N]
+                                [--reuse-saved] [--json]
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from api_load import Server  # noqa: E402
+from api_load import Server, baseline_python  # noqa: E402
 
 from vidsearch.config import Settings  # noqa: E402
 from vidsearch.encoders import load_backbone  # noqa: E402
+from vidsearch.encoders.backbone import WEIGHTS_DIR  # noqa: E402
 from vidsearch.search.saved_coarse import ANN_DIR, save_coarse  # noqa: E402
 from vidsearch.search.snapshot import build_snapshot  # noqa: E402
 from vidsearch.store import EncodedVideo, Store  # noqa: E402
@@ -69,12 +74,26 @@ def build_store(db: Path, segments: int, per_video: int, log) -> None:
     store.optimize()
 
 
+def _serve(db: Path, args, python: str, log_path: Path) -> dict:
+    """One `vidsearch serve` start on the saved index: seconds to the first 200 of /readyz, memory.
+    Every server loads this tree's `tiny` weights, which the store was written with (a baseline
+    commit may ship other weights: it would refuse the index as another model's)."""
+    env = {"VIDSEARCH_CHECKPOINT": str(WEIGHTS_DIR / "tiny.pt")}
+    with Server(db, log_path, ready_timeout=args.timeout, python=python, env=env) as server:
+        return {"ready_s": round(server.ready_seconds, 2), "rss_mb": round(server.rss_mb(), 1)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--segments", type=int, default=1_000_000)
     ap.add_argument("--per-video", type=int, default=100)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/vidsearch-ann-bench"))
     ap.add_argument("--timeout", type=float, default=3600, help="seconds a server may take to be ready")
+    ap.add_argument("--baseline", metavar="GIT_REF", default=None,
+                    help="also start that commit's server on the same saved index, alternating with this one")  # fmt: skip
+    ap.add_argument("--starts", type=int, default=1, help="starts of each server (the medians are reported)")
+    ap.add_argument("--reuse-saved", action="store_true",
+                    help="keep an index saved by an earlier run and skip the rebuild (its time is then not measured)")  # fmt: skip
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -86,35 +105,50 @@ def main() -> int:
         shutil.rmtree(db, ignore_errors=True)
         log(f"writing a store of {args.segments:,} segments to {db}")
         build_store(db, args.segments, args.per_video, log)
-    shutil.rmtree(db / ANN_DIR, ignore_errors=True)
-    # the baseline: what every start paid before, the coarse index rebuilt from the store (timed here
-    # in-process, so it is a lower bound of that server's ready time: imports and model load come on top)
-    settings = Settings(db=db, model="tiny", ann_saved=False)
-    store = Store.open(db)
-    store.use_fingerprint(store.stored_fingerprint())
-    rss0 = _rss_mb()
-    t0 = time.perf_counter()
-    snapshot = build_snapshot(store, settings)
-    rebuild_s = time.perf_counter() - t0
-    log(f"rebuild from the store (baseline): {rebuild_s:.1f} s, +{_rss_mb() - rss0:.0f} MB resident")
-    save_coarse(db, snapshot.coarse)
-    del snapshot
-    runs = {"rebuild at start (baseline, in-process build only)": {"ready_s": round(rebuild_s, 2)}}
-    with Server(db, args.dir / "serve.log", ready_timeout=args.timeout) as server:
-        runs["vidsearch serve, loading the saved index"] = {"ready_s": round(server.ready_seconds, 2), "rss_mb": round(server.rss_mb(), 1)}
-        log(f"vidsearch serve with the saved index: ready in {server.ready_seconds:.1f} s, {server.rss_mb():.0f} MB resident")
+    runs: dict[str, dict] = {}
+    if not (args.reuse_saved and (db / ANN_DIR / "CURRENT").exists()):
+        shutil.rmtree(db / ANN_DIR, ignore_errors=True)
+        # the baseline: what every start paid before, the coarse index rebuilt from the store (timed here
+        # in-process, so it is a lower bound of that server's ready time: imports and model load come on top)
+        settings = Settings(db=db, model="tiny", ann_saved=False)
+        store = Store.open(db)
+        store.use_fingerprint(store.stored_fingerprint())
+        rss0 = _rss_mb()
+        t0 = time.perf_counter()
+        snapshot = build_snapshot(store, settings)
+        rebuild_s = time.perf_counter() - t0
+        log(f"rebuild from the store (baseline): {rebuild_s:.1f} s, +{_rss_mb() - rss0:.0f} MB resident")
+        save_coarse(db, snapshot.coarse)
+        del snapshot
+        runs["rebuild at start (baseline, in-process build only)"] = {"ready_s": round(rebuild_s, 2)}
+    servers = {"vidsearch serve, loading the saved index": sys.executable}
+    if args.baseline:
+        servers = {f"{args.baseline}'s vidsearch serve, loading the saved index": baseline_python(args.baseline, args.dir, log), **servers}
+    starts: dict[str, list[dict]] = {name: [] for name in servers}
+    for i in range(args.starts):  # alternating, so both see the same machine
+        for name, python in servers.items():
+            starts[name].append(_serve(db, args, python, args.dir / "serve.log"))
+            log(f"  start {i + 1}: {name}: ready in {starts[name][-1]['ready_s']:.1f} s, {starts[name][-1]['rss_mb']:.0f} MB resident")
+    for name, rows in starts.items():
+        runs[name] = {"ready_s": float(np.median([r["ready_s"] for r in rows])), "rss_mb": float(np.median([r["rss_mb"] for r in rows])),
+                      "ready_s_each": [r["ready_s"] for r in rows]}  # fmt: skip
     current = db / ANN_DIR / (db / ANN_DIR / "CURRENT").read_text().strip()
     manifest = json.loads((current / "manifest.json").read_text())
     saved_bytes = sum(f.stat().st_size for f in current.iterdir())
     per_million = saved_bytes / manifest["ntotal"] * 1e6 / 2**20
-    base, new = (r["ready_s"] for r in runs.values())
     result = {"segments": manifest["ntotal"], "dim": manifest["dim"], "kind": manifest["kind"], "runs": runs,
-              "speedup": round(base / new, 1), "saved_mb_per_million_segments": round(per_million, 1)}  # fmt: skip
+              "saved_mb_per_million_segments": round(per_million, 1)}  # fmt: skip
+    names = list(runs)
+    new = names[-1]
+    result["speedup"] = {base: round(runs[base]["ready_s"] / runs[new]["ready_s"], 2) for base in names[:-1]}
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['segments']:,} segments x {result['dim']} ({result['kind']}): ready in {base:.1f} s rebuilding, "
-              f"{new:.1f} s loading ({result['speedup']}x); saved index {per_million:.0f} MB per million segments")  # fmt: skip
+        print(f"{result['segments']:,} segments x {result['dim']} ({result['kind']}); saved index {per_million:.0f} MB per million segments")
+        for name, run in runs.items():
+            print(f"  {name}: ready in {run['ready_s']:.1f} s" + (f" (median of {len(run['ready_s_each'])})" if "ready_s_each" in run else ""))
+        for base, ratio in result["speedup"].items():
+            print(f"  {new}: {ratio}x faster than {base}")
     return 0
 
 

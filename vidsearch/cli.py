@@ -524,7 +524,7 @@ def search(
     where = "by the server" if settings.api_url else (
         f"searching; {time.monotonic() - _STARTED:.1f} s in all, with start-up: imports, opening the index, loading the model"
     )  # fmt: skip
-    table = Table(title=f"{asked} — {len(resp.results)} results in {resp.took_ms:.0f} ms ({where})", title_justify="left")
+    table = Table(title=f"{asked} — {len(resp.results)} result{'' if len(resp.results) == 1 else 's'} in {resp.took_ms:.0f} ms ({where})", title_justify="left")
     for col in ("#", "video", "relevance", "channels", "moments (start–end s)"):
         table.add_column(col, overflow="fold")
     for i, r in enumerate(resp.results, 1):
