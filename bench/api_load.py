@@ -176,13 +176,52 @@ class Queries:
         return phrase, hit
 
 
-async def load(url: str, clients: int, seconds: float, queries: Queries, top_k: int) -> dict:
+class HttpxSession:
+    """POSTs with httpx's async client (what the Python client library uses)."""
+
+    def __init__(self, url: str, clients: int):
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        self.http = httpx.AsyncClient(base_url=url, timeout=60, limits=limits)
+        self.errors = (httpx.HTTPError, ValueError)
+
+    async def post(self, path: str, body: dict) -> tuple[int, dict | None]:
+        r = await self.http.post(path, json=body)
+        return r.status_code, (r.json() if r.status_code == 200 else None)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+class AiohttpSession:
+    """POSTs with aiohttp's client: a lighter load generator (the client shares the server's cores, so
+    every millisecond it spends per request is taken from the server under test)."""
+
+    def __init__(self, url: str, clients: int):
+        import aiohttp
+
+        self.url = url
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients), timeout=aiohttp.ClientTimeout(total=60))
+        self.errors = (aiohttp.ClientError, asyncio.TimeoutError, ValueError)
+
+    async def post(self, path: str, body: dict) -> tuple[int, dict | None]:
+        async with self.http.post(self.url + path, json=body) as r:
+            return r.status, (await r.json() if r.status == 200 else None)
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+CLIENTS = {"httpx": HttpxSession, "aiohttp": AiohttpSession}
+
+
+async def load(url: str, clients: int, seconds: float, queries: Queries, top_k: int, client_lib: str = "httpx") -> dict:
     lat: list[float] = []
     took: list[float] = []
     hits = 0
     errors: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+    session = CLIENTS[client_lib](url, clients)
+    cpu0 = time.process_time()
+    try:
         t_start = time.perf_counter()
         deadline = t_start + seconds
 
@@ -192,12 +231,10 @@ async def load(url: str, clients: int, seconds: float, queries: Queries, top_k: 
                 text, hit = queries.next()
                 t0 = time.perf_counter()
                 try:
-                    r = await http.post("/v1/search", json={"query": text, "top_k": top_k})
-                    ok = r.status_code == 200
-                    body = r.json() if ok else None
-                    ok = ok and isinstance(body.get("results"), list) and len(body["results"]) > 0
-                    why = f"HTTP {r.status_code}" if r.status_code != 200 else "empty or malformed body"
-                except (httpx.HTTPError, ValueError) as exc:
+                    status, body = await session.post("/v1/search", {"query": text, "top_k": top_k})
+                    ok = status == 200 and isinstance(body.get("results"), list) and len(body["results"]) > 0
+                    why = f"HTTP {status}" if status != 200 else "empty or malformed body"
+                except session.errors as exc:
                     ok, body, why = False, None, type(exc).__name__
                 dt = time.perf_counter() - t0
                 if ok:
@@ -209,6 +246,9 @@ async def load(url: str, clients: int, seconds: float, queries: Queries, top_k: 
 
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - t_start
+        client_cpu = time.process_time() - cpu0
+    finally:
+        await session.close()
     a = np.asarray(lat) if lat else np.zeros(1)
     t = np.asarray(took) if took else np.zeros(1)
     return {
@@ -220,6 +260,8 @@ async def load(url: str, clients: int, seconds: float, queries: Queries, top_k: 
         "latency_ms": {p: round(float(np.percentile(a, q)), 1) for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
         "server_took_ms": {p: round(float(np.percentile(t, q)), 1) for p, q in (("p50", 50), ("p99", 99))},
         "query_cache_hit_rate": round(hits / max(1, len(lat)), 3),
+        "client": client_lib,
+        "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, len(lat) + sum(errors.values())), 1),
     }
 
 
@@ -254,11 +296,11 @@ def measure(python: str, work: Path, args, log) -> dict:
         runtime_s = time.perf_counter() - t0
         log(f"  {server.url} ready in {ready_s:.1f} s; warming up {args.warmup_seconds:.0f} s ...")
         queries = Queries(args.miss_rate, args.seed)
-        asyncio.run(load(server.url, args.clients, args.warmup_seconds, queries, args.top_k))
+        asyncio.run(load(server.url, args.clients, args.warmup_seconds, queries, args.top_k, args.client))
         load_before = os.getloadavg()
         cpu0 = server.cpu_seconds()
         log(f"  {args.clients} clients for {args.seconds:.0f} s ...")
-        res = asyncio.run(load(server.url, args.clients, args.seconds, queries, args.top_k))
+        res = asyncio.run(load(server.url, args.clients, args.seconds, queries, args.top_k, args.client))
         res["server_cpu_s"] = round(server.cpu_seconds() - cpu0, 1)
         res["server_cpu_ms_per_request"] = round(1000 * res["server_cpu_s"] / max(1, res["requests_ok"]), 1)
         res["load_before"] = [round(x, 2) for x in load_before]
@@ -280,6 +322,8 @@ def main() -> int:
     ap.add_argument("--top-k", type=int, default=10)
     ap.add_argument("--videos", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--client", choices=sorted(CLIENTS), default="httpx",
+                    help="the load generator's HTTP library (its CPU per request is reported: it shares the cores)")
     ap.add_argument("--baseline", metavar="GIT_REF", default=None,
                     help="also load a server running vidsearch as of this commit, first, on the same index")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the clips and the index here between runs")
@@ -339,7 +383,8 @@ def main() -> int:
         print(f"{'figure':34} " + " ".join(f"{n:>22}" for n in names))
         rows = [
             ("requests answered", "requests_ok"), ("throughput (req/s)", "throughput_rps"),
-            ("server CPU per request (ms)", "server_cpu_ms_per_request"), ("errors", "errors"),
+            ("server CPU per request (ms)", "server_cpu_ms_per_request"),
+            ("client CPU per request (ms)", "client_cpu_ms_per_request"), ("errors", "errors"),
             ("query-cache hit rate (observed)", "query_cache_hit_rate"), ("server ready (s)", "server_ready_s"),
             ("query encoder", "query_runtime"), ("query encoder ready (s)", "query_runtime_ready_s"),
         ]  # fmt: skip

@@ -37,8 +37,8 @@ COLS = ["span_id", "video_id", "source", "start", "end", "text"]
 class TextChannels:
     """The spans table as rankings of videos, one per text source. The table is opened once per index
     version (`refresh` reopens it) and each search asks two questions for all sources together
-    (nearest sentence vectors, BM25), not two per source; the nearest spans come from the version's
-    vectors held in memory (span_vectors.py) when the table is small enough, else from LanceDB."""
+    (nearest sentence vectors, BM25), not two per source; both are answered from the version's spans
+    held in memory (span_vectors.py, span_words.py) when the table is small enough, else by LanceDB."""
 
     def __init__(self, store: Store, encoder=None):
         self.store = store
@@ -123,13 +123,16 @@ class TextChannels:
                 table.search(vec, vector_column_name="vector").distance_type("cosine").where(where, prefilter=True)
                 .select(cols + ["_distance"]).limit(limit).to_arrow()
             )  # fmt: skip
-        try:
-            by_words = (
-                table.search(query, query_type="fts").where(where, prefilter=True)
-                .select(cols + ["_score"]).limit(limit).to_arrow()
-            )  # fmt: skip
-        except Exception:  # noqa: BLE001 - no full-text index yet (an index run still writing): vectors only
-            by_words = by_vector.slice(0, 0)
+        if in_memory is not None and in_memory.words is not None:
+            by_words = in_memory.search_words(query, sorted(sources), allowed, SPAN_CANDIDATES)
+        else:
+            try:
+                by_words = (
+                    table.search(query, query_type="fts").where(where, prefilter=True)
+                    .select(cols + ["_score"]).limit(limit).to_arrow()
+                )  # fmt: skip
+            except Exception:  # noqa: BLE001 - no full-text index yet (an index run still writing): vectors only
+                by_words = by_vector.slice(0, 0)
         if by_vector.num_rows:
             by_vector = by_vector.filter(pc.less_equal(by_vector["_distance"], 1.0 - MIN_COSINE))
         out = {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from vidsearch.search import SearchEngine
 from . import exports, health, jobs, search, videos
 from .limits import body_limit
 from .state import ServerState
+from .timing import LatencyMetrics
 
 __all__ = ["create_app", "local_client"]
 
@@ -52,14 +52,7 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
     for module in (search, videos, exports, jobs, health):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        state.metrics.latency.labels(path, request.method, str(response.status_code)).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(LatencyMetrics, histogram=state.metrics.latency)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,6 +12,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from vidsearch.api_models import ErrorBody
 from vidsearch.search import SearchEngine
@@ -25,7 +26,7 @@ __all__ = ["ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "Inde
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
     return request.app.state.vidsearch
 
 
@@ -39,8 +40,10 @@ def ready_engine(state: State) -> SearchEngine:
     return engine
 
 
-def optional_engine(state: State) -> SearchEngine | None:
-    return state.engine()
+async def optional_engine(state: State) -> SearchEngine | None:
+    # the open engine at once, on the event loop; opening one (model load, a retry) on a thread
+    engine = state.loaded_engine
+    return engine if engine is not None else await run_in_threadpool(state.engine)
 
 
 ReadyEngine = Annotated[SearchEngine, Depends(ready_engine)]
@@ -105,7 +108,7 @@ def require_key(request: Request, state: State) -> None:
     _check_key(state, request)
 
 
-def require_read(request: Request, state: State) -> None:
+async def require_read(request: Request, state: State) -> None:
     if state.settings.read_auth:
         _check_key(state, request)
 

@@ -11,6 +11,7 @@ them (reindex, delete, fix). Job records name server paths and are read with a k
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Annotated
 
@@ -33,11 +34,7 @@ class PathView:
     def path(self, path: str) -> str:
         if self.keyed or not path:
             return path
-        for candidate in {os.path.abspath(path), os.path.realpath(path)}:
-            for root in self.roots:
-                if candidate.startswith(root.rstrip(os.sep) + os.sep):
-                    return os.path.relpath(candidate, root)
-        return os.path.basename(path.rstrip(os.sep)) or path
+        return _relative(path, tuple(self.roots))
 
     def video(self, info: VideoInfo) -> VideoInfo:
         return info if self.keyed else info.model_copy(update={"uri": self.path(info.uri)})
@@ -46,8 +43,28 @@ class PathView:
         return items if self.keyed else [p.model_copy(update={"path": self.path(p.path)}) for p in items]
 
 
-def path_view(request: Request, state: State) -> PathView:
-    return PathView(key_accepted(state, request), resolved_roots(state.settings.library_roots))
+@functools.lru_cache(maxsize=8192)
+def _relative(path: str, roots: tuple[str, ...]) -> str:
+    """`path` relative to the root it lies under (through links too), else its bare name. Memoised:
+    `realpath` asks the file system for every component, and every anonymous search result asked it
+    again (~5% of the server's CPU under bench/api_load.py). A link changed later shows once the entry
+    is pushed out (8,192 paths) or the server restarts; that changes only how a path is shown to an
+    anonymous reader, never what may be read (library.py checks access on every request)."""
+    for candidate in {os.path.abspath(path), os.path.realpath(path)}:
+        for root in roots:
+            if candidate.startswith(root.rstrip(os.sep) + os.sep):
+                return os.path.relpath(candidate, root)
+    return os.path.basename(path.rstrip(os.sep)) or path
+
+
+@functools.lru_cache(maxsize=64)
+def _roots(roots: tuple[str, ...]) -> list[str]:
+    """The configured roots resolved once per server (each is a few file system calls)."""
+    return resolved_roots(roots)
+
+
+async def path_view(request: Request, state: State) -> PathView:
+    return PathView(key_accepted(state, request), _roots(tuple(str(r) for r in state.settings.library_roots)))
 
 
 Viewer = Annotated[PathView, Depends(path_view)]

@@ -36,18 +36,33 @@ class ResponseCache:
         self.hits = self.misses = 0
 
     def __call__(self, engine, req: SearchRequest, compute: Callable[[], SearchResponse]) -> SearchResponse:
-        if self.size <= 0:
-            return compute()
-        t0 = time.perf_counter()
+        hit = self.get(engine, req)
+        return hit if hit is not None else self.compute(engine, req, compute)
+
+    def _key(self, engine, req: SearchRequest) -> tuple:
         # by digest: a request may carry a 10 MB picture, which the cache must not keep
-        key = (id(engine), hashlib.sha256(req.model_dump_json().encode()).digest())
-        version = engine.snapshot.version
+        return (id(engine), hashlib.sha256(req.model_dump_json().encode()).digest())
+
+    def get(self, engine, req: SearchRequest) -> SearchResponse | None:
+        """The cached response to `req` on the engine's live version (a copy), or None. Cheap: the
+        server asks it on its event loop before queueing a search for a thread."""
+        if self.size <= 0:
+            return None
+        t0 = time.perf_counter()
+        key, version = self._key(engine, req), engine.snapshot.version
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and hit.index_version == version:
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return hit.model_copy(update={"took_ms": round((time.perf_counter() - t0) * 1000, 3)})
+        return None
+
+    def compute(self, engine, req: SearchRequest, compute: Callable[[], SearchResponse]) -> SearchResponse:
+        """`compute()`, kept for the next time `req` is asked on this version."""
+        if self.size <= 0:
+            return compute()
+        key = self._key(engine, req)
         resp = compute()
         with self._lock:
             self.misses += 1

@@ -11,10 +11,13 @@ one meanwhile). A model that failed to load is not retried per request: that cos
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
 import time
 
+import anyio
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from vidsearch.config import Settings
@@ -58,8 +61,18 @@ class ServerState:
         self.engine_error: str | None = None
         self.metrics = Metrics()
         self.responses = ResponseCache(settings.response_cache)
+        self._slots: tuple | None = None
         self.jobs = JobManager(settings, backbone=self._backbone, on_progress=self.refresh, on_finish=self._job_finished)
         self._thumbs = None
+
+    def search_slots(self) -> anyio.CapacityLimiter:
+        """How many searches compute at once (`search_threads`, default one per core); waiting ones
+        are let in first come, first served. One limiter per event loop (an in-process app or a test
+        client may run the app on a loop of its own)."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, anyio.CapacityLimiter(self.settings.search_threads or os.cpu_count() or 2))
+        return self._slots[1]
 
     # -- the engine ------------------------------------------------------------------------------
     def open(self, backbone=None) -> SearchEngine | None:

@@ -55,3 +55,41 @@ def test_a_new_index_version_is_never_answered_from_the_old_one():
         cache(engine, SearchRequest(query=q), compute)
     assert len(cache._entries) == 2
     assert cache(engine, req, compute) is not cache(engine, req, compute)  # each caller its own copy
+
+
+def test_repeats_skip_the_worker_threads_and_new_searches_take_turns(shared_library, monkeypatch):
+    """A repeated request is answered on the event loop, without queueing for a search thread; new
+    ones run on at most `search_threads` threads at once, however many arrive together."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vidsearch.server import search as search_route
+
+    settings, _ = shared_library
+    active, peak, computed = 0, 0, []
+    lock = threading.Lock()
+    real = search_route._answer
+
+    def counting(engine, req, state):
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        try:
+            time.sleep(0.05)  # long enough for the other requests to arrive meanwhile
+            computed.append(req.query)
+            return real(engine, req, state)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(search_route, "_answer", counting)
+    with TestClient(create_app(settings.model_copy(update={"search_threads": 1}))) as c:
+        assert c.app.state.vidsearch.settings.search_threads == 1
+        with ThreadPoolExecutor(6) as pool:
+            bodies = list(pool.map(lambda i: c.post("/v1/search", json={"query": f"colour bars {i}", "top_k": 2}), range(6)))
+        assert all(r.status_code == 200 for r in bodies) and peak == 1 and len(computed) == 6
+        again = c.post("/v1/search", json={"query": "colour bars 3", "top_k": 2})
+        assert again.status_code == 200 and len(computed) == 6  # from the cache, no thread asked
+        assert without_took(again.json()) == without_took(bodies[3].json())

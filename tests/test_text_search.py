@@ -111,3 +111,29 @@ def test_span_vectors_in_memory_answer_as_lancedb_does(text_index, monkeypatch):
             assert {v: [(h.start, h.end, h.text) for h in hs] for v, hs in hits_m.items()} == \
                    {v: [(h.start, h.end, h.text) for h in hs] for v, hs in hits_l.items()}  # fmt: skip
     assert any(len(m[s][0]) for m in in_memory for s in sources)  # something was found at all
+
+
+def test_span_words_in_memory_match_lancedb_full_text(text_index):
+    """BM25 over the spans in memory (span_words.py) reads words as LanceDB's full-text index does:
+    the same spans match (stop words, case and stems alike), best first in the same order; accents are
+    folded on both sides here (LanceDB folds none in the query), so "Fridáy" finds "Friday"."""
+    import numpy as np
+
+    engine, _ = text_index
+    channels = engine.text_channels
+    spans = channels.span_vectors()
+    assert spans is not None and spans.words is not None
+    sources = channels.sources()
+    queries = ["sales went up ten percent this quarter", "the yearly SAFETY briefing", "watering plants",
+               "friday revenue", "the and of", "zebra", "percent 10 grew"]  # fmt: skip
+    for q in queries:
+        mem = spans.search_words(q, sources, None, 200)
+        ldb = channels.table.search(q, query_type="fts").select(["span_id", "_score"]).limit(200).to_arrow()
+        assert sorted(mem["span_id"].to_pylist()) == sorted(ldb["span_id"].to_pylist()), q
+        if mem.num_rows > 1:  # best first, as LanceDB ranks them (the scores' scale may differ)
+            order = {s: i for i, s in enumerate(ldb["span_id"].to_pylist())}
+            ranks = np.array([order[s] for s in mem["span_id"].to_pylist()])
+            ties = np.diff(mem["_score"].to_numpy()) > -1e-6
+            assert np.all((np.diff(ranks) > 0) | ties), q
+    accented = spans.search_words("Fridáy", sources, None, 200)
+    assert [PLANTS in t.lower() for t in accented["text"].to_pylist()] == [True]

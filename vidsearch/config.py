@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     response_cache: int = Field(
         256, ge=0, description="Search responses kept per server for repeated requests on the live index version (0: none)."
     )
+    search_threads: int = Field(
+        0, ge=0, le=256, description="Searches computed at once by the server (0: one per CPU core); the rest wait their "
+        "turn in arrival order, which keeps the slowest answers close to the typical one under load.",
+    )
     query_runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="What encodes new queries where the text tower is the sentence encoder (tiny): auto = "
         "`vidsearch serve` builds an ONNX Runtime copy in the background at start (torch answers meanwhile) and "
