@@ -13,9 +13,12 @@ would measure the cache. Each request takes one of ~50 phrases; with probability
 new (a numbered variant never sent before), which must be encoded. The 50 hot phrases stay cached
 (they recur every ~50-100 requests, far inside the LRU), so the expected hit rate is about
 (1 - miss-rate) after each phrase's first use; the observed rate (texts sent before) is reported.
-The client runs on the same cores as the server: throughput is that of the pair, as on one box.
+The client runs on the same cores as the server: throughput is that of the pair, as on one box; the
+client's own CPU per request is reported beside the server's, and `--client aiohttp` swaps httpx for
+a lighter load generator.
 
-    python bench/api_load.py [--clients 16] [--seconds 60] [--miss-rate 0.5] [--workdir DIR] [--json]
+    python bench/api_load.py [--clients 16] [--seconds 60] [--miss-rate 0.5] [--client httpx|aiohttp]
+                             [--baseline GIT_REF] [--workdir DIR] [--json]
 """
 
 from __future__ import annotations
