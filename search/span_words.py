@@ -46,15 +46,20 @@ class SpanWords:
         self._stemmer = Stemmer.Stemmer("english")
         self.n = len(texts)
         corpus = self._tokens([t or "" for t in texts])
-        self.model = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
-        self.model.index(corpus, show_progress=False)
+        self.model = None  # no span has a word that counts (none, or only stop words): nothing matches
+        if any(corpus):
+            self.model = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
+            self.model.index(corpus, show_progress=False)
 
     @classmethod
     def build(cls, texts: list[str]) -> SpanWords | None:
-        """The index, or None where bm25s / PyStemmer are not installed (LanceDB answers then)."""
+        """The index, or None where bm25s / PyStemmer are not installed or fail (LanceDB answers then)."""
         try:
             return cls(texts)
         except ImportError:
+            return None
+        except Exception:  # noqa: BLE001 - the in-memory copy is an optimisation: never lose the channel over it
+            logging.getLogger(__name__).warning("BM25 over the spans in memory failed; LanceDB answers", exc_info=True)
             return None
 
     def _tokens(self, texts: list[str]) -> list[list[str]]:
@@ -64,6 +69,6 @@ class SpanWords:
 
     def scores(self, query: str) -> np.ndarray:
         terms = self._tokens([query])[0]
-        if not terms or self.n == 0:
+        if not terms or self.model is None:
             return np.zeros(self.n, dtype=np.float32)
         return np.asarray(self.model.get_scores(terms), dtype=np.float32)

@@ -342,3 +342,17 @@ def test_query_vector_cache_encodes_once_and_evicts_the_least_recently_used():
     assert calls == ["ab", "xyz", "q"]
     cache("xyz")
     assert calls == ["ab", "xyz", "q", "xyz"]
+
+
+def test_span_words_bm25_edges():
+    """BM25 over spans in memory: terms shared or not, stop words, accents, other scripts, and an index
+    whose spans hold no word that counts (empty, or only stop words) answers nothing rather than failing."""
+    from vidsearch.search.span_words import SpanWords
+
+    words = SpanWords(["DANGER ahead", "", "the", "Café crème", "日本語", "running dogs"])
+    s = words.scores("dangerous run")  # stems: danger, run
+    assert s[0] > 0 and s[5] > 0 and not s[1:5].any()
+    assert words.scores("cafe")[3] > 0 and words.scores("日本語")[4] > 0
+    assert not words.scores("the of a").any() and not words.scores("").any()
+    for texts in ([""], ["the a of"], []):
+        assert not SpanWords(texts).scores("the hello").any()
