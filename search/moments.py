@@ -202,9 +202,9 @@ def _quantile(values: np.ndarray, q: float) -> float:
     pos = q * (n - 1)
     lo = int(math.floor(pos))
     hi = min(lo + 1, n - 1)
-    part = np.partition(values, (lo, hi)) if hi != lo else np.partition(values, lo)
+    part = np.partition(values, (lo, hi))
     a, b = float(part[lo]), float(part[hi])
-    return a + (b - a) * (pos - lo) if hi != lo else a
+    return a + (b - a) * (pos - lo)
 
 
 def _gaussian_smooth(values: np.ndarray, sigma_bins: float) -> np.ndarray:

@@ -33,21 +33,22 @@ async def get_state(request: Request) -> ServerState:
 State = Annotated[ServerState, Depends(get_state)]
 
 
-def ready_engine(state: State) -> SearchEngine:
-    engine = state.engine()
-    if engine is None:
-        raise HTTPException(503, state.engine_error or "index not ready")
-    return engine
-
-
 async def optional_engine(state: State) -> SearchEngine | None:
     # the open engine at once, on the event loop; opening one (model load, a retry) on a thread
     engine = state.loaded_engine
     return engine if engine is not None else await run_in_threadpool(state.engine)
 
 
-ReadyEngine = Annotated[SearchEngine, Depends(ready_engine)]
 OptionalEngine = Annotated[SearchEngine | None, Depends(optional_engine)]
+
+
+async def ready_engine(engine: OptionalEngine, state: State) -> SearchEngine:
+    if engine is None:
+        raise HTTPException(503, state.engine_error or "index not ready")
+    return engine
+
+
+ReadyEngine = Annotated[SearchEngine, Depends(ready_engine)]
 
 
 def index_store(state: State) -> Store:

@@ -36,20 +36,22 @@ class ResponseCache:
         self.hits = self.misses = 0
 
     def __call__(self, engine, req: SearchRequest, compute: Callable[[], SearchResponse]) -> SearchResponse:
-        hit = self.get(engine, req)
-        return hit if hit is not None else self.compute(engine, req, compute)
+        key = self.key(engine, req)
+        hit = self.get(engine, key)
+        return hit if hit is not None else self.compute(key, compute)
 
-    def _key(self, engine, req: SearchRequest) -> tuple:
+    def key(self, engine, req: SearchRequest) -> tuple:
+        """What `req` is kept under (computed once per request: it hashes the whole request)."""
         # by digest: a request may carry a 10 MB picture, which the cache must not keep
         return (id(engine), hashlib.sha256(req.model_dump_json().encode()).digest())
 
-    def get(self, engine, req: SearchRequest) -> SearchResponse | None:
-        """The cached response to `req` on the engine's live version (a copy), or None. Cheap: the
-        server asks it on its event loop before queueing a search for a thread."""
+    def get(self, engine, key: tuple) -> SearchResponse | None:
+        """The response kept under `key` if it was answered on the engine's live version (a copy), or
+        None. Cheap: the server asks it on its event loop before queueing a search for a thread."""
         if self.size <= 0:
             return None
         t0 = time.perf_counter()
-        key, version = self._key(engine, req), engine.snapshot.version
+        version = engine.snapshot.version
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and hit.index_version == version:
@@ -58,12 +60,11 @@ class ResponseCache:
                 return hit.model_copy(update={"took_ms": round((time.perf_counter() - t0) * 1000, 3)})
         return None
 
-    def compute(self, engine, req: SearchRequest, compute: Callable[[], SearchResponse]) -> SearchResponse:
-        """`compute()`, kept for the next time `req` is asked on this version."""
-        if self.size <= 0:
-            return compute()
-        key = self._key(engine, req)
+    def compute(self, key: tuple, compute: Callable[[], SearchResponse]) -> SearchResponse:
+        """`compute()`, kept under `key` for the next time its request is asked on this version."""
         resp = compute()
+        if self.size <= 0:
+            return resp
         with self._lock:
             self.misses += 1
             self._entries[key] = resp

@@ -107,9 +107,10 @@ async def search(req: SearchRequest, engine: OptionalEngine, view: Viewer, state
         # a repeated request is answered here, on the event loop (~0.1 ms); a new one waits for one of
         # `search_threads` threads, in arrival order (state.search_slots): under load the answers
         # come out in turn instead of every request's thread fighting all the others for the cores
-        resp = state.responses.get(engine, req) if req.image is None else None
+        key = state.responses.key(engine, req) if req.image is None else None
+        resp = state.responses.get(engine, key) if key is not None else None
         if resp is None:
-            resp = await anyio.to_thread.run_sync(_answer, engine, req, state, limiter=state.search_slots())
+            resp = await anyio.to_thread.run_sync(_answer, engine, req, state, key, limiter=state.search_slots())
     except ImageTooLarge as exc:
         raise HTTPException(413, str(exc)) from exc
     except NotAnImage as exc:
@@ -123,9 +124,11 @@ async def search(req: SearchRequest, engine: OptionalEngine, view: Viewer, state
     return Response(resp.model_dump_json(), media_type="application/json")
 
 
-def _answer(engine, req: SearchRequest, state) -> SearchResponse:
-    """A search computed on a worker thread (a picture is checked first: one answered before may be
-    refused now), through the response cache."""
-    if req.image is not None:
+def _answer(engine, req: SearchRequest, state, key: tuple | None) -> SearchResponse:
+    """A search computed on a worker thread and kept in the response cache. `key`: the request's
+    cache key, already looked up on the event loop; None for a picture, which is checked first (one
+    answered before may be refused now) and hashed and looked up here, off the loop."""
+    if key is None:
         check_image_size(decode_base64_image(req.image), int(engine.settings.max_image_mb * 1e6))
-    return state.responses(engine, req, lambda: search_response(engine, req))
+        return state.responses(engine, req, lambda: search_response(engine, req))
+    return state.responses.compute(key, lambda: search_response(engine, req))

@@ -71,7 +71,7 @@ def test_repeats_skip_the_worker_threads_and_new_searches_take_turns(shared_libr
     lock = threading.Lock()
     real = search_route._answer
 
-    def counting(engine, req, state):
+    def counting(engine, req, state, key):
         nonlocal active, peak
         with lock:
             active += 1
@@ -79,7 +79,7 @@ def test_repeats_skip_the_worker_threads_and_new_searches_take_turns(shared_libr
         try:
             time.sleep(0.05)  # long enough for the other requests to arrive meanwhile
             computed.append(req.query)
-            return real(engine, req, state)
+            return real(engine, req, state, key)
         finally:
             with lock:
                 active -= 1
