@@ -28,7 +28,7 @@ def label_synth_command(
     per_kind: Annotated[int, typer.Option("--per-kind", min=10, help="Negative queries of each kind.")] = 150,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the negative queries.")] = 0,
 ) -> None:
-    """Labelled queries for a synthetic corpus: every test caption, and negatives (unrelated, near misses, nonsense)."""
+    """Labelled queries for a synthetic corpus: every test caption, every word said or shown, and negatives (unrelated, near misses, nonsense)."""
     from .calibration import synthetic_labels
 
     if not (corpus / "synth.json").is_file():

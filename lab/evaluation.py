@@ -188,17 +188,18 @@ def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFe
 
 
 def _engine_scores(engine: SearchEngine, queries: Queries, vids: list[str]) -> np.ndarray:
-    """The product ranking as a score matrix: fused score where ranked, below every ranked score elsewhere.
-
-    Scores are rounded to 6 digits as the API reports them, so ties rank as a client would see them."""
+    """The product ranking as a score matrix, in the order it is served, below every ranked score
+    where a video is not ranked: by calibrated relevance where the model has a calibration (each
+    place its own score), else by fused score rounded to 6 digits as the API reports it, so ties
+    rank as a client would see them."""
     sims = np.full((len(queries.text), len(vids)), -1e9, dtype=np.float64)
     col = {v: i for i, v in enumerate(vids)}
     for q, text in enumerate(queries.text):
         # min_relevance 0: every candidate ranked, so an unranked true video cannot tie at the floor
         ranking = engine.rank(engine.plan(SearchRequest(query=text, top_k=200, min_relevance=0.0, filters=Filters(video_ids=vids))))
-        for c in ranking.candidates[:200]:  # the first page, as a client asking top_k=200 gets
+        for place, c in enumerate(ranking.candidates[:200]):  # the first page, as a client asking top_k=200 gets
             if c.video_id in col:
-                sims[q, col[c.video_id]] = round(c.score, 6)
+                sims[q, col[c.video_id]] = -place if ranking.calibrated else round(c.score, 6)
     return sims
 
 

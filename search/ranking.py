@@ -216,16 +216,24 @@ def moment_relevance(probability: float | None, moments: list[Moment]) -> tuple[
 class Ranking:
     """The ranked candidates of one plan; moments are cut only for the results a page shows.
 
-    With a calibration, results whose relevance is under `min_relevance` are dropped before paging
-    (so pages and cursors count only what is shown): `dropped` says how many, `best_dropped` the
-    highest relevance among them, for the "nothing found" message.
+    With a calibration, the candidates are ordered by their relevance (stable: equal relevance keeps
+    the fused order), which puts a relevant video first more often than rank fusion does (README,
+    "Relevance you can trust": P@1 on held-out captions 19.1% -> 23.5%); `fused` keeps the fused
+    order, which the relevance evidence itself reads (`inv_rank`). Results whose relevance is under
+    `min_relevance` are dropped before paging (so pages and cursors count only what is shown):
+    `dropped` says how many, `best_dropped` the highest relevance among them, for the "nothing
+    found" message.
     """
 
     def __init__(self, plan: QueryPlan, candidates: list[Candidate], head=None, min_relevance: float | None = None):
         self.plan, self.head, self.min_relevance = plan, head, min_relevance
         self.calibrated = bool(candidates) and candidates[0].probability is not None
+        self.fused = candidates
         self.best_dropped: float | None = None
         self.dropped = 0
+        if self.calibrated:
+            order = np.argsort(-np.array([c.probability for c in candidates]), kind="stable")
+            candidates = [candidates[i] for i in order]
         if self.calibrated and min_relevance is not None and not self.by_moment:
             probs = np.array([c.probability for c in candidates])
             keep = probs >= min_relevance
@@ -261,8 +269,8 @@ class Ranking:
 
     @cached_property
     def _moment_hits(self) -> list[Hit]:
-        """Every moment of the leading candidates, ranked by its own relevance (those under
-        `min_relevance` dropped, when calibrated)."""
+        """Every moment of the leading candidates, ranked by its own relevance when calibrated (those
+        under `min_relevance` dropped), else by its score."""
         flat = []
         for c in self.candidates[:MOMENT_GROUP_VIDEOS]:
             found = localize(self.plan, c, self.head)
@@ -275,4 +283,6 @@ class Ranking:
                 self.best_dropped = max(dropped)
             flat = [h for h in flat if h.relevance >= self.min_relevance]
         flat.sort(key=lambda h: -h.score)
+        if self.calibrated:  # as videos are: by relevance, equal relevance by the moment's score
+            flat.sort(key=lambda h: -h.relevance)
         return flat

@@ -4,15 +4,29 @@ Rank fusion gives a score that only says the rank (1/(k+1), 1/(k+2), ... for eve
 cannot tell a match from a miss, and a query for something the library does not hold would return
 ten confident-looking results. The per-channel evidence does separate the two (the X-Pool score of
 a match is far above the pool's typical score; for an absent thing nothing stands out), so a small
-model maps that evidence to a probability:
+model maps that evidence to a probability. Two routes lead to relevance, and either suffices:
 
-    p = sigmoid(w · standardise(features) + b)
+    p_all   = sigmoid(w · standardise(features) + b)            what is seen and heard, and the rank
+    p_words = sigmoid(v · standardise(text features) + c)       the words said or shown alone
+    p       = 1 - (1 - p_all) (1 - p_words)                     relevant if either route says so
 
-fitted by logistic regression on labelled queries (positives and several kinds of negatives, see
-`vidsearch calibrate`). It is monotone in each feature's linear score, cheap (one matrix product per
-search, columnar over the candidates) and, fitted by maximum likelihood, calibrated on the data it
-was fitted on; its reliability on held-out queries is measured by `vidsearch calibrate` (binned
-expected calibration error) and printed in the README.
+(`vidsearch calibrate` leaves the text features out of the first route, so each route reads its own
+evidence; the file format allows both.)
+
+fitted jointly by maximum likelihood on labelled queries (positives and several kinds of negatives,
+see `vidsearch calibrate`). The second route is there because a single linear model adds evidence:
+a perfect on-screen or spoken match in a video the visual tower cannot read (a real recording, not
+the synthetic renderer the calibration saw) would be pulled to ~0 by "nothing stands out visually",
+and hidden. It is cheap (two matrix products per search, columnar over the candidates) and, fitted
+by maximum likelihood, calibrated on the data it was fitted on; its reliability on held-out queries
+is measured by `vidsearch calibrate` (binned expected calibration error) and printed in the README.
+A file without the words route (`words_coef` null) reads as the single linear model.
+
+A linear model is only evidence where the fit saw data: evidence outside the range the fitting rows
+covered (`lo`..`hi`, the 0.5th and 99.5th percentiles of each feature) is read at the nearest edge of
+that range instead of extrapolated. Without this, a channel the fit (almost) never saw match (say,
+speech on an index fitted with speech off, where a small negative weight was learned on noise) turns
+a strong match into a probability of 0 and hides it.
 
 A calibration belongs to one model (its fingerprint id: the X-Pool score of another model means
 something else) and lives in a small JSON file: beside the shipped checkpoint
@@ -43,6 +57,7 @@ __all__ = [
     "Calibration",
     "CalibrationError",
     "FEATURES",
+    "WORD_FEATURES",
     "evidence",
     "find_calibration",
     "with_relevance",
@@ -64,6 +79,7 @@ DB_FILE = "calibration.json"  # a user's own calibration, beside the index it wa
 #   text_hits      how many timed text channels (speech, ocr, subtitle) matched: agreement of channels
 #   inv_rank       1 / the candidate's rank in the fused order: the ranking's own opinion
 FEATURES: tuple[str, ...] = ("visual", "visual_margin", "visual_z", "frame_max", "audio", "text_best", "text_hits", "inv_rank")
+WORD_FEATURES: tuple[str, ...] = ("text_best", "text_hits")  # what the words route reads
 TIMED_TEXT = tuple(c for c in TEXT_CHANNELS if c != "metadata")
 
 
@@ -110,12 +126,22 @@ class Calibration:
     intercept: float
     threshold: float  # the default min_relevance (chosen on the fitting data, see `vidsearch calibrate`)
     fitted_on: dict = field(default_factory=dict)  # what it was fitted on and how well it did
+    lo: tuple[float, ...] | None = None  # per feature, the range the fitting evidence covered: evidence
+    hi: tuple[float, ...] | None = None  # is read within it, never extrapolated (None: a file without it)
+    words_coef: tuple[float, ...] | None = None  # the words route, over WORD_FEATURES (None: no such route)
+    words_intercept: float = 0.0
 
     def probability(self, x: np.ndarray) -> np.ndarray:
-        """P(relevant) for each row of an `evidence` matrix."""
+        """P(relevant) for each row of an `evidence` matrix (each feature held to the fitted range)."""
         x = np.asarray(x, dtype=np.float64).reshape(-1, len(self.features))
-        z = ((x - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.coef) + self.intercept
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+        if self.lo is not None and self.hi is not None:
+            x = np.clip(x, self.lo, self.hi)
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        p_all = _sigmoid(z @ np.asarray(self.coef) + self.intercept)
+        if self.words_coef is None:
+            return p_all
+        p_words = _sigmoid(z[:, [self.features.index(f) for f in WORD_FEATURES]] @ np.asarray(self.words_coef) + self.words_intercept)
+        return 1.0 - (1.0 - p_all) * (1.0 - p_words)
 
     def to_json(self) -> dict:
         return {"format": CALIBRATION_FORMAT, **asdict(self)}
@@ -149,12 +175,26 @@ class Calibration:
                 mean=tuple(map(float, data["mean"])), scale=tuple(map(float, data["scale"])),
                 coef=tuple(map(float, data["coef"])), intercept=float(data["intercept"]),
                 threshold=float(data["threshold"]), fitted_on=dict(data.get("fitted_on", {})),
+                lo=None if data.get("lo") is None else tuple(map(float, data["lo"])),
+                hi=None if data.get("hi") is None else tuple(map(float, data["hi"])),
+                words_coef=None if data.get("words_coef") is None else tuple(map(float, data["words_coef"])),
+                words_intercept=float(data.get("words_intercept", 0.0)),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"calibration file {path} is missing or has a bad field: {exc}") from exc
-        if not (len(cal.mean) == len(cal.scale) == len(cal.coef) == len(feats)) or not 0 <= cal.threshold <= 1:
-            raise CalibrationError(f"calibration file {path}: mean/scale/coef must have one value per feature, threshold in [0, 1]")
+        ranges = [r for r in (cal.lo, cal.hi) if r is not None]
+        if not (len(cal.mean) == len(cal.scale) == len(cal.coef) == len(feats)) or any(len(r) != len(feats) for r in ranges) \
+                or not 0 <= cal.threshold <= 1:
+            raise CalibrationError(f"calibration file {path}: mean/scale/coef/lo/hi must have one value per feature, threshold in [0, 1]")
+        if cal.words_coef is not None and len(cal.words_coef) != len(WORD_FEATURES):
+            raise CalibrationError(f"calibration file {path}: words_coef must have one value per word feature {list(WORD_FEATURES)}")
+        if (cal.lo is None) != (cal.hi is None) or (ranges and any(a > b for a, b in zip(cal.lo, cal.hi))):
+            raise CalibrationError(f"calibration file {path}: lo and hi come together, lo <= hi for every feature")
         return cal
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
 
 
 def shipped_calibrations() -> list[Path]:
@@ -190,7 +230,6 @@ def find_calibration(fingerprint_id: str, db: Path | None = None, explicit: Path
         "fit one with `vidsearch calibrate --data LABELS.jsonl --db %s`", fingerprint_id, db or "DB",
     )  # fmt: skip
     return None
-
 
 
 def with_relevance(candidates: list[Candidate], calibration: Calibration | None) -> list[Candidate]:

@@ -50,6 +50,16 @@ def _askable(events: list[dict]) -> list[dict]:
     return [e for e in events if not e["spoken"] and not e["onscreen"] and videos_with[key(e)] == 1]
 
 
+def _words_said_or_shown(events: list[dict]) -> dict[str, set[str]]:
+    """Each on-screen word and spoken phrase of the library, with the videos that show or say it."""
+    out: dict[str, set[str]] = {}
+    for e in events:
+        for text in (e["spoken"], e["onscreen"]):
+            if text:
+                out.setdefault(text, set()).add(e["video"])
+    return out
+
+
 @pytest.mark.slow
 def test_caption_search_over_http_finds_the_video_and_the_moment(indexed_library, tmp_path):
     corpus, db, events = indexed_library
@@ -74,11 +84,22 @@ def test_caption_search_over_http_finds_the_video_and_the_moment(indexed_library
             for absent in ("blorft quazzle snorp vintle", "a cat playing the piano"):
                 resp = client.search(absent, top_k=5)
                 assert resp.results == [] and "well enough" in resp.message and resp.min_relevance is not None, resp.message
+            # what only the speech or OCR channel answers is found with the default threshold, not hidden
+            words = _words_said_or_shown(events)
+            found = {}
+            for text, videos in words.items():
+                results = client.search(text, top_k=3).results
+                found[text] = bool(results) and (corpus / uri_of[results[0].video.id]).resolve() in {(corpus / v).resolve() for v in videos}
+                assert not results or found[text], f"{text!r}: first result {results[0].video.id} holds none of {videos}"
 
     hits = [o for o in outcomes if o[1] and o[2] >= 0.5]
     first = [o for o in outcomes if o[1]]
     report = "\n".join(f"{'ok ' if o in hits else 'MISS'} right_video={o[1]} iou={o[2]:.2f} {o[0]}" for o in outcomes)
     print(f"\n{len(first)}/{len(outcomes)} right video first, {len(hits)}/{len(outcomes)} also with a moment of IoU >= 0.5\n{report}")
+    # The shipped calibration (fitted with speech and OCR on) measured all 7 found first here, the
+    # weakest "please open the door" at 17% (ASR heard "please open the bullet"); the one fitted with
+    # them off found none (relevance ~0 for a text-only match). The bar leaves two to ASR/OCR noise.
+    assert len(words) >= 6 and sum(found.values()) >= len(words) - 2, found
     # the issue's bar: a caption's video comes first, with a moment of IoU >= 0.5 on the event
     assert hits, report
     # and not by luck. Chance: the right video first 1/8, and then a moment of IoU >= 0.5 about one

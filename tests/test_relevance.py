@@ -9,6 +9,7 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -62,6 +63,69 @@ def test_calibration_file_round_trip_and_refusals(tmp_path, caplog):
         Calibration.load(tmp_path / "junk.json")
 
 
+def test_evidence_outside_the_fitted_range_is_read_at_its_edge(tmp_path):
+    """A feature the fit never saw vary (a text channel off at fit time) must not extrapolate: with a
+    negative weight learned on noise, a strong speech match would otherwise read as certainly irrelevant."""
+    text = FEATURES.index("text_best")
+    lo, hi = [0.0] * len(FEATURES), [1.0] * len(FEATURES)
+    hi[text] = 0.01  # the fit saw text_best only between 0 and 0.01
+    cal = replace(calibration("fp", {"text_best": -30.0, "visual": 4.0}, -2.0), lo=tuple(lo), hi=tuple(hi))
+    x = np.zeros((3, len(FEATURES)))
+    x[:, FEATURES.index("visual")] = 0.5
+    x[1, text], x[2, text] = 0.01, 0.9
+    p = cal.probability(x)
+    assert p[2] == pytest.approx(p[1]) and p[2] > 0.4  # unclipped: sigmoid(-27) ~ 0
+    assert replace(cal, lo=None, hi=None).probability(x)[2] < 1e-9  # a file without a range extrapolates, as before
+    x[0, FEATURES.index("visual")] = 3.0  # above the range too: read at 1.0
+    assert cal.probability(x)[0] == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert Calibration.load(cal.save(tmp_path / "c.json")) == cal
+    bad = json.loads((tmp_path / "c.json").read_text()) | {"lo": hi, "hi": lo}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(CalibrationError, match="lo <= hi"):
+        Calibration.load(tmp_path / "bad.json")
+    (tmp_path / "short.json").write_text(json.dumps(bad | {"lo": [0.0]}))
+    with pytest.raises(CalibrationError, match="one value per feature"):
+        Calibration.load(tmp_path / "short.json")
+
+
+def test_words_alone_can_make_a_result_relevant(tmp_path):
+    """The second route: a strong spoken or on-screen match in a video where nothing stands out
+    visually (what a real recording looks like to a model trained on synthetic renders) is relevant
+    by its words alone; without the route the visual evidence pulls it to ~0."""
+    cal = replace(calibration("fp", {"frame_max": 6.0}, -5.0), words_coef=(8.0, 0.0), words_intercept=-4.0)
+    x = np.zeros((3, len(FEATURES)))
+    x[0, FEATURES.index("text_best")] = 0.9  # words only
+    x[1, FEATURES.index("frame_max")] = 0.9  # seen only
+    p = cal.probability(x)
+
+    def either(seen: float, words: float) -> float:  # relevant when either route says so
+        return 1 - (1 - 1 / (1 + np.exp(-seen))) * (1 - 1 / (1 + np.exp(-words)))
+
+    assert p.tolist() == pytest.approx([either(-5.0, 3.2), either(0.4, -4.0), either(-5.0, -4.0)])
+    assert p[0] > 0.95 and p[2] < 0.03
+    assert replace(cal, words_coef=None).probability(x)[0] < 0.01
+    assert Calibration.load(cal.save(tmp_path / "w.json")) == cal
+    (tmp_path / "bad.json").write_text(json.dumps(json.loads((tmp_path / "w.json").read_text()) | {"words_coef": [1.0]}))
+    with pytest.raises(CalibrationError, match="words_coef"):
+        Calibration.load(tmp_path / "bad.json")
+
+
+def test_calibrated_results_are_ordered_by_relevance():
+    """The served order follows calibrated relevance (ties keep the fused order); the fused order
+    stays available, since the evidence (inv_rank) is read in it."""
+    from types import SimpleNamespace
+
+    from vidsearch.search.ranking import Ranking
+
+    plan = SimpleNamespace(request=SimpleNamespace(group_by="video"))
+    cands = [replace(candidate(v), probability=p) for v, p in (("a", 0.2), ("b", 0.7), ("c", 0.2), ("d", 0.05))]
+    ranking = Ranking(plan, cands, min_relevance=0.1)
+    assert [c.video_id for c in ranking.candidates] == ["b", "a", "c"] and ranking.dropped == 1
+    assert [c.video_id for c in ranking.fused] == ["a", "b", "c", "d"]
+    plain = [replace(c, probability=None) for c in cands]
+    assert [c.video_id for c in Ranking(plan, plain).candidates] == ["a", "b", "c", "d"]  # uncalibrated: fused order
+
+
 def test_the_shipped_model_ships_its_calibration():
     from vidsearch.encoders.backbone import load_backbone
 
@@ -70,6 +134,10 @@ def test_the_shipped_model_ships_its_calibration():
     fp = load_backbone("tiny").fingerprint
     cal = find_calibration(fp.id)
     assert cal is not None and 0 < cal.threshold < 1 and cal.fitted_on["queries"]
+    # fitted with the text channels on (the default), with the range it may be read in and the words route
+    assert cal.lo is not None and cal.hi[FEATURES.index("text_hits")] >= 1 and cal.hi[FEATURES.index("text_best")] > 0.5
+    assert cal.words_coef is not None and cal.words_coef[0] > 0
+    assert {"text_speech", "text_screen", "near_miss_text"} <= set(cal.fitted_on["queries"])
 
 
 def synthetic_observations(seed: int, n_pos: int = 150, n_neg: int = 150) -> Observations:
@@ -99,10 +167,42 @@ class FP:
         return "test model"
 
 
+def test_fit_learns_that_words_alone_answer_some_queries():
+    """Two kinds of answerable query: some answered by what is seen (a visual margin), some by words
+    heard or shown in a video where nothing stands out visually. The fit keeps both."""
+    rng = np.random.default_rng(3)
+    queries, xs, ys = [], [], []
+    text = FEATURES.index("text_best")
+    for i in range(450):
+        kind = ("seen", "words", "unrelated")[i % 3]
+        x = np.zeros((10, len(FEATURES)))
+        x[:, 1] = rng.normal(0, 0.05, 10)
+        x[:, text] = np.clip(rng.normal(0.1, 0.1, 10), 0, None)  # passing text matches everywhere
+        y = np.zeros(10)
+        if kind == "seen":
+            x[0, 1] += 0.25
+            y[0] = 1
+        elif kind == "words":
+            x[0, 1] -= 0.1  # visually below the pool
+            x[0, text] = rng.uniform(0.7, 1.0)
+            y[0] = 1
+        queries.append(LabelledQuery(f"q{i}", frozenset() if kind == "unrelated" else frozenset({"v"}), kind, "fit" if i % 2 else "held_out"))
+        xs.append(x)
+        ys.append(y)
+    obs = Observations(queries, xs, ys, xs)
+    cal = fit(obs, FP())
+    held = report(cal, obs, "held_out")
+    assert held["ece"] < 0.05 and cal.words_coef is not None
+    at = held["at_threshold"]
+    assert at["kept:seen"] > 0.9 and at["kept:words"] > 0.9 and at["empty:unrelated"] > 0.9, at
+
+
 def test_fit_separates_matches_from_misses_and_is_calibrated():
     obs = synthetic_observations(0)
     cal = fit(obs, FP())
     held = report(cal, obs, "held_out")
+    fit_x, _ = obs.rows("fit")
+    assert cal.lo == pytest.approx(np.quantile(fit_x, 0.005, axis=0)) and cal.hi == pytest.approx(np.quantile(fit_x, 0.995, axis=0))
     assert held["ece"] < 0.05
     assert held["at_threshold"]["empty:unrelated"] > 0.9 and held["at_threshold"]["kept:recall"] > 0.9
     assert held["ranking"]["fusion"]["p_at_1"] == 1.0
@@ -135,6 +235,7 @@ def test_results_carry_relevance_and_weak_ones_are_dropped(calibrated):
     assert all(0 <= x["relevance"] <= 1 for x in everything)
     moments = calibrated.post("/v1/search", json={"query": "colour bars", "group_by": "moment", "min_relevance": 0.2}).json()["results"]
     assert moments and all(m["relevance"] >= 0.2 and m["moments"][0]["relevance"] == m["relevance"] for m in moments)
+    assert [m["relevance"] for m in moments] == sorted((m["relevance"] for m in moments), reverse=True)
 
 
 def test_nothing_good_enough_is_an_empty_list_that_says_why(calibrated):
@@ -165,3 +266,25 @@ def test_calibrate_command_fits_and_refuses_too_little_data(shared_library, tmp_
     proc = subprocess.run([sys.executable, "-m", "vidsearch.cli", "calibrate", "--data", str(labels), "--db", str(settings.db)],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 2 and "'nowhere.mp4' is not in the index" in proc.stdout + proc.stderr
+
+
+def test_synthetic_labels_ask_for_words_said_and_shown(unseen_synth_corpus):
+    """The labels a calibration is fitted on include queries only speech or OCR answer (each naming
+    every video that says or shows the words) and near misses by text that no video has."""
+    from vidsearch.lab.calibration import synthetic_labels
+
+    events = [json.loads(line) for line in (unseen_synth_corpus / "events.jsonl").read_text().splitlines()]
+    said = {e["spoken"] for e in events if e["spoken"]}
+    shown = {e["onscreen"] for e in events if e["onscreen"]}
+    labels = synthetic_labels(unseen_synth_corpus, per_kind=20)
+    by_kind: dict[str, list[dict]] = {}
+    for rec in labels:
+        by_kind.setdefault(rec["kind"], []).append(rec)
+    assert said and shown and by_kind["text_speech"] and by_kind["text_screen"] and len(by_kind["near_miss_text"]) == 20
+    for rec in by_kind["text_speech"] + by_kind["text_screen"]:
+        words = next(w for w in said | shown if w in rec["query"])
+        assert sorted(rec["relevant"]) == sorted({e["video"] for e in events if words in (e["spoken"], e["onscreen"])}), rec
+    assert not any(rec["query"] == w for rec in by_kind["text_speech"] for w in said if w.startswith("look at"))  # bare, it describes a picture
+    for rec in by_kind["near_miss_text"]:
+        assert rec["relevant"] == [] and not any(w in rec["query"] for w in said | shown), rec
+    assert len({r["query"] for r in labels}) == len(labels)

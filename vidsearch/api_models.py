@@ -146,7 +146,9 @@ class Curve(BaseModel):
 
 class SearchResult(BaseModel):
     video: VideoInfo
-    score: float = Field(..., description="the ranking score (rank fusion): orders results, means nothing across queries")
+    score: float = Field(
+        ..., description="the rank fusion score: orders results where there is no calibration (else relevance does), means nothing across queries"
+    )
     relevance: float | None = Field(
         None, description="calibrated probability in [0, 1] that this result is what the query describes (None: no calibration)"
     )
