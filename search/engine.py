@@ -87,9 +87,15 @@ class SearchEngine:
         self._saver: threading.Thread | None = None
         self._save_again = False
         self.calibration: Calibration | None = None
-        fp = getattr(backbone, "fingerprint", None)
+        self._pick_calibration()
+
+    def _pick_calibration(self) -> None:
+        """The model's calibration for the text channels this index holds (relevance.find_calibration);
+        picked again when a new version brings or drops a channel."""
+        fp = getattr(self.backbone, "fingerprint", None)
         if fp is not None:
-            self.calibration = find_calibration(fp.id, settings.db, settings.calibration)
+            sources = self.text_channels.sources() if self.text_channels is not None else []
+            self.calibration = find_calibration(fp.id, self.settings.db, self.settings.calibration, text_channels=sources)
 
     def calibration_for(self, req: SearchRequest) -> Calibration | None:
         """The calibration was fitted on word queries: a picture or a `like` moment scores on another
@@ -190,10 +196,13 @@ class SearchEngine:
 
     def _refresh_text_channels(self) -> None:
         """New spans may bring a channel (a job indexed speech into an index that had none)."""
+        before = self.text_channels.sources() if self.text_channels is not None else []
         if self.text_channels is None:
             self.text_channels = TextChannels.for_store(self.store)
         else:
             self.text_channels.refresh()
+        if (self.text_channels.sources() if self.text_channels is not None else []) != before:
+            self._pick_calibration()
 
     def refresh_soon(self, now: bool = False) -> None:
         """Look for a new version in the background, at most every `refresh_seconds` (`now`: at once,

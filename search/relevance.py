@@ -29,8 +29,10 @@ speech on an index fitted with speech off, where a small negative weight was lea
 a strong match into a probability of 0 and hides it.
 
 A calibration belongs to one model (its fingerprint id: the X-Pool score of another model means
-something else) and lives in a small JSON file: beside the shipped checkpoint
-(`encoders/weights/<name>.calibration.json`), or `<db>/calibration.json` for a model a user
+something else) and to the timed text channels of the index it was fitted on (recorded in
+`fitted_on.text_channels`), and lives in a small JSON file: beside the shipped checkpoint
+(`encoders/weights/<name>.calibration.json`, speech and OCR on; `<name>.visual.calibration.json`,
+off; `find_calibration` picks by the index's channels), or `<db>/calibration.json` for a model a user
 calibrated on their own labels, or wherever `--calibration` points. A file for another fingerprint
 is ignored with a warning that says how to fit one; without a calibration results carry no
 relevance and nothing is dropped.
@@ -43,7 +45,7 @@ import logging
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
@@ -143,6 +145,12 @@ class Calibration:
         p_words = _sigmoid(z[:, [self.features.index(f) for f in WORD_FEATURES]] @ np.asarray(self.words_coef) + self.words_intercept)
         return 1.0 - (1.0 - p_all) * (1.0 - p_words)
 
+    @property
+    def text_channels(self) -> tuple[str, ...] | None:
+        """The timed text channels (speech, ocr, subtitle) the fitting index held; None: not recorded."""
+        chans = self.fitted_on.get("text_channels")
+        return None if chans is None else tuple(sorted(chans))
+
     def to_json(self) -> dict:
         return {"format": CALIBRATION_FORMAT, **asdict(self)}
 
@@ -203,9 +211,16 @@ def shipped_calibrations() -> list[Path]:
     return sorted(Path(str(weights)).glob("*.calibration.json"))
 
 
-def find_calibration(fingerprint_id: str, db: Path | None = None, explicit: Path | None = None) -> Calibration | None:
+def find_calibration(
+    fingerprint_id: str, db: Path | None = None, explicit: Path | None = None, text_channels: Iterable[str] | None = None
+) -> Calibration | None:
     """The calibration for this model: `explicit` (must fit), else `<db>/calibration.json`, else a
-    shipped one, first whose fingerprint matches; None (with a warning naming the fix) when none does."""
+    shipped one whose fingerprint matches; None (with a warning naming the fix) when none does.
+
+    Among shipped ones, the one fitted with the index's timed text channels (`text_channels`: the
+    speech / ocr / subtitle sources the index holds) wins, then one that agrees on having any, then
+    the first: evidence means something else when a channel is on (a text-on index's pools carry
+    passing text matches that a visual-only fit never saw, and the reverse)."""
     if explicit is not None:
         cal = Calibration.load(explicit)
         if cal.fingerprint != fingerprint_id:
@@ -214,17 +229,27 @@ def find_calibration(fingerprint_id: str, db: Path | None = None, explicit: Path
                 f"not this index's {fingerprint_id}: fit one with `vidsearch calibrate --data LABELS.jsonl --db DB`"
             )
         return cal
-    candidates = ([Path(db) / DB_FILE] if db is not None else []) + shipped_calibrations()
-    for path in candidates:
-        if not path.is_file():
-            continue
+    if db is not None and (Path(db) / DB_FILE).is_file():  # the user's own, fitted on this index
+        try:
+            cal = Calibration.load(Path(db) / DB_FILE)
+            if cal.fingerprint == fingerprint_id:
+                return cal
+        except CalibrationError as exc:
+            log.warning("%s", exc)
+    found = []
+    for path in shipped_calibrations():
         try:
             cal = Calibration.load(path)
         except CalibrationError as exc:
             log.warning("%s", exc)
             continue
         if cal.fingerprint == fingerprint_id:
-            return cal
+            found.append(cal)
+    if found:
+        if text_channels is None:
+            return found[0]
+        wanted = tuple(sorted(c for c in text_channels if c in TIMED_TEXT))
+        return max(found, key=lambda c: (c.text_channels == wanted, c.text_channels is not None and bool(c.text_channels) == bool(wanted)))
     log.warning(
         "no relevance calibration for model fingerprint %s: results carry no relevance and none are dropped; "
         "fit one with `vidsearch calibrate --data LABELS.jsonl --db %s`", fingerprint_id, db or "DB",

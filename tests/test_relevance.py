@@ -126,13 +126,33 @@ def test_calibrated_results_are_ordered_by_relevance():
     assert [c.video_id for c in Ranking(plan, plain).candidates] == ["a", "b", "c", "d"]  # uncalibrated: fused order
 
 
+def test_the_calibration_fitted_with_the_index_text_channels_is_chosen(tmp_path, monkeypatch):
+    """A model may ship one calibration per channel set (speech and OCR on, or off): the one fitted
+    with the index's timed text channels wins; the user's own file beside the index wins over all."""
+    from vidsearch.search import relevance
+
+    on = replace(calibration("fp", {"visual": 1.0}, -1.0, threshold=0.1), fitted_on={"text_channels": ["ocr", "speech"]})
+    off = replace(calibration("fp", {"visual": 2.0}, -1.0, threshold=0.08), fitted_on={"text_channels": []})
+    files = [on.save(tmp_path / "m.calibration.json"), off.save(tmp_path / "m.visual.calibration.json")]
+    monkeypatch.setattr(relevance, "shipped_calibrations", lambda: files)
+    assert find_calibration("fp", text_channels=["metadata"]) == off  # titles are no timed channel
+    assert find_calibration("fp", text_channels=["metadata", "ocr", "speech"]) == on
+    assert find_calibration("fp", text_channels=["subtitle"]) == on  # some timed text: the text-on fit is nearer
+    assert find_calibration("fp") == on  # not said: the first
+    own = calibration("fp", {"audio": 1.0}, 0.0).save(tmp_path / "db" / "calibration.json")
+    assert find_calibration("fp", db=own.parent, text_channels=[]) == Calibration.load(own)
+
+
 def test_the_shipped_model_ships_its_calibration():
     from vidsearch.encoders.backbone import load_backbone
 
     files = shipped_calibrations()
-    assert any(p.name == "tiny.calibration.json" for p in files)
+    assert {"tiny.calibration.json", "tiny.visual.calibration.json"} <= {p.name for p in files}
     fp = load_backbone("tiny").fingerprint
-    cal = find_calibration(fp.id)
+    visual = find_calibration(fp.id, text_channels=["metadata"])
+    assert visual is not None and visual.text_channels == () and 0 < visual.threshold < 1
+    cal = find_calibration(fp.id, text_channels=["ocr", "speech"])
+    assert cal is not None and cal.text_channels == ("ocr", "speech")
     assert cal is not None and 0 < cal.threshold < 1 and cal.fitted_on["queries"]
     # fitted with the text channels on (the default), with the range it may be read in and the words route
     assert cal.lo is not None and cal.hi[FEATURES.index("text_hits")] >= 1 and cal.hi[FEATURES.index("text_best")] > 0.5
