@@ -126,21 +126,54 @@ def test_calibrated_results_are_ordered_by_relevance():
     assert [c.video_id for c in Ranking(plan, plain).candidates] == ["a", "b", "c", "d"]  # uncalibrated: fused order
 
 
-def test_the_calibration_fitted_with_the_index_text_channels_is_chosen(tmp_path, monkeypatch):
-    """A model may ship one calibration per channel set (speech and OCR on, or off): the one fitted
-    with the index's timed text channels wins; the user's own file beside the index wins over all."""
+@pytest.fixture
+def shipped_pair(tmp_path, monkeypatch) -> tuple[Calibration, Calibration]:
+    """Two shipped calibrations of model "fp": fitted with speech and OCR on, and with them off."""
     from vidsearch.search import relevance
 
     on = replace(calibration("fp", {"visual": 1.0}, -1.0, threshold=0.1), fitted_on={"text_channels": ["ocr", "speech"]})
     off = replace(calibration("fp", {"visual": 2.0}, -1.0, threshold=0.08), fitted_on={"text_channels": []})
     files = [on.save(tmp_path / "m.calibration.json"), off.save(tmp_path / "m.visual.calibration.json")]
     monkeypatch.setattr(relevance, "shipped_calibrations", lambda: files)
+    return on, off
+
+
+def test_the_calibration_fitted_with_the_index_text_channels_is_chosen(tmp_path, shipped_pair):
+    """A model may ship one calibration per channel set (speech and OCR on, or off): the one fitted
+    with the index's timed text channels wins; the user's own file beside the index wins over all."""
+    on, off = shipped_pair
     assert find_calibration("fp", text_channels=["metadata"]) == off  # titles are no timed channel
     assert find_calibration("fp", text_channels=["metadata", "ocr", "speech"]) == on
     assert find_calibration("fp", text_channels=["subtitle"]) == on  # some timed text: the text-on fit is nearer
     assert find_calibration("fp") == on  # not said: the first
     own = calibration("fp", {"audio": 1.0}, 0.0).save(tmp_path / "db" / "calibration.json")
     assert find_calibration("fp", db=own.parent, text_channels=[]) == Calibration.load(own)
+
+
+def test_a_reindex_that_brings_speech_switches_the_calibration(tmp_path, shipped_pair):
+    from types import SimpleNamespace
+
+    from vidsearch.search.engine import SearchEngine
+
+    on, off = shipped_pair
+
+    class Spans:  # the text channels as the engine asks them: which sources, and a new version
+        now, coming = ["metadata"], ["metadata", "speech"]
+
+        def sources(self):
+            return self.now
+
+        def refresh(self):
+            self.now = self.coming
+
+    engine = SearchEngine.__new__(SearchEngine)
+    engine.backbone = SimpleNamespace(fingerprint=SimpleNamespace(id="fp"))
+    engine.settings = SimpleNamespace(db=tmp_path / "no-db", calibration=None)
+    engine.text_channels = Spans()
+    engine._pick_calibration()
+    assert engine.calibration == off
+    engine._refresh_text_channels()  # a job indexed speech
+    assert engine.calibration == on
 
 
 def test_the_shipped_model_ships_its_calibration():
