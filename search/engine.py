@@ -94,7 +94,8 @@ class SearchEngine:
         picked again when a new version brings or drops a channel."""
         fp = getattr(self.backbone, "fingerprint", None)
         if fp is not None:
-            sources = self.text_channels.sources() if self.text_channels is not None else []
+            sources = [] if self.text_channels is None else None if self.store is None else self.text_channels.sources()
+            # (an engine over a bare snapshot has no spans table to ask: the model's first calibration)
             self.calibration = find_calibration(fp.id, self.settings.db, self.settings.calibration, text_channels=sources)
 
     def calibration_for(self, req: SearchRequest) -> Calibration | None:
@@ -202,7 +203,7 @@ class SearchEngine:
         else:
             self.text_channels.refresh()
         if (self.text_channels.sources() if self.text_channels is not None else []) != before:
-            self._pick_calibration()
+            self._pick_calibration()  # a channel came or went: the calibration fitted with the new set
 
     def refresh_soon(self, now: bool = False) -> None:
         """Look for a new version in the background, at most every `refresh_seconds` (`now`: at once,

@@ -169,6 +169,7 @@ def test_a_reindex_that_brings_speech_switches_the_calibration(tmp_path, shipped
     engine = SearchEngine.__new__(SearchEngine)
     engine.backbone = SimpleNamespace(fingerprint=SimpleNamespace(id="fp"))
     engine.settings = SimpleNamespace(db=tmp_path / "no-db", calibration=None)
+    engine.store = object()  # an engine over an index (a bare snapshot has no spans to ask)
     engine.text_channels = Spans()
     engine._pick_calibration()
     assert engine.calibration == off
