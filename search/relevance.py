@@ -10,11 +10,9 @@ model maps that evidence to a probability. Two routes lead to relevance, and eit
     p_words = sigmoid(v · standardise(text features) + c)       the words said or shown alone
     p       = 1 - (1 - p_all) (1 - p_words)                     relevant if either route says so
 
-(`vidsearch calibrate` leaves the text features out of the first route, so each route reads its own
-evidence; the file format allows both.)
-
 fitted jointly by maximum likelihood on labelled queries (positives and several kinds of negatives,
-see `vidsearch calibrate`). The second route is there because a single linear model adds evidence:
+see `vidsearch calibrate`, which leaves the text features out of the first route so that each route
+reads its own evidence; the file format allows both). The second route is there because a single linear model adds evidence:
 a perfect on-screen or spoken match in a video the visual tower cannot read (a real recording, not
 the synthetic renderer the calibration saw) would be pulled to ~0 by "nothing stands out visually",
 and hidden. It is cheap (two matrix products per search, columnar over the candidates) and, fitted
