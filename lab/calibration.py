@@ -185,6 +185,7 @@ def _fit_two_routes(z: np.ndarray, zw: np.ndarray, y: np.ndarray, c: float) -> t
     convex; the routes read disjoint evidence, which keeps them apart, and the start is each route's
     own logistic fit."""
     from scipy.optimize import minimize
+    from scipy.special import expit
     from sklearn.linear_model import LogisticRegression
 
     n_all, n_words = z.shape[1], zw.shape[1]
@@ -194,7 +195,7 @@ def _fit_two_routes(z: np.ndarray, zw: np.ndarray, y: np.ndarray, c: float) -> t
 
     def loss(theta):
         w, b, v, d = split(theta)
-        pa, pw = _sigmoid(z @ w + b), _sigmoid(zw @ v + d)
+        pa, pw = expit(z @ w + b), expit(zw @ v + d)
         p = np.clip(1.0 - (1.0 - pa) * (1.0 - pw), 1e-12, 1 - 1e-12)
         nll = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum() + (w @ w + v @ v) / (2 * c)
         dp = -(y / p - (1 - y) / (1 - p))  # d nll / d p, per row
@@ -207,10 +208,6 @@ def _fit_two_routes(z: np.ndarray, zw: np.ndarray, y: np.ndarray, c: float) -> t
     theta = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 2000}).x
     w, b, v, d = split(theta)
     return w, float(b), v, float(d)
-
-
-def _sigmoid(t: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(t, -40, 40)))
 
 
 def default_threshold(cal: Calibration, obs: Observations) -> float:

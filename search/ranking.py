@@ -232,10 +232,10 @@ class Ranking:
         self.best_dropped: float | None = None
         self.dropped = 0
         if self.calibrated:
-            order = np.argsort(-np.array([c.probability for c in candidates]), kind="stable")
-            candidates = [candidates[i] for i in order]
-        if self.calibrated and min_relevance is not None and not self.by_moment:
             probs = np.array([c.probability for c in candidates])
+            order = np.argsort(-probs, kind="stable")
+            candidates, probs = [candidates[i] for i in order], probs[order]
+        if self.calibrated and min_relevance is not None and not self.by_moment:
             keep = probs >= min_relevance
             self.dropped = int((~keep).sum())
             if self.dropped:
@@ -282,7 +282,6 @@ class Ranking:
             if dropped:
                 self.best_dropped = max(dropped)
             flat = [h for h in flat if h.relevance >= self.min_relevance]
-        flat.sort(key=lambda h: -h.score)
-        if self.calibrated:  # as videos are: by relevance, equal relevance by the moment's score
-            flat.sort(key=lambda h: -h.relevance)
+        # calibrated, as videos are: by relevance, equal relevance by the moment's score
+        flat.sort(key=(lambda h: (-h.relevance, -h.score)) if self.calibrated else (lambda h: -h.score))
         return flat

@@ -227,22 +227,10 @@ def find_calibration(
                 f"not this index's {fingerprint_id}: fit one with `vidsearch calibrate --data LABELS.jsonl --db DB`"
             )
         return cal
-    if db is not None and (Path(db) / DB_FILE).is_file():  # the user's own, fitted on this index
-        try:
-            cal = Calibration.load(Path(db) / DB_FILE)
-            if cal.fingerprint == fingerprint_id:
-                return cal
-        except CalibrationError as exc:
-            log.warning("%s", exc)
-    found = []
-    for path in shipped_calibrations():
-        try:
-            cal = Calibration.load(path)
-        except CalibrationError as exc:
-            log.warning("%s", exc)
-            continue
-        if cal.fingerprint == fingerprint_id:
-            found.append(cal)
+    own = _load_for(fingerprint_id, Path(db) / DB_FILE) if db is not None else None
+    if own is not None:  # the user's own, fitted on this index
+        return own
+    found = [cal for cal in (_load_for(fingerprint_id, path) for path in shipped_calibrations()) if cal is not None]
     if found:
         if text_channels is None:
             return found[0]
@@ -253,6 +241,18 @@ def find_calibration(
         "fit one with `vidsearch calibrate --data LABELS.jsonl --db %s`", fingerprint_id, db or "DB",
     )  # fmt: skip
     return None
+
+
+def _load_for(fingerprint_id: str, path: Path) -> Calibration | None:
+    """The calibration at `path` if it is there and fits this model; an unusable file is a warning."""
+    if not path.is_file():
+        return None
+    try:
+        cal = Calibration.load(path)
+    except CalibrationError as exc:
+        log.warning("%s", exc)
+        return None
+    return cal if cal.fingerprint == fingerprint_id else None
 
 
 def with_relevance(candidates: list[Candidate], calibration: Calibration | None) -> list[Candidate]:
