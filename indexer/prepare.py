@@ -10,6 +10,11 @@ What a step can yield: `Started` (the probe), `Chunk` (frames for the encoder), 
 text-channel step made progress), then `Finished` (spans and warnings) or `Failed` (the reason). A
 failed text channel, or a stretch of damaged frames, is a warning: the rest of the video is kept.
 Returns plain data only.
+
+One decode serves the encoder and OCR when they sample the same times (the default): the frames are
+decoded whole at OCR's height, read for text, then scaled down and centre-cropped for the encoder.
+Decoding is what a large source costs most (a 1080p H.264 minute: ~14 s of CPU here at one frame a
+second, per pass), so a second pass for OCR cost more than reading the text.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 from vidsearch.encoders.ocr import OcrReader
 from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
 
-from .decode import DecodeReport, FrameChunk, iter_frames, plan_samples, read_audio
+from .decode import DecodeReport, FrameChunk, center_crop, iter_frames, plan_samples, read_audio, scaled_size
 from .probe import MediaError, ProbeResult, is_url, probe
 from .segment import colour_histograms, histogram_changes
 
@@ -116,14 +121,32 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
     progress.stage, progress.total = "decoding frames", float(len(plan))
     prev_hist = None
     warnings: list[str] = []
+    ocr_size = min(job.ocr_height, info.height)
+    shared = job.ocr and (not job.ocr_fps or job.ocr_fps == job.sample_fps) and ocr_size >= job.image_size
+    reader = None
+    if shared:
+        progress.stage = "decoding frames and reading on-screen text"
+        try:
+            reader = OcrReader(engine=job.ocr_engine)
+        except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
+            warnings.append(f"ocr: {exc}")
     try:
-        for chunk in iter_frames(path, plan, info, job.image_size, report):
-            hist = colour_histograms(chunk.frames)
+        for chunk in iter_frames(path, plan, info, ocr_size if shared else job.image_size, report, crop=not shared):
+            frames = chunk.frames
+            if reader is not None:
+                try:
+                    reader.add(frames, chunk.unit_start, chunk.unit_end)
+                except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
+                    warnings.append(f"ocr: {exc}")
+                    reader = None
+            if shared:
+                frames = encoder_frames(frames, job.image_size)
+            hist = colour_histograms(frames)
             changes = histogram_changes(hist, prev_hist)
             prev_hist = hist[-1:]
-            produced += len(chunk.frames)
+            produced += len(frames)
             progress.done = float(produced)
-            yield Chunk(chunk.frames, chunk.unit_start, chunk.unit_end, changes)
+            yield Chunk(frames, chunk.unit_start, chunk.unit_end, changes)
     except (RuntimeError, OSError, MediaError) as exc:
         if not produced:
             yield Failed(job, str(exc))
@@ -150,13 +173,27 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
             spans += _speech_spans(job, info, progress)
         except Exception as exc:  # noqa: BLE001 - a speech failure keeps the visual index
             warnings.append(f"speech: {exc}")
-    if job.ocr:
+    if reader is not None:
+        spans += reader.spans()
+    elif job.ocr and not shared:
         try:
             for step in _ocr_steps(job, info, plan, progress, spans):
                 yield step
         except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
             warnings.append(f"ocr: {exc}")
     yield Finished(spans, warnings, report.decoder, audio)
+
+
+def encoder_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """Whole frames (short side >= `size`) as the encoder takes them: short side scaled to `size`
+    (antialiased bicubic, as the decoders scale), then the centre square."""
+    from PIL import Image
+
+    h, w = frames.shape[1:3]
+    out_w, out_h = scaled_size(w, h, size)
+    if (out_w, out_h) != (w, h):
+        frames = np.stack([np.asarray(Image.fromarray(f).resize((out_w, out_h), Image.BICUBIC)) for f in frames])
+    return center_crop(frames, size)
 
 
 def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> list:

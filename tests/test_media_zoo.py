@@ -116,15 +116,18 @@ def test_symlinks_are_listed_under_their_own_names(zoo, zoo_index):
 
 def test_rotated_phone_video_is_encoded_upright(zoo):
     """Coded 160x120 with red on top and a 90-degree display matrix: upright, the frames are 120 wide
-    and 160 tall with red on the left. Both decoders must deliver them so."""
+    and 160 tall with red on the left. Both decoders must deliver them so, and so must the decode
+    that OCR shares with the encoder (whole frames, then scaled and cropped)."""
     path = zoo.files["rotated_phone"].path
     info = probe(path)
     assert (info.width, info.height, info.rotation) == (120, 160, 90)
     prepared = prepare(DecodeJob(str(path), 1.0, 64))
-    assert isinstance(prepared, Prepared)
+    with_ocr = prepare(DecodeJob(str(path), 1.0, 64, ocr=True))
+    assert isinstance(prepared, Prepared) and isinstance(with_ocr, Prepared)
+    assert with_ocr.frames.frames.shape == prepared.frames.frames.shape
     report = DecodeReport()
     by_pyav = np.concatenate([c.frames for c in _iter_pyav(path, plan_samples(info.duration, 1.0), info, 64, False, report)])
-    for frames in (prepared.frames.frames, by_pyav):
+    for frames in (prepared.frames.frames, with_ocr.frames.frames, by_pyav):
         left, right = frames[:, :, : frames.shape[2] // 4].mean(axis=(0, 1, 2)), frames[:, :, -frames.shape[2] // 4 :].mean(axis=(0, 1, 2))
         assert left[0] > 200 and left[2] < 60, left  # red on the left
         assert right[2] > 200 and right[0] < 60, right  # blue on the right

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from media import ffmpeg
+from media import ffmpeg, make_text_clip
 
 pytestmark = pytest.mark.skipif(shutil.which("flite") is None, reason="flite is needed (apt-get install -y flite)")
 
@@ -269,6 +269,87 @@ def test_ocr_skips_noisy_repeats_and_reads_small_frames(title_frames, tesseract_
     res = ocr_frames(small, times)
     assert res.reads == 3 and res.calls == 1 == len(tesseract_calls)  # noise defeats neither skip
     assert [(s.text, s.start, s.end) for s in res.spans] == [("QUARTERLY REPORT", 2.0, 5.0)]
+
+
+def _pattern_frames(vf: str, seconds: int) -> np.ndarray:
+    """640x360 frames at 1 fps over testsrc2: a moving colour pattern the text detector fires on."""
+    proc = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=1:duration={seconds}",
+         "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"], check=True, capture_output=True,
+    )  # fmt: skip
+    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, 360, 640, 3)
+
+
+@pytest.fixture(scope="module")
+def caption_over_pattern():
+    if not FONT.exists():
+        pytest.skip(f"{FONT} missing (apt-get install -y fonts-dejavu-core)")
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
+    vf = (f"drawtext=fontfile={FONT}:text='MEETING STARTS AT NOON':fontsize=22:x=20:y=300:box=1:boxcolor=white:"
+          f"enable='gte(t,12)',drawtext=fontfile={FONT}:text='ROOM FOUR':fontsize=12:x=30:y=20:fontcolor=white:borderw=1")
+    return _pattern_frames(vf, 24)
+
+
+def _lines(reader, frames) -> list[set[str]]:
+    return [{text for text, _, _ in reader.read(f) if "MEETING" in text or "ROOM" in text} for f in frames]
+
+
+def test_rapid_reader_detects_on_a_smaller_frame_and_reads_full_size_crops(caption_over_pattern):
+    """Detection runs at a short side of 320 (0.89 of these frames): the caption that appears at 12 s
+    and 12 px text are read in their frames, in the frame's own coordinates, and the detector fires on
+    fewer texture boxes than at full size; its ONNX threads do not spin."""
+    from vidsearch.encoders import ocr_rapid
+
+    frames = caption_over_pattern
+    small, full = ocr_rapid.RapidTextReader(), ocr_rapid.RapidTextReader(det_side=360)
+    assert small.det_side == ocr_rapid.DET_SIDE == 320
+    read = _lines(small, frames)
+    assert all(any("MEETING STARTS AT NOON" in t for t in lines) for lines in read[12:])
+    assert not any(any("MEETING" in t for t in lines) for lines in read[:12])
+    # 12 px text (lost at a short side of 180; the recogniser drops its space now and then)
+    assert sum(any(t.replace(" ", "") == "ROOMFOUR" for t in lines) for lines in read) >= 22
+    caption = [box for text, _, box in small.read(frames[-1]) if "MEETING" in text][0]
+    assert abs(caption[0] - 20) <= 6 and 290 <= caption[1] <= 305 and caption[2] > 250  # drawn at x=20, y=300
+    _lines(full, frames)
+    boxes = lambda r: r.recognised + r.reused  # noqa: E731
+    print(f"boxes detected: {boxes(small)} at 320, {boxes(full)} at 360")
+    assert boxes(small) < boxes(full)
+    for session in (small.engine.text_det.infer.session, small.engine.text_rec.session.session):
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_ocr_and_the_encoder_share_one_decode(tmp_path, monkeypatch):
+    """With OCR sampling the encoder's times (the default), the video is decoded once, whole, at OCR's
+    height: the text is read from those frames and the encoder gets them scaled and cropped (within a
+    few grey levels of a decode at its own size). Another OCR rate decodes twice; an OCR failure costs
+    the text only."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
+    from vidsearch.indexer import prepare as prep
+
+    clip = make_text_clip(tmp_path / "exit.mp4", "EXIT NOW", 2.0, 6.0, seconds=8.0)
+    decodes = []
+    real = prep.iter_frames
+    monkeypatch.setattr(prep, "iter_frames", lambda *a, **k: (decodes.append((a[3], k.get("crop", True))), real(*a, **k))[1])
+    shared = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112, ocr=True))
+    assert decodes == [(360, False)]
+    assert [(s.text, s.start, s.end) for s in shared.spans] == [("EXIT NOW", 2.0, 6.0)]
+    decodes.clear()
+    alone = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112))
+    assert decodes == [(112, True)]
+    assert shared.frames.frames.shape == alone.frames.frames.shape == (8, 112, 112, 3)
+    assert np.abs(shared.frames.frames.astype(np.int16) - alone.frames.frames).mean() < 3.0
+    assert np.array_equal(shared.frames.unit_start, alone.frames.unit_start)
+    decodes.clear()
+    half = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112, ocr=True, ocr_fps=0.5))
+    assert decodes == [(112, True), (360, False)] and any(s.text == "EXIT NOW" for s in half.spans)
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the OCR model fell over")
+
+    monkeypatch.setattr(prep.OcrReader, "add", broken)
+    failed = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112, ocr=True))
+    assert failed.spans == [] and failed.warnings == ["ocr: the OCR model fell over"]
+    assert failed.frames.frames.shape == (8, 112, 112, 3)
 
 
 def test_ocr_fuzzy_merge_and_changes():
