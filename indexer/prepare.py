@@ -174,7 +174,10 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
         except Exception as exc:  # noqa: BLE001 - a speech failure keeps the visual index
             warnings.append(f"speech: {exc}")
     if reader is not None:
-        spans += reader.spans()
+        try:
+            spans += reader.spans()
+        except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
+            warnings.append(f"ocr: {exc}")
     elif job.ocr and not shared:
         try:
             for step in _ocr_steps(job, info, plan, progress, spans):
@@ -186,7 +189,8 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
 
 def encoder_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """Whole frames (short side >= `size`) as the encoder takes them: short side scaled to `size`
-    (antialiased bicubic, as the decoders scale), then the centre square."""
+    (antialiased bicubic), then the centre square. On the `tiny` model the vectors of these frames are
+    within cosine 0.999 of those of frames decoded at `size` directly."""
     from PIL import Image
 
     h, w = frames.shape[1:3]

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
         "rapidocr", description="rapidocr: PP-OCRv4 detection + recognition (reads text on busy backgrounds); tesseract."
     )
     ocr_fps: float | None = Field(
-        None, gt=0, le=30, description="Frames per second read for on-screen text (default: sample_fps)."
+        None, gt=0, le=30, description="Frames per second read for on-screen text (default: sample_fps, which shares the frames' decode; another rate decodes again)."
     )
 
     # Search.
