@@ -66,12 +66,9 @@ def _no_spinning(infer) -> None:
     model = getattr(infer.session, "_model_path", None)
     if not model:  # pragma: no cover - another onnxruntime
         return
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
-    opts.enable_cpu_mem_arena = False
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts = type(infer)._init_sess_opts({})  # the options rapidocr opens its sessions with
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    infer.session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    infer.session = ort.InferenceSession(model, sess_options=opts, providers=infer.session.get_providers())
 
 
 def version() -> str:

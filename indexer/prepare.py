@@ -49,6 +49,10 @@ class DecodeJob:
     ocr_fps: float | None = None  # frames per second read for text (None: sample_fps)
     speech_batch: int = 8
 
+    def ocr_size(self, info: ProbeResult) -> int:
+        """The short side OCR reads whole frames at: `ocr_height`, or the video's height where that is less."""
+        return min(self.ocr_height, info.height)
+
 
 def decode_job(s, location: str, image_size: int) -> DecodeJob:
     """What a decoder is asked to do for one file under settings `s` (both engines ask the same)."""
@@ -121,7 +125,7 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
     progress.stage, progress.total = "decoding frames", float(len(plan))
     prev_hist = None
     warnings: list[str] = []
-    ocr_size = min(job.ocr_height, info.height)
+    ocr_size = job.ocr_size(info)
     shared = job.ocr and (not job.ocr_fps or job.ocr_fps == job.sample_fps) and ocr_size >= job.image_size
     reader = None
     if shared:
@@ -221,7 +225,7 @@ def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans
     progress.stage, progress.done, progress.total = "reading on-screen text", 0.0, float(len(plan))
     reader = OcrReader(engine=job.ocr_engine)
     report = DecodeReport()
-    for chunk in iter_frames(job.path if is_url(job.path) else Path(job.path), plan, info, min(job.ocr_height, info.height), report, crop=False):
+    for chunk in iter_frames(job.path if is_url(job.path) else Path(job.path), plan, info, job.ocr_size(info), report, crop=False):
         reader.add(chunk.frames, chunk.unit_start, chunk.unit_end)
         progress.done += len(chunk.frames)
         yield Working(progress.stage, progress.done, progress.total)

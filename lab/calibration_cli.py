@@ -57,7 +57,7 @@ def calibrate_command(
     Needs at least 100 fitting queries with both answerable ones and queries for things the library
     does not hold (several hundred are better)."""
     from vidsearch.search import open_engine  # the search stack (~5 s)
-    from vidsearch.search.relevance import DB_FILE, TIMED_TEXT
+    from vidsearch.search.relevance import DB_FILE, timed_text_channels
 
     from .calibration import collect, fit, read_labels, report
 
@@ -76,7 +76,7 @@ def calibrate_command(
         _fail(str(exc))
     held = report(cal, obs, "held_out") if any(q.split == "held_out" for q in queries) else None
     fitted = report(cal, obs, "fit")
-    timed = sorted(c for c in (engine.text_channels.sources() if engine.text_channels else []) if c in TIMED_TEXT)
+    timed = list(timed_text_channels(engine.text_channels.sources() if engine.text_channels else []))
     cal = type(cal)(**{**cal.__dict__, "fitted_on": {"labels": str(data), "text_channels": timed, "queries": fitted["queries"], "rows": fitted["rows"], "ece_fit": fitted["ece"],
                                                       **({"ece_held_out": held["ece"]} if held else {})}})  # fmt: skip
     target = cal.save(out_path or settings.db / DB_FILE)

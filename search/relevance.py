@@ -234,13 +234,19 @@ def find_calibration(
     if found:
         if text_channels is None:
             return found[0]
-        wanted = tuple(sorted(c for c in text_channels if c in TIMED_TEXT))
+        wanted = timed_text_channels(text_channels)
         return max(found, key=lambda c: (c.text_channels == wanted, c.text_channels is not None and bool(c.text_channels) == bool(wanted)))
     log.warning(
         "no relevance calibration for model fingerprint %s: results carry no relevance and none are dropped; "
         "fit one with `vidsearch calibrate --data LABELS.jsonl --db %s`", fingerprint_id, db or "DB",
     )  # fmt: skip
     return None
+
+
+def timed_text_channels(sources: Iterable[str]) -> tuple[str, ...]:
+    """The timed text channels among an index's text sources: what a calibration records as
+    `fitted_on.text_channels` and is chosen by."""
+    return tuple(sorted(c for c in sources if c in TIMED_TEXT))
 
 
 def _load_for(fingerprint_id: str, path: Path) -> Calibration | None:
