@@ -254,9 +254,10 @@ class ClipBackbone:
 
             x = self._normalised(frames).to(self.visual_dtype)
             vecs, s, e, v = encode_many_video_units(self.model, x, unit_start, unit_end, video_index, batch_frames=batch)
-        from .temporal import mix_units_of
+        from .temporal import mix_units_of, unit_cues_of
 
-        return mix_units_of(self.head, vecs, s, e, v), s, e, v  # units that know their neighbours (order)
+        cues = unit_cues_of(self.head, frames, unit_start, unit_end, video_index, s, v)  # where things move (pixels)
+        return mix_units_of(self.head, vecs, s, e, v, cues), s, e, v  # units that know their neighbours (order)
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:

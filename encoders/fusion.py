@@ -36,11 +36,12 @@ class FusionHead(nn.Module):
         gate_scale: float = 10.0,
         gate_bias: float = 0.2,
         temporal: bool = False,
+        temporal_cues: int = 0,
     ):
         super().__init__()
         # Applied where unit vectors are made (encoders/temporal.py), not in scores(): stored units
         # already carry order, so search re-ranks them as they are.
-        self.temporal = TemporalMixer(dim) if temporal else None
+        self.temporal = TemporalMixer(dim, cues=temporal_cues) if temporal else None  # cues: where_cues read from pixels
         self.video = XPool(dim, heads, dropout)
         self.audio = XPool(dim, heads, dropout)
         self.audio_weight = nn.Parameter(torch.tensor(float(audio_weight)))

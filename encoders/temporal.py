@@ -12,6 +12,15 @@ The change is divided by the time between the neighbours (per 2 s), so a model t
 frames reads units at the index's own spacing the same way. The first and last unit use themselves
 as the missing neighbour (a one-sided change).
 
+A frame tower trained to say *what* is in a frame says little about *where*: the change of its
+vectors across neighbours did not tell "moves left" from "moves right" (direction accuracy stayed at
+chance). So the module also reads a cue of where things are, taken from the pixels (`where_cues`):
+the centroid of what differs from the video's median frame (its static background), in [-1, 1]
+image coordinates, and that centroid's change across the neighbours. Pixel change is what any camera
+records of a moving thing, whatever it is drawn like; a static shot gives (0, 0), a moving camera a
+centroid of everything that moved. With `cues=0` (models trained before) the module reads vectors
+only.
+
 It runs where unit vectors are made (the indexer's encode step), so the stored unit vectors, the
 coarse segment means, X-Pool and moment curves all see order at no cost per query.
 """
@@ -23,23 +32,102 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TemporalMixer", "mix_units", "mix_units_of"]
+__all__ = ["CUES", "TemporalMixer", "cue_cells", "frame_cues", "mix_units", "mix_units_of", "unit_cues_of", "where_cues", "widen_state"]
 
 GAP_SECONDS = 2.0  # the change is expressed per this many seconds
+CUES = 2  # where_cues: the (x, y) centroid of what moved
+CUE_GRID = 56  # frames are averaged down to this many cells a side before the cue is read
+
+
+def cue_cells(frames: Tensor) -> Tensor:
+    """[N, C, H, W] pixels in [0, 1] -> [N, C, CUE_GRID, CUE_GRID] cell means (any frame size)."""
+    return F.adaptive_avg_pool2d(frames.float(), CUE_GRID)
+
+
+def where_cues(cells: Tensor, mask: Tensor) -> Tensor:
+    """Where the moving thing is in each frame: cells [B, T, C, G, G] (`cue_cells` of pixels in [0, 1]),
+    mask [B, T] -> [B, T, 2] (x, y in [-1, 1], y down; zero for padding and for a static video).
+
+    The background is the video's per-cell median over its frames (a thing that moves covers each
+    cell in few of them); a cell's change is its summed absolute difference to it, smoothed over 3x3
+    cells; the cue is the centroid of the squared excess of change over the frame's mean change, so
+    grain, compression noise and a slightly shaking camera weigh little against the object."""
+    b, t, c, g, _ = cells.shape
+    x = cells.float().masked_fill(~mask.to(torch.bool).view(b, t, 1, 1, 1), float("nan"))
+    background = torch.nanmedian(x.flatten(3), dim=1).values.view(b, 1, c, g, g)
+    change = (x - background).abs().sum(2).nan_to_num(0.0)  # [B, T, G, G]
+    change = F.avg_pool2d(change.view(b * t, 1, g, g), 3, 1, 1, count_include_pad=False).view(b, t, g, g)
+    weight = (change - change.mean((2, 3), keepdim=True)).clamp_min(0) ** 2
+    axis = torch.linspace(-1.0, 1.0, g)
+    total = weight.sum((2, 3))
+    cx = (weight.sum(2) * axis).sum(-1) / total.clamp_min(1e-12)
+    cy = (weight.sum(3) * axis).sum(-1) / total.clamp_min(1e-12)
+    cue = torch.stack([cx, cy], dim=-1) * (total > 1e-12).unsqueeze(-1)
+    return cue * mask.to(cue.dtype).unsqueeze(-1)
+
+
+def frame_cues(frames: np.ndarray, owner: np.ndarray, batch: int = 64) -> np.ndarray:
+    """uint8 frames (N, S, S, 3), contiguous per owner (video) in time order -> where_cues per frame
+    (N, 2), each video's background taken over its frames here (a long video's decode chunk)."""
+    if len(frames) == 0:
+        return np.zeros((0, CUES), np.float32)
+    cells = torch.cat([cue_cells(torch.from_numpy(np.ascontiguousarray(frames[i : i + batch])).permute(0, 3, 1, 2).float().div_(255.0))
+                       for i in range(0, len(frames), batch)])  # fmt: skip
+    padded, mask = _pad_by_owner(cells.numpy(), np.asarray(owner))
+    out = where_cues(torch.from_numpy(padded), torch.from_numpy(mask))
+    return out.numpy()[mask]
+
+
+def unit_cues_of(head, frames: np.ndarray, frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,
+                 unit_start: np.ndarray, unit_owner: np.ndarray) -> np.ndarray | None:  # fmt: skip
+    """The cues a model's temporal module reads for each unit (None when it reads none): per frame,
+    averaged over the frames a unit holds where token merging made units of several frames."""
+    module = getattr(head, "temporal", None) if head is not None else None
+    if module is None or not module.cues:
+        return None
+    cues = frame_cues(frames, frame_owner)
+    if len(unit_start) == len(frames):  # a unit is a frame
+        return cues
+    # the unit holding each frame: the last unit of the same video starting at or before its centre
+    # (videos numbered in the order they come, so the keys ascend whatever the owners' own numbers)
+    group = lambda o: np.concatenate([[0], np.cumsum(np.diff(np.asarray(o)) != 0)]).astype(np.float64)  # noqa: E731
+    centre = (np.asarray(frame_start, np.float64) + np.asarray(frame_end, np.float64)) / 2
+    span = max(float(np.max(centre, initial=0.0)), float(np.max(unit_start, initial=0.0))) + 1.0
+    unit_key = group(unit_owner) * span + np.asarray(unit_start, np.float64)
+    frame_key = group(frame_owner) * span + centre
+    unit = np.clip(np.searchsorted(unit_key, frame_key + 1e-9, side="right") - 1, 0, len(unit_start) - 1)
+    counts = np.bincount(unit, minlength=len(unit_start)).astype(np.float32)
+    sums = np.stack([np.bincount(unit, weights=cues[:, j], minlength=len(unit_start)) for j in range(cues.shape[1])], 1)
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+
+def widen_state(state: dict, module: TemporalMixer | None, prefix: str = "temporal.") -> dict:
+    """A checkpoint's temporal module loaded into one that reads cues: the input columns it lacks
+    start at zero (so the loaded model is unchanged until training uses them)."""
+    key = prefix + "fc.weight"
+    if module is None or key not in state:
+        return state
+    have, want = state[key], module.fc.weight
+    if have.shape[0] == want.shape[0] and have.shape[1] < want.shape[1]:
+        state = dict(state)
+        state[key] = torch.cat([have, have.new_zeros(have.shape[0], want.shape[1] - have.shape[1])], dim=1)
+    return state
 
 
 class TemporalMixer(nn.Module):
-    def __init__(self, dim: int, hidden: int | None = None):
+    def __init__(self, dim: int, hidden: int | None = None, cues: int = 0):
         super().__init__()
         hidden = hidden or dim
-        self.fc = nn.Linear(2 * dim, hidden)
+        self.cues = int(cues)
+        self.fc = nn.Linear(2 * dim + 2 * self.cues, hidden)
         self.out = nn.Linear(hidden, dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, units: Tensor, mask: Tensor | None = None, times: Tensor | None = None) -> Tensor:
+    def forward(self, units: Tensor, mask: Tensor | None = None, times: Tensor | None = None, cues: Tensor | None = None) -> Tensor:
         """units [B, T, D] in time order (real units first, padding after), mask [B, T], times [B, T]
-        (seconds, unit centres) -> unit vectors [B, T, D], padding left at zero."""
+        (seconds, unit centres), cues [B, T, cues] (`where_cues`; zeros when not given) -> unit
+        vectors [B, T, D], padding left at zero."""
         b, t, _ = units.shape
         if mask is None:
             mask = torch.ones(b, t, dtype=torch.bool, device=units.device)
@@ -49,39 +137,51 @@ class TemporalMixer(nn.Module):
         nxt = torch.minimum(idx + 1, n - 1)
         prv = (idx - 1).clamp_min(0)
         take = lambda x, i: torch.gather(x, 1, i.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # noqa: E731
-        change = take(units, nxt) - take(units, prv)
-        if times is not None:
-            gap = (torch.gather(times, 1, nxt) - torch.gather(times, 1, prv)).clamp_min(1e-3)
-            change = change * (GAP_SECONDS / gap).unsqueeze(-1)
-        residual = self.out(F.gelu(self.fc(torch.cat([units, change], dim=-1))))
+        def across(x: Tensor) -> Tensor:  # the change across a unit's neighbours, per GAP_SECONDS
+            change = take(x, nxt) - take(x, prv)
+            if times is not None:
+                gap = (torch.gather(times, 1, nxt) - torch.gather(times, 1, prv)).clamp_min(1e-3)
+                change = change * (GAP_SECONDS / gap).unsqueeze(-1)
+            return change
+
+        parts = [units, across(units)]
+        if self.cues:  # read after the vectors' columns, so a checkpoint without cues widens with zeros
+            cues = units.new_zeros(b, t, self.cues) if cues is None else cues.to(units.dtype)
+            parts += [cues, across(cues)]
+        residual = self.out(F.gelu(self.fc(torch.cat(parts, dim=-1))))
         mixed = F.normalize(units + residual, dim=-1)
         return mixed * mask.unsqueeze(-1).to(mixed.dtype)
 
 
-def mix_units_of(head, vectors: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray, owner: np.ndarray) -> np.ndarray:
+def mix_units_of(head, vectors: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray, owner: np.ndarray,
+                 cues: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """The units as a model's fusion head wants them stored: mixed by its temporal module, or as
-    they are when it has none (every backbone's encode step calls this)."""
+    they are when it has none (every backbone's encode step calls this, with `unit_cues_of`)."""
     module = getattr(head, "temporal", None) if head is not None else None
-    return vectors if module is None else mix_units(module, vectors, unit_start, unit_end, owner)
+    return vectors if module is None else mix_units(module, vectors, unit_start, unit_end, owner, cues)
+
+
+def _pad_by_owner(rows: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows contiguous per owner -> ([owners, longest, ...] zero-padded, mask [owners, longest])."""
+    cuts = np.flatnonzero(np.diff(owner)) + 1
+    counts = np.diff(np.concatenate([[0], cuts, [len(owner)]]))
+    mask = np.arange(int(counts.max()))[None, :] < counts[:, None]
+    padded = np.zeros((len(counts), mask.shape[1], *rows.shape[1:]), np.float32)
+    padded[mask] = rows
+    return padded, mask
 
 
 @torch.inference_mode()
-def mix_units(module: TemporalMixer, vectors: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray, owner: np.ndarray) -> np.ndarray:
+def mix_units(module: TemporalMixer, vectors: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray, owner: np.ndarray,
+              cues: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Apply the module to several videos' units at once (units contiguous per owner, in time order),
     as the indexer's encode step returns them; the result is in the same order."""
     if len(vectors) == 0:
         return vectors
     owner = np.asarray(owner)
-    cuts = np.flatnonzero(np.diff(owner)) + 1
-    bounds = np.concatenate([[0], cuts, [len(owner)]])
-    counts = np.diff(bounds)
-    width = int(counts.max())
-    mask = np.arange(width)[None, :] < counts[:, None]
-    d = vectors.shape[1]
-    padded = np.zeros((len(counts), width, d), np.float32)
-    padded[mask] = vectors
+    padded, mask = _pad_by_owner(np.asarray(vectors, np.float32), owner)
     centres = (np.asarray(unit_start, np.float64) + np.asarray(unit_end, np.float64)) / 2
-    times = np.zeros((len(counts), width), np.float32)
-    times[mask] = centres
-    out = module(torch.from_numpy(padded), torch.from_numpy(mask), torch.from_numpy(times))
+    times, _ = _pad_by_owner(centres, owner)
+    where = None if cues is None or not module.cues else torch.from_numpy(_pad_by_owner(np.asarray(cues, np.float32), owner)[0])
+    out = module(torch.from_numpy(padded), torch.from_numpy(mask), torch.from_numpy(times), where)
     return out.numpy()[mask].astype(vectors.dtype, copy=False)

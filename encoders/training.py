@@ -32,6 +32,7 @@ from .backbone import CHECKPOINT_FORMAT, cpu_supports_bf16, load_backbone, read_
 from .directions import reverse_direction
 from .fusion import FusionHead
 from .losses import ContrastiveLoss
+from .temporal import CUES, cue_cells, frame_cues, where_cues, widen_state
 from .xpool import mean_pool
 
 AUDIO_RATE = 16_000
@@ -58,6 +59,8 @@ class TrainConfig:
     bf16: bool = True  # autocast matmuls to bf16 where the CPU has bf16 instructions (else fp32)
     temporal: bool = True  # a temporal module over unit vectors (encoders/temporal.py): order and direction
     direction_weight: float = 0.5  # the caption vs. its reversed-direction twin, on its own event
+    where_cues: bool = True  # the temporal module also reads where things move, from the pixels (temporal.where_cues)
+    temporal_lr_mult: float = 10.0  # the temporal module's learning rate over `lr`: new, small, and far from where it must go
     augment: bool = True  # per-video crop, brightness/contrast and noise on training frames
     extra: dict = field(default_factory=dict)
 
@@ -94,14 +97,15 @@ class Trainer:
         for name, p in self.net.named_parameters():
             p.requires_grad_(not any(name.startswith(f) for f in self.frozen_prefixes))
         self.audio = AudioEncoder(dim=self.dim, weights="trained") if cfg.audio else None
-        self.head = FusionHead(self.dim, temporal=cfg.temporal)
+        self.head = FusionHead(self.dim, temporal=cfg.temporal, temporal_cues=CUES if cfg.temporal and cfg.where_cues else 0)
         self.loss = ContrastiveLoss()
         self.warm_started = self._warm_start_heads(cfg.checkpoint) if cfg.checkpoint else []
         params = [p for p in self.net.parameters() if p.requires_grad] + list(self.head.parameters()) + list(self.loss.parameters())
         if self.audio is not None:
             params += list(self.audio.parameters())
         self.params = params
-        self.opt = torch.optim.AdamW(param_groups(params, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        fast = list(self.head.temporal.parameters()) if self.head.temporal is not None else []
+        self.opt = torch.optim.AdamW(param_groups(params, cfg, fast), lr=cfg.lr, weight_decay=cfg.weight_decay)
         n_videos = len(data.videos)
         self.steps_per_epoch = max(1, n_videos // cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -127,7 +131,7 @@ class Trainer:
         saved = read_checkpoint(Path(checkpoint))
         loaded = []
         if "head" in saved:
-            state = {k: v.float() for k, v in saved["head"]["state"].items()}
+            state = widen_state({k: v.float() for k, v in saved["head"]["state"].items()}, self.head.temporal)
             missing, unexpected = self.head.load_state_dict(state, strict=False)
             if unexpected or any(not k.startswith("temporal.") for k in missing):
                 raise RuntimeError(f"{checkpoint}: its fusion head does not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -242,7 +246,7 @@ class Trainer:
         frames[keep] = F.normalize(feats.float(), dim=-1)
         frames = frames.view(b, k, self.dim)
         if self.head.temporal is not None:
-            frames = self.head.temporal(frames, batch.frame_mask, batch.times)
+            frames = self.head.temporal(frames, batch.frame_mask, batch.times, self._cues(batch.frames, batch.frame_mask))
         text = self.encode_captions(batch.caption_idx)
         audio = mask = None
         if self.audio is not None:
@@ -363,8 +367,23 @@ class Trainer:
         if self.head.temporal is not None:
             times = torch.zeros(mask.shape)
             times[mask] = torch.from_numpy((data.unit_start + data.unit_end) / 2).float()
-            out = self.head.temporal(out, mask, times)
+            cues = None
+            if self.head.temporal.cues:  # as the indexer reads them (temporal.frame_cues)
+                owner = np.repeat(np.arange(len(counts)), counts.numpy())
+                cues = torch.zeros(*mask.shape, self.head.temporal.cues)
+                cues[mask] = torch.from_numpy(frame_cues(data.frames, owner))
+            out = self.head.temporal(out, mask, times, cues)
         return out, mask
+
+    def _cues(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """where_cues of a batch's normalised frames [B, K, 3, S, S], read from their pixels in [0, 1]."""
+        if self.head.temporal is None or not self.head.temporal.cues:
+            return None
+        b, k = mask.shape
+        mean, std = self.backbone.mean.view(1, 3, 1, 1), self.backbone.std.view(1, 3, 1, 1)
+        with torch.no_grad():
+            cells = cue_cells(frames.reshape(b * k, *frames.shape[2:]) * std + mean)
+            return where_cues(cells.view(b, k, *cells.shape[1:]), mask)
 
     def _encode_audio(self, data) -> tuple[torch.Tensor, torch.Tensor]:
         """Each video's soundtrack through the audio tower, a few videos at a time (padded waveforms)."""
@@ -427,7 +446,7 @@ class Trainer:
             "model": self.cfg.model,
             "frozen": [f for f in self.frozen_prefixes if f.startswith("text.transformer.")],
             "clip": clip,
-            "head": {"config": {"temporal": True} if self.head.temporal is not None else {},
+            "head": {"config": {"temporal": True, "temporal_cues": self.head.temporal.cues} if self.head.temporal is not None else {},
                      "state": {k: v.half() for k, v in self.head.state_dict().items()}},
             "meta": {"train": asdict(self.cfg), "epochs_done": self.epoch, "data": data_fingerprint(self.data)},
         }
@@ -471,21 +490,30 @@ class Trainer:
         return True
 
 
-def param_groups(params: list[torch.nn.Parameter], cfg: TrainConfig) -> list[dict]:
-    """Weight decay on matrices only; scalars at a higher learning rate and no decay.
+def param_groups(params: list[torch.nn.Parameter], cfg: TrainConfig, fast: list[torch.nn.Parameter] = ()) -> list[dict]:
+    """Weight decay on matrices only; scalars, and the `fast` parameters (the temporal module), at a
+    higher learning rate.
 
     Adam moves every parameter by about `lr` per step whatever its gradient's size, so the learned
     scalars (the InfoNCE logit scale, the audio fusion weight and its gate) would need thousands of
     steps to go from their starting values to where training wants them (e.g. the audio weight from
-    0.1 to ~1): a few hundred steps of a short run left audio fusion with almost no say. Norms and
-    biases are not decayed, as is usual for transformers.
+    0.1 to ~1): a few hundred steps of a short run left audio fusion with almost no say. The same
+    holds for the temporal module's weights that read the motion cues, which a fine-tune starts at
+    zero: at `lr` they could move ~0.05 in 248 steps, and direction accuracy on the selection set
+    rose only to 66% while the cues themselves tell direction 99-100% of the time. Norms and biases are
+    not decayed, as is usual for transformers.
     """
-    matrices = [p for p in params if p.dim() >= 2]
-    vectors = [p for p in params if p.dim() == 1]
-    scalars = [p for p in params if p.dim() == 0]
+    quick = {id(p) for p in fast}
+    slow = [p for p in params if id(p) not in quick]
+    matrices = [p for p in slow if p.dim() >= 2]
+    vectors = [p for p in slow if p.dim() == 1]
+    scalars = [p for p in slow if p.dim() == 0]
     groups = [{"params": matrices}, {"params": vectors, "weight_decay": 0.0}]
     if scalars:
         groups.append({"params": scalars, "weight_decay": 0.0, "lr": cfg.lr * cfg.scalar_lr_mult})
+    fast = [p for p in params if id(p) in quick]
+    groups.append({"params": [p for p in fast if p.dim() >= 2], "lr": cfg.lr * cfg.temporal_lr_mult})
+    groups.append({"params": [p for p in fast if p.dim() < 2], "weight_decay": 0.0, "lr": cfg.lr * cfg.temporal_lr_mult})
     return [g for g in groups if g["params"]]
 
 

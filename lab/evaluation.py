@@ -146,7 +146,7 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
 
 def _direction(engine: SearchEngine, queries: Queries, text: np.ndarray, true_cols: np.ndarray, feats: list[VideoFeatures]) -> dict | None:
     """Direction accuracy per method: each caption naming a direction against its reversed twin,
-    scored on the caption's own video."""
+    scored on the caption's own video, and ("event") on the units of the caption's own event."""
     rows = [q for q, t in enumerate(queries.text) if reverse_direction(t) is not None]
     if not rows:
         return None
@@ -160,6 +160,19 @@ def _direction(engine: SearchEngine, queries: Queries, text: np.ndarray, true_co
     pick = np.arange(len(rows))
     for name in true_s:
         out[name] = direction_accuracy(true_s[name][pick, idx], rev_s[name][pick, idx])
+    # on the event itself: the mean of the units inside the caption's own span, as a moment is
+    # scored, so the video's other events (moving their own ways) do not vote
+    pairs = []
+    for j, q in enumerate(rows):
+        f = own[idx[j]]
+        centre = (f.start + f.end) / 2
+        inside = (centre >= queries.start[q]) & (centre <= queries.end[q])  # False for untimed captions (NaN)
+        if inside.any():
+            event = f.vectors[inside].mean(axis=0)
+            pairs.append((float(event @ text[q]), float(event @ rev[j])))
+    if pairs:
+        true_e, rev_e = np.asarray(pairs).T
+        out["event"], out["event_queries"] = direction_accuracy(true_e, rev_e), len(pairs)
     return out
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vidsearch.encoders.directions import reverse_direction
-from vidsearch.encoders.temporal import TemporalMixer, mix_units
+from vidsearch.encoders.temporal import TemporalMixer, frame_cues, mix_units, unit_cues_of, widen_state
 from vidsearch.lab import synth
 from vidsearch.lab.relevance_eval import named_key, r1_ceiling, relevance_metrics
 
@@ -147,6 +147,82 @@ def test_mix_units_per_video_equals_one_video_at_a_time():
         np.testing.assert_allclose(together[sel], alone, atol=1e-5)
 
 
+def _moving_square(rng, steps: int, dx: int, dy: int, shake: int = 0) -> np.ndarray:
+    """A textured backdrop (grain, a shaking camera) with a square crossing it by (dx, dy) a frame."""
+    back = rng.integers(0, 255, (260, 260, 3), dtype=np.uint8)
+    frames = []
+    for t in range(steps):
+        ox, oy = rng.integers(0, shake + 1, 2) if shake else (0, 0)
+        f = back[oy : oy + 224, ox : ox + 224].copy()
+        x, y = 92 + dx * (t - steps // 2), 92 + dy * (t - steps // 2)
+        f[y : y + 40, x : x + 40] = (40, 200, 60)
+        noise = rng.integers(-12, 13, f.shape)
+        frames.append(np.clip(f.astype(int) + noise, 0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+def test_where_cues_follow_the_moving_thing_not_the_backdrop():
+    rng = np.random.default_rng(0)
+    videos = {"right": (30, 0), "left": (-30, 0), "down": (0, 25), "up": (0, -25)}
+    frames = np.concatenate([_moving_square(rng, 5, dx, dy, shake=2) for dx, dy in videos.values()])
+    owner = np.repeat(np.arange(len(videos)), 5)
+    cues = frame_cues(frames, owner)
+    for v, (dx, dy) in enumerate(videos.values()):
+        c = cues[owner == v]
+        step = np.diff(c, axis=0).mean(axis=0)  # the centroid's move per frame, image coordinates
+        assert np.sign(step[0]) == np.sign(dx) if dx else abs(step[0]) < 0.05, (v, c)
+        assert np.sign(step[1]) == np.sign(dy) if dy else abs(step[1]) < 0.05, (v, c)
+        assert abs(step[0] if dx else step[1]) > 0.15  # ~30 px of 224 a frame is ~0.27 of [-1, 1]
+    # the background of each video is its own (frames of two videos read together or alone agree)
+    np.testing.assert_allclose(cues[owner == 1], frame_cues(frames[owner == 1], owner[owner == 1]), atol=1e-5)
+    still = np.repeat(frames[:1], 4, axis=0)
+    assert np.all(frame_cues(still, np.zeros(4, int)) == 0), "a static shot has no moving thing"
+
+
+@pytest.mark.parametrize("style", ["random", "heldout"])
+def test_the_cue_reads_the_direction_of_each_renderers_events(styled, style):
+    """The ceiling the temporal module learns toward, on both renderers' own drawing of motion."""
+    from vidsearch.lab.direction_cues import cue_direction_accuracy
+
+    out = cue_direction_accuracy(styled[style])
+    assert out["events"] >= 3, out
+    assert out["direction_from_cues"] >= 75.0, out
+
+
+def test_cues_tell_the_module_a_direction_the_vectors_cannot():
+    torch.manual_seed(0)
+    m = TemporalMixer(8, cues=2)
+    torch.nn.init.normal_(m.out.weight, std=0.5)
+    units = torch.nn.functional.normalize(torch.randn(1, 4, 8), dim=-1).expand(2, 4, 8)  # the same vectors
+    path = torch.linspace(-0.6, 0.6, 4)
+    cues = torch.stack([torch.stack([path, torch.zeros(4)], -1), torch.stack([-path, torch.zeros(4)], -1)])  # right, left
+    out = m(units, None, None, cues)
+    assert not torch.allclose(out[0], out[1], atol=1e-3), "moving right and moving left must give other units"
+    # a module trained before the cues loads into one that reads them, unchanged until trained
+    old = TemporalMixer(8)
+    torch.nn.init.normal_(old.out.weight, std=0.5)
+    new = TemporalMixer(8, cues=2)
+    state = widen_state({f"temporal.{k}": v for k, v in old.state_dict().items()}, new)  # as a checkpoint's head stores it
+    new.load_state_dict({k.removeprefix("temporal."): v for k, v in state.items()})
+    torch.testing.assert_close(new(units, None, None, cues), old(units), atol=1e-6, rtol=0)
+
+
+def test_merged_units_read_the_mean_cue_of_their_frames():
+    head = torch.nn.Module()
+    head.temporal = TemporalMixer(8, cues=2)
+    rng = np.random.default_rng(1)
+    frames = np.concatenate([_moving_square(rng, 4, 30, 0), _moving_square(rng, 3, 0, 25)])
+    f_owner = np.array([0, 0, 0, 0, 1, 1, 1])
+    f_start = np.array([0, 1, 2, 3, 0, 1, 2], float)
+    per_frame = frame_cues(frames, f_owner)
+    np.testing.assert_allclose(unit_cues_of(head, frames, f_start, f_start + 1, f_owner, f_start, f_owner), per_frame)
+    u_start, u_owner = np.array([0.0, 2.0, 0.0, 1.0]), np.array([0, 0, 1, 1])  # units of frames {0,1}, {2,3}, {0}, {1,2}
+    merged = unit_cues_of(head, frames, f_start, f_start + 1, f_owner, u_start, u_owner)
+    want = np.stack([per_frame[[0, 1]].mean(0), per_frame[[2, 3]].mean(0), per_frame[4], per_frame[[5, 6]].mean(0)])
+    np.testing.assert_allclose(merged, want, atol=1e-6)
+    assert unit_cues_of(None, frames, f_start, f_start + 1, f_owner, f_start, f_owner) is None
+
+
 # -- metrics ---------------------------------------------------------------------------------------
 
 
@@ -183,6 +259,7 @@ def test_eval_reports_relevance_ceiling_and_direction(unseen_synth_corpus, tmp_p
     assert 0 < report["R@1_ceiling"] <= 100
     d = report["direction"]
     assert d["queries"] > 0 and all(0 <= d[k] <= 100 for k in ("mean", "xpool", "fused"))
+    assert 0 < d["event_queries"] <= d["queries"] and 0 <= d["event"] <= 100
 
 
 def test_training_sets_concatenate_video_by_video():

@@ -27,6 +27,22 @@ def test_scalars_learn_faster_and_only_matrices_decay():
     assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0, 0.0]
 
 
+def test_the_temporal_module_learns_at_its_own_rate():
+    """A fine-tune starts the cue-reading weights at zero: they get `temporal_lr_mult` x lr."""
+    from vidsearch.encoders.temporal import TemporalMixer
+
+    other, module = torch.nn.Parameter(torch.ones(3, 3)), TemporalMixer(4, cues=2)
+    cfg = TrainConfig(lr=1e-3, weight_decay=0.0, temporal_lr_mult=10.0)
+    fast = list(module.parameters())
+    opt = torch.optim.AdamW(param_groups([other, *fast], cfg, fast), lr=cfg.lr, weight_decay=0.0)
+    (other.sum() + sum(p.sum() for p in fast)).backward()
+    before = module.out.weight.detach().clone()
+    opt.step()
+    assert (module.out.weight.detach() - before).abs().max().item() == pytest.approx(1e-2, rel=0.01)
+    assert other.detach()[0, 0].item() == pytest.approx(1 - 1e-3, rel=1e-3)
+    assert sum(len(g["params"]) for g in opt.param_groups) == 1 + len(fast)
+
+
 def _train(*args: str) -> dict:
     done = subprocess.run([sys.executable, "-m", "vidsearch.cli", "train", *args, "--json"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
