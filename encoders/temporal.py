@@ -46,7 +46,8 @@ def cue_cells(frames: Tensor) -> Tensor:
 
 def where_cues(cells: Tensor, mask: Tensor) -> Tensor:
     """Where the moving thing is in each frame: cells [B, T, C, G, G] (`cue_cells` of pixels in [0, 1]),
-    mask [B, T] -> [B, T, 2] (x, y in [-1, 1], y down; zero for padding and for a static video).
+    mask [B, T] -> [B, T, 2] (x, y in [-1, 1], y down; zero for padding, for a static video and for a
+    video of fewer than 3 frames).
 
     The background is the video's per-cell median over its frames (a thing that moves covers each
     cell in few of them); a cell's change is its summed absolute difference to it, smoothed over 3x3
@@ -63,7 +64,10 @@ def where_cues(cells: Tensor, mask: Tensor) -> Tensor:
     cx = (weight.sum(2) * axis).sum(-1) / total.clamp_min(1e-12)
     cy = (weight.sum(3) * axis).sum(-1) / total.clamp_min(1e-12)
     cue = torch.stack([cx, cy], dim=-1) * (total > 1e-12).unsqueeze(-1)
-    return cue * mask.to(cue.dtype).unsqueeze(-1)
+    # a median of fewer than 3 frames is no background (of 2, torch takes the darker value per cell:
+    # a dark object then becomes the background at both places and the cues swap): no cue
+    enough = (mask.to(torch.bool).sum(1, keepdim=True) >= 3).unsqueeze(-1)
+    return cue * mask.to(cue.dtype).unsqueeze(-1) * enough.to(cue.dtype)
 
 
 def frame_cues(frames: np.ndarray, owner: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -72,10 +76,20 @@ def frame_cues(frames: np.ndarray, owner: np.ndarray, batch: int = 64) -> np.nda
     if len(frames) == 0:
         return np.zeros((0, CUES), np.float32)
     cells = torch.cat([cue_cells(torch.from_numpy(np.ascontiguousarray(frames[i : i + batch])).permute(0, 3, 1, 2).float().div_(255.0))
-                       for i in range(0, len(frames), batch)])  # fmt: skip
-    padded, mask = _pad_by_owner(cells.numpy(), np.asarray(owner))
-    out = where_cues(torch.from_numpy(padded), torch.from_numpy(mask))
-    return out.numpy()[mask]
+                       for i in range(0, len(frames), batch)]).numpy()  # fmt: skip
+    owner = np.asarray(owner)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(owner)) + 1])
+    out = np.zeros((len(frames), CUES), np.float32)
+    lo = 0
+    while lo < len(starts):  # a few videos at a time: the padded median is ~5 copies of their cells
+        hi = lo + 1
+        while hi < len(starts) and starts[hi] - starts[lo] < 4 * batch:
+            hi += 1
+        a, b = starts[lo], (starts[hi] if hi < len(starts) else len(frames))
+        padded, mask = _pad_by_owner(cells[a:b], owner[a:b])
+        out[a:b] = where_cues(torch.from_numpy(padded), torch.from_numpy(mask)).numpy()[mask]
+        lo = hi
+    return out
 
 
 def unit_cues_of(head, frames: np.ndarray, frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,
@@ -103,7 +117,8 @@ def unit_cues_of(head, frames: np.ndarray, frame_start: np.ndarray, frame_end: n
 
 def widen_state(state: dict, module: TemporalMixer | None, prefix: str = "temporal.") -> dict:
     """A checkpoint's temporal module loaded into one that reads cues: the input columns it lacks
-    start at zero (so the loaded model is unchanged until training uses them)."""
+    start at zero (so the loaded model is unchanged until training uses them); into one that reads
+    none (`--no-where-cues`), the cue columns are dropped."""
     key = prefix + "fc.weight"
     if module is None or key not in state:
         return state
@@ -111,6 +126,9 @@ def widen_state(state: dict, module: TemporalMixer | None, prefix: str = "tempor
     if have.shape[0] == want.shape[0] and have.shape[1] < want.shape[1]:
         state = dict(state)
         state[key] = torch.cat([have, have.new_zeros(have.shape[0], want.shape[1] - have.shape[1])], dim=1)
+    elif have.shape[0] == want.shape[0] and have.shape[1] > want.shape[1]:  # a run without cues: drop their columns (last)
+        state = dict(state)
+        state[key] = have[:, : want.shape[1]]
     return state
 
 

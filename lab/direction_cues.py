@@ -42,8 +42,9 @@ def cue_direction_accuracy(corpus: Path, videos: int | None = None, fps: float =
         plan = plan_samples(info.duration, fps)
         chunk, _ = decode_frames(path, plan, info, size)
         cues = frame_cues(chunk.frames, np.zeros(len(chunk.frames), int))
+        centre = (chunk.unit_start + chunk.unit_end) / 2  # the frames decoded (repeats merged, lost ones dropped)
         for e in events[video]:
-            inside = (plan.times >= e["start"]) & (plan.times < e["end"])
+            inside = (centre >= e["start"]) & (centre < e["end"])
             if e["motion"] not in DIRECTIONS or inside.sum() < 2:
                 continue
             seen = cues[inside]

@@ -177,6 +177,12 @@ def test_where_cues_follow_the_moving_thing_not_the_backdrop():
     np.testing.assert_allclose(cues[owner == 1], frame_cues(frames[owner == 1], owner[owner == 1]), atol=1e-5)
     still = np.repeat(frames[:1], 4, axis=0)
     assert np.all(frame_cues(still, np.zeros(4, int)) == 0), "a static shot has no moving thing"
+    # read a few videos at a time (small batches), the same cues
+    np.testing.assert_allclose(frame_cues(frames, owner, batch=2), cues, atol=1e-6)
+    # two frames are no background (their median is the darker one): no cue rather than a reversed one
+    dark = np.full((2, 224, 224, 3), 230, np.uint8)
+    dark[0, 90:130, 20:60] = dark[1, 90:130, 160:200] = 10
+    assert np.all(frame_cues(dark, np.zeros(2, int)) == 0)
 
 
 @pytest.mark.parametrize("style", ["random", "heldout"])
@@ -205,6 +211,11 @@ def test_cues_tell_the_module_a_direction_the_vectors_cannot():
     state = widen_state({f"temporal.{k}": v for k, v in old.state_dict().items()}, new)  # as a checkpoint's head stores it
     new.load_state_dict({k.removeprefix("temporal."): v for k, v in state.items()})
     torch.testing.assert_close(new(units, None, None, cues), old(units), atol=1e-6, rtol=0)
+    # and back: a module with cues loads into one without (fine-tuning with --no-where-cues)
+    plain = TemporalMixer(8)
+    state = widen_state({f"temporal.{k}": v for k, v in m.state_dict().items()}, plain)
+    plain.load_state_dict({k.removeprefix("temporal."): v for k, v in state.items()})
+    torch.testing.assert_close(plain.fc.weight, m.fc.weight[:, :16])
 
 
 def test_merged_units_read_the_mean_cue_of_their_frames():
