@@ -18,7 +18,8 @@ client's own CPU per request is reported beside the server's, and `--client aioh
 a lighter load generator.
 
     python bench/api_load.py [--clients 16] [--seconds 60] [--miss-rate 0.5] [--client httpx|aiohttp]
-                             [--baseline GIT_REF] [--workdir DIR] [--json]
+                             [--baseline GIT_REF] [--search-processes N [--compare-threads]]
+                             [--workdir DIR] [--json]
 """
 
 from __future__ import annotations
@@ -96,6 +97,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (from /proc/PID/task/TID/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return out
+
+
 class Server:
     """`vidsearch serve` in a subprocess on a free loopback port; stopped (SIGINT, then SIGKILL) on exit."""
 
@@ -133,15 +149,27 @@ class Server:
         raise RuntimeError(f"server not ready in {self.ready_timeout:g} s: {self.tail()}")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the server process so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU so far of the server process and its live child processes (search workers)."""
+        total = 0
+        for pid in process_tree(self.proc.pid):
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:  # exited meanwhile
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
-        """Resident memory of the server process now."""
-        with open(f"/proc/{self.proc.pid}/status") as fh:
-            return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
+        """Resident memory of the server process and its child processes now."""
+        total = 0
+        for pid in process_tree(self.proc.pid):
+            try:
+                with open(f"/proc/{pid}/status") as fh:
+                    total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS"))
+            except (OSError, StopIteration):
+                continue
+        return total / 1024
 
     def tail(self) -> str:
         try:
@@ -220,6 +248,7 @@ CLIENTS = {"httpx": HttpxSession, "aiohttp": AiohttpSession}
 async def load(url: str, clients: int, seconds: float, queries: Queries, top_k: int, client_lib: str = "httpx") -> dict:
     lat: list[float] = []
     took: list[float] = []
+    new: list[bool] = []  # the request's text was never sent before (encoded, searched) or repeated
     hits = 0
     errors: dict[str, int] = {}
     session = CLIENTS[client_lib](url, clients)
@@ -243,6 +272,7 @@ async def load(url: str, clients: int, seconds: float, queries: Queries, top_k: 
                 if ok:
                     lat.append(dt * 1000)
                     took.append(float(body["took_ms"]))
+                    new.append(not hit)
                     hits += hit
                 else:
                     errors[why] = errors.get(why, 0) + 1
@@ -254,13 +284,21 @@ async def load(url: str, clients: int, seconds: float, queries: Queries, top_k: 
         await session.close()
     a = np.asarray(lat) if lat else np.zeros(1)
     t = np.asarray(took) if took else np.zeros(1)
+    fresh = np.asarray(new, bool) if new else np.zeros(1, bool)
+
+    def pcts(x: np.ndarray) -> dict:
+        x = x if x.size else np.zeros(1)
+        return {p: round(float(np.percentile(x, q)), 1) for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}
+
     return {
         "requests_ok": len(lat),
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "elapsed_s": round(elapsed, 2),
         "throughput_rps": round(len(lat) / elapsed, 1),
-        "latency_ms": {p: round(float(np.percentile(a, q)), 1) for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
+        "latency_ms": pcts(a),
+        "latency_new_text_ms": pcts(a[fresh]),  # a text never sent before: encoded and searched
+        "latency_repeated_text_ms": pcts(a[~fresh]),
         "server_took_ms": {p: round(float(np.percentile(t, q)), 1) for p, q in (("p50", 50), ("p99", 99))},
         "query_cache_hit_rate": round(hits / max(1, len(lat)), 3),
         "client": client_lib,
@@ -286,14 +324,17 @@ def baseline_python(ref: str, work: Path, log) -> str:
     return str(python)
 
 
-def measure(python: str, work: Path, args, log) -> dict:
-    """Start a server with this Python, warm it, load it for --seconds, stop it."""
+def measure(python: str, work: Path, args, log, processes: int = 0) -> dict:
+    """Start a server with this Python (and `processes` search processes), warm it, load it for
+    --seconds, stop it."""
     t0 = time.perf_counter()
-    with Server(work / "db", work / "server.log", ready_timeout=900, python=python) as server:
+    env = {"VIDSEARCH_SEARCH_PROCESSES": str(processes)} if processes else None
+    with Server(work / "db", work / "server.log", ready_timeout=900, python=python, env=env) as server:
         ready_s = time.perf_counter() - t0
         with httpx.Client(base_url=server.url, timeout=60) as c:  # a server may build a faster query path first
-            for _ in range(300):
-                if c.get("/readyz").json().get("query_runtime") != "building":
+            for _ in range(900):  # ... and start its search processes
+                ready = c.get("/readyz").json()
+                if ready.get("query_runtime") != "building" and ready.get("search_processes", {}).get("ready", True):
                     break
                 time.sleep(0.2)
         runtime_s = time.perf_counter() - t0
@@ -308,6 +349,7 @@ def measure(python: str, work: Path, args, log) -> dict:
         res["server_cpu_ms_per_request"] = round(1000 * res["server_cpu_s"] / max(1, res["requests_ok"]), 1)
         res["load_before"] = [round(x, 2) for x in load_before]
         res["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        res["server_rss_mb"] = round(server.rss_mb(), 1)
         with httpx.Client(base_url=server.url) as c:
             res["ready"] = c.get("/readyz").json()
     res["server_ready_s"] = round(ready_s, 1)
@@ -329,6 +371,10 @@ def main() -> int:
                     help="the load generator's HTTP library (its CPU per request is reported: it shares the cores)")
     ap.add_argument("--baseline", metavar="GIT_REF", default=None,
                     help="also load a server running vidsearch as of this commit, first, on the same index")
+    ap.add_argument("--search-processes", type=int, default=0,
+                    help="this tree's server computes searches in this many worker processes (0: threads)")
+    ap.add_argument("--compare-threads", action="store_true",
+                    help="with --search-processes: also load this tree's server with threads, first, in the same run")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the clips and the index here between runs")
     ap.add_argument("--json", action="store_true", help="print exactly one JSON object (progress goes to stderr)")
     args = ap.parse_args()
@@ -352,12 +398,16 @@ def main() -> int:
         if args.baseline:
             log(f"the baseline server ({args.baseline}) ...")
             runs[f"baseline {args.baseline}"] = measure(baseline_python(args.baseline, work, log), work, args, log)
-        log("the server of this tree ...")
-        runs["this tree"] = measure(sys.executable, work, args, log)
+        if args.compare_threads and args.search_processes:
+            log("the server of this tree, threads ...")
+            runs["this tree, threads"] = measure(sys.executable, work, args, log)
+        name = f"this tree, {args.search_processes} processes" if args.search_processes else "this tree"
+        log(f"{name} ...")
+        runs[name] = measure(sys.executable, work, args, log, processes=args.search_processes)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    res = runs["this tree"]
+    res = runs[name]
     report = {
         "benchmark": "api_load",
         "clients": args.clients,
@@ -386,7 +436,7 @@ def main() -> int:
         print(f"{'figure':34} " + " ".join(f"{n:>22}" for n in names))
         rows = [
             ("requests answered", "requests_ok"), ("throughput (req/s)", "throughput_rps"),
-            ("server CPU per request (ms)", "server_cpu_ms_per_request"),
+            ("server CPU per request (ms)", "server_cpu_ms_per_request"), ("server memory (MB)", "server_rss_mb"),
             ("client CPU per request (ms)", "client_cpu_ms_per_request"), ("errors", "errors"),
             ("query-cache hit rate (observed)", "query_cache_hit_rate"), ("server ready (s)", "server_ready_s"),
             ("query encoder", "query_runtime"), ("query encoder ready (s)", "query_runtime_ready_s"),
@@ -395,6 +445,10 @@ def main() -> int:
             print(f"{label:34} " + " ".join(f"{runs[n][key]!s:>22}" for n in names))
         for p in ("p50", "p90", "p99", "max"):
             print(f"{'latency ' + p + ' (ms)':34} " + " ".join(f"{runs[n]['latency_ms'][p]!s:>22}" for n in names))
+        for kind in ("new_text", "repeated_text"):
+            print(f"{'  ' + kind.replace('_', ' ') + ' p50 / p99 (ms)':34} " + " ".join(
+                f"{str(runs[n]['latency_' + kind + '_ms']['p50']) + ' / ' + str(runs[n]['latency_' + kind + '_ms']['p99']):>22}"
+                for n in names))  # fmt: skip
         print(f"{'load average before / after':34} " + " ".join(
             f"{runs[n]['load_before'][0]:>10} / {runs[n]['load_after'][0]:<9}" for n in names))  # fmt: skip
         if "throughput_ratio" in report:

@@ -13,7 +13,7 @@ from .engine import SearchEngine, open_engine
 from .examples import ComposedQuery, ImageTooLarge, NotAnImage, compose, image_frame, like_vector
 from .features import FeatureCache, QueryVectorCache, VideoFeatures
 from .fusion import FusedRanking, reciprocal_rank_fusion
-from .moments import Moment, MomentResult, RelevanceCurve, localize_moments, nms, temporal_iou
+from .moments import Moment, MomentResult, RelevanceCurve, localize_moments, localize_moments_many, nms, temporal_iou
 from .plan import QueryPlan, SearchError, TimeWindow
 from .ranking import Candidate, Hit, Ranking, audio_hits, per_video_best
 from .snapshot import Snapshot, build_snapshot
@@ -47,6 +47,7 @@ __all__ = [
     "image_frame",
     "like_vector",
     "localize_moments",
+    "localize_moments_many",
     "nms",
     "open_engine",
     "per_video_best",

@@ -4,8 +4,10 @@ Why: under load, many requests arrive with texts the query cache has not seen, a
 the text tower alone; a transformer pass over eight short texts costs little more than over one on a
 CPU (the fixed per-call work dominates), so batching them raises throughput without adding more than
 `wait_ms` to any request. The first caller to arrive leads: it waits `wait_ms` for others to join,
-encodes what has gathered (at most `max_batch` at a time) and hands each caller its own vector;
-callers that arrive while it encodes form the next batch, which the leader also runs.
+encodes what has gathered (at most `max_batch` at a time) and hands each caller its own vector.
+Callers that arrive while it encodes form the next batch, led by the first of them: a leader runs one
+batch and hands over. (A leader that ran every next batch itself never returned while texts kept
+arriving faster than a pass took: under load on busy cores its own request waited seconds.)
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ import numpy as np
 __all__ = ["QueryBatcher"]
 
 
+class _Waiter:
+    """One caller's text, its result, and the signal that wakes it (its vector, or its turn to lead)."""
+
+    __slots__ = ("text", "result", "wake", "lead")
+
+    def __init__(self, text: str):
+        self.text, self.result, self.wake, self.lead = text, Future(), threading.Event(), False
+
+
 class QueryBatcher:
     """`batcher(text)` -> vector, encoding concurrent calls together with `encode_many(texts)`."""
 
@@ -27,7 +38,7 @@ class QueryBatcher:
         self._encode_many = encode_many
         self.wait = max(0.0, wait_ms) / 1000.0
         self.max_batch = max_batch
-        self._pending: list[tuple[str, Future]] = []
+        self._pending: list[_Waiter] = []
         self._leading = False
         self._lock = threading.Lock()
         self.batches = self.texts = 0  # counters, for tests and metrics
@@ -37,31 +48,45 @@ class QueryBatcher:
             self.batches += 1
             self.texts += 1
             return np.asarray(self._encode_many([text])[0], dtype=np.float32)
-        done: Future = Future()
+        me = _Waiter(text)
         with self._lock:
-            self._pending.append((text, done))
-            lead = not self._leading
-            self._leading = self._leading or lead
-        if lead:
+            self._pending.append(me)
+            me.lead = not self._leading
+            self._leading = True
+        if me.lead:
             time.sleep(self.wait)  # let concurrent callers join this batch
-            self._drain()
-        return done.result()
-
-    def _drain(self) -> None:
         while True:
-            with self._lock:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                if not batch:
-                    self._leading = False
-                    return
+            if me.lead:
+                me.lead = False
+                self._run_one_batch()
+            if me.result.done():
+                return me.result.result()
+            me.wake.wait()  # its vector, or its turn to lead the next batch
+            me.wake.clear()
+
+    def _run_one_batch(self) -> None:
+        """Encode the oldest pending texts (up to max_batch), then hand the lead to the next waiting
+        caller, if any."""
+        with self._lock:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+        if batch:
             self.batches += 1
             self.texts += len(batch)
             try:
-                vectors = self._encode_many([text for text, _ in batch])
+                vectors = self._encode_many([w.text for w in batch])
             except BaseException as exc:  # noqa: BLE001 - every waiting caller gets the error
-                for _, fut in batch:
-                    fut.set_exception(exc)
-                continue
-            for (_, fut), vec in zip(batch, vectors):
-                fut.set_result(np.asarray(vec, dtype=np.float32))
+                for w in batch:
+                    w.result.set_exception(exc)
+            else:
+                for w, vec in zip(batch, vectors):
+                    w.result.set_result(np.asarray(vec, dtype=np.float32))
+            for w in batch:
+                w.wake.set()
+        with self._lock:
+            if self._pending:
+                nxt = self._pending[0]
+                nxt.lead = True
+                nxt.wake.set()
+            else:
+                self._leading = False

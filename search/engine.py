@@ -225,6 +225,19 @@ class SearchEngine:
     def encode_query(self, text: str) -> np.ndarray:
         return self._query_vectors(text)
 
+    def query_vectors(self, text: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """The query vector of `text` and, where the same pass made it, the text channels' sentence
+        vector (None otherwise): what a search process needs to answer `text` without a text-tower
+        pass of its own (server/search_processes.py). Batched and cached like `encode_query`."""
+        vec = self.encode_query(text)
+        return vec, self.text_channels.remembered(text) if self.text_channels is not None else None
+
+    def use_query_vectors(self, text: str, vector: np.ndarray, sentence: np.ndarray | None) -> None:
+        """Take `text`'s vectors computed elsewhere (`query_vectors` of another engine on the same model)."""
+        self._query_vectors.put(text, vector)
+        if sentence is not None and self.text_channels is not None:
+            self.text_channels.remember(text, sentence)
+
     def encode_image(self, data: bytes) -> np.ndarray:
         """An example picture's vector from the index's own visual tower (a one-frame clip); NotAnImage
         or ImageTooLarge (SearchErrors) when it is not a picture or too large."""

@@ -147,6 +147,11 @@ class QueryVectorCache:
         self.put(text, vec)
         return vec
 
+    def peek(self, text: str) -> np.ndarray | None:
+        """The vector of `text` if it is kept, without computing it."""
+        with self._lock:
+            return self._vectors.get(text)
+
     def put(self, text: str, vec: np.ndarray) -> None:
         """Remember a vector computed elsewhere (the query tower's pass that also gave this one)."""
         with self._lock:

@@ -31,11 +31,11 @@ from vidsearch.api_models import SpanHit
 
 from .features import FeatureCache, VideoFeatures
 from .fusion import reciprocal_rank_fusion
-from .moments import Moment, MomentResult, localize_moments
+from .moments import Moment, MomentResult, localize_moments_many
 from .plan import QueryPlan
 from .rerank import rerank
 
-__all__ = ["Candidate", "CandidatePool", "Hit", "Ranking", "audio_hits", "candidate_pool", "final_ranking", "localize", "moment_relevance", "per_video_best"]
+__all__ = ["Candidate", "CandidatePool", "Hit", "Ranking", "audio_hits", "candidate_pool", "final_ranking", "localize", "localize_many", "moment_evidence", "moment_relevance", "per_video_best"]
 
 MOMENT_GROUP_VIDEOS = 30  # candidates whose moments compete when results are listed by moment
 SPANS_PER_RESULT = 5
@@ -183,8 +183,8 @@ def audio_hits(head, q: np.ndarray, f: VideoFeatures, gate: float | None = None)
     return np.stack([f.audio_start, f.audio_end, weight * (cos - np.median(cos))], axis=1).astype(np.float64)
 
 
-def localize(plan: QueryPlan, c: Candidate, head=None) -> MomentResult:
-    """Stage 3: the candidate's relevance curve and timed evidence, cut into moments."""
+def moment_evidence(plan: QueryPlan, c: Candidate, head=None) -> tuple:
+    """The candidate's timed evidence for moments: (unit starts, ends, relevance, text and sound hits)."""
     f, window = c.features, plan.window
     # timed text shapes the moment; metadata covers the whole video and localises nothing
     hits = np.array([[h.start, h.end, h.score] for h in c.spans if h.source != "metadata"], dtype=np.float64).reshape(-1, 3)
@@ -198,8 +198,18 @@ def localize(plan: QueryPlan, c: Candidate, head=None) -> MomentResult:
         else:
             sound = audio_hits(head, plan.query, f, gate=c.audio_gate)
         hits = np.concatenate([hits, sound if window is None else window.clip(sound)])
-    return localize_moments(f.start[c.in_window], f.end[c.in_window], c.relevance, hits if hits.size else None,
-                            max_moments=plan.request.max_moments)  # fmt: skip
+    return f.start[c.in_window], f.end[c.in_window], c.relevance, hits if hits.size else None
+
+
+def localize(plan: QueryPlan, c: Candidate, head=None) -> MomentResult:
+    """Stage 3: the candidate's relevance curve and timed evidence, cut into moments."""
+    return localize_many(plan, [c], head)[0]
+
+
+def localize_many(plan: QueryPlan, candidates: list[Candidate], head=None) -> list[MomentResult]:
+    """Stage 3 for a page of candidates at once (moments.localize_moments_many: one pass over all
+    their curves)."""
+    return localize_moments_many([moment_evidence(plan, c, head) for c in candidates], max_moments=plan.request.max_moments)
 
 
 def moment_relevance(probability: float | None, moments: list[Moment]) -> tuple[float, ...]:
@@ -261,19 +271,19 @@ class Ranking:
     def page(self, offset: int, limit: int) -> list[Hit]:
         if self.by_moment:
             return self._moment_hits[offset : offset + limit]
-        hits = []
-        for c in self.candidates[offset : offset + limit]:
-            found = localize(self.plan, c, self.head)
-            hits.append(Hit(c, found, found.moments, c.score, c.probability, moment_relevance(c.probability, found.moments)))
-        return hits
+        page = self.candidates[offset : offset + limit]
+        return [
+            Hit(c, found, found.moments, c.score, c.probability, moment_relevance(c.probability, found.moments))
+            for c, found in zip(page, localize_many(self.plan, page, self.head))
+        ]
 
     @cached_property
     def _moment_hits(self) -> list[Hit]:
         """Every moment of the leading candidates, ranked by its own relevance when calibrated (those
         under `min_relevance` dropped), else by its score."""
         flat = []
-        for c in self.candidates[:MOMENT_GROUP_VIDEOS]:
-            found = localize(self.plan, c, self.head)
+        leading = self.candidates[:MOMENT_GROUP_VIDEOS]
+        for c, found in zip(leading, localize_many(self.plan, leading, self.head)):
             rel = moment_relevance(c.probability, found.moments) or (None,) * len(found.moments)
             flat += [Hit(c, found, [m], m.score, r, () if r is None else (r,)) for m, r in zip(found.moments, rel)]
         if self.calibrated and self.min_relevance is not None:

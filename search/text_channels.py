@@ -92,6 +92,10 @@ class TextChannels:
         """The sentence vector of `text`, computed by the query's own text-tower pass (engine.py)."""
         self._embed.put(text, vec)
 
+    def remembered(self, text: str) -> np.ndarray | None:
+        """The sentence vector of `text` if it was computed (by `remember` or a search), else None."""
+        return self._embed.peek(text)
+
     def _encode(self, text: str) -> np.ndarray:
         if self._encoder is None:
             self._encoder = get_sentence_encoder()

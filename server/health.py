@@ -33,9 +33,12 @@ def readyz(request: Request, state: State) -> dict:
     if not detailed:
         return {"status": "ready"}
     snap = engine.snapshot
-    return {"status": "ready", "index_version": snap.version, "videos": len(snap.ids),
-            "model": engine.backbone.fingerprint.describe(), "encoder": encoder,
-            "query_runtime": engine.query_runtime}  # fmt: skip
+    out = {"status": "ready", "index_version": snap.version, "videos": len(snap.ids),
+           "model": engine.backbone.fingerprint.describe(), "encoder": encoder,
+           "query_runtime": engine.query_runtime}  # fmt: skip
+    if state.processes is not None:  # `search_processes`: threads answer until the workers are ready
+        out["search_processes"] = state.processes.status()
+    return out
 
 
 def encoder_readiness(backbone) -> dict:

@@ -26,6 +26,7 @@ from vidsearch.search.examples import check_image_size, decode_base64_image
 from .deps import ERRORS, OptionalEngine, State, require_read
 from .exposure import Viewer
 from .presenting import search_response
+from .search_processes import WorkerUnavailable
 
 MULTIPART = {
     "requestBody": {
@@ -109,6 +110,8 @@ async def search(req: SearchRequest, engine: OptionalEngine, view: Viewer, state
         # come out in turn instead of every request's thread fighting all the others for the cores
         key = state.responses.key(engine, req) if req.image is None else None
         resp = state.responses.get(engine, key) if key is not None else None
+        if resp is None and key is not None and (pool := state.search_pool()) is not None:
+            resp = await _answer_in_worker(pool, engine, req, state, key)
         if resp is None:
             resp = await anyio.to_thread.run_sync(_answer, engine, req, state, key, limiter=state.search_slots())
     except ImageTooLarge as exc:
@@ -122,6 +125,19 @@ async def search(req: SearchRequest, engine: OptionalEngine, view: Viewer, state
     # serialised by pydantic in one pass: FastAPI would dump the model, validate it again and encode
     # the dict with `json` (~1.5 ms for ten results with their curves, on every request)
     return Response(resp.model_dump_json(), media_type="application/json")
+
+
+async def _answer_in_worker(pool, engine, req: SearchRequest, state, key: tuple) -> SearchResponse | None:
+    """A new word or `like` search computed by a search process (search_processes.py) on the server's
+    live version, kept in the response cache; None when the pool broke (answered here instead)."""
+    engine.refresh_soon()  # the workers plan the searches: this engine still looks for new versions
+    # the text is encoded here, with the other requests' texts in one pass (see search_processes.py)
+    vectors = await anyio.to_thread.run_sync(engine.query_vectors, req.query) if req.query is not None else None
+    try:
+        resp = await pool.answer(req, engine.snapshot.version, vectors)
+    except WorkerUnavailable:
+        return None
+    return state.responses.compute(key, lambda: resp)
 
 
 def _answer(engine, req: SearchRequest, state, key: tuple | None) -> SearchResponse:

@@ -28,6 +28,7 @@ from vidsearch.store import Store, StoreError
 
 from .media import thumbnail_dir
 from .response_cache import ResponseCache
+from .search_processes import SearchProcesses
 
 __all__ = ["Metrics", "ServerState"]
 
@@ -54,6 +55,7 @@ class ServerState:
         self.settings = settings
         # a long-lived server (`vidsearch serve`) pays a few seconds once, in the background, for cheaper queries
         self.fast_queries = settings.query_runtime == "onnx" or (serving and settings.query_runtime == "auto")
+        self.serving = serving
         self._engine = engine
         self._engine_lock = threading.Lock()
         self._last_try: float | None = None
@@ -62,6 +64,7 @@ class ServerState:
         self.metrics = Metrics()
         self.responses = ResponseCache(settings.response_cache)
         self._slots: tuple | None = None
+        self.processes: SearchProcesses | None = None  # `search_processes` workers, once the index opens
         self.jobs = JobManager(settings, backbone=self._backbone, on_progress=self.refresh, on_finish=self._job_finished)
         self._thumbs = None
 
@@ -85,6 +88,9 @@ class ServerState:
                     self.engine_error = None
                     if self.fast_queries:
                         self._engine.start_query_runtime()
+                    # worker processes for `vidsearch serve` only (an in-process app, e.g. the UI's local mode, has one user)
+                    if self.settings.search_processes and self.serving and self.processes is None:
+                        self.processes = SearchProcesses(self.settings, self.settings.search_processes)
                 except StoreError as exc:
                     self.engine_error, self._retry = str(exc), True
                 except FingerprintMismatch as exc:
@@ -101,6 +107,16 @@ class ServerState:
         ):
             self.open()
         return self._engine
+
+    def search_pool(self) -> SearchProcesses | None:
+        """The search workers when they are ready to answer; None: answer on this process's threads."""
+        pool = self.processes
+        return pool if pool is not None and pool.ready else None
+
+    def close(self) -> None:
+        """The app stops: stop the search workers."""
+        if self.processes is not None:
+            self.processes.close()
 
     @property
     def loaded_engine(self) -> SearchEngine | None:

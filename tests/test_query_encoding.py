@@ -36,6 +36,42 @@ def test_concurrent_texts_share_batches_and_each_gets_its_own_vector():
     assert max(len(c) for c in calls) > 1
 
 
+def test_a_leader_returns_after_its_batch_while_texts_keep_arriving():
+    """The leader runs one batch and hands over: under a steady stream of new texts each caller waits
+    for about one pass, not for the stream to stop (the old leader drained every next batch itself)."""
+
+    def encode_many(texts):
+        time.sleep(0.03)  # a pass on busy cores
+        return [np.zeros(2, np.float32) for _ in texts]
+
+    batcher = QueryBatcher(encode_many, wait_ms=2)
+    waited: dict[str, float] = {}
+    stop = threading.Event()
+
+    def ask(text: str) -> None:
+        t0 = time.perf_counter()
+        batcher(text)
+        waited[text] = time.perf_counter() - t0
+
+    def stream() -> None:  # a new text every 10 ms: a pass always has followers waiting
+        threads, i = [], 0
+        while not stop.is_set():
+            threads.append(threading.Thread(target=ask, args=(f"text {i}",)))
+            threads[-1].start()
+            i += 1
+            time.sleep(0.01)
+        for th in threads:
+            th.join(10)
+
+    feeder = threading.Thread(target=stream)
+    feeder.start()
+    time.sleep(1.0)
+    stop.set()
+    feeder.join(20)
+    assert len(waited) > 50 and batcher.batches > 10
+    assert max(waited.values()) < 0.3, sorted(waited.values())[-5:]  # ~2 passes at most; the old leader: ~1 s
+
+
 def test_a_failed_batch_fails_its_callers_and_the_next_batch_works():
     fail = [True]
 

@@ -7,7 +7,7 @@ import pytest
 
 from vidsearch.search.coarse import CoarseIndex
 from vidsearch.search.fusion import reciprocal_rank_fusion
-from vidsearch.search.moments import Moment, localize_moments, nms, temporal_iou
+from vidsearch.search.moments import Moment, localize_moments, localize_moments_many, nms, temporal_iou
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,3 +356,62 @@ def test_span_words_bm25_edges():
     assert not words.scores("the of a").any() and not words.scores("").any()
     for texts in ([""], ["the a of"], []):
         assert not SpanWords(texts).scores("the hello").any()
+
+
+def _random_evidence(rng: np.random.Generator, kind: str):
+    """(starts, ends, relevance, hits) of one video as a search sees them: frames, merged units,
+    point samples or sparse samples (gaps), sometimes a flat curve, sometimes text hits."""
+    n = int(rng.integers(1, 80))
+    if kind == "frames":
+        s = np.sort(rng.uniform(0, 100, n))
+        e = s + 1.0
+    elif kind == "merged":
+        s = np.cumsum(rng.uniform(0.5, 5, n))
+        e = s + rng.uniform(0.5, 5, n)
+    elif kind == "points":
+        s = np.sort(rng.uniform(0, 30, n))
+        e = s.copy()
+    else:
+        s = np.sort(rng.uniform(0, 500, n))
+        e = s + 0.5
+    r = rng.normal(0, 1, n).astype(np.float32)
+    if rng.random() < 0.2:
+        r[:] = 0.3
+    hits = None
+    if rng.random() < 0.5:
+        m = int(rng.integers(0, 4))
+        hs = rng.uniform(0, 100, m)
+        hits = np.stack([hs, hs + rng.uniform(-1, 8, m), rng.uniform(0, 1, m)], axis=1)
+    if rng.random() < 0.05:  # only text hits, no units
+        s, e, r = s[:0], e[:0], r[:0]
+        hits = np.array([[2.0, 5.0, 0.7]])
+    return s.astype(np.float32), e.astype(np.float32), r, hits
+
+
+def test_moments_of_a_page_at_once_are_each_videos_own():
+    """localize_moments_many (one pass over a page's curves) gives every video the moments, curve and
+    thresholds localize_moments gives it alone, on every kind of unit layout."""
+    rng = np.random.default_rng(0)
+    ties = 0
+    for _ in range(150):
+        items = [_random_evidence(rng, rng.choice(["frames", "merged", "points", "sparse"])) for _ in range(int(rng.integers(1, 12)))]
+        most = int(rng.integers(1, 6))
+        for want, got in zip([localize_moments(*it, max_moments=most) for it in items], localize_moments_many(items, max_moments=most)):
+            assert want.flat == got.flat
+            for a, b in zip(want.moments, got.moments):
+                if abs(a.start - b.start) > 1e-6 or abs(a.end - b.end) > 1e-6:
+                    # two windows of equal score (to rounding): either may lead, and what follows may differ
+                    assert abs(a.score - b.score) < 1e-9, (a, b)
+                    ties += 1
+                    break
+                np.testing.assert_allclose([b.score, b.peak], [a.score, a.peak], atol=1e-6)
+            else:
+                assert len(want.moments) == len(got.moments)
+            for name in ("times", "values", "raw"):
+                np.testing.assert_allclose(getattr(got.curve, name), getattr(want.curve, name), atol=1e-6)
+            np.testing.assert_allclose(got.curve.thresholds, want.curve.thresholds, atol=1e-6)
+            assert got.curve.step == pytest.approx(want.curve.step) and got.windows.shape == want.windows.shape
+    assert ties <= 3, ties  # of ~900 videos
+    with pytest.raises(ValueError, match="NaN"):
+        localize_moments_many([(np.zeros(3), np.ones(3), np.array([0.1, np.nan, 0.2]), None)])
+    assert localize_moments_many([]) == []

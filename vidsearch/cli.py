@@ -560,6 +560,7 @@ def serve(
     encoder_backend: BackendOpt = None,
     triton_url: TritonUrlOpt = None,
     device: DeviceOpt = None,
+    search_processes: Annotated[Optional[int], typer.Option("--search-processes", help="Worker processes computing new searches (0: threads) [VIDSEARCH_SEARCH_PROCESSES].")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Start the HTTP search API (OpenAPI docs at /docs)."""
@@ -569,7 +570,8 @@ def serve(
 
     settings = _settings(config, db=db, host=host, port=port, api_keys=api_key, read_auth=read_auth, library_roots=library_root,
                          model=model, pretrained=pretrained, checkpoint=checkpoint,
-                         encoder_backend=encoder_backend, triton_url=triton_url, device=device)  # fmt: skip
+                         encoder_backend=encoder_backend, triton_url=triton_url, device=device,
+                         search_processes=search_processes)  # fmt: skip
     application = create_app(settings, serving=True)
     err.print(f"vidsearch API on http://{settings.host}:{settings.port} (index {settings.db}; docs at /docs)")
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")

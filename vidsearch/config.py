@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         0, ge=0, le=256, description="Searches computed at once by the server (0: one per CPU core); the rest wait their "
         "turn in arrival order, which keeps the slowest answers close to the typical one under load.",
     )
+    search_processes: int = Field(
+        0, ge=0, le=64, description="Worker processes that compute new searches for the server, each with its own copy "
+        "of the model and snapshot (0: threads of the server's own process). Under load a process per core answers "
+        "more requests, sooner, than threads sharing one interpreter; each costs the memory of the model and the index.",
+    )
     query_runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="What encodes new queries where the text tower is the sentence encoder (tiny): auto = "
         "`vidsearch serve` builds an ONNX Runtime copy in the background at start (torch answers meanwhile) and "
