@@ -149,7 +149,8 @@ class Server:
         raise RuntimeError(f"server not ready in {self.ready_timeout:g} s: {self.tail()}")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU so far of the server process and its live child processes (search workers)."""
+        """User + system CPU so far of the server process and its child processes (search workers):
+        the live ones', and those that ended and were waited for (the server's cutime / cstime)."""
         total = 0
         for pid in process_tree(self.proc.pid):
             try:
@@ -158,6 +159,8 @@ class Server:
             except OSError:  # exited meanwhile
                 continue
             total += int(fields[11]) + int(fields[12])
+            if pid == self.proc.pid:
+                total += int(fields[13]) + int(fields[14])
         return total / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:

@@ -10,8 +10,11 @@ Why a recognition cache: recognition costs ~40 ms of wall time per box here (a f
 ~45-75 ms), and text usually stays put while the picture moves (a caption held for five seconds over
 moving video, a scoreboard, a slide title). A detected box whose crop looks like one read recently
 (same size, grey pixels within a few levels) reuses that reading, so recognition runs on what is new.
-(The signature is coarse: a clock or score whose box changes by one character can reuse the old
-reading.)
+A changed character is a few columns of the signature that differ a lot, which a mean over the
+whole crop hides (a clock's "12:01:07" -> "12:01:08" differs by 3.6 grey levels on average, under
+the 10 of `SAME_LEVEL`, but by 38-59 in its most changed column): a crop also has to match column by
+column (`SAME_COLUMN`) to reuse a reading. Still coarse: one character of a long line (~1.5 columns
+of the 48) can pass, and a crop over full-frame noise varies by up to ~20 per column by itself.
 
 Why detection at a short side of `DET_SIDE` = 320 pixels (360p frames at 0.89; the boxes are read
 back into the frame's own pixels, where the recogniser reads full-size crops): on the text-channel
@@ -39,6 +42,7 @@ MIN_SCORE = 0.8  # recogniser confidence below which a reading is dropped (junk 
 MARGIN = 0.2  # of a crop's height, padded on every side (edge pixels repeated) before recognition
 SIGNATURE = (12, 48)  # grey thumbnail a crop is compared by (rows, columns)
 SAME_LEVEL = 10.0  # mean absolute grey difference under which two crops are the same text
+SAME_COLUMN = 30.0  # ... and the most any one column of the signature may differ (a changed character)
 
 
 class ModelUnavailable(RuntimeError):
@@ -76,6 +80,12 @@ def version() -> str:
         return importlib_metadata.version("rapidocr-onnxruntime")
     except importlib_metadata.PackageNotFoundError:  # pragma: no cover
         return "?"
+
+
+def same_text(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two crops' signatures show the same text: close on the whole and in every column."""
+    diff = np.abs(a - b)
+    return float(diff.mean()) < SAME_LEVEL and float(diff.mean(axis=0).max()) < SAME_COLUMN
 
 
 def _signature(crop: np.ndarray) -> np.ndarray:
@@ -180,7 +190,7 @@ class RapidTextReader:
         sig = _signature(crop)
         h = crop.shape[0]
         for ref, ref_h, text, score in entries:
-            if abs(ref_h - h) <= max(2.0, 0.15 * h) and float(np.abs(ref - sig).mean()) < SAME_LEVEL:
+            if abs(ref_h - h) <= max(2.0, 0.15 * h) and same_text(ref, sig):
                 return text, score
         return None
 

@@ -126,7 +126,11 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
     prev_hist = None
     warnings: list[str] = []
     ocr_size = job.ocr_size(info)
-    shared = job.ocr and (not job.ocr_fps or job.ocr_fps == job.sample_fps) and ocr_size >= job.image_size
+    # one decode for both when OCR reads at the encoder's rate or slower (every 1/ocr_fps seconds, the
+    # first of the encoder's frames); a faster OCR rate decodes again, at its own rate
+    shared = job.ocr and (not job.ocr_fps or job.ocr_fps <= job.sample_fps) and ocr_size >= job.image_size
+    ocr_rate = job.ocr_fps if shared and job.ocr_fps and job.ocr_fps < job.sample_fps else None
+    last_period = -1
     reader = None
     if shared:
         progress.stage = "decoding frames and reading on-screen text"
@@ -139,7 +143,11 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
             frames = chunk.frames
             if reader is not None:
                 try:
-                    reader.add(frames, chunk.unit_start, chunk.unit_end)
+                    if ocr_rate is None:
+                        reader.add(frames, chunk.unit_start, chunk.unit_end)
+                    else:
+                        pick, start, end, last_period = ocr_picks(chunk.unit_start, chunk.unit_end, ocr_rate, last_period, info.duration)
+                        reader.add(frames[pick], start, end)
                 except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
                     warnings.append(f"ocr: {exc}")
                     reader = None
@@ -189,6 +197,21 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
         except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
             warnings.append(f"ocr: {exc}")
     yield Finished(spans, warnings, report.decoder, audio)
+
+
+def ocr_picks(starts: np.ndarray, ends: np.ndarray, rate: float, last_period: int, duration: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Which of a chunk's frames OCR reads at `rate` (< the sampling rate): the first frame of every
+    1/rate period not read yet (`last_period`: the last period read, from earlier chunks), each
+    standing for its whole period (cut at the video's end, as decode.plan_samples cuts its spans).
+    -> (indices, their periods' starts and ends, the last period)."""
+    period = np.floor(np.asarray(starts, np.float64) * rate + 1e-9).astype(np.int64)
+    first = period != last_period
+    first[1:] &= period[1:] != period[:-1]
+    pick = np.flatnonzero(first)
+    start = period[pick] / rate
+    end = np.minimum((period[pick] + 1) / rate, max(duration, 1e-3))
+    end = np.maximum(end, np.asarray(ends, np.float64)[pick])  # a merged unit may reach further
+    return pick, start, end, int(period[-1]) if period.size else last_period
 
 
 def encoder_frames(frames: np.ndarray, size: int) -> np.ndarray:

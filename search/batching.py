@@ -37,7 +37,7 @@ class QueryBatcher:
     def __init__(self, encode_many: Callable[[list[str]], Sequence[np.ndarray]], wait_ms: float = 2.0, max_batch: int = 32):
         self._encode_many = encode_many
         self.wait = max(0.0, wait_ms) / 1000.0
-        self.max_batch = max_batch
+        self.max_batch = max(1, max_batch)
         self._pending: list[_Waiter] = []
         self._leading = False
         self._lock = threading.Lock()
@@ -66,27 +66,30 @@ class QueryBatcher:
 
     def _run_one_batch(self) -> None:
         """Encode the oldest pending texts (up to max_batch), then hand the lead to the next waiting
-        caller, if any."""
+        caller, if any; whatever happens, every caller of the batch is answered and woken."""
         with self._lock:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
-        if batch:
-            self.batches += 1
-            self.texts += len(batch)
-            try:
-                vectors = self._encode_many([w.text for w in batch])
-            except BaseException as exc:  # noqa: BLE001 - every waiting caller gets the error
-                for w in batch:
-                    w.result.set_exception(exc)
-            else:
+        try:
+            if batch:
+                self.batches += 1
+                self.texts += len(batch)
+                vectors = list(self._encode_many([w.text for w in batch]))
+                if len(vectors) != len(batch):
+                    raise RuntimeError(f"the text tower returned {len(vectors)} vectors for {len(batch)} texts")
                 for w, vec in zip(batch, vectors):
                     w.result.set_result(np.asarray(vec, dtype=np.float32))
+        except BaseException as exc:  # noqa: BLE001 - every waiting caller gets the error
+            for w in batch:
+                if not w.result.done():
+                    w.result.set_exception(exc)
+        finally:
             for w in batch:
                 w.wake.set()
-        with self._lock:
-            if self._pending:
-                nxt = self._pending[0]
-                nxt.lead = True
-                nxt.wake.set()
-            else:
-                self._leading = False
+            with self._lock:
+                if self._pending:
+                    nxt = self._pending[0]
+                    nxt.lead = True
+                    nxt.wake.set()
+                else:
+                    self._leading = False

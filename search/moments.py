@@ -433,6 +433,13 @@ def localize_moments_many(items: Sequence[tuple], *, max_moments: int = 5, **opt
     return out  # type: ignore[return-value]
 
 
+# A video smoothed over more bins than this either way is localised on its own (32: a median unit of
+# ~5 s at the default 0.25 s bins, e.g. token-merged units, stays in the batch): the batch's smoothing
+# holds (bins x (2 x radius + 1)) numbers, and one long unit (a still picture over an hour of talk,
+# merged into one unit) asks for a radius of thousands of bins.
+MAX_BATCH_RADIUS = 32
+
+
 def _localize_batch(batch: list[tuple], max_moments: int) -> list[MomentResult]:
     """`localize_moments` with its defaults over videos that all have units (see localize_moments_many)."""
     V = len(batch)
@@ -464,6 +471,20 @@ def _localize_batch(batch: list[tuple], max_moments: int) -> list[MomentResult]:
     span = t1 - t0
     n_bins = np.clip(np.ceil(span / _DEFAULT_STEP), _MIN_BINS, _MAX_BINS).astype(np.int64)
     bin_w = span / n_bins
+    # each video's smoothing (Gaussian, sigma = half its median unit duration, at most span / 8)
+    smooth = np.minimum(0.5 * _segment_quantile(e - s, uv, u_off, n_u, 0.5), span / 8)
+    sigma = smooth / bin_w
+    radius = np.where((sigma < 0.3) | (n_bins < 2), 0, np.maximum(1, np.ceil(3.0 * sigma))).astype(np.int64)
+    wide = radius > MAX_BATCH_RADIUS
+    if wide.any():  # those alone, the rest together
+        out: list = [None] * V
+        for k in np.flatnonzero(wide):
+            _, s_k, e_k, r_k, h_k = batch[k]
+            out[k] = localize_moments(s_k, e_k, r_k, h_k if h_k.size else None, max_moments=max_moments)
+        narrow = np.flatnonzero(~wide)
+        for k, result in zip(narrow, _localize_batch([batch[k] for k in narrow], max_moments) if narrow.size else []):
+            out[k] = result
+        return out
     # every video's grid in one array: bins b_off[k]..+n_bins[k], edges e_off[k]..+n_bins[k]+1 (= bin + k)
     b_off = np.concatenate([[0], np.cumsum(n_bins)[:-1]])
     e_off = b_off + vids
@@ -492,10 +513,7 @@ def _localize_batch(batch: list[tuple], max_moments: int) -> list[MomentResult]:
         hx = _box_integral(h[:, 0] + shift[hv], h[:, 1] + shift[hv], h[:, 2], x)
         raw = raw + (hx[lo_edge + 1] - hx[lo_edge]) / np.maximum(widths, 1e-12)
 
-    # Gaussian smoothing, each video with its own sigma (half its median unit duration) and edge padding
-    smooth = np.minimum(0.5 * _segment_quantile(e - s, uv, u_off, n_u, 0.5), span / 8)
-    sigma = smooth / bin_w
-    radius = np.where((sigma < 0.3) | (n_bins < 2), 0, np.maximum(1, np.ceil(3.0 * sigma))).astype(np.int64)
+    # Gaussian smoothing, each video with its own sigma and edge padding
     R = int(radius.max())
     taps = np.arange(-R, R + 1, dtype=np.float64)
     kernels = np.exp(-0.5 * (taps[None, :] / np.where(radius > 0, sigma, 1.0)[:, None]) ** 2)

@@ -49,7 +49,8 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
         try:
             yield
         finally:
-            await run_in_threadpool(state.close)
+            state.close()  # the search workers, if any (not awaited: an in-process app's lifespan may be
+            # closed by the interpreter's exit, where an await here would fail)
 
     app = FastAPIOffline(
         title="vidsearch",

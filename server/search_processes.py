@@ -12,9 +12,10 @@ answering one request at a time could not do; its weights are read once per batc
 Each worker keeps its own snapshot. A request carries the index version the server serves, and a
 worker on another version looks for the newest committed one before answering (`engine.refresh`), so
 a worker never answers from an older version than the server's; cursors name the version they were
-made on and are checked by the worker as they are in-process. A worker that cannot open the index
-(its model does not load) is reported by `/readyz`, and searches are answered by threads until the
-pool is ready; a pool that broke (a worker killed) is replaced and its requests answered by threads.
+made on and are checked by the worker as they are in-process. Searches are answered by threads until the
+pool is ready. A worker that cannot open the index (its model does not load) is reported by `/readyz`
+and the pool is closed (threads answer); a pool that broke (a worker killed, also while it loaded) is
+replaced, and its requests answered by threads meanwhile.
 Workers exit with the server: each watches its parent and leaves when the parent is gone. A pool that
 lost workers more than MAX_RESTARTS times is given up, and threads answer.
 
@@ -29,6 +30,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -59,6 +61,10 @@ def _start_worker(settings: Settings, threads: int, parent: int, started) -> Non
     a raising initializer breaks the whole pool)."""
     global _engine, _error, _started
     _started = started
+    # Ctrl-C and a stop signal are the server's to handle (it stops the workers); a worker that died of
+    # them would break the pool in the middle of the server's own shutdown
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
     try:
         import torch
@@ -66,7 +72,12 @@ def _start_worker(settings: Settings, threads: int, parent: int, started) -> Non
         torch.set_num_threads(threads)  # the workers share the cores: no oversubscribed OpenMP pools
         from vidsearch.search import open_engine
 
-        _engine = open_engine(settings)  # no ONNX copy of the text tower: the server encodes the texts
+        # no ONNX copy of the text tower (the server encodes the texts); the coarse index is saved by
+        # the server alone; and a worker looks for a new version only when the server serves one
+        # (workers that each followed the store on their own would drift apart: a page's cursor made
+        # on one worker's version would be refused by another's)
+        settings = settings.model_copy(update={"ann_saved": False, "refresh_seconds": float("inf")})
+        _engine = open_engine(settings)
         gc.freeze()  # see app.py: the model's and libraries' objects are never collected
     except Exception as exc:  # noqa: BLE001 - reported to the server by `_hello`
         _error = f"{type(exc).__name__}: {exc}"
@@ -96,11 +107,31 @@ def _answer(req: SearchRequest, version: str, vectors: tuple | None) -> SearchRe
     engine = _engine
     if engine is None:
         raise WorkerUnavailable(_error or "the worker has no engine")
-    if engine.snapshot.version != version:
-        engine.refresh(wait=True)
+    if engine.snapshot.version != version or _cursor_version(req) not in (None, engine.snapshot.version):
+        # the server is on another version, or the cursor was made by a worker that is (the store
+        # moved on twice while the server looked once): look for the newest committed one
+        try:
+            engine.refresh(wait=True)
+        except Exception:  # noqa: BLE001 - as in the server: the last good snapshot answers
+            logging.getLogger(__name__).exception("index refresh failed; still serving version %s", engine.snapshot.version)
     if vectors is not None and req.query is not None:
         engine.use_query_vectors(req.query, *vectors)
     return search_response(engine, req)
+
+
+def _cursor_version(req: SearchRequest) -> str | None:
+    """The index version a request's cursor was made on (None: no cursor, or not one of ours: the
+    search itself says what is wrong with it)."""
+    if not req.cursor:
+        return None
+    from vidsearch.search import SearchError
+
+    from .presenting import decode_cursor, request_key
+
+    try:
+        return decode_cursor(req.cursor, request_key(req))[1]
+    except SearchError:
+        return None
 
 
 # -- in the server -------------------------------------------------------------------------------
@@ -138,17 +169,19 @@ class SearchProcesses:
         t0 = time.monotonic()
         try:
             answers = [f.result() for f in hellos]
-        except BrokenProcessPool as exc:
-            self.error = f"the search workers did not start: {exc}"
-            log.error(self.error)
+        except BrokenProcessPool as exc:  # a worker died while it loaded (memory?): try again, a few times
+            self._replace(pool, exc)
             return
         errors = {a["error"] for a in answers if a["error"]}
-        if pool is not self._pool:
-            return
-        if errors:  # e.g. the model does not load: answered in-process (where the same error shows)
-            self.error = "; ".join(sorted(errors))
-            log.error("search workers cannot answer: %s", self.error)
-            return
+        with self._lock:
+            if pool is not self._pool:
+                return
+            if errors:  # e.g. the model does not load: threads answer for good (the same error shows there)
+                self.error = "; ".join(sorted(errors))
+                log.error("search workers cannot answer, threads do: %s", self.error)
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)  # nothing to keep their memory for
+                return
         self.pids, self.error, self.ready = sorted({a["pid"] for a in answers}), None, True
         log.info("%d search processes ready in %.1f s", self.n, time.monotonic() - t0)
 

@@ -85,6 +85,12 @@ def test_a_failed_batch_fails_its_callers_and_the_next_batch_works():
     with pytest.raises(RuntimeError, match="tower down"):
         batcher("a")
     assert batcher("b").tolist() == [1.0, 1.0]
+    # a tower that returns too few vectors fails its callers instead of leaving one waiting for ever
+    short = QueryBatcher(lambda texts: [np.ones(2, np.float32)][: len(texts) - 1], wait_ms=1)
+    with pytest.raises(RuntimeError, match="0 vectors for 1 texts"):
+        short("c")
+    with pytest.raises(RuntimeError, match="0 vectors for 1 texts"):
+        short("d")  # and the next caller leads again
 
 
 def test_the_tiny_text_tower_gives_the_sentence_vector_in_the_same_pass(tiny_backbone):

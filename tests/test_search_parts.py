@@ -412,6 +412,12 @@ def test_moments_of_a_page_at_once_are_each_videos_own():
             np.testing.assert_allclose(got.curve.thresholds, want.curve.thresholds, atol=1e-6)
             assert got.curve.step == pytest.approx(want.curve.step) and got.windows.shape == want.windows.shape
     assert ties <= 3, ties  # of ~900 videos
+    # an hour of talk over one still picture is one unit: smoothed over thousands of bins, it is
+    # localised on its own (a page-wide smoothing array would be bins x radius: gigabytes)
+    still = (np.array([0.0]), np.array([3600.0]), np.array([0.4]), np.array([[600.0, 660.0, 0.9]]))
+    page = [still, _random_evidence(rng, "frames"), still]
+    for want, got in zip([localize_moments(*it, max_moments=3) for it in page], localize_moments_many(page, max_moments=3)):
+        assert [(m.start, m.end) for m in got.moments] == pytest.approx([(m.start, m.end) for m in want.moments])
     with pytest.raises(ValueError, match="NaN"):
         localize_moments_many([(np.zeros(3), np.ones(3), np.array([0.1, np.nan, 0.2]), None)])
     assert localize_moments_many([]) == []

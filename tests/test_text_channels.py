@@ -321,8 +321,8 @@ def test_rapid_reader_detects_on_a_smaller_frame_and_reads_full_size_crops(capti
 def test_ocr_and_the_encoder_share_one_decode(tmp_path, monkeypatch):
     """With OCR sampling the encoder's times (the default), the video is decoded once, whole, at OCR's
     height: the text is read from those frames and the encoder gets them scaled and cropped (within a
-    few grey levels of a decode at its own size). Another OCR rate decodes twice; an OCR failure costs
-    the text only."""
+    few grey levels of a decode at its own size). A slower OCR rate reads some of those frames (one
+    decode); a faster one decodes again; an OCR failure costs the text only."""
     pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
     from vidsearch.indexer import prepare as prep
 
@@ -340,8 +340,18 @@ def test_ocr_and_the_encoder_share_one_decode(tmp_path, monkeypatch):
     assert np.abs(shared.frames.frames.astype(np.int16) - alone.frames.frames).mean() < 3.0
     assert np.array_equal(shared.frames.unit_start, alone.frames.unit_start)
     decodes.clear()
+    reads = []
+    real_add = prep.OcrReader.add
+    monkeypatch.setattr(prep.OcrReader, "add", lambda self, f, t, e=None: (reads.append((len(f), list(t), list(e))), real_add(self, f, t, e))[1])
     half = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112, ocr=True, ocr_fps=0.5))
-    assert decodes == [(112, True), (360, False)] and any(s.text == "EXIT NOW" for s in half.spans)
+    assert decodes == [(360, False)]  # one decode: OCR read every other frame of it
+    assert reads == [(4, [0.0, 2.0, 4.0, 6.0], [2.0, 4.0, 6.0, 8.0])]
+    assert [(s.text, s.start, s.end) for s in half.spans] == [("EXIT NOW", 2.0, 6.0)]
+    assert half.frames.frames.shape == (8, 112, 112, 3)
+    decodes.clear()
+    twice = prep.prepare(prep.DecodeJob(str(clip), 0.5, 112, ocr=True, ocr_fps=1.0))  # OCR faster than the encoder
+    assert decodes == [(112, True), (360, False)] and any(s.text == "EXIT NOW" for s in twice.spans)
+    monkeypatch.setattr(prep.OcrReader, "add", real_add)
 
     def broken(self, *args, **kwargs):
         raise RuntimeError("the OCR model fell over")
@@ -350,6 +360,43 @@ def test_ocr_and_the_encoder_share_one_decode(tmp_path, monkeypatch):
     failed = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112, ocr=True))
     assert failed.spans == [] and failed.warnings == ["ocr: the OCR model fell over"]
     assert failed.frames.frames.shape == (8, 112, 112, 3)
+
+
+def test_a_reading_is_reused_for_the_same_text_not_for_a_changed_character():
+    """The recognition cache's test (ocr_rapid.same_text): a caption over other grain or noise is the
+    same text; a clock one second later is not, although its crop differs little on average."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from vidsearch.encoders.ocr_rapid import _signature, same_text
+
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 22)
+
+    def crop(text: str, backdrop: str, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        shape = (32, 16 + 13 * len(text), 3)
+        pixels = {"plain": np.full(shape, 40.0), "grain": 90 + rng.normal(0, 25, shape), "noise": rng.random(shape) * 255}[backdrop]
+        im = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        ImageDraw.Draw(im).text((8, 4), text, font=font, fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
+        return _signature(np.asarray(im))
+
+    for backdrop in ("plain", "grain", "noise"):
+        assert same_text(crop("12:01:07", backdrop, 1), crop("12:01:07", backdrop, 2)), backdrop
+        assert not same_text(crop("12:01:07", backdrop, 1), crop("12:01:08", backdrop, 1)), backdrop
+        assert not same_text(crop("12:01:07", backdrop, 1), crop("12:01:08", backdrop, 2)), backdrop
+    assert not same_text(crop("DANGER", "plain", 1), crop("STOP IT", "plain", 1))
+
+
+def test_a_slower_ocr_rate_picks_one_frame_per_period_across_chunks():
+    from vidsearch.indexer.prepare import ocr_picks
+
+    # 1 frame/s sampled, OCR at 0.5: a period ([2, 4) here) split between two decode chunks is read once
+    pick, start, end, last = ocr_picks(np.array([0.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0]), 0.5, -1, 7.0)
+    assert pick.tolist() == [0, 2] and start.tolist() == [0.0, 2.0] and end.tolist() == [2.0, 4.0] and last == 1
+    pick, start, end, last = ocr_picks(np.array([3.0, 4.0, 5.0, 6.0]), np.array([4.0, 5.0, 6.0, 7.0]), 0.5, last, 7.0)
+    assert pick.tolist() == [1, 3] and start.tolist() == [4.0, 6.0] and end.tolist() == [6.0, 7.0] and last == 3
+    # a merged unit (a still stretch decoded once) keeps its own, longer end
+    pick, start, end, _ = ocr_picks(np.array([0.0]), np.array([5.0]), 0.5, -1, 7.0)
+    assert pick.tolist() == [0] and end.tolist() == [5.0]
 
 
 def test_ocr_fuzzy_merge_and_changes():
