@@ -106,7 +106,7 @@ class Settings(BaseSettings):
         "rapidocr", description="rapidocr: PP-OCRv4 detection + recognition (reads text on busy backgrounds); tesseract."
     )
     ocr_fps: float | None = Field(
-        None, gt=0, le=30, description="Frames per second read for on-screen text (default: sample_fps, which shares the frames' decode; another rate decodes again)."
+        None, gt=0, le=30, description="Frames per second read for on-screen text (default: sample_fps). At sample_fps or below, OCR reads the frames' own decode; a faster rate decodes again."
     )
 
     # Search.
