@@ -43,7 +43,7 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
         if serving:
             # the libraries', the model's and the index's objects (millions) stay for the process's life:
             # out of the collector's sight, a full collection no longer walks them, which paused every
-            # request for ~0.5-0.8 s every ~10 s under load (bench/api_load.py)
+            # request for ~0.6-0.9 s every ~10 s under load (bench/api_load.py)
             gc.collect()
             gc.freeze()
         try:
