@@ -35,7 +35,7 @@ from .moments import Moment, MomentResult, localize_moments_many
 from .plan import QueryPlan
 from .rerank import rerank
 
-__all__ = ["Candidate", "CandidatePool", "Hit", "Ranking", "audio_hits", "candidate_pool", "final_ranking", "localize", "localize_many", "moment_evidence", "moment_relevance", "per_video_best"]
+__all__ = ["Candidate", "CandidatePool", "Hit", "Ranking", "audio_hits", "candidate_pool", "final_ranking", "localize_many", "moment_evidence", "moment_relevance", "per_video_best"]
 
 MOMENT_GROUP_VIDEOS = 30  # candidates whose moments compete when results are listed by moment
 SPANS_PER_RESULT = 5
@@ -201,14 +201,9 @@ def moment_evidence(plan: QueryPlan, c: Candidate, head=None) -> tuple:
     return f.start[c.in_window], f.end[c.in_window], c.relevance, hits if hits.size else None
 
 
-def localize(plan: QueryPlan, c: Candidate, head=None) -> MomentResult:
-    """Stage 3: the candidate's relevance curve and timed evidence, cut into moments."""
-    return localize_many(plan, [c], head)[0]
-
-
 def localize_many(plan: QueryPlan, candidates: list[Candidate], head=None) -> list[MomentResult]:
-    """Stage 3 for a page of candidates at once (moments.localize_moments_many: one pass over all
-    their curves)."""
+    """Stage 3 for a page of candidates: each one's relevance curve and timed evidence, cut into
+    moments, in one pass over all their curves (moments.localize_moments_many)."""
     return localize_moments_many([moment_evidence(plan, c, head) for c in candidates], max_moments=plan.request.max_moments)
 
 
