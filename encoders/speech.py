@@ -64,7 +64,12 @@ __all__ = [
 SAMPLE_RATE = 16_000
 ENGINES = ("whisper", "pocketsphinx")
 DEFAULT_WHISPER_MODEL = "tiny.en"
-PIECE_SECONDS = 10.0  # batched whisper: longest piece of speech decoded at once (pieces are cut at pauses)
+# batched whisper: longest piece of speech decoded at once (pieces are cut at pauses). Whisper's encoder
+# always reads a 30 s window (a shorter piece is padded to it), so 10 s pieces paid three encoder passes
+# for one window of speech: on five flite voices (`bench/whisper_pieces.py`) 30 s pieces cost 4.0 CPU s
+# per minute of speech instead of 6.6, at WER 0.063 instead of 0.075 (beam 5; greedy decoding, beam 1,
+# cost ~20% less and lost more words than it saved: WER ~0.12).
+PIECE_SECONDS = 30.0
 _SENTENCE_END = re.compile(r"[.!?。！？]['\")\]]*$")
 
 
@@ -305,10 +310,15 @@ def stream_audio(
 
 
 def _cpu_threads() -> int:
+    """Whisper's threads: half the cores. Speech runs beside the frame encoder, OCR and the decoders,
+    and Whisper's batched decoding gains little from a second thread: on this 2-core machine one
+    thread decoded a minute of speech faster than two (2.6 vs 3.1 s of wall time) for 2.7 CPU s
+    instead of 4.0 (`bench/whisper_pieces.py`). `speech_threads` sets it."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
 
 
 def _version(dist: str) -> str:
@@ -397,16 +407,16 @@ class _Whisper:
     window by window (which re-decodes from the last timestamp after every segment) at the same WER.
     `batch_size` 1 is that sequential decoder."""
 
-    def __init__(self, model, device, compute_type, cpu_threads, language, beam_size, vad, batch_size=8, piece_seconds=PIECE_SECONDS):
+    def __init__(self, model, device, compute_type, cpu_threads, language, beam_size, vad, batch_size=8, piece_seconds: float | None = None):
         self.model, desc = load_whisper(model, device, compute_type, cpu_threads)
         self.language, self.beam_size, self.vad = language, beam_size, vad
-        self.batch_size, self.piece_seconds = batch_size, piece_seconds
+        self.batch_size, self.piece_seconds = batch_size, piece_seconds or PIECE_SECONDS
         self._batched = None
         if batch_size > 1:
             from faster_whisper import BatchedInferencePipeline
 
             self._batched = BatchedInferencePipeline(model=self.model)
-        mode = f" batch{batch_size}/{piece_seconds:g}s" if batch_size > 1 else ""
+        mode = f" batch{batch_size}/{self.piece_seconds:g}s" if batch_size > 1 else ""
         self.provenance = (
             f"faster-whisper {_version('faster-whisper')} {desc} {device}/{compute_type} beam{beam_size}"
             f"{' vad' if vad else ''}{mode}"

@@ -48,6 +48,7 @@ class DecodeJob:
     ocr_engine: str = "rapidocr"
     ocr_fps: float | None = None  # frames per second read for text (None: sample_fps)
     speech_batch: int = 8
+    speech_threads: int = 0  # Whisper's threads (0: half the cores)
 
     def ocr_size(self, info: ProbeResult) -> int:
         """The short side OCR reads whole frames at: `ocr_height`, or the video's height where that is less."""
@@ -58,7 +59,8 @@ def decode_job(s, location: str, image_size: int) -> DecodeJob:
     """What a decoder is asked to do for one file under settings `s` (both engines ask the same)."""
     return DecodeJob(location, s.sample_fps, image_size, want_audio=False,
                      speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr,
-                     ocr_engine=s.ocr_engine, ocr_fps=s.ocr_fps, speech_batch=s.speech_batch)  # fmt: skip
+                     ocr_engine=s.ocr_engine, ocr_fps=s.ocr_fps, speech_batch=s.speech_batch,
+                     speech_threads=s.speech_threads)  # fmt: skip
 
 
 @dataclass
@@ -236,7 +238,7 @@ def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> list:
             yield block
             progress.done += len(block) / SAMPLE_RATE
 
-    options = {"batch_size": job.speech_batch} if job.speech_engine == "whisper" else {}
+    options = {"batch_size": job.speech_batch, "cpu_threads": job.speech_threads} if job.speech_engine == "whisper" else {}
     spans = get_recognizer(job.speech_engine, job.speech_model, **options).transcribe(counted()).spans
     return [s.shifted(info.audio_start) for s in spans] if info.audio_start else spans
 

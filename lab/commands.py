@@ -209,6 +209,13 @@ def evaluate(
     for name, row in report["methods"].items():
         table.add_row(name, *[f"{row[c]:.2f}" if c in row else "-" for c in cols])
     out.print(table)
+    for name, row in report["methods"].items():
+        if "P@1_by_attribute" in row:
+            out.print(f"{name}: first result holds the caption's "
+                      + ", ".join(f"{a} {v:.2f}" for a, v in row["P@1_by_attribute"].items()))
+    if "attribute_chance" in report:
+        out.print("... by chance (the share of videos holding it): "
+                  + ", ".join(f"{a} {v:.2f}" for a, v in report["attribute_chance"].items()))
     if "R@1_ceiling" in report:
         out.print(f"R@1 ceiling (a perfect recogniser, ties among videos holding the same event): {report['R@1_ceiling']:.2f}")
     if report.get("direction"):

@@ -31,7 +31,7 @@ from vidsearch.store import StoreError
 from vidsearch.encoders.directions import reverse_direction
 
 from .datasets import read_jsonl
-from .relevance_eval import direction_accuracy, r1_ceiling, relevance_metrics, relevant_events
+from .relevance_eval import attribute_chance, attribute_p1, attribute_relevance, direction_accuracy, r1_ceiling, relevance_metrics, relevant_events
 
 CHUNK = 64  # queries per scoring chunk (bounded memory: CHUNK x videos x D)
 
@@ -131,9 +131,12 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
             found = localize_moments(f.start, f.end, f.vectors @ text[q], sound if sound.size else None, max_moments=1)
             return (found.moments[0].start, found.moments[0].end) if found.moments else None
 
+        by_attribute = attribute_relevance(Path(events), Path(events).parent, col_of_path, queries, true_cols)
         for name, s in sims.items():
             report["methods"][name].update(relevance_metrics(s, relevant, top_moment))
+            report["methods"][name]["P@1_by_attribute"] = attribute_p1(s, by_attribute)
         report["R@1_ceiling"] = r1_ceiling(relevant)
+        report["attribute_chance"] = attribute_chance(by_attribute, len(used))
     report["direction"] = _direction(engine, queries, text, true_cols, feats)
     timed = ~np.isnan(queries.start)
     if timed.any():

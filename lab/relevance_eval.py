@@ -12,7 +12,9 @@ matching every attribute the caption names, read from a synthetic corpus's event
 - **R@1 ceiling**: the R@1 of a perfect recogniser that ranks all matching videos equal (mean of
   1 / number of matching videos), i.e. how much of R@1's shortfall is ties, not mistakes;
 - **direction accuracy**: how often a caption naming a direction scores above the same caption with
-  the direction reversed, on its own video (50% = blind to order).
+  the direction reversed, on its own video (50% = blind to order);
+- **P@1 by attribute**: the first result holds an event with the caption's colour (shape, motion,
+  sound), beside its chance (the share of videos holding it): which attribute a model misses.
 
 Captions always name colour, shape, motion and sound (every template does); they name the backdrop,
 on-screen words or speech only sometimes, and those count only when the caption names them.
@@ -47,9 +49,8 @@ def _matches(event: dict, key: tuple) -> bool:
     return all(k is None or k == a for k, a in zip(key, attrs))
 
 
-def relevant_events(events_path: Path, data_root: Path, col_of_path: dict[str, int], queries, true_cols: np.ndarray) -> list[dict[int, list[tuple[float, float]]]]:
-    """Per query: {video column: [(start, end) of each matching event]} over the evaluated videos
-    (``true_cols``: each query's own video's column, which always counts)."""
+def _read_events(events_path: Path, data_root: Path, col_of_path: dict[str, int]) -> tuple[dict, dict[int, list[dict]]]:
+    """events.jsonl as ({(resolved path, start): event}, {video column: its events})."""
     by_key: dict[tuple[str, float], dict] = {}
     by_col: dict[int, list[dict]] = defaultdict(list)
     for line in Path(events_path).read_text(encoding="utf-8").splitlines():
@@ -58,9 +59,21 @@ def relevant_events(events_path: Path, data_root: Path, col_of_path: dict[str, i
         by_key[(path, round(float(e["start"]), 3))] = e
         if path in col_of_path:
             by_col[col_of_path[path]].append(e)
+    return by_key, by_col
+
+
+def _own_event(by_key: dict, queries, q: int) -> dict | None:
+    """The event a query's caption describes (None for an untimed caption or one not in the file)."""
+    return by_key.get((queries.path[q], round(float(queries.start[q]), 3))) if not np.isnan(queries.start[q]) else None
+
+
+def relevant_events(events_path: Path, data_root: Path, col_of_path: dict[str, int], queries, true_cols: np.ndarray) -> list[dict[int, list[tuple[float, float]]]]:
+    """Per query: {video column: [(start, end) of each matching event]} over the evaluated videos
+    (``true_cols``: each query's own video's column, which always counts)."""
+    by_key, by_col = _read_events(events_path, data_root, col_of_path)
     out = []
     for q in range(len(queries.text)):
-        own = by_key.get((queries.path[q], round(float(queries.start[q]), 3))) if not np.isnan(queries.start[q]) else None
+        own = _own_event(by_key, queries, q)
         if own is None:
             out.append({int(true_cols[q]): [(queries.start[q], queries.end[q])]})
             continue
@@ -73,6 +86,36 @@ def relevant_events(events_path: Path, data_root: Path, col_of_path: dict[str, i
         found.setdefault(int(true_cols[q]), [(queries.start[q], queries.end[q])])
         out.append(found)
     return out
+
+
+def attribute_relevance(events_path: Path, data_root: Path, col_of_path: dict[str, int], queries, true_cols: np.ndarray) -> dict[str, list[set[int]]]:
+    """Per attribute the caption always names (colour, shape, motion, sound), per query: the video
+    columns holding an event with the caption's own value of that attribute. P@1 on each says which
+    attribute a model recognises and which it misses (P@1 by relevance needs all four at once)."""
+    by_key, by_col = _read_events(events_path, data_root, col_of_path)
+    cols_by_value: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for col, events in by_col.items():
+        for e in events:
+            for a in ALWAYS:
+                cols_by_value[(a, e[a])].add(col)
+    out: dict[str, list[set[int]]] = {a: [] for a in ALWAYS}
+    for q in range(len(queries.text)):
+        own = _own_event(by_key, queries, q)
+        for a in ALWAYS:
+            out[a].append(cols_by_value[(a, own[a])] | {int(true_cols[q])} if own is not None else {int(true_cols[q])})
+    return out
+
+
+def attribute_p1(sims: np.ndarray, by_attribute: dict[str, list[set[int]]]) -> dict[str, float]:
+    """Percent of first results holding an event with the caption's colour (shape, motion, sound)."""
+    top1 = np.argmax(sims, axis=1)
+    return {a: round(100 * float(np.mean([int(top1[q]) in cols[q] for q in range(len(cols))])), 2) for a, cols in by_attribute.items()}
+
+
+def attribute_chance(by_attribute: dict[str, list[set[int]]], videos: int) -> dict[str, float]:
+    """`attribute_p1` of a ranking that ignores that attribute: the share of videos holding the
+    caption's value (a video holds 2-3 events, so a random one often has the shape by luck)."""
+    return {a: round(100 * float(np.mean([len(c) / videos for c in cols])), 2) for a, cols in by_attribute.items()}
 
 
 def relevance_metrics(sims: np.ndarray, relevant: list[dict[int, list]], top_moment=None) -> dict:

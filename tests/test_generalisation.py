@@ -15,7 +15,7 @@ import torch
 from vidsearch.encoders.directions import reverse_direction
 from vidsearch.encoders.temporal import TemporalMixer, frame_cues, mix_units, unit_cues_of, widen_state
 from vidsearch.lab import synth
-from vidsearch.lab.relevance_eval import named_key, r1_ceiling, relevance_metrics
+from vidsearch.lab.relevance_eval import attribute_chance, attribute_p1, attribute_relevance, named_key, r1_ceiling, relevance_metrics
 
 SEED = 3
 N = 4
@@ -248,6 +248,26 @@ def test_relevance_metrics_count_any_matching_video():
     assert r1_ceiling(relevant) == pytest.approx(100 * (1 / 2 + 1 + 1 / 3) / 3, abs=0.01)
 
 
+def test_attribute_p1_says_which_attribute_the_first_result_holds(tmp_path):
+    from types import SimpleNamespace
+
+    events = [  # video a: red circle left low; video b: red square right clap; video c: blue circle left low
+        {"video": "a.mp4", "start": 0.0, "end": 2.0, "colour": "red", "shape": "circle", "motion": "left", "sound": "low"},
+        {"video": "b.mp4", "start": 0.0, "end": 2.0, "colour": "red", "shape": "square", "motion": "right", "sound": "clap"},
+        {"video": "c.mp4", "start": 0.0, "end": 2.0, "colour": "blue", "shape": "circle", "motion": "left", "sound": "low"},
+    ]
+    (tmp_path / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events))
+    cols = {str((tmp_path / n).resolve()): i for i, n in enumerate(("a.mp4", "b.mp4", "c.mp4"))}
+    queries = SimpleNamespace(text=["a red circle moves left, low tone"], path=[str((tmp_path / "a.mp4").resolve())],
+                              start=np.array([0.0]), end=np.array([2.0]))  # fmt: skip
+    by = attribute_relevance(tmp_path / "events.jsonl", tmp_path, cols, queries, np.array([0]))
+    assert by == {"colour": [{0, 1}], "shape": [{0, 2}], "motion": [{0, 2}], "sound": [{0, 2}]}
+    # first result b: the colour is right, shape, motion and sound are not; c: the other way round
+    assert attribute_p1(np.array([[0.1, 0.9, 0.2]]), by) == {"colour": 100.0, "shape": 0.0, "motion": 0.0, "sound": 0.0}
+    assert attribute_p1(np.array([[0.1, 0.2, 0.9]]), by) == {"colour": 0.0, "shape": 100.0, "motion": 100.0, "sound": 100.0}
+    assert attribute_chance(by, 3) == pytest.approx({"colour": 66.67, "shape": 66.67, "motion": 66.67, "sound": 66.67})
+
+
 def test_a_caption_names_backdrop_and_words_only_when_it_says_them():
     e = {"colour": "red", "shape": "circle", "motion": "left", "sound": "low", "background": "plain", "onscreen": "STOP", "spoken": None}
     assert named_key(e, "a red ball drifts to the left; a deep beep rings out") == ("red", "circle", "left", "low", None, None, None)
@@ -268,6 +288,10 @@ def test_eval_reports_relevance_ceiling_and_direction(unseen_synth_corpus, tmp_p
         assert row["P@1_relevant"] >= row["R@1"], name  # the caption's own video is always relevant
         assert 0 <= row["moment_P@1_iou0.5"] <= row["P@1_relevant"]
     assert 0 < report["R@1_ceiling"] <= 100
+    for name, row in report["methods"].items():  # each attribute alone is easier than all four at once
+        assert set(row["P@1_by_attribute"]) == {"colour", "shape", "motion", "sound"}, name
+        assert min(row["P@1_by_attribute"].values()) >= row["P@1_relevant"], name
+    assert set(report["attribute_chance"]) == {"colour", "shape", "motion", "sound"}
     d = report["direction"]
     assert d["queries"] > 0 and all(0 <= d[k] <= 100 for k in ("mean", "xpool", "fused"))
     assert 0 < d["event_queries"] <= d["queries"] and 0 <= d["event"] <= 100

@@ -525,3 +525,31 @@ def test_sentence_encoder_ranks_paraphrase_above_unrelated():
     table = span_table("vid1", spans, get_sentence_encoder())
     assert table.schema.equals(spans_schema()) and table.num_rows == 2  # the blank span is dropped
     assert table.column("span_id").to_pylist() == span_table("vid1", spans).column("span_id").to_pylist()
+
+
+def test_whisper_reads_30_s_pieces_on_half_the_cores_unless_told(monkeypatch):
+    """Whisper's encoder reads 30 s windows whatever the piece (shorter pieces are padded: 10 s pieces
+    paid three windows for one), and its threads default to half the cores; `speech_threads` says
+    otherwise, down to the decoder process that transcribes."""
+    from vidsearch.config import Settings
+    from vidsearch.encoders import speech
+    from vidsearch.indexer.prepare import decode_job
+
+    assert speech.PIECE_SECONDS == 30.0
+    monkeypatch.setattr(speech.os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert speech._cpu_threads() == 4
+    monkeypatch.setattr(speech.os, "sched_getaffinity", lambda pid: {0})
+    assert speech._cpu_threads() == 1
+    assert decode_job(Settings(model="tiny"), "a.mp4", 112).speech_threads == 0
+    assert decode_job(Settings(model="tiny", speech_threads=3), "a.mp4", 112).speech_threads == 3
+    loaded = []
+
+    def load(model, device, compute_type, cpu_threads):
+        loaded.append(cpu_threads)
+        return None, "tiny.en"
+
+    monkeypatch.setattr(speech, "_load_whisper_cached", load)
+    monkeypatch.setattr(speech.os, "sched_getaffinity", lambda pid: set(range(6)))
+    speech.load_whisper(None)
+    speech.load_whisper(None, cpu_threads=5)
+    assert loaded == [3, 5]

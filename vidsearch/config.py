@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     speech_batch: int = Field(
         8, ge=1, description="Whisper: pieces of speech decoded side by side (1: the sequential decoder, ~3x slower)."
     )
+    speech_threads: int = Field(
+        0, ge=0, description="Whisper's CPU threads per decoder process (0: half the cores; speech runs beside the frame encoder and OCR)."
+    )
     ocr: bool = Field(True, description="Read on-screen text into timed spans.")
     ocr_engine: Literal["rapidocr", "tesseract"] = Field(
         "rapidocr", description="rapidocr: PP-OCRv4 detection + recognition (reads text on busy backgrounds); tesseract."
