@@ -56,6 +56,7 @@ def _resolve_package_paths(cfg: dict) -> dict:
     return resolve(cfg)
 
 
+OVERLAP_FROM_BATCH = 256  # frames per tower call from which GPU uploads overlap the tower (see _encode_frames_overlapped)
 _UNAVAILABLE: dict[str, str] = {}  # our configs whose packaged parts are not installed: why
 
 
@@ -258,7 +259,10 @@ class ClipBackbone:
         mixes each unit with its neighbours. Returns (vectors, start, end, video index) per unit.
         """
         if self.merging == "off":
-            vecs = np.concatenate([self.encode_frames(frames[i : i + batch]) for i in range(0, len(frames), batch)])
+            if self.device.type == "cuda" and len(frames) > batch >= OVERLAP_FROM_BATCH:
+                vecs = self._encode_frames_overlapped(frames, batch)
+            else:
+                vecs = np.concatenate([self.encode_frames(frames[i : i + batch]) for i in range(0, len(frames), batch)])
             s, e, v = np.asarray(unit_start, np.float64), np.asarray(unit_end, np.float64), np.asarray(video_index)
         else:
             from .token_merging import encode_many_video_units
@@ -269,6 +273,45 @@ class ClipBackbone:
 
         cues = unit_cues_of(self.head, frames, unit_start, unit_end, video_index, s, v)  # where things move (pixels)
         return mix_units_of(self.head, vecs, s, e, v, cues), s, e, v  # units that know their neighbours (order)
+
+    @torch.inference_mode()
+    def _encode_frames_overlapped(self, frames: np.ndarray, batch: int) -> np.ndarray:
+        """`encode_frames` batch by batch on a GPU, with the next batch's pixels uploading (through
+        pinned memory, on a side stream) while the tower runs the current one, and the vectors
+        brought back once at the end. Batch by batch the plain loop uploaded from pageable memory and
+        waited for each batch's vectors, so the GPU sat idle during every upload. On an H200
+        (bench/encode_device.py, ViT-B-32 bf16, 8 batches a call): 20,945 -> 28,048 frames/s at batch
+        1024, 19,434 -> 22,138 at 256, the same vectors; at 64 the pinned copies cost more than they
+        hide (14,287 -> 13,141), hence `OVERLAP_FROM_BATCH`."""
+        copy = torch.cuda.Stream(self.device)
+        staging = [torch.empty((batch, *frames.shape[1:]), dtype=torch.uint8, pin_memory=True) for _ in range(2)]
+        uploaded: list[torch.cuda.Event | None] = [None, None]
+
+        def upload(i: int, slot: int) -> tuple[torch.Tensor, torch.cuda.Event]:
+            if uploaded[slot] is not None:
+                uploaded[slot].synchronize()  # the slot's last upload has left it
+            n = min(batch, len(frames) - i)
+            staging[slot][:n].numpy()[...] = frames[i : i + n]
+            with torch.cuda.stream(copy):
+                on_device = staging[slot][:n].to(self.device, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(copy)
+            uploaded[slot] = done
+            return on_device, done
+
+        out = []
+        starts = range(0, len(frames), batch)
+        pending = upload(0, 0)
+        for k, i in enumerate(starts):
+            x, ready = pending
+            if i + batch < len(frames):
+                pending = upload(i + batch, (k + 1) % 2)  # on the CPU while the GPU runs this batch
+            torch.cuda.current_stream(self.device).wait_event(ready)
+            x.record_stream(torch.cuda.current_stream(self.device))
+            x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+            feats = self.model.encode_image(((x - self.mean) / self.std).to(self.visual_dtype)).float()
+            out.append(torch.nn.functional.normalize(feats, dim=-1))
+        return torch.cat(out).cpu().numpy()
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
