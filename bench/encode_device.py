@@ -2,9 +2,12 @@
 
 The indexer hands the frame tower uint8 frames already resized and cropped (`ClipBackbone.encode_units`:
 upload, scale and normalise on the device, the tower, unit vectors back to the host); this times that
-call, not the bare tower, for each model x precision x batch size x token merging asked, on the
-device asked (`--device cuda`) and, as the baseline in the same run, on the CPU (`--cpu-batches`
-batches of the first configuration; 0 skips it). Random weights (`pretrained="none"`): speed does not
+call, not the bare tower, with `--batches` tower batches in one call (as the Ray encode actor hands
+over a whole video), for each model x precision x batch size x token merging asked, on the device
+asked (`--device cuda`) and, as the baseline in the same run, on the CPU (`--cpu-batches` batches of
+the first configuration; 0 skips it). Without merging on a GPU it also times the per-batch loop the
+call ran before uploads overlapped the tower (upload, tower, vectors back, batch by batch) and checks
+that both give the same vectors; and (unless `--no-tower`) the tower alone on frames already there. Random weights (`pretrained="none"`): speed does not
 depend on their values, and no weights are downloaded. Frames are the token-merging bench's synthetic
 clips (a panning textured scene with moving objects), so merging sees real redundancy.
 
@@ -53,7 +56,7 @@ def _gflops_per_frame(bb, frames: np.ndarray) -> float:
 
 
 def measure(model: str, precision: str, batch: int, merging: str, device: str, frames: np.ndarray, repeats: int, batches: int) -> dict:
-    """Frames/s of `encode_units` over `batches` batches of `batch` frames (whole clips)."""
+    """Frames/s of one `encode_units` call on `batches` batches of `batch` frames (whole clips)."""
     bb = load_backbone(model, pretrained="none", precision=precision, device=device, merging=merging)
     dev = torch.device(device)
     n = batch * batches
