@@ -56,6 +56,13 @@ def _resolve_package_paths(cfg: dict) -> dict:
     return resolve(cfg)
 
 
+def default_batch_size(backbone) -> int:
+    """Frames per tower call when `batch_size` is not set: 32 on a CPU (the default of every earlier
+    round), 256 on a GPU, where small batches leave it idle: on an H200, ViT-B-32 in bf16 encoded
+    14,287 frames/s at batch 64 and 22,138 at 256 (bench/encode_device.py; README "On paper")."""
+    return 256 if getattr(getattr(backbone, "device", None), "type", None) == "cuda" else 32
+
+
 OVERLAP_FROM_BATCH = 256  # frames per tower call from which GPU uploads overlap the tower (see _encode_frames_overlapped)
 _UNAVAILABLE: dict[str, str] = {}  # our configs whose packaged parts are not installed: why
 

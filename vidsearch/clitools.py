@@ -70,7 +70,7 @@ FpsOpt = Annotated[Optional[float], typer.Option("--sample-fps", help="Frames sa
 WinOpt = Annotated[Optional[float], typer.Option("--window-seconds", help="Fixed-window segment length [default 4].")]
 StrideOpt = Annotated[Optional[float], typer.Option("--window-stride", help="Fixed-window stride [default 2].")]
 ShotOpt = Annotated[Optional[float], typer.Option("--shot-threshold", help="Histogram change that cuts a shot, 0..1 [default 0.4].")]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Frames per encoder batch [default 32].")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Frames per encoder batch [default: 256 on a GPU, 32 elsewhere].")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--decode-workers", help="Decoder processes [default: cores, at most 4].")]
 ProgressFileOpt = Annotated[Optional[Path], typer.Option("--progress-file", help="Also write progress as JSON to this file (for job runners).")]
 SpeechOpt = Annotated[Optional[bool], typer.Option("--speech/--no-speech", help="Transcribe speech into timed text [default on].")]

@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     )
 
     # Pipeline.
-    batch_size: int = Field(32, ge=1, description="Frames per encoder batch.")
+    batch_size: int | None = Field(
+        None, ge=1, description="Frames per encoder batch (default: 256 where the frame tower runs on a GPU, 32 elsewhere)."
+    )
     decode_workers: int | None = Field(None, ge=1, description="Decoder processes (default: cores, at most 4).")
     overlap: Literal["auto", "on", "off"] = Field(
         "auto",
