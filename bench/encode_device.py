@@ -55,13 +55,30 @@ def _gflops_per_frame(bb, frames: np.ndarray) -> float:
     return _gflops(lambda: bb.encode_units(frames[:n], starts, starts + 1.0, np.arange(n) // FRAMES_PER_CLIP, batch=n)) / n
 
 
+def _repeat(frames: np.ndarray, n: int, batch: int) -> np.ndarray:
+    """`n` frames made of the synthetic clips, repeated (whole clips: merging works within one)."""
+    pool = frames[: max(batch, FRAMES_PER_CLIP)]
+    return np.concatenate([pool] * (n // len(pool) + 1))[:n]
+
+
+def _timed(fn, repeats: int):
+    """(median seconds of `repeats` calls after a warm-up that picks kernels and grows memory pools,
+    the last call's result)."""
+    fn()
+    times, got = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        got = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), got
+
+
 def measure(model: str, precision: str, batch: int, merging: str, device: str, frames: np.ndarray, repeats: int, batches: int) -> dict:
     """Frames/s of one `encode_units` call on `batches` batches of `batch` frames (whole clips)."""
     bb = load_backbone(model, pretrained="none", precision=precision, device=device, merging=merging)
     dev = torch.device(device)
     n = batch * batches
-    pool = frames[: max(batch, FRAMES_PER_CLIP)]
-    work = np.concatenate([pool] * (n // len(pool) + 1))[:n]
+    work = _repeat(frames, n, batch)
     starts = np.arange(n, dtype=np.float64) % FRAMES_PER_CLIP
     video = np.arange(n) // FRAMES_PER_CLIP
 
@@ -75,18 +92,9 @@ def measure(model: str, precision: str, batch: int, merging: str, device: str, f
     def plain() -> np.ndarray:  # the loop encode_units ran before: upload, tower, vectors back, per batch
         return np.concatenate([bb.encode_frames(work[i : i + batch]) for i in range(0, n, batch)])
 
-    def timed(fn) -> tuple[float, np.ndarray]:
-        fn()  # warm-up: kernels chosen, memory pools grown
-        times, got = [], None
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            got = fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times), got
-
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    secs, vecs = timed(run)
+    secs, vecs = _timed(run, repeats)
     out = {
         "model": model, "precision": precision, "batch": batch, "merging": merging, "device": device,
         "dtype": str(bb.visual_dtype).replace("torch.", ""), "frames": n, "units": len(vecs),
@@ -95,7 +103,7 @@ def measure(model: str, precision: str, batch: int, merging: str, device: str, f
     if dev.type == "cuda":
         out["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(dev) / 1e9, 2)
         if merging == "off":
-            plain_secs, plain_vecs = timed(plain)
+            plain_secs, plain_vecs = _timed(plain, repeats)
             out["plain_loop_frames_per_s"] = round(n / plain_secs, 1)
             out["max_abs_diff_vs_plain_loop"] = float(np.abs(plain_vecs - vecs).max())
     del bb
@@ -109,8 +117,7 @@ def measure_tower(model: str, precision: str, batch: int, device: str, frames: n
     encode step would reach if uploading, normalising and returning vectors cost nothing."""
     bb = load_backbone(model, pretrained="none", precision=precision, device=device)
     dev = torch.device(device)
-    pool = frames[: max(batch, FRAMES_PER_CLIP)]
-    x = bb._normalised(np.concatenate([pool] * (batch // len(pool) + 1))[:batch]).to(bb.visual_dtype)
+    x = bb._normalised(_repeat(frames, batch, batch)).to(bb.visual_dtype)
 
     def run() -> None:
         with torch.inference_mode():
@@ -118,16 +125,11 @@ def measure_tower(model: str, precision: str, batch: int, device: str, frames: n
                 bb.model.encode_image(x)
         _sync(dev)
 
-    run()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
+    secs, _ = _timed(run, repeats)
     del bb, x
     if dev.type == "cuda":
         torch.cuda.empty_cache()
-    return {"model": model, "precision": precision, "batch": batch, "frames_per_s": round(batch * batches / statistics.median(times), 1)}
+    return {"model": model, "precision": precision, "batch": batch, "frames_per_s": round(batch * batches / secs, 1)}
 
 
 def main() -> None:

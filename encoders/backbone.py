@@ -251,9 +251,17 @@ class ClipBackbone:
         return Fingerprint(model=self.name, weights=self.weights, dim=self.dim, merging=self.merging, extra=extra)
 
     def _normalised(self, frames: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        return self._scaled(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device))
+
+    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (N, S, S, 3) already on the device -> the tower's normalised float input."""
         x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
         return (x - self.mean) / self.std
+
+    def _unit_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 frames already on the device -> unit-length frame vectors (float32, on the device)."""
+        feats = self.model.encode_image(self._scaled(x).to(self.visual_dtype)).float()
+        return torch.nn.functional.normalize(feats, dim=-1)
 
     @torch.inference_mode()
     def encode_units(
@@ -315,17 +323,13 @@ class ClipBackbone:
                 pending = upload(i + batch, (k + 1) % 2)  # on the CPU while the GPU runs this batch
             torch.cuda.current_stream(self.device).wait_event(ready)
             x.record_stream(torch.cuda.current_stream(self.device))
-            x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-            feats = self.model.encode_image(((x - self.mean) / self.std).to(self.visual_dtype)).float()
-            out.append(torch.nn.functional.normalize(feats, dim=-1))
+            out.append(self._unit_vectors(x))
         return torch.cat(out).cpu().numpy()
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames (N, S, S, 3), already resized and cropped to `image_size` -> unit vectors (N, D)."""
-        x = self._normalised(frames)
-        feats = self.model.encode_image(x.to(self.visual_dtype)).float()
-        return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
+        return self._unit_vectors(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)).cpu().numpy()
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str]) -> np.ndarray:

@@ -407,16 +407,16 @@ class _Whisper:
     window by window (which re-decodes from the last timestamp after every segment) at the same WER.
     `batch_size` 1 is that sequential decoder."""
 
-    def __init__(self, model, device, compute_type, cpu_threads, language, beam_size, vad, batch_size=8, piece_seconds: float | None = None):
+    def __init__(self, model, device, compute_type, cpu_threads, language, beam_size, vad, batch_size=8, piece_seconds=PIECE_SECONDS):
         self.model, desc = load_whisper(model, device, compute_type, cpu_threads)
         self.language, self.beam_size, self.vad = language, beam_size, vad
-        self.batch_size, self.piece_seconds = batch_size, piece_seconds or PIECE_SECONDS
+        self.batch_size, self.piece_seconds = batch_size, piece_seconds
         self._batched = None
         if batch_size > 1:
             from faster_whisper import BatchedInferencePipeline
 
             self._batched = BatchedInferencePipeline(model=self.model)
-        mode = f" batch{batch_size}/{self.piece_seconds:g}s" if batch_size > 1 else ""
+        mode = f" batch{batch_size}/{piece_seconds:g}s" if batch_size > 1 else ""
         self.provenance = (
             f"faster-whisper {_version('faster-whisper')} {desc} {device}/{compute_type} beam{beam_size}"
             f"{' vad' if vad else ''}{mode}"
