@@ -5,9 +5,15 @@ report slide"). Tesseract costs ~0.1-0.25 s a frame here, and video text mostly 
 keyframes, so the work is shaped around not running it:
 
 * **Skip near-identical frames.** Each frame is compared with the last frame that was read (not
-  just the previous one, so slow drift still triggers a fresh read) on a ~64-cell-wide grey
-  thumbnail; if almost no cell changed, the earlier result is reused. A caption change moves dozens
-  of cells; compression noise moves none.
+  just the previous one, so slow drift still triggers a fresh read) on grey cells of 2 x 2 pixels
+  at 360p; if fewer than 5 cells moved by over 12 grey levels, the earlier result is reused. The
+  cells are that small because the text that changes most often is the smallest: a burned-in clock
+  ticking one digit at 10-16 px (white, grey or blue on dark, H.264 at CRF 30) moved 0 cells of the
+  64-cell-wide thumbnail used before, so a still shot kept its first time for the whole video. At
+  2 px cells a 10 px grey clock's tick moves >= 6 cells ("8" -> "9", the smallest change), grain on a
+  flat still moves none, and heavy grain over a detailed still (noise 10) up to ~100: such a shot is
+  detected again at every frame, which costs time (the box cache still spares recognition), not
+  correctness.
 * **Skip flat frames.** A frame where nothing stands out from the background (blank slide, fade)
   holds no text, and Tesseract's binarisation turns its noise into junk "words"; it is not read.
 * **Merge repeats.** A line that reappears on consecutive keyframes (compared after normalising case,
@@ -124,26 +130,25 @@ def _grey(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float32)
 
 
-def thumbnail(frame: np.ndarray, width: int = 64) -> np.ndarray:
-    """Grey cell averages about `width` cells wide: cheap (a strided view, then a reshape-mean) and
-    blind to pixel noise, but a changed word still moves several cells."""
-    frame = np.asarray(frame)
-    h, w = frame.shape[:2]
-    step = max(1, w // (width * 4))
-    small = frame[::step, ::step]
-    grey = _grey(small)
-    cell = max(1, grey.shape[1] // width)
-    rows, cols = grey.shape[0] // cell, grey.shape[1] // cell
-    if rows == 0 or cols == 0:
+CELL_ROWS = 180  # a frame's short side in change cells: 2 x 2 pixel cells at 360p (see the docstring)
+
+
+def thumbnail(frame: np.ndarray, rows: int = CELL_ROWS) -> np.ndarray:
+    """Grey averages of square cells, `rows` of them along the frame's short side: small enough that
+    one changed digit of a 10 px clock moves several, large enough to average away pixel noise."""
+    grey = _grey(np.asarray(frame))
+    cell = max(1, round(min(grey.shape[:2]) / rows))
+    h, w = grey.shape[0] // cell, grey.shape[1] // cell
+    if cell == 1 or h == 0 or w == 0:
         return grey
-    return grey[: rows * cell, : cols * cell].reshape(rows, cell, cols, cell).mean(axis=(1, 3))
+    return grey[: h * cell, : w * cell].reshape(h, cell, w, cell).mean(axis=(1, 3))
 
 
-def frame_changed(a: np.ndarray, b: np.ndarray, level: float = 12.0, fraction: float = 0.001) -> bool:
-    """True when more than `fraction` of thumbnail cells moved by more than `level` grey levels."""
+def frame_changed(a: np.ndarray, b: np.ndarray, level: float = 12.0, cells: int = 5) -> bool:
+    """True when at least `cells` thumbnail cells moved by more than `level` grey levels."""
     if a.shape != b.shape:
         return True
-    return bool((np.abs(a - b) > level).mean() > fraction)
+    return bool(np.count_nonzero(np.abs(a - b) > level) >= cells)
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -373,12 +378,12 @@ class OcrReader:
         min_conf: float = DEFAULT_MIN_CONF,
         similarity: float = 0.8,
         change_level: float = 12.0,
-        change_fraction: float = 0.001,
+        change_cells: int = 5,
         target_height: int = TARGET_HEIGHT,
         workers: int | None = None,
     ):
         self.psm, self.lang, self.min_conf, self.similarity = psm, lang, min_conf, similarity
-        self.change_level, self.change_fraction, self.target_height = change_level, change_fraction, target_height
+        self.change_level, self.change_cells, self.target_height = change_level, change_cells, target_height
         self.workers = workers
         if engine not in OCR_ENGINES:
             raise ValueError(f"unknown OCR engine {engine!r}; expected one of {OCR_ENGINES}")
@@ -415,7 +420,7 @@ class OcrReader:
         ref = -1
         for i, frame in enumerate(frames):
             thumb = thumbnail(frame)
-            if self._ref_thumb is None or frame_changed(self._ref_thumb, thumb, self.change_level, self.change_fraction):
+            if self._ref_thumb is None or frame_changed(self._ref_thumb, thumb, self.change_level, self.change_cells):
                 self._ref_thumb, ref = thumb, i
             source.append(ref)
         to_read = sorted({s for s in source if s >= 0})
@@ -468,7 +473,7 @@ def ocr_frames(
     min_conf: float = DEFAULT_MIN_CONF,
     similarity: float = 0.8,
     change_level: float = 12.0,
-    change_fraction: float = 0.001,
+    change_cells: int = 5,
     target_height: int = TARGET_HEIGHT,
     workers: int | None = None,
 ) -> OcrResult:
@@ -479,6 +484,6 @@ def ocr_frames(
     on one OpenMP thread unless OMP_THREAD_LIMIT says otherwise (see `_SingleThreadEnv`).
     """
     reader = OcrReader(psm=psm, lang=lang, min_conf=min_conf, similarity=similarity, change_level=change_level,
-                       change_fraction=change_fraction, target_height=target_height, workers=workers)  # fmt: skip
+                       change_cells=change_cells, target_height=target_height, workers=workers)  # fmt: skip
     reader.add(frames, times, ends)
     return reader.result()

@@ -8,9 +8,11 @@ once per module (Whisper ~1 s, pocketsphinx + silero ~2 s, MiniLM ~10 s with its
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import wave
 from pathlib import Path
@@ -363,27 +365,72 @@ def test_ocr_and_the_encoder_share_one_decode(tmp_path, monkeypatch):
 
 
 def test_a_reading_is_reused_for_the_same_text_not_for_a_changed_character():
-    """The recognition cache's test (ocr_rapid.same_text): a caption over other grain or noise is the
-    same text; a clock one second later is not, although its crop differs little on average."""
+    """The recognition cache's test (ocr_rapid.same_text) compares glyphs: a caption over other grain,
+    shifted by a pixel, is the same text; a clock one second later is not, on any backdrop, although
+    its crop differs little on average; nor is another word."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from vidsearch.encoders.ocr_rapid import _signature, same_text
+    from vidsearch.encoders.ocr_rapid import SAME_TEXT, glyph_signature, same_text, text_difference
 
     font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 22)
 
-    def crop(text: str, backdrop: str, seed: int) -> np.ndarray:
+    def crop(text: str, backdrop: str, seed: int, dx: int = 0) -> np.ndarray:
         rng = np.random.default_rng(seed)
         shape = (32, 16 + 13 * len(text), 3)
         pixels = {"plain": np.full(shape, 40.0), "grain": 90 + rng.normal(0, 25, shape), "noise": rng.random(shape) * 255}[backdrop]
         im = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-        ImageDraw.Draw(im).text((8, 4), text, font=font, fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
-        return _signature(np.asarray(im))
+        ImageDraw.Draw(im).text((8 + dx, 4), text, font=font, fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
+        return glyph_signature(np.asarray(im))
 
+    for backdrop in ("plain", "grain"):
+        assert same_text(crop("12:01:07", backdrop, 1), crop("12:01:07", backdrop, 2, dx=1)), backdrop
     for backdrop in ("plain", "grain", "noise"):
-        assert same_text(crop("12:01:07", backdrop, 1), crop("12:01:07", backdrop, 2)), backdrop
-        assert not same_text(crop("12:01:07", backdrop, 1), crop("12:01:08", backdrop, 1)), backdrop
-        assert not same_text(crop("12:01:07", backdrop, 1), crop("12:01:08", backdrop, 2)), backdrop
+        for later in ("12:01:08", "12:01:09", "12:07:07"):
+            assert text_difference(crop("12:01:07", backdrop, 1), crop(later, backdrop, 2)) > 1.4 * SAME_TEXT, (backdrop, later)
     assert not same_text(crop("DANGER", "plain", 1), crop("STOP IT", "plain", 1))
+
+
+def test_a_ticking_timecode_is_read_every_second_while_a_caption_is_reused(caption_over_pattern):
+    """Over testsrc2 (a moving pattern with a burned-in timecode and frame counter, 1 frame/s), every
+    frame's timecode is read as its own second, never a reading kept from an earlier frame (the grey
+    thumbnail test this replaced kept one reading for minutes); the still caption is reused."""
+    from vidsearch.encoders.ocr_rapid import RapidTextReader
+
+    reader = RapidTextReader()
+    seconds, caption_reads = [], 0
+    for i, frame in enumerate(caption_over_pattern):
+        before = reader.recognised
+        lines = [text.replace(" ", "") for text, _, _ in reader.read(frame)]
+        clock = [t for t in lines if re.fullmatch(r"\d\d:\d\d:\d\d[.:]\d+", t)]
+        if clock:
+            seconds.append((i, int(clock[0][6:8])))
+        if i >= 12:
+            caption_reads += reader.recognised - before
+    print(f"timecode read in {len(seconds)} of {len(caption_over_pattern)} frames; recognised {reader.recognised}, reused {reader.reused}")
+    assert len(seconds) >= 20 and all(second == i for i, second in seconds), seconds
+    assert reader.reused >= 6  # the caption, held 12 s over the moving pattern, and ROOM FOUR
+
+
+def test_a_small_clock_on_a_still_shot_counts_as_a_change():
+    """Frame-level reuse (OcrReader) must see a 10 px clock tick on an otherwise still, grainy H.264
+    shot, and must not see the grain alone."""
+    from vidsearch.encoders.ocr import frame_changed, thumbnail
+
+    def frames(vf: str) -> np.ndarray:
+        src = ["-f", "lavfi", "-i", "color=c=0x203040:size=640x360:rate=25:duration=6", "-vf", f"noise=alls=8:allf=t:all_seed=7{vf}"]
+        with tempfile.TemporaryDirectory() as tmp:
+            clip = Path(tmp) / "still.mp4"
+            subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *src, "-c:v", "libx264", "-crf", "30", "-pix_fmt", "yuv420p", str(clip)], check=True)
+            raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(clip), "-vf", "fps=1", "-pix_fmt", "rgb24", "-f", "rawvideo", "-"],
+                                 check=True, capture_output=True).stdout  # fmt: skip
+        return np.frombuffer(raw, np.uint8).reshape(-1, 360, 640, 3)
+
+    ticking = frames(f",drawtext=fontfile={FONT}:text='%{{pts\\:hms}}':fontsize=10:x=560:y=12:fontcolor=0xc0c0c0")
+    still = frames("")
+    thumbs = [thumbnail(f) for f in ticking]
+    assert all(frame_changed(a, b) for a, b in zip(thumbs, thumbs[1:]))
+    thumbs = [thumbnail(f) for f in still]
+    assert not any(frame_changed(thumbs[0], b) for b in thumbs[1:])
 
 
 def test_a_slower_ocr_rate_picks_one_frame_per_period_across_chunks():
