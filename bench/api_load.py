@@ -15,11 +15,13 @@ new (a numbered variant never sent before), which must be encoded. The 50 hot ph
 (1 - miss-rate) after each phrase's first use; the observed rate (texts sent before) is reported.
 The client runs on the same cores as the server: throughput is that of the pair, as on one box; the
 client's own CPU per request is reported beside the server's, and `--client aiohttp` swaps httpx for
-a lighter load generator.
+a lighter load generator. `--model ViT-B-32` indexes and serves that model instead (random weights:
+what it costs in memory and CPU, not what it finds); with `--search-processes` the server's memory
+is reported with each search process's own.
 
     python bench/api_load.py [--clients 16] [--seconds 60] [--miss-rate 0.5] [--client httpx|aiohttp]
-                             [--baseline GIT_REF] [--search-processes N [--compare-threads]]
-                             [--workdir DIR] [--json]
+                             [--baseline GIT_REF [--baseline-processes N]] [--search-processes N [--compare-threads]]
+                             [--model tiny|ViT-B-32] [--workdir DIR] [--json]
 """
 
 from __future__ import annotations
@@ -73,14 +75,15 @@ def make_clips(root: Path, n: int, log) -> list[Path]:
     return paths
 
 
-def build_index(media: Path, db: Path, log) -> dict:
-    """Index the clips with the tiny model (idempotent: a rerun over the same files does no work)."""
+def build_index(media: Path, db: Path, log, model: str = "tiny") -> dict:
+    """Index the clips with `model` (its packaged weights, or random ones: nothing is downloaded;
+    idempotent: a rerun over the same files does no work)."""
     from vidsearch.config import load_settings
     from vidsearch.encoders.backbone import load_backbone
     from vidsearch.indexer.pipeline import IndexRun, open_store_for
 
-    settings = load_settings(None, db=db, model="tiny", pretrained="none")
-    backbone = load_backbone("tiny", pretrained="none", precision=settings.precision, device="cpu")
+    settings = load_settings(None, db=db, model=model, pretrained="none")
+    backbone = load_backbone(model, pretrained="none", precision=settings.precision, device="cpu")
     t0 = time.perf_counter()
     summary = IndexRun(open_store_for(settings, backbone), backbone, settings).run([media])
     out = {"indexed_now": summary.indexed, "failed": summary.failed, "units": summary.units,
@@ -355,6 +358,7 @@ def measure(python: str, work: Path, args, log, processes: int = 0) -> dict:
         res["server_rss_mb"] = round(server.rss_mb(), 1)
         with httpx.Client(base_url=server.url) as c:
             res["ready"] = c.get("/readyz").json()
+        res["worker_rss_mb"] = res["ready"].get("search_processes", {}).get("rss_mb")
     res["server_ready_s"] = round(ready_s, 1)
     res["query_runtime"] = res["ready"].get("query_runtime", "torch")
     res["query_runtime_ready_s"] = round(runtime_s, 1)
@@ -369,11 +373,13 @@ def main() -> int:
     ap.add_argument("--miss-rate", type=float, default=0.5, help="share of requests with a never-sent query text")
     ap.add_argument("--top-k", type=int, default=10)
     ap.add_argument("--videos", type=int, default=20)
+    ap.add_argument("--model", default="tiny", help="the index's model (open_clip name or tiny; random weights where none ship)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--client", choices=sorted(CLIENTS), default="httpx",
                     help="the load generator's HTTP library (its CPU per request is reported: it shares the cores)")
     ap.add_argument("--baseline", metavar="GIT_REF", default=None,
                     help="also load a server running vidsearch as of this commit, first, on the same index")
+    ap.add_argument("--baseline-processes", type=int, default=0, help="the baseline server's search processes (0: threads)")
     ap.add_argument("--search-processes", type=int, default=0,
                     help="this tree's server computes searches in this many worker processes (0: threads)")
     ap.add_argument("--compare-threads", action="store_true",
@@ -397,10 +403,11 @@ def main() -> int:
     try:
         log("preparing the index ...")
         make_clips(work / "media", args.videos, log)
-        index = build_index(work / "media", work / "db", log)
+        index = build_index(work / "media", work / "db", log, args.model)
         if args.baseline:
             log(f"the baseline server ({args.baseline}) ...")
-            runs[f"baseline {args.baseline}"] = measure(baseline_python(args.baseline, work, log), work, args, log)
+            runs[f"baseline {args.baseline}"] = measure(baseline_python(args.baseline, work, log), work, args, log,
+                                                        processes=args.baseline_processes)  # fmt: skip
         if args.compare_threads and args.search_processes:
             log("the server of this tree, threads ...")
             runs["this tree, threads"] = measure(sys.executable, work, args, log)
@@ -440,6 +447,7 @@ def main() -> int:
         rows = [
             ("requests answered", "requests_ok"), ("throughput (req/s)", "throughput_rps"),
             ("server CPU per request (ms)", "server_cpu_ms_per_request"), ("server memory (MB)", "server_rss_mb"),
+            ("  of which each search process (MB)", "worker_rss_mb"),
             ("client CPU per request (ms)", "client_cpu_ms_per_request"), ("errors", "errors"),
             ("query-cache hit rate (observed)", "query_cache_hit_rate"), ("server ready (s)", "server_ready_s"),
             ("query encoder", "query_runtime"), ("query encoder ready (s)", "query_runtime_ready_s"),

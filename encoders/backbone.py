@@ -30,6 +30,10 @@ DEFAULT_PRETRAINED = {"ViT-B-32": "laion2b_s34b_b79k"}
 RANDOM_SEED = 0
 
 
+class TowersReleased(RuntimeError):
+    """This backbone's frame and text towers were freed (`ClipBackbone.release_towers`): it cannot encode."""
+
+
 class ModelLoadError(RuntimeError):
     """The model or its weights could not be loaded; the message says what to do instead."""
 
@@ -235,13 +239,30 @@ class ClipBackbone:
     audio_model: str | None = None  # a pretrained text-audio tower (CLAP) named by --audio-model: `audio_tower` is it
     # the sentence tower in ONNX Runtime (onnx_text.py), attached by a server for its queries; None: torch
     query_tower: object | None = None
+    released_merging: str | None = None  # `merging` as it was when the towers were released
 
     @property
     def merging(self) -> str:
         """Token-merging settings in canonical form ("off" when the tower is not patched)."""
         from .token_merging import merge_config_of
 
+        if self.model is None:
+            return self.released_merging or "off"
         return merge_config_of(self.model).canonical()
+
+    def release_towers(self) -> None:
+        """Free the frame and text towers' weights in a process that will not encode: a search process,
+        to which the server hands each query's vectors (server/search_processes.py). What a search
+        uses stays: `dim`, the fingerprint, the trained head and audio tower. ViT-B-32's towers are
+        ~600 MB of float32 per process. Encoding afterwards raises TowersReleased."""
+        if self.model is not None:
+            self.released_merging = self.merging
+            self.model = self.query_tower = None
+
+    def _towers(self) -> torch.nn.Module:
+        if self.model is None:
+            raise TowersReleased(f"{self.name}: this process released its frame and text towers and does not encode")
+        return self.model
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -260,7 +281,7 @@ class ClipBackbone:
 
     def _unit_vectors(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 frames already on the device -> unit-length frame vectors (float32, on the device)."""
-        feats = self.model.encode_image(self._scaled(x).to(self.visual_dtype)).float()
+        feats = self._towers().encode_image(self._scaled(x).to(self.visual_dtype)).float()
         return torch.nn.functional.normalize(feats, dim=-1)
 
     @torch.inference_mode()
@@ -283,7 +304,7 @@ class ClipBackbone:
             from .token_merging import encode_many_video_units
 
             x = self._normalised(frames).to(self.visual_dtype)
-            vecs, s, e, v = encode_many_video_units(self.model, x, unit_start, unit_end, video_index, batch_frames=batch)
+            vecs, s, e, v = encode_many_video_units(self._towers(), x, unit_start, unit_end, video_index, batch_frames=batch)
         from .temporal import mix_units_of, unit_cues_of
 
         cues = unit_cues_of(self.head, frames, unit_start, unit_end, video_index, s, v)  # where things move (pixels)
@@ -334,7 +355,7 @@ class ClipBackbone:
     @torch.inference_mode()
     def encode_text(self, texts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(texts).to(self.device)
-        feats = self.model.encode_text(tokens).float()
+        feats = self._towers().encode_text(tokens).float()
         return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
 
 
@@ -349,7 +370,7 @@ class ClipBackbone:
         further), as does a tower that is not the sentence encoder's."""
         if not self.sentence_tower:
             return self.encode_text(texts), None
-        text = self.model.text
+        text = self._towers().text
         tokens = self.tokenizer(texts).to(self.device)
         mask = (tokens != text.config.pad_token_id).long()
         if bool(mask[:, -1].any()):  # filled the context: possibly cut

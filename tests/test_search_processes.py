@@ -27,6 +27,32 @@ def _ranked(body: dict) -> list[tuple[str, float]]:
     return [(x["video"]["id"], x["score"]) for x in body["results"]]
 
 
+def test_an_engine_whose_towers_are_released_answers_from_given_vectors(shared_library, tiny_backbone):
+    """What a search process keeps (server/search_processes.py): with the frame and text towers freed,
+    an engine answers a search from the vectors the server encoded, as the full engine does, keeps the
+    index's fingerprint, and says clearly that it does not encode."""
+    import dataclasses
+
+    from vidsearch.api_models import SearchRequest
+    from vidsearch.encoders.backbone import TowersReleased
+    from vidsearch.search import open_engine
+    from vidsearch.server.presenting import search_response
+
+    settings = shared_library[0].model_copy(update={"ann_saved": False})  # the shared library stays as it is
+    light = dataclasses.replace(tiny_backbone)  # a copy: the session's backbone keeps its towers
+    light.release_towers()
+    assert light.model is None and tiny_backbone.model is not None
+    assert light.fingerprint == tiny_backbone.fingerprint and light.dim == tiny_backbone.dim
+    with pytest.raises(TowersReleased, match="does not encode"):
+        light.encode_text(["colour bars"])
+    full, worker = open_engine(settings, backbone=tiny_backbone), open_engine(settings, backbone=light)
+    for text in TEXTS:
+        worker.use_query_vectors(text, *full.query_vectors(text))
+        req = SearchRequest(query=text, top_k=4)
+        want, got = search_response(full, req), search_response(worker, req)
+        assert [(r.video.id, round(r.score, 6)) for r in got.results] == [(r.video.id, round(r.score, 6)) for r in want.results]
+
+
 @pytest.mark.slow
 def test_search_processes_answer_like_the_server_follow_versions_and_survive_a_dead_worker(tmp_path, tiny_backbone):
     settings, _ = build_library(tmp_path, tiny_backbone)
@@ -43,7 +69,7 @@ def test_search_processes_answer_like_the_server_follow_versions_and_survive_a_d
         status = http.get("/readyz").json()["search_processes"]
         first_pids = status["pids"]
         assert status["processes"] == 2 and len(first_pids) == 2 and status["answered"] == 0
-        assert all(mb > 0 for mb in status["rss_mb"])
+        assert all(mb > 0 for mb in status["rss_mb"]) and status["towers_released"]
 
         # the workers' answers are the server's own (the query encoded by the server, ONNX or torch: same
         # vectors to ~1e-4, so the same order)
