@@ -194,31 +194,45 @@ class RapidTextReader:
     def provenance(self) -> str:
         return f"rapidocr-onnxruntime {version()} PP-OCRv4 det{self.det_side} margin{self.margin} score>={self.min_score}"
 
-    def _detect(self, bgr: np.ndarray) -> np.ndarray:
+    def _detect(self, bgr: np.ndarray, region: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """Text boxes [N, 4, 2] in the frame's pixels, found on the frame scaled to `det_side`: the
         detector's map is read back straight into the frame's pixels (boxes rounded in the small
-        frame's pixels crop the text a pixel off, and the recogniser then drops spaces)."""
+        frame's pixels crop the text a pixel off, and the recogniser then drops spaces). `region`
+        (x0, y0, x1, y1): look only there, at the scale the whole frame would get."""
         import cv2
 
         det = self.engine.text_det
         h, w = bgr.shape[:2]
         scale = self.det_side / min(h, w)
+        x0, y0 = 0, 0
+        if region is not None:
+            x0, y0, x1, y1 = region
+            bgr = bgr[y0:y1, x0:x1]
+            h, w = bgr.shape[:2]
         small = bgr
         if abs(scale - 1) > 0.02:
             size = (max(32, round(w * scale)), max(32, round(h * scale)))
             small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        prepared = det.get_preprocess(max(small.shape[:2]))(small)
+        prepare = det.get_preprocess(max(small.shape[:2]))
+        prepare.limit_side_len = min(small.shape[:2])  # at scale already: a region must not be enlarged to det_side
+        prepared = prepare(small)
         if prepared is None:
             return np.zeros((0, 4, 2), np.float32)
         boxes, _ = det.postprocess_op(det.infer(prepared)[0], (h, w))
         if len(boxes) == 0:
             return np.zeros((0, 4, 2), np.float32)
-        return np.asarray(det.filter_tag_det_res(boxes, (h, w)), np.float32).reshape(-1, 4, 2)
+        boxes = np.asarray(det.filter_tag_det_res(boxes, (h, w)), np.float32).reshape(-1, 4, 2)
+        return boxes + np.array([x0, y0], np.float32)
 
-    def read(self, frame: np.ndarray) -> list[tuple[str, float, tuple[int, int, int, int]]]:
+    def read(self, frame: np.ndarray, regions: list[tuple[int, int, int, int]] | None = None) -> list[tuple[str, float, tuple[int, int, int, int]]]:
+        """(text, score, (left, top, width, height)) per text box read in the frame, or only in
+        `regions` (x0, y0, x1, y1 in the frame's pixels: where the frame changed, ocr.OcrReader)."""
         with self._lock:  # one ONNX session pair per process; it parallelises inside
             bgr = np.ascontiguousarray(np.asarray(frame)[..., 2::-1])
-            boxes = self._detect(bgr)
+            if regions is None:
+                boxes = self._detect(bgr)
+            else:
+                boxes = np.concatenate([self._detect(bgr, r) for r in regions] + [np.zeros((0, 4, 2), np.float32)])
             if len(boxes) == 0:
                 return []
             boxes = self.engine.sorted_boxes(boxes)

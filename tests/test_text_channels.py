@@ -411,6 +411,29 @@ def test_a_ticking_timecode_is_read_every_second_while_a_caption_is_reused(capti
     assert reader.reused >= 6  # the caption, held 12 s over the moving pattern, and ROOM FOUR
 
 
+def test_a_slide_whose_clock_ticks_is_read_again_only_around_the_clock():
+    """A still slide with a ticking clock: after the first frame only the clock's region is detected
+    and read (ocr.changed_regions), the slide's lines are kept from the first read, and every second's
+    time is read from its own frame."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
+    from vidsearch.encoders.ocr import OcrReader
+
+    vf = (f"drawtext=fontfile={FONT}:text='QUARTERLY RESULTS':fontsize=34:x=40:y=60:fontcolor=0x202060,"
+          f"drawtext=fontfile={FONT}:text='%{{pts\\:hms}}':fontsize=20:x=480:y=300:fontcolor=black")  # fmt: skip
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=c=0xf0f0f0:size=640x360:rate=1:duration=6",
+                          "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"], check=True, capture_output=True).stdout  # fmt: skip
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, 360, 640, 3)
+    reader = OcrReader(engine="rapidocr")
+    reader.add(frames[:3], [0.0, 1.0, 2.0])
+    reader.add(frames[3:], [3.0, 4.0, 5.0])  # a second chunk starts from the first one's last read
+    assert reader.reads == 6 and reader.regional == 5
+    for i, frame in enumerate(reader.frames):
+        texts = [line.text.replace(" ", "") for line in frame.lines]
+        assert "QUARTERLYRESULTS" in texts, (i, texts)
+        clock = [t for t in texts if re.fullmatch(r"\d\d:\d\d:\d\d[.:]\d+", t)]
+        assert clock and int(clock[0][6:8]) == i, (i, texts)
+
+
 def test_a_small_clock_on_a_still_shot_counts_as_a_change():
     """Frame-level reuse (OcrReader) must see a 10 px clock tick on an otherwise still, grainy H.264
     shot, and must not see the grain alone."""
