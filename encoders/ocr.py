@@ -25,8 +25,9 @@ keyframes, so the work is shaped around not running it:
   holds no text, and Tesseract's binarisation turns its noise into junk "words"; it is not read.
 * **Merge repeats.** A line that reappears on consecutive keyframes (compared after normalising case,
   spacing and punctuation, fuzzily with difflib ratio >= 0.8, because OCR flickers a letter here and
-  there) becomes one span from its first keyframe's start to its last keyframe's end, written as the
-  most confident reading.
+  there; its numbers must be equal, or a running clock would merge into one minute-long span)
+  becomes one span from its first keyframe's start to its last keyframe's end, written as the most
+  confident reading.
 
 Page segmentation (``psm``), measured on 640x360 and 398x224 frames with DejaVu text:
 
@@ -362,9 +363,20 @@ def normalize_text(text: str) -> str:
     return " ".join(re.sub(r"[^\w]+", " ", text).split())
 
 
+def _numbers(norm: str) -> list[str]:
+    """The all-digit words of a normalised line: a clock's, a score's, a price's figures."""
+    return [word for word in norm.split() if word.isdigit()]
+
+
 def _similar(a: str, b: str, threshold: float) -> float:
+    """How alike two normalised readings are (0 below `threshold`). Readings whose numbers differ are
+    different lines however alike: "00:00:01.500" and "00:00:02.500" are 92% alike, and were merged
+    into one span of a minute's length, read as one time. (A digit misread within a line splits its
+    span in two, which costs less than a clock or a score held wrong.)"""
     if a == b:
         return 1.0
+    if _numbers(a) != _numbers(b):
+        return 0.0
     ratio = difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
     return ratio if ratio >= threshold else 0.0
 

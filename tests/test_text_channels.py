@@ -481,6 +481,13 @@ def test_ocr_fuzzy_merge_and_changes():
     assert [(s.text, s.start, s.end) for s in spans] == [
         ("QUARTERLY REPORT", 0, 3), ("Costs fell", 1, 2), ("QUARTERLY REPORT", 5, 6)
     ]  # fmt: skip
+    # a running clock is a new line every second, not OCR flicker (its readings are 92% alike); a
+    # price's misread letter still merges, its changed figure does not
+    clock = [ft(t, f"00:00:0{t}.500", "PRICE 1499 EUR" if t < 2 else "PR1CE 1499 EUR" if t < 3 else "PRICE 1459 EUR") for t in range(5)]
+    spans = merge_repeats(clock, similarity=0.8, patience=1)
+    assert sorted((s.text, s.start, s.end) for s in spans) == sorted(
+        [(f"00:00:0{t}.500", t, t + 1) for t in range(5)] + [("PRICE 1499 EUR", 0, 3), ("PRICE 1459 EUR", 3, 5)]
+    )
     a = np.zeros((224, 398, 3), np.uint8)
     b = a.copy()
     b[100:112, 150:190] = 255  # one short word appears
