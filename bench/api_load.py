@@ -94,6 +94,11 @@ def build_index(media: Path, db: Path, log, model: str = "tiny") -> dict:
     return out
 
 
+def index_dir(work: Path, model: str) -> Path:
+    """One index per model in a kept --workdir (a rerun with another --model must not reopen this one)."""
+    return work / ("db" if model == "tiny" else f"db-{model}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -335,7 +340,7 @@ def measure(python: str, work: Path, args, log, processes: int = 0) -> dict:
     --seconds, stop it."""
     t0 = time.perf_counter()
     env = {"VIDSEARCH_SEARCH_PROCESSES": str(processes)} if processes else None
-    with Server(work / "db", work / "server.log", ready_timeout=900, python=python, env=env) as server:
+    with Server(index_dir(work, args.model), work / "server.log", ready_timeout=900, python=python, env=env) as server:
         ready_s = time.perf_counter() - t0
         with httpx.Client(base_url=server.url, timeout=60) as c:  # a server may build a faster query path first
             for _ in range(900):  # ... and start its search processes
@@ -403,7 +408,7 @@ def main() -> int:
     try:
         log("preparing the index ...")
         make_clips(work / "media", args.videos, log)
-        index = build_index(work / "media", work / "db", log, args.model)
+        index = build_index(work / "media", index_dir(work, args.model), log, args.model)
         if args.baseline:
             log(f"the baseline server ({args.baseline}) ...")
             runs[f"baseline {args.baseline}"] = measure(baseline_python(args.baseline, work, log), work, args, log,

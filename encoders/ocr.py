@@ -18,9 +18,11 @@ keyframes, so the work is shaped around not running it:
   presenter's inset over a still slide, a ticker) is detected only there (`changed_regions`: a box
   around each group of changed cells, padded, at the whole frame's scale), its lines outside them
   are kept from the last read. A region first grows over every line it touches, so a line is read
-  whole or kept whole; changes over 30% of the frame read the whole frame. `bench/ocr_reuse.py`: a
-  10 px clock on a still shot 2.3 -> 1.0 CPU s for 20 frames, a slide with a moving inset and a clock
-  5.5 -> 4.2 s for 30, moving pictures unchanged, no reading kept too long.
+  whole or kept whole; changes over 30% of the frame read the whole frame. Cells outside the
+  regions keep their last read values in the reference, so change too small to count there (a fade,
+  drift) still adds up. `bench/ocr_reuse.py`: a 10 px clock on a still shot 2.3 -> 1.1 CPU s for 20
+  frames, a slide with a moving inset and a clock 5.8 -> 4.5 s for 30, moving pictures unchanged, no
+  reading kept too long.
 * **Skip flat frames.** A frame where nothing stands out from the background (blank slide, fade)
   holds no text, and Tesseract's binarisation turns its noise into junk "words"; it is not read.
 * **Merge repeats.** A line that reappears on consecutive keyframes (compared after normalising case,
@@ -145,7 +147,7 @@ def thumbnail(frame: np.ndarray, rows: int = CELL_ROWS) -> np.ndarray:
     """Grey averages of square cells, `rows` of them along the frame's short side: small enough that
     one changed digit of a 10 px clock moves several, large enough to average away pixel noise."""
     grey = _grey(np.asarray(frame))
-    cell = max(1, round(min(grey.shape[:2]) / rows))
+    cell = max(1, math.ceil(min(grey.shape[:2]) / rows))  # 2 px at 240-360p: compression noise averages out
     h, w = grey.shape[0] // cell, grey.shape[1] // cell
     if cell == 1 or h == 0 or w == 0:
         return grey
@@ -212,10 +214,30 @@ def _span(lo: int, hi: int, size: int, least: int) -> tuple[int, int]:
     return lo, hi
 
 
+def _cut_by(box: tuple[int, int, int, int], region: Box, w: int, h: int) -> bool:
+    """Whether a box read in `region` reaches one of its borders inside the frame: text that goes on
+    outside the region, unchanged there and unread before (too faint, too short); read cut, it would
+    be a fragment kept for the rest of the shot, so it is left unread, as it was."""
+    x, y, bw, bh = box
+    x0, y0, x1, y1 = region
+    return (x0 > 0 and x <= x0 + 1) or (y0 > 0 and y <= y0 + 1) or (x1 < w and x + bw >= x1 - 1) or (y1 < h and y + bh >= y1 - 1)
+
+
 def _touches(box: tuple[int, int, int, int], region: Box) -> bool:
     x, y, bw, bh = box
     x0, y0, x1, y1 = region
     return x < x1 and x + bw > x0 and y < y1 and y + bh > y0
+
+
+def _with_cells(ref: np.ndarray, thumb: np.ndarray, regions: list[Box], shape: tuple[int, ...]) -> np.ndarray:
+    """`ref` with `thumb`'s cells inside `regions` (pixel boxes of a frame of `shape`)."""
+    out = ref.copy()
+    cell_y, cell_x = shape[0] / ref.shape[0], shape[1] / ref.shape[1]
+    for x0, y0, x1, y1 in regions:
+        r0, r1 = int(y0 // cell_y), int(math.ceil(y1 / cell_y))
+        c0, c1 = int(x0 // cell_x), int(math.ceil(x1 / cell_x))
+        out[r0:r1, c0:c1] = thumb[r0:r1, c0:c1]
+    return out
 
 
 def frame_changed(a: np.ndarray, b: np.ndarray, level: float = 12.0, cells: int = 5) -> bool:
@@ -363,9 +385,11 @@ def normalize_text(text: str) -> str:
     return " ".join(re.sub(r"[^\w]+", " ", text).split())
 
 
-def _numbers(norm: str) -> list[str]:
-    """The all-digit words of a normalised line: a clock's, a score's, a price's figures."""
-    return [word for word in norm.split() if word.isdigit()]
+def _numbers(norm: str) -> str:
+    """The figures of a normalised line (a clock's, a score's, a price's): the digits of its words
+    that are at least half digits ("10:32AM" -> "1032"; "REP0RT", a misread O, has none), joined, so
+    a space read into a number ("1 499") changes nothing."""
+    return "".join(re.sub(r"\D", "", w) for w in norm.split() if 2 * sum(c.isdigit() for c in w) >= len(w))
 
 
 def _similar(a: str, b: str, threshold: float) -> float:
@@ -503,7 +527,8 @@ class OcrReader:
                 for line in before:
                     if _touches(line.words[0].box, region):
                         x, y, bw, bh = line.words[0].box
-                        region = (min(region[0], x - 4), min(region[1], y - 4), max(region[2], x + bw + 4), max(region[3], y + bh + 4))
+                        region = (max(0, min(region[0], x - 4)), max(0, min(region[1], y - 4)),
+                                  min(w, max(region[2], x + bw + 4)), min(h, max(region[3], y + bh + 4)))  # fmt: skip
                 grown.append(region)
             if grown == regions:
                 break
@@ -514,7 +539,8 @@ class OcrReader:
             return self._read(frame)
         self.regional += 1
         kept = [line for line in before if not any(_touches(line.words[0].box, r) for r in regions)]
-        new = [OcrLine(text, score, (OcrWord(text, score, box),)) for text, score, box in self._rapid.read(frame, regions)]
+        new = [OcrLine(text, score, (OcrWord(text, score, box),)) for text, score, box in self._rapid.read(frame, regions)
+               if not any(_touches(box, r) and _cut_by(box, r, w, h) for r in regions)]  # fmt: skip
         return sorted(kept + new, key=lambda line: (line.words[0].box[1], line.words[0].box[0]))
 
     def add(self, frames: Sequence[np.ndarray] | np.ndarray, times: Sequence[float], ends: Sequence[float] | None = None) -> None:
@@ -533,9 +559,12 @@ class OcrReader:
         for i, frame in enumerate(frames):
             thumb = thumbnail(frame)
             if self._ref_thumb is None or frame_changed(self._ref_thumb, thumb, self.change_level, self.change_cells):
+                where = None
                 if self._rapid is not None and self._ref_thumb is not None and self._ref_thumb.shape == thumb.shape:
-                    regions[i] = changed_regions(self._ref_thumb, thumb, frame.shape, self.change_level)
-                self._ref_thumb, ref = thumb, i
+                    where = regions[i] = changed_regions(self._ref_thumb, thumb, frame.shape, self.change_level)
+                # a frame read in regions is the reference there only: change elsewhere too small to
+                # count yet must still add up against what was read (slow drift, a fade)
+                self._ref_thumb, ref = (thumb if where is None else _with_cells(self._ref_thumb, thumb, where, frame.shape)), i
             source.append(ref)
         to_read = sorted({s for s in source if s >= 0})
         try:

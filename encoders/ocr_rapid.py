@@ -129,7 +129,7 @@ def _column_shift(a: np.ndarray, b: np.ndarray) -> int | None:
     ok = (overlap >= 0.85 * max(wa, wb)) & (np.abs(shifts) <= reach)
     if not ok.any():
         return None
-    score = np.where(ok, corr / np.maximum(overlap, 1), -np.inf)
+    score = np.where(ok, corr / np.maximum(overlap, 1) - 1e-6 * np.abs(shifts), -np.inf)  # ties: the smaller shift
     return int(shifts[int(np.argmax(score))])
 
 
@@ -279,6 +279,8 @@ class RapidTextReader:
         return None
 
     def _store(self, crop: np.ndarray, sig: np.ndarray, text: str, score: float) -> None:
+        if crop.shape[0] < MIN_REUSE_HEIGHT:  # never reused: nor lent to a box a pixel taller
+            return
         key = self._bucket(crop)
         entries = self.cache.setdefault(key, [])
         entries.insert(0, (sig, float(crop.shape[0]), text, score))

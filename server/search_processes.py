@@ -138,9 +138,14 @@ def _answer(req: SearchRequest, version: str, vectors: tuple | None) -> SearchRe
             engine.refresh(wait=True)
         except Exception:  # noqa: BLE001 - as in the server: the last good snapshot answers
             logging.getLogger(__name__).exception("index refresh failed; still serving version %s", engine.snapshot.version)
+    from vidsearch.encoders.backbone import TowersReleased
+
     if vectors is not None and req.query is not None:
         engine.use_query_vectors(req.query, *vectors)
-    return search_response(engine, req)
+    try:
+        return search_response(engine, req)
+    except TowersReleased as exc:  # a search that needs an encoder after all: the server answers it
+        raise WorkerUnavailable(str(exc)) from exc
 
 
 def _cursor_version(req: SearchRequest) -> str | None:

@@ -412,15 +412,16 @@ def test_a_ticking_timecode_is_read_every_second_while_a_caption_is_reused(capti
 
 
 def test_a_slide_whose_clock_ticks_is_read_again_only_around_the_clock():
-    """A still slide with a ticking clock: after the first frame only the clock's region is detected
-    and read (ocr.changed_regions), the slide's lines are kept from the first read, and every second's
-    time is read from its own frame."""
+    """A still slide with a ticking clock at its right edge and a moving inset (a presenter): after the
+    first frame only those two regions are detected and read (ocr.changed_regions), the slide's lines
+    are kept from the first read, and every second's time is read from its own frame."""
     pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
     from vidsearch.encoders.ocr import OcrReader
 
     vf = (f"drawtext=fontfile={FONT}:text='QUARTERLY RESULTS':fontsize=34:x=40:y=60:fontcolor=0x202060,"
-          f"drawtext=fontfile={FONT}:text='%{{pts\\:hms}}':fontsize=20:x=480:y=300:fontcolor=black")  # fmt: skip
-    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=c=0xf0f0f0:size=640x360:rate=1:duration=6",
+          f"drawtext=fontfile={FONT}:text='%{{pts\\:hms}}':fontsize=20:x=w-tw-3:y=300:fontcolor=black")  # fmt: skip
+    slide = "color=c=0xf0f0f0:size=640x360:rate=1:duration=6[bg];testsrc2=size=160x90:rate=1[in];[bg][in]overlay=40:250"
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", slide, "-t", "6",
                           "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"], check=True, capture_output=True).stdout  # fmt: skip
     frames = np.frombuffer(raw, np.uint8).reshape(-1, 360, 640, 3)
     reader = OcrReader(engine="rapidocr")
@@ -432,6 +433,41 @@ def test_a_slide_whose_clock_ticks_is_read_again_only_around_the_clock():
         assert "QUARTERLYRESULTS" in texts, (i, texts)
         clock = [t for t in texts if re.fullmatch(r"\d\d:\d\d:\d\d[.:]\d+", t)]
         assert clock and int(clock[0][6:8]) == i, (i, texts)
+
+
+def test_a_caption_fading_in_beside_a_ticking_clock_is_read():
+    """A caption fades in over 12 s (8 grey levels a frame: under the change level) while a clock
+    ticks every frame: frames are read in the clock's region only, but the caption's change adds up
+    against what was read, and it is read once it shows."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
+    from vidsearch.encoders.ocr import OcrReader
+
+    vf = (f"drawtext=fontfile={FONT}:text='DOORS OPEN AT EIGHT':fontsize=30:x=40:y=150:fontcolor=0x909090:alpha='min(1,t/12)',"
+          f"drawtext=fontfile={FONT}:text='%{{pts\\:hms}}':fontsize=20:x=480:y=20:fontcolor=black")  # fmt: skip
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=c=0xf0f0f0:size=640x360:rate=1:duration=14",
+                          "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"], check=True, capture_output=True).stdout  # fmt: skip
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, 360, 640, 3)
+    reader = OcrReader(engine="rapidocr")
+    reader.add(frames, np.arange(len(frames), dtype=float))
+    read = [any(line.text.replace(" ", "") == "DOORSOPENATEIGHT" for line in f.lines) for f in reader.frames]
+    assert reader.regional >= 5 and read[-1] and read[-2], read
+
+
+def test_boxes_too_small_to_compare_are_neither_reused_nor_kept():
+    """A box under MIN_REUSE_HEIGHT is always recognised, and its reading is not kept either: a
+    clock's box a pixel taller must not borrow it."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
+    from vidsearch.encoders.ocr_rapid import MIN_REUSE_HEIGHT, RapidTextReader, glyph_signature
+
+    reader = RapidTextReader()
+    small = np.full((MIN_REUSE_HEIGHT - 1, 80, 3), 200, np.uint8)
+    small[5:-5, 10:70:6] = 0
+    reader._store(small, glyph_signature(small), "00:00:01", 0.99)
+    assert not reader.cache
+    tall = np.full((MIN_REUSE_HEIGHT, 84, 3), 200, np.uint8)
+    tall[5:-5, 10:74:6] = 0
+    reader._store(tall, glyph_signature(tall), "00:00:02", 0.99)
+    assert reader._lookup(tall, glyph_signature(tall)) == ("00:00:02", 0.99) and reader._lookup(small, glyph_signature(small)) is None
 
 
 def test_a_small_clock_on_a_still_shot_counts_as_a_change():
