@@ -80,7 +80,7 @@ def _start_worker(settings: Settings, threads: int, parent: int, started) -> Non
         settings = settings.model_copy(update={"ann_saved": False, "refresh_seconds": float("inf")})
         engine = open_engine(settings)
         # the server encodes the query texts and answers pictures itself: the frame and text towers
-        # would only sit in this process's memory (~600 MB for ViT-B-32)
+        # would only sit in this process's memory (~410 MB for ViT-B-32 here)
         release = getattr(engine.backbone, "release_towers", None)
         if release is not None:
             release()
