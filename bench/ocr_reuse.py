@@ -157,8 +157,8 @@ def main() -> None:
     args = ap.parse_args()
     ocr_rapid.RapidTextReader()  # load the ONNX sessions outside the timings
     counts = ("detected", "regional", "recognised", "reused")
-    totals = {"frames": 0, **dict.fromkeys(counts, 0), "frames_stale": 0, "frames_wrong": 0, "cpu_s": 0.0}
-    rows = {name: {**totals, "videos": {}} for name in CONFIGS}
+    totals = ("frames", *counts, "frames_stale", "frames_wrong", "cpu_s")
+    rows: dict[str, dict] = {name: {"videos": {}} for name in CONFIGS}
     with tempfile.TemporaryDirectory() as tmp:
         for video, (source, filters, seconds, fps, h264) in VIDEOS.items():
             frames = frames_of(source, filters, seconds, fps, h264, Path(tmp))
@@ -172,15 +172,11 @@ def main() -> None:
                 for mine, fresh in zip(got["texts"], truth):
                     stale += any(len(text) >= 4 for text in (mine - fresh) & seen)
                     seen |= fresh
-                row = rows[name]
-                row["videos"][video] = {"frames": len(frames), **{k: got[k] for k in counts}, "frames_stale": stale,
-                                        "frames_wrong": wrong, "cpu_s": round(got["cpu_s"], 2)}  # fmt: skip
-                for key in counts:
-                    row[key] += got[key]
-                row["frames"] += len(frames)
-                row["frames_wrong"] += wrong
-                row["frames_stale"] += stale
-                row["cpu_s"] += got["cpu_s"]
+                rows[name]["videos"][video] = {"frames": len(frames), **{k: got[k] for k in counts}, "frames_stale": stale,
+                                               "frames_wrong": wrong, "cpu_s": got["cpu_s"]}  # fmt: skip
+    for row in rows.values():  # totals over the videos
+        for key in totals:
+            row[key] = sum(v[key] for v in row["videos"].values())
     if args.json:
         print(json.dumps(rows, indent=1))
         return

@@ -48,6 +48,7 @@ larger ones than the 224 px encoder frames when the decoder has them.
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
 import math
 import os
@@ -185,19 +186,13 @@ def fit_regions(boxes: list[Box], w: int, h: int, least: int = 128) -> list[Box]
         x0, x1 = _span(x0, x1, w, least)
         y0, y1 = _span(y0, y1, h, least)
         fitted.append((x0, y0, x1, y1))
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(fitted)):
-            for j in range(i + 1, len(fitted)):
-                a, b = fitted[i], fitted[j]
-                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
-                    fitted[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    del fitted[j]
-                    merged = True
-                    break
-            if merged:
-                break
+    while True:  # merge overlapping pairs until none overlap
+        pair = next(((i, j) for i, j in itertools.combinations(range(len(fitted)), 2) if _overlaps(fitted[i], fitted[j])), None)
+        if pair is None:
+            break
+        i, j = pair
+        fitted[i] = _union(fitted[i], fitted[j])
+        del fitted[j]
     if sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in fitted) >= REGION_SHARE * w * h:
         return None
     return sorted(fitted)
@@ -223,10 +218,18 @@ def _cut_by(box: tuple[int, int, int, int], region: Box, w: int, h: int) -> bool
     return (x0 > 0 and x <= x0 + 1) or (y0 > 0 and y <= y0 + 1) or (x1 < w and x + bw >= x1 - 1) or (y1 < h and y + bh >= y1 - 1)
 
 
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _union(a: Box, b: Box) -> Box:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
 def _touches(box: tuple[int, int, int, int], region: Box) -> bool:
+    """Whether a word box (left, top, width, height) overlaps a region (x0, y0, x1, y1)."""
     x, y, bw, bh = box
-    x0, y0, x1, y1 = region
-    return x < x1 and x + bw > x0 and y < y1 and y + bh > y0
+    return _overlaps((x, y, x + bw, y + bh), region)
 
 
 def _with_cells(ref: np.ndarray, thumb: np.ndarray, regions: list[Box], shape: tuple[int, ...]) -> np.ndarray:
@@ -527,8 +530,8 @@ class OcrReader:
                 for line in before:
                     if _touches(line.words[0].box, region):
                         x, y, bw, bh = line.words[0].box
-                        region = (max(0, min(region[0], x - 4)), max(0, min(region[1], y - 4)),
-                                  min(w, max(region[2], x + bw + 4)), min(h, max(region[3], y + bh + 4)))  # fmt: skip
+                        x0, y0, x1, y1 = _union(region, (x - 4, y - 4, x + bw + 4, y + bh + 4))
+                        region = (max(0, x0), max(0, y0), min(w, x1), min(h, y1))
                 grown.append(region)
             if grown == regions:
                 break

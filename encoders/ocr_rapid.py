@@ -237,7 +237,8 @@ class RapidTextReader:
                 return []
             boxes = self.engine.sorted_boxes(boxes)
             tight = self.engine.get_crop_img_list(bgr, boxes)
-            signatures = [glyph_signature(c) for c in tight]
+            # (a box too small to compare is never looked up nor stored: no signature)
+            signatures = [glyph_signature(c) if c.shape[0] >= MIN_REUSE_HEIGHT else None for c in tight]
             readings: list[tuple[str, float] | None] = []
             todo = []
             for i, (crop, sig) in enumerate(zip(tight, signatures)):

@@ -273,10 +273,11 @@ def test_ocr_skips_noisy_repeats_and_reads_small_frames(title_frames, tesseract_
     assert [(s.text, s.start, s.end) for s in res.spans] == [("QUARTERLY REPORT", 2.0, 5.0)]
 
 
-def _pattern_frames(vf: str, seconds: int) -> np.ndarray:
-    """640x360 frames at 1 fps over testsrc2: a moving colour pattern the text detector fires on."""
+def _pattern_frames(vf: str, seconds: int, source: str = "testsrc2=size=640x360:rate=1") -> np.ndarray:
+    """640x360 frames at 1 fps of a lavfi `source` (default testsrc2: a moving colour pattern the text
+    detector fires on), drawn over by `vf`."""
     proc = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=1:duration={seconds}",
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", source, "-t", str(seconds),
          "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"], check=True, capture_output=True,
     )  # fmt: skip
     return np.frombuffer(proc.stdout, np.uint8).reshape(-1, 360, 640, 3)
@@ -420,10 +421,8 @@ def test_a_slide_whose_clock_ticks_is_read_again_only_around_the_clock():
 
     vf = (f"drawtext=fontfile={FONT}:text='QUARTERLY RESULTS':fontsize=34:x=40:y=60:fontcolor=0x202060,"
           f"drawtext=fontfile={FONT}:text='%{{pts\\:hms}}':fontsize=20:x=w-tw-3:y=300:fontcolor=black")  # fmt: skip
-    slide = "color=c=0xf0f0f0:size=640x360:rate=1:duration=6[bg];testsrc2=size=160x90:rate=1[in];[bg][in]overlay=40:250"
-    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", slide, "-t", "6",
-                          "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"], check=True, capture_output=True).stdout  # fmt: skip
-    frames = np.frombuffer(raw, np.uint8).reshape(-1, 360, 640, 3)
+    slide = "color=c=0xf0f0f0:size=640x360:rate=1[bg];testsrc2=size=160x90:rate=1[in];[bg][in]overlay=40:250"
+    frames = _pattern_frames(vf, 6, slide)
     reader = OcrReader(engine="rapidocr")
     reader.add(frames[:3], [0.0, 1.0, 2.0])
     reader.add(frames[3:], [3.0, 4.0, 5.0])  # a second chunk starts from the first one's last read
@@ -444,9 +443,7 @@ def test_a_caption_fading_in_beside_a_ticking_clock_is_read():
 
     vf = (f"drawtext=fontfile={FONT}:text='DOORS OPEN AT EIGHT':fontsize=30:x=40:y=150:fontcolor=0x909090:alpha='min(1,t/12)',"
           f"drawtext=fontfile={FONT}:text='%{{pts\\:hms}}':fontsize=20:x=480:y=20:fontcolor=black")  # fmt: skip
-    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=c=0xf0f0f0:size=640x360:rate=1:duration=14",
-                          "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"], check=True, capture_output=True).stdout  # fmt: skip
-    frames = np.frombuffer(raw, np.uint8).reshape(-1, 360, 640, 3)
+    frames = _pattern_frames(vf, 14, "color=c=0xf0f0f0:size=640x360:rate=1")
     reader = OcrReader(engine="rapidocr")
     reader.add(frames, np.arange(len(frames), dtype=float))
     read = [any(line.text.replace(" ", "") == "DOORSOPENATEIGHT" for line in f.lines) for f in reader.frames]
