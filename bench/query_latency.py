@@ -13,7 +13,8 @@ What is timed (no text encoding in either; query vectors are passed in):
   call on an exact index (IndexFlatIP over the very same vectors, no copy), and a plain top-10 ANN
   query at the default efSearch for reference;
 - full: `search_response(engine, request, query_vector=q)` (what the API answers): coarse + fusion + X-Pool re-rank of 100
-  candidate videos from their stored units + moments and the response objects of the first page.
+  candidate videos from their stored units and their best event windows + moments and the response
+  objects of the first page; beside it, the same without the event window (its cost);
   The engine is built from an in-memory snapshot and pre-seeded feature cache
   (`SearchEngine.from_snapshot`), so no store is read at query time.
 Text encoding is timed on its own (`ClipBackbone.encode_text`, one query at a time, no cache).
@@ -33,6 +34,7 @@ Memory at 1M: ~9 GB of unit vectors (4.5M x 512 float32) + ~2.3 GB of index (+2 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -53,7 +55,7 @@ import numpy as np  # noqa: E402
 from vidsearch.api_models import SearchRequest  # noqa: E402
 from vidsearch.config import Settings  # noqa: E402
 from vidsearch.search.coarse import CoarseIndex  # noqa: E402
-from vidsearch.search import SearchEngine, Snapshot, per_video_best  # noqa: E402
+from vidsearch.search import SearchEngine, Snapshot, per_video_best, ranking  # noqa: E402
 from vidsearch.server import search_response  # noqa: E402
 from vidsearch.search.features import VideoFeatures  # noqa: E402
 
@@ -303,6 +305,17 @@ class _NoTextEncoder:
         raise RuntimeError("query_latency passes query vectors; text encoding is timed separately")
 
 
+@contextlib.contextmanager
+def _without_event_window():
+    """The fine stage as it was before each candidate's best event window was added (zero weight)."""
+    saved = ranking.best_windows
+    ranking.best_windows = lambda q, feats, *a, **k: np.zeros(len(feats), np.float32)
+    try:
+        yield
+    finally:
+        ranking.best_windows = saved
+
+
 def bench_size(n: int, args, log) -> dict:
     t0 = time.perf_counter()
     params = dict(n_segments=n, dim=args.dim, seed=args.seed, units=tuple(args.units), n_queries=max(1000, args.queries + args.warmup))
@@ -358,6 +371,9 @@ def bench_size(n: int, args, log) -> dict:
     reqs = [(SearchRequest(query=PHRASES[i % len(PHRASES)]), q) for i, q in enumerate(qs)]
     log("  timing the full search ...")
     full = timed(lambda rq: search_response(engine, rq[0], query_vector=rq[1]), reqs[args.warmup :], reqs[: args.warmup], args.repeats)
+    log("  timing the full search without the best event window (the fine stage before it) ...")
+    with _without_event_window():
+        full_no_window = timed(lambda rq: search_response(engine, rq[0], query_vector=rq[1]), reqs[args.warmup :], reqs[: args.warmup], args.repeats)
     hit1 = hit10 = 0
     for (rq, q), want in zip(reqs[args.warmup :], corpus.query_video[args.warmup :]):
         got = [r.video.id for r in search_response(engine, rq, query_vector=q).results]
@@ -381,6 +397,7 @@ def bench_size(n: int, args, log) -> dict:
         "recall_at_10_plain_k10": round(recall10_k10, 4),
         "candidate_recall_at_100": round(float(np.mean(cand)), 4),
         "full": full,
+        "full_without_event_window": full_no_window,
         "full_hit_at_1": round(hit1 / nt, 3),
         "full_hit_at_10": round(hit10 / nt, 3),
     }
@@ -467,6 +484,9 @@ def print_report(report: dict) -> None:
                   f"{p['p99_ms']:8.2f} {'':>16} {r['recall_at_10_plain_k10']:9.3f}")  # fmt: skip
         print(f"{'':9} {'':6} {'full search (100 cand., moments)':34} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f} "
               f"{'p50<=30 p99<=100':>16} {'':>9} {mark(ok_f):>4}")  # fmt: skip
+        if "full_without_event_window" in r:
+            w = r["full_without_event_window"]
+            print(f"{'':9} {'':6} {'  baseline: without the event window':34} {w['p50_ms']:8.2f} {w['p99_ms']:8.2f}")
         idx = r["index"]
         how = f"loaded from cache in {idx['load_s']} s" if idx.get("cached") else "built now"
         print(f"{'':9} {'':6} candidate recall@100 {r['candidate_recall_at_100']:.3f}; full search finds the query's "

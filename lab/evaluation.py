@@ -5,6 +5,8 @@ query against every evaluated video, per method, so the ablation compares like w
 - `mean`: the caption against the mean of the video's unit vectors (CLIP4Clip meanP);
 - `xpool`: text-conditioned pooling (the trained X-Pool head, or the parameter-free variant);
 - `fused`: X-Pool plus text-conditioned audio attention (TEFAL), when the model has an audio tower;
+- `+window`: that (or X-Pool) plus the video's best event window (search/event_windows.py), the
+  fine stage's visual score as search computes it;
 - `engine`: the product's own ranking (coarse ANN, channel fusion, re-ranking), as `search` returns it.
 Retrieval metrics follow CLIP4Clip, moment metrics QVHighlights (vidsearch.metrics). Moments are
 predicted in the caption's own video, from the relevance curve, as `search` cuts them.
@@ -25,6 +27,7 @@ from vidsearch.api_models import Filters, SearchRequest
 from vidsearch.encoders import ParameterFreePool, mean_pool
 from vidsearch.metrics import moment_metrics, retrieval_metrics
 from vidsearch.search import SearchEngine, VideoFeatures, audio_hits, localize_moments
+from vidsearch.search.event_windows import EVENT_WEIGHT, best_windows
 from vidsearch.search.features import pad_vectors
 from vidsearch.store import StoreError
 
@@ -200,7 +203,11 @@ def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFe
                 out["fused"].append(scores["fused"])
         else:
             out["xpool"].append(pfree.similarity(t, frames, mask))
-    return {k: torch.cat(v).numpy() for k, v in out.items()}
+    sims = {k: torch.cat(v).numpy() for k, v in out.items()}
+    # the fine stage's score as search computes it: the video-level one plus the best event window
+    windows = best_windows(text.numpy(), feats, use_audio=has_audio).T  # (queries, videos)
+    sims["+window"] = sims["fused" if has_audio else "xpool"] + EVENT_WEIGHT * windows
+    return sims
 
 
 def _engine_scores(engine: SearchEngine, queries: Queries, vids: list[str]) -> np.ndarray:

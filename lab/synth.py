@@ -132,35 +132,54 @@ class Phrasing:
     on_screen: tuple[str, ...]  # with {words}
 
 
-# Training captions: subject first, plain words ("circle", "moves", "tone").
+# Training captions: subject first, plain words ("circle", "moves", "tone"), plus synonyms and sentence
+# shapes of their own ("orb", "heads left", "a bass note", the sound named first) so the text projection
+# learns what words mean rather than one way of saying them. None of the content words of
+# TEST_PHRASING below appear here that were not already in the first round's training phrasing
+# (tests/test_synth.py checks), so test.jsonl stays a held-out phrasing.
 TRAIN_PHRASING = Phrasing(
     templates=(
         "a {subject} {motion} while {sound_clause}{extra}",
         "a {subject} {motion} with {sound}{extra}",
         "the {subject} {motion} {backdrop} as {sound_clause}{extra}",
         "a {subject} {backdrop} {motion}; {sound_clause}{extra}",
+        "while {sound_clause}, a {subject} {motion}{extra}",
+        "{sound_clause}; meanwhile the {subject} {motion}{extra}",
+        "we see a {subject} {backdrop} that {motion}, and {sound_clause}{extra}",
+        "a {subject} {motion}, with {sound} on the soundtrack{extra}",
     ),
-    nouns={"circle": ("circle",), "square": ("square",), "triangle": ("triangle",), "star": ("star",)},
+    nouns={
+        "circle": ("circle", "dot", "orb", "round figure"),
+        "square": ("square", "tile", "quadrilateral", "square figure"),
+        "triangle": ("triangle", "wedge", "pyramid", "triangular figure"),
+        "star": ("star", "starburst", "pointy star", "star figure"),
+    },
     motions={
-        "left": ("moves left", "slides to the left", "moves to the left"),
-        "right": ("moves right", "slides to the right", "moves to the right"),
-        "up": ("moves up", "rises", "slides upward"),
-        "down": ("moves down", "falls", "slides downward"),
-        "still": ("stays still", "sits still", "stays in place"),
+        "left": ("moves left", "slides to the left", "moves to the left", "heads left", "shifts left", "moves westward"),
+        "right": ("moves right", "slides to the right", "moves to the right", "heads right", "shifts right", "moves eastward"),
+        "up": ("moves up", "rises", "slides upward", "ascends", "goes up", "heads toward the top"),
+        "down": ("moves down", "falls", "slides downward", "descends", "goes down", "heads toward the bottom"),
+        "still": ("stays still", "sits still", "stays in place", "does not move", "is stationary", "stays put"),
     },
     sounds={
-        "low": (("a low tone", "a low tone sounds"), ("a low note", "a low note plays")),
-        "middle": (("a middle tone", "a middle tone sounds"), ("a medium note", "a medium note plays")),
-        "high": (("a high tone", "a high tone sounds"), ("a high note", "a high note plays")),
-        "clap": (("a clap", "someone claps"), ("clapping", "clapping is heard")),
-        "silence": (("no sound", "there is no sound"), ("silence", "everything is silent")),
+        "low": (("a low tone", "a low tone sounds"), ("a low note", "a low note plays"), ("a bass note", "a bass note hums"),
+                ("a low hum", "a low hum plays"), ("a low-frequency tone", "a low-frequency tone sounds")),
+        "middle": (("a middle tone", "a middle tone sounds"), ("a medium note", "a medium note plays"),
+                   ("a moderate tone", "a moderate tone sounds"), ("an intermediate note", "an intermediate note plays"),
+                   ("a medium-frequency tone", "a medium-frequency tone sounds")),
+        "high": (("a high tone", "a high tone sounds"), ("a high note", "a high note plays"), ("a treble note", "a treble note plays"),
+                 ("a piercing tone", "a piercing tone sounds"), ("a high-frequency tone", "a high-frequency tone sounds")),
+        "clap": (("a clap", "someone claps"), ("clapping", "clapping is heard"), ("applause", "people applaud"),
+                 ("a smack", "a smack sounds"), ("slapping", "something slaps")),
+        "silence": (("no sound", "there is no sound"), ("silence", "everything is silent"), ("total silence", "the scene is hushed"),
+                    ("a mute soundtrack", "the soundtrack is mute"), ("no tone", "no tone plays")),
     },
     backdrops={
-        "plain": ("on a plain background", "on a flat background"),
-        "textured": ("on a textured background", "on a patterned background"),
+        "plain": ("on a plain background", "on a flat background", "on a uniform background", "over a single-colour background"),
+        "textured": ("on a textured background", "on a patterned background", "on a cluttered background", "over a textured background"),
     },
-    speech=(', and a voice says "{words}"', '; someone says "{words}"'),
-    on_screen=(', with the word "{words}" on screen', '; the text "{words}" is shown'),
+    speech=(', and a voice says "{words}"', '; someone says "{words}"', ', and someone speaks: "{words}"'),
+    on_screen=(', with the word "{words}" on screen', '; the text "{words}" is shown', ', with the label "{words}" displayed'),
 )
 
 # Held-out test captions: synonyms training never uses ("ball", "box", "glides", "drifts", "beep",
@@ -203,6 +222,7 @@ TEST_PHRASING = Phrasing(
 )
 
 PHRASINGS: dict[str, Phrasing] = {"train": TRAIN_PHRASING, "test": TEST_PHRASING}
+PARAPHRASES = 4  # captions per training event in train.jsonl (distinct draws from TRAIN_PHRASING)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,6 +248,7 @@ class Event:
     path: tuple[int, int, int, int]  # x0, y0, x1, y1
     caption: str = ""  # in the phrasing of the video's split
     captions: dict[str, str] = field(default_factory=dict)  # {"train": ..., "test": ...}
+    paraphrases: tuple[str, ...] = ()  # more training-phrasing captions of the event (train.jsonl lists them)
     sound_dependent: bool = False
     look: EventLook = field(default_factory=EventLook)  # how it is drawn (never what it shows)
 
@@ -428,7 +449,9 @@ def _caption(event: Event, seed: int, video: int, k: int, split: str) -> Event:
         style: caption_text(event, PHRASINGS[style], random.Random(f"synth:{seed}:{video}:{k}:{style}"))
         for style in PHRASINGS
     }
-    return replace(event, caption=captions[split], captions=captions)
+    more = (caption_text(event, TRAIN_PHRASING, random.Random(f"synth:{seed}:{video}:{k}:train:{j}")) for j in range(1, PARAPHRASES))
+    paraphrases = tuple(dict.fromkeys(c for c in more if c != captions["train"]))
+    return replace(event, caption=captions[split], captions=captions, paraphrases=paraphrases)
 
 
 def _mark_sound_dependent(plans: list[VideoPlan]) -> list[VideoPlan]:
@@ -545,29 +568,51 @@ def _inside_polygon(x: np.ndarray, y: np.ndarray, poly: np.ndarray) -> np.ndarra
 
 def sprite_pixels(colour: str, shape: str, size: int, look: EventLook | None = None) -> np.ndarray:
     """RGBA sprite. The plain look is a flat fill; the randomised ones draw the same shape in the
-    same colour family: a darker outline, a lit-from-above shading, or turned by an angle."""
+    same colour family: a darker outline, a lit-from-above shading, turned by an angle, a gradient or
+    dark bands along an angle, a soft (blurred) edge, or a speckled fill; any of them rotated by
+    ``look.turn`` degrees."""
     look = look or EventLook()
-    if look.variant == "turned" and shape != "circle":
-        coverage = _turned_mask(shape, size, look.angle)
-    else:
-        coverage = shape_mask(shape, size)
+    rotation = (look.angle if look.variant == "turned" else 0.0) + look.turn
+    rotated = bool(rotation) and shape != "circle"
+    coverage = _turned_mask(shape, size, rotation) if rotated else shape_mask(shape, size)
     alpha = np.round(coverage * 255).astype(np.uint8)
     base = np.clip(np.array(COLOURS[colour], np.float32) + np.array(look.shade, np.float32), 0, 255)
     rgb = np.broadcast_to(base, (size, size, 3)).copy()
     if look.variant == "outline":
-        inner = shape_mask(shape, size, inset=max(2, size // 12))
+        inset = max(2, size // 12)
+        inner = _turned_mask(shape, size, rotation, inset=inset) if rotated else shape_mask(shape, size, inset=inset)
         edge = np.clip(coverage - inner, 0, 1)[..., None]
         rgb = rgb * (1 - 0.55 * edge)
     elif look.variant == "shaded":
         light = np.linspace(1.12, 0.8, size, dtype=np.float32)[:, None, None]
         rgb = rgb * light
+    elif look.variant in ("gradient", "striped"):
+        yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size - 0.5
+        a = np.deg2rad(look.angle)
+        along = (np.cos(a) * xx + np.sin(a) * yy).astype(np.float32)  # -0.7..0.7 across the box
+        if look.variant == "gradient":
+            rgb = rgb * (0.95 + 0.45 * along)[..., None]
+        else:  # dark bands about a sixth of the box wide
+            rgb = rgb * np.where(np.floor(along * 6) % 2 == 0, 1.0, 0.62).astype(np.float32)[..., None]
+    elif look.variant == "soft":  # a blurred edge, as a defocused or motion-smeared object has
+        k = max(3, size // 10) | 1
+        pad = np.pad(coverage, k)
+        kernel = np.ones(k) / k
+        pad = np.apply_along_axis(lambda r: np.convolve(r, kernel, "same"), 0, np.apply_along_axis(lambda r: np.convolve(r, kernel, "same"), 1, pad))
+        alpha = np.round(pad[k:-k, k:-k] * 255).astype(np.uint8)
+    elif look.variant == "speckled":
+        grain = np.random.default_rng([size, len(shape), int(base.sum())]).normal(0, 0.12, (size, size, 1)).astype(np.float32)
+        rgb = rgb * (1 + grain)
     return np.dstack([np.clip(rgb, 0, 255).astype(np.uint8), alpha])
 
 
-def _turned_mask(shape: str, size: int, angle: float, supersample: int = 4) -> np.ndarray:
+def _turned_mask(shape: str, size: int, angle: float, supersample: int = 4, inset: int = 0) -> np.ndarray:
     n = size * supersample
     coords = (np.arange(n) + 0.5) / n * 2 - 1
     x, y = np.meshgrid(coords, coords)
+    if inset:
+        scale = size / max(size - 2 * inset, 1)
+        x, y = x * scale, y * scale
     a = np.deg2rad(angle)
     xr, yr = np.cos(a) * x + np.sin(a) * y, -np.sin(a) * x + np.cos(a) * y
     inside = _inside_polygon(xr / 0.92, yr / 0.92, _polygon(shape))  # shrunk a little: corners stay in the box
@@ -696,22 +741,33 @@ def _event_sound(e: Event, n: int, rng: np.random.Generator, look: VideoLook | N
     if e.sound in TONE_HZ:
         level = TONE_UNDER_SPEECH if e.spoken else look.tone_level
         t = np.arange(n) / SAMPLE_RATE
-        return _faded(level * tone_wave(TONE_HZ[e.sound] * look.pitch, t, look.timbre))
+        return _faded(level * tone_wave(TONE_HZ[e.sound] * look.pitch, t, look.timbre, look.vibrato, look.timbre_seed))
     if e.sound == "clap":
-        return _claps(n, rng, every=look.clap_every, decay=look.clap_decay)
+        return _claps(n, rng, every=look.clap_every, decay=look.clap_decay, group=look.clap_group,
+                      colour=look.clap_colour, level=look.clap_level, tail=look.clap_tail)  # fmt: skip
     return np.zeros(n)
 
 
-def tone_wave(hz: float, t: np.ndarray, timbre: str = "sine") -> np.ndarray:
+def tone_wave(hz: float, t: np.ndarray, timbre: str = "sine", vibrato: float = 0.0, seed: int = 0) -> np.ndarray:
     """A tone of pitch ``hz`` in one of several timbres, peak ~1; the fundamental stays the
-    strongest partial, so "low / middle / high" is still the pitch a listener hears."""
+    strongest partial, so "low / middle / high" is still the pitch a listener hears. ``vibrato``
+    wobbles the pitch by that fraction at 5.5 Hz; "organ" draws its partials' weights from ``seed``."""
+    if vibrato:
+        phase = 2 * np.pi * np.cumsum(hz * (1 + vibrato * np.sin(2 * np.pi * 5.5 * t))) / SAMPLE_RATE
+    else:
+        phase = 2 * np.pi * hz * t
     if timbre == "sine":
-        return np.sin(2 * np.pi * hz * t)
-    partials = {"harmonics": [(1, 1.0), (2, 0.5), (3, 0.25)],
-                "square": [(k, 1.0 / k) for k in (1, 3, 5, 7)],
-                "triangle": [(k, (-1) ** (i) / k**2) for i, k in enumerate((1, 3, 5))]}[timbre]  # fmt: skip
+        return np.sin(phase)
+    if timbre == "organ":
+        weights = np.random.default_rng(seed).uniform(0.0, 0.8, 7)
+        partials = [(1, 1.0)] + [(k, float(w)) for k, w in zip(range(2, 9), weights)]
+    else:
+        partials = {"harmonics": [(1, 1.0), (2, 0.5), (3, 0.25)],
+                    "square": [(k, 1.0 / k) for k in (1, 3, 5, 7)],
+                    "triangle": [(k, (-1) ** (i) / k**2) for i, k in enumerate((1, 3, 5))],
+                    "sawtooth": [(k, 1.0 / k) for k in range(1, 13)]}[timbre]  # fmt: skip
     nyquist = SAMPLE_RATE / 2
-    x = sum(a * np.sin(2 * np.pi * k * hz * t) for k, a in partials if k * hz < nyquist)
+    x = sum(a * np.sin(k * phase) for k, a in partials if k * hz < nyquist)
     return x / np.abs(x).max()
 
 
@@ -725,13 +781,27 @@ def _faded(x: np.ndarray, seconds: float = FADE_SECONDS) -> np.ndarray:
     return x
 
 
-def _claps(n: int, rng: np.random.Generator, every: float = 0.5, length: float = 0.06, decay: float = 0.012) -> np.ndarray:
-    """Clap-like bursts: white noise with a fast exponential decay, twice a second by default."""
+def _claps(n: int, rng: np.random.Generator, every: float = 0.5, length: float = 0.06, decay: float = 0.012, group: int = 1,
+           colour: str = "white", level: float = CLAP_LEVEL, tail: float = 0.0) -> np.ndarray:  # fmt: skip
+    """Clap-like bursts: white noise with a fast exponential decay, twice a second by default. The
+    randomised look varies the rhythm, claps per hit (``group``, 0.15 s apart), the noise's colour
+    ("bright": high-passed, "dull": low-passed), the level and a reverberant ``tail``."""
     out = np.zeros(n)
-    m = int(length * SAMPLE_RATE)
+    m = int((length + 4 * tail) * SAMPLE_RATE)
     envelope = np.exp(-np.arange(m) / (decay * SAMPLE_RATE))
-    for start in range(int(0.05 * SAMPLE_RATE), n - m, int(every * SAMPLE_RATE)):
-        out[start : start + m] = CLAP_LEVEL * envelope * rng.uniform(-1, 1, m)
+    if tail:
+        envelope = np.maximum(envelope, 0.25 * np.exp(-np.arange(m) / (tail * SAMPLE_RATE)))
+    gap = int(0.15 * SAMPLE_RATE)
+    for start in range(int(0.05 * SAMPLE_RATE), n - m - (group - 1) * gap, int(every * SAMPLE_RATE)):
+        for j in range(group):
+            if colour == "bright":
+                noise = 0.7 * np.diff(rng.uniform(-1, 1, m + 1))
+            elif colour == "dull":
+                noise = 1.8 * np.convolve(rng.uniform(-1, 1, m), np.ones(6) / 6, "same")
+            else:
+                noise = rng.uniform(-1, 1, m)
+            s = start + j * gap
+            out[s : s + m] += level * envelope * noise
     return out
 
 
@@ -820,6 +890,9 @@ def ffmpeg_command(video: VideoPlan, assets: _Assets, wav: Path, target: Path) -
     n = len(video.events)
     labels = "".join(f"[e{k}]" for k in range(n))
     degrade = (f",gblur=sigma={look.blur}" if look.blur else "") + (f",noise=alls={look.noise}:allf=t" if look.noise else "")
+    if look.shake:  # a hand-held camera: each frame cut from a randomly shifted window, scaled back
+        s = look.shake
+        degrade += f",crop=w=iw-{2 * s}:h=ih-{2 * s}:x='{s}+{s}*(2*random(1)-1)':y='{s}+{s}*(2*random(2)-1)',scale={WIDTH}:{HEIGHT}"
     graph = ";".join(chains) + f";{labels}concat=n={n}:v=1:a=0{degrade},format=yuv420p[v]"
     return [
         "ffmpeg", "-nostdin", "-v", "error", "-y", *inputs, "-i", str(wav),
@@ -891,11 +964,15 @@ def render_video(video: VideoPlan, out: Path, assets: _Assets, seed: int) -> Pat
 
 
 def caption_record(video: VideoPlan, phrasing: str | None = None) -> dict:
-    """A video's line in train/test.jsonl: its captions in its split's phrasing (or the one named)."""
-    return {
-        "video": video.video,
-        "captions": [{"text": e.captions[phrasing] if phrasing else e.caption, "start": e.start, "end": e.end} for e in video.events],
-    }
+    """A video's line in train/test.jsonl: its captions in its split's phrasing (or the one named).
+    A training video lists each event's paraphrases too (the trainer draws one caption per step)."""
+    captions = []
+    for e in video.events:
+        texts = [e.captions[phrasing] if phrasing else e.caption]
+        if phrasing is None and video.split == "train":
+            texts += e.paraphrases
+        captions += [{"text": t, "start": e.start, "end": e.end} for t in texts]
+    return {"video": video.video, "captions": captions}
 
 
 def event_records(video: VideoPlan) -> list[dict]:
@@ -912,6 +989,7 @@ def event_records(video: VideoPlan) -> list[dict]:
             "path": list(e.path),
             "caption": e.caption,
             "captions": e.captions,
+            "paraphrases": list(e.paraphrases),
             "visual_key": e.visual_key,
             "sound_dependent": e.sound_dependent,
         }

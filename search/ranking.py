@@ -5,7 +5,8 @@
    sentence vectors over its spans. Reciprocal rank fusion of those lists picks the `candidates`
    videos worth a closer look. This first fusion only decides *who* is looked at closely.
 2. **Final ranking** (fine). X-Pool (with TEFAL audio fusion when the model has a head) re-scores
-   each candidate from its stored unit vectors; that list *replaces* the coarse visual list, the
+   each candidate from its stored unit vectors, plus its best event window (event_windows.py: the
+   attributes a query names bound to one moment); that list *replaces* the coarse visual list, the
    text channels keep theirs, and a second fusion gives the final order and score. Fusing again
    (instead of adding scores) is what keeps channels on incomparable scales (cosine, BM25) from
    drowning each other, and it lets a video that only a text channel found keep its place.
@@ -29,6 +30,7 @@ import torch
 
 from vidsearch.api_models import SpanHit
 
+from .event_windows import EVENT_WEIGHT, best_windows
 from .features import FeatureCache, VideoFeatures
 from .fusion import reciprocal_rank_fusion
 from .moments import Moment, MomentResult, localize_moments_many
@@ -126,6 +128,10 @@ def final_ranking(plan: QueryPlan, pool: CandidatePool, cache: FeatureCache, hea
     if plan.audio is not None and features:  # a pretrained audio tower's tokens (no trained head)
         fused, part, gate = plan.audio.fuse(out.scores, [f.audio_vectors for f in features])
         out = replace(out, scores=fused, audio_part=part, audio_gate=gate)
+    if features:  # plus the best moment where everything the query names happens at once
+        # (the window's own audio only where the tokens are in the query's space: the model's own tower)
+        event = best_windows(plan.query, features, in_window, use_audio=plan.use_audio and plan.audio is None)
+        out = replace(out, scores=out.scores + EVENT_WEIGHT * event)
     lists, scores = dict(pool.lists), dict(pool.scores)
     weights = {c: w for c, w in plan.weights.items() if c != "audio"}
     if plan.use_frames:

@@ -15,6 +15,7 @@ import torch
 from vidsearch.encoders.directions import reverse_direction
 from vidsearch.encoders.temporal import TemporalMixer, frame_cues, mix_units, unit_cues_of, widen_state
 from vidsearch.lab import synth
+from vidsearch.lab.synth_looks import CLAP_COLOURS, SPRITE_VARIANTS, TIMBRES, EventLook, video_look
 from vidsearch.lab.relevance_eval import attribute_chance, attribute_p1, attribute_relevance, named_key, r1_ceiling, relevance_metrics
 
 SEED = 3
@@ -77,6 +78,7 @@ def test_styles_change_the_look_not_the_ground_truth(styled, tmp_path):
 def test_each_style_shows_the_events_colour_and_plays_its_tone(styled, style):
     root = styled[style]
     events = [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines()]
+    pitch = {p.video: p.look.pitch for p in synth.plan(N, SEED, 0.2, style)}  # the randomised look's own pitch
     colours = tones = 0
     for e in events:
         video = root / e["video"]
@@ -90,13 +92,70 @@ def test_each_style_shows_the_events_colour_and_plays_its_tone(styled, style):
             w = audio[a:b]
             spectrum = np.abs(np.fft.rfft(w * np.hanning(w.size)))
             peak = float(np.fft.rfftfreq(w.size, 1 / synth.SAMPLE_RATE)[spectrum.argmax()])
-            assert peak == pytest.approx(synth.TONE_HZ[e["sound"]], rel=0.06), (style, e)
+            assert peak == pytest.approx(synth.TONE_HZ[e["sound"]] * pitch[e["video"]], rel=0.06), (style, e)
             tones += 1
         if e["sound"] == "silence" and not e["spoken"]:
             audio = _audio(video)
             a, b = (int(t * synth.SAMPLE_RATE) for t in (e["start"] + 0.2, e["end"] - 0.2))
             assert float(np.sqrt(np.mean(audio[a:b] ** 2))) < 0.01, (style, e)
     assert colours >= 8
+
+
+def test_randomised_tones_keep_their_pitch_class_in_every_timbre():
+    """Whatever the timbre (sawtooth, a random organ, vibrato), the fundamental is the strongest
+    partial and each class's pitch range (the look's 0.8-1.25x) never meets another's."""
+    looks = [video_look(7, i, "random") for i in range(300)]
+    assert set(TIMBRES) == {lk.timbre for lk in looks}
+    lo, hi = min(lk.pitch for lk in looks), max(lk.pitch for lk in looks)
+    assert 0.8 <= lo < 0.85 and 1.2 < hi <= 1.25
+    assert synth.TONE_HZ["low"] * hi < synth.TONE_HZ["middle"] * lo and synth.TONE_HZ["middle"] * hi < synth.TONE_HZ["high"] * lo
+    t = np.arange(synth.SAMPLE_RATE // 2) / synth.SAMPLE_RATE
+    freqs = np.fft.rfftfreq(t.size, 1 / synth.SAMPLE_RATE)
+    for timbre in TIMBRES:
+        for hz in (synth.TONE_HZ["low"] * lo, synth.TONE_HZ["high"] * hi):
+            for vibrato in (0.0, 0.015):
+                w = synth.tone_wave(hz, t, timbre, vibrato, seed=11)
+                assert np.abs(w).max() == pytest.approx(1.0, abs=1e-6)
+                peak = freqs[np.abs(np.fft.rfft(w * np.hanning(w.size))).argmax()]
+                assert peak == pytest.approx(hz, rel=0.03), (timbre, hz, vibrato)
+
+
+def test_randomised_claps_vary_and_stay_audible():
+    looks = [video_look(7, i, "random") for i in range(300)]
+    assert {lk.clap_group for lk in looks} == {1, 2, 3} and {lk.clap_colour for lk in looks} == set(CLAP_COLOURS)
+    assert any(lk.clap_tail for lk in looks) and any(lk.shake for lk in looks) and any(lk.vibrato for lk in looks)
+    turns = [e.look.turn for p in synth.plan(100, 7, 0.0, "random") for e in p.events]
+    assert 0.3 < np.mean([t > 0 for t in turns]) < 0.7 and max(turns) > 300  # half the shapes point any way
+    n = 2 * synth.SAMPLE_RATE
+    for lk in looks[:40]:
+        x = synth._claps(n, np.random.default_rng(0), every=lk.clap_every, decay=lk.clap_decay, group=lk.clap_group,
+                         colour=lk.clap_colour, level=lk.clap_level, tail=lk.clap_tail)  # fmt: skip
+        hits = int(np.ceil((n - 0.05 * synth.SAMPLE_RATE - 0.06 * synth.SAMPLE_RATE) / (lk.clap_every * synth.SAMPLE_RATE)))
+        assert 0.2 < np.abs(x).max() and hits >= 1, lk
+    # the plain look's claps are what they always were (plain corpora keep their files)
+    plain = synth._claps(n, np.random.default_rng(5))
+    m = int(0.06 * synth.SAMPLE_RATE)
+    rng = np.random.default_rng(5)
+    first = synth.CLAP_LEVEL * np.exp(-np.arange(m) / (0.012 * synth.SAMPLE_RATE)) * rng.uniform(-1, 1, m)
+    start = int(0.05 * synth.SAMPLE_RATE)
+    assert np.array_equal(plain[start : start + m], first)
+
+
+@pytest.mark.parametrize("turn", [0.0, 137.0])
+@pytest.mark.parametrize("variant", SPRITE_VARIANTS)
+def test_every_sprite_variant_keeps_the_shape_and_its_colour(variant, turn):
+    look = EventLook(variant=variant, angle=30.0 if variant != "turned" else 20.0, turn=turn)
+    names = list(synth.COLOURS)
+    palette = np.array([synth.COLOURS[n] for n in names], np.float32)
+    for shape in synth.SHAPES:
+        flat = synth.sprite_pixels("green", shape, 64)[..., 3].astype(np.float32).sum()
+        px = synth.sprite_pixels("green", shape, 64, look)
+        opaque = px[..., 3] > 200
+        assert abs(px[..., 3].astype(np.float32).sum() / flat - 1) < 0.2, (variant, shape)  # "turned" is drawn 8% smaller
+        rgb = px[opaque][:, :3].astype(np.float32)
+        # the same colour family: every opaque pixel's hue is the palette colour's, however dark
+        nearest = np.argmax((rgb / (np.linalg.norm(rgb, axis=1, keepdims=True) + 1e-6)) @ (palette / np.linalg.norm(palette, axis=1, keepdims=True)).T, axis=1)
+        assert np.mean(nearest == names.index("green")) > 0.95, (variant, shape)
 
 
 # -- direction -------------------------------------------------------------------------------------

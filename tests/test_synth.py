@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -88,19 +89,32 @@ def test_every_video_has_its_planned_duration_and_both_streams(corpus):
         assert float(kinds["video"]["duration"]) == pytest.approx(expected, abs=0.06)
 
 
+SLOT_FIELDS = ("colour", "shape", "motion", "sound", "background", "backdrop", "spoken", "onscreen")
+
+
 def test_caption_files_parse_and_events_run_back_to_back(corpus):
     out, _ = corpus
     truth = events_by_video(out)
     records = read_jsonl(out / "train.jsonl") + read_jsonl(out / "test.jsonl")
     assert sorted(r["video"] for r in records) == sorted(truth)
+    paraphrased = 0
     for r in records:
         assert (out / r["video"]).is_file()  # relative to the JSONL's folder
-        caps = r["captions"]
-        assert 2 <= len(caps) <= 4 and caps[0]["start"] == 0.0
-        assert all(a["end"] == b["start"] for a, b in itertools.pairwise(caps))
-        duration = truth[r["video"]][-1]["end"]
-        assert all(0 <= c["start"] < c["end"] <= duration and 2.0 <= c["end"] - c["start"] <= 4.0 for c in caps)
-        assert [c["text"] for c in caps] == [e["caption"] for e in truth[r["video"]]]
+        events = truth[r["video"]]
+        # a training video lists each event's paraphrases after its caption, at the event's times
+        expected = [(t, e["start"], e["end"]) for e in events for t in [e["caption"]] + (e["paraphrases"] if e["split"] == "train" else [])]
+        assert [(c["text"], c["start"], c["end"]) for c in r["captions"]] == expected
+        paraphrased += sum(len(e["paraphrases"]) for e in events if e["split"] == "train")
+        for e in events:
+            assert len(set([e["caption"]] + e["paraphrases"])) == 1 + len(e["paraphrases"]) <= synth.PARAPHRASES
+            assert all(p in synth.all_captions(synth.Event(**{k: e[k] for k in SLOT_FIELDS}, start=0, end=1, size=1, path=(0, 0, 0, 0)), synth.TRAIN_PHRASING)
+                       for p in e["paraphrases"])  # fmt: skip
+        caps = [(e["start"], e["end"]) for e in events]
+        assert 2 <= len(caps) <= 4 and caps[0][0] == 0.0
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(caps))
+        duration = events[-1]["end"]
+        assert all(0 <= s < e <= duration and 2.0 <= e - s <= 4.0 for s, e in caps)
+    assert paraphrased >= 2 * sum(e["split"] == "train" for es in truth.values() for e in es)
     # the control file: the same test videos and times, in the phrasing training uses
     seen = read_jsonl(out / "test_seen_phrasing.jsonl")
     test = read_jsonl(out / "test.jsonl")
@@ -146,8 +160,27 @@ def test_test_captions_are_phrased_as_training_never_does():
         assert e.caption not in synth.all_captions(e, synth.TRAIN_PHRASING)
     for e in (e for p in plans if p.split == "train" for e in p.events):
         assert e.caption in synth.all_captions(e, synth.TRAIN_PHRASING)
-    train_words = {w for e in (e for p in plans for e in p.events) for w in e.captions["train"].split()}
+    train_words = {w for e in (e for p in plans for e in p.events) for c in (e.captions["train"], *e.paraphrases) for w in c.split()}
     assert {"ball", "box", "glides", "drifts", "beep", "whistle"}.isdisjoint(train_words)
+
+
+def _phrasing_words(phrasing: synth.Phrasing) -> set[str]:
+    parts = [*phrasing.templates, *phrasing.speech, *phrasing.on_screen]
+    parts += [w for d in (phrasing.nouns, phrasing.motions, phrasing.backdrops) for v in d.values() for w in v]
+    parts += [w for v in phrasing.sounds.values() for pair in v for w in pair]
+    return {w for p in parts for w in re.findall(r"[a-z]+(?:-[a-z]+)*", re.sub(r"\{\w+\}", "", p.lower()))}
+
+
+def test_training_synonyms_never_borrow_the_held_out_words():
+    """Training's richer phrasing (synonyms, sound-first sentences) shares with the held-out test
+    phrasing only function words, the four shape names and what the first round's training phrasing
+    already shared; a new shared word would make test.jsonl's "held-out phrasing" figures a lie."""
+    allowed = {"a", "an", "and", "as", "is", "no", "on", "over", "that", "the", "there", "to", "while", "with",
+               "circle", "square", "star", "triangle",  # the shapes' own names
+               "clap", "downward", "heard", "left", "low", "medium", "patterned", "right", "screen", "sound", "up", "upward", "voice"}  # fmt: skip
+    shared = _phrasing_words(synth.TRAIN_PHRASING) & _phrasing_words(synth.TEST_PHRASING)
+    assert shared <= allowed, sorted(shared - allowed)
+    assert len(synth.TRAIN_PHRASING.templates) > len(synth.TEST_PHRASING.templates)  # more sentence shapes than the test's
 
 
 def test_sound_only_pairs_exist_and_their_captions_name_the_sound():

@@ -1,0 +1,143 @@
+"""The fine stage's best event window: the attributes a query names must happen in one moment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vidsearch.search.event_windows import AUDIO_WEIGHT, WINDOW_SECONDS, best_window, best_windows
+from vidsearch.search.features import VideoFeatures
+
+D = 16
+BLUE, RED, CIRCLE, SQUARE, HIGH, LOW = np.eye(D, dtype=np.float32)[:6]
+
+
+def _unit(*parts: np.ndarray) -> np.ndarray:
+    v = np.sum(parts, axis=0)
+    return v / np.linalg.norm(v)
+
+
+def _video(events: list[tuple[float, np.ndarray, np.ndarray | None]], step: float = 1.0) -> VideoFeatures:
+    """Back-to-back events (seconds, frame vector, sound vector or None), one unit a second and two
+    audio tokens a second."""
+    starts, vectors, a_starts, a_vectors = [], [], [], []
+    t = 0.0
+    for seconds, look, sound in events:
+        for k in np.arange(0, seconds, step):
+            starts.append(t + k)
+            vectors.append(look)
+        for k in np.arange(0, seconds, 0.5):
+            a_starts.append(t + k)
+            a_vectors.append(sound if sound is not None else np.zeros(D, np.float32))
+        t += seconds
+    s, a = np.array(starts, np.float32), np.array(a_starts, np.float32)
+    return VideoFeatures(s, s + step, np.array(vectors, np.float32), a, a + 0.5, np.array(a_vectors, np.float32))
+
+
+def _mean_score(q: np.ndarray, f: VideoFeatures) -> float:
+    m = f.vectors.mean(axis=0)
+    return float(m @ q / np.linalg.norm(m))
+
+
+def test_the_event_that_holds_everything_beats_a_video_that_holds_it_in_pieces():
+    """Blue circle then red square (the pieces of "a blue square") against a blue square among other
+    things: the pooled video prefers the pieces, the best window the real thing."""
+    q = _unit(BLUE, SQUARE)
+    pieces = _video([(3, _unit(BLUE, CIRCLE), None), (3, _unit(RED, SQUARE), None)])
+    whole = _video([(3, _unit(BLUE, SQUARE), None), (3, _unit(RED, CIRCLE), None), (3, _unit(RED, CIRCLE), None)])
+    assert _mean_score(q, pieces) > _mean_score(q, whole)
+    w = best_windows(q, [pieces, whole])
+    assert w[1] > w[0] and w[1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_sound_counts_only_in_the_same_window():
+    """A blue square with a low tone, and a high tone elsewhere in the video, against one whose
+    blue square plays the high tone: "a blue square with a high tone" is the second."""
+    q = _unit(BLUE, SQUARE, HIGH)
+    apart = _video([(3, _unit(BLUE, SQUARE), LOW), (3, _unit(RED, CIRCLE), HIGH)])
+    together = _video([(3, _unit(BLUE, SQUARE), HIGH), (3, _unit(RED, CIRCLE), LOW)])
+    a, b = best_windows(q, [apart, together])
+    assert b > a
+    assert b == pytest.approx(float(_unit(BLUE, SQUARE) @ q) + AUDIO_WEIGHT * float(HIGH @ q), abs=1e-5)
+    # no audio asked (or tokens of another space): frames alone, the two videos tie
+    a0, b0 = best_windows(q, [apart, together], use_audio=False)
+    assert a0 == pytest.approx(b0)
+    other_space = VideoFeatures(together.start, together.end, together.vectors, together.audio_start, together.audio_end,
+                                np.ones((len(together.audio_start), D + 3), np.float32))  # fmt: skip
+    assert best_window(q, other_space) == pytest.approx(b0)
+
+
+def test_columnar_windows_equal_the_obvious_loop_on_an_irregular_video():
+    rng = np.random.default_rng(0)
+    n = 700
+    start = np.sort(rng.uniform(0, 900, n)).astype(np.float32)
+    f = VideoFeatures(start, start + 0.5, rng.normal(size=(n, D)).astype(np.float32),
+                      np.arange(0, 900, 0.5, dtype=np.float32), np.arange(0.5, 900.5, 0.5, dtype=np.float32),
+                      rng.normal(size=(1800, D)).astype(np.float32))  # fmt: skip
+    queries = rng.normal(size=(5, D)).astype(np.float32)
+    keep = rng.random(n) > 0.3
+    centre = (f.start + f.end) / 2
+    a_centre = (f.audio_start + f.audio_end) / 2
+    expected = np.full(5, -np.inf)
+    for i in np.flatnonzero(keep):  # a window starts at each kept unit and holds the kept units of its span
+        inside = keep & (centre >= centre[i]) & (centre < centre[i] + WINDOW_SECONDS - 1e-6)
+        v = f.vectors[inside].sum(0)
+        s = queries @ (v / np.linalg.norm(v))
+        sound = (a_centre >= f.start[i]) & (a_centre < f.start[i] + WINDOW_SECONDS)
+        if sound.any():
+            a = f.audio_vectors[sound].sum(0)
+            s = s + AUDIO_WEIGHT * queries @ (a / np.linalg.norm(a))
+        expected = np.maximum(expected, s)
+    np.testing.assert_allclose(best_window(queries, f, keep), expected, rtol=1e-4, atol=1e-5)
+    assert best_window(queries[0], f, keep) == pytest.approx(expected[0], rel=1e-4)
+
+
+def test_an_hour_long_video_finds_its_one_matching_moment():
+    """3,600 units of near misses and one moment that matches: that moment's window wins, with the
+    score its frames and sound give."""
+    rng = np.random.default_rng(1)
+    n = 3600
+    noise = rng.normal(size=(n, D)).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    q = _unit(BLUE, SQUARE, HIGH)
+    look, sound = _unit(BLUE, SQUARE), HIGH
+    vectors = 0.3 * noise + 0.2 * _unit(BLUE, CIRCLE)  # near misses everywhere
+    vectors[2000:2003] = look
+    start = np.arange(n, dtype=np.float32)
+    a_start = np.arange(0, n, 0.5, dtype=np.float32)
+    audio = rng.normal(size=(2 * n, D)).astype(np.float32) * 0.1
+    audio[4000:4006] = sound
+    f = VideoFeatures(start, start + 1, vectors, a_start, a_start + 0.5, audio)
+    planted = float(look @ q) + AUDIO_WEIGHT * float(sound @ q)
+    found = best_window(q, f)
+    assert found == pytest.approx(planted, abs=0.05) and found >= planted - 1e-5
+    # no window of near misses comes close
+    others = best_window(q, VideoFeatures(start[:1900], start[:1900] + 1, vectors[:1900], a_start[:3800], a_start[:3800] + 0.5, audio[:3800]))
+    assert others < planted - 0.1
+
+
+def test_a_video_without_units_in_the_time_window_scores_zero():
+    f = _video([(3, _unit(BLUE, SQUARE), None)])
+    assert best_window(_unit(BLUE, SQUARE), f, np.zeros(len(f.start), bool)) == 0.0
+
+
+def test_candidates_scored_together_equal_each_scored_alone():
+    """One pass over all candidates (one shared time axis) gives what each video alone gives: windows
+    never reach into the next video, whatever its length, audio or time window."""
+    rng = np.random.default_rng(2)
+
+    def random_video(n: int, audio: int | None) -> VideoFeatures:
+        s = np.sort(rng.uniform(0, n / 2, n)).astype(np.float32)
+        a = np.arange(0, n / 2 + 5, 0.5, dtype=np.float32)  # audio running past the last frame
+        width = D if audio is None else audio
+        return VideoFeatures(s, s + 0.5, rng.normal(size=(n, D)).astype(np.float32), a, a + 0.5, rng.normal(size=(len(a), width)).astype(np.float32))
+
+    feats = [random_video(12, None), random_video(3, D + 1), random_video(700, None), random_video(1, None), random_video(40, None)]
+    keep = [rng.random(len(f.start)) > 0.2 for f in feats]
+    keep[3][:] = False  # nothing of this one inside the time window
+    queries = rng.normal(size=(4, D)).astype(np.float32)
+    together = best_windows(queries, feats, keep)
+    alone = np.stack([best_window(queries, f, k) for f, k in zip(feats, keep)])
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+    assert (together[3] == 0).all()
+    np.testing.assert_allclose(best_windows(queries[1], feats, keep), together[:, 1], rtol=1e-5)
