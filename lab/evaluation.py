@@ -205,7 +205,8 @@ def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFe
             out["xpool"].append(pfree.similarity(t, frames, mask))
     sims = {k: torch.cat(v).numpy() for k, v in out.items()}
     # the fine stage's score as search computes it: the video-level one plus the best event window
-    windows = best_windows(text.numpy(), feats, use_audio=has_audio).T  # (queries, videos)
+    q = text.numpy()
+    windows = np.concatenate([best_windows(q[i : i + CHUNK], feats, use_audio=has_audio).T for i in range(0, len(q), CHUNK)])  # (queries, videos)
     sims["+window"] = sims["fused" if has_audio else "xpool"] + EVENT_WEIGHT * windows
     return sims
 

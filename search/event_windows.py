@@ -88,8 +88,9 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
     spans = np.array([max(float(c.max(initial=0.0)), float(a.max(initial=0.0))) for c, a in zip(centres, a_centres)])
     offsets = _offsets(spans)
     keys, order, video = _on_one_axis(centres, offsets)
-    vectors = np.concatenate([f.vectors if k.all() else f.vectors[k] for f, k in zip(feats, kept)])
-    starts = np.concatenate([f.start if k.all() else f.start[k] for f, k in zip(feats, kept)]).astype(np.float64)
+    some = [i for i, c in enumerate(centres) if len(c)]  # a video with nothing kept adds no rows (its vectors may be (0, 0))
+    vectors = np.concatenate([feats[i].vectors if kept[i].all() else feats[i].vectors[kept[i]] for i in some])
+    starts = np.concatenate([feats[i].start if kept[i].all() else feats[i].start[kept[i]] for i in some]).astype(np.float64)
     if order is not None:
         vectors, starts = vectors[order], starts[order]
     start_keys = starts + offsets[video]

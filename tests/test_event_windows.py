@@ -141,3 +141,14 @@ def test_candidates_scored_together_equal_each_scored_alone():
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
     assert (together[3] == 0).all()
     np.testing.assert_allclose(best_windows(queries[1], feats, keep), together[:, 1], rtol=1e-5)
+
+
+def test_units_and_tokens_out_of_time_order_score_as_sorted_ones():
+    rng = np.random.default_rng(3)
+    f = _video([(3, _unit(BLUE, SQUARE), HIGH), (3, _unit(RED, CIRCLE), LOW), (3, _unit(BLUE, CIRCLE), HIGH)])
+    u, a = rng.permutation(len(f.start)), rng.permutation(len(f.audio_start))
+    shuffled = VideoFeatures(f.start[u], f.end[u], f.vectors[u], f.audio_start[a], f.audio_end[a], f.audio_vectors[a])
+    q = np.stack([_unit(BLUE, SQUARE, HIGH), _unit(RED, CIRCLE, LOW), _unit(BLUE, HIGH)])
+    np.testing.assert_allclose(best_windows(q, [shuffled, f]), best_windows(q, [f, f]), rtol=1e-6)
+    empty = VideoFeatures(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros((0, 0), np.float32))
+    np.testing.assert_allclose(best_windows(q, [empty, f])[1], best_windows(q, [f])[0], rtol=1e-6)
