@@ -191,6 +191,7 @@ def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFe
     out = {"mean": [], "xpool": []}
     if has_audio:
         out["fused"] = []
+    out["+window"] = []
     pfree = ParameterFreePool(engine.settings.pool_temperature)
     for i in range(0, len(text), CHUNK):
         t = text[i : i + CHUNK]
@@ -203,12 +204,10 @@ def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFe
                 out["fused"].append(scores["fused"])
         else:
             out["xpool"].append(pfree.similarity(t, frames, mask))
-    sims = {k: torch.cat(v).numpy() for k, v in out.items()}
-    # the fine stage's score as search computes it: the video-level one plus the best event window
-    q = text.numpy()
-    windows = np.concatenate([best_windows(q[i : i + CHUNK], feats, use_audio=has_audio).T for i in range(0, len(q), CHUNK)])  # (queries, videos)
-    sims["+window"] = sims["fused" if has_audio else "xpool"] + EVENT_WEIGHT * windows
-    return sims
+        # the fine stage's score as search computes it: the video-level one plus the best event window
+        windows = torch.from_numpy(best_windows(t.numpy(), feats, use_audio=has_audio).T)  # (queries, videos)
+        out["+window"].append(out["fused" if has_audio else "xpool"][-1] + EVENT_WEIGHT * windows)
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
 def _engine_scores(engine: SearchEngine, queries: Queries, vids: list[str]) -> np.ndarray:
