@@ -12,9 +12,10 @@ shaking camera; a caption over a Mandelbrot zoom. Printed per configuration: fra
 recognised, boxes reused, frames with stale text (a text of 4+ letters and digits the fresh reader
 did not read in that frame but read in an earlier one: a reading kept too long; shorter ones recur
 legitimately, e.g. a timecode's ".467" read as a box of its own), frames whose text differs from the fresh
-reading at all (letters and digits compared, case and spacing ignored; this also counts the
-recogniser's own noise: it pads a batch's crops to the widest, so a crop read in another batch can
-come out another way, and a region detects a little differently from the whole frame) and CPU
+reading at all (letters and digits compared, case and spacing ignored; this also counts readings
+that differ without being wrong: a region detects a little differently from the whole frame, and a
+box cut otherwise can read otherwise, e.g. a 10 px clock a region reads whole where the whole frame
+drops a digit) and CPU
 seconds; and, for the current reader, with and without
 detecting only the regions of a frame that changed (`ocr.changed_regions`).
 

@@ -479,7 +479,8 @@ class OcrReader:
     across chunk boundaries too; `spans()` merges repeats over the whole video.
 
     `engine`: "rapidocr" (PP-OCRv4 detection + recognition, see ocr_rapid.py: reads text on busy
-    backgrounds) or "tesseract" (whole-frame page segmentation: clean text on plain backgrounds)."""
+    backgrounds) or "tesseract" (whole-frame page segmentation: clean text on plain backgrounds).
+    `threads`: the rapidocr sessions' threads (0: one per core)."""
 
     def __init__(
         self,
@@ -493,6 +494,7 @@ class OcrReader:
         change_cells: int = 5,
         target_height: int = TARGET_HEIGHT,
         workers: int | None = None,
+        threads: int = 0,
     ):
         self.psm, self.lang, self.min_conf, self.similarity = psm, lang, min_conf, similarity
         self.change_level, self.change_cells, self.target_height = change_level, change_cells, target_height
@@ -504,7 +506,7 @@ class OcrReader:
         if engine == "rapidocr":
             from .ocr_rapid import RapidTextReader
 
-            self._rapid = RapidTextReader()
+            self._rapid = RapidTextReader(threads=threads)
         self.frames: list[FrameText] = []
         self.reads = self.calls = 0
         self.regional = 0  # reads of only the part of a frame that changed (rapidocr)

@@ -6,8 +6,8 @@ checkerboard, a title over moving footage). Tesseract segments the whole page an
 demo library's words (DANGER, STOP, WIN, EXIT over textured backdrops); a text detector finds the
 box first and the recogniser reads the crop, and reads all of them.
 
-Why a recognition cache: recognition costs ~40-55 ms of wall time per box here (a frame's detection
-~45-75 ms), and text usually stays put while the picture moves (a caption held for five seconds over
+Why a recognition cache: recognition costs ~15-30 ms of CPU per box here, read alone at its own width
+(`recognise_each`; a frame's detection ~55-70 ms), and text usually stays put while the picture moves (a caption held for five seconds over
 moving video, a scoreboard, a slide title). A detected box whose glyphs match a reading's from
 earlier in the video reuses that reading, so recognition runs on what is new. A reused reading for
 text that changed is a wrong index entry (a burned-in clock read once and kept for twelve minutes),
@@ -42,7 +42,10 @@ recognition. Smaller is cheaper and loses small text: at 270, 14 px captions ove
 in 4 of 12 frames instead of 12; at 180, 12 px text was lost.
 
 The ONNX sessions do not spin their idle threads: spinning bought no speed here and burnt ~30% more
-CPU, which the decoders and the speech channel share.
+CPU, which the decoders and the speech channel share. In indexing the reader runs inside a decoder
+process, one per core, so each gets its share of the cores (`threads`; one on a 2-core machine): two
+threads per session there cost ~16% more CPU for the same reading (60 frames of the text-channel
+bench's talk: 8.4 vs 7.1 CPU s), and the other core was another decoder's.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class ModelUnavailable(RuntimeError):
 
 
 @lru_cache(maxsize=2)
-def _engine(det_side: int):
+def _engine(det_side: int, threads: int = 0):
     try:
         from rapidocr_onnxruntime import RapidOCR
     except ImportError as exc:
@@ -77,13 +80,14 @@ def _engine(det_side: int):
                                "or choose ocr_engine = \"tesseract\"") from exc  # fmt: skip
     engine = RapidOCR(det_limit_side_len=det_side, det_limit_type="min", print_verbose=False)
     for part in (engine.text_det.infer, engine.text_rec.session):
-        _no_spinning(part)
+        _reopen(part, threads)
     return engine
 
 
-def _no_spinning(infer) -> None:
-    """Re-open a rapidocr ONNX session with idle threads that sleep instead of spin (see the module
-    docstring). Left as it is where the session does not say which model it holds."""
+def _reopen(infer, threads: int) -> None:
+    """Re-open a rapidocr ONNX session with idle threads that sleep instead of spin, and `threads`
+    intra-op threads (0: onnxruntime's default, one per core); see the module docstring. Left as it
+    is where the session does not say which model it holds."""
     import onnxruntime as ort
 
     model = getattr(infer.session, "_model_path", None)
@@ -91,6 +95,8 @@ def _no_spinning(infer) -> None:
         return
     opts = type(infer)._init_sess_opts({})  # the options rapidocr opens its sessions with
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads > 0:
+        opts.intra_op_num_threads = threads
     infer.session = ort.InferenceSession(model, sess_options=opts, providers=infer.session.get_providers())
 
 
@@ -179,11 +185,34 @@ def _with_margin(crop: np.ndarray, margin: float) -> np.ndarray:
     return cv2.copyMakeBorder(crop, m, m, m, m, cv2.BORDER_REPLICATE)
 
 
+def recognise_each(recogniser, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+    """(text, confidence) of each crop, each read alone at its own width (the recogniser's height,
+    48 px, and the crop's aspect). rapidocr's own call pads every crop of a batch to the widest one
+    and to at least 320 px: a frame's short timecode or counter read beside a 40-character caption
+    paid for the caption's width, and a reading depended on its neighbours (a counter "341" read
+    "344" beside others; padding put spaces into a timecode, "00: 00: 12.467"). Alone at its own
+    width the recogniser costs half the CPU on video text (`bench/text_channels.py`), and reads the
+    same crop the same way wherever it is."""
+    import cv2
+
+    _, height, _ = recogniser.rec_image_shape
+    out = []
+    for crop in crops:
+        h, w = crop.shape[:2]
+        width = max(height // 3, int(np.ceil(height * w / max(h, 1))))
+        img = cv2.resize(crop, (width, height)).astype(np.float32).transpose(2, 0, 1)
+        img = img[None] / 127.5 - 1.0  # the recogniser's normalisation: (x / 255 - 0.5) / 0.5
+        preds = recogniser.session(img)[0]
+        ((text, score),) = recogniser.postprocess_op(preds)
+        out.append((str(text), float(score)))
+    return out
+
+
 class RapidTextReader:
     """Reads frames (RGB uint8) into lines: (text, score, box) per detected text box."""
 
-    def __init__(self, det_side: int = DET_SIDE, min_score: float = MIN_SCORE, cache_size: int = 256, margin: float = MARGIN):
-        self.engine = _engine(det_side)
+    def __init__(self, det_side: int = DET_SIDE, min_score: float = MIN_SCORE, cache_size: int = 256, margin: float = MARGIN, threads: int = 0):
+        self.engine = _engine(det_side, threads)
         self.det_side, self.min_score, self.margin = det_side, min_score, margin
         self.cache: OrderedDict[int, list[tuple[np.ndarray, float, str, float]]] = OrderedDict()  # by aspect bucket
         self.cache_size = cache_size
@@ -249,7 +278,7 @@ class RapidTextReader:
                 else:
                     self.reused += 1
             if todo:
-                results, _ = self.engine.text_rec([_with_margin(tight[i], self.margin) for i in todo])
+                results = recognise_each(self.engine.text_rec, [_with_margin(tight[i], self.margin) for i in todo])
                 for i, (text, score) in zip(todo, results):
                     readings[i] = (str(text), float(score))
                     self._store(tight[i], signatures[i], str(text), float(score))

@@ -79,7 +79,11 @@ def test_columnar_windows_equal_the_obvious_loop_on_an_irregular_video():
     centre = (f.start + f.end) / 2
     a_centre = (f.audio_start + f.audio_end) / 2
     expected = np.full(5, -np.inf)
+    last = centre[keep].max()
+    last_full = np.flatnonzero(keep & (centre > last - WINDOW_SECONDS + 1e-6))[0]  # the last window that spans the whole width
     for i in np.flatnonzero(keep):  # a window starts at each kept unit and holds the kept units of its span
+        if centre[i] + WINDOW_SECONDS - 1e-6 > last:  # one that would run past the last unit ends there instead
+            i = min(i, last_full)
         inside = keep & (centre >= centre[i]) & (centre < centre[i] + WINDOW_SECONDS - 1e-6)
         v = f.vectors[inside].sum(0)
         s = queries @ (v / np.linalg.norm(v))
@@ -90,6 +94,21 @@ def test_columnar_windows_equal_the_obvious_loop_on_an_irregular_video():
         expected = np.maximum(expected, s)
     np.testing.assert_allclose(best_window(queries, f, keep), expected, rtol=1e-4, atol=1e-5)
     assert best_window(queries[0], f, keep) == pytest.approx(expected[0], rel=1e-4)
+
+
+def test_an_event_placed_last_scores_as_it_would_in_the_middle():
+    """Windows near a video's end once held only its last units: a 2 s event placed last filled a
+    window of its own (pure), the same event in the middle shared its window with a neighbour's unit.
+    Every window of a video longer than the width now spans the width, wherever the event is."""
+    q = _unit(BLUE, SQUARE)
+    other = _unit(RED, CIRCLE)
+    middle = _video([(3, other, None), (2, _unit(BLUE, SQUARE), None), (3, other, None)])
+    last = _video([(3, other, None), (3, other, None), (2, _unit(BLUE, SQUARE), None)])
+    a, b = best_windows(q, [middle, last])
+    assert a == pytest.approx(b, abs=1e-6)
+    assert b < 0.99  # two of its three units, not the event alone
+    short = _video([(2, _unit(BLUE, SQUARE), None)])  # a video shorter than a window is one window
+    assert best_window(q, short) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_an_hour_long_video_finds_its_one_matching_moment():

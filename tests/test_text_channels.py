@@ -321,6 +321,58 @@ def test_rapid_reader_detects_on_a_smaller_frame_and_reads_full_size_crops(capti
         assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
+def test_each_crop_is_read_alone_at_its_own_width(caption_over_pattern, monkeypatch):
+    """The recogniser reads each box alone at its own aspect (48 px high), not padded to the widest
+    box of the frame and to 320 px as rapidocr's batches are: a short timecode no longer pays for a
+    caption's width, and reads the same whatever else the frame holds (padding put spaces into it)."""
+    from vidsearch.encoders import ocr_rapid
+
+    reader = ocr_rapid.RapidTextReader()
+    session = reader.engine.text_rec.session
+    shapes = []
+
+    def spy(img):
+        shapes.append(img.shape)
+        return session(img)
+
+    monkeypatch.setattr(reader.engine.text_rec, "session", spy)
+    crops, with_margin = [], ocr_rapid._with_margin
+
+    def keep(crop, margin):
+        crops.append(with_margin(crop, margin))
+        return crops[-1]
+
+    monkeypatch.setattr(ocr_rapid, "_with_margin", keep)
+    read = [reader.read(frame) for frame in caption_over_pattern]
+    assert len(shapes) == len(crops) == reader.recognised > len(caption_over_pattern)
+    for shape, crop in zip(shapes, crops):
+        assert shape[:3] == (1, 3, 48) and abs(shape[3] - 48 * crop.shape[1] / crop.shape[0]) <= 1, (shape, crop.shape)
+    assert min(s[3] for s in shapes) < 200  # the counter and the timecode, not padded to 320
+    clocks = [t for lines in read for t, _, _ in lines if re.fullmatch(r"\d\d: ?\d\d: ?\d\d[.:] ?\d+", t)]
+    assert len(clocks) >= 20 and sum(" " not in t for t in clocks) >= len(clocks) - 2, clocks
+    short, caption = (f(crops, key=lambda c: c.shape[1] / c.shape[0]) for f in (min, max))
+    recogniser = reader.engine.text_rec
+    assert ocr_rapid.recognise_each(recogniser, [caption, short])[1] == ocr_rapid.recognise_each(recogniser, [short])[0]
+
+
+def test_ocr_in_a_decoder_takes_its_share_of_the_cores(tmp_path, monkeypatch):
+    """OCR runs inside a decoder process, one per core (at most 4): its ONNX sessions get the cores'
+    share of one decoder (one thread each on 2 cores), not a thread per core in every decoder."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
+    from vidsearch.config import Settings
+    from vidsearch.encoders import ocr_rapid
+    from vidsearch.indexer import prepare, worker
+
+    for cores, workers, threads in ((2, None, 1), (16, None, 4), (16, 2, 8), (1, None, 1)):
+        monkeypatch.setattr(prepare.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        monkeypatch.setattr(worker.os, "cpu_count", lambda n=cores: n)
+        job = prepare.decode_job(Settings(db=tmp_path / "db", decode_workers=workers), "v.mp4", 112)
+        assert job.ocr_threads == threads, (cores, workers)
+    reader = ocr_rapid.RapidTextReader(threads=1)
+    for session in (reader.engine.text_det.infer.session, reader.engine.text_rec.session.session):
+        assert session.get_session_options().intra_op_num_threads == 1
+
+
 def test_ocr_and_the_encoder_share_one_decode(tmp_path, monkeypatch):
     """With OCR sampling the encoder's times (the default), the video is decoded once, whole, at OCR's
     height: the text is read from those frames and the encoder gets them scaled and cropped (within a
