@@ -91,7 +91,9 @@ def image_frame(data: bytes, size: int, max_bytes: int) -> np.ndarray:
                 raise ImageTooLarge(f"image is {img.width}x{img.height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels")
             img.seek(0)  # an animated GIF or WebP: its first frame
             rgb = ImageOps.exif_transpose(img).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError as exc:  # its message names Pillow's in-memory file, not the user's
+        raise NotAnImage(f"image is not a picture that can be read (PNG, JPEG, WebP, GIF, BMP, TIFF): {len(data):,} bytes in no known picture format") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise NotAnImage(f"image is not a picture that can be read (PNG, JPEG, WebP, GIF, BMP, TIFF): {exc}") from exc
     w, h = rgb.size
     scale = size / min(w, h)

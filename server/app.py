@@ -69,6 +69,11 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for e in exc.errors():
+            if e.get("type") == "json_invalid":  # its loc is a character offset, not a field
+                at = e.get("ctx", {}).get("error") or "invalid JSON"
+                offset = next((p for p in e.get("loc", ()) if isinstance(p, int)), None)
+                problems.append(f"the body is not valid JSON ({at}" + (f" at character {offset})" if offset is not None else ")"))
+                continue
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             problems.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems) or "invalid request"})

@@ -80,8 +80,9 @@ def test_image_frame_is_prepared_as_indexed_frames_are():
     sideways.save(buf, format="JPEG", exif=exif, quality=95)
     upright = image_frame(buf.getvalue(), 32, 10**6)[0]
     assert upright[4, 16, 1] > 200 and upright[28, 16, 1] < 60
-    with pytest.raises(NotAnImage, match="not a picture"):
+    with pytest.raises(NotAnImage, match="not a picture") as err:
         image_frame(b"this is not a picture", 32, 10**6)
+    assert "21 bytes in no known picture format" in str(err.value) and "BytesIO" not in str(err.value)  # nothing internal
     with pytest.raises(NotAnImage, match="empty"):
         image_frame(b"", 32, 10**6)
     with pytest.raises(ImageTooLarge, match="limit"):
@@ -133,6 +134,8 @@ def test_image_errors_are_clear_4xx(client, library, rgb_frame, monkeypatch):
     assert nothing.status_code == 422 and "give a query" in nothing.json()["detail"]
     bad_form = client.post("/v1/search", data={"request": "{not json"}, files={"image": ("a.png", rgb_frame)})
     assert bad_form.status_code == 422 and "request" in bad_form.json()["detail"]
+    cut_off = client.post("/v1/search", content=b'{"query": ', headers={"content-type": "application/json"})
+    assert cut_off.status_code == 422 and cut_off.json()["detail"] == "the body is not valid JSON (Expecting value at character 10)"
 
 
 def test_wordless_query_refuses_text_channels(client, rgb_frame):
