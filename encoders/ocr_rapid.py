@@ -264,34 +264,48 @@ class RapidTextReader:
                 boxes = np.concatenate([self._detect(bgr, r) for r in regions] + [np.zeros((0, 4, 2), np.float32)])
             if len(boxes) == 0:
                 return []
-            boxes = self.engine.sorted_boxes(boxes)
-            tight = self.engine.get_crop_img_list(bgr, boxes)
-            # (a box too small to compare is never looked up nor stored: no signature)
-            signatures = [glyph_signature(c) if c.shape[0] >= MIN_REUSE_HEIGHT else None for c in tight]
-            readings: list[tuple[str, float] | None] = []
-            todo = []
-            for i, (crop, sig) in enumerate(zip(tight, signatures)):
-                hit = self._lookup(crop, sig)
-                readings.append(hit)
-                if hit is None:
-                    todo.append(i)
-                else:
-                    self.reused += 1
-            if todo:
-                results = recognise_each(self.engine.text_rec, [_with_margin(tight[i], self.margin) for i in todo])
-                for i, (text, score) in zip(todo, results):
-                    readings[i] = (str(text), float(score))
-                    self._store(tight[i], signatures[i], str(text), float(score))
-                self.recognised += len(todo)
-            out = []
-            for quad, reading in zip(boxes, readings):
-                text, score = reading  # type: ignore[misc]
-                if score < self.min_score or sum(ch.isalnum() for ch in text) < 2:
-                    continue
-                x0, y0 = np.floor(quad.min(axis=0)).astype(int)
-                x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
-                out.append((text.strip(), score, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))))
-            return out
+            return self._read_boxes(bgr, self.engine.sorted_boxes(boxes))
+
+    def read_at(self, frame: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[tuple[str, float, tuple[int, int, int, int]]]:
+        """What `read` gives, for text boxes known without detecting them: (left, top, width, height)
+        each, e.g. where the frames before and after this one hold their lines (ocr.OcrReader). A box
+        that holds no text reads as junk, under `min_score`, and gives no line."""
+        if not boxes:
+            return []
+        with self._lock:
+            bgr = np.ascontiguousarray(np.asarray(frame)[..., 2::-1])
+            quads = np.array([[[x, y], [x + w, y], [x + w, y + h], [x, y + h]] for x, y, w, h in boxes], np.float32)
+            return self._read_boxes(bgr, quads)
+
+    def _read_boxes(self, bgr: np.ndarray, boxes: np.ndarray) -> list[tuple[str, float, tuple[int, int, int, int]]]:
+        """Recognise (or reuse a reading for) each box [N, 4, 2] of a BGR frame; lines kept."""
+        tight = self.engine.get_crop_img_list(bgr, boxes)
+        # (a box too small to compare is never looked up nor stored: no signature)
+        signatures = [glyph_signature(c) if c.shape[0] >= MIN_REUSE_HEIGHT else None for c in tight]
+        readings: list[tuple[str, float] | None] = []
+        todo = []
+        for i, (crop, sig) in enumerate(zip(tight, signatures)):
+            hit = self._lookup(crop, sig)
+            readings.append(hit)
+            if hit is None:
+                todo.append(i)
+            else:
+                self.reused += 1
+        if todo:
+            results = recognise_each(self.engine.text_rec, [_with_margin(tight[i], self.margin) for i in todo])
+            for i, (text, score) in zip(todo, results):
+                readings[i] = (str(text), float(score))
+                self._store(tight[i], signatures[i], str(text), float(score))
+            self.recognised += len(todo)
+        out = []
+        for quad, reading in zip(boxes, readings):
+            text, score = reading  # type: ignore[misc]
+            if score < self.min_score or sum(ch.isalnum() for ch in text) < 2:
+                continue
+            x0, y0 = np.floor(quad.min(axis=0)).astype(int)
+            x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
+            out.append((text.strip(), score, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))))
+        return out
 
     @staticmethod
     def _bucket(crop: np.ndarray) -> int:
