@@ -9,7 +9,7 @@ Media (made here, 640x360): testsrc2 with its running timecode and frame counter
 a 10 px clock on a still, grainy H.264 shot; a slide with a moving presenter inset and a clock; a clock over Conway's life; a scoreboard whose digits
 change over SMPTE bars; a price line with one changed digit over a cellular automaton; a caption on a
 shaking camera; a caption over a Mandelbrot zoom; Conway's life without text. Printed per
-configuration: frames detected, of which in regions, frames read at kept boxes without detection,
+configuration: frames detected, of which in regions, frames not detected (between two without text),
 boxes recognised, boxes reused, frames with stale text (a text of 4+ letters and digits the fresh reader
 did not read in that frame but read in an earlier one: a reading kept too long; shorter ones recur
 legitimately, e.g. a timecode's ".467" read as a box of its own), frames whose text differs from the fresh
@@ -18,8 +18,8 @@ that differ without being wrong: a region detects a little differently from the 
 box cut otherwise can read otherwise, e.g. a 10 px clock a region reads whole where the whole frame
 drops a digit) and CPU
 seconds; and, for the current reader, with and without detecting only the regions of a frame that
-changed (`ocr.changed_regions`), then with a frame between two detected ones read at their boxes
-(`ocr.same_layout`, `ocr.aligned_boxes`; the default).
+changed (`ocr.changed_regions`), then skipping the detection of a sample between two without text
+(`ocr.skip_between`; the default).
 
     python bench/ocr_reuse.py [--json]
 """
@@ -120,7 +120,7 @@ def _previous_same_text(a: np.ndarray, b: np.ndarray) -> bool:
     return float(diff.mean()) < 10.0 and float(diff.mean(axis=0).max()) < 30.0
 
 
-DETECT_ALL = {"same_layout": lambda *a, **k: None}  # every frame read is detected
+DETECT_ALL = {"skip_between": lambda *a, **k: False}  # every sample read whole is detected
 WHOLE_FRAMES = {"changed_regions": lambda *a, **k: None, **DETECT_ALL}
 CONFIGS = {
     "fresh: no reuse (the truth)": {"frame_changed": lambda *a, **k: True, "same_text": lambda a, b: False, **WHOLE_FRAMES},
@@ -130,7 +130,7 @@ CONFIGS = {
     },  # fmt: skip
     "now, whole frames: 2 px cells, stroke maps": WHOLE_FRAMES,
     "now: + only the changed region detected": DETECT_ALL,
-    "now: + boxes kept between detections": {},
+    "now: + textless gaps: every other detection": {},
 }
 
 
@@ -146,14 +146,15 @@ def _norm(text: str) -> str:
 def read_video(frames: np.ndarray, fps: float, patches: dict) -> dict:
     with ExitStack() as stack:
         for name, fn in patches.items():
-            module = ocr if name in ("thumbnail", "frame_changed", "changed_regions", "same_layout") else ocr_rapid
+            module = ocr if name in ("thumbnail", "frame_changed", "changed_regions", "skip_between") else ocr_rapid
             stack.enter_context(mock.patch.object(module, name, fn))
         reader = ocr.OcrReader(engine="rapidocr")
         t0 = _cpu()
         reader.add(frames, np.arange(len(frames)) / fps)
         cpu = _cpu() - t0
     texts = [{_norm(line.text) for line in f.lines} - {""} for f in reader.frames]
-    return {"texts": texts, "detected": reader.reads - reader.borrowed, "regional": reader.regional, "borrowed": reader.borrowed,
+    return {"texts": texts, "detected": reader.reads - reader.skipped_detections, "regional": reader.regional,
+            "skipped": reader.skipped_detections,
             "recognised": reader._rapid.recognised,
             "reused": reader._rapid.reused, "cpu_s": cpu}  # fmt: skip
 
@@ -163,7 +164,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     ocr_rapid.RapidTextReader()  # load the ONNX sessions outside the timings
-    counts = ("detected", "regional", "borrowed", "recognised", "reused")
+    counts = ("detected", "regional", "skipped", "recognised", "reused")
     totals = ("frames", *counts, "frames_stale", "frames_wrong", "cpu_s")
     rows: dict[str, dict] = {name: {"videos": {}} for name in CONFIGS}
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,10 +188,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print(f"{'configuration':44s} {'frames':>6s} {'detected':>8s} {'a region':>8s} {'not det.':>8s} {'recognised':>10s} {'reused':>6s} "
+    print(f"{'configuration':44s} {'frames':>6s} {'detected':>8s} {'a region':>8s} {'skipped':>8s} {'recognised':>10s} {'reused':>6s} "
           f"{'stale':>5s} {'differ':>6s} {'CPU s':>6s}")  # fmt: skip
     for name, row in rows.items():
-        print(f"{name:44s} {row['frames']:6d} {row['detected']:8d} {row['regional']:8d} {row['borrowed']:8d} {row['recognised']:10d} "
+        print(f"{name:44s} {row['frames']:6d} {row['detected']:8d} {row['regional']:8d} {row['skipped']:8d} {row['recognised']:10d} "
               f"{row['reused']:6d} {row['frames_stale']:5d} {row['frames_wrong']:6d} {row['cpu_s']:6.1f}")  # fmt: skip
     print("\nby video: frames with stale text / frames whose text differs from a fresh reading / frames, CPU s")
     for video in VIDEOS:

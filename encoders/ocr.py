@@ -23,16 +23,13 @@ keyframes, so the work is shaped around not running it:
   drift) still adds up. `bench/ocr_reuse.py`: a 10 px clock on a still shot 2.3 -> 1.1 CPU s for 20
   frames, a slide with a moving inset and a clock 5.8 -> 4.5 s for 30, moving pictures unchanged, no
   reading kept too long.
-* **Detect about every other frame of moving video** (rapidocr). Detection is most of a frame's
-  cost (~55 ms of CPU, against ~15-30 ms per new box recognised). Of two frames read whole one after
-  the other, the later one is read first; when it holds its lines where the earlier one held them
-  (`same_layout`: as many lines, boxes overlapping by 0.6), the frame between is read at the earlier
-  frame's boxes, each found again in it by normalised correlation (`aligned_boxes`: text a shaking
-  camera moved by pixels is cut where it is; a box that matches under 0.7 means detect after all).
-  Text that stays put is read in every frame, a clock's every tick included, and a moving picture
-  without text costs half its detections. What it can miss: text in that one frame only, at neither
-  neighbour's place. `bench/ocr_reuse.py`: nine videos 19.5 -> 15.7 CPU s, a textless moving
-  picture 1.8 -> 1.0 s for 30 frames, no reading kept too long, readings as before but one frame.
+* **Detect every other sample of a moving picture without text** (rapidocr). Detection is most of
+  a frame's cost (~55 ms of CPU, against ~15-30 ms per new box recognised). After a sample read
+  whole that holds no text, of the next two consecutive samples the second is read first; when it
+  holds none either (`skip_between`), the one between is not detected. Wherever a neighbour holds text the
+  sample is detected as before (reading it at the neighbours' boxes instead cut text that grew,
+  "SCORE 10" for "SCORE 100"). What it can miss: text shown in that one sample only, between two
+  without any. `bench/ocr_reuse.py`: a textless moving picture 1.6 -> 0.9 CPU s for 30 frames.
 * **Skip flat frames.** A frame where nothing stands out from the background (blank slide, fade)
   holds no text, and Tesseract's binarisation turns its noise into junk "words"; it is not read.
 * **Merge repeats.** A line that reappears on consecutive keyframes (compared after normalising case,
@@ -169,64 +166,11 @@ REGION_SHARE = 0.3  # changes over less of the frame than this are read there al
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in a frame's pixels
 
 
-def same_layout(before: Sequence[OcrLine], after: Sequence[OcrLine], overlap: float = 0.6) -> list[tuple[int, int, int, int]] | None:
-    """The text boxes (left, top, width, height) of `before` that a frame between two read frames is
-    looked for at (`aligned_boxes`), when both hold their lines in the same places: as many lines,
-    each overlapping one of the other's by `overlap` (intersection over union; a detector's box around
-    the same text moves a few pixels between frames); [] when neither holds text. None otherwise."""
-    if len(before) != len(after):
-        return None
-    boxes, left = [], [line.words[0].box for line in after]
-    for line in before:
-        x, y, w, h = line.words[0].box
-        ious = [_iou((x, y, w, h), b) for b in left]
-        if not ious or max(ious) < overlap:
-            return None
-        left.pop(int(np.argmax(ious)))
-        boxes.append((x, y, w, h))
-    return boxes
-
-
-ALIGN_SCORE = 0.7  # normalised correlation under which a box is not found again: the frame is detected
-
-
-def aligned_boxes(before: np.ndarray, frame: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]] | None:
-    """Each box of frame `before` found again in `frame`: its grey picture matched (normalised
-    correlation) within half its height and at least 4 px either way, the box moved to the best
-    match. A box cut where the text is not (text that moved with the camera) reads letters cut in
-    half; None when any box matches under ALIGN_SCORE (the text changed place or look: detect)."""
-    import cv2
-
-    if np.shape(before) != np.shape(frame):
-        return None
-    a, b = _grey(before), _grey(frame)
-    h_img, w_img = b.shape
-    out = []
-    for x, y, w, h in boxes:
-        x, y = max(0, x), max(0, y)
-        w, h = min(w, w_img - x), min(h, h_img - y)
-        if w < 4 or h < 4:
-            return None
-        pad = max(4, h // 2)
-        x0, y0 = max(0, x - pad), max(0, y - pad)
-        x1, y1 = min(w_img, x + w + pad), min(h_img, y + h + pad)
-        template = a[y : y + h, x : x + w]
-        if template.std() < 1.0:  # a flat box: nothing to match
-            return None
-        scores = cv2.matchTemplate(b[y0:y1, x0:x1], template, cv2.TM_CCOEFF_NORMED)
-        _, best, _, (dx, dy) = cv2.minMaxLoc(scores)
-        if not np.isfinite(best) or best < ALIGN_SCORE:
-            return None
-        out.append((x0 + dx, y0 + dy, w, h))
-    return out
-
-
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+def skip_between(before: Sequence[OcrLine], after: Sequence[OcrLine]) -> bool:
+    """Whether the sample between two consecutive samples read whole, `before` and `after` (their
+    lines), can go undetected: neither holds text. Text shown in that sample alone (for less than two
+    sampling steps) is then missed; text next to text is always detected, where it is."""
+    return not before and not after
 
 
 def changed_regions(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...], level: float = 12.0) -> list[Box] | None:
@@ -580,8 +524,8 @@ class OcrReader:
         self.frames: list[FrameText] = []
         self.reads = self.calls = 0
         self.regional = 0  # reads of only the part of a frame that changed (rapidocr)
-        self.borrowed = 0  # frames read at the text boxes of the frames around them, not detected (rapidocr)
-        self._anchor: tuple[np.ndarray, list[OcrLine]] | None = None
+        self.skipped_detections = 0  # samples between two without text, not detected (rapidocr)
+        self._anchor: tuple[int, list[OcrLine]] | None = None
         self.seconds = 0.0
         self.skipped: list[int] = []
         self._ref_thumb: np.ndarray | None = None
@@ -622,17 +566,15 @@ class OcrReader:
 
     def _read_rapid(self, frames, to_read: list[int], regions: dict[int, list[Box] | None]) -> list[list[OcrLine]]:
         """The lines of each frame in `to_read` (rapidocr), in order: a frame that changed in a few
-        places keeps the last read's other lines (`_read_regions`). Of two whole frames read one after
-        the other, the second is read at the first one's text boxes, each found again in it
-        (`aligned_boxes`), without detection, when the whole frame read after it holds its lines in
-        the same places (`same_layout`): text that stays put
-        (a caption, a clock, a ticker) is read in every frame, and frames without text cost nothing
-        between two detections that found none. Detection is most of what reading costs (~55 ms of CPU
-        a frame against ~15-30 ms a new box), so moving video detects about every other frame. What it
-        can miss: text in that frame only, at neither neighbour's place (shown for less than two
-        sampling steps)."""
+        places keeps the last read's other lines (`_read_regions`). After a sample read whole that
+        holds no text, of the next two consecutive samples the second is read first, and when it holds
+        none either (`skip_between`), the one between is not detected at all: a moving picture without text pays
+        for every other detection, which is most of what reading costs (~55 ms of CPU a frame against
+        ~15-30 ms per new box). Wherever a neighbour holds text, the sample is detected whole, as
+        before. What it can miss: text shown in the middle sample only (for less than two sampling
+        steps) between two samples without any."""
         done: dict[int, list[OcrLine]] = {}
-        last, anchor = self._ref_lines, self._anchor  # anchor: (frame, its lines) of the last whole-frame detection
+        last, anchor = self._ref_lines, self._anchor  # anchor: (index, lines) of the last sample read whole
         k = 0
         while k < len(to_read):
             i = to_read[k]
@@ -642,25 +584,23 @@ class OcrReader:
                 anchor = None
                 k += 1
                 continue
-            if anchor is not None and k + 1 < len(to_read) and regions.get(to_read[k + 1]) is None:
-                nxt = to_read[k + 1]
-                after = self._read(frames[nxt])  # the frame after first: does it hold the same places?
-                boxes = same_layout(anchor[1], after)
-                if boxes:
-                    boxes = aligned_boxes(anchor[0], frames[i], boxes)
-                if boxes is None:
-                    done[i] = self._read(frames[i])
+            nxt = to_read[k + 1] if k + 1 < len(to_read) else None
+            if anchor is not None and anchor[0] == i - 1 and not anchor[1] and nxt == i + 1 and regions.get(nxt) is None:
+                after = self._read(frames[nxt])  # consecutive samples: the one after first
+                if skip_between(anchor[1], after):
+                    done[i] = []
+                    self.skipped_detections += 1
                 else:
-                    done[i] = [OcrLine(text, score, (OcrWord(text, score, box),)) for text, score, box in self._rapid.read_at(frames[i], boxes)]
-                    self.borrowed += 1
+                    done[i] = self._read(frames[i])
                 done[nxt] = last = after
-                anchor = (frames[nxt], after)
+                anchor = (nxt, after)
                 k += 2
                 continue
             done[i] = last = self._read(frames[i])
-            anchor = (frames[i], last)
+            anchor = (i, last)
             k += 1
-        self._anchor = None if anchor is None else (np.array(anchor[0]), anchor[1])  # a copy: the chunk's frames go
+        # the next chunk's first sample follows this one's last: an anchor only if that one was read whole
+        self._anchor = (-1, anchor[1]) if anchor is not None and anchor[0] == len(frames) - 1 else None
         return [done[i] for i in to_read]
 
     def add(self, frames: Sequence[np.ndarray] | np.ndarray, times: Sequence[float], ends: Sequence[float] | None = None) -> None:

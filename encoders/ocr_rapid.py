@@ -44,7 +44,7 @@ in 4 of 12 frames instead of 12; at 180, 12 px text was lost.
 The ONNX sessions do not spin their idle threads: spinning bought no speed here and burnt ~30% more
 CPU, which the decoders and the speech channel share. In indexing the reader runs inside a decoder
 process, one per core, so each gets its share of the cores (`threads`; one on a 2-core machine): two
-threads per session there cost ~16% more CPU for the same reading (60 frames of the text-channel
+threads per session there cost ~18% more CPU for the same reading (60 frames of the text-channel
 bench's talk: 8.4 vs 7.1 CPU s), and the other core was another decoder's.
 """
 
@@ -199,6 +199,9 @@ def recognise_each(recogniser, crops: list[np.ndarray]) -> list[tuple[str, float
     out = []
     for crop in crops:
         h, w = crop.shape[:2]
+        if h == 0 or w == 0:  # nothing to read (cv2.resize would refuse it)
+            out.append(("", 0.0))
+            continue
         width = max(height // 3, int(np.ceil(height * w / max(h, 1))))
         img = cv2.resize(crop, (width, height)).astype(np.float32).transpose(2, 0, 1)
         img = img[None] / 127.5 - 1.0  # the recogniser's normalisation: (x / 255 - 0.5) / 0.5
@@ -265,17 +268,6 @@ class RapidTextReader:
             if len(boxes) == 0:
                 return []
             return self._read_boxes(bgr, self.engine.sorted_boxes(boxes))
-
-    def read_at(self, frame: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[tuple[str, float, tuple[int, int, int, int]]]:
-        """What `read` gives, for text boxes known without detecting them: (left, top, width, height)
-        each, e.g. where the frames before and after this one hold their lines (ocr.OcrReader). A box
-        that holds no text reads as junk, under `min_score`, and gives no line."""
-        if not boxes:
-            return []
-        with self._lock:
-            bgr = np.ascontiguousarray(np.asarray(frame)[..., 2::-1])
-            quads = np.array([[[x, y], [x + w, y], [x + w, y + h], [x, y + h]] for x, y, w, h in boxes], np.float32)
-            return self._read_boxes(bgr, quads)
 
     def _read_boxes(self, bgr: np.ndarray, boxes: np.ndarray) -> list[tuple[str, float, tuple[int, int, int, int]]]:
         """Recognise (or reuse a reading for) each box [N, 4, 2] of a BGR frame; lines kept."""

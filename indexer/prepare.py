@@ -60,7 +60,7 @@ class DecodeJob:
 def decode_job(s, location: str, image_size: int) -> DecodeJob:
     """What a decoder is asked to do for one file under settings `s` (both engines ask the same).
     OCR runs inside the decoder, one per core (at most 4), so it gets the cores' share of one decoder:
-    each of several decoders with a thread per core paid ~16% more CPU for the same text."""
+    each of several decoders with a thread per core paid ~18% more CPU for the same text."""
     from .worker import default_decode_workers  # (worker imports this module)
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

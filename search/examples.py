@@ -92,7 +92,7 @@ def image_frame(data: bytes, size: int, max_bytes: int) -> np.ndarray:
             img.seek(0)  # an animated GIF or WebP: its first frame
             rgb = ImageOps.exif_transpose(img).convert("RGB")
     except UnidentifiedImageError as exc:  # its message names Pillow's in-memory file, not the user's
-        raise NotAnImage(f"image is not a picture that can be read (PNG, JPEG, WebP, GIF, BMP, TIFF): {len(data):,} bytes in no known picture format") from exc
+        raise NotAnImage(f"image is not a picture that can be read (PNG, JPEG, WebP, GIF, BMP, TIFF): {len(data):,} bytes in no known picture format, or a damaged one") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise NotAnImage(f"image is not a picture that can be read (PNG, JPEG, WebP, GIF, BMP, TIFF): {exc}") from exc
     w, h = rgb.size

@@ -67,6 +67,50 @@ def test_the_sound_counts_only_in_the_same_window():
     assert best_window(q, other_space) == pytest.approx(b0)
 
 
+def _brute_force(queries: np.ndarray, f: VideoFeatures, keep: np.ndarray) -> np.ndarray:
+    """The best window of one video by the obvious loop: a window starts at each kept unit and holds
+    the kept units whose centres lie within WINDOW_SECONDS of it; one that would run past the last
+    kept unit starts at the first kept unit within WINDOW_SECONDS of that one instead."""
+    centre = (f.start + f.end) / 2
+    a_centre = (f.audio_start + f.audio_end) / 2
+    if not keep.any():
+        return np.zeros(len(queries))
+    expected = np.full(len(queries), -np.inf)
+    last = centre[keep].max()
+    firsts = np.flatnonzero(keep & (centre > last - WINDOW_SECONDS + 1e-6))
+    last_full = firsts[np.argmin(centre[firsts])]  # the last window that spans the whole width
+    for i in np.flatnonzero(keep):
+        if centre[i] + WINDOW_SECONDS - 1e-6 > last:  # one that would run past the last unit ends there instead
+            i = i if centre[i] < centre[last_full] else last_full
+        inside = keep & (centre >= centre[i]) & (centre < centre[i] + WINDOW_SECONDS - 1e-6)
+        v = f.vectors[inside].sum(0)
+        s = queries @ (v / np.linalg.norm(v))
+        sound = (a_centre >= f.start[i]) & (a_centre < f.start[i] + WINDOW_SECONDS)
+        if sound.any() and f.audio_vectors.shape[1] == queries.shape[1]:
+            a = f.audio_vectors[sound].sum(0)
+            s = s + AUDIO_WEIGHT * queries @ (a / np.linalg.norm(a))
+        expected = np.maximum(expected, s)
+    return expected
+
+
+def test_short_videos_of_any_order_equal_the_obvious_loop():
+    """Videos of one to a dozen units over 1-20 s, in any order, with and without a time window: here
+    most windows reach a video's end, where the full-width rule decides the best one."""
+    rng = np.random.default_rng(4)
+    for _ in range(60):
+        feats, keeps = [], []
+        for _ in range(int(rng.integers(1, 5))):
+            n, span = int(rng.integers(1, 12)), float(rng.choice([1.0, 2.5, 5.0, 20.0]))
+            start = rng.uniform(0, span, n).astype(np.float32)
+            a = np.sort(rng.uniform(0, span, int(rng.integers(1, 10)))).astype(np.float32)
+            feats.append(VideoFeatures(start, start + 0.5, rng.normal(size=(n, D)).astype(np.float32), a, a + 0.5,
+                                       rng.normal(size=(len(a), D)).astype(np.float32)))  # fmt: skip
+            keeps.append(rng.random(n) > 0.3 if rng.random() < 0.5 else np.ones(n, bool))
+        queries = rng.normal(size=(3, D)).astype(np.float32)
+        expected = np.stack([_brute_force(queries, f, k) for f, k in zip(feats, keeps)])
+        np.testing.assert_allclose(best_windows(queries, feats, keeps), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_columnar_windows_equal_the_obvious_loop_on_an_irregular_video():
     rng = np.random.default_rng(0)
     n = 700
@@ -76,22 +120,7 @@ def test_columnar_windows_equal_the_obvious_loop_on_an_irregular_video():
                       rng.normal(size=(1800, D)).astype(np.float32))  # fmt: skip
     queries = rng.normal(size=(5, D)).astype(np.float32)
     keep = rng.random(n) > 0.3
-    centre = (f.start + f.end) / 2
-    a_centre = (f.audio_start + f.audio_end) / 2
-    expected = np.full(5, -np.inf)
-    last = centre[keep].max()
-    last_full = np.flatnonzero(keep & (centre > last - WINDOW_SECONDS + 1e-6))[0]  # the last window that spans the whole width
-    for i in np.flatnonzero(keep):  # a window starts at each kept unit and holds the kept units of its span
-        if centre[i] + WINDOW_SECONDS - 1e-6 > last:  # one that would run past the last unit ends there instead
-            i = min(i, last_full)
-        inside = keep & (centre >= centre[i]) & (centre < centre[i] + WINDOW_SECONDS - 1e-6)
-        v = f.vectors[inside].sum(0)
-        s = queries @ (v / np.linalg.norm(v))
-        sound = (a_centre >= f.start[i]) & (a_centre < f.start[i] + WINDOW_SECONDS)
-        if sound.any():
-            a = f.audio_vectors[sound].sum(0)
-            s = s + AUDIO_WEIGHT * queries @ (a / np.linalg.norm(a))
-        expected = np.maximum(expected, s)
+    expected = _brute_force(queries, f, keep)
     np.testing.assert_allclose(best_window(queries, f, keep), expected, rtol=1e-4, atol=1e-5)
     assert best_window(queries[0], f, keep) == pytest.approx(expected[0], rel=1e-4)
 
