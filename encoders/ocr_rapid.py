@@ -6,9 +6,9 @@ checkerboard, a title over moving footage). Tesseract segments the whole page an
 demo library's words (DANGER, STOP, WIN, EXIT over textured backdrops); a text detector finds the
 box first and the recogniser reads the crop, and reads all of them.
 
-Why a recognition cache: recognition costs ~15-30 ms of CPU per box here, read alone at its own width
-(`recognise_each`; a frame's detection ~55-70 ms), and text usually stays put while the picture moves (a caption held for five seconds over
-moving video, a scoreboard, a slide title). A detected box whose glyphs match a reading's from
+Why a recognition cache: recognition costs ~15-30 ms of CPU per box here, read alone at its own
+width (`recognise_each`; a frame's detection ~55-70 ms), and text usually stays put while the picture
+moves (a caption held for five seconds over moving video, a scoreboard, a slide title). A detected box whose glyphs match a reading's from
 earlier in the video reuses that reading, so recognition runs on what is new. A reused reading for
 text that changed is a wrong index entry (a burned-in clock read once and kept for twelve minutes),
 so the test is built to say "different" for one changed digit and to let reuse go where unsure:
