@@ -8,8 +8,9 @@ box first and the recogniser reads the crop, and reads all of them.
 
 Why a recognition cache: recognition costs ~15-30 ms of CPU per box here, read alone at its own
 width (`recognise_each`; a frame's detection ~55-70 ms), and text usually stays put while the picture
-moves (a caption held for five seconds over moving video, a scoreboard, a slide title). A detected box whose glyphs match a reading's from
-earlier in the video reuses that reading, so recognition runs on what is new. A reused reading for
+moves (a caption held for five seconds over moving video, a scoreboard, a slide title). A detected
+box whose glyphs match a reading's from earlier in the video reuses that reading, so recognition runs
+on what is new. A reused reading for
 text that changed is a wrong index entry (a burned-in clock read once and kept for twelve minutes),
 so the test is built to say "different" for one changed digit and to let reuse go where unsure:
 - *Glyphs, not pixels.* The box is cut tight (without the recognition margin), scaled to 32 px high,
@@ -267,37 +268,34 @@ class RapidTextReader:
                 boxes = np.concatenate([self._detect(bgr, r) for r in regions] + [np.zeros((0, 4, 2), np.float32)])
             if len(boxes) == 0:
                 return []
-            return self._read_boxes(bgr, self.engine.sorted_boxes(boxes))
-
-    def _read_boxes(self, bgr: np.ndarray, boxes: np.ndarray) -> list[tuple[str, float, tuple[int, int, int, int]]]:
-        """Recognise (or reuse a reading for) each box [N, 4, 2] of a BGR frame; lines kept."""
-        tight = self.engine.get_crop_img_list(bgr, boxes)
-        # (a box too small to compare is never looked up nor stored: no signature)
-        signatures = [glyph_signature(c) if c.shape[0] >= MIN_REUSE_HEIGHT else None for c in tight]
-        readings: list[tuple[str, float] | None] = []
-        todo = []
-        for i, (crop, sig) in enumerate(zip(tight, signatures)):
-            hit = self._lookup(crop, sig)
-            readings.append(hit)
-            if hit is None:
-                todo.append(i)
-            else:
-                self.reused += 1
-        if todo:
-            results = recognise_each(self.engine.text_rec, [_with_margin(tight[i], self.margin) for i in todo])
-            for i, (text, score) in zip(todo, results):
-                readings[i] = (str(text), float(score))
-                self._store(tight[i], signatures[i], str(text), float(score))
-            self.recognised += len(todo)
-        out = []
-        for quad, reading in zip(boxes, readings):
-            text, score = reading  # type: ignore[misc]
-            if score < self.min_score or sum(ch.isalnum() for ch in text) < 2:
-                continue
-            x0, y0 = np.floor(quad.min(axis=0)).astype(int)
-            x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
-            out.append((text.strip(), score, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))))
-        return out
+            boxes = self.engine.sorted_boxes(boxes)
+            tight = self.engine.get_crop_img_list(bgr, boxes)
+            # (a box too small to compare is never looked up nor stored: no signature)
+            signatures = [glyph_signature(c) if c.shape[0] >= MIN_REUSE_HEIGHT else None for c in tight]
+            readings: list[tuple[str, float] | None] = []
+            todo = []
+            for i, (crop, sig) in enumerate(zip(tight, signatures)):
+                hit = self._lookup(crop, sig)
+                readings.append(hit)
+                if hit is None:
+                    todo.append(i)
+                else:
+                    self.reused += 1
+            if todo:
+                results = recognise_each(self.engine.text_rec, [_with_margin(tight[i], self.margin) for i in todo])
+                for i, (text, score) in zip(todo, results):
+                    readings[i] = (str(text), float(score))
+                    self._store(tight[i], signatures[i], str(text), float(score))
+                self.recognised += len(todo)
+            out = []
+            for quad, reading in zip(boxes, readings):
+                text, score = reading  # type: ignore[misc]
+                if score < self.min_score or sum(ch.isalnum() for ch in text) < 2:
+                    continue
+                x0, y0 = np.floor(quad.min(axis=0)).astype(int)
+                x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
+                out.append((text.strip(), score, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))))
+            return out
 
     @staticmethod
     def _bucket(crop: np.ndarray) -> int:
