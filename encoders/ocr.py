@@ -70,6 +70,8 @@ from typing import Sequence
 
 import numpy as np
 
+from vidsearch.cores import usable_cores
+
 from .sentence import TextSpan
 
 log = logging.getLogger(__name__)
@@ -627,10 +629,7 @@ class OcrReader:
                 self._ref_thumb, ref = (thumb if where is None else _with_cells(self._ref_thumb, thumb, where, frame.shape)), i
             source.append(ref)
         to_read = sorted({s for s in source if s >= 0})
-        try:
-            n_cpu = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover
-            n_cpu = os.cpu_count() or 1
+        n_cpu = usable_cores()
         workers = 1 if self._rapid is not None else max(1, min(self.workers or min(n_cpu, 4), len(to_read) or 1))
         self.calls += sum(has_contrast(frames[i]) for i in to_read)
         t0 = time.perf_counter()

@@ -38,6 +38,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from vidsearch.cores import usable_cores
+
 from .sentence import TextSpan
 
 log = logging.getLogger(__name__)
@@ -314,11 +316,7 @@ def _cpu_threads() -> int:
     and Whisper's batched decoding gains little from a second thread: on this 2-core machine one
     thread decoded a minute of speech faster than two (2.6 vs 3.1 s of wall time) for 2.7 CPU s
     instead of 4.0 (`bench/whisper_pieces.py`). `speech_threads` sets it."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // 2)
+    return max(1, usable_cores() // 2)
 
 
 def _version(dist: str) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 
 from vidsearch import objectstore
 from vidsearch.config import Settings
+from vidsearch.cores import usable_cores
 from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # cheap: MiniLM loads on first use
 from vidsearch.encoders.speech import stream_audio
 from vidsearch.store import EncodedVideo, Store, metadata_json
@@ -400,7 +401,7 @@ class IndexRun:
         import torch
 
         workers = self.settings.decode_workers or default_decode_workers()
-        return (os.cpu_count() or 1) >= torch.get_num_threads() + workers
+        return usable_cores() >= torch.get_num_threads() + workers
 
     # -- encoding ------------------------------------------------------------------------------
     def _encode(self, buf: _EncodeBuffer) -> None:

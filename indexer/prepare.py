@@ -19,7 +19,6 @@ second, per pass), so a second pass for OCR cost more than reading the text.
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidsearch.cores import usable_cores
 from vidsearch.encoders.ocr import OcrReader
 from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
 
@@ -63,8 +63,7 @@ def decode_job(s, location: str, image_size: int) -> DecodeJob:
     each of several decoders with a thread per core paid ~18% more CPU for the same text."""
     from .worker import default_decode_workers  # (worker imports this module)
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    ocr_threads = max(1, cores // (s.decode_workers or default_decode_workers()))
+    ocr_threads = max(1, usable_cores() // (s.decode_workers or default_decode_workers()))
     return DecodeJob(location, s.sample_fps, image_size, want_audio=False,
                      speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr,
                      ocr_engine=s.ocr_engine, ocr_fps=s.ocr_fps, speech_batch=s.speech_batch,

@@ -23,11 +23,12 @@ loses at most its uncommitted batch.
 
 from __future__ import annotations
 
-import os
 import pickle
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
+
+from vidsearch.cores import usable_cores
 
 from .prepare import decode_job
 from .remote import media_location
@@ -46,7 +47,7 @@ def _load(settings, load_backbone):
 
     # Ray gives a fractional-CPU actor one OpenMP thread; this actor owns its node, as the local engine
     # owns the machine, so it takes the threads the local engine would
-    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    torch.set_num_threads(settings.threads or usable_cores())
     from .ray_fused_run import FusedRun
 
     return FusedRun, load_backbone()

@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 
+from vidsearch.cores import usable_cores
+
 from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working, assemble, prepare_steps
 
 STARTUP_TIMEOUT_S = 120.0
@@ -45,7 +47,7 @@ Reply = Started | Chunk | Working | Finished | Failed
 
 
 def default_decode_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, usable_cores()))
 
 
 class DecoderStartError(RuntimeError):

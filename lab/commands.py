@@ -226,3 +226,6 @@ def evaluate(
         out.print("moments: " + ", ".join(f"{k} {v:.2f}" for k, v in report["moments"].items()))
     if "moments_frames_only" in report:
         out.print("moments from frames alone: " + ", ".join(f"{k} {v:.2f}" for k, v in report["moments_frames_only"].items()))
+    if "moments_without_direction_contrast" in report:
+        out.print("moments without the direction contrast: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in report["moments_without_direction_contrast"].items()))

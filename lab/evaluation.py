@@ -5,11 +5,14 @@ query against every evaluated video, per method, so the ablation compares like w
 - `mean`: the caption against the mean of the video's unit vectors (CLIP4Clip meanP);
 - `xpool`: text-conditioned pooling (the trained X-Pool head, or the parameter-free variant);
 - `fused`: X-Pool plus text-conditioned audio attention (TEFAL), when the model has an audio tower;
-- `+window`: that (or X-Pool) plus the video's best event window (search/event_windows.py), the
-  fine stage's visual score as search computes it;
+- `+window`: that (or X-Pool) plus the video's best event window (search/event_windows.py);
+- `+direction`: the same, the window scored with the query contrasted with its reversed direction
+  where it names one (search/direction_contrast.py), the fine stage's visual score as search
+  computes it (only for a model whose units read order, where search does it);
 - `engine`: the product's own ranking (coarse ANN, channel fusion, re-ranking), as `search` returns it.
 Retrieval metrics follow CLIP4Clip, moment metrics QVHighlights (vidsearch.metrics). Moments are
-predicted in the caption's own video, from the relevance curve, as `search` cuts them.
+predicted in the caption's own video, from the relevance curve (scored with the contrasted query
+too), as `search` cuts them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from vidsearch.api_models import Filters, SearchRequest
 from vidsearch.encoders import ParameterFreePool, mean_pool
 from vidsearch.metrics import moment_metrics, retrieval_metrics
 from vidsearch.search import SearchEngine, VideoFeatures, audio_hits, localize_moments
+from vidsearch.search.direction_contrast import contrast, reversed_text
 from vidsearch.search.event_windows import EVENT_WEIGHT, best_windows
 from vidsearch.search.features import pad_vectors
 from vidsearch.store import StoreError
@@ -110,8 +114,9 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
     true_cols = np.array([remap[c] for c in queries.video])
     feats_by_id = engine.cache.get_many([vids[c] for c in used])
     feats = [feats_by_id[vids[c]] for c in used]
-    text = np.concatenate([engine.backbone.encode_text(queries.text[i : i + 256]) for i in range(0, len(queries.text), 256)])
-    sims = _method_scores(engine, torch.from_numpy(text), feats)
+    text = _encode(engine, queries.text)
+    units = _unit_queries(engine, queries.text, text)
+    sims = _method_scores(engine, torch.from_numpy(text), feats, units)
     if with_engine:
         sims["engine"] = _engine_scores(engine, queries, [vids[c] for c in used])
     report: dict = {"queries": len(queries.text), "videos": len(used), "methods": {}}
@@ -131,7 +136,8 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
         def top_moment(q: int, col: int):
             f = feats[col]
             sound = audio_hits(head, text[q], f)
-            found = localize_moments(f.start, f.end, f.vectors @ text[q], sound if sound.size else None, max_moments=1)
+            curve = f.vectors @ (text[q] if units is None else units[q])
+            found = localize_moments(f.start, f.end, curve, sound if sound.size else None, max_moments=1)
             return (found.moments[0].start, found.moments[0].end) if found.moments else None
 
         by_attribute = attribute_relevance(Path(events), Path(events).parent, col_of_path, queries, true_cols)
@@ -144,10 +150,31 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
     timed = ~np.isnan(queries.start)
     if timed.any():
         args = (text[timed], feats, true_cols[timed], queries.start[timed], queries.end[timed])
-        report["moments"] = _moment_metrics(*args, head)  # as search cuts them
+        on_units = None if units is None else units[timed]
+        report["moments"] = _moment_metrics(*args, head, on_units)  # as search cuts them
         if head is not None and any(f.audio_vectors.size for f in feats):
-            report["moments_frames_only"] = _moment_metrics(*args, None)
+            report["moments_frames_only"] = _moment_metrics(*args, None, on_units)
+        if on_units is not None:
+            report["moments_without_direction_contrast"] = _moment_metrics(*args, head)
     return report
+
+
+def _encode(engine: SearchEngine, texts: list[str]) -> np.ndarray:
+    return np.concatenate([engine.backbone.encode_text(texts[i : i + 256]) for i in range(0, len(texts), 256)])
+
+
+def _unit_queries(engine: SearchEngine, texts: list[str], text: np.ndarray) -> np.ndarray | None:
+    """What search scores units with for each caption (search/direction_contrast.py): the caption
+    contrasted with its reversed twin where it names a direction; None where search does not contrast
+    (a model whose units do not read order, or no caption names a direction)."""
+    rows = [q for q, t in enumerate(texts) if reversed_text(t) is not None] if getattr(engine, "reads_order", False) else []
+    if not rows:
+        return None
+    twins = _encode(engine, [reversed_text(texts[q]) for q in rows])
+    units = text.copy()
+    for q, twin in zip(rows, twins):
+        units[q] = contrast(text[q], text[q], twin)
+    return units
 
 
 def _direction(engine: SearchEngine, queries: Queries, text: np.ndarray, true_cols: np.ndarray, feats: list[VideoFeatures]) -> dict | None:
@@ -183,7 +210,9 @@ def _direction(engine: SearchEngine, queries: Queries, text: np.ndarray, true_co
 
 
 @torch.inference_mode()
-def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFeatures]) -> dict[str, np.ndarray]:
+def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFeatures], units: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each method's (queries, videos) scores; `units`: what search scores units with (the
+    `+direction` method), None where it scores them with the query itself."""
     frames, mask = _pad(feats, audio=False)
     head = getattr(engine.backbone, "head", None)
     has_audio = head is not None and any(f.audio_vectors.size for f in feats)
@@ -192,6 +221,8 @@ def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFe
     if has_audio:
         out["fused"] = []
     out["+window"] = []
+    if units is not None:
+        out["+direction"] = []
     pfree = ParameterFreePool(engine.settings.pool_temperature)
     for i in range(0, len(text), CHUNK):
         t = text[i : i + CHUNK]
@@ -205,8 +236,12 @@ def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFe
         else:
             out["xpool"].append(pfree.similarity(t, frames, mask))
         # the fine stage's score as search computes it: the video-level one plus the best event window
+        video_level = out["fused" if has_audio else "xpool"][-1]
         windows = torch.from_numpy(best_windows(t.numpy(), feats, use_audio=has_audio).T)  # (queries, videos)
-        out["+window"].append(out["fused" if has_audio else "xpool"][-1] + EVENT_WEIGHT * windows)
+        out["+window"].append(video_level + EVENT_WEIGHT * windows)
+        if units is not None:
+            contrasted = torch.from_numpy(best_windows(units[i : i + CHUNK], feats, use_audio=has_audio).T)
+            out["+direction"].append(video_level + EVENT_WEIGHT * contrasted)
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
@@ -226,13 +261,16 @@ def _engine_scores(engine: SearchEngine, queries: Queries, vids: list[str]) -> n
     return sims
 
 
-def _moment_metrics(text: np.ndarray, feats: list[VideoFeatures], video: np.ndarray, start: np.ndarray, end: np.ndarray, head=None) -> dict:
-    """Moments in the caption's own video: from the frames, plus the soundtrack when `head` is given."""
+def _moment_metrics(text: np.ndarray, feats: list[VideoFeatures], video: np.ndarray, start: np.ndarray, end: np.ndarray, head=None,
+                    units: np.ndarray | None = None) -> dict:  # fmt: skip
+    """Moments in the caption's own video: from the frames (the curve scored with `units`, else the
+    caption itself), plus the soundtrack when `head` is given."""
     preds, gts = {}, {}
     for q in range(len(text)):
         f = feats[video[q]]
         sound = audio_hits(head, text[q], f)
-        found = localize_moments(f.start, f.end, f.vectors @ text[q], sound if sound.size else None, max_moments=10)
+        curve = f.vectors @ (text[q] if units is None else units[q])
+        found = localize_moments(f.start, f.end, curve, sound if sound.size else None, max_moments=10)
         preds[q] = np.array([[m.start, m.end, m.score] for m in found.moments], dtype=np.float64).reshape(-1, 3)
         gts[q] = np.array([[start[q], end[q]]])
     return {k: round(float(v), 2) for k, v in moment_metrics(preds, gts).items()}

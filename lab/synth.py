@@ -51,6 +51,8 @@ from typing import Annotated, Callable, Optional
 import numpy as np
 import typer
 
+from vidsearch.cores import usable_cores
+
 from .synth_looks import RANDOM_TEXTURES, STYLES, EventLook, VideoLook, event_look, random_geometry, random_plain_colour, video_look
 
 # --------------------------------------------------------------------------------------------------
@@ -1053,10 +1055,7 @@ class SynthSummary:
 
 
 def default_jobs() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def generate(

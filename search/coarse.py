@@ -45,6 +45,8 @@ from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
+from vidsearch.cores import usable_cores
+
 # FAISS's OpenMP threads busy-wait between parallel regions by default. On a machine whose cores are
 # shared (encoders, the web server, other jobs) that spinning starves the thread doing the work: IVF-PQ
 # training measured 1.6-4.7 s with 2 threads under load vs 0.1 s with passive waiting. The setting is
@@ -83,10 +85,7 @@ GPU_MAX_K = 2048  # FAISS GPU k-selection limit
 
 
 def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 _configured = False

@@ -30,6 +30,7 @@ from vidsearch.store import Store, StoreError
 
 from .audio_fusion import AudioFusion, AudioQuery
 from .batching import QueryBatcher
+from .direction_contrast import contrast, reads_order, reversed_text
 from .examples import ComposedQuery, check_image_size, compose, decode_base64_image, image_frame, like_vector
 from .features import FeatureCache, QueryVectorCache, VideoFeatures
 from .plan import QueryPlan, SearchError, TimeWindow, channel_weights
@@ -71,6 +72,8 @@ class SearchEngine:
         # a trained checkpoint brings its X-Pool / TEFAL head: it re-ranks with frames and audio
         head = getattr(backbone, "head", None)
         self.head = head if head is not None and pooler is None and settings.pooling in ("auto", "xpool") else None
+        # units mixed by a temporal module at indexing read order, whatever pools them now
+        self.reads_order = reads_order(head)
         # a pretrained text-audio tower (CLAP, --audio-model) fuses sound without training when there is no head
         tower = getattr(backbone, "audio_tower", None)
         self.clap = tower if head is None and getattr(backbone, "audio_model", None) and hasattr(tower, "encode_text") else None
@@ -225,18 +228,24 @@ class SearchEngine:
     def encode_query(self, text: str) -> np.ndarray:
         return self._query_vectors(text)
 
-    def query_vectors(self, text: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """The query vector of `text` and, where the same pass made it, the text channels' sentence
-        vector (None otherwise): what a search process needs to answer `text` without a text-tower
-        pass of its own (server/search_processes.py). Batched and cached like `encode_query`."""
+    def query_vectors(self, text: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The query vector of `text`, where the same pass made it the text channels' sentence vector,
+        and the vector of its reversed twin where the plan contrasts with one (None otherwise): what a
+        search process needs to answer `text` without a text-tower pass of its own
+        (server/search_processes.py). Batched and cached like `encode_query`."""
         vec = self.encode_query(text)
-        return vec, self.text_channels.remembered(text) if self.text_channels is not None else None
+        twin = reversed_text(text) if self.reads_order else None
+        return (vec, self.text_channels.remembered(text) if self.text_channels is not None else None,
+                self.encode_query(twin) if twin is not None else None)  # fmt: skip
 
-    def use_query_vectors(self, text: str, vector: np.ndarray, sentence: np.ndarray | None) -> None:
+    def use_query_vectors(self, text: str, vector: np.ndarray, sentence: np.ndarray | None, twin: np.ndarray | None = None) -> None:
         """Take `text`'s vectors computed elsewhere (`query_vectors` of another engine on the same model)."""
         self._query_vectors.put(text, vector)
         if sentence is not None and self.text_channels is not None:
             self.text_channels.remember(text, sentence)
+        reverse = reversed_text(text)
+        if twin is not None and reverse is not None:
+            self._query_vectors.put(reverse, twin)
 
     def encode_image(self, data: bytes) -> np.ndarray:
         """An example picture's vector from the index's own visual tower (a one-frame clip); NotAnImage
@@ -290,15 +299,22 @@ class SearchEngine:
 
     def _encode_texts(self, texts: list[str]) -> list[np.ndarray]:
         """Query vectors for a micro-batch of texts (QueryBatcher); where the text tower is the
-        sentence encoder's network, the same pass gives the text channels their sentence vectors."""
+        sentence encoder's network, the same pass gives the text channels their sentence vectors.
+        A text's reversed twin (direction_contrast.py), when the plan will ask for it, rides in the
+        same pass and waits in the cache: no second batch, no second wait."""
+        twins = sorted({t for t in map(reversed_text, texts) if t is not None and t not in texts
+                        and self._query_vectors.peek(t) is None}) if self.reads_order else []  # fmt: skip
         both = getattr(self.backbone, "encode_text_and_sentences", None)
         if both is None:  # e.g. a Triton-served tower
-            return list(self.backbone.encode_text(texts))
-        vectors, sentences = both(texts)
+            vectors, sentences = list(self.backbone.encode_text(texts + twins)), None
+        else:
+            vectors, sentences = both(texts + twins)
         if sentences is not None and self.text_channels is not None:
             for text, vec in zip(texts, sentences):
                 self.text_channels.remember(text, vec)
-        return list(vectors)
+        for twin, vec in zip(twins, vectors[len(texts) :]):
+            self._query_vectors.put(twin, vec)
+        return list(vectors[: len(texts)])
 
     def channels(self) -> set[str]:
         """What a request may name: visual, each indexed text channel, and audio when the head fuses it."""
@@ -320,7 +336,18 @@ class SearchEngine:
         audio = None
         if self.clap is not None and "audio" in weights:  # the query in the audio tower's own space
             audio = AudioQuery(self._audio_vectors(req.query), self.audio_fusion)
-        return QueryPlan(req, snap, query.vector, weights, allowed, TimeWindow.of(req.filters), query.inputs, audio)
+        return QueryPlan(req, snap, query.vector, weights, allowed, TimeWindow.of(req.filters), query.inputs, audio,
+                         self._event_query(req, query, query_vector))  # fmt: skip
+
+    def _event_query(self, req: SearchRequest, query: ComposedQuery, text_vector: np.ndarray | None) -> np.ndarray | None:
+        """The vector the event window and the moment curve score units with: the query contrasted
+        with its text's reversed twin where the words name a direction and the units read order
+        (direction_contrast.py); None (the query itself) otherwise."""
+        twin = reversed_text(req.query) if self.reads_order and "text" in query.inputs else None
+        if twin is None:
+            return None
+        text = self.encode_query(req.query) if text_vector is None else text_vector
+        return contrast(query.vector, text, self.encode_query(twin), query.inputs["text"])
 
     def rank(self, plan: QueryPlan) -> Ranking:
         """Candidate pool → final ranking; moments are cut by the ranking, page by page."""

@@ -69,6 +69,12 @@ class QueryPlan:
     window: TimeWindow | None
     inputs: dict[str, float] = field(default_factory=lambda: {"text": 1.0})  # what made `query` (search/examples.py)
     audio: object | None = None  # an AudioQuery (audio_fusion.py) when a pretrained audio tower fuses sound
+    event_query: np.ndarray | None = None  # (D,) what units are scored with, when not `query` (direction_contrast.py)
+
+    @property
+    def unit_query(self) -> np.ndarray:
+        """The vector the event window and the moment curve score units with."""
+        return self.query if self.event_query is None else self.event_query
 
     @property
     def text(self) -> str | None:

@@ -10,7 +10,8 @@
    text channels keep theirs, and a second fusion gives the final order and score. Fusing again
    (instead of adding scores) is what keeps channels on incomparable scales (cosine, BM25) from
    drowning each other, and it lets a video that only a text channel found keep its place.
-3. **Moments**. Each result's relevance curve (query · unit, for the units in the time window) plus
+3. **Moments**. Each result's relevance curve (query · unit, for the units in the time window; the
+   query contrasted with its reversed direction where it names one, direction_contrast.py) plus
    its timed evidence (matched speech/on-screen text, and sounds that match the query weighted as
    the head weighs audio) is cut into moments. The relevance and the audio gate come from step 2;
    nothing is recomputed.
@@ -62,7 +63,7 @@ class Candidate:
     channel_scores: dict[str, float]  # each channel's own evidence (cosine, X-Pool score, audio part)
     features: VideoFeatures  # the stored units (all of them: the API reports their times)
     in_window: np.ndarray  # (T,) the units inside the plan's time window
-    relevance: np.ndarray  # query · unit for the units in the window
+    relevance: np.ndarray  # plan.unit_query · unit for the units in the window
     attention: np.ndarray  # (T,) X-Pool's weights over the units
     audio_gate: float  # the head's trust in this soundtrack for this query (0: no head or no audio)
     spans: list[SpanHit]  # matched text, best first
@@ -130,7 +131,7 @@ def final_ranking(plan: QueryPlan, pool: CandidatePool, cache: FeatureCache, hea
         out = replace(out, scores=fused, audio_part=part, audio_gate=gate)
     if features:  # plus the best moment where everything the query names happens at once
         # (the window's own audio only where the tokens are in the query's space: the model's own tower)
-        event = best_windows(plan.query, features, in_window, use_audio=plan.use_audio and plan.audio is None)
+        event = best_windows(plan.unit_query, features, in_window, use_audio=plan.use_audio and plan.audio is None)
         out = replace(out, scores=out.scores + EVENT_WEIGHT * event)
     lists, scores = dict(pool.lists), dict(pool.scores)
     weights = {c: w for c, w in plan.weights.items() if c != "audio"}
@@ -158,7 +159,7 @@ def final_ranking(plan: QueryPlan, pool: CandidatePool, cache: FeatureCache, hea
                 channel_scores=evidence,
                 features=f,
                 in_window=in_window[k],
-                relevance=f.vectors[in_window[k]] @ plan.query,
+                relevance=f.vectors[in_window[k]] @ plan.unit_query,
                 attention=out.attention[k],
                 audio_gate=float(out.audio_gate[k]),
                 spans=sorted(pool.spans.get(vid, []), key=lambda h: -h.score)[:SPANS_PER_RESULT],

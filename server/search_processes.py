@@ -39,6 +39,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from vidsearch.api_models import SearchRequest, SearchResponse
 from vidsearch.config import Settings
+from vidsearch.cores import usable_cores
 
 __all__ = ["SearchProcesses", "WorkerUnavailable"]
 
@@ -182,7 +183,7 @@ class SearchProcesses:
         self._start()
 
     def _start(self) -> None:
-        threads = max(1, (os.cpu_count() or 1) // self.n)
+        threads = max(1, usable_cores() // self.n)
         context = multiprocessing.get_context("spawn")  # never fork a process with torch's threads running
         pool = ProcessPoolExecutor(
             self.n,

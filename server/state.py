@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 
@@ -21,6 +20,7 @@ import anyio
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from vidsearch.config import Settings
+from vidsearch.cores import usable_cores
 from vidsearch.fingerprint import FingerprintMismatch
 from vidsearch.indexer import JobManager
 from vidsearch.search import SearchEngine, open_engine
@@ -74,7 +74,7 @@ class ServerState:
         client may run the app on a loop of its own)."""
         loop = asyncio.get_running_loop()
         if self._slots is None or self._slots[0] is not loop:
-            self._slots = (loop, anyio.CapacityLimiter(self.settings.search_threads or os.cpu_count() or 2))
+            self._slots = (loop, anyio.CapacityLimiter(self.settings.search_threads or usable_cores()))
         return self._slots[1]
 
     # -- the engine ------------------------------------------------------------------------------

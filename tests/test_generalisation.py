@@ -347,6 +347,8 @@ def test_eval_reports_relevance_ceiling_and_direction(unseen_synth_corpus, tmp_p
         assert row["P@1_relevant"] >= row["R@1"], name  # the caption's own video is always relevant
         assert 0 <= row["moment_P@1_iou0.5"] <= row["P@1_relevant"]
     assert 0 < report["R@1_ceiling"] <= 100
+    # the shipped model reads order: the fine stage as search computes it contrasts direction queries
+    assert "+direction" in report["methods"] and "moments_without_direction_contrast" in report
     for name, row in report["methods"].items():  # each attribute alone is easier than all four at once
         assert set(row["P@1_by_attribute"]) == {"colour", "shape", "motion", "sound"}, name
         assert min(row["P@1_by_attribute"].values()) >= row["P@1_relevant"], name

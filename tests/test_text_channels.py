@@ -361,11 +361,10 @@ def test_ocr_in_a_decoder_takes_its_share_of_the_cores(tmp_path, monkeypatch):
     pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
     from vidsearch.config import Settings
     from vidsearch.encoders import ocr_rapid
-    from vidsearch.indexer import prepare, worker
+    from vidsearch.indexer import prepare
 
     for cores, workers, threads in ((2, None, 1), (16, None, 4), (16, 2, 8), (1, None, 1)):
-        monkeypatch.setattr(prepare.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
-        monkeypatch.setattr(worker.os, "cpu_count", lambda n=cores: n)
+        monkeypatch.setenv("VIDSEARCH_CORES", str(cores))
         job = prepare.decode_job(Settings(db=tmp_path / "db", decode_workers=workers), "v.mp4", 112)
         assert job.ocr_threads == threads, (cores, workers)
     reader = ocr_rapid.RapidTextReader(threads=1)
@@ -743,9 +742,9 @@ def test_whisper_reads_30_s_pieces_on_half_the_cores_unless_told(monkeypatch):
     from vidsearch.indexer.prepare import decode_job
 
     assert speech.PIECE_SECONDS == 30.0
-    monkeypatch.setattr(speech.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setenv("VIDSEARCH_CORES", "8")
     assert speech._cpu_threads() == 4
-    monkeypatch.setattr(speech.os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setenv("VIDSEARCH_CORES", "1")
     assert speech._cpu_threads() == 1
     assert decode_job(Settings(model="tiny"), "a.mp4", 112).speech_threads == 0
     assert decode_job(Settings(model="tiny", speech_threads=3), "a.mp4", 112).speech_threads == 3
@@ -756,7 +755,7 @@ def test_whisper_reads_30_s_pieces_on_half_the_cores_unless_told(monkeypatch):
         return None, "tiny.en"
 
     monkeypatch.setattr(speech, "_load_whisper_cached", load)
-    monkeypatch.setattr(speech.os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.setenv("VIDSEARCH_CORES", "6")
     speech.load_whisper(None)
     speech.load_whisper(None, cpu_threads=5)
     assert loaded == [3, 5]
