@@ -282,8 +282,9 @@ class IndexRun:
 
         _limit_malloc_arenas()
 
-        if self.settings.threads:
-            torch.set_num_threads(self.settings.threads)
+        # the encoder's threads: as set, else torch's default (one per core it sees) cut to the
+        # cores this process may use (a container's CPU quota is invisible to torch)
+        torch.set_num_threads(self.settings.threads or min(torch.get_num_threads(), usable_cores()))
         self.backbone  # load (and check) the model before any decoder starts
         pool = self._decoder_pool()
         self._turns = pool.paused if not self._overlap() else contextlib.nullcontext

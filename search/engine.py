@@ -25,6 +25,7 @@ import numpy as np
 
 from vidsearch.api_models import SearchRequest
 from vidsearch.config import Settings
+from vidsearch.cores import usable_cores
 from vidsearch.encoders import backend_options, load_backbone, make_pooler, model_spec
 from vidsearch.store import Store, StoreError
 
@@ -301,19 +302,22 @@ class SearchEngine:
         """Query vectors for a micro-batch of texts (QueryBatcher); where the text tower is the
         sentence encoder's network, the same pass gives the text channels their sentence vectors.
         A text's reversed twin (direction_contrast.py), when the plan will ask for it, rides in the
-        same pass and waits in the cache: no second batch, no second wait."""
+        same pass; every vector of the pass goes into the cache here, so a plan asking for a twin
+        (or a text that is another's twin in the same batch) finds it: no second batch, no second
+        wait, and the twin searched next has its sentence vector too."""
         twins = sorted({t for t in map(reversed_text, texts) if t is not None and t not in texts
                         and self._query_vectors.peek(t) is None}) if self.reads_order else []  # fmt: skip
+        every = texts + twins
         both = getattr(self.backbone, "encode_text_and_sentences", None)
         if both is None:  # e.g. a Triton-served tower
-            vectors, sentences = list(self.backbone.encode_text(texts + twins)), None
+            vectors, sentences = list(self.backbone.encode_text(every)), None
         else:
-            vectors, sentences = both(texts + twins)
+            vectors, sentences = both(every)
         if sentences is not None and self.text_channels is not None:
-            for text, vec in zip(texts, sentences):
+            for text, vec in zip(every, sentences):
                 self.text_channels.remember(text, vec)
-        for twin, vec in zip(twins, vectors[len(texts) :]):
-            self._query_vectors.put(twin, vec)
+        for text, vec in zip(every, vectors):
+            self._query_vectors.put(text, vec)
         return list(vectors[: len(texts)])
 
     def channels(self) -> set[str]:
@@ -367,6 +371,10 @@ def open_engine(settings: Settings, text_channels: Callable | None = None, backb
     fp = store.stored_fingerprint()
     if fp is None:
         raise StoreError(f"index {settings.db} is empty: index some videos first (`vidsearch index PATH --db {settings.db}`)")
+    import torch
+
+    # torch starts a thread per core it sees; a container's CPU quota is invisible to it
+    torch.set_num_threads(settings.threads or min(torch.get_num_threads(), usable_cores()))
     if backbone is None:
         backbone = load_backbone(**model_spec(settings, fp), precision=settings.precision, device=settings.device, **backend_options(settings))
     store = Store.open(settings.db, backbone.fingerprint)  # a mismatch is a clear error

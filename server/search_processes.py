@@ -78,7 +78,7 @@ def _start_worker(settings: Settings, threads: int, parent: int, started) -> Non
         # the server alone; and a worker looks for a new version only when the server serves one
         # (workers that each followed the store on their own would drift apart: a page's cursor made
         # on one worker's version would be refused by another's)
-        settings = settings.model_copy(update={"ann_saved": False, "refresh_seconds": float("inf")})
+        settings = settings.model_copy(update={"ann_saved": False, "refresh_seconds": float("inf"), "threads": threads})
         engine = open_engine(settings)
         # the server encodes the query texts and answers pictures itself: the frame and text towers
         # would only sit in this process's memory (~410 MB for ViT-B-32 here)
@@ -219,7 +219,8 @@ class SearchProcesses:
 
     async def answer(self, req: SearchRequest, version: str, vectors: tuple | None = None) -> SearchResponse:
         """The response from a worker; WorkerUnavailable when the pool broke (it is restarted, and the
-        caller answers this request itself). `vectors`: the query text's (vector, sentence vector)."""
+        caller answers this request itself). `vectors`: the query text's (vector, sentence vector, reversed
+        twin's vector), engine.query_vectors."""
         pool = self._pool
         if pool is None:
             raise WorkerUnavailable(self.error or "no search workers")

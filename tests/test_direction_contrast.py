@@ -111,6 +111,16 @@ def test_the_twin_rides_in_the_querys_own_pass_and_travels_with_it(moving_librar
     assert plan.event_query is not None and not np.allclose(plan.unit_query, plan.query)
     assert engine.plan(SearchRequest(query="a blue square and a low tone")).event_query is None  # no direction named
 
+    # two texts that are each other's twins in one micro-batch: one pass answers both plans
+    calls.clear()
+    up, down = "a red star moves up", "a red star moves down"
+    engine._encode_texts([up, down])
+    engine.plan(SearchRequest(query=up))
+    engine.plan(SearchRequest(query=down))
+    assert calls == [[up, down]]
+    if engine.text_channels is not None:  # the twin searched next has its sentence vector from that pass
+        assert engine.text_channels.remembered("a blue square slides downward and a low tone sounds") is not None
+
     # a search process gets the twin with the query's vectors and plans without a text pass of its own
     vector, sentence, twin = engine.query_vectors(text)
     assert twin is not None

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     )
     decode_ahead: int = Field(4, ge=1, description="Decoded videos queued ahead of the encoder.")
     flush_videos: int = Field(16, ge=1, description="Videos buffered per store commit.")
-    threads: int | None = Field(None, ge=1, description="Torch CPU threads (default: all cores).")
+    threads: int | None = Field(None, ge=1, description="Torch CPU threads of the indexer's encoder and the search engine (default: the cores this process may use).")
     decode_stall_seconds: float = Field(
         120.0, gt=0, description="A decoder whose progress stops this long is killed; that file fails alone."
     )
