@@ -5,7 +5,7 @@ right") are nearly the same vector: colour, shape, sound and place are shared, a
 direction words differ. A model whose unit vectors read order (a temporal module, encoders/
 temporal.py) puts the direction into its units, but against the query it is a small part of the
 cosine, so a window where the right shape moves the wrong way scores almost as well as the event
-asked for (README: the first result's motion matched the caption about as often as chance would).
+asked for (README: the first result's motion matched the caption barely more often than chance).
 Subtracting the reversed twin keeps what the two share and amplifies what only the direction says:
 
     q_event = normalise(q + gamma * s * (q_text - q_reversed))
