@@ -128,3 +128,27 @@ def test_the_twin_rides_in_the_querys_own_pass_and_travels_with_it(moving_librar
     engine.use_query_vectors(other, vector, sentence, twin)
     calls.clear()
     assert engine.plan(SearchRequest(query=other)).event_query is not None and calls == []
+
+
+@pytest.mark.slow
+def test_a_search_process_answers_a_direction_query_as_the_server_does(moving_library):
+    """A search process has no towers (server/search_processes.py): from the server's three vectors
+    (the query's, its sentence vector, its twin's) it ranks and cuts moments exactly as the server."""
+    import dataclasses
+
+    from vidsearch.search import open_engine
+    from vidsearch.server.presenting import search_response
+
+    full, _ = moving_library
+    light = dataclasses.replace(full.backbone)  # a copy: the module's engine keeps its towers
+    light.release_towers()
+    worker = open_engine(full.settings, backbone=light)
+    assert worker.reads_order
+    for text in ("a green triangle moves to the left while there is no sound", "a blue square moves down while there is no sound"):
+        vectors = full.query_vectors(text)
+        assert vectors[2] is not None  # the twin travels with the query
+        worker.use_query_vectors(text, *vectors)
+        req = SearchRequest(query=text, top_k=4, min_relevance=0.0)
+        want, got = search_response(full, req), search_response(worker, req)
+        assert [(r.video.id, round(r.score, 6), [(m.start, m.end) for m in r.moments]) for r in got.results] == \
+            [(r.video.id, round(r.score, 6), [(m.start, m.end) for m in r.moments]) for r in want.results]  # fmt: skip
