@@ -35,8 +35,6 @@ from vidsearch.search.event_windows import EVENT_WEIGHT, best_windows
 from vidsearch.search.features import pad_vectors
 from vidsearch.store import StoreError
 
-from vidsearch.encoders.directions import reverse_direction
-
 from .datasets import read_jsonl
 from .relevance_eval import attribute_chance, attribute_p1, attribute_relevance, direction_accuracy, r1_ceiling, relevance_metrics, relevant_events
 
@@ -115,7 +113,8 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
     feats_by_id = engine.cache.get_many([vids[c] for c in used])
     feats = [feats_by_id[vids[c]] for c in used]
     text = _encode(engine, queries.text)
-    units = _unit_queries(engine, queries.text, text)
+    rows, rev = _reversed(engine, queries.text)  # encoded once: the contrast and direction accuracy read them
+    units = _unit_queries(text, rows, rev) if getattr(engine, "reads_order", False) else None
     sims = _method_scores(engine, torch.from_numpy(text), feats, units)
     if with_engine:
         sims["engine"] = _engine_scores(engine, queries, [vids[c] for c in used])
@@ -146,7 +145,7 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
             report["methods"][name]["P@1_by_attribute"] = attribute_p1(s, by_attribute)
         report["R@1_ceiling"] = r1_ceiling(relevant)
         report["attribute_chance"] = attribute_chance(by_attribute, len(used))
-    report["direction"] = _direction(engine, queries, text, true_cols, feats)
+    report["direction"] = _direction(engine, queries, text, rows, rev, true_cols, feats)
     timed = ~np.isnan(queries.start)
     if timed.any():
         args = (text[timed], feats, true_cols[timed], queries.start[timed], queries.end[timed])
@@ -163,28 +162,30 @@ def _encode(engine: SearchEngine, texts: list[str]) -> np.ndarray:
     return np.concatenate([engine.backbone.encode_text(texts[i : i + 256]) for i in range(0, len(texts), 256)])
 
 
-def _unit_queries(engine: SearchEngine, texts: list[str], text: np.ndarray) -> np.ndarray | None:
-    """What search scores units with for each caption (search/direction_contrast.py): the caption
-    contrasted with its reversed twin where it names a direction; None where search does not contrast
-    (a model whose units do not read order, or no caption names a direction)."""
-    rows = [q for q, t in enumerate(texts) if reversed_text(t) is not None] if getattr(engine, "reads_order", False) else []
+def _reversed(engine: SearchEngine, texts: list[str]) -> tuple[list[int], np.ndarray | None]:
+    """The captions that name a direction (their rows) and their reversed twins' vectors."""
+    rows = [q for q, t in enumerate(texts) if reversed_text(t) is not None]
+    return rows, (_encode(engine, [reversed_text(texts[q]) for q in rows]) if rows else None)
+
+
+def _unit_queries(text: np.ndarray, rows: list[int], rev: np.ndarray | None) -> np.ndarray | None:
+    """What search scores units with for each caption, for a model whose units read order
+    (search/direction_contrast.py): the caption contrasted with its reversed twin where it names a
+    direction (`rows`, twins `rev`); None where no caption names one."""
     if not rows:
         return None
-    twins = _encode(engine, [reversed_text(texts[q]) for q in rows])
     units = text.copy()
-    for q, twin in zip(rows, twins):
+    for q, twin in zip(rows, rev):
         units[q] = contrast(text[q], text[q], twin)
     return units
 
 
-def _direction(engine: SearchEngine, queries: Queries, text: np.ndarray, true_cols: np.ndarray, feats: list[VideoFeatures]) -> dict | None:
-    """Direction accuracy per method: each caption naming a direction against its reversed twin,
-    scored on the caption's own video, and ("event") on the units of the caption's own event."""
-    rows = [q for q, t in enumerate(queries.text) if reverse_direction(t) is not None]
+def _direction(engine: SearchEngine, queries: Queries, text: np.ndarray, rows: list[int], rev: np.ndarray | None, true_cols: np.ndarray,
+               feats: list[VideoFeatures]) -> dict | None:  # fmt: skip
+    """Direction accuracy per method: each caption naming a direction (`rows`) against its reversed
+    twin (`rev`), scored on the caption's own video, and ("event") on the units of the caption's own event."""
     if not rows:
         return None
-    reversed_text = [reverse_direction(queries.text[q]) for q in rows]
-    rev = np.concatenate([engine.backbone.encode_text(reversed_text[i : i + 256]) for i in range(0, len(rows), 256)])
     cols, idx = np.unique(true_cols[rows], return_inverse=True)  # each query's own video among those scored
     own = [feats[c] for c in cols]
     true_s = _method_scores(engine, torch.from_numpy(text[rows]), own)
