@@ -361,21 +361,33 @@ class ClipBackbone:
 
 
     @torch.inference_mode()
-    def encode_text_and_sentences(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        """(query vectors (N, D), sentence vectors (N, 384) or None) from one text-tower pass.
+    def encode_text_and_sentences(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | list | None]:
+        """(query vectors (N, D), sentence vectors (N, 384)) from one text-tower pass; sentences is
+        None where the tower is not the sentence encoder's.
 
         The sentence encoder (all-MiniLM-L6-v2) is the tower's transformer with mean pooling and
         unit length; where `sentence_tower` holds, its vector is the tower's pooled output before the
         projection, so a query that searches the frames and the text channels costs one MiniLM pass,
-        not two. A text cut at the tower's context length gets None (the sentence encoder reads
-        further), as does a tower that is not the sentence encoder's."""
+        not two. A text cut at the tower's context length has None in its place (a list then; the
+        sentence encoder reads further): the batch's other texts keep theirs."""
         if not self.sentence_tower:
             return self.encode_text(texts), None
         text = self._towers().text
         tokens = self.tokenizer(texts).to(self.device)
         mask = (tokens != text.config.pad_token_id).long()
-        if bool(mask[:, -1].any()):  # filled the context: possibly cut
-            return self.encode_text(texts), None
+        cut = mask[:, -1].bool().cpu().numpy()  # filled the context: possibly cut
+        if cut.any():
+            at_cut, whole = np.flatnonzero(cut), np.flatnonzero(~cut)
+            cut_vectors = self.encode_text([texts[i] for i in at_cut])
+            vectors = np.empty((len(texts), cut_vectors.shape[1]), cut_vectors.dtype)
+            vectors[at_cut] = cut_vectors
+            sentences: list[np.ndarray | None] = [None] * len(texts)
+            if len(whole):
+                kept, kept_sentences = self.encode_text_and_sentences([texts[i] for i in whole])
+                vectors[whole] = kept
+                for i, vec in zip(whole, kept_sentences):
+                    sentences[i] = vec
+            return vectors, sentences
         # The tokenizer pads every text to the context length; the padding is masked out of attention
         # and of the mean, so cutting it changes nothing but the cost: a query of ~10 tokens ran the
         # transformer over 32 positions (~3x the work: the MiniLM pass was most of a new query's CPU).

@@ -80,9 +80,9 @@ class SearchEngine:
         self.clap = tower if head is None and getattr(backbone, "audio_model", None) and hasattr(tower, "encode_text") else None
         self.audio_fusion = AudioFusion(weight=settings.audio_weight)
         self._audio_vectors = QueryVectorCache(lambda text: self.clap.encode_text([text])[0])
-        self.text_channels = text_channels  # speech / ocr / subtitle / metadata spans, when indexed
         self.cache = cache
         self._batcher = QueryBatcher(self._encode_texts, wait_ms=settings.query_batch_ms)
+        self.text_channels = text_channels  # speech / ocr / subtitle / metadata spans, when indexed
         self._query_vectors = QueryVectorCache(self._batcher)
         self._image_vectors = QueryVectorCache(lambda digest: None, size=64)  # example images, by digest
         self._refreshing = threading.Lock()
@@ -92,6 +92,28 @@ class SearchEngine:
         self._save_again = False
         self.calibration: Calibration | None = None
         self._pick_calibration()
+
+    @property
+    def text_channels(self) -> TextChannels | None:
+        return self._text_channels
+
+    @text_channels.setter
+    def text_channels(self, channels: TextChannels | None) -> None:
+        """Where the query tower is the sentence encoder's network, the channels make a sentence vector
+        they no longer hold with the tower's pass (TextChannels.tower_pass), not with a MiniLM of their own."""
+        if channels is not None and getattr(self.backbone, "sentence_tower", False):
+            channels.tower_pass = self._batcher
+        self._text_channels = channels
+
+    def warm_text_channels(self) -> None:
+        """Load the sentence encoder now where the text channels need one of their own (the query tower
+        is not its network): its first load takes seconds, which the first query would wait for."""
+        channels = self.text_channels
+        if channels is not None and channels.tower_pass is None:
+            try:
+                channels.warm()
+            except Exception:  # noqa: BLE001 - the first search that needs it says what is wrong
+                log.warning("could not load the text channels' sentence encoder ahead of the first search", exc_info=True)
 
     def _pick_calibration(self) -> None:
         """The model's calibration for the text channels this index holds (relevance.find_calibration);
@@ -236,8 +258,12 @@ class SearchEngine:
         (server/search_processes.py). Batched and cached like `encode_query`."""
         vec = self.encode_query(text)
         twin = reversed_text(text) if self.reads_order else None
-        return (vec, self.text_channels.remembered(text) if self.text_channels is not None else None,
-                self.encode_query(twin) if twin is not None else None)  # fmt: skip
+        channels = self.text_channels
+        # the pass that made `vec` made the sentence vector too, but the two caches forget apart (a
+        # text whose query vector is used again and again outlives its sentence vector): made again
+        # here by this tower, where the receiver could only load a MiniLM of its own for it
+        sentence = None if channels is None else channels.sentence_vector(text) if channels.tower_pass is not None else channels.remembered(text)
+        return vec, sentence, self.encode_query(twin) if twin is not None else None
 
     def use_query_vectors(self, text: str, vector: np.ndarray, sentence: np.ndarray | None, twin: np.ndarray | None = None) -> None:
         """Take `text`'s vectors computed elsewhere (`query_vectors` of another engine on the same model)."""
@@ -315,7 +341,8 @@ class SearchEngine:
             vectors, sentences = both(every)
         if sentences is not None and self.text_channels is not None:
             for text, vec in zip(every, sentences):
-                self.text_channels.remember(text, vec)
+                if vec is not None:  # None: a text cut at the tower's context
+                    self.text_channels.remember(text, vec)
         for text, vec in zip(every, vectors):
             self._query_vectors.put(text, vec)
         return list(vectors[: len(texts)])

@@ -9,6 +9,7 @@ times, go back to the engine, which shows them and lets them shape the moment.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow.compute as pc
@@ -49,6 +50,11 @@ class TextChannels:
         self._vectors_loaded = False
         self._lock = threading.Lock()
         self._embed = QueryVectorCache(self._encode)
+        # set by the engine where its query tower is the sentence encoder's network: a pass that
+        # remembers the text's sentence vector (engine._encode_texts), so a sentence vector that left
+        # this cache before its query vector left the engine's is made again by that tower, not by a
+        # second copy of MiniLM loaded for it (seconds, and ~90 MB, in a search process)
+        self.tower_pass: Callable[[str], object] | None = None
 
     @classmethod
     def for_store(cls, store: Store) -> TextChannels | None:
@@ -96,7 +102,17 @@ class TextChannels:
         """The sentence vector of `text` if it was computed (by `remember` or a search), else None."""
         return self._embed.peek(text)
 
+    def sentence_vector(self, text: str) -> np.ndarray:
+        """The sentence vector of `text`: remembered, else made (by the query tower's pass where it is
+        the sentence encoder's network, else by the sentence encoder)."""
+        return self._embed(text)
+
     def _encode(self, text: str) -> np.ndarray:
+        if self.tower_pass is not None:
+            self.tower_pass(text)
+            vec = self._embed.peek(text)
+            if vec is not None:
+                return vec  # else a text cut at the tower's context: the sentence encoder reads it whole
         if self._encoder is None:
             self._encoder = get_sentence_encoder()
         return self._encoder.encode([text])[0]

@@ -80,6 +80,7 @@ def _start_worker(settings: Settings, threads: int, parent: int, started) -> Non
         # on one worker's version would be refused by another's)
         settings = settings.model_copy(update={"ann_saved": False, "refresh_seconds": float("inf"), "threads": threads})
         engine = open_engine(settings)
+        engine.warm_text_channels()  # where they have a MiniLM of their own: now, not in the first search
         # the server encodes the query texts and answers pictures itself: the frame and text towers
         # would only sit in this process's memory (~410 MB for ViT-B-32 here)
         release = getattr(engine.backbone, "release_towers", None)

@@ -88,6 +88,7 @@ class ServerState:
                     self.engine_error = None
                     if self.fast_queries:
                         self._engine.start_query_runtime()
+                        threading.Thread(target=self._engine.warm_text_channels, name="warm-text-channels", daemon=True).start()
                     # worker processes for `vidsearch serve` only (an in-process app, e.g. the UI's local mode, has one user)
                     if self.settings.search_processes and self.serving and self.processes is None:
                         self.processes = SearchProcesses(self.settings, self.settings.search_processes)

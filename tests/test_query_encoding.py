@@ -103,14 +103,45 @@ def test_the_tiny_text_tower_gives_the_sentence_vector_in_the_same_pass(tiny_bac
     want = get_sentence_encoder().encode(texts)
     assert (sentences * want).sum(axis=1).min() > 0.9999
     long = " ".join(["word"] * 60)  # cut at the tower's context: the sentence encoder reads further
-    assert tiny_backbone.encode_text_and_sentences([long])[1] is None
+    assert list(tiny_backbone.encode_text_and_sentences([long])[1]) == [None]
+
+
+def test_a_cut_text_leaves_the_other_texts_of_its_batch_their_sentence_vectors(tiny_backbone):
+    """One long query in a micro-batch used to cost every other text of the batch its sentence vector
+    (a search process then loaded a MiniLM of its own to make it)."""
+    texts = ["a red circle moves to the left", " ".join(["word"] * 60), "a dog barks twice"]
+    vectors, sentences = tiny_backbone.encode_text_and_sentences(texts)
+    np.testing.assert_allclose(vectors, tiny_backbone.encode_text(texts), atol=1e-5)
+    assert sentences[1] is None
+    alone = tiny_backbone.encode_text_and_sentences([texts[0], texts[2]])[1]
+    np.testing.assert_allclose(np.stack([sentences[0], sentences[2]]), alone, atol=1e-5)
+
+
+class NoSecondPass:
+    def encode(self, texts):
+        raise AssertionError("the sentence encoder ran although the query tower is its network")
+
+
+def test_a_forgotten_sentence_vector_is_made_again_by_the_query_tower(tiny_backbone):
+    """The query-vector and sentence-vector caches forget apart: a text used again and again keeps its
+    query vector while new texts push its sentence vector out. The vectors handed to a search process
+    must still hold the sentence vector (None made the process load a MiniLM of its own: a 1.3 s
+    answer under load, bench/api_load.py), and the text channels make it with the tower's pass."""
+    channels = TextChannels(store=None, encoder=NoSecondPass())
+    snap = Snapshot(version="v", videos={}, ids=np.zeros(0, str), durations=np.zeros(0), coarse=None)
+    engine = SearchEngine.from_snapshot(snap, tiny_backbone, Settings(model="tiny"), {}, text_channels=channels)
+    text = "a woman giving a presentation with slides"
+    vector, sentence, _ = engine.query_vectors(text)
+    channels._embed = type(channels._embed)(channels._encode)  # every sentence vector forgotten
+    assert channels.remembered(text) is None and engine._query_vectors.peek(text) is not None
+    again, made, _ = engine.query_vectors(text)
+    np.testing.assert_allclose(again, vector)
+    assert made is not None and float(made @ sentence) > 0.9999
+    channels._embed = type(channels._embed)(channels._encode)
+    assert float(channels.sentence_vector(text) @ sentence) > 0.9999  # what a channel search asks for
 
 
 def test_a_search_query_is_encoded_once_for_frames_and_text_channels(tiny_backbone):
-    class NoSecondPass:
-        def encode(self, texts):
-            raise AssertionError("the sentence encoder ran although the query pass gave its vector")
-
     channels = TextChannels(store=None, encoder=NoSecondPass())
     snap = Snapshot(version="v", videos={}, ids=np.zeros(0, str), durations=np.zeros(0), coarse=None)
     engine = SearchEngine.from_snapshot(snap, tiny_backbone, Settings(model="tiny"), {}, text_channels=channels)
