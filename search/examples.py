@@ -90,17 +90,25 @@ def image_frame(data: bytes, size: int, max_bytes: int) -> np.ndarray:
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise ImageTooLarge(f"image is {img.width}x{img.height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels")
             img.seek(0)  # an animated GIF or WebP: its first frame
-            rgb = ImageOps.exif_transpose(img).convert("RGB")
+            img.draft("RGB", (size, size))  # a JPEG decodes at a fraction of its size where that still covers `size`
+            upright = ImageOps.exif_transpose(img)
+            # the central square first, then the scale (the same frame as scaling the short side to
+            # `size` and cropping after): a 1x60000 strip scaled first was a 112x6,720,000 picture
+            # (gigabytes, seconds) for a PNG of 300 bytes
+            w, h = upright.size
+            side = min(w, h)
+            left, top = (w - side) // 2, (h - side) // 2
+            square = upright.crop((left, top, left + side, top + side)).convert("RGB")
+    except Image.DecompressionBombError as exc:  # past Pillow's own limit (twice ours): too large, not unreadable
+        raise ImageTooLarge(f"image is too large: {exc}; the limit is {MAX_IMAGE_PIXELS:,} pixels") from exc
     except UnidentifiedImageError as exc:  # its message names Pillow's in-memory file, not the user's
         raise NotAnImage(f"image is not a picture that can be read (PNG, JPEG, WebP, GIF, BMP, TIFF): {len(data):,} bytes in no known picture format, or a damaged one") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except ImageTooLarge:
+        raise  # a SearchError is a ValueError: not to be read as an unreadable picture below
+    except (OSError, SyntaxError, ValueError) as exc:
         raise NotAnImage(f"image is not a picture that can be read (PNG, JPEG, WebP, GIF, BMP, TIFF): {exc}") from exc
-    w, h = rgb.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    rgb = rgb.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.array(rgb.crop((left, top, left + size, top + size)), dtype=np.uint8)[None]
+    square = square.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return np.array(square, dtype=np.uint8)[None]
 
 
 def like_vector(features: VideoFeatures | None, like: LikeQuery) -> np.ndarray:

@@ -25,7 +25,8 @@ from vidsearch.config import Settings
 from vidsearch.search import SearchEngine
 
 from . import exports, health, jobs, search, videos
-from .limits import body_limit
+from .deps import DocsNeedAKey
+from .limits import JsonTooLarge, body_limit, too_large_detail
 from .state import ServerState
 from .timing import LatencyMetrics
 
@@ -60,6 +61,16 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
         max_body_size=body_limit(settings),  # 413 before a large body is read (limits.py)
     )
     app.state.vidsearch = state
+    # FastAPI's middleware stack inside JsonTooLarge (limits.py): a 413 says in JSON what the limits are
+    # (FastAPIOffline makes a FastAPI instance, so its stack builder is wrapped here, not in a subclass)
+    # and, under read_auth, the API's docs pages behind a key (deps.DocsNeedAKey)
+    build_stack = app.build_middleware_stack
+
+    def build_middleware_stack():
+        stack = build_stack()
+        return JsonTooLarge(DocsNeedAKey(stack, state) if settings.read_auth else stack, too_large_detail(settings))
+
+    app.build_middleware_stack = build_middleware_stack
     for module in (search, videos, exports, jobs, health):
         app.include_router(module.router)
 

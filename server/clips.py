@@ -5,7 +5,7 @@ otherwise the moment is re-encoded (H.264 + AAC in MP4), since a copied cut must
 keyframe and would start up to a GOP early, showing what came before the moment. Times are player
 times (seconds from what a player shows as 0); ffmpeg's input `-ss` counts from the same origin.
 Clips are cut once and kept beside the thumbnails, named by video, range and width, so a shared
-link asked for again is served from disk. Length is bounded (`MAX_CLIP_SECONDS`) so one request
+link asked for again is served from disk; the two share one bound (media.trim_cache). Length is bounded (`MAX_CLIP_SECONDS`) so one request
 cannot make the server re-encode an hour of video.
 """
 
@@ -16,6 +16,8 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from .media import THUMB_CACHE_BYTES, mark_used, trim_cache
 
 __all__ = ["ClipError", "MAX_CLIP_SECONDS", "Clip", "cut_clip", "keyframe_at"]
 
@@ -70,7 +72,7 @@ def keyframe_at(video: Path | str, t: float, tolerance: float = KEYFRAME_TOLERAN
 
 
 def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_dir: Path, *,
-             suffix: str | None = None, pass_fds: tuple[int, ...] = ()) -> Clip:
+             suffix: str | None = None, pass_fds: tuple[int, ...] = (), cache_bytes: int = THUMB_CACHE_BYTES) -> Clip:
     """The moment [start, end] of `video` as a file (cached); ClipError when ffmpeg cannot cut it.
     `video` may name an inherited descriptor (`/proc/self/fd/N`, with `pass_fds`: the server's checked
     opening of the indexed file) or a URL; `suffix` is then the indexed file's."""
@@ -80,7 +82,14 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
         ext = suffix if method == "copy" else ".mp4"
         name = hashlib.sha1(f"{video_id}:{start:.3f}:{end:.3f}:{method}".encode()).hexdigest()
         out = Path(cache_dir) / f"{name}{ext}"
-        if out.is_file() or _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), pass_fds):
+        if out.is_file():
+            mark_used(out)
+            made = True
+        else:
+            made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), pass_fds)
+            if made:
+                trim_cache(Path(cache_dir), cache_bytes, keep=out)
+        if made:
             media = {"mp4": "video/mp4", "mov": "video/quicktime", "matroska": "video/x-matroska", "webm": "video/webm"}[COPY_CONTAINERS.get(ext, "mp4")]
             return Clip(out, start, end, method, media)
     raise ClipError(f"ffmpeg could not cut {start:g}-{end:g} s of video {video_id}")

@@ -12,6 +12,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from vidsearch.api_models import ErrorBody
@@ -21,7 +22,7 @@ from vidsearch.store import Store, StoreError
 
 from .state import ServerState
 
-__all__ = ["ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "key_accepted", "require_key", "require_media_read", "require_read", "require_write"]
+__all__ = ["DOCS_PATHS", "DocsNeedAKey", "ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "key_accepted", "require_key", "require_media_read", "require_read", "require_write"]
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
 
@@ -131,3 +132,24 @@ def require_media_read(
     problem = verify(state.settings.api_keys, video_id, exp, sig)
     if problem is not None:
         raise HTTPException(403, problem)
+
+
+DOCS_PATHS = ("/openapi.json", "/docs", "/redoc")  # the API's description and its two viewers
+
+
+class DocsNeedAKey:
+    """Under `read_auth` everything but /healthz needs a key, the API's description and docs pages
+    too (FastAPI serves them outside the routes' dependencies, so this checks them first). Only
+    wrapped around the app where `read_auth` is on: other requests pass at the cost of one prefix test."""
+
+    def __init__(self, app, state: ServerState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(DOCS_PATHS):
+            try:
+                _check_key(self.state, Request(scope))
+            except HTTPException as exc:
+                await JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

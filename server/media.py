@@ -20,13 +20,13 @@ from vidsearch import objectstore
 
 from .library import IndexedFile
 
-__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "media_type", "thumbnail", "thumbnail_dir", "thumbnail_key"]
+__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
 
 MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
                ".mov": "video/quicktime", ".ogv": "video/ogg"}  # fmt: skip
 THUMB_WIDTHS = (160, 320, 640, 1280)  # the UI asks for 320; a request is served the next size up
 THUMB_STEP = 0.1  # seconds: thumbnail times are rounded to this (the UI shows times to 0.01 s, frames differ less)
-THUMB_CACHE_BYTES = 256 << 20  # the thumbnail cache's bound; the oldest go first
+THUMB_CACHE_BYTES = 256 << 20  # the bound of the cache of thumbnails and clips; the least recently used go first
 
 
 def media_type(path: Path) -> str:
@@ -72,7 +72,9 @@ def thumbnail(video: IndexedFile | str, video_id: str, t: float, width: int, cac
     object storage is read from a presigned URL, with range requests."""
     out = cache_dir / f"{hashlib.sha1(f'{video_id}:{t:.3f}:{width}'.encode()).hexdigest()}.jpg"
     try:
-        return out.read_bytes()
+        jpeg = out.read_bytes()
+        mark_used(out)
+        return jpeg
     except FileNotFoundError:  # not cut yet, or trimmed a moment ago
         pass
     if isinstance(video, str):  # an object-storage URI
@@ -96,26 +98,42 @@ def thumbnail(video: IndexedFile | str, video_id: str, t: float, width: int, cac
         return None
     finally:
         tmp.unlink(missing_ok=True)
-    _trim(cache_dir, cache_bytes)
+    trim_cache(cache_dir, cache_bytes, keep=out)
     return jpeg
 
 
-def _trim(cache_dir: Path, cache_bytes: int) -> None:
-    """Keep the cache under `cache_bytes`: the least recently written thumbnails go first, down to 90%."""
+def trim_cache(cache_dir: Path, cache_bytes: int, keep: Path | None = None) -> None:
+    """Keep the cache under `cache_bytes`, thumbnails and clips (clips.py) together: the least recently
+    used go first, down to 90%; `keep` (the file just made) stays. Clips once counted nowhere: a client
+    asking for ranges a millisecond apart filled the disk with re-encoded clips. A clip being sent
+    is read from its open descriptor, which a trim does not disturb."""
     entries = []
     with os.scandir(cache_dir) as it:
         for e in it:
-            if e.name.endswith(".jpg") and not e.name.endswith(".tmp.jpg"):
-                try:
-                    st = e.stat()
-                except OSError:
+            if ".tmp" in e.name:  # being written
+                continue
+            try:
+                if not e.is_file(follow_symlinks=False):
                     continue
-                entries.append((st.st_mtime, st.st_size, e.path))
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            entries.append((st.st_mtime, st.st_size, e.path))
     total = sum(size for _, size, _ in entries)
     if total <= cache_bytes:
         return
     for _, size, path in sorted(entries):
+        if keep is not None and path == str(keep):
+            continue
         Path(path).unlink(missing_ok=True)
         total -= size
         if total <= 0.9 * cache_bytes:
             break
+
+
+def mark_used(path: Path) -> None:
+    """A cached file served again: the most recently used now (trim_cache keeps it longest)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass

@@ -89,7 +89,9 @@ def decode_cursor(cursor: str, key: str) -> tuple[int, str]:
     is not one of ours or belongs to another query."""
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        offset, ckey, cversion = int(data["o"]), str(data["k"]), str(data.get("v"))
+        offset, ckey, cversion = data["o"], data["k"], data["v"]
+        if type(offset) is not int or not isinstance(ckey, str) or not isinstance(cversion, str):
+            raise TypeError("a cursor holds an integer offset, its query's key and an index version")
     except Exception as exc:  # noqa: BLE001 - any malformed cursor is the client's error
         raise SearchError("cursor is not valid (use next_cursor from a previous response)") from exc
     if ckey != key or offset < 0:

@@ -69,6 +69,10 @@ async def _json_from_form(request: Request) -> Request:
         form = await request.form(max_files=1, max_fields=8)
     except Exception as exc:  # noqa: BLE001 - any malformed form is the client's error
         raise HTTPException(400, f"the multipart form cannot be read: {exc}") from exc
+    if not form:  # the parser is lenient: a body cut short or with another boundary reads as no parts
+        await form.close()
+        raise HTTPException(400, "the multipart form cannot be read: it holds no complete part (cut short, or its boundary "
+                                 "is not the Content-Type's); send `query`, `image` and/or `request` parts")  # fmt: skip
     try:
         body = json.loads(form["request"]) if isinstance(form.get("request"), str) else {}
     except json.JSONDecodeError as exc:

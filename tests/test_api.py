@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import re
 
 import numpy as np
@@ -54,6 +57,13 @@ def test_paging_with_cursor(client):
     other = client.post("/v1/search", json={"query": "something else", "cursor": first["next_cursor"]})
     assert other.status_code == 400 and "different query" in other.json()["detail"]
     assert client.post("/v1/search", json={"query": "x", "cursor": "%%%"}).status_code == 400
+    # a cursor without a version, or with an offset that is not an integer, is not one of ours (it read
+    # as "the index changed since this cursor was made (version None)", and 1.7 / true / "3" as offsets)
+    made = json.loads(base64.urlsafe_b64decode(first["next_cursor"]))
+    for tampered in ({k: v for k, v in made.items() if k != "v"}, {**made, "v": None}, {**made, "o": 1.7}, {**made, "o": True}, {**made, "o": "3"}):
+        cursor = base64.urlsafe_b64encode(json.dumps(tampered).encode()).decode()
+        resp = client.post("/v1/search", json={"query": "a clip", "top_k": 2, "cursor": cursor})
+        assert resp.status_code == 400 and "cursor is not valid" in resp.json()["detail"], tampered
 
 
 def test_filters(client):

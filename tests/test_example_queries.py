@@ -89,6 +89,33 @@ def test_image_frame_is_prepared_as_indexed_frames_are():
         image_frame(_png(pixels), 32, 100)
 
 
+def test_a_picture_past_the_pixel_limit_is_too_large_not_unreadable(monkeypatch):
+    """ImageTooLarge is a ValueError (a SearchError): it was caught as an unreadable picture (415)."""
+    import vidsearch.search.examples as examples
+
+    monkeypatch.setattr(examples, "MAX_IMAGE_PIXELS", 300 * 200 - 1)
+    with pytest.raises(ImageTooLarge, match="300x200 pixels; the limit is 59,999 pixels"):
+        image_frame(_png(np.zeros((200, 300, 3), np.uint8)), 32, 10**6)
+
+
+def test_a_thin_strip_costs_no_more_than_its_central_square():
+    """A 1x60000 PNG (a few hundred bytes) was scaled to 112x6,720,000 before the crop: gigabytes and
+    seconds of one request. It is the central square that is scaled now."""
+    import resource
+    import time
+
+    strip = np.zeros((60000, 1, 3), np.uint8)
+    strip[29000:31000] = (0, 200, 0)  # green around the centre
+    data = _png(strip)
+    assert len(data) < 2000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.process_time()
+    frame = image_frame(data, 112, 10**6)
+    assert time.process_time() - t0 < 0.5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KB: under 100 MB more at peak
+    assert frame.shape == (1, 112, 112, 3) and tuple(frame[0, 56, 56]) == (0, 200, 0)
+
+
 # -- through the API, on a real index (the API tests' library and app) ---------------------------
 @pytest.fixture(scope="module")
 def ids(client) -> dict[str, str]:
@@ -136,6 +163,10 @@ def test_image_errors_are_clear_4xx(client, library, rgb_frame, monkeypatch):
     assert bad_form.status_code == 422 and "request" in bad_form.json()["detail"]
     cut_off = client.post("/v1/search", content=b'{"query": ', headers={"content-type": "application/json"})
     assert cut_off.status_code == 422 and cut_off.json()["detail"] == "the body is not valid JSON (Expecting value at character 10)"
+    # a multipart body cut off in its first part's headers read as an empty form ("give a query")
+    cut_form = client.post("/v1/search", content=b'--xyz\r\nContent-Disposition: form-data; name="que',
+                           headers={"content-type": "multipart/form-data; boundary=xyz"})  # fmt: skip
+    assert cut_form.status_code == 400 and "no complete part" in cut_form.json()["detail"]
 
 
 def test_wordless_query_refuses_text_channels(client, rgb_frame):

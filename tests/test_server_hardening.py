@@ -202,13 +202,17 @@ def test_large_bodies_get_413_before_they_are_parsed(shared_library):
         t0 = time.monotonic()
         resp = http.post("/v1/search", content=huge, headers={"content-type": "application/json"})
         assert resp.status_code == 413, resp.text[:200]
+        # in JSON, as every other error, saying what the limits are (it was Starlette's plain text)
+        assert "10 MB of picture (max_image_mb), any other request up to 256 KB" in resp.json()["detail"]
 
         def chunks():  # no Content-Length: counted as it streams
             for i in range(0, len(huge), 1 << 16):
                 yield huge[i : i + (1 << 16)]
 
-        assert http.post("/v1/search", content=chunks(), headers={"content-type": "application/json"}).status_code == 413
-        assert http.post("/v1/jobs", content=big, headers={**AUTH, "content-type": "application/json"}).status_code == 413
+        resp = http.post("/v1/search", content=chunks(), headers={"content-type": "application/json"})
+        assert resp.status_code == 413 and "too large" in resp.json()["detail"]
+        resp = http.post("/v1/jobs", content=big, headers={**AUTH, "content-type": "application/json"})
+        assert resp.status_code == 413 and "too large" in resp.json()["detail"]
         assert time.monotonic() - t0 < 10
         assert http.post("/v1/search", json={"query": "colour bars"}).status_code == 200
 
@@ -243,6 +247,28 @@ def test_the_thumbnail_cache_stays_under_its_bound(small_library, tmp_path):
             assert thumbnail(f, "v", i * 0.3, 320, cache, cache_bytes=3 * one)
     assert sum(p.stat().st_size for p in cache.iterdir()) <= 3 * one
     assert 1 <= len(list(cache.iterdir())) <= 3
+
+
+def test_clips_and_thumbnails_share_the_cache_bound(small_library, tmp_path):
+    """Clips were written beside the thumbnails and counted nowhere: ranges a millisecond apart filled
+    the disk. Both now count; the least recently used go first, the one just made stays."""
+    from vidsearch.server.clips import cut_clip
+
+    _, clips = small_library
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    fd = os.open(clips["keep"], os.O_RDONLY)
+    with IndexedFile(fd, os.fstat(fd), "keep.mp4") as f:
+        thumbnail(f, "v", 0.0, 320, cache)
+        first = cut_clip(f.proc_path, "v", 0.5, 2.5, cache, suffix=".mp4", pass_fds=(f.fd,))
+        one = first.path.stat().st_size
+        bound = int(2.5 * one)
+        made = [cut_clip(f.proc_path, "v", 0.5 + k / 1000, 2.5, cache, suffix=".mp4", pass_fds=(f.fd,), cache_bytes=bound)
+                for k in range(1, 6)]  # fmt: skip
+    files = list(cache.iterdir())
+    assert sum(p.stat().st_size for p in files) <= bound
+    assert made[-1].path.is_file() and not first.path.exists()  # the newest stays, the oldest went
+    assert not any(p.suffix == ".jpg" for p in files)  # the thumbnail was older than every clip
 
 
 # -- HTTP details ----------------------------------------------------------------------------------
@@ -321,6 +347,12 @@ def test_read_auth_covers_metrics_and_readiness_details(shared_library):
         assert client.get("/readyz").json() == {"status": "ready"}
         assert "model" in client.get("/readyz", headers=AUTH).json()
         assert client.get("/healthz").status_code == 200
+        for path in ("/openapi.json", "/docs", "/redoc"):  # the API's description too (it was open)
+            assert client.get(path).status_code == 401, path
+            assert client.get(path, headers={"Authorization": "Bearer nope"}).status_code == 403, path
+            assert client.get(path, headers=AUTH).status_code == 200, path
+    with TestClient(create_app(settings)) as client:  # without read_auth: open as every read
+        assert client.get("/openapi.json").status_code == 200 and client.get("/docs").status_code == 200
 
 
 def _children(pid: int) -> set[int]:
