@@ -7,6 +7,7 @@ A router of its own, beside videos.py: cutting (clips.py) and timeline writing
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -16,10 +17,13 @@ from fastapi.responses import FileResponse
 
 from vidsearch import objectstore
 from vidsearch.api_models import ErrorBody
-from vidsearch.timeline_export import FORMATS, ExportRequest, export_timeline
+from vidsearch.timeline_export import FORMATS, ExportError, ExportRequest, export_timeline
 
 from .clips import ClipError, check_range, cut_clip
 from .deps import ERRORS, IndexStore, State, VideoRow, index_store, require_media_read, require_read
+from .exposure import Viewer
+from .files import IndexedFileResponse
+from .library import IndexedFile
 from .videos import indexed_file
 
 router = APIRouter(prefix="/v1", tags=["moments"])
@@ -42,23 +46,34 @@ def clip(row: VideoRow, store: IndexStore, state: State, start: Annotated[float,
     except ClipError as exc:
         raise HTTPException(400, str(exc)) from exc
     suffix = Path(row["path"]).suffix
-    try:
-        if objectstore.is_uri(row["path"]):
-            cut = cut_clip(objectstore.presign(row["path"], seconds=300), row["video_id"], start, end, state.thumbs, suffix=suffix)
-        else:
-            with indexed_file(store, row, state) as f:
-                cut = cut_clip(f.proc_path, row["video_id"], start, end, state.thumbs, suffix=suffix, pass_fds=(f.fd,))
-    except ClipError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    for _ in range(2):  # a clip trimmed from the cache between its cut and its opening is cut again
+        try:
+            if objectstore.is_uri(row["path"]):
+                cut = cut_clip(objectstore.presign(row["path"], seconds=300), row["video_id"], start, end, state.thumbs, suffix=suffix)
+            else:
+                with indexed_file(store, row, state) as f:
+                    cut = cut_clip(f.proc_path, row["video_id"], start, end, state.thumbs, suffix=suffix, pass_fds=(f.fd,))
+        except ClipError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        try:
+            fd = os.open(cut.path, os.O_RDONLY)  # sent from this descriptor: a later trim of the cache cannot cut it short
+            break
+        except FileNotFoundError:
+            continue
+    else:
+        raise HTTPException(503, "the clip cache is being filled faster than clips can be sent; try again")
     stem = re.sub(r"[^\w.-]+", "_", row["title"])[:80] or row["video_id"]
-    return FileResponse(cut.path, media_type=cut.media_type, filename=f"{stem}_{start:.2f}-{end:.2f}{cut.path.suffix}",
-                        content_disposition_type="inline", headers={"X-Clip-Method": cut.method})  # fmt: skip
+    clip_file = IndexedFile(fd, os.fstat(fd), f"{stem}_{start:.2f}-{end:.2f}{cut.path.suffix}")
+    return IndexedFileResponse(clip_file, media_type=cut.media_type, headers={"X-Clip-Method": cut.method})
 
 
 @router.post("/export", dependencies=[Depends(require_read)], responses={**ERRORS, 200: {"content": {t: {} for t in FORMATS.values()}}}, response_class=Response)
-def export(req: ExportRequest, state: State) -> Response:
+def export(req: ExportRequest, state: State, view: Viewer) -> Response:
     """Moments (adjusted as the user likes: padding, bounds) as an edit decision list: OpenTimelineIO
-    JSON (`format: otio`) or CMX 3600 (`format: edl`), each moment one clip of the video's file."""
+    JSON (`format: otio`) or CMX 3600 (`format: edl`, at an SMPTE rate: 23.976, 24, 25, 29.97, 30,
+    47.952, 48, 50, 59.94 or 60 fps), each moment one clip of the video's file. The file is named as
+    the other reads name it (exposure.py): relative to its library root without a key, a `file://` URL
+    with one."""
     engine = state.engine()
     known = engine.snapshot.videos if engine is not None else {}
     videos = {}
@@ -68,7 +83,10 @@ def export(req: ExportRequest, state: State) -> Response:
             raise HTTPException(404, f"no indexed video with id {vid}")
         if any(i.start >= row["duration"] for i in req.items if i.video_id == vid):
             raise HTTPException(400, f"a moment of video {vid} starts past its end ({row['duration']:.2f} s)")
-        videos[vid] = {"title": row["title"], "uri": row["path"], "duration": row["duration"]}
-    body = export_timeline(req, videos)
+        videos[vid] = {"title": row["title"], "uri": view.path(row["path"]), "duration": row["duration"]}
+    try:
+        body = export_timeline(req, videos)
+    except ExportError as exc:  # what the writer refuses to write (a rate, a range): the request's
+        raise HTTPException(400, str(exc)) from exc
     name = f"moments.{req.format}"
     return Response(body, media_type=FORMATS[req.format], headers={"Content-Disposition": f'attachment; filename="{name}"'})

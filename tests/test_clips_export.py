@@ -11,6 +11,7 @@ import opentimelineio as otio
 import pytest
 from fastapi.testclient import TestClient
 
+from api_fixtures import API_KEY
 from media import make_clip
 from vidsearch.server import create_app
 from vidsearch.server.clips import MAX_CLIP_SECONDS, check_range, ClipError, cut_clip, keyframe_at
@@ -88,7 +89,7 @@ def test_export_otio_and_edl_from_the_api(client, ids):
     assert [c.name for c in clips] == ["The hd clip", "bars"]
     ranges = [(c.source_range.start_time.to_seconds(), c.source_range.end_time_exclusive().to_seconds()) for c in clips]
     assert ranges[0] == pytest.approx((37 / 25, 5.0)) and ranges[1] == pytest.approx((0.0, 8.0))  # padded, rounded out to frames, kept inside the 8 s video
-    assert clips[0].media_reference.target_url.startswith("file://") and clips[0].media_reference.target_url.endswith("hd.mp4")
+    assert clips[0].media_reference.target_url == "media/hd.mp4"  # an anonymous reader: relative to its library root (exposure.py)
     edl = client.post("/v1/export", json={"items": items, "format": "edl", "fps": 25})
     assert edl.status_code == 200 and "00:00:02:00 00:00:04:13" in edl.text  # 2.0 s to 4.5 s (frame 112.5 rounds out)
     back = otio.adapters.read_from_string(edl.text, "cmx_3600", rate=25)
@@ -96,6 +97,86 @@ def test_export_otio_and_edl_from_the_api(client, ids):
     assert client.post("/v1/export", json={"items": [{"video_id": "nope", "start": 0, "end": 1}]}).status_code == 404
     assert client.post("/v1/export", json={"items": [{"video_id": ids["The hd clip"], "start": 3, "end": 2}]}).status_code == 422
     assert client.post("/v1/export", json={"items": []}).status_code == 422
+
+
+def test_export_rejects_frame_rates_edl_cannot_write(client, ids):
+    """CMX 3600 timecodes exist at a few rates only (OpenTimelineIO refuses others, or writes garbage
+    below 1 fps): a 422 naming them, never a 500 (which also cost the client its connection)."""
+    item = [{"video_id": ids["The hd clip"], "start": 0, "end": 2}]
+    for fps in (7, 100, 240, 26, 0.001, 0.5):
+        resp = client.post("/v1/export", json={"items": item, "format": "edl", "fps": fps})
+        assert resp.status_code == 422, (fps, resp.status_code, resp.text)
+        detail = resp.json()["detail"]
+        assert "fps" in detail and (("23.976" in detail and "59.94" in detail and "60" in detail) or "greater than or equal to 1" in detail), (fps, detail)
+    for fps in (0, 0.001, 0.5, -1):  # every format has a lower bound
+        resp = client.post("/v1/export", json={"items": item, "format": "otio", "fps": fps})
+        assert resp.status_code == 422 and "fps" in resp.json()["detail"], (fps, resp.text)
+    for fps, first in ((23.976, "00:00:00:00"), (23.98, "00:00:00:00"), (24, "00:00:00:00"), (29.97, "00:00:00;00"), (30, "00:00:00:00"),
+                       (48, "00:00:00:00"), (50, "00:00:00:00"), (59.94, "00:00:00;00"), (60, "00:00:00:00")):  # fmt: skip
+        resp = client.post("/v1/export", json={"items": item, "format": "edl", "fps": fps})
+        assert resp.status_code == 200 and first in resp.text, (fps, resp.text)
+    for fps in (7, 100, 240, 12.5):  # any rate suits an OTIO timeline
+        assert client.post("/v1/export", json={"items": item, "format": "otio", "fps": fps}).status_code == 200
+
+
+def test_writer_errors_are_not_500(monkeypatch, client, ids):
+    """A ValueError from the writer is the request's problem: 400 with its reason (not an unhandled 500)."""
+    import opentimelineio.adapters
+
+    def broken(*args, **kwargs):
+        raise ValueError("SMPTE timecode does not support this rate")
+
+    monkeypatch.setattr(opentimelineio.adapters, "write_to_string", broken)
+    resp = client.post("/v1/export", json={"items": [{"video_id": ids["The hd clip"], "start": 0, "end": 2}], "format": "edl", "fps": 25})
+    assert resp.status_code == 400 and "SMPTE timecode does not support this rate" in resp.json()["detail"], resp.text
+
+
+def test_export_shows_paths_as_other_reads_do(client, ids):
+    """No server path for a reader without a key (as GET /v1/videos/ID); a keyed reader gets the file's URL."""
+    hd = ids["The hd clip"]
+    item = [{"video_id": hd, "start": 0, "end": 2}]
+    anonymous_uri = client.get(f"/v1/videos/{hd}").json()["uri"]
+    keyed_uri = client.get(f"/v1/videos/{hd}", headers={"Authorization": f"Bearer {API_KEY}"}).json()["uri"]
+    assert anonymous_uri == "media/hd.mp4" and keyed_uri.startswith("/")
+    for fmt in ("otio", "edl"):
+        text = client.post("/v1/export", json={"items": item, "format": fmt}).text
+        assert keyed_uri not in text and "file://" not in text and anonymous_uri in text, (fmt, text)
+        keyed = client.post("/v1/export", json={"items": item, "format": fmt}, headers={"Authorization": f"Bearer {API_KEY}"}).text
+        assert f"file://{keyed_uri}" in keyed, (fmt, keyed)
+    otio_text = client.post("/v1/export", json={"items": item}).text
+    assert otio.adapters.read_from_string(otio_text, "otio_json").find_clips()[0].media_reference.target_url == anonymous_uri
+
+
+def test_control_characters_cannot_add_lines(client, ids):
+    """Names and titles are written on one line each: a newline in them (a user's, or a title taken from
+    a file name) cannot add EDL lines such as `* FROM CLIP NAME:` or `FCM: DROP FRAME`."""
+    hd = ids["The hd clip"]
+    evil = "a\nb\r\n* FROM CLIP NAME: evil\x0b\x0c\x1c\x85\u2028\u2029\x00z"
+    body = {"items": [{"video_id": hd, "start": 0, "end": 2, "name": evil}], "title": "T\r\nFCM: DROP FRAME", "fps": 25}
+    edl = client.post("/v1/export", json={**body, "format": "edl"})
+    assert edl.status_code == 200, edl.text
+    lines = edl.text.splitlines()
+    assert not any(line.startswith("FCM: DROP") or line.startswith("* FROM CLIP NAME: evil") for line in lines), lines
+    assert lines[0] == "TITLE: T  FCM: DROP FRAME"
+    assert "* FROM CLIP NAME:  a b  * FROM CLIP NAME: evil" in edl.text
+    assert not any(c in edl.text.replace("\n", "") for c in "\r\x0b\x0c\x1c\x85\u2028\u2029\x00")
+    clips = list(otio.adapters.read_from_string(edl.text, "cmx_3600", rate=25).find_clips())
+    assert len(clips) == 1
+    timeline = otio.adapters.read_from_string(client.post("/v1/export", json={**body, "format": "otio"}).text, "otio_json")
+    assert timeline.name == "T  FCM: DROP FRAME"
+    name = timeline.find_clips()[0].name
+    assert name.startswith("a b  * FROM CLIP NAME: evil") and not any(ch.isspace() and ch != " " for ch in name) and "\x00" not in name
+
+
+def test_export_request_is_strict(client, ids):
+    """Unknown fields are refused (as search and jobs refuse them); NaN and infinity are named as such."""
+    item = {"video_id": ids["The hd clip"], "start": 0, "end": 2}
+    for body, words in (({"items": [item], "fmt": "edl"}, "fmt"), ({"items": [{**item, "label": "x"}]}, "label"),
+                        ({"items": [item], "fps": float("nan")}, "finite"), ({"items": [item], "fps": float("inf")}, "finite"),
+                        ({"items": [item], "padding": float("nan")}, "finite"), ({"items": [item], "padding": float("-inf")}, "finite")):  # fmt: skip
+        resp = client.post("/v1/export", content=json.dumps(body), headers={"content-type": "application/json"})
+        assert resp.status_code == 422 and words in resp.json()["detail"], (body, resp.text)
+        assert "less than or equal" not in resp.json()["detail"] or words != "finite", resp.text
 
 
 @pytest.mark.slow
@@ -116,3 +197,7 @@ def test_cli_search_exports_moments(shared_library, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "vidsearch.cli", "search", "x", "--db", str(settings.db), "--export", str(tmp_path / "a.mov")],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and ".otio or .edl" in bad.stdout + bad.stderr
+    # a rate no EDL counts in is refused before the search (it was a traceback after it)
+    rate = subprocess.run([sys.executable, "-m", "vidsearch.cli", "search", "x", "--db", str(settings.db), "--export", str(tmp_path / "a.edl"),
+                           "--fps", "100"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert rate.returncode == 2 and "29.97" in rate.stdout + rate.stderr and "Traceback" not in rate.stderr

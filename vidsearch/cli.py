@@ -410,12 +410,15 @@ def delete(
     """
     import os
 
+    from .store import path_key
+
     store = _open_existing(db, config)
     known_paths = set(store.files()["path"].to_pylist())
     indexed = store.indexed_ids()
     ids, paths, unknown = set(), set(), []
     for t in targets:
-        candidates = [t, os.path.abspath(t), str(Path(t).resolve())]  # t itself: an s3:// URI
+        # t itself: an s3:// URI; path_key: a name that is not valid UTF-8, stored as a file:// URI
+        candidates = [t, os.path.abspath(t), str(Path(t).resolve()), path_key(os.path.abspath(t))]
         if t in indexed:
             ids.add(t)
         elif any(c in known_paths for c in candidates):
@@ -492,8 +495,8 @@ def search(
     try:
         req = SearchRequest(query=query, image="" if image else None, like=_like_arg(like) if like else None, query_weights=weights,
                             top_k=top_k, group_by=group_by, channels=channels, min_relevance=min_relevance)  # fmt: skip
-        if export is not None:
-            format_for(export)
+        if export is not None:  # the timeline's options checked before the search, not after it
+            ExportRequest(items=[ExportItem(video_id="-", start=0.0, end=1.0)], format=format_for(export), padding=padding, fps=fps)
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except ValueError as exc:
@@ -512,7 +515,10 @@ def search(
     except ApiError as exc:
         _fail(exc.detail if client.in_process else str(exc))
     if export is not None and resp.results:
-        write_export(resp, export, padding=padding, fps=fps)
+        try:
+            write_export(resp, export, padding=padding, fps=fps)
+        except (ValueError, OSError) as exc:  # ExportError (what the writer refuses), a path that cannot be written
+            _fail(f"--export {export}: {exc}")
         err.print(f"wrote {len(resp.results)} moments to {export}")
     if json_out:
         _print_json(resp.model_dump(mode="json"))

@@ -13,16 +13,20 @@ would serve (`vidsearch.server.local_client` builds one).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from .api_models import IndexStatus, JobInfo, LikeQuery, SearchRequest, SearchResponse, VideoInfo, VideoList
+from .timeline_export import ExportRequest
 
 LOCAL_URL = "http://in-process"
 
@@ -88,6 +92,65 @@ class ApiError(RuntimeError):
         super().__init__(f"HTTP {status}: {detail}")
 
 
+def _segment(ident: str, what: str = "id") -> str:
+    """`ident` as one URL path segment: every reserved character escaped (`../jobs/x`, `?x`, `#x` stay in
+    the segment and name no other route), `.` and `..` too (a URL would resolve them away). ValueError
+    for an empty id or one that is not a string."""
+    if not isinstance(ident, str):
+        raise TypeError(f"the {what} must be a string, not {type(ident).__name__}")
+    if not ident:
+        raise ValueError(f"the {what} is empty")
+    escaped = quote(ident, safe="")
+    return escaped.replace(".", "%2E") if escaped in (".", "..") else escaped
+
+
+def _excerpt(resp: httpx.Response, limit: int = 200) -> str:
+    text = " ".join(resp.text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _json(resp: httpx.Response) -> Any:
+    """The answer's JSON, or ApiError (its status, its type and the start of its body) when it is not JSON
+    (a proxy's error page, a redirect, the UI's HTML)."""
+    try:
+        return resp.json()
+    except ValueError:
+        kind = resp.headers.get("content-type", "no content type")
+        asked = f"{resp.request.method} {resp.request.url.path}"
+        raise ApiError(resp.status_code, f"the answer to {asked} is not JSON ({kind}): {_excerpt(resp) or '(empty)'}") from None
+
+
+def _image_upload(image: bytes | bytearray | memoryview | str | os.PathLike) -> tuple[str, bytes]:
+    """(file name, bytes) to upload for `search(image=...)`: the picture's bytes, a path to it (str or
+    PathLike), or its base64 (a `data:` URL too) as a string that names no file."""
+    expected = "give the picture's bytes, a path to a file, or its base64"
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return "image", bytes(image)
+    if isinstance(image, os.PathLike):
+        path = Path(image)
+        if not path.is_file():
+            raise ValueError(f"image: {str(path)!r} names no file ({expected})")
+        return path.name, path.read_bytes()
+    if not isinstance(image, str):
+        raise TypeError(f"image: {expected}, not {type(image).__name__}")
+    try:
+        if Path(image).is_file():
+            return Path(image).name, Path(image).read_bytes()
+    except (OSError, ValueError):  # too long a name for the file system, a NUL: no path
+        pass
+    data = "".join(image.split())
+    if data.startswith("data:") and "," in data:
+        data = data.split(",", 1)[1]
+    try:
+        decoded = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if decoded and (len(data) >= 64 or image.startswith("data:")):  # a picture's base64 is long; a short string is a name
+        return "image", decoded
+    shown = image if len(image) <= 80 else image[:80] + "…"
+    raise ValueError(f"image: {shown!r} names no file and is no picture's base64 ({expected})")
+
+
 class VidsearchClient:
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0, transport: httpx.BaseTransport | None = None):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -115,29 +178,30 @@ class VidsearchClient:
             raise ApiError(0, f"cannot reach the search API at {self.base_url}: {exc}") from exc
         if resp.status_code >= 400:
             try:
-                detail = resp.json().get("detail", resp.text)
+                body = resp.json()
             except ValueError:
-                detail = resp.text
-            raise ApiError(resp.status_code, str(detail))
+                body = None
+            detail = body.get("detail") if isinstance(body, dict) and body.get("detail") is not None else _excerpt(resp)
+            raise ApiError(resp.status_code, detail if isinstance(detail, str) else json.dumps(detail)[:1000])
         return resp
 
     def search(self, query: str | None = None, *, image: bytes | str | os.PathLike | None = None, **options: Any) -> SearchResponse:
         """Search by words, by an example picture, by a moment (`like`), or any mix of them.
 
-        `image` is the picture's bytes or a file path; it is uploaded as multipart/form-data (no
-        base64 inflation). `options` are SearchRequest fields: like (a LikeQuery or its dict),
-        query_weights, top_k, group_by, channels, filters, min_score, cursor."""
+        `image` is the picture's bytes, a file path (str or PathLike), or its base64 (a `data:` URL
+        too) as a string naming no file; it is uploaded as multipart/form-data (no base64 inflation).
+        ValueError for a string or path that names no file (and is no base64), TypeError for another
+        type. `options` are
+        SearchRequest fields: like (a LikeQuery or its dict), query_weights, top_k, group_by,
+        channels, filters, min_score, cursor."""
         if image is None:
             body = SearchRequest(query=query, **options).model_dump(exclude_none=True, mode="json")
-            return SearchResponse.model_validate(self._call("POST", "/v1/search", json=body).json())
-        if isinstance(image, (str, os.PathLike)):
-            name, data = Path(image).name, Path(image).read_bytes()
-        else:
-            name, data = "image", bytes(image)
+            return SearchResponse.model_validate(_json(self._call("POST", "/v1/search", json=body)))
+        name, data = _image_upload(image)
         # validated here as the server will (an empty `image` stands for the uploaded part)
         body = SearchRequest(query=query, image="", **options).model_dump(exclude={"image"}, exclude_none=True, mode="json")
         form = {"request": json.dumps(body)}
-        return SearchResponse.model_validate(self._call("POST", "/v1/search", data=form, files={"image": (name, data)}).json())
+        return SearchResponse.model_validate(_json(self._call("POST", "/v1/search", data=form, files={"image": (name, data)})))
 
     def more_like(self, video_id: str, start: float = 0.0, end: float | None = None, **options: Any) -> SearchResponse:
         """Moments of other videos like `start`-`end` of this one (its stored vectors; nothing re-encoded).
@@ -145,53 +209,56 @@ class VidsearchClient:
         return self.search(like=LikeQuery(video_id=video_id, start=start, end=end), **options)
 
     def videos(self, limit: int = 100, offset: int = 0) -> VideoList:
-        return VideoList.model_validate(self._call("GET", "/v1/videos", params={"limit": limit, "offset": offset}).json())
+        return VideoList.model_validate(_json(self._call("GET", "/v1/videos", params={"limit": limit, "offset": offset})))
 
     def video(self, video_id: str) -> VideoInfo:
-        return VideoInfo.model_validate(self._call("GET", f"/v1/videos/{video_id}").json())
+        return VideoInfo.model_validate(_json(self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}")))
 
     def delete_video(self, video_id: str) -> dict:
-        return self._call("DELETE", f"/v1/videos/{video_id}").json()
+        return _json(self._call("DELETE", f"/v1/videos/{_segment(video_id, 'video id')}"))
 
     def media_url(self, video_id: str) -> str:
-        return f"{self.base_url}/v1/videos/{video_id}/media"
+        return f"{self.base_url}/v1/videos/{_segment(video_id, 'video id')}/media"
 
     def media(self, video_id: str) -> tuple[bytes, str]:
         """The whole file and its media type (a client over a socket would rather stream `media_url`)."""
-        resp = self._call("GET", f"/v1/videos/{video_id}/media")
+        resp = self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}/media")
         return resp.content, resp.headers.get("content-type", "application/octet-stream")
 
     def media_size(self, video_id: str) -> int:
         """The file's size in bytes, from a one-byte range request."""
-        resp = self._call("GET", f"/v1/videos/{video_id}/media", headers={"Range": "bytes=0-0"})
+        resp = self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}/media", headers={"Range": "bytes=0-0"})
         total = resp.headers.get("content-range", "").rpartition("/")[2]
         return int(total) if total.isdigit() else len(resp.content)
 
     def thumbnail(self, video_id: str, t: float = 0.0, width: int = 320) -> bytes:
-        return self._call("GET", f"/v1/videos/{video_id}/thumbnail", params={"t": t, "width": width}).content
+        return self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}/thumbnail", params={"t": t, "width": width}).content
 
     def clip(self, video_id: str, start: float, end: float) -> tuple[bytes, str]:
         """The moment [start, end] as a playable file, and its media type."""
-        resp = self._call("GET", f"/v1/videos/{video_id}/clip", params={"start": start, "end": end})
+        resp = self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}/clip", params={"start": start, "end": end})
         return resp.content, resp.headers.get("content-type", "video/mp4")
 
     def export(self, items: list[dict], format: str = "otio", padding: float = 0.0, fps: float = 25.0, title: str | None = None) -> str:
-        """Moments ({video_id, start, end, name?}) as an OpenTimelineIO (`otio`) or CMX 3600 (`edl`) file's text."""
-        body = {"items": items, "format": format, "padding": padding, "fps": fps, **({"title": title} if title else {})}
+        """Moments ({video_id, start, end, name?}) as an OpenTimelineIO (`otio`) or CMX 3600 (`edl`) file's text.
+        The options are checked here as the server will (a pydantic ValidationError, as `search` raises):
+        fps from 1 to 240 (an EDL's one of 23.976, 24, 25, 29.97, 30, 47.952, 48, 50, 59.94, 60)."""
+        req = ExportRequest(items=items, format=format, padding=padding, fps=fps, **({"title": title} if title else {}))
+        body = req.model_dump(mode="json", exclude_none=True)
         return self._call("POST", "/v1/export", json=body).text
 
     def create_job(self, paths: list[str], kind: str = "index") -> JobInfo:
-        return JobInfo.model_validate(self._call("POST", "/v1/jobs", json={"kind": kind, "paths": paths}).json())
+        return JobInfo.model_validate(_json(self._call("POST", "/v1/jobs", json={"kind": kind, "paths": paths})))
 
     def job(self, job_id: str) -> JobInfo:
-        return JobInfo.model_validate(self._call("GET", f"/v1/jobs/{job_id}").json())
+        return JobInfo.model_validate(_json(self._call("GET", f"/v1/jobs/{_segment(job_id, 'job id')}")))
 
     def cancel_job(self, job_id: str) -> JobInfo:
         """Stop a queued or running job (what it committed stays; a later job resumes from there)."""
-        return JobInfo.model_validate(self._call("DELETE", f"/v1/jobs/{job_id}").json())
+        return JobInfo.model_validate(_json(self._call("DELETE", f"/v1/jobs/{_segment(job_id, 'job id')}")))
 
     def jobs(self) -> list[JobInfo]:
-        return [JobInfo.model_validate(j) for j in self._call("GET", "/v1/jobs").json()]
+        return [JobInfo.model_validate(j) for j in _json(self._call("GET", "/v1/jobs"))]
 
     def wait_for_job(self, job_id: str, timeout: float = 600.0, poll: float = 0.5) -> JobInfo:
         deadline = time.monotonic() + timeout
@@ -202,11 +269,11 @@ class VidsearchClient:
             time.sleep(poll)
 
     def ready(self) -> dict:
-        return self._call("GET", "/readyz").json()
+        return _json(self._call("GET", "/readyz"))
 
     def status(self) -> IndexStatus:
         """What is indexed, the model, every failed file, and whether searches are answered."""
-        return IndexStatus.model_validate(self._call("GET", "/v1/index").json())
+        return IndexStatus.model_validate(_json(self._call("GET", "/v1/index")))
 
     def healthy(self) -> bool:
         try:

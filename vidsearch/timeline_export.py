@@ -6,25 +6,66 @@ its source range the moment (padded by `padding` seconds on each side, kept insi
 timeline's frame rate; its media reference is the video's file (a `file://` URL) with the whole video
 as its available range, and its name the video's title. Used by `vidsearch search --export`,
 `POST /v1/export` and the UI's export button.
+
+The file's location is written as it is given: the caller shows it as its reader may see it (the API
+gives a reader without a key the path relative to its library root, server/exposure.py). An absolute
+path becomes a `file://` URL; a relative one stays relative. Names, the title and locations are
+written on one line each: control and line-separator characters in names and titles become spaces
+(in locations, `%XX` escapes), so that no text can add lines to an EDL. CMX 3600 timecodes exist at
+the SMPTE rates only (`EDL_RATES`); an OTIO timeline takes any rate from 1 to 240 fps.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-__all__ = ["ExportItem", "ExportRequest", "FORMATS", "export_timeline", "format_for"]
+__all__ = ["EDL_RATES", "ExportError", "ExportItem", "ExportRequest", "FORMATS", "export_timeline", "format_for"]
 
 FORMATS = {"otio": "application/vnd.opentimelineio+json", "edl": "text/plain"}
 
+# The rates CMX 3600 timecode counts in (SMPTE; OpenTimelineIO's `to_timecode` refuses others, or snaps a
+# rate near one of these to it, or writes nonsense below 1 fps): name as written -> exact rate.
+EDL_RATES = {"23.976": 24000 / 1001, "24": 24.0, "25": 25.0, "29.97": 30000 / 1001, "30": 30.0,
+             "47.952": 48000 / 1001, "48": 48.0, "50": 50.0, "59.94": 60000 / 1001, "60": 60.0}  # fmt: skip
+_RATE_TOLERANCE = 0.005  # 23.98 is 23.976, 29.97 is 30000/1001; 24.5 is no rate an EDL has
+
+
+class ExportError(ValueError):
+    """The moments cannot be written in the asked format (the reason is the message): the request's
+    fault, a 400 over HTTP."""
+
+
+def edl_rate(fps: float) -> float | None:
+    """The exact SMPTE rate `fps` stands for (29.97 -> 30000/1001), or None when an EDL cannot count in it."""
+    return next((rate for rate in EDL_RATES.values() if abs(fps - rate) <= _RATE_TOLERANCE), None)
+
+
+def one_line(text: str) -> str:
+    """`text` with every control or line-separating character (newlines, \\r, \\v, \\f, NEL, U+2028/9,
+    NUL, tabs) replaced by a space: a name or title that cannot start another line of the file."""
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+
+
+def _location(uri: str) -> str:
+    """A media reference's URL: a URL as given, an absolute path as a `file://` URL (percent-encoded),
+    a relative path (what a reader without a key sees) as it is; control characters `%XX`-escaped."""
+    if "://" not in uri and Path(uri).is_absolute():
+        return Path(uri).resolve().as_uri()
+    return "".join(quote(c, safe="") if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in uri)
+
 
 class ExportItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
     video_id: str = Field(..., max_length=128)
-    start: float = Field(..., ge=0, allow_inf_nan=False, description="seconds")
-    end: float = Field(..., gt=0, allow_inf_nan=False, description="seconds")
+    start: float = Field(..., ge=0, le=1e7, description="seconds")
+    end: float = Field(..., gt=0, le=1e7, description="seconds")
     name: str | None = Field(None, max_length=200, description="the clip's name (default: the video's title)")
 
     @model_validator(mode="after")
@@ -35,11 +76,23 @@ class ExportItem(BaseModel):
 
 
 class ExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
     items: list[ExportItem] = Field(..., min_length=1, max_length=1000, description="moments, in timeline order")
     format: Literal["otio", "edl"] = "otio"
-    fps: float = Field(25.0, gt=0, le=240, description="the timeline's frame rate (EDL timecodes count frames)")
+    fps: float = Field(
+        25.0, ge=1, le=240,
+        description=f"the timeline's frame rate; an EDL's timecodes count frames at one of {', '.join(EDL_RATES)}",
+    )  # fmt: skip
     padding: float = Field(0.0, ge=0, le=60, description="seconds added before and after each moment")
     title: str = Field("vidsearch moments", max_length=200)
+
+    @field_validator("fps")
+    @classmethod
+    def _edl_rate(cls, fps: float, info: ValidationInfo) -> float:
+        if info.data.get("format") == "edl" and edl_rate(fps) is None:
+            raise ValueError(f"an EDL (CMX 3600 timecode) counts frames at {', '.join(EDL_RATES)} fps only, not {fps:g}")
+        return fps
 
 
 def format_for(path: Path) -> str:
@@ -52,11 +105,19 @@ def format_for(path: Path) -> str:
 
 def export_timeline(req: ExportRequest, videos: dict[str, dict]) -> str:
     """The request's moments as OTIO JSON or a CMX 3600 EDL. `videos`: id -> {title, uri, duration}
-    for every item's video (a missing one is a KeyError naming it)."""
+    for every item's video (a missing one is a KeyError naming it); `uri` as the reader may see it.
+    ExportError when the moments cannot be written so (the writer's reason)."""
     import opentimelineio as otio  # ~170 ms to import: only when something is exported
 
     rate = float(req.fps)
-    timeline = otio.schema.Timeline(name=req.title)
+    if req.format == "edl":
+        exact = edl_rate(rate)
+        if exact is None:
+            raise ExportError(f"an EDL (CMX 3600 timecode) counts frames at {', '.join(EDL_RATES)} fps only, not {rate:g}")
+        rate = exact
+    elif not (math.isfinite(rate) and rate >= 1):
+        raise ExportError(f"the frame rate must be a finite number of at least 1 fps, not {rate:g}")
+    timeline = otio.schema.Timeline(name=one_line(req.title))
     track = otio.schema.Track(name="moments", kind=otio.schema.TrackKind.Video)
     timeline.tracks.append(track)
     for item in req.items:
@@ -67,13 +128,12 @@ def export_timeline(req: ExportRequest, videos: dict[str, dict]) -> str:
         start = max(0.0, item.start - req.padding)
         end = min(duration, item.end + req.padding) if duration > 0 else item.end + req.padding
         first, last = math.floor(start * rate + 1e-6), max(math.ceil(end * rate - 1e-6), math.floor(start * rate + 1e-6) + 1)
-        uri = v["uri"]
         ref = otio.schema.ExternalReference(
-            target_url=uri if "://" in uri else Path(uri).resolve().as_uri(),
+            target_url=_location(str(v["uri"])),
             available_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(math.ceil(duration * rate), rate)),
         )
         clip = otio.schema.Clip(
-            name=item.name or v["title"],
+            name=one_line(item.name or v["title"]),
             media_reference=ref,
             source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(first, rate), otio.opentime.RationalTime(last - first, rate)),
             # an EDL names a source by its reel (8 characters): the video id's start, unique where file names are not
@@ -81,6 +141,9 @@ def export_timeline(req: ExportRequest, videos: dict[str, dict]) -> str:
                       "cmx_3600": {"reel": item.video_id[:8]}},
         )
         track.append(clip)
-    if req.format == "edl":
-        return otio.adapters.write_to_string(timeline, adapter_name="cmx_3600", rate=rate)
-    return otio.adapters.write_to_string(timeline, adapter_name="otio_json")
+    try:
+        if req.format == "edl":
+            return otio.adapters.write_to_string(timeline, adapter_name="cmx_3600", rate=rate)
+        return otio.adapters.write_to_string(timeline, adapter_name="otio_json")
+    except (ValueError, OverflowError, otio.exceptions.OTIOError) as exc:  # the writer's refusal of what it was given
+        raise ExportError(f"cannot write the moments as {req.format.upper()}: {exc}") from exc
