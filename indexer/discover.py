@@ -20,6 +20,7 @@ with its reason, so nothing vanishes without a word):
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -28,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from vidsearch import objectstore
+from vidsearch.store import local_path, path_key
 
 from .probe import file_kind
 
@@ -62,14 +64,16 @@ class Source:
 
     @property
     def key(self) -> str:
-        return self.uri or str(self.path)
+        """The path the index stores: the s3:// URI, the local path, or for a name that is not valid UTF-8
+        its lossless `file://` form (store.path_key)."""
+        return self.uri or path_key(self.path)
 
     @classmethod
     def from_key(cls, key: str, size: int, mtime: float) -> Source:
         """A source rebuilt from a `files` row's path (a local path or an s3:// URI)."""
         if objectstore.is_uri(key):
             return cls(PurePosixPath(objectstore.S3Uri.parse(key).name), size, mtime, uri=objectstore.normalize(key))
-        return cls(Path(key), size, mtime)
+        return cls(Path(local_path(key)), size, mtime)
 
 
 def _looks_like_video(path: Path) -> bool:
@@ -109,6 +113,21 @@ def _key_path(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
+def where_key(path: str | os.PathLike) -> str:
+    """How a problem with a local path is keyed: as the file would be (absolute, then store.path_key)."""
+    return path_key(_key_path(Path(path)))
+
+
+def link_problem(path: Path) -> str:
+    """Why a symbolic link cannot be followed: a loop (`a -> b -> a`, `self -> self`) or a broken link."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"symbolic link loop (points to {os.readlink(path)})"
+    return f"broken symbolic link (points to {os.readlink(path)})"
+
+
 def _uri_to_path(value: str, base: Path) -> Path:
     parsed = urlparse(value)
     if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
@@ -121,17 +140,29 @@ def _uri_to_path(value: str, base: Path) -> Path:
 
 
 def read_manifest(manifest: Path) -> tuple[list[Source], list[tuple[str, str]]]:
-    """Sources from a manifest.jsonl, plus (where, problem) for every line that cannot be used."""
+    """Sources from a manifest.jsonl, plus (where, problem) for every line that cannot be used. A line is
+    keyed `MANIFEST:N` with the manifest's absolute path, like every other failure; one bad line (not
+    UTF-8, not JSON, nested too deep for the parser) costs that line only. A UTF-8 BOM is allowed."""
     sources: list[Source] = []
     problems: list[tuple[str, str]] = []
     base = manifest.parent
-    with open(manifest, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            where = f"{manifest}:{lineno}"
-            if not line.strip():
+    key = where_key(manifest)
+    with open(manifest, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{key}:{lineno}"
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # saved by Excel or Notepad
+            if not raw.strip():
                 continue
             try:
-                entry = json.loads(line)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DiscoveryError(f"line is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); save the manifest as UTF-8") from None
+                try:
+                    entry = json.loads(line)
+                except RecursionError:
+                    raise DiscoveryError("line is nested too deeply to parse") from None
                 if not isinstance(entry, dict) or not isinstance(entry.get("video"), str):
                     raise DiscoveryError('each line must be an object with a "video" string')
                 meta = entry.get("metadata") or {}
@@ -145,6 +176,8 @@ def read_manifest(manifest: Path) -> tuple[list[Source], list[tuple[str, str]]]:
                 path = _uri_to_path(entry["video"], base)
                 if not path.exists():
                     raise DiscoveryError(f"video {path} does not exist")
+                if path.is_dir():
+                    raise DiscoveryError(f"video {path} is a folder, not a video file (list the folder itself to index what it holds)")
                 if not path.is_file():
                     raise DiscoveryError(f"video {path} is not a regular file ({file_kind(path.stat().st_mode)})")
                 title = entry.get("title")
@@ -177,7 +210,7 @@ class _Walk:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            self.problems.append((str(_key_path(folder)), f"cannot list folder: {exc.strerror or exc}"))
+            self.problems.append((where_key(folder), f"cannot list folder: {exc.strerror or exc}"))
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -192,12 +225,12 @@ class _Walk:
                 else:
                     self.file(path, entry.stat(), named=False)
             except OSError as exc:
-                self.problems.append((str(_key_path(path)), f"cannot read: {exc.strerror or exc}"))
+                self.problems.append((where_key(path), f"cannot read: {exc.strerror or exc}"))
 
     def link(self, path: Path) -> None:
         target = os.path.realpath(path)
         if not os.path.exists(target):
-            self.problems.append((str(_key_path(path)), f"broken symbolic link (points to {os.readlink(path)})"))
+            self.problems.append((where_key(path), link_problem(path)))
             return
         inside = self.inside(target)
         if os.path.isdir(target):
@@ -206,22 +239,22 @@ class _Walk:
             if self.follow:
                 self.folder(path)
             else:
-                self.problems.append((str(_key_path(path)), f"symbolic link to a folder outside the library ({target}): not followed (allow with --follow-symlinks)"))
+                self.problems.append((where_key(path), f"symbolic link to a folder outside the library ({target}): not followed (allow with --follow-symlinks)"))
             return
         if not inside and not self.follow:
             if is_candidate(Path(target)):
-                self.problems.append((str(_key_path(path)), f"symbolic link leads outside the library ({target}): not followed (allow with --follow-symlinks)"))
+                self.problems.append((where_key(path), f"symbolic link leads outside the library ({target}): not followed (allow with --follow-symlinks)"))
             return
         self.file(path, path.stat(), named=False)
 
     def file(self, path: Path, st: os.stat_result, named: bool) -> None:
-        key = str(_key_path(path))
+        key = where_key(path)
         if not stat.S_ISREG(st.st_mode):
             if named or path.suffix.lower() in VIDEO_EXTENSIONS:
                 self.problems.append((key, f"not a regular file ({file_kind(st.st_mode)}): not read"))
             return
         if named or is_candidate(path):
-            self.found.setdefault(key, Source(path=Path(key), size=st.st_size, mtime=st.st_mtime))
+            self.found.setdefault(key, Source(path=_key_path(path), size=st.st_size, mtime=st.st_mtime))
 
 
 def discover(paths: list[Path], follow_symlinks: bool = False) -> tuple[list[Source], list[tuple[str, str]]]:
@@ -242,9 +275,9 @@ def discover(paths: list[Path], follow_symlinks: bool = False) -> tuple[list[Sou
     for given in paths:
         given = Path(given)
         if not given.exists() and not given.is_symlink():
-            walk.problems.append((str(given), "path does not exist"))
+            walk.problems.append((path_key(given), "path does not exist"))
         elif not given.exists():
-            walk.problems.append((str(_key_path(given)), f"broken symbolic link (points to {os.readlink(given)})"))
+            walk.problems.append((where_key(given), link_problem(given)))
         elif given.is_dir():
             walk.folder(given)
         elif given.suffix.lower() == MANIFEST_SUFFIX:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from vidsearch.config import Settings
 from vidsearch.cores import usable_cores
 from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # cheap: MiniLM loads on first use
 from vidsearch.encoders.speech import stream_audio
-from vidsearch.store import EncodedVideo, Store, metadata_json
+from vidsearch.store import EncodedVideo, Store, local_path, metadata_json, path_key, readable_name
 
 from .discover import Source, discover
 from .hashing import content_hash
@@ -167,6 +167,7 @@ class IndexRun:
         self._outcome: dict[str, tuple[str, str | None]] = {}  # content hash -> (status, error) in this run
         self._parked: dict[str, list[Source]] = {}  # copies waiting for their content's outcome
         self._first_path: dict[str, str] = {}  # content hash -> the path being indexed for it
+        self._links: list[tuple[Source, str]] = []  # linked paths: their manifest text and live path, at the flush
         self._current: JobStream | None = None
 
     @property
@@ -239,10 +240,59 @@ class IndexRun:
             p
             for p in files["path"].to_pylist()
             if p not in keep
-            and (any(p.startswith(d) for d in dirs) or p in singles or (not objectstore.is_uri(p) and not os.path.lexists(p)))
-        ]
+            and (any(local_path(p).startswith(d) for d in dirs) or local_path(p) in singles
+                 or (not objectstore.is_uri(p) and not os.path.lexists(local_path(p))))
+        ]  # fmt: skip
         self.store.forget_files(gone)
         self.summary.removed += self._drop_unreferenced()
+        self._follow_live_paths(set(gone))
+
+    def _follow_live_paths(self, gone: set[str]) -> None:
+        """A video whose stored path (the `uri` search returns) was forgotten takes a path still indexed for
+        its content, and its title follows when it was only that file's name."""
+        if not gone:
+            return
+        videos = self.store.videos(["video_id", "path"])
+        stale = {v: p for v, p in zip(videos["video_id"].to_pylist(), videos["path"].to_pylist()) if p in gone}
+        if not stale:
+            return
+        files = self.store.files()
+        live: dict[str, str] = {}
+        for path, vid, status in sorted(zip(files["path"].to_pylist(), files["video_id"].to_pylist(), files["status"].to_pylist())):
+            if status == "indexed" and vid in stale:
+                live.setdefault(vid, path)
+        for vid, path in live.items():
+            try:
+                self._repoint(vid, path)
+            except Exception as exc:  # noqa: BLE001 - the video stays searchable under its old path
+                self.summary.warnings.append({"path": path, "warning": f"could not make this the video's path: {type(exc).__name__}: {exc}"})
+
+    def _repoint(self, video_id: str, key: str, row: dict | None = None) -> None:
+        """Point a video at another path of its content; a title that was the old file's name follows."""
+        if row is None:
+            rows = self.store.video_rows(video_id)
+            if not rows:
+                return
+            row = rows[0]
+        old_title, title = row["title"], row["title"]
+        if old_title == _name_title(row["path"]):
+            title = _name_title(key)
+        self.store.update_video(video_id, path=key, title=title)
+        row["path"], row["title"] = key, title
+        if title != old_title:
+            self._retitle_spans(video_id, old_title, title)
+
+    def _retitle_spans(self, video_id: str, old: str, new: str) -> None:
+        """The `metadata` span that holds a video's old title holds its new one."""
+        old_text, new_text = " ".join(old.split()), " ".join(new.split())
+        rows = [r for r in self.store.span_rows(video_id, "metadata") if r["text"] == old_text]
+        if not rows:
+            return
+        from vidsearch.encoders.sentence import TextSpan
+
+        spans = [TextSpan("metadata", r["start"], r["end"], new_text) for r in rows[:1]]
+        self.store.replace_spans([r["span_id"] for r in rows], span_table(video_id, spans, get_sentence_encoder()))
+        self.summary.spans += len(spans)
 
     def _drop_unreferenced(self) -> int:
         return self.store.purge_videos(self.store.indexed_ids() - self.store.referenced_ids())
@@ -253,11 +303,10 @@ class IndexRun:
         with self.store.write_lock():
             self.store.remove_orphans()
             sources, problems = discover(paths, follow_symlinks=self.settings.follow_symlinks)
-            for where, problem in problems:
-                self._fail_path(where, problem)
+            self._report_problems(problems)
             if prune:
                 self.prune(paths, {s.key for s in sources} | {w for w, _ in problems})
-            named = {objectstore.normalize(p) if objectstore.is_uri(p) else os.path.abspath(p) for p in paths if not Path(p).is_dir()}
+            named = {objectstore.normalize(p) if objectstore.is_uri(p) else path_key(os.path.abspath(p)) for p in paths if not Path(p).is_dir()}
             todo = self.plan(sources, named, restore)
             self.progress.start(len(todo))
             try:
@@ -274,6 +323,20 @@ class IndexRun:
             self.store.optimize()
         self.summary.elapsed = time.monotonic() - t0
         return self.summary
+
+    def _report_problems(self, problems: list[tuple[str, str]]) -> None:
+        """Record what discovery could not use. A problem already recorded, word for word, is not a new
+        failure: it counts as skipped (unchanged), like a failed file that did not change, and stays listed
+        by `status`."""
+        if not problems:
+            return
+        files = self.store.files()
+        known = {p: e for p, e, st in zip(files["path"].to_pylist(), files["error"].to_pylist(), files["status"].to_pylist()) if st == "failed"}
+        for where, problem in problems:
+            if known.get(path_key(where)) == readable_name(problem):
+                self.summary.skipped += 1
+            else:
+                self._fail_path(where, problem)
 
     def _run_pipeline(self, todo: list[Source]) -> None:
         if not todo:
@@ -462,7 +525,7 @@ class IndexRun:
         warnings = list(finished.warnings)
         audio = self._audio(video, warnings)
         src = item.source
-        title = src.title or src.path.stem
+        title = src.title or readable_name(src.path.stem)  # a name that is not valid UTF-8, readable
         # subtitle files are looked for next to a local video only (an object's neighbours are not listed)
         text = sidecar_spans(src.path, title, src.metadata, info.duration) if src.uri is None else metadata_spans(title, src.metadata, info.duration)
         spans = list(finished.spans) + text
@@ -522,9 +585,60 @@ class IndexRun:
             self._fail(src, video_id, f"same content as {self._first_path.get(video_id, 'another file')}, which failed: {outcome[1]}")
         else:
             self._pending_files.append(self._file_row(src, video_id, "indexed", None))
+            self._links.append((src, video_id))
             self.summary.linked += 1
         self.progress.advance(videos=1)
         self._maybe_flush()
+
+    def _apply_links(self) -> None:
+        """What a linked path brings besides its `files` row, once its content is committed: the text a
+        manifest gives it (title, description, tags: `metadata` spans, and the title where the video had only
+        a file name), and a live path for a video whose stored path no longer exists (a moved file). A
+        failure here is a warning on that path; the link stands."""
+        links, self._links = self._links, []
+        if not links:
+            return
+        rows: dict[str, dict] = {}
+        for src, video_id in links:
+            manifest = src.title is not None or bool(src.metadata)
+            if not manifest and video_id in self._first_path:
+                continue  # indexed in this run from a path that exists: nothing to apply
+            try:
+                if video_id not in rows:
+                    found = self.store.video_rows(video_id)
+                    if not found:
+                        continue
+                    rows[video_id] = found[0]
+                row = rows[video_id]
+                if not objectstore.is_uri(row["path"]) and not os.path.lexists(local_path(row["path"])):
+                    self._repoint(video_id, src.key, row)
+                if manifest:
+                    self._link_metadata(src, video_id, row)
+            except Exception as exc:  # noqa: BLE001 - the link itself is recorded
+                warning = f"linked to content already indexed, but its manifest text or path could not be applied: {type(exc).__name__}: {exc}"
+                self.summary.warnings.append({"path": src.key, "warning": warning})
+                for f in self._pending_files:
+                    if f["path"] == src.key and f["status"] == "indexed":
+                        f["error"] = warning
+
+    def _link_metadata(self, src: Source, video_id: str, row: dict) -> None:
+        """A manifest row for content indexed under another path: its text becomes the video's too."""
+        meta = row["metadata"] if isinstance(row["metadata"], dict) else {}
+        merged = {**src.metadata, **meta}  # what the video had wins; the manifest adds what it lacked
+        values: dict = {}
+        if merged != meta:
+            values["metadata"] = metadata_json(merged)
+            row["metadata"] = merged
+        if src.title and row["title"] == _name_title(row["path"]):
+            values["title"] = row["title"] = src.title  # a file name gives way to a manifest's title
+        if values:
+            self.store.update_video(video_id, **values)
+        spans = metadata_spans(src.title, src.metadata, row["duration"])
+        have = {r["text"] for r in self.store.span_rows(video_id, "metadata")}
+        spans = [sp for sp in spans if sp.text not in have]
+        if spans:
+            self.store.replace_spans([], span_table(video_id, spans, get_sentence_encoder()))
+            self.summary.spans += len(spans)
 
     def _resolve(self, video_id: str, status: str, error: str | None = None) -> None:
         self._outcome[video_id] = (status, error)
@@ -537,8 +651,9 @@ class IndexRun:
         for video_id in [v for v in self._parked if v in self._outcome]:
             self._resolve(video_id, *self._outcome[video_id])
         self._parked.clear()
-        self.store.record_files(self._pending_files)
-        self._pending_files = []
+        self._apply_links()
+        files, self._pending_files = self._pending_files, []
+        self._record_files(files)
 
     def _fail_video(self, video: _Video, error: str) -> None:
         if video.failed:
@@ -556,9 +671,33 @@ class IndexRun:
         self._maybe_flush()
 
     def _fail_path(self, where: str, error: str) -> None:
-        self.store.record_files([{"path": where, "size": 0, "mtime": 0.0, "video_id": None, "status": "failed", "error": error}])
+        self._record_files([{"path": where, "size": 0, "mtime": 0.0, "video_id": None, "status": "failed", "error": error}])
         self.summary.failed += 1
         self.summary.failures.append({"path": where, "error": error})
+
+    def _record_files(self, rows: list[dict]) -> None:
+        """Write `files` rows; if the batch is refused, row by row, so one row that cannot be stored costs
+        that file only (listed in the summary with why), never the others or the run."""
+        if not rows:
+            return
+        try:
+            self.store.record_files(rows)
+            return
+        except Exception:  # noqa: BLE001 - find the row that broke the batch
+            pass
+        errors = []
+        for row in rows:
+            try:
+                self.store.record_files([row])
+            except Exception as exc:  # noqa: BLE001
+                errors.append((row, exc))
+        if len(errors) == len(rows) > 1:
+            raise IndexRunError(f"the index at {self.store.path} refused every write ({type(errors[0][1]).__name__}: {errors[0][1]}); what was committed before is kept")
+        for row, exc in errors:
+            if row["status"] != "failed":
+                self.summary.failed += 1
+            self.summary.failures.append({"path": readable_name(str(row["path"])),
+                                          "error": f"could not be recorded in the index: {type(exc).__name__}: {exc}"})  # fmt: skip
 
     @staticmethod
     def _file_row(src: Source, video_id: str | None, status: str, error: str | None) -> dict:
@@ -589,8 +728,9 @@ class IndexRun:
                 if v.files[0]["error"]:
                     self.summary.warnings.append({"path": v.files[0]["path"], "warning": v.files[0]["error"]})
                 self._resolve(v.video["video_id"], "indexed")
+        self._apply_links()
         files, self._pending_files = self._pending_files, []
-        self.store.record_files(files)
+        self._record_files(files)
 
     def _commit_each(self, batch: list[EncodedVideo]) -> list[EncodedVideo]:
         self.store.purge_videos([v.video["video_id"] for v in batch])  # what the failed batch wrote
@@ -626,6 +766,11 @@ class IndexRun:
                 warning = f"text channels: could not embed {len(v.spans)} spans: {type(exc).__name__}: {exc}"
                 row = v.files[0]
                 row["error"] = "; ".join(filter(None, [row.get("error"), warning]))
+
+
+def _name_title(key: str) -> str:
+    """The title a file's name gives a video (what `_encoded` uses when a manifest gives none)."""
+    return readable_name(PurePosixPath(local_path(key)).stem)
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:

@@ -77,9 +77,18 @@ def _listing(folder: str, mtime_ns: int) -> tuple[str, ...]:
     """A folder's names, listed once per change: a library folder holding thousands of videos is
     scanned once, not once per video."""
     try:
-        return tuple(sorted(e.name for e in os.scandir(folder) if e.is_file()))
-    except OSError:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        log.warning("cannot list %s for subtitle files: %s", folder, exc.strerror or exc)
         return ()
+    names = []
+    for e in entries:
+        try:
+            if e.is_file():
+                names.append(e.name)
+        except OSError:  # a symbolic link loop (`self.mp4 -> self.mp4`) costs that name, not the folder's subtitles
+            continue
+    return tuple(sorted(names))
 
 
 def find_subtitles(video: str | os.PathLike) -> list[tuple[Path, str | None]]:

@@ -18,6 +18,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from vidsearch.api_models import FileProblem, VideoInfo
+from vidsearch.store import local_path, readable_name
 
 from .deps import State, key_accepted
 from .library import resolved_roots
@@ -49,12 +50,14 @@ def _relative(path: str, roots: tuple[str, ...]) -> str:
     `realpath` asks the file system for every component, and every anonymous search result asked it
     again (~5% of the server's CPU under bench/api_load.py). A link changed later shows once the entry
     is pushed out (8,192 paths) or the server restarts; that changes only how a path is shown to an
-    anonymous reader, never what may be read (library.py checks access on every request)."""
+    anonymous reader, never what may be read (library.py checks access on every request). A name that is
+    not valid UTF-8 (stored as a file:// URI, store.path_key) is shown readable (store.readable_name)."""
+    path = local_path(path)
     for candidate in {os.path.abspath(path), os.path.realpath(path)}:
         for root in roots:
             if candidate.startswith(root.rstrip(os.sep) + os.sep):
-                return os.path.relpath(candidate, root)
-    return os.path.basename(path.rstrip(os.sep)) or path
+                return readable_name(os.path.relpath(candidate, root))
+    return readable_name(os.path.basename(path.rstrip(os.sep)) or path)
 
 
 @functools.lru_cache(maxsize=64)

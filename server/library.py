@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidsearch.store import Store, sql_in_list
+from vidsearch.store import Store, local_path, readable_name, sql_in_list
 
 __all__ = ["IndexedFile", "PathRefused", "check_job_paths", "open_indexed", "resolved_roots"]
 
@@ -130,6 +130,7 @@ def _recorded(store: Store, video_id: str) -> list[dict]:
 
 
 def _open_checked(path: str, size: int, mtime: float, roots: list[str]) -> IndexedFile:
+    path = local_path(path)  # a name that is not valid UTF-8 is stored as a file:// URI (store.path_key)
     real = os.path.realpath(path)
     if roots and not _under(real, roots):
         raise PathRefused(403, "the file is outside the server's library roots")
@@ -146,7 +147,7 @@ def _open_checked(path: str, size: int, mtime: float, roots: list[str]) -> Index
         os.close(fd)
         raise PathRefused(409, "file changed since it was indexed: reindex")
     os.set_blocking(fd, True)
-    return IndexedFile(fd, st, os.path.basename(path))
+    return IndexedFile(fd, st, readable_name(os.path.basename(path)))
 
 
 def open_indexed(store: Store, row: dict, roots: list[str]) -> IndexedFile:

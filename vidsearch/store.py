@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,38 @@ class EncodedVideo:
     files: list[dict] = field(default_factory=list)  # `files` rows that point at this video
     spans: list = field(default_factory=list)  # timed text (TextSpan) to embed
     span_rows: pa.Table | None = None  # `spans` rows, embedded
+
+
+FILE_URI = "file://"
+
+
+def path_key(path: str | os.PathLike) -> str:
+    """The string the index stores for a local path (`files.path`, `videos.path`): the path itself, or,
+    for a name that is not valid UTF-8 (its bytes come back from the OS as surrogate escapes, which Arrow
+    cannot store), a `file://` URI with every byte outside unreserved ASCII percent-encoded. Lossless
+    (`local_path` gives back the very bytes to open) and unambiguous: a local key is otherwise an
+    absolute path, and an object's an `s3://` URI."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return FILE_URI + urllib.parse.quote(os.fsencode(text), safe="/")
+
+
+def local_path(key: str) -> str:
+    """The path to open for a stored key (the inverse of `path_key`; other keys are returned as they are)."""
+    if key.startswith(FILE_URI):
+        return os.fsdecode(urllib.parse.unquote_to_bytes(key[len(FILE_URI) :]))
+    return key
+
+
+def readable_name(text: str) -> str:
+    """A name fit to show and search (a title): the bytes of a name that is not valid UTF-8 (surrogate
+    escapes) read as Windows-1252, the usual legacy encoding of such names; valid parts are kept."""
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    return "".join(bytes([ord(c) - 0xDC00]).decode("cp1252", "replace") if "\udc80" <= c <= "\udcff" else c for c in text)
 
 
 def _fixed_list(vectors: np.ndarray) -> pa.FixedSizeListArray:
@@ -360,7 +393,8 @@ class Store:
             schema=S.video_features_schema(fp.dim),
         )
         videos = pa.Table.from_pylist(
-            [{**v.video, "fingerprint": fp.id, "indexed_at": now} for v in batch], schema=S.videos_schema()
+            [{**v.video, "path": path_key(v.video["path"]), "title": v.video["title"] and readable_name(v.video["title"]), "fingerprint": fp.id, "indexed_at": now} for v in batch],
+            schema=S.videos_schema(),
         )
         self.table(SEGMENTS).add(segments)
         self.table(FEATURES).add(features)
@@ -373,8 +407,28 @@ class Store:
     def record_files(self, rows: list[dict]) -> None:
         if rows:
             now = time.time()
-            rows = [{**r, "updated_at": now} for r in rows]
+            # paths as keys (store.path_key), and messages that quote a name that is not valid UTF-8 made
+            # readable: Arrow stores only valid UTF-8, and one such name must not cost a batch of rows
+            rows = [{**r, "path": path_key(r["path"]), "error": r.get("error") and readable_name(r["error"]), "updated_at": now} for r in rows]
             self._upsert(FILES, "path", pa.Table.from_pylist(rows, schema=S.files_schema()))
+
+    def update_video(self, video_id: str, **values) -> None:
+        """Change a visible video's descriptive columns (path, title, metadata) in place."""
+        self.table(VIDEOS).update(where=f"video_id IN {sql_in_list([video_id])}", values=values)
+
+    def span_rows(self, video_id: str, source: str) -> list[dict]:
+        """A video's spans of one source (id, times, text; no vectors)."""
+        where = f"video_id IN {sql_in_list([video_id])} AND source IN {sql_in_list([source])}"
+        t = self.table(SPANS).search().where(where).select(["span_id", "start", "end", "text"]).limit(None).to_arrow()
+        return t.to_pylist()
+
+    def replace_spans(self, remove: Iterable[str], add: pa.Table | None) -> None:
+        """Add `spans` rows (an id already there is rewritten, never doubled), then drop the ids in `remove`."""
+        if add is not None and add.num_rows:
+            self._upsert(SPANS, "span_id", add)
+        remove = sorted(set(remove) - set(add["span_id"].to_pylist() if add is not None else []))
+        if remove:
+            self.table(SPANS).delete(f"span_id IN {sql_in_list(remove)}")
 
     def _upsert(self, name: str, key: str, data: pa.Table) -> None:
         self.table(name).merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)

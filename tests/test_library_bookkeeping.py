@@ -1,0 +1,192 @@
+"""Bookkeeping of awkward real-world libraries: names that are not UTF-8, bad manifest lines, symbolic
+link loops, files that move or go away, manifest text for copies, and failures that do not change.
+Each bad file or line costs only itself, with a message that names it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from media import make_clip
+from vidsearch.config import Settings
+from vidsearch.indexer.discover import discover, read_manifest
+from vidsearch.indexer.pipeline import IndexRun, open_store_for
+from vidsearch.indexer.sidecar import subtitle_spans
+from vidsearch.store import local_path, path_key, readable_name
+
+
+def index(db, paths, backbone, prune=False):
+    settings = Settings(db=db, model="tiny", pretrained="none", speech=False, ocr=False)
+    store = open_store_for(settings, backbone)
+    return IndexRun(store, backbone, settings).run([Path(p) for p in paths], prune=prune), store
+
+
+def clip(path: Path, colour: str) -> Path:
+    return make_clip(path, seconds=1, size="96x64", rate=5, source=f"color=c={colour}", audio_hz=None)
+
+
+def metadata_texts(store, video_id: str) -> set[str]:
+    return {r["text"] for r in store.span_rows(video_id, "metadata")}
+
+
+# -- D1: a file name that is not valid UTF-8 ----------------------------------------------------------
+
+
+def test_path_keys_round_trip_bytes():
+    name = os.fsdecode(b"/lib/latin1 caf\xe9 100%.mp4")
+    key = path_key(name)
+    assert key.startswith("file:///lib/") and key.encode("utf-8")  # storable
+    assert local_path(key) == name and os.fsencode(local_path(key)) == b"/lib/latin1 caf\xe9 100%.mp4"
+    assert path_key("/lib/plain é 100%.mp4") == "/lib/plain é 100%.mp4"  # valid names are stored as they are
+    assert readable_name(os.fsdecode(b"caf\xe9 \xc3\xa9t\xc3\xa9")) == "café été"
+
+
+def test_a_name_that_is_not_utf8_is_indexed(tmp_path, tiny_backbone):
+    lib = tmp_path / "lib"
+    clip(lib / "plain.mp4", "red")
+    latin1 = Path(os.fsdecode(os.fsencode(str(lib)) + b"/latin1 caf\xe9.mp4"))
+    clip(latin1, "blue")
+    os.symlink("nowhere.mp4", os.fsdecode(os.fsencode(str(lib)) + b"/gone \xff.mp4"))  # a problem named in bytes
+    summary, store = index(tmp_path / "db", [lib], tiny_backbone)
+    assert summary.indexed == 2 and summary.failed == 1, summary.failures
+    videos = {v["title"]: v for v in store.videos(["path", "title"]).to_pylist()}
+    assert set(videos) == {"plain", "latin1 café"}
+    assert os.path.samefile(local_path(videos["latin1 café"]["path"]), latin1)  # the stored key opens the file
+    failures = store.stats()["failures"]
+    assert [os.fsencode(local_path(f["path"])) for f in failures] == [os.fsencode(str(lib)) + b"/gone \xff.mp4"]
+    assert "broken symbolic link" in failures[0]["error"]
+    again, _ = index(tmp_path / "db", [lib], tiny_backbone)  # and every later run goes through too
+    assert again.indexed == 0 and again.failed == 0 and again.skipped == 3
+    # the server serves it and shows it readable; `vidsearch delete PATH` finds it
+    from fastapi.testclient import TestClient
+
+    from vidsearch.server import create_app
+
+    settings = Settings(db=tmp_path / "db", model="tiny", pretrained="none", speech=False, ocr=False, library_roots=[lib])
+    with TestClient(create_app(settings)) as client:
+        listed = {v["title"]: v for v in client.get("/v1/videos").json()["videos"]}
+        assert listed["latin1 café"]["uri"] == "latin1 café.mp4"  # relative to its root, for an anonymous reader
+        media = client.get(f"/v1/videos/{listed['latin1 café']['id']}/media")
+        assert media.status_code == 200 and media.content == latin1.read_bytes()
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "vidsearch.cli", "delete", os.fsencode(str(latin1)), "--db", str(tmp_path / "db"), "--json"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and json.loads(proc.stdout)["files"] == 1, proc.stdout + proc.stderr[-1000:]
+
+
+# -- D2: one bad manifest line ------------------------------------------------------------------------
+
+
+def test_bad_manifest_lines_cost_only_themselves(tmp_path, monkeypatch):
+    (tmp_path / "a.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
+    (tmp_path / "sub").mkdir()
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(
+        b"\xef\xbb\xbf" + json.dumps({"video": "a.mp4", "title": "first"}).encode() + b"\n"  # saved with a BOM
+        + b'{"video": "a.mp4", "title": "caf\xe9"}\n'  # a Latin-1 byte
+        + b"[" * 100_000 + b"]" * 100_000 + b"\n"  # nested past the parser's depth
+        + b'{"video": "sub"}\n'  # a folder
+        + b'{"video": "a.mp4", "title": "last"}\n'
+    )  # fmt: skip
+    monkeypatch.chdir(tmp_path / "sub")
+    sources, problems = read_manifest(Path("../m.jsonl"))  # keyed by the absolute path, whatever the cwd
+    assert [s.title for s in sources] == ["first", "last"]
+    got = dict(problems)
+    key = str(manifest)
+    assert set(got) == {f"{key}:2", f"{key}:3", f"{key}:4"}
+    assert "not valid UTF-8" in got[f"{key}:2"]
+    assert "nested too deeply" in got[f"{key}:3"]
+    assert "is a folder" in got[f"{key}:4"]
+
+
+# -- D5: a symbolic link loop next to subtitles -------------------------------------------------------
+
+
+def test_a_link_loop_costs_only_itself(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
+    (folder / "clip.srt").write_text("1\n00:00:01,000 --> 00:00:03,000\ncontrol giraffe\n\n")
+    os.symlink("self.mp4", folder / "self.mp4")
+    os.symlink("loopB.mp4", folder / "loopA.mp4")
+    os.symlink("loopA.mp4", folder / "loopB.mp4")
+    assert [s.text for s in subtitle_spans(folder / "clip.mp4")] == ["control giraffe"]
+    _, problems = discover([folder])
+    got = dict(problems)
+    for name in ("self.mp4", "loopA.mp4", "loopB.mp4"):
+        assert got[str(folder / name)].startswith("symbolic link loop"), got
+
+
+# -- D6: a video's path and title follow a live file --------------------------------------------------
+
+
+def test_video_path_follows_files_that_go_or_move(tmp_path, tiny_backbone):
+    lib = tmp_path / "lib"
+    clip(lib / "original.mp4", "red")
+    shutil.copy(lib / "original.mp4", lib / "dup copy.mp4")  # indexed first: the video names it
+    clip(lib / "move_me.mp4", "green")
+    db = tmp_path / "db"
+    _, store = index(db, [lib], tiny_backbone)
+    by_title = {v["title"]: v["video_id"] for v in store.videos(["video_id", "title"]).to_pylist()}
+    assert set(by_title) == {"dup copy", "move_me"}
+    dup, moved = by_title["dup copy"], by_title["move_me"]
+
+    (lib / "dup copy.mp4").unlink()
+    (lib / "moved").mkdir()
+    (lib / "move_me.mp4").rename(lib / "moved" / "moved_now.mp4")
+    summary, store = index(db, [lib], tiny_backbone)  # `index`: the moved file is linked
+    assert summary.linked == 1 and summary.indexed == 0
+    row = store.video_rows(moved)[0]
+    assert row["path"] == str(lib / "moved" / "moved_now.mp4") and row["title"] == "moved_now"
+    assert "moved_now" in metadata_texts(store, moved) and "move_me" not in metadata_texts(store, moved)
+
+    summary, store = index(db, [lib], tiny_backbone, prune=True)  # `reindex`: the deleted copy is forgotten
+    row = store.video_rows(dup)[0]
+    assert row["path"] == str(lib / "original.mp4") and row["title"] == "original"
+    assert metadata_texts(store, dup) == {"original"}
+    for v in store.videos(["path"]).to_pylist():
+        assert os.path.exists(local_path(v["path"]))
+
+
+# -- D7: manifest text for content indexed under another path -----------------------------------------
+
+
+def test_manifest_text_reaches_a_linked_copy(tmp_path, tiny_backbone):
+    lib = tmp_path / "lib"
+    clip(lib / "a.mp4", "yellow")
+    db = tmp_path / "db"
+    _, store = index(db, [lib], tiny_backbone)
+    (video_id,) = store.indexed_ids()
+    shutil.copy(lib / "a.mp4", tmp_path / "copy.mp4")
+    manifest = tmp_path / "m.jsonl"
+    entry = {"video": "copy.mp4", "title": "outside the manifest folder", "metadata": {"tags": ["zebra", "lantern"]}}
+    manifest.write_text(json.dumps(entry) + "\n")
+    summary, store = index(db, [manifest], tiny_backbone)
+    assert summary.linked == 1 and summary.failed == 0
+    row = store.video_rows(video_id)[0]
+    assert row["title"] == "outside the manifest folder"  # a manifest title wins over a file name
+    assert row["metadata"]["tags"] == ["zebra", "lantern"]
+    assert {"outside the manifest folder", "zebra, lantern"} <= metadata_texts(store, video_id)
+    hits = store.table("spans").search("manifest folder", query_type="fts").limit(5).to_list()
+    assert video_id in {h["video_id"] for h in hits}
+
+
+# -- D10: a failure that did not change is not a new failure ------------------------------------------
+
+
+def test_unchanged_problems_are_not_new_failures(tmp_path, tiny_backbone):
+    lib = tmp_path / "lib"
+    clip(lib / "a.mp4", "white")
+    os.symlink("nowhere.mp4", lib / "broken.mp4")
+    db = tmp_path / "db"
+    first, _ = index(db, [lib], tiny_backbone)
+    assert first.failed == 1
+    again, store = index(db, [lib], tiny_backbone)
+    assert again.failed == 0 and again.skipped == 2 and again.failures == []
+    assert [f["path"] for f in store.stats()["failures"]] == [str(lib / "broken.mp4")]  # still listed
