@@ -59,6 +59,10 @@ from importlib import metadata as importlib_metadata
 import numpy as np
 
 DET_SIDE = 320  # detector input: short side (PP-OCR's default, 736, costs ~5x and read no more here)
+# detector input: longest side. The detector's cost grows with its input's area: a 4000x16 strip with
+# its short side taken to 320 became 80,000x320 (46 s and 3.7 GB for one frame). Frames up to 4:1
+# (ultrawide included) keep DET_SIDE; a thinner one is scaled by its long side and costs as a 4:1 frame.
+DET_MAX_LONG = 4 * DET_SIDE
 MIN_SCORE = 0.8  # recogniser confidence below which a reading is dropped (junk from textures scores lower)
 MARGIN = 0.2  # of a crop's height, padded on every side (edge pixels repeated) before recognition
 GLYPH_HEIGHT = 32  # a box's stroke map is compared at this height (pixels)
@@ -236,7 +240,7 @@ class RapidTextReader:
 
         det = self.engine.text_det
         h, w = bgr.shape[:2]
-        scale = self.det_side / min(h, w)
+        scale = min(self.det_side / min(h, w), max(DET_MAX_LONG, self.det_side) / max(h, w))
         x0, y0 = 0, 0
         if region is not None:
             x0, y0, x1, y1 = region

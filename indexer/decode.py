@@ -34,6 +34,11 @@ from .probe import ProbeResult
 AUDIO_RATE = 16000
 CHUNK_UNITS = 64  # frames per chunk; a multiple of token merging's largest group (4)
 DECORD_FORMATS = {"mov", "mp4", "matroska", "webm", "avi", "asf", "flv"}  # ffprobe format names
+# Codecs (screen capture, QuickTime Animation, RLE) whose frames after the first key frame only repaint
+# what changed, often with a single key frame per file: decord seeks straight to a frame and returns
+# whatever picture its decoder last held (a QuickTime Animation clip, red then blue, read all blue).
+DELTA_CODECS = {"qtrle", "msrle", "rpza", "smc", "msvideo1", "cinepak", "aasc", "tscc", "tscc2", "zmbv", "flashsv", "flashsv2",
+                "g2m", "mss1", "mss2", "mts2", "fic", "qpeg", "vmnc", "cscd", "screenpresso"}  # fmt: skip
 _FFMPEG_LOG_LINE = re.compile(rb"^\[[\w:.-]+ @ 0x[0-9a-f]+\] (?!.*(?:deprecated|Stream #))", re.MULTILINE)
 
 
@@ -163,7 +168,8 @@ class _PyAVReader:
         av.logging.set_level(av.logging.PANIC)  # errors are handled per packet, not printed
         self.av = av
         self.container = av.open(str(path))
-        self.stream = self.container.streams.video[0]
+        by_index = [s for s in self.container.streams.video if s.index == info.stream_index]
+        self.stream = by_index[0] if by_index else self.container.streams.video[0]  # the stream probe describes
         self.stream.thread_type = "AUTO"
         start = self.container.start_time
         self.origin = start / 1e6 if start is not None else 0.0  # player time 0, in stream seconds
@@ -325,7 +331,13 @@ def _iter_decord(path: Path, plan: SamplePlan, info: ProbeResult, size: int, cro
         n = len(vr)
         if n == 0:
             raise RuntimeError("decord found no frames")
-        frame_starts = vr.get_frame_timestamp(np.arange(n))[:, 0] + info.video_start  # decord counts from the stream start
+        raw = vr.get_frame_timestamp(np.arange(n))[:, 0]
+        if not np.all(np.isfinite(raw)) or raw.min() < -1e-3 or np.any(np.diff(raw) < -1e-3):
+            # an MP4 edit list (a `-ss X -c copy` trim: decord lists the hidden pre-roll at negative
+            # times and its frame numbers no longer match what it returns), or negative/unset timestamps
+            # (Matroska written with `-avoid_negative_ts disabled`): PyAV decodes such files as a player does
+            raise RuntimeError("decord's frame timestamps are not player times (edit list or negative timestamps)")
+        frame_starts = raw + info.video_start  # decord counts from the stream start
         idx_all = frames_for_times(frame_starts, plan.times)
         capture.new_errors()
         for a in range(0, len(plan), CHUNK_UNITS):
@@ -344,8 +356,9 @@ def _iter_decord(path: Path, plan: SamplePlan, info: ProbeResult, size: int, cro
 
 def _decoders(info: ProbeResult) -> tuple:
     """decord for containers with an index it seeks in reliably; PyAV, reading in order, for the rest
-    (in MPEG transport and program streams decord's frame numbers drift: a cut at 2.0 s came out at 1.0 s)."""
-    if set(info.format_name.split(",")) & DECORD_FORMATS:
+    (in MPEG transport and program streams decord's frame numbers drift: a cut at 2.0 s came out at 1.0 s)
+    and for codecs whose frames are drawn over the previous one (decord's seeks skip what they build on)."""
+    if set(info.format_name.split(",")) & DECORD_FORMATS and info.video_codec not in DELTA_CODECS:
         return (("decord", _iter_decord), ("pyav", _iter_pyav))
     return (("pyav", _iter_pyav),)
 

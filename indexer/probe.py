@@ -31,6 +31,10 @@ PLAYLIST_FORMATS = {"hls", "applehttp", "concat", "dash", "webm_dash_manifest", 
 # Text signatures of playlists and manifests, checked on the first bytes before ffprobe runs.
 PLAYLIST_SIGNATURES = (b"#EXTM3U", b"ffconcat", b"#EXT-X-", b"<?xml", b"<MPD", b"<smil", b"[playlist]", b"file '", b"file \"")
 STILL_IMAGE_CODECS = {"mjpeg", "png", "bmp", "tiff", "webp", "jpeg2000", "ppm", "pgm", "gif"}
+# Containers whose `duration` is read from their header, where it is the end timestamp of the
+# timeline (MP4/MOV `mvhd` counts an initial empty edit; Matroska's Duration counts from timestamp 0),
+# not the length from the first timestamp as ffmpeg computes it for streams without an index (TS, PS).
+END_TIMESTAMP_DURATION_FORMATS = {"mov", "mp4", "matroska", "webm"}
 
 
 class MediaError(RuntimeError):
@@ -51,6 +55,8 @@ class ProbeResult:
     video_start: float = 0.0  # where the video stream starts, in player time
     audio_start: float = 0.0  # where the first audio stream starts, in player time
     format_name: str = ""
+    stream_index: int = -1  # ffprobe's index of the video stream described (and decoded); -1: the first
+
 
     @property
     def coded_size(self) -> tuple[int, int]:
@@ -166,6 +172,16 @@ def rotation_of(stream: dict) -> int:
     return 0
 
 
+def _main_video(video: list[dict]) -> dict:
+    """The video stream a player (and decord: ffmpeg's best stream) shows: an MKV may carry its cover
+    art as a first, unflagged one-frame MJPEG/PNG stream. Prefer a stream whose codec is not a picture
+    codec, then the first. The decoders read this stream."""
+    def still(s: dict) -> bool:
+        return str(s.get("codec_name")) in STILL_IMAGE_CODECS - {"gif"}
+
+    return ([s for s in video if not still(s)] or video)[0]
+
+
 def probe(path: Path | str) -> ProbeResult:
     if not is_url(path) and check_regular_file(path) == 0:
         raise MediaError("empty file (0 bytes)")
@@ -183,8 +199,13 @@ def probe(path: Path | str) -> ProbeResult:
     ]
     audio = [s for s in streams if s.get("codec_type") == "audio"]
     if not video:
-        raise MediaError("no video stream (audio-only file)" if audio else "no video stream")
-    v = video[0]
+        if audio:
+            raise MediaError("no video stream (audio-only file)")
+        if not streams:
+            raise MediaError("no video stream (the file holds no streams at all: an empty container)")
+        kinds = sorted({str(s.get("codec_type") or "unknown") for s in streams})
+        raise MediaError(f"no video stream (only {', '.join(kinds)} streams)")
+    v = _main_video(video)
     coded_w, coded_h = int(v.get("width") or 0), int(v.get("height") or 0)
     if coded_w <= 0 or coded_h <= 0:
         raise MediaError("video stream has no frame size (corrupt header?)")
@@ -194,15 +215,22 @@ def probe(path: Path | str) -> ProbeResult:
         raise MediaError(f"a still image ({codec}), not a video")
     avg, real = _rate(v.get("avg_frame_rate")), _rate(v.get("r_frame_rate"))
     fps = avg or real
-    duration = _float(fmt.get("duration")) or _float(v.get("duration"))
-    if duration is None and n_frames and fps:
-        duration = n_frames / fps
-    if duration is None:
-        raise MediaError("duration unknown (truncated or streaming-only file?)")
+    if n_frames == 0 and all(str(s.get("nb_frames", "")) == "0" for s in video):
+        raise MediaError("the video stream holds no frames" + (" (only its audio has content)" if audio else ""))
     # Player time 0 is the earliest start of any stream (what ffmpeg reports as the file's start).
     origin = _time(fmt.get("start_time"))
     v_start = _time(v.get("start_time"))
     origin = origin if origin is not None else (v_start or 0.0)
+    fmt_duration = _float(fmt.get("duration"))
+    if fmt_duration is not None and origin > 1e-3 and fmt_duration > origin and set(format_name.split(",")) & END_TIMESTAMP_DURATION_FORMATS:
+        # an MP4/MKV whose timestamps start late (`-output_ts_offset`, an MKV remuxed from broadcast TS):
+        # its header duration is where the timeline ends; what a player shows is the part after `origin`
+        fmt_duration -= origin
+    duration = fmt_duration or _float(v.get("duration"))
+    if duration is None and n_frames and fps:
+        duration = n_frames / fps
+    if duration is None:
+        raise MediaError("duration unknown (truncated or streaming-only file?)")
     a_start = _time(audio[0].get("start_time")) if audio else None
     rotation = rotation_of(v)
     width, height = (coded_h, coded_w) if rotation in (90, 270) else (coded_w, coded_h)
@@ -219,4 +247,5 @@ def probe(path: Path | str) -> ProbeResult:
         video_start=max(0.0, (v_start if v_start is not None else origin) - origin),
         audio_start=max(0.0, (a_start if a_start is not None else origin) - origin),
         format_name=format_name,
+        stream_index=int(v.get("index", -1)),
     )

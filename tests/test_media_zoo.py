@@ -68,7 +68,8 @@ def _shot_starts(store, video_id) -> list[float]:
 
 def test_times_are_player_times_and_sizes_are_displayed(zoo, zoo_index):
     """Each clip cuts from red to blue at `cut` seconds as a player shows them: the shot boundary lands
-    there whatever the codec, container or timestamp offset (the transport stream starts 10 s in)."""
+    there whatever the codec, container or timestamp offset (the transport stream starts 10 s in, the
+    MP4/MKV 10 hours in, the `-ss -c copy` trims hide 2 s before their first shown frame)."""
     store = Store.open(zoo_index[0])
     checked = 0
     for name, z in zoo.files.items():
@@ -145,3 +146,25 @@ def test_unchanged_zoo_is_skipped_and_reports_the_same(zoo, zoo_index, tmp_path)
     assert again["indexed"] == 0 and again["linked"] == 0 and again["units"] == 0
     after = _status(db)
     assert after["videos"] == before["videos"] and after["failures"] == before["failures"] and after["warnings"] == before["warnings"]
+
+
+def test_ocr_on_a_very_wide_frame_costs_what_a_normal_frame_costs():
+    """A 4000x16 strip with its short side taken to the detector's 320 px was an 80,000x320 input (46 s
+    and 3.7 GB for one frame): the detector's input is bounded by its long side too."""
+    from vidsearch.encoders.ocr_rapid import RapidTextReader
+
+    reader = RapidTextReader(threads=1)
+    det = reader.engine.text_det
+    shapes = []
+    infer = det.infer
+    det.infer = lambda x: (shapes.append(x.shape), infer(x))[1]
+    try:
+        for shape in ((16, 4000), (2000, 16)):
+            frame = np.zeros((*shape, 3), np.uint8)
+            frame[:, : shape[1] // 2] = 255  # something to look at
+            reader.read(frame)
+    finally:
+        del det.infer
+    assert len(shapes) == 2
+    for s in shapes:
+        assert s[-1] * s[-2] <= 1400 * 400, shapes

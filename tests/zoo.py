@@ -136,6 +136,31 @@ def build_zoo(root: Path) -> Zoo:
     # be player times, so the cut lands at 2.0 s, not at 12.0 s.
     ok("ts_offset", _render(lib / "recording.ts", ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"], AAC,
                             out_args=("-output_ts_offset", "10")), has_audio=True)
+    # MP4 and Matroska whose timestamps start 10 hours in (`-output_ts_offset`; MKV remuxed from a
+    # recorded broadcast): their header duration is where the timeline ends (36004 s), not the length.
+    for name, fname in [("mkv_start_offset", "ten hours in.mkv"), ("mp4_start_offset", "ten hours in.mp4")]:
+        ok(name, _render(lib / fname, H264, None, out_args=("-output_ts_offset", "36000")), has_audio=False)
+    # Trimmed with `ffmpeg -ss 2 -c copy` from a clip red for 3 s then blue (one key frame every 3 s):
+    # the packets from the key frame before 2 s are kept and hidden by an MP4 edit list, or carry
+    # negative timestamps in Matroska. A player shows red for 1 s, then blue, 4 s in all.
+    gop = _render(root / "gop.mp4", [*H264, "-g", "30"], None, seconds=6.0)
+    trimmed = [("edit_list_trim_mp4", "trimmed copy.mp4", ()), ("negative_start_mkv", "trimmed copy.mkv", ("-avoid_negative_ts", "disabled"))]
+    for name, fname, opts in trimmed:
+        ffmpeg("-ss", "2", "-i", str(gop), "-c", "copy", *opts, str(lib / fname))
+        ok(name, lib / fname, cut=1.0, duration=4.0, has_audio=False)
+    # QuickTime Animation with alpha (motion-graphics exports): one key frame, then frames that repaint
+    # only what changed, so a decoder that seeks must start from the key frame.
+    ok("qtrle_alpha_mov", _render(lib / "animation alpha.mov", ["-c:v", "qtrle", "-pix_fmt", "argb"], None), has_audio=False)
+    # A 4000x16 strip (a ticker): indexed whole, and OCR on it costs what a normal frame costs.
+    ok("wide_strip", _render(lib / "ticker strip.mp4", H264, None, seconds=2.0, size="4000x16"), cut=1.0, duration=2.0,
+       size=(4000, 16), has_audio=False)  # fmt: skip
+    # An MKV whose first video stream is an unflagged one-frame MJPEG cover: the real video is described.
+    cover = root / "cover.png"
+    ffmpeg("-f", "lavfi", "-i", "color=c=green:size=300x300", "-frames:v", "1", str(cover))
+    base = _render(root / "cover base.mp4", H264, AAC)
+    ffmpeg("-i", str(cover), "-i", str(base), "-map", "0", "-map", "1", "-c", "copy", "-c:v:0", "mjpeg",
+           "-disposition:v:0", "attached_pic", str(lib / "cover first.mkv"))  # fmt: skip
+    ok("cover_first_mkv", lib / "cover first.mkv", size=(160, 120), has_audio=True)
     ok("tiny_clip", _render(lib / "blink.mp4", H264, None, seconds=0.2, rate=25), cut=None, duration=0.2, has_audio=False)
     gif = lib / "reaction.gif"
     ffmpeg(*_red_blue(4.0, "160x120", 5), "-map", "[v]", "-t", "4", str(gif))
@@ -158,6 +183,10 @@ def build_zoo(root: Path) -> Zoo:
     z["m4a"] = ZooFile(lib / "voice memo.m4a", "absent")
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=2", "-c:a", "aac", str(lib / "audio only.mp4"))
     z["audio_only_mp4"] = ZooFile(lib / "audio only.mp4", "failed", "no video stream (audio-only")
+    # an MP4 whose video track got no frame (ffmpeg stopped at once): ffmpeg writes no track at all
+    ffmpeg("-f", "lavfi", "-i", "color=c=green:size=160x120:rate=25", "-f", "lavfi", "-i", "sine=duration=1", "-frames:v", "0",
+           "-map", "0:v", "-map", "1:a", *H264, *AAC, str(lib / "no frames.mp4"))  # fmt: skip
+    z["no_streams_mp4"] = ZooFile(lib / "no frames.mp4", "failed", "holds no streams")
     (lib / "empty.mp4").write_bytes(b"")
     z["empty"] = ZooFile(lib / "empty.mp4", "failed", "empty file")
     (lib / "page.mp4").write_text("<!DOCTYPE html><html><body>404 Not Found</body></html>\n")
