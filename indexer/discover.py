@@ -26,7 +26,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote_to_bytes, urlparse
 
 from vidsearch import objectstore
 from vidsearch.store import local_path, path_key
@@ -131,7 +131,9 @@ def link_problem(path: Path) -> str:
 def _uri_to_path(value: str, base: Path) -> Path:
     parsed = urlparse(value)
     if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
-        raw = unquote(parsed.path) if parsed.scheme == "file" else value
+        # a file:// URI's escapes are bytes: %E9 is the byte of a name that is not valid UTF-8, as the
+        # index itself stores such a name (store.path_key), so its own URIs can be listed back to it
+        raw = os.fsdecode(unquote_to_bytes(parsed.path)) if parsed.scheme == "file" else value
         p = Path(raw).expanduser()
         return p if p.is_absolute() else (base / p)
     raise DiscoveryError(

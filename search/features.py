@@ -45,8 +45,9 @@ def pad_vectors(vectors: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.nda
     x = np.zeros((len(vectors), t, dim), np.float32)
     m = np.zeros((len(vectors), t), bool)
     for row, (v, n) in enumerate(zip(vectors, lengths)):
-        x[row, :n] = v[:n]
-        m[row, :n] = True
+        if n:  # an empty one may be (0, 0): a silent video's audio, which no width matches
+            x[row, :n] = v[:n]
+            m[row, :n] = True
     return x, m
 
 

@@ -17,12 +17,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .media import THUMB_CACHE_BYTES, mark_used, trim_cache
+from .media import THUMB_CACHE_BYTES, mark_used, one_maker, trim_cache
 
 __all__ = ["ClipError", "MAX_CLIP_SECONDS", "Clip", "cut_clip", "keyframe_at"]
 
 MAX_CLIP_SECONDS = 300.0
 KEYFRAME_TOLERANCE = 0.04  # seconds: a keyframe this close to the start counts as at the start
+CLIP_STEP = 0.01  # seconds: clip bounds are rounded to this (a player seeks no finer)
 END_SLACK = 0.25  # seconds past the end that are forgiven (rounded times), then clamped
 COPY_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 
@@ -77,18 +78,22 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
     `video` may name an inherited descriptor (`/proc/self/fd/N`, with `pass_fds`: the server's checked
     opening of the indexed file) or a URL; `suffix` is then the indexed file's."""
     suffix = (suffix if suffix is not None else Path(str(video)).suffix).lower()
+    # to CLIP_STEP: ranges a millisecond apart are one clip (one cut, one cached file), not one each
+    start = round(start / CLIP_STEP) * CLIP_STEP
+    end = max(round(end / CLIP_STEP) * CLIP_STEP, start + CLIP_STEP)
     copy = suffix in COPY_CONTAINERS and keyframe_at(video, start, pass_fds=pass_fds)
     for method in (("copy", "encode") if copy else ("encode",)):
         ext = suffix if method == "copy" else ".mp4"
         name = hashlib.sha1(f"{video_id}:{start:.3f}:{end:.3f}:{method}".encode()).hexdigest()
         out = Path(cache_dir) / f"{name}{ext}"
-        if out.is_file():
-            mark_used(out)
-            made = True
-        else:
-            made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), pass_fds)
-            if made:
-                trim_cache(Path(cache_dir), cache_bytes, keep=out)
+        with one_maker(out):  # concurrent requests for this clip: one cut
+            if out.is_file():
+                mark_used(out)
+                made = True
+            else:
+                made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), pass_fds)
+                if made:
+                    trim_cache(Path(cache_dir), cache_bytes, keep=out)
         if made:
             media = {"mp4": "video/mp4", "mov": "video/quicktime", "matroska": "video/x-matroska", "webm": "video/webm"}[COPY_CONTAINERS.get(ext, "mp4")]
             return Clip(out, start, end, method, media)

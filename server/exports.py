@@ -31,12 +31,15 @@ router = APIRouter(prefix="/v1", tags=["moments"])
 Seconds = Query(..., ge=0, le=1e7, allow_inf_nan=False, description="seconds from the start (player time)")
 
 
-@router.get(
-    "/videos/{video_id}/clip",
+CLIP_ROUTE = dict(
     responses={**ERRORS, 200: {"content": {"video/mp4": {}}}, 409: {"model": ErrorBody}},
     response_class=FileResponse,
     dependencies=[Depends(require_media_read)],  # like media: a signed URL works in a browser under --read-auth
 )
+
+
+@router.head("/videos/{video_id}/clip", operation_id="clip_head", **CLIP_ROUTE)  # as media answers HEAD
+@router.get("/videos/{video_id}/clip", **CLIP_ROUTE)
 def clip(row: VideoRow, store: IndexStore, state: State, start: Annotated[float, Seconds], end: Annotated[float, Seconds]) -> FileResponse:
     """The moment [start, end] as a playable file: stream copy when a keyframe sits at `start`,
     re-encoded otherwise (header `X-Clip-Method`: copy | encode); at most 300 s long. Cut from the

@@ -26,8 +26,8 @@ def body_limit(settings: Settings) -> int:
 
 
 def too_large_detail(settings: Settings) -> str:
-    return (f"the request body is too large: a search with a picture takes up to {settings.max_image_mb:g} MB of picture "
-            f"(max_image_mb), any other request up to {BODY_LIMIT >> 10} KB")
+    return (f"the request body is too large: a job takes up to {BODY_LIMIT >> 10} KB, any other request up to "
+            f"{body_limit(settings) / 1e6:.1f} MB (room for a base64 picture of {settings.max_image_mb:g} MB: max_image_mb)")
 
 
 # the body limit's answers: plain text where the Content-Length said so, JSON where a streamed body

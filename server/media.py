@@ -14,13 +14,17 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from vidsearch import objectstore
 
 from .library import IndexedFile
 
-__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
+__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "one_maker", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
 
 MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
                ".mov": "video/quicktime", ".ogv": "video/ogg"}  # fmt: skip
@@ -71,6 +75,11 @@ def thumbnail(video: IndexedFile | str, video_id: str, t: float, width: int, cac
     None when there is none. ffmpeg reads the descriptor, not the path (see `library`); a video in
     object storage is read from a presigned URL, with range requests."""
     out = cache_dir / f"{hashlib.sha1(f'{video_id}:{t:.3f}:{width}'.encode()).hexdigest()}.jpg"
+    with one_maker(out):
+        return _thumbnail(video, t, width, out, cache_dir, cache_bytes)
+
+
+def _thumbnail(video: IndexedFile | str, t: float, width: int, out: Path, cache_dir: Path, cache_bytes: int) -> bytes | None:
     try:
         jpeg = out.read_bytes()
         mark_used(out)
@@ -118,7 +127,7 @@ def trim_cache(cache_dir: Path, cache_bytes: int, keep: Path | None = None) -> N
                 st = e.stat(follow_symlinks=False)
             except OSError:
                 continue
-            entries.append((st.st_mtime, st.st_size, e.path))
+            entries.append((max(st.st_atime, st.st_mtime), st.st_size, e.path))
     total = sum(size for _, size, _ in entries)
     if total <= cache_bytes:
         return
@@ -132,8 +141,31 @@ def trim_cache(cache_dir: Path, cache_bytes: int, keep: Path | None = None) -> N
 
 
 def mark_used(path: Path) -> None:
-    """A cached file served again: the most recently used now (trim_cache keeps it longest)."""
+    """A cached file served again: the most recently used now (trim_cache keeps it longest). Its access
+    time says so, not its modification time, which a clip's ETag and Last-Modified are made of."""
     try:
-        os.utime(path)
+        os.utime(path, ns=(time.time_ns(), os.stat(path).st_mtime_ns))
     except OSError:
         pass
+
+
+_making: dict[str, list] = {}  # cache path -> [its lock, how many requests hold or wait for it]
+_making_guard = threading.Lock()
+
+
+@contextmanager
+def one_maker(path: Path) -> Iterator[None]:
+    """Concurrent requests for one file not cached yet wait for the first to make it (one ffmpeg run,
+    not one per request: ten requests for one new clip ran ten encodes, each five times slower)."""
+    key = str(path)
+    with _making_guard:
+        entry = _making.setdefault(key, [threading.Lock(), 0])
+        entry[1] += 1
+    try:
+        with entry[0]:
+            yield
+    finally:
+        with _making_guard:
+            entry[1] -= 1
+            if entry[1] == 0:
+                _making.pop(key, None)

@@ -141,3 +141,11 @@ def test_against_the_app(shared_library):
         with pytest.raises(ApiError) as err:
             client.job("../videos/" + some.id)  # (not cancel_job: before the fix that would delete the video)
         assert err.value.status == 404
+
+
+def test_the_api_url_needs_its_scheme_and_may_end_in_v1():
+    """`--api localhost:8080` read as the scheme `localhost` ("unsupported protocol"); `.../v1` gave 404s."""
+    with pytest.raises(ValueError, match="needs its scheme: e.g. http://localhost:8080"):
+        VidsearchClient("localhost:8080")
+    assert VidsearchClient("http://localhost:8080/v1/").base_url == "http://localhost:8080"
+    assert VidsearchClient("https://search.example/root/").base_url == "https://search.example/root"

@@ -62,6 +62,15 @@ def test_clip_endpoint(client, ids):
     assert whole.headers["content-type"] == "video/mp4" and whole.content[4:8] == b"ftyp"
     mid = client.get(f"/v1/videos/{hd}/clip", params={"start": 2.3, "end": 4.8})
     assert mid.status_code == 200 and mid.headers["x-clip-method"] == "encode"
+    # served again: the same validators (a use of the cached file changed its ETag), 304 on them,
+    # HEAD as GET, and a range a millisecond off is the same cached clip
+    again = client.get(f"/v1/videos/{hd}/clip", params={"start": 2.3, "end": 4.8})
+    assert again.headers["etag"] == mid.headers["etag"] and again.headers["last-modified"] == mid.headers["last-modified"]
+    assert client.get(f"/v1/videos/{hd}/clip", params={"start": 2.3, "end": 4.8}, headers={"If-None-Match": mid.headers["etag"]}).status_code == 304
+    head = client.head(f"/v1/videos/{hd}/clip", params={"start": 2.3, "end": 4.8})
+    assert head.status_code == 200 and head.headers["content-length"] == mid.headers["content-length"] and not head.content
+    near = client.get(f"/v1/videos/{hd}/clip", params={"start": 2.301, "end": 4.799})
+    assert near.headers["etag"] == mid.headers["etag"]
     for params, code, words in (({"start": 5, "end": 4}, 400, "must be after"), ({"start": 11, "end": 12}, 400, "past the end"),
                                 ({"start": 1, "end": 30}, 400, "past the end"), ({"start": -1, "end": 2}, 422, "start"),
                                 ({"start": 1}, 422, "end")):  # fmt: skip
@@ -177,6 +186,10 @@ def test_export_request_is_strict(client, ids):
         resp = client.post("/v1/export", content=json.dumps(body), headers={"content-type": "application/json"})
         assert resp.status_code == 422 and words in resp.json()["detail"], (body, resp.text)
         assert "less than or equal" not in resp.json()["detail"] or words != "finite", resp.text
+    # CMX 3600 numbers events with 3 digits: a 1000th shifted the fixed columns
+    many = client.post("/v1/export", json={"items": [item] * 1000, "format": "edl"})
+    assert many.status_code == 422 and "at most 999" in many.json()["detail"]
+    assert client.post("/v1/export", json={"items": [item] * 1000, "format": "otio"}).status_code == 200
 
 
 @pytest.mark.slow

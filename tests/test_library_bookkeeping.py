@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from media import make_clip
@@ -43,6 +44,16 @@ def test_path_keys_round_trip_bytes():
     assert local_path(key) == name and os.fsencode(local_path(key)) == b"/lib/latin1 caf\xe9 100%.mp4"
     assert path_key("/lib/plain é 100%.mp4") == "/lib/plain é 100%.mp4"  # valid names are stored as they are
     assert readable_name(os.fsdecode(b"caf\xe9 \xc3\xa9t\xc3\xa9")) == "café été"
+
+
+def test_a_manifest_may_name_a_file_by_the_uri_the_index_stores(tmp_path):
+    """`%E9` in a file:// URI is the byte 0xe9 (it read as U+FFFD, a file that does not exist)."""
+    target = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.mp4"))
+    target.write_bytes(b"\x00\x00\x00\x18ftypisom")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"video": path_key(target)}) + "\n")
+    sources, problems = read_manifest(manifest)
+    assert problems == [] and [os.fsencode(s.path) for s in sources] == [os.fsencode(str(target))]
 
 
 def test_a_name_that_is_not_utf8_is_indexed(tmp_path, tiny_backbone):
@@ -190,3 +201,24 @@ def test_unchanged_problems_are_not_new_failures(tmp_path, tiny_backbone):
     again, store = index(db, [lib], tiny_backbone)
     assert again.failed == 0 and again.skipped == 2 and again.failures == []
     assert [f["path"] for f in store.stats()["failures"]] == [str(lib / "broken.mp4")]  # still listed
+
+
+def test_a_library_of_silent_videos_is_searched(tmp_path):
+    """Every video silent: their audio vectors are (0, 0) and the shipped model's TEFAL head padded
+    them into a (0, 256) batch, a 500 for every search (the probe's first finding this round)."""
+    import subprocess
+    import sys
+
+    from vidsearch.search.features import pad_vectors
+
+    x, m = pad_vectors([np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)], 256)
+    assert x.shape == (2, 0, 256) and not m.any()
+    lib = tmp_path / "silent"
+    clip(lib / "a.mp4", "red")
+    clip(lib / "b.mp4", "blue")
+    db = str(tmp_path / "db")
+    run = lambda *args: subprocess.run([sys.executable, "-m", "vidsearch.cli", *args], capture_output=True, text=True, timeout=300)  # noqa: E731
+    assert run("index", str(lib), "--db", db, "--model", "tiny").returncode == 0
+    proc = run("search", "a red screen", "--db", db, "--json", "--min-relevance", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-1500:]
+    assert {r["video"]["title"] for r in json.loads(proc.stdout)["results"]} == {"a", "b"}

@@ -203,7 +203,7 @@ def test_large_bodies_get_413_before_they_are_parsed(shared_library):
         resp = http.post("/v1/search", content=huge, headers={"content-type": "application/json"})
         assert resp.status_code == 413, resp.text[:200]
         # in JSON, as every other error, saying what the limits are (it was Starlette's plain text)
-        assert "10 MB of picture (max_image_mb), any other request up to 256 KB" in resp.json()["detail"]
+        assert "a job takes up to 256 KB, any other request up to 13.6 MB (room for a base64 picture of 10 MB" in resp.json()["detail"]
 
         def chunks():  # no Content-Length: counted as it streams
             for i in range(0, len(huge), 1 << 16):
@@ -263,12 +263,35 @@ def test_clips_and_thumbnails_share_the_cache_bound(small_library, tmp_path):
         first = cut_clip(f.proc_path, "v", 0.5, 2.5, cache, suffix=".mp4", pass_fds=(f.fd,))
         one = first.path.stat().st_size
         bound = int(2.5 * one)
-        made = [cut_clip(f.proc_path, "v", 0.5 + k / 1000, 2.5, cache, suffix=".mp4", pass_fds=(f.fd,), cache_bytes=bound)
+        made = [cut_clip(f.proc_path, "v", 0.5 + k / 10, 2.5, cache, suffix=".mp4", pass_fds=(f.fd,), cache_bytes=bound)
                 for k in range(1, 6)]  # fmt: skip
     files = list(cache.iterdir())
     assert sum(p.stat().st_size for p in files) <= bound
     assert made[-1].path.is_file() and not first.path.exists()  # the newest stays, the oldest went
     assert not any(p.suffix == ".jpg" for p in files)  # the thumbnail was older than every clip
+
+
+def test_concurrent_requests_for_one_new_clip_cut_it_once(small_library, tmp_path, monkeypatch):
+    """Ten requests for one new clip ran ten encodes (each five times slower than one alone)."""
+    from vidsearch.server import clips as clips_module
+
+    _, clips = small_library
+    runs = []
+    real = clips_module._run_ffmpeg
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        time.sleep(0.3)  # long enough for every request to arrive while the first cuts
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clips_module, "_run_ffmpeg", counted)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    fd = os.open(clips["keep"], os.O_RDONLY)
+    with IndexedFile(fd, os.fstat(fd), "keep.mp4") as f, ThreadPoolExecutor(8) as pool:
+        cut = lambda _: clips_module.cut_clip(f.proc_path, "v", 0.5, 2.5, cache, suffix=".mp4", pass_fds=(f.fd,))  # noqa: E731
+        paths = {c.path for c in pool.map(cut, range(8))}
+    assert len(paths) == 1 and len(runs) == 1
 
 
 # -- HTTP details ----------------------------------------------------------------------------------

@@ -142,7 +142,10 @@ class Backend:
         with self._lock:
             if self._client is None:
                 if self.config.mode == "api":
-                    self._client = VidsearchClient(self.config.api_url, self.config.api_key, timeout=self.timeout)
+                    try:
+                        self._client = VidsearchClient(self.config.api_url, self.config.api_key, timeout=self.timeout)
+                    except ValueError as exc:  # a URL without its scheme
+                        raise BackendError("unreachable", f"VIDSEARCH_API_URL: {exc}", "Set it to the URL `vidsearch serve` prints.") from exc
                 else:
                     # the one place the UI meets the server: to build the app it talks to. Imported here,
                     # not at the top: the server brings the search stack and torch (~5 s, ~370 MB measured),

@@ -498,11 +498,14 @@ def search(
         if export is not None:  # the timeline's options checked before the search, not after it
             ExportRequest(items=[ExportItem(video_id="-", start=0.0, end=1.0)], format=format_for(export), padding=padding, fps=fps)
     except ValidationError as exc:
-        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        _fail(validation_message(exc))
     except ValueError as exc:
         _fail(str(exc))
     if settings.api_url:
-        client = VidsearchClient(settings.api_url, api_key)
+        try:
+            client = VidsearchClient(settings.api_url, api_key)
+        except ValueError as exc:
+            _fail(f"--api: {exc}")
     else:  # the same API, in this process: the server's answers and errors, word for word
         from vidsearch.server import local_client  # the model stack (~5 s): not for every command
 
@@ -539,6 +542,16 @@ def search(
         rel = f"{r.relevance:.0%} {r.relevance_label}" if r.relevance is not None else f"score {r.score:.4f}"
         table.add_row(str(i), escape(f"{r.video.title}\n{r.video.uri}"), rel, escape(chans), moments)
     out.print(table)
+
+
+def validation_message(exc) -> str:
+    """A pydantic ValidationError as one line: `field: why` per problem (a whole-model check names no field)."""
+    parts = []
+    for e in exc.errors():
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        where = ".".join(map(str, e["loc"]))
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
 
 
 def write_export(resp, path: Path, *, padding: float, fps: float) -> None:

@@ -92,6 +92,15 @@ class ApiError(RuntimeError):
         super().__init__(f"HTTP {status}: {detail}")
 
 
+def _base_url(url: str) -> str:
+    """The server's root URL; ValueError without a scheme ("localhost:8080" reads as the scheme
+    `localhost`). A URL ending in the API's `/v1` is taken as the root it is under."""
+    if "://" not in url:
+        raise ValueError(f"the API URL {url!r} needs its scheme: e.g. http://{url}")
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
 def _segment(ident: str, what: str = "id") -> str:
     """`ident` as one URL path segment: every reserved character escaped (`../jobs/x`, `?x`, `#x` stay in
     the segment and name no other route), `.` and `..` too (a URL would resolve them away). ValueError
@@ -154,7 +163,7 @@ def _image_upload(image: bytes | bytearray | memoryview | str | os.PathLike) -> 
 class VidsearchClient:
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0, transport: httpx.BaseTransport | None = None):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.base_url = base_url.rstrip("/")
+        self.base_url = _base_url(base_url)
         self.transport = transport
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 

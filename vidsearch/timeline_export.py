@@ -33,6 +33,7 @@ FORMATS = {"otio": "application/vnd.opentimelineio+json", "edl": "text/plain"}
 # rate near one of these to it, or writes nonsense below 1 fps): name as written -> exact rate.
 EDL_RATES = {"23.976": 24000 / 1001, "24": 24.0, "25": 25.0, "29.97": 30000 / 1001, "30": 30.0,
              "47.952": 48000 / 1001, "48": 48.0, "50": 50.0, "59.94": 60000 / 1001, "60": 60.0}  # fmt: skip
+EDL_MAX_EVENTS = 999  # CMX 3600 event numbers are 3 digits: a 1000th shifts the fixed columns
 _RATE_TOLERANCE = 0.005  # 23.98 is 23.976, 29.97 is 30000/1001; 24.5 is no rate an EDL has
 
 
@@ -93,6 +94,13 @@ class ExportRequest(BaseModel):
         if info.data.get("format") == "edl" and edl_rate(fps) is None:
             raise ValueError(f"an EDL (CMX 3600 timecode) counts frames at {', '.join(EDL_RATES)} fps only, not {fps:g}")
         return fps
+
+    @model_validator(mode="after")
+    def _edl_events(self) -> ExportRequest:
+        if self.format == "edl" and len(self.items) > EDL_MAX_EVENTS:
+            raise ValueError(f"an EDL (CMX 3600) numbers its events with 3 digits: at most {EDL_MAX_EVENTS} moments, not "
+                             f"{len(self.items)} (export them as otio, or in parts)")  # fmt: skip
+        return self
 
 
 def format_for(path: Path) -> str:
