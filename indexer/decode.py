@@ -342,6 +342,15 @@ def _iter_decord(path: Path, plan: SamplePlan, info: ProbeResult, size: int, cro
             # (Matroska written with `-avoid_negative_ts disabled`): PyAV decodes such files as a player does
             raise RuntimeError("decord's frame timestamps are not player times (edit list or negative timestamps)")
         frame_starts = raw + info.video_start  # decord counts from the stream start
+        # a file cut short whose container still says its whole length (a Matroska download stopped
+        # part way: decord indexes the frames that are there): what is past its last frame is not
+        # stretched over by that frame; it is reported, as the PyAV path reports it
+        step = float(np.median(np.diff(frame_starts))) if n > 1 else (1.0 / info.fps if info.fps else 0.04)
+        ended_at = float(frame_starts[-1]) + step
+        video_end = info.video_start + (info.n_frames / info.fps if info.n_frames and info.fps else info.duration - info.video_start)
+        if ended_at < min(info.duration, video_end) - max(1.0, 3 * step):
+            report.decoded_until = ended_at
+            plan = plan.slice(0, max(1, int(np.searchsorted(plan.times, ended_at, side="left"))))
         idx_all = frames_for_times(frame_starts, plan.times)
         capture.new_errors()
         for a in range(0, len(plan), CHUNK_UNITS):

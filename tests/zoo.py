@@ -211,6 +211,11 @@ def build_zoo(root: Path) -> Zoo:
     (lib / "truncated with index.mp4").write_bytes(data[: int(len(data) * 0.4)])
     z["truncated_with_moov"] = ZooFile(lib / "truncated with index.mp4", "warning", "could be decoded", cut=None,
                                        duration=10.0)  # fmt: skip
+    # a Matroska file cut short keeps the length its header says; decord indexes only the frames there
+    mkv = _render(root / "full.mkv", H264, AAC, seconds=10.0, size="320x240", rate=25)
+    data_mkv = mkv.read_bytes()
+    (lib / "truncated download.mkv").write_bytes(data_mkv[: int(len(data_mkv) * 0.4)])
+    z["truncated_mkv"] = ZooFile(lib / "truncated download.mkv", "warning", "could be decoded", cut=None, duration=10.0)
     import random
 
     rnd = random.Random(7)
