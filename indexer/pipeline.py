@@ -43,7 +43,7 @@ from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working, decod
 from .remote import media_location, object_hash
 from .probe import ProbeResult
 from .segment import make_segments, pool_segments
-from .sidecar import metadata_spans, sidecar_spans
+from .sidecar import find_subtitles, metadata_spans, sidecar_spans, subtitle_spans
 from .worker import DecoderPool, DecoderStartError, JobStream, default_decode_workers
 
 FLUSH_SECONDS = 10.0
@@ -168,6 +168,7 @@ class IndexRun:
         self._parked: dict[str, list[Source]] = {}  # copies waiting for their content's outcome
         self._first_path: dict[str, str] = {}  # content hash -> the path being indexed for it
         self._links: list[tuple[Source, str]] = []  # linked paths: their manifest text and live path, at the flush
+        self._linked_videos: set[str] = set()  # videos a path was linked to in this run (their subtitles, _sync_subtitles)
         self._current: JobStream | None = None
 
     @property
@@ -316,6 +317,7 @@ class IndexRun:
                 self._settle_parked()
                 self.progress.stop()
             self.summary.removed += self._drop_unreferenced()  # old content of changed files
+            self._sync_subtitles([s for s in sources if s.uri is None])
             if self.summary.spans:
                 self.store.index_text()
             self.store.record_channels(speech=self.settings.speech, ocr=self.settings.ocr, engine=self.settings.speech_engine,
@@ -323,6 +325,52 @@ class IndexRun:
             self.store.optimize()
         self.summary.elapsed = time.monotonic() - t0
         return self.summary
+
+    def _sync_subtitles(self, local: list[Source]) -> None:
+        """Subtitle files are read with their video, so a video that did not change never read one added
+        or edited beside it later, nor one beside a copy linked to it. For such videos (a subtitle file
+        newer than the path's record, or a path linked in this run) the `subtitle` spans are made again
+        from the subtitle files beside every path of the content. A failure is a warning on that path."""
+        if not local:
+            return
+        files = self.store.files()
+        rows = {p: (v, st, u) for p, v, st, u in zip(files["path"].to_pylist(), files["video_id"].to_pylist(),
+                                                     files["status"].to_pylist(), files["updated_at"].to_pylist())}  # fmt: skip
+        stale: dict[str, list[Source]] = {}
+        for src in local:
+            video_id, status, recorded = rows.get(src.key, (None, None, None))
+            if status != "indexed" or video_id is None:
+                continue
+            subs = find_subtitles(src.path)
+            try:
+                newest = max((p.stat().st_mtime for p, _ in subs), default=None)
+            except OSError:
+                newest = None
+            if newest is not None and (newest > (recorded or 0.0) or video_id in self._linked_videos):
+                stale.setdefault(video_id, []).append(src)
+        for video_id, srcs in stale.items():
+            try:
+                self._resubtitle(video_id, [p for p, (v, st, _) in rows.items() if v == video_id and st == "indexed" and not objectstore.is_uri(p)])
+                self._record_files([{**self._file_row(s, video_id, "indexed", None)} for s in srcs])  # read now
+            except Exception as exc:  # noqa: BLE001 - the video keeps the subtitles it had
+                self.summary.warnings.append({"path": srcs[0].key, "warning": f"subtitles could not be read again: {type(exc).__name__}: {exc}"})
+
+    def _resubtitle(self, video_id: str, paths: list[str]) -> None:
+        rows = self.store.video_rows(video_id)
+        if not rows:
+            return
+        duration = rows[0]["duration"]
+        seen, spans = set(), []
+        for path in sorted(paths):
+            for sp in subtitle_spans(local_path(path), duration):
+                if (sp.start, sp.end, sp.text) not in seen:
+                    seen.add((sp.start, sp.end, sp.text))
+                    spans.append(sp)
+        have = self.store.span_rows(video_id, "subtitle")
+        if {(r["start"], r["end"], r["text"]) for r in have} == seen:
+            return
+        self.store.replace_spans([r["span_id"] for r in have], span_table(video_id, spans, get_sentence_encoder()) if spans else None)
+        self.summary.spans += len(spans)
 
     def _report_problems(self, problems: list[tuple[str, str]]) -> None:
         """Record what discovery could not use. A problem already recorded, word for word, is not a new
@@ -586,6 +634,7 @@ class IndexRun:
         else:
             self._pending_files.append(self._file_row(src, video_id, "indexed", None))
             self._links.append((src, video_id))
+            self._linked_videos.add(video_id)
             self.summary.linked += 1
         self.progress.advance(videos=1)
         self._maybe_flush()

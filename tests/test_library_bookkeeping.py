@@ -222,3 +222,27 @@ def test_a_library_of_silent_videos_is_searched(tmp_path):
     proc = run("search", "a red screen", "--db", db, "--json", "--min-relevance", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-1500:]
     assert {r["video"]["title"] for r in json.loads(proc.stdout)["results"]} == {"a", "b"}
+
+
+def test_subtitles_added_later_or_beside_a_copy_are_read(tmp_path, tiny_backbone):
+    """A subtitle file is read with its video: one added or edited beside an unchanged video, or one
+    beside a byte copy that is linked to indexed content, was never read."""
+    lib = tmp_path / "lib"
+    talk = clip(lib / "talk.mp4", "red")
+    summary, store = index(tmp_path / "db", [lib], tiny_backbone)
+    video_id = store.videos(["video_id"])["video_id"][0].as_py()
+    assert store.span_rows(video_id, "subtitle") == []
+    (lib / "talk.srt").write_text("1\n00:00:00,000 --> 00:00:00,900\nthe quarterly numbers\n")
+    again, store = index(tmp_path / "db", [lib], tiny_backbone)
+    assert again.skipped == 1 and again.indexed == 0  # the video itself is not encoded again
+    assert [r["text"] for r in store.span_rows(video_id, "subtitle")] == ["the quarterly numbers"]
+    (lib / "talk.srt").write_text("1\n00:00:00,000 --> 00:00:00,900\nthe yearly numbers\n")  # edited
+    index(tmp_path / "db", [lib], tiny_backbone)
+    assert [r["text"] for r in store.span_rows(video_id, "subtitle")] == ["the yearly numbers"]
+    third, _ = index(tmp_path / "db", [lib], tiny_backbone)
+    assert third.spans == 0  # read once, not every run
+    shutil.copy(talk, lib / "copy.mp4")  # a copy with its own subtitles, linked to the same content
+    (lib / "copy.srt").write_text("1\n00:00:00,000 --> 00:00:00,500\nla cifra trimestrale\n")
+    linked, _ = index(tmp_path / "db", [lib], tiny_backbone)
+    assert linked.linked == 1
+    assert sorted(r["text"] for r in store.span_rows(video_id, "subtitle")) == ["la cifra trimestrale", "the yearly numbers"]
