@@ -73,6 +73,15 @@ class SubtitleTrack:
 
 
 @lru_cache(maxsize=64)
+def _folder_subtitles(folder: str, mtime_ns: int) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
+    """A folder's video stems and its subtitle files (name, stem), once per change: every video of a
+    folder of thousands asks (each run looks for subtitles added beside unchanged videos)."""
+    names = _listing(folder, mtime_ns)
+    videos = frozenset(Path(n).stem for n in names if Path(n).suffix.lower() in VIDEO_EXTENSIONS)
+    return videos, tuple((n, Path(n).stem) for n in names if Path(n).suffix.lower() in SUBTITLE_EXTENSIONS)
+
+
+@lru_cache(maxsize=64)
 def _listing(folder: str, mtime_ns: int) -> tuple[str, ...]:
     """A folder's names, listed once per change: a library folder holding thousands of videos is
     scanned once, not once per video."""
@@ -96,17 +105,12 @@ def find_subtitles(video: str | os.PathLike) -> list[tuple[Path, str | None]]:
     video = Path(video)
     folder = video.parent
     try:
-        names = _listing(str(folder), folder.stat().st_mtime_ns)
+        videos_here, subtitles = _folder_subtitles(str(folder), folder.stat().st_mtime_ns)
     except OSError:
         return []
     stem = video.stem
-    videos_here = {Path(n).stem for n in names if Path(n).suffix.lower() in VIDEO_EXTENSIONS}
     found: list[tuple[Path, str | None]] = []
-    for name in names:
-        p = Path(name)
-        if p.suffix.lower() not in SUBTITLE_EXTENSIONS:
-            continue
-        base = p.stem  # "talk" or "talk.en" or "talk.en.forced"
+    for name, base in subtitles:  # base: "talk" or "talk.en" or "talk.en.forced"
         if base == stem:
             found.append((folder / name, None))
         elif base.startswith(stem + "."):
