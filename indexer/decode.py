@@ -29,9 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .probe import ProbeResult
+from .probe import ProbeResult, is_url
 
 AUDIO_RATE = 16000
+# decord reads files up to this size: its reader indexes the whole file when it opens, and it is opened
+# for every chunk (_iter_decord); PyAV, which reads a file once in order at the same CPU cost on
+# long-GOP video (measured: 1080p, 10 s GOP), takes larger files
+DECORD_MAX_BYTES = 256 << 20
 CHUNK_UNITS = 64  # frames per chunk; a multiple of token merging's largest group (4)
 DECORD_FORMATS = {"mov", "mp4", "matroska", "webm", "avi", "asf", "flv"}  # ffprobe format names
 # Codecs (screen capture, QuickTime Animation, RLE) whose frames after the first key frame only repaint
@@ -360,8 +364,9 @@ def _iter_decord(path: Path, plan: SamplePlan, info: ProbeResult, size: int, cro
                 vr = reader()
             frames = vr.get_batch(idx.tolist()).asnumpy()
             # closed while the chunk is used: a reader left open goes on decoding into memory while its
-            # consumer works (OCR, or the indexer's encoder): 2.6 GB after four minutes of a 480x360 video
-            # read 64 frames at a time with two seconds between chunks, against 0.2 GB closed (measured)
+            # consumer works (OCR, the indexer's encoder): 2.6 GB after four minutes of a 480x360 video
+            # read 64 frames at a time with two seconds between chunks, against 0.2 GB closed. Opening
+            # one reads the whole file for its index, hence DECORD_MAX_BYTES (_decoders).
             vr = None
             if capture.new_errors():  # concealed damage: find out what is lost with PyAV
                 chunk = _redecode_chunk(path, part, info, size, crop, report)
@@ -373,11 +378,13 @@ def _iter_decord(path: Path, plan: SamplePlan, info: ProbeResult, size: int, cro
         capture.close()
 
 
-def _decoders(info: ProbeResult) -> tuple:
+def _decoders(info: ProbeResult, size_bytes: int | None = None) -> tuple:
     """decord for containers with an index it seeks in reliably; PyAV, reading in order, for the rest
-    (in MPEG transport and program streams decord's frame numbers drift: a cut at 2.0 s came out at 1.0 s)
-    and for codecs whose frames are drawn over the previous one (decord's seeks skip what they build on)."""
-    if set(info.format_name.split(",")) & DECORD_FORMATS and info.video_codec not in DELTA_CODECS:
+    (in MPEG transport and program streams decord's frame numbers drift: a cut at 2.0 s came out at 1.0 s),
+    for codecs whose frames are drawn over the previous one (decord's seeks skip what they build on), and
+    for files past DECORD_MAX_BYTES (or of unknown size: a URL)."""
+    small = size_bytes is not None and size_bytes <= DECORD_MAX_BYTES
+    if small and set(info.format_name.split(",")) & DECORD_FORMATS and info.video_codec not in DELTA_CODECS:
         return (("decord", _iter_decord), ("pyav", _iter_pyav))
     return (("pyav", _iter_pyav),)
 
@@ -385,7 +392,11 @@ def _decoders(info: ProbeResult) -> tuple:
 def iter_frames(path: Path, plan: SamplePlan, info: ProbeResult, size: int, report: DecodeReport, crop: bool = True) -> Iterator[FrameChunk]:
     """Chunks of frames (short side `size`; centre-cropped square for the encoder, whole for OCR)."""
     errors = []
-    for name, decoder in _decoders(info):
+    try:
+        size_bytes = None if is_url(path) else os.path.getsize(path)
+    except OSError:
+        size_bytes = None
+    for name, decoder in _decoders(info, size_bytes):
         produced = False
         try:
             for chunk in decoder(path, plan, info, size, crop, report):
@@ -403,6 +414,7 @@ def iter_frames(path: Path, plan: SamplePlan, info: ProbeResult, size: int, repo
                     return
                 raise
             errors.append(f"{name}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}")
+            report.decoded_until = None  # what this decoder found is the next one's to say
     raise RuntimeError("could not decode frames (" + "; ".join(errors) + ")")
 
 

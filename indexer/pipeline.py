@@ -336,6 +336,7 @@ class IndexRun:
         files = self.store.files()
         rows = {p: (v, st, u) for p, v, st, u in zip(files["path"].to_pylist(), files["video_id"].to_pylist(),
                                                      files["status"].to_pylist(), files["updated_at"].to_pylist())}  # fmt: skip
+        errors = dict(zip(files["path"].to_pylist(), files["error"].to_pylist()))  # an indexed file's warnings stay
         stale: dict[str, list[Source]] = {}
         for src in local:
             video_id, status, recorded = rows.get(src.key, (None, None, None))
@@ -351,7 +352,7 @@ class IndexRun:
         for video_id, srcs in stale.items():
             try:
                 self._resubtitle(video_id, [p for p, (v, st, _) in rows.items() if v == video_id and st == "indexed" and not objectstore.is_uri(p)])
-                self._record_files([{**self._file_row(s, video_id, "indexed", None)} for s in srcs])  # read now
+                self._record_files([self._file_row(s, video_id, "indexed", errors.get(s.key)) for s in srcs])  # read now
             except Exception as exc:  # noqa: BLE001 - the video keeps the subtitles it had
                 self.summary.warnings.append({"path": srcs[0].key, "warning": f"subtitles could not be read again: {type(exc).__name__}: {exc}"})
 
@@ -740,11 +741,14 @@ class IndexRun:
                 self.store.record_files([row])
             except Exception as exc:  # noqa: BLE001
                 errors.append((row, exc))
-        if len(errors) == len(rows) > 1:
+        # every row refused, for a reason that is not a row's data (a full disk, permissions): the index is
+        # the problem, and encoding on would be lost work
+        if len(errors) == len(rows) and (len(rows) > 1 or not isinstance(errors[0][1], (ValueError, TypeError))):
             raise IndexRunError(f"the index at {self.store.path} refused every write ({type(errors[0][1]).__name__}: {errors[0][1]}); what was committed before is kept")
         for row, exc in errors:
-            if row["status"] != "failed":
-                self.summary.failed += 1
+            if row["status"] == "failed":
+                continue  # already listed with its reason
+            self.summary.failed += 1
             self.summary.failures.append({"path": readable_name(str(row["path"])),
                                           "error": f"could not be recorded in the index: {type(exc).__name__}: {exc}"})  # fmt: skip
 

@@ -222,7 +222,11 @@ def probe(path: Path | str) -> ProbeResult:
     v_start = _time(v.get("start_time"))
     origin = origin if origin is not None else (v_start or 0.0)
     fmt_duration = _float(fmt.get("duration"))
-    if fmt_duration is not None and origin > 1e-3 and fmt_duration > origin and set(format_name.split(",")) & END_TIMESTAMP_DURATION_FORMATS:
+    v_duration = _float(v.get("duration"))
+    # ... where it is the end (an MP4 with B-frames and no edit list starts at 0.08 s and says its length:
+    # its video stream, 0.08 s + 60 s, ends past that)
+    ends_there = v_duration is None or fmt_duration is None or fmt_duration >= (v_start or 0.0) + v_duration - 0.05
+    if fmt_duration is not None and origin > 1e-3 and fmt_duration > origin and ends_there and set(format_name.split(",")) & END_TIMESTAMP_DURATION_FORMATS:
         # an MP4/MKV whose timestamps start late (`-output_ts_offset`, an MKV remuxed from broadcast TS):
         # its header duration is where the timeline ends; what a player shows is the part after `origin`
         fmt_duration -= origin

@@ -65,9 +65,13 @@ def clip(row: VideoRow, store: IndexStore, state: State, start: Annotated[float,
             continue
     else:
         raise HTTPException(503, "the clip cache is being filled faster than clips can be sent; try again")
-    stem = re.sub(r"[^\w.-]+", "_", row["title"])[:80] or row["video_id"]
-    clip_file = IndexedFile(fd, os.fstat(fd), f"{stem}_{start:.2f}-{end:.2f}{cut.path.suffix}")
-    return IndexedFileResponse(clip_file, media_type=cut.media_type, headers={"X-Clip-Method": cut.method})
+    try:
+        stem = re.sub(r"[^\w.-]+", "_", row["title"] or "")[:80] or row["video_id"]
+        clip_file = IndexedFile(fd, os.fstat(fd), f"{stem}_{start:.2f}-{end:.2f}{cut.path.suffix}")
+        return IndexedFileResponse(clip_file, media_type=cut.media_type, headers={"X-Clip-Method": cut.method})
+    except BaseException:
+        os.close(fd)  # the response would have closed it once sent
+        raise
 
 
 @router.post("/export", dependencies=[Depends(require_read)], responses={**ERRORS, 200: {"content": {t: {} for t in FORMATS.values()}}}, response_class=Response)

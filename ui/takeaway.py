@@ -55,7 +55,7 @@ def render_takeaway(be: Backend, key: str, video: VideoInfo, start: float, end: 
             st.caption("The moment is empty: widen the bounds.")
             return
         st.caption(f"{a:.1f}–{b:.1f} s ({b - a:.1f} s)")
-        item = [{"video_id": video.id, "start": lo, "end": hi, "name": video.title}]
+        item = [{"video_id": video.id, "start": lo, "end": hi, "name": video.title[:200]}]  # a clip name's limit
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in video.title)[:60] or video.id
         clip, otio, edl = st.columns(3)
         clip.download_button("Clip", data=lambda: be.clip_bytes(video, a, b), file_name=f"{stem}_{a:.1f}-{b:.1f}.mp4",
