@@ -423,11 +423,11 @@ def test_decoding_memory_stays_flat_while_its_consumer_works(tmp_path):
     """decord's reader went on decoding into memory while the frames it gave were read for text or
     encoded: a 30-minute recording with every channel on held 4.5 GB in its decoder process. The
     reader is closed between chunks now; measured here in a process of its own, with a consumer that
-    takes a second per chunk."""
+    takes 1.5 s per chunk."""
     import subprocess
     import sys
 
-    clip = make_clip(tmp_path / "long.mp4", seconds=60, size="480x360", rate=25, source="testsrc2", audio_hz=None)
+    clip = make_clip(tmp_path / "long.mp4", seconds=90, size="480x360", rate=25, source="testsrc2", audio_hz=None)
     script = f"""
 import resource, time
 from pathlib import Path
@@ -438,10 +438,10 @@ rss = lambda: int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]
 first = None
 for chunk in iter_frames(path, plan_samples(info.duration, 6.0), info, 360, report, crop=False):
     first = first or rss()
-    time.sleep(1.0)
+    time.sleep(1.5)
 print(report.decoder, first, rss())
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     decoder, first, last = out.stdout.split()
     assert decoder == "decord", out.stderr[-1000:]
-    assert int(last) - int(first) < 120, (first, last)  # MB; 560 MB more with the reader left open
+    assert int(last) - int(first) < 250, (first, last)  # MB: 50-130 here; 880 more with the reader left open
