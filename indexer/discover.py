@@ -147,6 +147,7 @@ def read_manifest(manifest: Path) -> tuple[list[Source], list[tuple[str, str]]]:
     UTF-8, not JSON, nested too deep for the parser) costs that line only. A UTF-8 BOM is allowed."""
     sources: list[Source] = []
     problems: list[tuple[str, str]] = []
+    lines: dict[str, int] = {}  # a video's key -> the line that named it first (that row is used)
     base = manifest.parent
     key = where_key(manifest)
     with open(manifest, "rb") as fh:
@@ -183,7 +184,11 @@ def read_manifest(manifest: Path) -> tuple[list[Source], list[tuple[str, str]]]:
                 if not path.is_file():
                     raise DiscoveryError(f"video {path} is not a regular file ({file_kind(path.stat().st_mode)})")
                 title = entry.get("title")
-                sources.append(_source(path, str(title) if title is not None else None, meta))
+                src = _source(path, str(title) if title is not None else None, meta)
+                if src.key in lines:  # a later row for the same file replaced the first's text, with no word
+                    raise DiscoveryError(f"names the same video as line {lines[src.key]} ({path}), whose title and metadata are used")
+                lines[src.key] = lineno
+                sources.append(src)
             except json.JSONDecodeError as exc:
                 problems.append((where, f"not valid JSON: {exc.msg}"))
             except (DiscoveryError, OSError) as exc:

@@ -96,6 +96,7 @@ def test_a_name_that_is_not_utf8_is_indexed(tmp_path, tiny_backbone):
 
 def test_bad_manifest_lines_cost_only_themselves(tmp_path, monkeypatch):
     (tmp_path / "a.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
+    (tmp_path / "b.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
     (tmp_path / "sub").mkdir()
     manifest = tmp_path / "m.jsonl"
     manifest.write_bytes(
@@ -103,7 +104,7 @@ def test_bad_manifest_lines_cost_only_themselves(tmp_path, monkeypatch):
         + b'{"video": "a.mp4", "title": "caf\xe9"}\n'  # a Latin-1 byte
         + b"[" * 100_000 + b"]" * 100_000 + b"\n"  # nested past the parser's depth
         + b'{"video": "sub"}\n'  # a folder
-        + b'{"video": "a.mp4", "title": "last"}\n'
+        + b'{"video": "b.mp4", "title": "last"}\n'
     )  # fmt: skip
     monkeypatch.chdir(tmp_path / "sub")
     sources, problems = read_manifest(Path("../m.jsonl"))  # keyed by the absolute path, whatever the cwd
@@ -246,3 +247,13 @@ def test_subtitles_added_later_or_beside_a_copy_are_read(tmp_path, tiny_backbone
     linked, _ = index(tmp_path / "db", [lib], tiny_backbone)
     assert linked.linked == 1
     assert sorted(r["text"] for r in store.span_rows(video_id, "subtitle")) == ["la cifra trimestrale", "the yearly numbers"]
+
+
+def test_a_manifest_naming_one_file_twice_says_which_row_is_used(tmp_path):
+    (tmp_path / "b c.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"video": "b c.mp4", "title": "Launch talk", "metadata": {"year": 2024}}) + "\n"
+                        + json.dumps({"video": (tmp_path / "b c.mp4").as_uri(), "title": "uri dup"}) + "\n")  # fmt: skip
+    sources, problems = read_manifest(manifest)
+    assert [(s.title, s.metadata) for s in sources] == [("Launch talk", {"year": 2024})]
+    assert problems == [(f"{manifest}:2", f"names the same video as line 1 ({tmp_path / 'b c.mp4'}), whose title and metadata are used")]
