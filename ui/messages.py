@@ -14,6 +14,8 @@ from contextlib import nullcontext
 import streamlit as st
 from pydantic import ValidationError
 
+from vidsearch.api_models import validation_message
+
 from .backend import Backend, BackendError
 
 log = logging.getLogger("vidsearch.ui")
@@ -46,16 +48,6 @@ def show_error(err: BackendError) -> None:
         st.warning(text, icon=":material/edit:")
     else:
         st.error(text, icon=":material/cloud_off:" if err.kind == "unreachable" else ":material/error:")
-
-
-def validation_message(exc: ValidationError) -> str:
-    """pydantic's errors as one line a user can act on ("query: at most 1000 characters")."""
-    parts = []
-    for e in exc.errors():
-        where = ".".join(str(p) for p in e.get("loc", ()))
-        msg = str(e.get("msg", "")).removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
 
 
 def guarded(render: Callable[[], None]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Channel = Literal["visual", "audio", "speech", "ocr", "subtitle", "metadata"]
 TEXT_CHANNELS: tuple[str, ...] = ("speech", "ocr", "subtitle", "metadata")
@@ -234,3 +234,14 @@ class IndexStatus(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+def validation_message(exc: ValidationError) -> str:
+    """pydantic's errors as one line a user can act on ("query: at most 1000 characters"); a whole-model
+    check names no field. The CLI and the UI both say it so."""
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e.get("loc", ()))
+        msg = str(e.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .api_models import SearchRequest
+from .api_models import SearchRequest, validation_message
 from .client import ApiError, VidsearchClient
 from .clitools import (
     AudioModelOpt,
@@ -542,16 +542,6 @@ def search(
         rel = f"{r.relevance:.0%} {r.relevance_label}" if r.relevance is not None else f"score {r.score:.4f}"
         table.add_row(str(i), escape(f"{r.video.title}\n{r.video.uri}"), rel, escape(chans), moments)
     out.print(table)
-
-
-def validation_message(exc) -> str:
-    """A pydantic ValidationError as one line: `field: why` per problem (a whole-model check names no field)."""
-    parts = []
-    for e in exc.errors():
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        where = ".".join(map(str, e["loc"]))
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
 
 
 def write_export(resp, path: Path, *, padding: float, fps: float) -> None:
