@@ -574,7 +574,7 @@ class IndexRun:
         warnings = list(finished.warnings)
         audio = self._audio(video, warnings)
         src = item.source
-        title = src.title or readable_name(src.path.stem)  # a name that is not valid UTF-8, readable
+        title = src.title or _name_title(src.key)  # the file's name (readable where it is not valid UTF-8); _repoint reads it so
         # subtitle files are looked for next to a local video only (an object's neighbours are not listed)
         text = sidecar_spans(src.path, title, src.metadata, info.duration) if src.uri is None else metadata_spans(title, src.metadata, info.duration)
         spans = list(finished.spans) + text
