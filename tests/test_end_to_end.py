@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -68,8 +70,13 @@ def test_caption_search_over_http_finds_the_video_and_the_moment(indexed_library
     port = free_port()
     command = [sys.executable, "-m", "vidsearch.cli", "serve", "--db", str(db), "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
                "--library-root", str(corpus)]  # fmt: skip
-    env = {**os.environ, "VIDSEARCH_REFRESH_SECONDS": "0.5"}
+    env = {**os.environ, "VIDSEARCH_REFRESH_SECONDS": "0.5", "VIDSEARCH_HEADER_TIMEOUT": "2"}
     with ServerProcess("vidsearch serve", command, f"http://127.0.0.1:{port}", "/readyz", tmp_path / "serve.log", env=env, timeout=120) as server:
+        # a client that never finishes its request's headers is closed (server/connections.py), not held
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+            stalled.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+            opened = time.monotonic()
+            assert stalled.recv(1024) == b"" and time.monotonic() - opened < 8  # 2 s, up to 4 with the bytes sent
         outcomes = []
         with VidsearchClient(server.url) as client:
             uri_of = {v.id: v.uri for v in client.videos().videos}  # relative to the library root: no key

@@ -576,6 +576,7 @@ def serve(
     import uvicorn
 
     from vidsearch.server import create_app
+    from vidsearch.server.connections import uvicorn_options
 
     settings = _settings(config, db=db, host=host, port=port, api_keys=api_key, read_auth=read_auth, library_roots=library_root,
                          model=model, pretrained=pretrained, checkpoint=checkpoint,
@@ -583,7 +584,7 @@ def serve(
                          search_processes=search_processes)  # fmt: skip
     application = create_app(settings, serving=True)
     err.print(f"vidsearch API on http://{settings.host}:{settings.port} (index {settings.db}; docs at /docs)")
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning", **uvicorn_options(settings))
 
 
 @app.command()

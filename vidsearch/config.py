@@ -170,6 +170,18 @@ class Settings(BaseSettings):
         description="Folders the server may index and serve media from (JSON list, or paths separated by `:`); "
         "jobs over HTTP are refused while none is set. The CLI indexes what the operator names.",
     )
+    header_timeout: float = Field(
+        20.0, gt=0, description="Seconds a client has to send a request's line and headers (a second more per 500 "
+        "bytes, up to twice this); slower connections are closed.",
+    )
+    body_timeout: float = Field(
+        20.0, gt=0, description="Seconds a request body has to arrive, a second more per 500 bytes received; "
+        "a body that trickles slower is dropped with its connection.",
+    )
+    max_connections: int = Field(
+        0, ge=0, description="Open connections the server holds (0: half the process's open-file limit); past it the "
+        "connection waiting longest for its request is closed.",
+    )
     job_stall_seconds: float = Field(900.0, gt=0, description="A server job that reports no progress this long is stopped (failed).")
     api_url: str | None = Field(None, description="Search API the UI and `vidsearch search --api` talk to.")
 

@@ -1,0 +1,162 @@
+"""Connections that cannot hold the server: read deadlines and a cap on open connections.
+
+uvicorn waits for a request's headers and body as long as the client likes: a client that opens
+connections and sends a request line a byte at a time, or a Content-Length it never delivers, holds
+each connection (a descriptor, a parser, a task) forever, and some thousands of them leave the
+server's descriptors exhausted, so every other client is refused (a probe held 20,000). This module
+gives uvicorn's own HTTP protocol (httptools or h11, whichever it picked) the policy Apache's
+`mod_reqtimeout` ships with:
+
+- the request line and headers must arrive within `header_timeout` seconds, extended by a second for
+  every 500 bytes received, up to twice that;
+- a body must keep arriving: `body_timeout` seconds from its start, extended by a second for every
+  500 bytes, so a large upload on a slow link passes and a trickle of a few bytes does not;
+- past `max_connections` open connections, the one that has waited longest for its next request's
+  headers (a slow or idle client) is closed to make room; where none is waiting, the new one is.
+
+A connection past its deadline is closed without an answer (the client is not reading one). A
+response being written is never timed: a slow download of a long video is a user, not an attack;
+nor is a body the app has not asked for yet (reading paused by flow control, or `Expect:
+100-continue` before the app reads). A deployment that faces the internet still belongs behind a
+reverse proxy (README: "HTTP API").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["MIN_RATE", "guarded_protocol", "max_connections_default", "uvicorn_options"]
+
+MIN_RATE = 500.0  # bytes a second that buy one more second of reading (mod_reqtimeout's MinRate)
+
+log = logging.getLogger("vidsearch.server")
+
+_HEADERS, _BODY, _APP = "headers", "body", "app"
+
+
+def max_connections_default() -> int:
+    """Half the process's open-file limit: the other half stays for the index's tables, media files
+    and ffmpeg's pipes, which a flood of connections must not starve."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(32, soft // 2)
+
+
+def guarded_protocol(base: type, *, header_timeout: float, body_timeout: float, max_connections: int) -> type:
+    """`base` (a uvicorn HTTP protocol class) with the deadlines and the connection cap above."""
+
+    class GuardedHTTP(base):  # type: ignore[misc, valid-type]
+        _guard_timer: asyncio.TimerHandle | None = None
+        # this server's connections waiting for a request's headers, longest-waiting first
+        waiting: OrderedDict[GuardedHTTP, None] = OrderedDict()
+        shed, shed_logged = 0, float("-inf")  # connections closed over the cap since the last log line
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._phase_key: tuple[str, int] = (_HEADERS, 0)
+            self._phase_since, self._phase_bytes = self.loop.time(), 0
+            self.waiting[self] = None
+            self._arm(header_timeout)
+            if len(self.connections) > max_connections:
+                self._shed()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._note_phase():
+                self._phase_bytes += len(data)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._note_phase()
+
+        def connection_lost(self, exc) -> None:
+            self.waiting.pop(self, None)
+            if self._guard_timer is not None:
+                self._guard_timer.cancel()
+                self._guard_timer = None
+            super().connection_lost(exc)
+
+        # what the connection waits for
+        def _phase(self) -> str:
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
+                return _HEADERS
+            if cycle.more_body and not cycle.disconnected and not self.flow.read_paused:
+                return _BODY
+            return _APP
+
+        def _note_phase(self) -> bool:
+            """Record the phase; False where it changed (its clock and byte count start again)."""
+            key = (self._phase(), id(self.cycle))
+            if key == self._phase_key:
+                return True
+            self._phase_key, self._phase_since, self._phase_bytes = key, self.loop.time(), 0
+            if key[0] == _HEADERS:
+                self.waiting[self] = None
+                self.waiting.move_to_end(self)
+            else:
+                self.waiting.pop(self, None)
+            return False
+
+        def _deadline(self) -> float | None:
+            phase = self._phase_key[0]
+            grace = self._phase_bytes / MIN_RATE
+            if phase == _HEADERS:
+                return self._phase_since + min(header_timeout + grace, 2 * header_timeout)
+            if phase == _BODY:
+                return self._phase_since + body_timeout + grace
+            return None
+
+        def _arm(self, delay: float) -> None:
+            self._guard_timer = self.loop.call_later(max(delay, 0.05), self._check)
+
+        def _check(self) -> None:
+            self._guard_timer = None
+            if self.transport.is_closing():
+                return
+            self._note_phase()
+            deadline = self._deadline()
+            now = self.loop.time()
+            if deadline is None:  # the app's turn: look again later
+                self._arm(min(header_timeout, body_timeout))
+            elif now >= deadline:
+                log.info("closing a connection from %s: its request's %s did not arrive in time (%d bytes in %.0f s)",
+                         _client(self), self._phase_key[0], self._phase_bytes, now - self._phase_since)  # fmt: skip
+                self.transport.close()
+            else:
+                self._arm(deadline - now)
+
+        def _shed(self) -> None:
+            """Over the cap: close the connection waiting longest for its next request's headers."""
+            victim = next((c for c in self.waiting if c is not self and not c.transport.is_closing()), self)
+            self.waiting.pop(victim, None)
+            victim.transport.close()
+            GuardedHTTP.shed += 1
+            now = self.loop.time()
+            if now - GuardedHTTP.shed_logged >= 10:  # a flood sheds thousands: one line per 10 s
+                log.warning("%d connections open (max_connections %d): closed %d waiting for a request (the last from %s)",
+                            len(self.connections), max_connections, GuardedHTTP.shed, _client(victim))  # fmt: skip
+                GuardedHTTP.shed, GuardedHTTP.shed_logged = 0, now
+
+    GuardedHTTP.__name__ = GuardedHTTP.__qualname__ = f"Guarded{base.__name__}"
+    return GuardedHTTP
+
+
+def _client(protocol) -> str:
+    client = getattr(protocol, "client", None)
+    return f"{client[0]}:{client[1]}" if client else "an unknown client"
+
+
+def uvicorn_options(settings) -> dict[str, Any]:
+    """Keyword arguments for `uvicorn.run`/`uvicorn.Config`: uvicorn's own HTTP protocol, guarded."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    cap = settings.max_connections or max_connections_default()
+    http = guarded_protocol(AutoHTTPProtocol, header_timeout=settings.header_timeout,
+                            body_timeout=settings.body_timeout, max_connections=cap)  # fmt: skip
+    return {"http": http}

@@ -1,0 +1,191 @@
+"""Slow and idle clients cannot hold the server (`server/connections.py`): a request's headers and
+body have deadlines that grow with what arrives, answers being written have none, and past the
+connection cap the longest-waiting connection makes room. Run against both of uvicorn's HTTP
+parsers (h11 and httptools), on a loopback server with short timeouts."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from api_fixtures import free_port
+from vidsearch.server.connections import guarded_protocol
+
+TIMEOUT = 1.0  # header and body timeouts of the servers here, seconds
+
+
+async def app(scope, receive, send):
+    """Echoes the body's length (POST) or streams `n` bytes (GET /big?n=...), as a real app would."""
+    if scope["type"] != "http":
+        return
+    if scope["method"] == "POST":
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                app.disconnects += 1
+                return
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = str(size).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    n = int(scope["query_string"].decode().partition("=")[2] or 2)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(n).encode())]})
+    chunk = b"x" * 65536
+    for start in range(0, n, len(chunk)):
+        await send({"type": "http.response.body", "body": chunk[: n - start], "more_body": start + len(chunk) < n})
+
+
+app.disconnects = 0
+
+
+def _parsers():
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    out = [pytest.param(H11Protocol, id="h11")]
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError as exc:  # uvicorn without the [standard] extra
+        out.append(pytest.param(None, id="httptools", marks=pytest.mark.skip(reason=f"httptools cannot be imported: {exc}")))
+    else:
+        out.append(pytest.param(HttpToolsProtocol, id="httptools"))
+    return out
+
+
+@pytest.fixture(params=_parsers())
+def server(request):
+    """A guarded uvicorn on a free loopback port (at most 8 connections), stopped at the end."""
+    protocol = guarded_protocol(request.param, header_timeout=TIMEOUT, body_timeout=TIMEOUT, max_connections=8)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=protocol, lifespan="off"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started
+    yield port
+    srv.should_exit = True
+    thread.join(timeout=30)
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return sock
+
+
+def closed_after(sock: socket.socket, limit: float = 10.0) -> float | None:
+    """Seconds until the server closed `sock` (reads and drops whatever it sends), None if still open at `limit`."""
+    start = time.monotonic()
+    sock.settimeout(0.1)
+    while time.monotonic() - start < limit:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - start
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - start
+    return None
+
+
+def test_unfinished_headers_and_silent_connections_are_closed(server):
+    silent, partial = connect(server), connect(server)
+    partial.sendall(b"GET /big?n=10 HTTP/1.1\r\nHost: x\r\n")  # never ends its headers
+    for sock in (silent, partial):
+        waited = closed_after(sock)
+        assert waited is not None and waited < 4 * TIMEOUT, waited
+    # the server answers others all along
+    assert httpx.get(f"http://127.0.0.1:{server}/big?n=5", timeout=5).content == b"xxxxx"
+
+
+def test_headers_trickled_a_byte_at_a_time_are_cut_at_twice_the_timeout(server):
+    sock = connect(server)
+    start = time.monotonic()
+    request = b"GET /big?n=10 HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200
+    sent = 0
+    try:
+        while sent < len(request) and time.monotonic() - start < 10:
+            sock.sendall(request[sent : sent + 1])
+            sent += 1
+            time.sleep(0.1)  # 10 bytes a second: each byte arrives well within the timeout
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    waited = closed_after(sock, limit=max(0.5, 10 - (time.monotonic() - start)))
+    elapsed = time.monotonic() - start
+    assert waited is not None and elapsed < 2 * TIMEOUT + 2, (sent, elapsed)  # not held while bytes keep coming
+
+
+def test_a_body_that_stops_short_is_dropped_and_the_app_sees_a_disconnect(server):
+    before = app.disconnects
+    sock = connect(server)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10)
+    waited = closed_after(sock)
+    assert waited is not None and waited < 4 * TIMEOUT, waited
+    deadline = time.monotonic() + 5
+    while app.disconnects == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app.disconnects == before + 1  # the app's receive() ended, it was not left waiting
+
+
+def test_a_large_body_on_a_slow_but_steady_link_passes(server):
+    """64 KiB over ~2.5 s (26 KB/s): past the plain timeout, within what its bytes buy."""
+    sock = connect(server)
+    size = 64 << 10
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    for _ in range(size // 4096):
+        sock.sendall(b"b" * 4096)
+        time.sleep(2.5 / (size // 4096))
+    sock.settimeout(10)
+    answer = b""
+    while not answer.endswith(str(size).encode()):
+        chunk = sock.recv(4096)
+        assert chunk, f"closed before the answer: {answer!r}"
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")
+
+
+def test_a_slow_download_is_never_cut(server):
+    """An answer the client reads slowly (a long video on a slow link) is the app's turn, not timed:
+    32 MB, more than the sockets' buffers hold, read in a trickle for three timeouts, then the rest."""
+    size = 32 << 20
+    sock = connect(server)
+    sock.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+    got, start = 0, time.monotonic()
+    sock.settimeout(10)
+    while time.monotonic() - start < 3 * TIMEOUT:
+        chunk = sock.recv(16384)
+        assert chunk, "the server closed a download being read"
+        got += len(chunk)
+        time.sleep(0.05)
+    assert got < size // 2  # the server was still writing when the timeouts passed
+    while got < size:
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"the download was cut at {got} of {size} bytes"
+        got += len(chunk)
+
+
+def test_keep_alive_requests_on_one_connection_still_work(server):
+    with httpx.Client(base_url=f"http://127.0.0.1:{server}", timeout=5) as http:
+        for n in (1, 2, 3):
+            assert http.post("/echo", content=b"z" * n).text == str(n)
+            time.sleep(0.3)
+
+
+def test_past_the_cap_the_longest_waiting_connection_makes_room(server):
+    idle = [connect(server) for _ in range(8)]  # the cap: 8, all waiting for a request
+    time.sleep(0.2)
+    answer = httpx.get(f"http://127.0.0.1:{server}/big?n=3", timeout=5)  # the 9th: served
+    assert answer.content == b"xxx"
+    still = [closed_after(s, limit=0.02) for s in idle[1:]]
+    assert still == [None] * 7, [s.getsockname()[1] for s in idle]  # the others were not (before their timeout)
+    assert closed_after(idle[0], limit=0.5) is not None  # the oldest was closed to make room
+    for s in idle:
+        s.close()
