@@ -29,8 +29,8 @@ class SearchError(ValueError):
 class TimeWindow:
     """The part of each video a search may answer from (seconds; `end` is inf when open-ended).
 
-    Units are kept when they overlap it; timed evidence (text spans, sounds) is cut to it, so a
-    moment never reaches outside the window.
+    Units are kept when they overlap it and, like timed evidence (text spans, sounds), cut to it for
+    moments (`ranking.moment_evidence`), so a moment never reaches outside the window.
     """
 
     start: float

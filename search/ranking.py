@@ -205,7 +205,10 @@ def moment_evidence(plan: QueryPlan, c: Candidate, head=None) -> tuple:
         else:
             sound = audio_hits(head, plan.query, f, gate=c.audio_gate)
         hits = np.concatenate([hits, sound if window is None else window.clip(sound)])
-    return f.start[c.in_window], f.end[c.in_window], c.relevance, hits if hits.size else None
+    starts, ends = f.start[c.in_window], f.end[c.in_window]
+    if window is not None:  # a unit that overlaps the window counts only for the part inside it
+        starts, ends = np.maximum(starts, window.start), np.minimum(ends, window.end)
+    return starts, ends, c.relevance, hits if hits.size else None
 
 
 def localize_many(plan: QueryPlan, candidates: list[Candidate], head=None) -> list[MomentResult]:
