@@ -13,8 +13,12 @@ decoder that crashes on a hostile file takes only its own process down.
   frames) and says so only in its log. decord's log is captured per chunk; a chunk whose decode logged
   errors is decoded again with PyAV, which skips packets that fail and frames that depend on them until
   the next keyframe. Those times are reported as lost (a warning on the file), and no unit stands for them.
-- **Player time and orientation.** Times are seconds from what a player shows as 0 (`ProbeResult`), and
-  frames are turned upright by the stream's rotation (decord applies it itself, PyAV does not).
+- **Player time and display size.** Times are seconds from what a player shows as 0 (`ProbeResult`);
+  frames are turned upright by the stream's rotation (decord applies it itself, PyAV does not) and
+  scaled to the display aspect (non-square pixels: both decoders scale to the size asked, which
+  `scaled_size` takes from the probe's displayed width and height).
+- **The probed stream.** Both decoders read the video stream the probe describes; decord cannot be
+  told which, so a file with more than one video stream is decoded by PyAV.
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ def plan_samples(duration: float, fps: float) -> SamplePlan:
 
 
 def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """Output size with the short side at `short_side`, aspect kept (never smaller than short_side)."""
+    """Output size with the short side at `short_side`, aspect kept (never smaller than short_side).
+    Given the displayed size (ProbeResult.width/height), it is also what makes non-square pixels square."""
     if width <= height:
         w, h = short_side, int(round(height * short_side / width))
     else:
@@ -381,10 +386,13 @@ def _iter_decord(path: Path, plan: SamplePlan, info: ProbeResult, size: int, cro
 def _decoders(info: ProbeResult, size_bytes: int | None = None) -> tuple:
     """decord for containers with an index it seeks in reliably; PyAV, reading in order, for the rest
     (in MPEG transport and program streams decord's frame numbers drift: a cut at 2.0 s came out at 1.0 s),
-    for codecs whose frames are drawn over the previous one (decord's seeks skip what they build on), and
-    for files past DECORD_MAX_BYTES (or of unknown size: a URL)."""
+    for codecs whose frames are drawn over the previous one (decord's seeks skip what they build on), for
+    files with more than one video stream (decord reads the one it thinks best, by bitrate: a dashcam's
+    second camera, while the probe describes and PyAV reads the default one), and for files past
+    DECORD_MAX_BYTES (or of unknown size: a URL)."""
     small = size_bytes is not None and size_bytes <= DECORD_MAX_BYTES
-    if small and set(info.format_name.split(",")) & DECORD_FORMATS and info.video_codec not in DELTA_CODECS:
+    one_stream = info.video_streams <= 1
+    if small and one_stream and set(info.format_name.split(",")) & DECORD_FORMATS and info.video_codec not in DELTA_CODECS:
         return (("decord", _iter_decord), ("pyav", _iter_pyav))
     return (("pyav", _iter_pyav),)
 
@@ -430,14 +438,16 @@ def decode_frames(path: Path, plan: SamplePlan, info: ProbeResult, size: int, cr
 
 
 def ffmpeg_audio_cmd(path: Path, rate: int = AUDIO_RATE, stream: int = 0) -> list[str]:
-    """ffmpeg reading one audio stream as float32 mono at `rate` Hz on stdout."""
+    """ffmpeg reading audio stream `stream` (counted among audio streams, ProbeResult.audio_stream) as
+    float32 mono at `rate` Hz on stdout."""
     return ["ffmpeg", "-nostdin", "-v", "error", "-i", str(Path(path).absolute()), "-map", f"0:a:{stream}", "-vn",
             "-ac", "1", "-ar", str(rate), "-f", "f32le", "pipe:1"]  # fmt: skip
 
 
-def read_audio(path: Path, rate: int = AUDIO_RATE) -> np.ndarray:
-    """The first audio stream as float32 mono at `rate` Hz, whole (short clips; long ones are streamed)."""
-    proc = subprocess.run(ffmpeg_audio_cmd(path, rate), capture_output=True, timeout=3600, stdin=subprocess.DEVNULL)
+def read_audio(path: Path, rate: int = AUDIO_RATE, stream: int = 0) -> np.ndarray:
+    """Audio stream `stream` (ProbeResult.audio_stream: the one a player plays) as float32 mono at `rate`
+    Hz, whole (short clips; long ones are streamed)."""
+    proc = subprocess.run(ffmpeg_audio_cmd(path, rate, stream), capture_output=True, timeout=3600, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise RuntimeError(f"audio could not be decoded: {msg[-1] if msg else proc.returncode}")

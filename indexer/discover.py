@@ -2,15 +2,18 @@
 
 Folders are walked once; a file is a candidate when its extension says video, or when its extension
 says nothing and its first bytes look like a container we can read (so `clip` or `clip.bin` from a
-camera dump is not missed, and a folder of PDFs costs one `stat` each, not a probe each).
+camera dump, or a DVB recording saved as `.rec`, is not missed, and a folder of PDFs costs one `stat`
+each, not a probe each).
 
 What a walk takes, and what it reports instead of taking (each report becomes a failed `files` row
 with its reason, so nothing vanishes without a word):
 - Files are listed under the path walked (a symlink under its own name, not its target's), so a
   failure names the file in the library.
 - Hidden files and folders (names starting with "."), including macOS `._` companion files, are skipped.
-- Only regular files are read: a FIFO or device named like a video is reported, never opened (it would
-  block a reader forever).
+- Only regular files are read: a FIFO or device named like a video, or a manifest, is reported, never
+  opened for reading (it would block a reader forever); sniffing opens without blocking and checks first.
+- A server job passes its library roots (`roots`): manifest entries and symbolic links that resolve
+  outside them are reported and never read. The CLI passes none.
 - A symbolic link to a file or folder inside the library is taken as a file (the content hash makes
   it one video with two paths) or skipped as a folder (its content is walked where it lies, and a link
   back up the tree cannot loop). A link that leads **outside** the library is reported and not followed
@@ -36,7 +39,13 @@ from .probe import file_kind
 VIDEO_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".m2ts",
     ".mts", ".ts", ".3gp", ".3g2", ".ogv", ".vob", ".mxf", ".divx", ".f4v", ".asf", ".gif",
+    # camcorders and set-top boxes: HDV tape captures (.m2t), DVB recordings (.trp, .tp), JVC (.tod)
+    # camcorders, MiniDV captures (.dv), Windows Media Center (.wtv, .dvr-ms); Panasonic/JVC SD .MOD files
+    # are MPEG program streams, found by sniffing (.mod is also a tracker-music format, which must not fail)
+    ".m2t", ".trp", ".tp", ".tod", ".dv", ".wtv", ".dvr-ms", ".m2v", ".mpe", ".m1v", ".ogm", ".rm", ".rmvb",
 }  # fmt: skip  (.gif: animated GIFs are short videos; a one-frame GIF fails as "a still image")
+# Other names (.rec, .dif, .bin, none at all) are sniffed: a transport stream or DV file is a video
+# whatever it is called.
 # Extensions that are certainly not video: never sniffed.
 NON_VIDEO_EXTENSIONS = {
     ".txt", ".md", ".json", ".jsonl", ".csv", ".srt", ".vtt", ".ass", ".jpg", ".jpeg", ".png",
@@ -76,11 +85,55 @@ class Source:
         return cls(Path(local_path(key)), size, mtime)
 
 
-def _looks_like_video(path: Path) -> bool:
+def open_regular(path: Path):
+    """A binary file object for `path`, or DiscoveryError when it is not a regular file. The open does not
+    block (O_NONBLOCK), and the check is on the opened file (fstat): a FIFO named `jobs.jsonl` would
+    otherwise hold its reader in open() until something writes to it (a server job, and the index's
+    write lock with it, hung until restart)."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise DiscoveryError(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DiscoveryError(f"not a regular file ({file_kind(mode)}): not read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+TS_PACKET = 188
+SNIFF_BYTES = 4 * 192  # enough for four M2TS (192-byte) packets
+
+
+def _is_transport_stream(head: bytes) -> bool:
+    """MPEG-TS (188-byte packets) or M2TS (a 4-byte timestamp before each): the 0x47 sync byte at the
+    start of every packet read. One 0x47 alone is any text starting with "G"; three or more in step
+    is a transport stream, whatever the file is called (.trp, .rec, .tod, no suffix)."""
+    for offset, step in ((0, TS_PACKET), (4, TS_PACKET + 4)):
+        starts = range(offset, len(head), step)
+        if len(starts) >= 3 and all(head[i] == 0x47 for i in starts):
+            return True
+    return False
+
+
+def _is_dv(head: bytes) -> bool:
+    """A raw DV (DIF) stream, as MiniDV captures are saved: its first DIF block is a header block
+    (1F 07 00) whose next byte says NTSC (3F) or PAL (BF), the test ffmpeg's own DV probe makes."""
+    return len(head) >= 4 and head[:3] == b"\x1f\x07\x00" and head[3] & 0x7F == 0x3F
+
+
+def _looks_like_video(path: Path) -> bool:
+    """Whether the first bytes are a container ffmpeg reads as video (one read, no probe). Only a regular
+    file is read (open_regular): a FIFO behind a link would block the walk in open()."""
+    try:
+        with open_regular(path) as fh:
+            head = fh.read(SNIFF_BYTES)
+    except (OSError, DiscoveryError):
         return False
     return (
         head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free")  # ISO BMFF (mp4/mov)
@@ -88,8 +141,10 @@ def _looks_like_video(path: Path) -> bool:
         or (head.startswith(b"RIFF") and head[8:12] == b"AVI ")
         or head.startswith(b"FLV")
         or head.startswith(b"OggS")
-        or head.startswith(b"\x00\x00\x01\xba")  # MPEG-PS
-        or (len(head) > 0 and head[0] == 0x47 and path.suffix.lower() in ("", ".bin", ".dat"))  # MPEG-TS
+        or head.startswith(b"\x00\x00\x01\xba")  # MPEG-PS (.mod, .vob, .mpg)
+        or head.startswith(b"\x00\x00\x01\xb3")  # MPEG-1/2 video elementary stream (.m2v)
+        or _is_transport_stream(head)
+        or _is_dv(head)
         or head.startswith(b"\x30\x26\xb2\x75")  # ASF / WMV
     )
 
@@ -141,16 +196,55 @@ def _uri_to_path(value: str, base: Path) -> Path:
     )
 
 
-def read_manifest(manifest: Path) -> tuple[list[Source], list[tuple[str, str]]]:
+def _under(real: str, roots: list[str]) -> bool:
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _resolved_root(root: str | os.PathLike) -> str:
+    """A library root as it is compared: a local one resolved (a root that is a link counts where it
+    leads), an s3:// one normalised."""
+    text = os.fspath(root)
+    return objectstore.normalize(text) if objectstore.is_uri(text) else os.path.realpath(os.path.expanduser(text))
+
+
+def resolved_roots(roots: list[str | os.PathLike] | None) -> list[str] | None:
+    """Library roots as compared (_resolved_root); None: no restriction."""
+    return None if roots is None else [_resolved_root(r) for r in roots]
+
+
+def outside_roots(location: str | Path, roots: list[str]) -> bool:
+    """Whether a local path (once resolved: `..` and links followed) or an s3:// URI lies outside every
+    root of its kind (resolved_roots)."""
+    if objectstore.is_uri(str(location)):
+        uri = objectstore.normalize(str(location))
+        return not any(uri == r or uri.startswith(r.rstrip("/") + "/") for r in roots if objectstore.is_uri(r))
+    try:
+        real = os.path.realpath(location)
+    except (OSError, ValueError):
+        return True
+    return not _under(real, [r for r in roots if not objectstore.is_uri(r)])
+
+
+def read_manifest(manifest: Path, roots: list[str] | None = None) -> tuple[list[Source], list[tuple[str, str]]]:
     """Sources from a manifest.jsonl, plus (where, problem) for every line that cannot be used. A line is
     keyed `MANIFEST:N` with the manifest's absolute path, like every other failure; one bad line (not
-    UTF-8, not JSON, nested too deep for the parser) costs that line only. A UTF-8 BOM is allowed."""
+    UTF-8, not JSON, nested too deep for the parser) costs that line only. A UTF-8 BOM is allowed.
+
+    `roots` (a server job: its library roots) holds every entry to them: one that resolves elsewhere is
+    reported and never read, before it is even looked at, so the answer does not say what exists outside.
+    None (the CLI: the operator names what it indexes) follows every entry. A manifest that is not a
+    regular file, or cannot be opened, is one problem keyed by its path."""
     sources: list[Source] = []
     problems: list[tuple[str, str]] = []
     lines: dict[str, int] = {}  # a video's key -> the line that named it first (that row is used)
     base = manifest.parent
     key = where_key(manifest)
-    with open(manifest, "rb") as fh:
+    roots = resolved_roots(roots)
+    try:
+        fh = open_regular(manifest)
+    except DiscoveryError as exc:
+        return [], [(key, str(exc))]
+    with fh:
         for lineno, raw in enumerate(fh, 1):
             where = f"{key}:{lineno}"
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -171,12 +265,16 @@ def read_manifest(manifest: Path) -> tuple[list[Source], list[tuple[str, str]]]:
                 meta = entry.get("metadata") or {}
                 if not isinstance(meta, dict):
                     raise DiscoveryError('"metadata" must be an object')
-                if objectstore.is_uri(entry["video"]):
+                remote = objectstore.is_uri(entry["video"])
+                path = None if remote else _uri_to_path(entry["video"], base)
+                if roots is not None and outside_roots(entry["video"] if remote else path, roots):
+                    # checked before the file is looked at: the answer must not say what exists out there
+                    raise DiscoveryError(f"video {entry['video'][:200]} is outside the server's library roots: not read")
+                if remote:
                     from .remote import manifest_object  # remote.py imports this module
 
                     sources.append(manifest_object(objectstore.normalize(entry["video"]), entry.get("title"), meta))
                     continue
-                path = _uri_to_path(entry["video"], base)
                 if not path.exists():
                     raise DiscoveryError(f"video {path} does not exist")
                 if path.is_dir():
@@ -199,9 +297,10 @@ def read_manifest(manifest: Path) -> tuple[list[Source], list[tuple[str, str]]]:
 class _Walk:
     """One walk over the operator's paths, collecting sources and problems."""
 
-    def __init__(self, roots: list[Path], follow_symlinks: bool):
+    def __init__(self, roots: list[Path], follow_symlinks: bool, limit: list[str] | None = None):
         self.roots = [os.path.realpath(r) for r in roots if Path(r).is_dir()]
         self.follow = follow_symlinks
+        self.limit = limit  # a server's library roots: no link is followed out of them, allowed or not
         self.found: dict[str, Source] = {}
         self.problems: list[tuple[str, str]] = []
         self.visited: set[str] = set()
@@ -236,6 +335,11 @@ class _Walk:
 
     def link(self, path: Path) -> None:
         target = os.path.realpath(path)
+        if self.limit is not None and outside_roots(target, self.limit):
+            # a server job never follows a link out of its library roots, whatever follow_symlinks says,
+            # and says the same whether the target exists or not (no probing of the server's disk)
+            self.problems.append((where_key(path), "symbolic link leads outside the server's library roots: not followed"))
+            return
         if not os.path.exists(target):
             self.problems.append((where_key(path), link_problem(path)))
             return
@@ -264,13 +368,18 @@ class _Walk:
             self.found.setdefault(key, Source(path=_key_path(path), size=st.st_size, mtime=st.st_mtime))
 
 
-def discover(paths: list[Path], follow_symlinks: bool = False) -> tuple[list[Source], list[tuple[str, str]]]:
+def discover(paths: list[Path], follow_symlinks: bool = False, roots: list[str] | None = None) -> tuple[list[Source], list[tuple[str, str]]]:
     """Every candidate video under `paths`, deduplicated by path, in a stable order, plus (where,
     problem) for what was found and cannot be used. `s3://` prefixes, objects and manifests are listed
-    by remote.py."""
+    by remote.py.
+
+    `roots`: a server job's library roots (its paths were checked against them already). What the paths
+    lead to is held to them too: a manifest's entries and symbolic links that resolve elsewhere are
+    reported, never read. None (the CLI) keeps no such restriction."""
+    roots = resolved_roots(roots)
     remote = [objectstore.normalize(p) for p in paths if objectstore.is_uri(p)]
     paths = [p for p in paths if not objectstore.is_uri(p)]
-    walk = _Walk([Path(p) for p in paths], follow_symlinks)
+    walk = _Walk([Path(p) for p in paths], follow_symlinks, roots)
     if remote:
         from .remote import discover_uri  # remote.py imports this module
 
@@ -288,7 +397,7 @@ def discover(paths: list[Path], follow_symlinks: bool = False) -> tuple[list[Sou
         elif given.is_dir():
             walk.folder(given)
         elif given.suffix.lower() == MANIFEST_SUFFIX:
-            srcs, probs = read_manifest(given)
+            srcs, probs = read_manifest(given, roots)
             walk.problems.extend(probs)
             for src in srcs:
                 walk.found[src.key] = src  # a manifest's title/metadata win over a plain folder listing

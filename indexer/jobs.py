@@ -234,6 +234,11 @@ class JobManager:
         s = self.settings
         return load_backbone(**model_spec(s, stored), precision=s.precision, device=s.device, **backend_options(s))
 
+    def job_roots(self) -> list[str]:
+        """The library roots a job may read under (the server's `library_roots`; none configured: no job
+        gets this far, since check_job_paths refuses them all)."""
+        return [str(r) for r in self.settings.library_roots]
+
     def _stored_fingerprint(self):
         try:
             return Store.open(self.db).stored_fingerprint()
@@ -261,7 +266,10 @@ class JobManager:
         try:
             backbone = self._model(stored)
             store = open_store_for(self.settings, backbone)
-            summary = IndexRun(store, backbone, self.settings, progress=tracker).run([Path(p) for p in job.paths], prune=job.kind == "reindex")
+            # a job's paths lie under the library roots (server/library.check_job_paths); so must what
+            # they lead to: a manifest under a root must not name files elsewhere on the server's disk
+            summary = IndexRun(store, backbone, self.settings, progress=tracker).run(
+                [Path(p) for p in job.paths], prune=job.kind == "reindex", roots=self.job_roots())
         except Exception as exc:  # noqa: BLE001 - every failure is the job's, reported on it
             if not had_index:
                 self._remove_new(existing)

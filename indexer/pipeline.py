@@ -299,11 +299,14 @@ class IndexRun:
         return self.store.purge_videos(self.store.indexed_ids() - self.store.referenced_ids())
 
     # -- running -------------------------------------------------------------------------------
-    def run(self, paths: list[Path], prune: bool = False, restore: bool = False) -> RunSummary:
+    def run(self, paths: list[Path], prune: bool = False, restore: bool = False, roots: list[str] | None = None) -> RunSummary:
+        """Index `paths`. `roots`: a server job's library roots, which what the paths lead to (manifest
+        entries, symbolic links) must not leave (discover); None for the CLI, whose operator names what
+        it indexes."""
         t0 = time.monotonic()
         with self.store.write_lock():
             self.store.remove_orphans()
-            sources, problems = discover(paths, follow_symlinks=self.settings.follow_symlinks)
+            sources, problems = discover(paths, follow_symlinks=self.settings.follow_symlinks, roots=roots)
             self._report_problems(problems)
             if prune:
                 self.prune(paths, {s.key for s in sources} | {w for w, _ in problems})
@@ -615,7 +618,8 @@ class IndexRun:
         try:
             with self._turns():
                 rate = getattr(getattr(self.backbone, "audio_tower", None), "sample_rate", None)  # CLAP: 48 kHz
-                starts, ends, vectors = self.audio_encoder(stream_audio(media_location(video.item.source), *([rate] if rate else [])))
+                audio = stream_audio(media_location(video.item.source), *([rate] if rate else []), stream=info.audio_stream)
+                starts, ends, vectors = self.audio_encoder(audio)
         except Exception as exc:  # noqa: BLE001 - the visual index is kept
             warnings.append(f"audio: {exc}")
             return None, None, None

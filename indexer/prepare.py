@@ -185,7 +185,7 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
     audio, spans = None, []
     if job.want_audio and info.has_audio:
         try:
-            audio = read_audio(path)
+            audio = read_audio(path, stream=info.audio_stream)
         except (RuntimeError, OSError) as exc:
             warnings.append(f"audio: {exc}")
     if job.speech and info.has_audio:
@@ -241,7 +241,7 @@ def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> list:
     progress.stage, progress.done, progress.total = "transcribing speech", 0.0, info.duration
 
     def counted():
-        for block in stream_audio(job.path):
+        for block in stream_audio(job.path, stream=info.audio_stream):  # the track a player plays
             yield block
             progress.done += len(block) / SAMPLE_RATE
 

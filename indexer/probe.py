@@ -7,8 +7,11 @@ Two facts from the probe shape everything downstream:
 - **Player time.** A player shows the earliest timestamp of the file as 0 (broadcast transport streams
   start at 1.4 s or hours in). Every time we store is seconds from that point: `video_start` and
   `audio_start` say where each stream begins on that clock.
-- **Display orientation.** Phones store portrait video as landscape frames plus a rotation; `width` and
-  `height` are what a viewer sees, and `rotation` is what the decoder must apply.
+- **Display size.** Phones store portrait video as landscape frames plus a rotation, and DV, DVD, HDV
+  and broadcast video store non-square pixels (a sample aspect ratio: 720x480 shown at 16:9 is 853x480);
+  `width` and `height` are what a viewer sees, and the decoders scale and turn frames to match.
+- **Which streams.** A file may hold several video and audio tracks; the ones described are the ones
+  a player picks (the track flagged default, else the first), and the decoders read those.
 
 Files that are not media at all are rejected before ffprobe opens them: an HLS or ffconcat playlist
 saved under a video name would make ffmpeg read whatever files it lists, inside the library or not.
@@ -45,7 +48,7 @@ class MediaError(RuntimeError):
 class ProbeResult:
     duration: float  # seconds of player time
     fps: float
-    width: int  # as displayed (rotation applied)
+    width: int  # as displayed (sample aspect ratio and rotation applied)
     height: int
     has_audio: bool
     video_codec: str
@@ -53,14 +56,19 @@ class ProbeResult:
     n_frames: int | None
     rotation: int = 0  # degrees counter-clockwise the decoded picture must turn to be upright (0/90/180/270)
     video_start: float = 0.0  # where the video stream starts, in player time
-    audio_start: float = 0.0  # where the first audio stream starts, in player time
+    audio_start: float = 0.0  # where the audio stream read (`audio_stream`) starts, in player time
     format_name: str = ""
     stream_index: int = -1  # ffprobe's index of the video stream described (and decoded); -1: the first
-
+    video_streams: int = 1  # video streams a decoder could pick (cover art aside): over 1, only PyAV picks ours
+    audio_stream: int = 0  # which audio stream is read (ffmpeg's `-map 0:a:N`): the default-flagged one, else the first
+    coded_width: int = 0  # the pictures as stored (before the sample aspect ratio and rotation); 0: unknown
+    coded_height: int = 0
 
     @property
     def coded_size(self) -> tuple[int, int]:
-        """(width, height) of the pictures as stored, before rotation."""
+        """(width, height) of the pictures as stored, before the sample aspect ratio and rotation."""
+        if self.coded_width and self.coded_height:
+            return self.coded_width, self.coded_height
         return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
 
 
@@ -172,14 +180,48 @@ def rotation_of(stream: dict) -> int:
     return 0
 
 
+# Sample aspect ratios outside this range are damaged headers, not lenses (an anamorphic lens is 2:1 at most)
+SAR_RANGE = (0.2, 5.0)
+
+
+def _default_first(streams: list[dict]) -> dict:
+    """The stream a player picks among `streams`: the first flagged `default`, else the first."""
+    return next((s for s in streams if (s.get("disposition") or {}).get("default")), streams[0])
+
+
 def _main_video(video: list[dict]) -> dict:
-    """The video stream a player (and decord: ffmpeg's best stream) shows: an MKV may carry its cover
-    art as a first, unflagged one-frame MJPEG/PNG stream. Prefer a stream whose codec is not a picture
-    codec, then the first. The decoders read this stream."""
+    """The video stream a player shows: an MKV may carry its cover art as a first, unflagged one-frame
+    MJPEG/PNG stream, and a dashcam or screen recorder a second camera. Prefer a stream whose codec is
+    not a picture codec, then the one flagged default, then the first. The decoders read this stream
+    (decord cannot be told which, so a file with several goes to PyAV: decode._decoders)."""
     def still(s: dict) -> bool:
         return str(s.get("codec_name")) in STILL_IMAGE_CODECS - {"gif"}
 
-    return ([s for s in video if not still(s)] or video)[0]
+    return _default_first([s for s in video if not still(s)] or video)
+
+
+def _main_audio(audio: list[dict]) -> int:
+    """Which audio stream (0-based among the audio streams, as ffmpeg's `-map 0:a:N` counts) a player
+    plays: the one flagged default (a dub's original-language track is often the second), else the first."""
+    return audio.index(_default_first(audio)) if audio else 0
+
+
+def sample_aspect(text: str | None) -> Fraction:
+    """A stream's sample (pixel) aspect ratio from ffprobe's "N:D"; 1 where it is unset ("0:1", "N/A"),
+    malformed, or outside SAR_RANGE."""
+    try:
+        num, den = (int(x) for x in str(text).split(":"))
+        sar = Fraction(num, den)
+    except (ValueError, ZeroDivisionError):
+        return Fraction(1)
+    return sar if SAR_RANGE[0] <= sar <= SAR_RANGE[1] else Fraction(1)
+
+
+def display_size(coded_w: int, coded_h: int, sar: str | None, rotation: int) -> tuple[int, int]:
+    """(width, height) as a player shows the pictures: pixels made square by widening or narrowing them
+    (the height is kept, as ffmpeg's `scale=iw*sar:ih` and players do), then turned by the rotation."""
+    width = max(1, int(round(coded_w * sample_aspect(sar))))
+    return (coded_h, width) if rotation in (90, 270) else (width, coded_h)
 
 
 def probe(path: Path | str) -> ProbeResult:
@@ -235,9 +277,10 @@ def probe(path: Path | str) -> ProbeResult:
         duration = n_frames / fps
     if duration is None:
         raise MediaError("duration unknown (truncated or streaming-only file?)")
-    a_start = _time(audio[0].get("start_time")) if audio else None
+    a_index = _main_audio(audio)
+    a_start = _time(audio[a_index].get("start_time")) if audio else None
     rotation = rotation_of(v)
-    width, height = (coded_h, coded_w) if rotation in (90, 270) else (coded_w, coded_h)
+    width, height = display_size(coded_w, coded_h, v.get("sample_aspect_ratio"), rotation)
     return ProbeResult(
         duration=duration,
         fps=fps,
@@ -252,4 +295,8 @@ def probe(path: Path | str) -> ProbeResult:
         audio_start=max(0.0, (a_start if a_start is not None else origin) - origin),
         format_name=format_name,
         stream_index=int(v.get("index", -1)),
+        video_streams=len(video),
+        audio_stream=a_index,
+        coded_width=coded_w,
+        coded_height=coded_h,
     )

@@ -73,12 +73,14 @@ class SubtitleTrack:
 
 
 @lru_cache(maxsize=64)
-def _folder_subtitles(folder: str, mtime_ns: int) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
-    """A folder's video stems and its subtitle files (name, stem), once per change: every video of a
-    folder of thousands asks (each run looks for subtitles added beside unchanged videos)."""
+def _folder_subtitles(folder: str, mtime_ns: int) -> tuple[frozenset[str], frozenset[str], tuple[tuple[str, str], ...]]:
+    """A folder's video stems (as they are, and case-folded) and its subtitle files (name, stem), once
+    per change: every video of a folder of thousands asks (each run looks for subtitles added beside
+    unchanged videos)."""
     names = _listing(folder, mtime_ns)
     videos = frozenset(Path(n).stem for n in names if Path(n).suffix.lower() in VIDEO_EXTENSIONS)
-    return videos, tuple((n, Path(n).stem) for n in names if Path(n).suffix.lower() in SUBTITLE_EXTENSIONS)
+    folded = frozenset(v.casefold() for v in videos)
+    return videos, folded, tuple((n, Path(n).stem) for n in names if Path(n).suffix.lower() in SUBTITLE_EXTENSIONS)
 
 
 @lru_cache(maxsize=64)
@@ -100,27 +102,66 @@ def _listing(folder: str, mtime_ns: int) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def _names_video(base: str, stem: str, exact: bool) -> str | None:
+    """What follows `stem` in a subtitle's base name: "" for `talk`, "en" for `talk.en`; None when the
+    base does not start with the stem. Letter case counts when `exact`; otherwise not (a Windows or
+    macOS library holds `Holiday.mp4` + `holiday.srt`, and players there pair them)."""
+    head = base[: len(stem)]
+    if not (head == stem if exact else head.casefold() == stem.casefold()):
+        return None
+    if len(base) == len(stem):
+        return ""
+    return base[len(stem) + 1 :] if base[len(stem)] == "." else None
+
+
+def _claimed_exactly(base: str, videos: frozenset[str], stem: str) -> bool:
+    """Whether another video of the folder names this subtitle with its exact case (`holiday.srt` and
+    `holiday.en.srt` are `holiday.mp4`'s, not `Holiday.mp4`'s): its base, or a part of it up to a dot,
+    is that video's stem. A set lookup per dot, not a scan of the folder's videos."""
+    cuts = [i for i, ch in enumerate(base) if ch == "."] + [len(base)]
+    return any(base[:i] in videos and base[:i] != stem for i in cuts)
+
+
 def find_subtitles(video: str | os.PathLike) -> list[tuple[Path, str | None]]:
-    """(path, language tag or None) for each subtitle file that names this video, plain name first."""
+    """(path, language tag or None) for each subtitle file that names this video, plain name first.
+
+    Names are matched as players match them, letter case aside: `holiday.srt` is `Holiday.mp4`'s. An
+    exact-case name wins over one that differs only in case for the same language and format
+    (`Holiday.srt` over `holiday.srt`), and a name that another video of the folder matches with its
+    exact case (`holiday.srt` beside `holiday.mp4`) is that video's."""
     video = Path(video)
     folder = video.parent
     try:
-        videos_here, subtitles = _folder_subtitles(str(folder), folder.stat().st_mtime_ns)
+        videos_here, folded_videos, subtitles = _folder_subtitles(str(folder), folder.stat().st_mtime_ns)
     except OSError:
         return []
     stem = video.stem
-    found: list[tuple[Path, str | None]] = []
+    exact_found: list[tuple[Path, str | None]] = []
+    loose_found: list[tuple[Path, str | None]] = []
     for name, base in subtitles:  # base: "talk" or "talk.en" or "talk.en.forced"
-        if base == stem:
-            found.append((folder / name, None))
-        elif base.startswith(stem + "."):
-            middle = base[len(stem) + 1 :]
+        middle = _names_video(base, stem, exact=True)
+        exact = middle is not None
+        if not exact:
+            middle = _names_video(base, stem, exact=False)
+            if middle is None or _claimed_exactly(base, videos_here, stem):
+                continue
+        if middle:
             parts = middle.split(".")
             if len(parts) > 2 or not all(_LANG_PART.match(x) for x in parts):
                 continue
-            if base in videos_here:  # `talk.part2.srt` is `talk.part2.mp4`'s
+            if base.casefold() in folded_videos:  # `talk.part2.srt` is `talk.part2.mp4`'s
                 continue
-            found.append((folder / name, middle))
+        (exact_found if exact else loose_found).append((folder / name, middle or None))
+
+    def slot(item: tuple[Path, str | None]) -> tuple[str | None, str]:
+        return (item[1].casefold() if item[1] else None, item[0].suffix.lower())
+
+    taken = {slot(x) for x in exact_found}
+    found = list(exact_found)
+    for item in loose_found:
+        if slot(item) not in taken:  # one of the names that differ only in case, where none is exact
+            taken.add(slot(item))
+            found.append(item)
     found.sort(key=lambda x: (x[1] is not None, x[1] or "", x[0].suffix.lower()))
     return found
 

@@ -95,3 +95,22 @@ def test_a_first_job_that_fails_leaves_no_half_made_index(tmp_path, served):
     assert not db.exists()
     with pytest.raises(StoreError, match="no index at"):
         Store.open(db)
+
+
+def test_a_job_manifest_cannot_name_videos_outside_the_library_roots(tmp_path, served):
+    """A manifest under a root is a job path like any other, but its lines could name any file the
+    server can read (absolute paths, `../..`): those lines fail, unread, and the rest is indexed."""
+    inside = make_clip(tmp_path / "lib" / "inside.mp4", seconds=2, source="testsrc2", audio_hz=None)
+    private = make_clip(tmp_path / "outside" / "private.mp4", seconds=2, source="smptebars", audio_hz=None)
+    manifest = tmp_path / "lib" / "man" / "list.jsonl"
+    manifest.parent.mkdir()
+    manifest.write_text(f'{{"video": "../inside.mp4"}}\n{{"video": "{private}"}}\n{{"video": "../../outside/private.mp4"}}\n')
+    db = tmp_path / "db"
+    toml = (f'db = "{db}"\nmodel = "tiny"\npretrained = "none"\nspeech = false\nocr = false\n'
+            f'api_keys = ["{API_KEY}"]\nlibrary_roots = ["{tmp_path / "lib"}"]\n')  # fmt: skip
+    with served(toml) as client:
+        done = job_done(client, [str(manifest)])
+    assert done.state == "succeeded", done.error
+    assert done.summary["indexed"] == 1 and done.summary["failed"] == 2, done.summary
+    assert all("outside the server's library roots" in f["error"] for f in done.summary["failures"]), done.summary["failures"]
+    assert [r["path"] for r in Store.open(db).videos().to_pylist()] == [str(inside)]

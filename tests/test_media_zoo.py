@@ -107,6 +107,14 @@ def test_a_damaged_stretch_costs_that_stretch_and_a_truncated_file_its_tail(zoo,
         assert ends.max() <= 5.5, name  # ... but only what decodes is indexed (the last frame stood for 8 s more)
 
 
+def test_a_subtitle_named_but_for_letter_case_is_read(zoo, zoo_index):
+    """`Holiday.mp4` + `holiday.srt`: players on Windows and macOS pair them, so the index does too."""
+    store = Store.open(zoo_index[0])
+    z = zoo.files["case_subtitle"]
+    spans = store.span_rows(_video(store, z.path)["video_id"], "subtitle")
+    assert [s["text"] for s in spans] == [z.extra["subtitle"]]
+
+
 def test_symlinks_are_listed_under_their_own_names(zoo, zoo_index):
     store = Store.open(zoo_index[0])
     files = {r["path"]: r for r in store.files().to_pylist()}

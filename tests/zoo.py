@@ -161,6 +161,23 @@ def build_zoo(root: Path) -> Zoo:
     ffmpeg("-i", str(cover), "-i", str(base), "-map", "0", "-map", "1", "-c", "copy", "-c:v:0", "mjpeg",
            "-disposition:v:0", "attached_pic", str(lib / "cover first.mkv"))  # fmt: skip
     ok("cover_first_mkv", lib / "cover first.mkv", size=(160, 120), has_audio=True)
+    # Camcorder and set-top-box names: an HDV tape capture (.m2t, MPEG-2 in TS), a DVB recording under a
+    # name no list knows (.rec: sniffed), and a PAL MiniDV capture (.dv: 720x576 with 16:15 pixels, shown 768x576).
+    ok("hdv_m2t", _render(lib / "hdv tape.m2t", ["-c:v", "mpeg2video", "-q:v", "4", "-f", "mpegts"], ["-c:a", "mp2"]), has_audio=True)
+    ok("dvb_rec", _render(lib / "topfield.rec", [*H264, "-f", "mpegts"], AAC, audio="sine=frequency=700"), has_audio=True)
+    ok("minidv", _render(lib / "minidv capture.dv", ["-c:v", "dvvideo", "-pix_fmt", "yuv420p", "-f", "dv"], ["-c:a", "pcm_s16le", "-ar", "48000", "-ac", "2"],
+                         size="720x576", rate=25), size=(768, 576), has_audio=True)  # fmt: skip
+    # Anamorphic: 160x120 coded with 2:1 pixels, shown 320x120.
+    ok("anamorphic", _render(lib / "anamorphic.mp4", H264, None, out_args=("-aspect", "8:3")), size=(320, 120), has_audio=False)
+    # Two video tracks (a dashcam's two cameras): the default first track is red then blue; the second,
+    # bigger and at a higher bitrate, is green. The first is described and decoded: the cut is there.
+    ffmpeg(*_red_blue(4.0, "160x120", 10), "-f", "lavfi", "-i", "color=green:size=640x480:rate=10:duration=4",
+           "-map", "[v]", "-map", "2:v", *H264, "-t", "4", str(lib / "two cameras.mp4"))  # fmt: skip
+    ok("two_video_tracks", lib / "two cameras.mp4", size=(160, 120), has_audio=False)
+    # A subtitle whose name differs from its video's only in letter case (a library from Windows or macOS)
+    _render(lib / "Holiday.mp4", H264, None, extra_filter="hue=h=10")
+    (lib / "holiday.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\ncase mismatch narwhal\n")
+    ok("case_subtitle", lib / "Holiday.mp4", has_audio=False, extra={"subtitle": "case mismatch narwhal"})
     ok("tiny_clip", _render(lib / "blink.mp4", H264, None, seconds=0.2, rate=25), cut=None, duration=0.2, has_audio=False)
     gif = lib / "reaction.gif"
     ffmpeg(*_red_blue(4.0, "160x120", 5), "-map", "[v]", "-t", "4", str(gif))
