@@ -23,6 +23,11 @@ a failed job stopped.
 polls between decoder replies and while it waits for one); a running job that reports no progress
 for `job_stall_seconds` is stopped the same way and marked failed. What a stopped job committed stays.
 
+**Several servers on one index** (behind a load balancer) share its jobs through those records: a
+job started on one is found on the others (`get` and `list` read the records other servers keep up to
+date), and a job submitted while another process writes to the index waits, queued, for its turn
+instead of failing on the write lock.
+
 Job records are kept in `<db>/.jobs/<id>.json`, so they outlive a restart. While there is no index
 yet they stay in memory: a first job that fails (an offline model, a bad path) leaves no directory
 behind that would look like a broken index.
@@ -34,6 +39,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -45,7 +51,7 @@ from vidsearch.api_models import JobInfo, JobProgress
 from vidsearch.config import Settings
 from vidsearch.encoders import ModelLoadError, backend_options, load_backbone, model_spec
 from vidsearch.fingerprint import FingerprintMismatch
-from vidsearch.store import Store, StoreError
+from vidsearch.store import Store, StoreError, WriterBusy
 
 from .ownership import is_gone, this_process
 from .pipeline import IndexRun, IndexRunError, Progress, open_store_for
@@ -54,6 +60,9 @@ __all__ = ["JobManager", "JobTracker"]
 
 log = logging.getLogger(__name__)
 REPORT_SECONDS = 0.25  # progress is recorded (and the server told) at most this often
+WAIT_SECONDS = 0.5  # how often a queued job looks whether another process still writes to the index
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what a record's file name may be (ids are read from requests)
+FINISHED = ("succeeded", "failed", "cancelled")
 # failures whose message says what to do; anything else is reported with its type and logged
 EXPLAINED = (ModelLoadError, StoreError, FingerprintMismatch, FileNotFoundError, IndexRunError)
 
@@ -81,6 +90,10 @@ class JobTracker(Progress):
 
     def request_stop(self, reason: str, cancelled: bool) -> None:
         self._stop = self._stop or JobStopped(reason, cancelled)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop is not None
 
     def poll(self) -> None:
         if self._stop is not None:
@@ -134,6 +147,7 @@ class JobManager:
         self.on_progress = on_progress or (lambda: None)
         self.on_finish = on_finish or (lambda backbone: None)
         self._jobs: dict[str, JobInfo] = {}
+        self._mine: set[str] = set()  # jobs submitted to this process (the others are read from their records)
         self._lock = threading.Lock()
         self._queue: queue.Queue[str] = queue.Queue()
         self._owner = this_process()
@@ -149,15 +163,43 @@ class JobManager:
         if not self.dir.is_dir():
             return
         for f in self.dir.glob("*.json"):
-            try:
-                record = json.loads(f.read_text())
-                owner = record.pop("_owner", None)
-                job = JobInfo.model_validate(record)
-            except ValueError:
+            job = self._read_record(f)
+            if job is not None:
+                self._jobs[job.id] = job
+
+    def _read_record(self, f: Path) -> JobInfo | None:
+        """A job as its record says, None where there is none (or it cannot be read); a queued or running
+        job whose owner process is gone reads as failed (the server that ran it stopped)."""
+        try:
+            record = json.loads(f.read_text())
+            owner = record.pop("_owner", None)
+            job = JobInfo.model_validate(record)
+        except (OSError, ValueError):
+            return None
+        if job.state in ("queued", "running") and is_gone(owner):  # the server that ran it is gone
+            job = job.model_copy(update={"state": "failed", "error": "the server stopped before the job finished; submit it again (indexing resumes where it stopped)", "finished_at": time.time()})
+        return job
+
+    def _others(self, job_id: str | None = None) -> None:
+        """Bring other servers' jobs (on the same index) up to date from their records: one job, or all.
+        Jobs of this process are its own to tell, from memory."""
+        if not self.dir.is_dir():
+            return
+        if job_id is not None:
+            files = [self.dir / f"{job_id}.json"] if JOB_ID.fullmatch(job_id) else []
+        else:
+            files = list(self.dir.glob("*.json"))
+        for f in files:
+            if f.stem in self._mine:
                 continue
-            if job.state in ("queued", "running") and is_gone(owner):  # the server that ran it is gone
-                job = job.model_copy(update={"state": "failed", "error": "the server stopped before the job finished; submit it again (indexing resumes where it stopped)", "finished_at": time.time()})
-            self._jobs[job.id] = job
+            with self._lock:
+                known = self._jobs.get(f.stem)
+            if known is not None and known.state in FINISHED:
+                continue  # a finished job's record does not change
+            job = self._read_record(f)
+            if job is not None:
+                with self._lock:
+                    self._jobs[job.id] = job
 
     def _save(self, job: JobInfo) -> None:
         """Persist a record, only inside an index directory that exists (see the module docstring)."""
@@ -179,40 +221,66 @@ class JobManager:
         job = JobInfo(id=uuid.uuid4().hex[:12], kind=kind, paths=paths, state="queued", created_at=time.time())
         with self._lock:
             self._jobs[job.id] = job
+            self._mine.add(job.id)
         self._save(job)
         self._queue.put(job.id)
         return job
 
     def cancel(self, job_id: str) -> JobInfo | None:
         """Cancel a queued job now, or ask a running one to stop (it is marked cancelled when it has);
-        None for an unknown id; a finished job as it is."""
+        None for an unknown id; a finished job as it is. Another server's job (on the same index) is asked
+        through a file beside its record, which its server looks for every second (`_watch`)."""
+        self._others(job_id)
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None or job.state not in ("queued", "running"):
                 return job
+            if job_id not in self._mine:
+                self._cancel_file(job_id).touch()
+                return job
             if self._running is not None and self._running[0] == job_id:
                 self._running[1].request_stop("cancelled by a client", cancelled=True)
                 return job
-            if job.state == "running":  # another server's job (read from its record): not ours to stop
+            if job.state == "running":  # not started by this process's runner after all: nothing to stop here
                 return job
             job = self._jobs[job_id] = job.model_copy(update={"state": "cancelled", "error": "cancelled by a client", "finished_at": time.time()})
         self._save(job)
         return job
 
+    def _cancel_file(self, job_id: str) -> Path:
+        return self.dir / f"{job_id}.cancel"
+
+    def _cancel_asked(self) -> None:
+        """Act on cancellations other servers were asked for: the running job stops at its next step,
+        a queued one is cancelled now."""
+        if not self.dir.is_dir():
+            return
+        for f in self.dir.glob("*.cancel"):
+            if f.stem in self._mine:
+                f.unlink(missing_ok=True)
+                self.cancel(f.stem)
+
     def _watch(self, every: float = 1.0) -> None:
-        """Stop a running job that has shown no progress for `job_stall_seconds`."""
+        """Stop a running job that has shown no progress for `job_stall_seconds`, and act on cancellations
+        asked of other servers."""
         limit = self.settings.job_stall_seconds
         while True:
             time.sleep(min(every, limit / 4))
+            try:
+                self._cancel_asked()
+            except OSError:
+                log.exception("jobs: reading cancellations")
             running = self._running
             if running is not None and time.monotonic() - running[1].active_at > limit:
                 running[1].request_stop(f"no progress for {limit:g} s (job_stall_seconds): stopped; what was committed is kept", cancelled=False)
 
     def get(self, job_id: str) -> JobInfo | None:
+        self._others(job_id)
         with self._lock:
             return self._jobs.get(job_id)
 
     def list(self) -> list[JobInfo]:
+        self._others()
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: -j.created_at)
 
@@ -246,19 +314,35 @@ class JobManager:
             return None
 
     def _run(self, job_id: str) -> None:
-        tracker = JobTracker(lambda p: self._progress(job_id, p))
-        with self._lock:  # a cancel sees the job either queued or running, never in between
-            if self._jobs[job_id].state != "queued":  # cancelled while it waited
+        """Run a queued job once no other process writes to the index (another server's job, a `vidsearch
+        index` in a shell): it waits queued, cancellable, and goes back to waiting if another writer took
+        the lock between the look and its start."""
+        while True:
+            while Store.writer_busy(self.db):
+                with self._lock:
+                    if self._jobs[job_id].state != "queued":  # cancelled while it waited
+                        return
+                time.sleep(WAIT_SECONDS)
+            tracker = JobTracker(lambda p: self._progress(job_id, p))
+            with self._lock:  # a cancel sees the job either queued or running, never in between
+                if self._jobs[job_id].state != "queued":  # cancelled while it waited
+                    return
+                job = self._jobs[job_id] = self._jobs[job_id].model_copy(update={"state": "running"})
+                self._running = (job_id, tracker)
+            self._save(job)
+            try:
+                if self._index(job, tracker):
+                    return
+            finally:
+                self._running = None
+            if tracker.stop_requested:  # cancelled while it started: it did nothing
+                self._update(job_id, state="cancelled", error="cancelled by a client", finished_at=time.time())
                 return
-            job = self._jobs[job_id] = self._jobs[job_id].model_copy(update={"state": "running"})
-            self._running = (job_id, tracker)
-        self._save(job)
-        try:
-            self._index(job, tracker)
-        finally:
-            self._running = None
+            self._update(job_id, state="queued")
 
-    def _index(self, job: JobInfo, tracker: JobTracker) -> None:
+    def _index(self, job: JobInfo, tracker: JobTracker) -> bool:
+        """Run the job and record how it ended; False (nothing recorded) where another process held the
+        write lock: the job waits for its turn again."""
         job_id = job.id
         existing = set(os.listdir(self.db)) if self.db.is_dir() else None
         stored = self._stored_fingerprint() if existing is not None else None
@@ -271,21 +355,24 @@ class JobManager:
             summary = IndexRun(store, backbone, self.settings, progress=tracker).run(
                 [Path(p) for p in job.paths], prune=job.kind == "reindex", roots=self.job_roots())
         except Exception as exc:  # noqa: BLE001 - every failure is the job's, reported on it
+            if isinstance(exc, WriterBusy):  # the other writer's files are not ours to remove
+                return False
             if not had_index:
                 self._remove_new(existing)
             if isinstance(exc, JobStopped) and exc.cancelled:
                 self._update(job_id, state="cancelled", error=str(exc), progress=tracker.progress, finished_at=time.time())
-                return
+                return True
             if isinstance(exc, (JobStopped, *EXPLAINED)):
                 reason = str(exc)
             else:
                 log.exception("job %s failed", job_id)
                 reason = f"{type(exc).__name__}: {exc}"
             self._update(job_id, state="failed", error=reason, progress=tracker.progress, finished_at=time.time())
-            return
+            return True
         result = {"db": str(self.settings.db), "fingerprint": backbone.fingerprint.id, **summary.as_dict()}
         self._update(job_id, state="succeeded", summary=result, progress=tracker.progress, finished_at=time.time())
         self.on_finish(backbone)
+        return True
 
     def _progress(self, job_id: str, progress: JobProgress) -> None:
         self._update(job_id, progress=progress)

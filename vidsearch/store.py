@@ -50,6 +50,10 @@ class StoreError(RuntimeError):
     """The index directory cannot be used as asked; the message says why and what to do."""
 
 
+class WriterBusy(StoreError):
+    """Another process holds the index's write lock (a job waits for it; a CLI run says so and stops)."""
+
+
 @dataclass
 class EncodedVideo:
     """Everything one video contributes to the index, as columns."""
@@ -258,10 +262,27 @@ class Store:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise StoreError(f"another vidsearch process is writing to {self.path}; wait for it to finish")
+                raise WriterBusy(f"another vidsearch process is writing to {self.path}; wait for it to finish") from None
             yield
         finally:
             fh.close()
+
+    @staticmethod
+    def writer_busy(path: Path | str) -> bool:
+        """Whether another writer holds the index's write lock now (a job waits its turn instead of
+        failing). An index on object storage, or one not made yet, has no lock to hold."""
+        if objectstore.is_uri(str(path)):
+            return False
+        lock = Path(path) / ".write.lock"
+        if not lock.is_file():
+            return False
+        with open(lock, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
 
     # -- reading -------------------------------------------------------------------------------
     def table(self, name: str):
