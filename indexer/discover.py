@@ -48,7 +48,7 @@ VIDEO_EXTENSIONS = {
 # whatever it is called.
 # Extensions that are certainly not video: never sniffed.
 NON_VIDEO_EXTENSIONS = {
-    ".txt", ".md", ".json", ".jsonl", ".csv", ".srt", ".vtt", ".ass", ".jpg", ".jpeg", ".png",
+    ".txt", ".md", ".json", ".jsonl", ".csv", ".srt", ".vtt", ".ass", ".ssa", ".jpg", ".jpeg", ".png",
     ".webp", ".pdf", ".html", ".xml", ".py", ".toml", ".yaml", ".yml", ".zip", ".gz", ".lock", ".lance",
     ".manifest", ".txn", ".wav", ".mp3", ".flac", ".aac", ".m4a", ".ogg", ".opus", ".nfo", ".ini",
 }  # fmt: skip

@@ -41,9 +41,9 @@ from .discover import Source, discover
 from .hashing import content_hash
 from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working, decode_job
 from .remote import media_location, object_hash
-from .probe import ProbeResult
+from .probe import MediaError, ProbeResult, probe
 from .segment import make_segments, pool_segments
-from .sidecar import find_subtitles, metadata_spans, sidecar_spans, subtitle_spans
+from .sidecar import embedded_subtitle_spans, find_subtitles, metadata_spans, sidecar_spans, subtitle_spans, unique_subtitles
 from .worker import DecoderPool, DecoderStartError, JobStream, default_decode_workers
 
 FLUSH_SECONDS = 10.0
@@ -364,12 +364,17 @@ class IndexRun:
         if not rows:
             return
         duration = rows[0]["duration"]
-        seen, spans = set(), []
+        found = []
         for path in sorted(paths):
-            for sp in subtitle_spans(local_path(path), duration):
-                if (sp.start, sp.end, sp.text) not in seen:
-                    seen.add((sp.start, sp.end, sp.text))
-                    spans.append(sp)
+            found += subtitle_spans(local_path(path), duration)
+        if paths:  # the content's own tracks are among its subtitle spans too: read them again with the files
+            own = local_path(sorted(paths)[0])
+            try:
+                found += embedded_subtitle_spans(own, probe(own).text_subtitles, duration)[0]
+            except MediaError:
+                pass
+        spans = unique_subtitles(found)
+        seen = {(sp.start, sp.end, sp.text) for sp in spans}
         have = self.store.span_rows(video_id, "subtitle")
         if {(r["start"], r["end"], r["text"]) for r in have} == seen:
             return
@@ -580,7 +585,8 @@ class IndexRun:
         title = src.title or _name_title(src.key)  # the file's name (readable where it is not valid UTF-8); _repoint reads it so
         # subtitle files are looked for next to a local video only (an object's neighbours are not listed)
         text = sidecar_spans(src.path, title, src.metadata, info.duration) if src.uri is None else metadata_spans(title, src.metadata, info.duration)
-        spans = list(finished.spans) + text
+        spans = [sp for sp in (*finished.spans, *text) if sp.source != "subtitle"]
+        spans += unique_subtitles(sp for sp in (*finished.spans, *text) if sp.source == "subtitle")  # own track and sidecar: once
         return EncodedVideo(
             video={
                 "video_id": item.video_id,

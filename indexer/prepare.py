@@ -33,6 +33,7 @@ from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
 from .decode import DecodeReport, FrameChunk, center_crop, iter_frames, plan_samples, read_audio, scaled_size
 from .probe import MediaError, ProbeResult, is_url, probe
 from .segment import colour_histograms, histogram_changes
+from .sidecar import embedded_subtitle_spans
 
 
 @dataclass
@@ -194,6 +195,10 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
             spans += _speech_spans(job, info, progress)
         except Exception as exc:  # noqa: BLE001 - a speech failure keeps the visual index
             warnings.append(f"speech: {exc}")
+    if info.text_subtitles:  # the file's own subtitle tracks: read here, in the decoder's process
+        subtitles, problems = embedded_subtitle_spans(path, info.text_subtitles, info.duration)
+        spans += subtitles
+        warnings += problems
     if reader is not None:
         try:
             spans += reader.spans()

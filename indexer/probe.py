@@ -34,6 +34,8 @@ PLAYLIST_FORMATS = {"hls", "applehttp", "concat", "dash", "webm_dash_manifest", 
 # Text signatures of playlists and manifests, checked on the first bytes before ffprobe runs.
 PLAYLIST_SIGNATURES = (b"#EXTM3U", b"ffconcat", b"#EXT-X-", b"<?xml", b"<MPD", b"<smil", b"[playlist]", b"file '", b"file \"")
 STILL_IMAGE_CODECS = {"mjpeg", "png", "bmp", "tiff", "webp", "jpeg2000", "ppm", "pgm", "gif"}
+# subtitle codecs that hold text (ffmpeg converts them to SRT); bitmap ones (PGS, DVD, DVB) would need OCR
+TEXT_SUBTITLE_CODECS = {"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text", "microdvd", "subviewer", "jacosub", "realtext", "sami", "stl"}
 # Containers whose `duration` is read from their header, where it is the end timestamp of the
 # timeline (MP4/MOV `mvhd` counts an initial empty edit; Matroska's Duration counts from timestamp 0),
 # not the length from the first timestamp as ffmpeg computes it for streams without an index (TS, PS).
@@ -63,6 +65,7 @@ class ProbeResult:
     audio_stream: int = 0  # which audio stream is read (ffmpeg's `-map 0:a:N`): the default-flagged one, else the first
     coded_width: int = 0  # the pictures as stored (before the sample aspect ratio and rotation); 0: unknown
     coded_height: int = 0
+    text_subtitles: tuple[int, ...] = ()  # subtitle streams that hold text, as ffmpeg's `-map 0:s:N` counts them
 
     @property
     def coded_size(self) -> tuple[int, int]:
@@ -240,6 +243,7 @@ def probe(path: Path | str) -> ProbeResult:
         if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
     ]
     audio = [s for s in streams if s.get("codec_type") == "audio"]
+    subtitles = [s for s in streams if s.get("codec_type") == "subtitle"]
     if not video:
         if audio:
             raise MediaError("no video stream (audio-only file)")
@@ -299,4 +303,5 @@ def probe(path: Path | str) -> ProbeResult:
         audio_stream=a_index,
         coded_width=coded_w,
         coded_height=coded_h,
+        text_subtitles=tuple(i for i, sub in enumerate(subtitles) if str(sub.get("codec_name")) in TEXT_SUBTITLE_CODECS),
     )

@@ -5,8 +5,12 @@ place each line in time without running ASR, and metadata answers queries about 
 (`source="metadata"` spans cover the whole video, 0 to duration).
 
 Subtitles are found by name, the way players find them: for `talk.mp4`, `talk.srt`, `talk.vtt`,
-`talk.en.srt`, `talk.pt-BR.forced.vtt`. A name that belongs to another video in the folder
-(`talk.part2.srt` when `talk.part2.mp4` exists) is left to that video.
+`talk.ass`, `talk.en.srt`, `talk.pt-BR.forced.vtt`. A name that belongs to another video in the folder
+(`talk.part2.srt` when `talk.part2.mp4` exists) is left to that video. Subtitles can also travel
+inside the video (an MKV's SubRip or ASS track, an MP4's mov_text): every text track is read
+(`embedded_subtitle_spans`). SRT and WebVTT are parsed here; ASS/SSA files and embedded tracks are
+converted to SRT by ffmpeg first (it already reads every format; styling and positioning are not
+words). Bitmap tracks (Blu-ray PGS, DVD, DVB) hold pictures of text, not text: they are not read.
 
 Subtitle files from the wild are messy: BOMs (UTF-8 and UTF-16), CRLF or bare CR, Latin-1 text, missing
 blank lines, cue numbers out of order, broken timing lines, HTML/ASS styling tags. The parser takes
@@ -20,6 +24,7 @@ import html
 import logging
 import os
 import re
+import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +42,7 @@ __all__ = [
     "SubtitleTrack",
     "clean_cue_text",
     "decode_text",
+    "embedded_subtitle_spans",
     "find_subtitles",
     "metadata_spans",
     "parse_srt",
@@ -45,9 +51,12 @@ __all__ = [
     "read_subtitles",
     "sidecar_spans",
     "subtitle_spans",
+    "unique_subtitles",
 ]
 
-SUBTITLE_EXTENSIONS = (".srt", ".vtt")
+SUBTITLE_EXTENSIONS = (".srt", ".vtt", ".ass", ".ssa")
+CONVERTED_EXTENSIONS = (".ass", ".ssa")  # read through ffmpeg's SRT output (ffmpeg_srt)
+FFMPEG_SUBTITLE_TIMEOUT = 600  # seconds: an embedded track is read by demuxing the whole file
 _TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[,.](\d{1,3}))?"
 _TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}(?:\s|$)")
 _TAG = re.compile(r"<[^<>\n]*>")  # <i>, </b>, <font ...>, <v Bob>, <c.yellow>, <00:00:01.000>
@@ -267,9 +276,30 @@ def parse_vtt(text: str, where: str = "<vtt>") -> list[Cue]:
     return _parse(text, where)
 
 
+def ffmpeg_srt(location: str | os.PathLike, stream: int | None = None) -> str:
+    """A subtitle file (ASS/SSA), or text subtitle track `stream` of a video (`-map 0:s:N`), as SRT text
+    from ffmpeg. Times are the video's player time: ffmpeg counts from the file's first timestamp, as
+    the probe does. RuntimeError with ffmpeg's last line where it cannot."""
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(location)]
+    if stream is not None:
+        cmd += ["-map", f"0:s:{stream}"]
+    proc = subprocess.run([*cmd, "-f", "srt", "pipe:1"], capture_output=True, timeout=FFMPEG_SUBTITLE_TIMEOUT, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"ffmpeg exited with {proc.returncode}")
+    return decode_text(proc.stdout, str(location))
+
+
 def parse_subtitles(path: str | os.PathLike) -> list[Cue]:
-    """Cues of one .srt/.vtt file (by content when the extension lies); [] if it cannot be read."""
+    """Cues of one .srt/.vtt file (by content when the extension lies), or of an .ass/.ssa file through
+    ffmpeg; [] if it cannot be read."""
     path = Path(path)
+    if path.suffix.lower() in CONVERTED_EXTENSIONS:
+        try:
+            return parse_srt(ffmpeg_srt(path), str(path))
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("%s: cannot read subtitles: %s", path, exc)
+            return []
     try:
         text = decode_text(path.read_bytes(), str(path))
     except OSError as exc:
@@ -284,26 +314,51 @@ def read_subtitles(video: str | os.PathLike) -> list[SubtitleTrack]:
     return [SubtitleTrack(p, lang, tuple(parse_subtitles(p))) for p, lang in find_subtitles(video)]
 
 
-def subtitle_spans(video: str | os.PathLike, duration: float | None = None) -> list[TextSpan]:
-    """`subtitle` spans from every track next to `video` (several languages all become searchable).
-    A cue repeated in two files (`talk.srt` and `talk.vtt`) is kept once. With `duration`, cues past
-    the end are dropped and cues running over it are clipped (subtitles made for another cut)."""
-    seen: set[tuple[float, float, str]] = set()
-    spans: list[TextSpan] = []
-    for track in read_subtitles(video):
-        for c in track.cues:
+def _cue_spans(tracks: Iterable[Iterable[Cue]], duration: float | None) -> list[TextSpan]:
+    """`subtitle` spans of several tracks' cues, each cue once (unique_subtitles), cut to `duration`."""
+    spans = []
+    for cues in tracks:
+        for c in cues:
             start, end = c.start, c.end
             if duration is not None and duration > 0:
                 if start >= duration:
                     continue
                 end = min(end, duration)
-            key = (round(start, 3), round(end, 3), c.text)
-            if key in seen:
-                continue
-            seen.add(key)
             spans.append(TextSpan("subtitle", start, end, c.text))
-    spans.sort(key=lambda s: (s.start, s.end))
-    return spans
+    return unique_subtitles(spans)
+
+
+def unique_subtitles(spans: Iterable[TextSpan]) -> list[TextSpan]:
+    """Subtitle spans with each cue once (the same cue in `talk.srt`, `talk.vtt` and the file's own
+    track: a sidecar is often extracted from it), in time order."""
+    seen: set[tuple[float, float, str]] = set()
+    out = []
+    for sp in spans:
+        key = (round(sp.start, 3), round(sp.end, 3), sp.text)
+        if key not in seen:
+            seen.add(key)
+            out.append(sp)
+    out.sort(key=lambda s: (s.start, s.end))
+    return out
+
+
+def subtitle_spans(video: str | os.PathLike, duration: float | None = None) -> list[TextSpan]:
+    """`subtitle` spans from every track next to `video` (several languages all become searchable).
+    A cue repeated in two files (`talk.srt` and `talk.vtt`) is kept once. With `duration`, cues past
+    the end are dropped and cues running over it are clipped (subtitles made for another cut)."""
+    return _cue_spans((track.cues for track in read_subtitles(video)), duration)
+
+
+def embedded_subtitle_spans(location: str | os.PathLike, streams: Iterable[int], duration: float | None = None) -> tuple[list[TextSpan], list[str]]:
+    """`subtitle` spans from the video's own text subtitle tracks (ProbeResult.text_subtitles), plus a
+    warning for each track ffmpeg could not read (the others and the video are kept)."""
+    tracks, warnings = [], []
+    for n in streams:
+        try:
+            tracks.append(parse_srt(ffmpeg_srt(location, n), f"{location} (subtitle track {n})"))
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            warnings.append(f"subtitle track {n}: {exc}")
+    return _cue_spans(tracks, duration), warnings
 
 
 # ------------------------------------------------------------------------------------------- metadata
