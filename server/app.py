@@ -14,11 +14,13 @@ import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidsearch.client import LOCAL_URL, AppTransport, VidsearchClient
 from vidsearch.config import Settings
@@ -26,6 +28,7 @@ from vidsearch.search import SearchEngine
 
 from . import exports, health, jobs, search, videos
 from .deps import DocsNeedAKey
+from .exposure import view_of
 from .limits import JsonTooLarge, body_limit, too_large_detail
 from .state import ServerState
 from .timing import LatencyMetrics
@@ -86,8 +89,19 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
                 problems.append(f"the body is not valid JSON ({at}" + (f" at character {offset})" if offset is not None else ")"))
                 continue
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-            problems.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+            msg = str(e.get("msg")).removeprefix("Value error, ")  # a model's own check: its words alone (as api_models.validation_message)
+            problems.append(f"{where}: {msg}" if where else msg)
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems) or "invalid request"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Every error as FastAPI answers it, but without server paths for a reader without a key
+        (exposure.py): `no index at /srv/idx: ...` is `no index at idx: ...` to them."""
+        if isinstance(exc.detail, str):
+            shown = view_of(state, request).text(exc.detail)
+            if shown != exc.detail:
+                exc = HTTPException(exc.status_code, shown, exc.headers)
+        return await http_exception_handler(request, exc)
 
     return app
 

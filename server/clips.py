@@ -12,6 +12,7 @@ cannot make the server re-encode an hour of video.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -19,17 +20,26 @@ from pathlib import Path
 
 from .media import THUMB_CACHE_BYTES, mark_used, one_maker, trim_cache
 
-__all__ = ["ClipError", "MAX_CLIP_SECONDS", "Clip", "cut_clip", "keyframe_at"]
+__all__ = ["ClipError", "MAX_CLIP_SECONDS", "Clip", "NoFrames", "cut_clip", "keyframe_at"]
 
 MAX_CLIP_SECONDS = 300.0
 KEYFRAME_TOLERANCE = 0.04  # seconds: a keyframe this close to the start counts as at the start
 CLIP_STEP = 0.01  # seconds: clip bounds are rounded to this (a player seeks no finer)
 END_SLACK = 0.25  # seconds past the end that are forgiven (rounded times), then clamped
+# in every cached clip's name: a change to how clips are cut renames them, so a server upgraded in place
+# never serves what the old code cut (2: a WebM copied from an earlier keyframe, or an empty file, were
+# cached as clips); the old files age out of the cache (media.trim_cache)
+CUT_VERSION = 2
 COPY_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 
 
 class ClipError(ValueError):
     """A range that cannot be cut (the message says what is wrong with it)."""
+
+
+class NoFrames(ClipError):
+    """The range holds no frame that can be decoded (a truncated or damaged stretch): a 404, as a
+    thumbnail there is."""
 
 
 @dataclass(frozen=True)
@@ -62,14 +72,34 @@ def _probe(args: list[str], timeout: float = 30, pass_fds: tuple[int, ...] = ())
 
 
 def keyframe_at(video: Path | str, t: float, tolerance: float = KEYFRAME_TOLERANCE, pass_fds: tuple[int, ...] = ()) -> bool:
-    """Whether the video stream has a keyframe within `tolerance` of player time `t`."""
+    """Whether the video stream has a keyframe within `tolerance` of player time `t`.
+
+    Read from the container's packet flags (`K`), not by decoding with `-skip_frame nokey`: decoders
+    that ignore that option (VP9's, and others) return every frame, so every start "had a keyframe"
+    and a WebM clip was copied from its previous keyframe, showing what came before the moment. Only
+    packets from a seek to just before `t` (the demuxer lands on the keyframe at or before it) to just
+    after are read, and none is decoded, so this stays a few milliseconds on any length of video."""
     offset = _probe(["-show_entries", "format=start_time", "-of", "csv=p=0", str(video)], pass_fds=pass_fds).strip()
     origin = float(offset) if offset not in ("", "N/A") else 0.0
-    lo, hi = max(t - 5.0, 0.0) + origin, t + tolerance + origin
-    out = _probe(["-select_streams", "v:0", "-skip_frame", "nokey", "-show_entries", "frame=best_effort_timestamp_time",
-                  "-of", "csv=p=0", "-read_intervals", f"{lo:.3f}%{hi:.3f}", str(video)], pass_fds=pass_fds)  # fmt: skip
-    times = [float(x) - origin for x in (v.strip(",") for v in out.split()) if x not in ("", "N/A")]
-    return any(abs(x - t) <= tolerance for x in times)
+    lo, hi = max(t - tolerance, 0.0) + origin, t + tolerance + origin
+    out = _probe(["-select_streams", "v:0", "-show_entries", "packet=pts_time,dts_time,flags", "-of", "json",
+                  "-read_intervals", f"{lo:.3f}%{hi:.3f}", str(video)], pass_fds=pass_fds)  # fmt: skip
+    return any(abs(x - origin - t) <= tolerance for x in _keyframe_times(out))
+
+
+def _keyframe_times(probe_json: str) -> list[float]:
+    """The times of the keyframe packets in ffprobe's JSON packet list (pts, else dts; none when the
+    probe failed)."""
+    try:
+        packets = json.loads(probe_json or "{}").get("packets", [])
+    except ValueError:
+        return []
+    times = []
+    for p in packets:
+        at = p.get("pts_time", p.get("dts_time"))
+        if "K" in p.get("flags", "") and at not in (None, "N/A"):
+            times.append(float(at))
+    return times
 
 
 def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_dir: Path, *,
@@ -82,9 +112,10 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
     start = round(start / CLIP_STEP) * CLIP_STEP
     end = max(round(end / CLIP_STEP) * CLIP_STEP, start + CLIP_STEP)
     copy = suffix in COPY_CONTAINERS and keyframe_at(video, start, pass_fds=pass_fds)
+    empty = False
     for method in (("copy", "encode") if copy else ("encode",)):
         ext = suffix if method == "copy" else ".mp4"
-        name = hashlib.sha1(f"{video_id}:{start:.3f}:{end:.3f}:{method}".encode()).hexdigest()
+        name = hashlib.sha1(f"{video_id}:{start:.3f}:{end:.3f}:{method}:{CUT_VERSION}".encode()).hexdigest()
         out = Path(cache_dir) / f"{name}{ext}"
         with one_maker(out):  # concurrent requests for this clip: one cut
             if out.is_file():
@@ -92,15 +123,23 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
                 made = True
             else:
                 made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), pass_fds)
+                if made == "empty":
+                    empty, made = True, False
                 if made:
                     trim_cache(Path(cache_dir), cache_bytes, keep=out)
         if made:
             media = {"mp4": "video/mp4", "mov": "video/quicktime", "matroska": "video/x-matroska", "webm": "video/webm"}[COPY_CONTAINERS.get(ext, "mp4")]
             return Clip(out, start, end, method, media)
+    if empty:
+        raise NoFrames(f"no frame in {start:g}-{end:g} s of video {video_id}: that stretch of the file cannot be decoded "
+                       "(truncated or damaged; GET /v1/index lists its warning)")  # fmt: skip
     raise ClipError(f"ffmpeg could not cut {start:g}-{end:g} s of video {video_id}")
 
 
-def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: Path, fmt: str, pass_fds: tuple[int, ...] = ()) -> bool:
+def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: Path, fmt: str, pass_fds: tuple[int, ...] = ()) -> bool | str:
+    """Cut into `out` (through a temporary file): True when it holds the clip, "empty" when ffmpeg
+    succeeded but wrote no frame (a stretch that cannot be decoded: ffmpeg exits 0 with a header-only
+    file, which was served as a 262-byte MP4), False when ffmpeg failed."""
     codecs = (["-c", "copy", "-avoid_negative_ts", "make_zero"] if method == "copy" else
               ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])  # fmt: skip
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.{id(out)}.tmp{out.suffix}")  # concurrent callers never share one
@@ -115,5 +154,26 @@ def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: P
     if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
         tmp.unlink(missing_ok=True)
         return False
+    if not _holds_video(tmp):
+        tmp.unlink(missing_ok=True)
+        return "empty"
     tmp.replace(out)
     return True
+
+
+def _holds_video(path: Path) -> bool:
+    """Whether a cut file has a video stream with at least one frame (or, where the container does not
+    count them, a duration above zero)."""
+    out = _probe(["-select_streams", "v:0", "-show_entries", "stream=nb_frames,duration:format=duration", "-of", "json", str(path)])
+    try:
+        info = json.loads(out or "{}")
+    except ValueError:
+        return False
+    streams = info.get("streams") or []
+    if not streams:
+        return False
+    frames = streams[0].get("nb_frames")
+    if frames not in (None, "N/A"):
+        return int(frames) > 0
+    seconds = streams[0].get("duration", info.get("format", {}).get("duration"))
+    return seconds not in (None, "N/A") and float(seconds) > 0

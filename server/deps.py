@@ -22,9 +22,11 @@ from vidsearch.store import Store, StoreError
 
 from .state import ServerState
 
-__all__ = ["DOCS_PATHS", "DocsNeedAKey", "ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "key_accepted", "require_key", "require_media_read", "require_read", "require_write"]
+__all__ = ["DOCS_PATHS", "DocsNeedAKey", "ERRORS", "INDEX_ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "key_accepted", "require_key", "require_media_read", "require_read", "require_write"]
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
+INDEX_ERRORS = {**ERRORS, 503: {"model": ErrorBody, "description": "no index at the server's --db yet, or it cannot be opened"}}
+"""Routes that read the index: ERRORS, and 503 while there is none to read."""
 
 
 async def get_state(request: Request) -> ServerState:
@@ -110,9 +112,20 @@ def require_key(request: Request, state: State) -> None:
     _check_key(state, request)
 
 
+def _refuse_a_wrong_key(state: ServerState, request: Request) -> None:
+    """An open read that carries a key the server does not know: 401, not an anonymous answer. A
+    client configured with a mistyped or revoked key would otherwise be served as anonymous, silently
+    (relative paths, no job records), and learn of it only when a write failed."""
+    if _bearer(request) is not None and not key_accepted(state, request):
+        raise HTTPException(401, "API key not accepted: send one of the server's keys, or no Authorization header to read "
+                                 "anonymously", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})  # fmt: skip
+
+
 async def require_read(request: Request, state: State) -> None:
     if state.settings.read_auth:
         _check_key(state, request)
+    else:
+        _refuse_a_wrong_key(state, request)
 
 
 def require_media_read(
@@ -125,6 +138,7 @@ def require_media_read(
     """A read of one video's media or thumbnails: a key in the header, or, for a browser's `<video>`
     and `<img>` (which cannot send headers), a URL signed with a key (`vidsearch.signing`)."""
     if not state.settings.read_auth:
+        _refuse_a_wrong_key(state, request)
         return
     if sig is None or exp is None:
         _check_key(state, request)

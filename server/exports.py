@@ -19,8 +19,8 @@ from vidsearch import objectstore
 from vidsearch.api_models import ErrorBody
 from vidsearch.timeline_export import FORMATS, ExportError, ExportRequest, export_timeline
 
-from .clips import ClipError, check_range, cut_clip
-from .deps import ERRORS, IndexStore, State, VideoRow, index_store, require_media_read, require_read
+from .clips import ClipError, NoFrames, check_range, cut_clip
+from .deps import INDEX_ERRORS, IndexStore, State, VideoRow, index_store, require_media_read, require_read
 from .exposure import Viewer
 from .files import IndexedFileResponse
 from .library import IndexedFile
@@ -32,7 +32,8 @@ Seconds = Query(..., ge=0, le=1e7, allow_inf_nan=False, description="seconds fro
 
 
 CLIP_ROUTE = dict(
-    responses={**ERRORS, 200: {"content": {"video/mp4": {}}}, 409: {"model": ErrorBody}},
+    responses={**INDEX_ERRORS, 200: {"content": {"video/mp4": {}}}, 409: {"model": ErrorBody},
+               416: {"description": "range not satisfiable (a byte range past the clip's end)"}},  # fmt: skip
     response_class=FileResponse,
     dependencies=[Depends(require_media_read)],  # like media: a signed URL works in a browser under --read-auth
 )
@@ -56,6 +57,8 @@ def clip(row: VideoRow, store: IndexStore, state: State, start: Annotated[float,
             else:
                 with indexed_file(store, row, state) as f:
                     cut = cut_clip(f.proc_path, row["video_id"], start, end, state.thumbs, suffix=suffix, pass_fds=(f.fd,))
+        except NoFrames as exc:  # as a thumbnail of that stretch: nothing there to show
+            raise HTTPException(404, str(exc)) from exc
         except ClipError as exc:
             raise HTTPException(422, str(exc)) from exc
         try:
@@ -74,7 +77,8 @@ def clip(row: VideoRow, store: IndexStore, state: State, start: Annotated[float,
         raise
 
 
-@router.post("/export", dependencies=[Depends(require_read)], responses={**ERRORS, 200: {"content": {t: {} for t in FORMATS.values()}}}, response_class=Response)
+@router.post("/export", dependencies=[Depends(require_read)], response_class=Response,
+             responses={**INDEX_ERRORS, 200: {"content": {t: {} for t in FORMATS.values()}}, 413: {"model": ErrorBody, "description": "the body is over the server's limit"}})  # fmt: skip
 def export(req: ExportRequest, state: State, view: Viewer) -> Response:
     """Moments (adjusted as the user likes: padding, bounds) as an edit decision list: OpenTimelineIO
     JSON (`format: otio`) or CMX 3600 (`format: edl`, at an SMPTE rate: 23.976, 24, 25, 29.97, 30,

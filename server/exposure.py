@@ -3,7 +3,10 @@
 Reads are open unless `--read-auth`; an open read still must not map the server's disk. A request
 that carries no valid key (an anonymous reader) sees each file as its path relative to the library
 root it lies under (`films/a.mp4`), or its bare name when it lies under none; video ids, titles,
-metadata, durations and failure reasons are unchanged. A request with a valid key (the operator's
+metadata and durations are unchanged. Messages are shown the same way: every absolute path inside a
+failure reason, a warning or an error's `detail` (`no index at /srv/idx: ...`, `symbolic link leads
+outside the library (/home/x/a.mp4)`) is rewritten as the `path` field is (`PathView.text`; the app's
+error handler applies it to every error an anonymous reader gets). A request with a valid key (the operator's
 tools, the UI's in-process app, a UI started with a key) sees absolute paths, which it needs to act on
 them (reindex, delete, fix). Job records name server paths and are read with a key only; so are
 /metrics and the details of /readyz under `--read-auth` (a load balancer still gets `ready`).
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -23,7 +28,15 @@ from vidsearch.store import local_path, readable_name
 from .deps import State, key_accepted
 from .library import resolved_roots
 
-__all__ = ["Viewer", "PathView"]
+__all__ = ["Viewer", "PathView", "view_of"]
+
+# an absolute path inside a message: `/` (or `file:///`) at the start of a word, or after a bracket, a
+# quote or `=`; it runs to the next space, bracket, quote, comma or semicolon. Not `1/2`, `a/b`, nor a
+# URL's `//host/...` (`:` before it), nor this API's own routes (`GET /v1/index`, `/readyz`). A name
+# with a space is cut there (the part after it is then no absolute path); `text(known=...)` replaces
+# the paths a message is known to name whole first.
+_ABSOLUTE = re.compile(r"""(?<![^\s(\[{'"`=])(?!/v1/|/(?:readyz|healthz|metrics|docs|redoc|openapi\.json)\b)(?:file://)?/[^\s()\[\]{}'"`<>,;]+""")
+_TRAILING = ".:!?"  # sentence punctuation after a path is not part of it ("no index at /x/db: build")
 
 
 class PathView:
@@ -40,8 +53,20 @@ class PathView:
     def video(self, info: VideoInfo) -> VideoInfo:
         return info if self.keyed else info.model_copy(update={"uri": self.path(info.uri)})
 
+    def text(self, message: str | None, known: Iterable[str] = ()) -> str | None:
+        """`message` with every absolute path in it shown as `path` shows one (for a keyed reader,
+        unchanged). `known`: paths the message may name whole, spaces and all (a failure's own file),
+        replaced before the rest are found word by word."""
+        if self.keyed or not message:
+            return message
+        return _relative_text(message, tuple(self.roots), tuple(sorted(set(known), key=len, reverse=True)))
+
     def problems(self, items: list[FileProblem]) -> list[FileProblem]:
-        return items if self.keyed else [p.model_copy(update={"path": self.path(p.path)}) for p in items]
+        """Failures and warnings: the file, and any path its reason names (a link's target, a manifest's
+        line), relative or bare."""
+        if self.keyed:
+            return items
+        return [p.model_copy(update={"path": self.path(p.path), "error": self.text(p.error, known=[p.path])}) for p in items]
 
 
 @functools.lru_cache(maxsize=8192)
@@ -60,14 +85,37 @@ def _relative(path: str, roots: tuple[str, ...]) -> str:
     return readable_name(os.path.basename(path.rstrip(os.sep)) or path)
 
 
+@functools.lru_cache(maxsize=4096)
+def _relative_text(message: str, roots: tuple[str, ...], known: tuple[str, ...]) -> str:
+    """The message with its absolute paths relative to their root, or bare (memoised: a status page
+    lists the same reasons on every read)."""
+    for path in known:
+        if path and os.path.isabs(local_path(path)) and path in message:
+            message = message.replace(path, _relative(path, roots))
+
+    def shown(match: re.Match) -> str:
+        token = match.group(0)
+        path = token.rstrip(_TRAILING)  # a `file://` URL too: `_relative` reads it as its path
+        if path.removeprefix("file://").strip("/") == "":
+            return token
+        return _relative(path, roots) + token[len(token.rstrip(_TRAILING)) :]
+
+    return _ABSOLUTE.sub(shown, message)
+
+
 @functools.lru_cache(maxsize=64)
 def _roots(roots: tuple[str, ...]) -> list[str]:
     """The configured roots resolved once per server (each is a few file system calls)."""
     return resolved_roots(roots)
 
 
-async def path_view(request: Request, state: State) -> PathView:
+def view_of(state, request: Request) -> PathView:
+    """How this request is shown server paths: absolute with a valid key, relative otherwise."""
     return PathView(key_accepted(state, request), _roots(tuple(str(r) for r in state.settings.library_roots)))
+
+
+async def path_view(request: Request, state: State) -> PathView:
+    return view_of(state, request)
 
 
 Viewer = Annotated[PathView, Depends(path_view)]

@@ -22,10 +22,10 @@ from starlette.types import Receive, Scope, Send
 
 from .library import IndexedFile
 
-__all__ = ["IndexedFileResponse"]
+__all__ = ["IndexedFileResponse", "etag_matches"]
 
 
-def _etag_matches(header: str, etag: str) -> bool:
+def etag_matches(header: str, etag: str) -> bool:
     """Weak comparison, as If-None-Match uses (RFC 9110 §13.1.2)."""
     if header.strip() == "*":
         return True
@@ -61,7 +61,7 @@ class IndexedFileResponse(FileResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             match = Headers(scope=scope).get("if-none-match")
-            if match is not None and _etag_matches(match, self.headers["etag"]):
+            if match is not None and etag_matches(match, self.headers["etag"]):
                 keep = {k: self.headers[k] for k in ("etag", "last-modified", "cache-control") if k in self.headers}
                 return await Response(status_code=304, headers=keep)(scope, receive, send)
             # never "pathsend": a server would reopen the path, which is what this class exists to avoid

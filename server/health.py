@@ -75,7 +75,7 @@ def index_status(store: IndexStore, state: State, view: Viewer) -> IndexStatus:
         channels=sorted(engine.channels()) if engine is not None else [],
         index_version=engine.snapshot.version if engine is not None else None,
         ready=engine is not None,
-        not_ready=None if engine is not None else state.engine_error or "the index has no videos yet",
+        not_ready=None if engine is not None else view.text(state.engine_error or "the index has no videos yet"),
         failures=view.problems([FileProblem(**f) for f in s["failures"]]),
         warnings=view.problems([FileProblem(path=w["path"], error=w["warning"]) for w in s["warnings"]]),
         excluded=[view.path(p) for p in s["excluded"]],

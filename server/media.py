@@ -11,6 +11,7 @@ anonymous requests cannot make unbounded ffmpeg runs or fill the disk.
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import os
 import subprocess
 import tempfile
@@ -26,15 +27,31 @@ from .library import IndexedFile
 
 __all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "one_maker", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
 
-MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
-               ".mov": "video/quicktime", ".ogv": "video/ogg"}  # fmt: skip
+# every suffix the indexer takes (indexer/discover.py), by hand: the system's `mimetypes` tables differ
+# between hosts and read `.ts` as Qt's translation files (text/vnd.trolltech.linguist)
+MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".f4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
+               ".mov": "video/quicktime", ".ogv": "video/ogg", ".avi": "video/x-msvideo", ".divx": "video/x-msvideo",
+               ".wmv": "video/x-ms-wmv", ".asf": "video/x-ms-asf", ".flv": "video/x-flv", ".mpg": "video/mpeg",
+               ".mpeg": "video/mpeg", ".vob": "video/mpeg", ".ts": "video/mp2t", ".m2ts": "video/mp2t", ".mts": "video/mp2t",
+               ".3gp": "video/3gpp", ".3g2": "video/3gpp2", ".mxf": "application/mxf", ".gif": "image/gif",
+               ".m2t": "video/mp2t", ".trp": "video/mp2t", ".tp": "video/mp2t", ".tod": "video/mp2t", ".mod": "video/mpeg",
+               ".m2v": "video/mpeg", ".mpe": "video/mpeg", ".m1v": "video/mpeg", ".dv": "video/x-dv", ".wtv": "video/x-ms-wtv",
+               ".dvr-ms": "video/x-ms-dvr", ".ogm": "video/ogg", ".rm": "application/vnd.rn-realmedia",
+               ".rmvb": "application/vnd.rn-realmedia-vbr"}  # fmt: skip
 THUMB_WIDTHS = (160, 320, 640, 1280)  # the UI asks for 320; a request is served the next size up
 THUMB_STEP = 0.1  # seconds: thumbnail times are rounded to this (the UI shows times to 0.01 s, frames differ less)
 THUMB_CACHE_BYTES = 256 << 20  # the bound of the cache of thumbnails and clips; the least recently used go first
 
 
 def media_type(path: Path) -> str:
-    return MEDIA_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
+    """The Content-Type of a video file, by its suffix (a browser picks its player by it; `.avi` served
+    as application/octet-stream was downloaded instead of played); another suffix is a video or audio
+    type the system knows, else application/octet-stream."""
+    suffix = Path(path).suffix.lower()
+    if suffix in MEDIA_TYPES:
+        return MEDIA_TYPES[suffix]
+    guessed = mimetypes.guess_type(f"x{suffix}")[0] if suffix else None
+    return guessed if guessed and guessed.startswith(("video/", "audio/")) else "application/octet-stream"
 
 
 def thumbnail_dir(db: Path | str) -> Path:

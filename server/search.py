@@ -23,7 +23,7 @@ from vidsearch.api_models import SearchRequest, SearchResponse
 from vidsearch.search import ImageTooLarge, NotAnImage, SearchError
 from vidsearch.search.examples import check_image_size, decode_base64_image
 
-from .deps import ERRORS, OptionalEngine, State, require_read
+from .deps import ERRORS, INDEX_ERRORS, OptionalEngine, State, index_store, require_read
 from .exposure import Viewer
 from .presenting import search_response
 from .search_processes import WorkerUnavailable
@@ -54,11 +54,49 @@ class SearchRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route(request: Request):
-            if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            kind = request.headers.get("content-type", "").lower()
+            if kind.startswith("multipart/form-data"):
                 request = await _json_from_form(request)
+            elif kind and not _is_json(kind):
+                raise HTTPException(415, f"the body is sent as {kind.split(';')[0].strip()}: send the SearchRequest JSON with "
+                                         "`Content-Type: application/json` (curl: -H 'Content-Type: application/json'; `-d` alone "
+                                         "sends a form), or multipart/form-data with `query`, `image` and/or `request` parts")  # fmt: skip
             return await handler(request)
 
         return route
+
+
+def _is_json(content_type: str) -> bool:
+    """application/json or a +json type: what FastAPI parses as JSON (any other type reaches the model
+    as bytes, and failed with "Input should be a valid dictionary", which never said why)."""
+    kind = content_type.split(";")[0].strip()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+FORM_FIELDS = ("query", "image", "request")
+REQUEST_PART_BYTES = 256 << 10  # a SearchRequest without its picture is a few kilobytes (limits.BODY_LIMIT)
+
+
+async def _request_part(part) -> dict:
+    """The `request` part: a text field, or a file part (`curl -F request=@req.json`), as a JSON
+    object; 422 saying why when it is none."""
+    if part is None:
+        return {}
+    if isinstance(part, UploadFile):
+        raw = await part.read(REQUEST_PART_BYTES + 1)
+        if len(raw) > REQUEST_PART_BYTES:
+            raise HTTPException(413, f"request: the part is over {REQUEST_PART_BYTES >> 10} KB (send the picture as the `image` part)")
+        try:
+            part = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise HTTPException(422, f"request: not UTF-8 text ({exc})") from exc
+    try:
+        body = json.loads(part)
+    except json.JSONDecodeError as exc:
+        raise HTTPException(422, f"request: not valid JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise HTTPException(422, "request: must be a JSON object (a SearchRequest)")
+    return body
 
 
 async def _json_from_form(request: Request) -> Request:
@@ -73,12 +111,12 @@ async def _json_from_form(request: Request) -> Request:
         await form.close()
         raise HTTPException(400, "the multipart form cannot be read: it holds no complete part (cut short, or its boundary "
                                  "is not the Content-Type's); send `query`, `image` and/or `request` parts")  # fmt: skip
-    try:
-        body = json.loads(form["request"]) if isinstance(form.get("request"), str) else {}
-    except json.JSONDecodeError as exc:
-        raise HTTPException(422, f"request: not valid JSON ({exc})") from exc
-    if not isinstance(body, dict):
-        raise HTTPException(422, "request: must be a JSON object (a SearchRequest)")
+    unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
+    if unknown:  # `like`, `top_k` sent as fields were dropped silently: they belong in `request`
+        await form.close()
+        raise HTTPException(422, f"unknown form part(s) {', '.join(unknown)}: a multipart search has `query`, `image` and "
+                                 "`request` (the other SearchRequest fields, as JSON)")  # fmt: skip
+    body = await _request_part(form.get("request"))
     if isinstance(form.get("query"), str) and "query" not in body:
         body["query"] = form["query"]
     upload = form.get("image")
@@ -101,13 +139,12 @@ async def _json_from_form(request: Request) -> Request:
 router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read)], route_class=SearchRoute)
 
 
-@router.post("/search", response_model=SearchResponse, responses={**ERRORS, 413: ERRORS[400], 415: ERRORS[400]}, openapi_extra=MULTIPART)
+@router.post("/search", response_model=SearchResponse, responses={**INDEX_ERRORS, 413: ERRORS[400], 415: ERRORS[400]}, openapi_extra=MULTIPART)
 async def search(req: SearchRequest, engine: OptionalEngine, view: Viewer, state: State) -> Response:
     """Videos (or moments) matching words, a picture and/or a moment (`like`), best first, with the
     evidence for each; `inputs` in the response says which inputs made the query."""
-    if engine is None:  # nothing indexed yet (or no model): no results, and /readyz says why
-        empty = SearchResponse(query=req.query or "", group_by=req.group_by, results=[], index_version="empty", took_ms=0.0)
-        return Response(empty.model_dump_json(), media_type="application/json")
+    if engine is None:
+        return await anyio.to_thread.run_sync(_no_engine, req, state, view)
     try:
         # a repeated request is answered here, on the event loop (~0.1 ms); a new one waits for one of
         # `search_threads` threads, in arrival order (state.search_slots): under load the answers
@@ -129,6 +166,18 @@ async def search(req: SearchRequest, engine: OptionalEngine, view: Viewer, state
     # serialised by pydantic in one pass: FastAPI would dump the model, validate it again and encode
     # the dict with `json` (~1.5 ms for ten results with their curves, on every request)
     return Response(resp.model_dump_json(), media_type="application/json")
+
+
+def _no_engine(req: SearchRequest, state, view) -> Response:
+    """A search with no engine open: 503 as every read of the index when there is none at the server's
+    --db (deps.index_store), or when it holds videos that cannot be searched (the model did not load);
+    an index with no videos yet answers no results, with `message` saying why (as /v1/videos lists none)."""
+    store = index_store(state)
+    if store.indexed_ids():
+        raise HTTPException(503, f"searches cannot be answered yet: {state.engine_error or 'the index is not open'} (GET /readyz says when they can)")
+    empty = SearchResponse(query=req.query or "", group_by=req.group_by, results=[], index_version="empty", took_ms=0.0,
+                           message=view.text(state.engine_error) or "nothing is indexed yet")  # fmt: skip
+    return Response(empty.model_dump_json(), media_type="application/json")
 
 
 async def _answer_in_worker(pool, engine, req: SearchRequest, state, key: tuple) -> SearchResponse | None:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
 from vidsearch import objectstore
 from vidsearch.api_models import ErrorBody, VideoInfo, VideoList
 from vidsearch.store import StoreError
 
-from .deps import ERRORS, IndexStore, State, VideoRow, require_media_read, require_read, require_write
+from .deps import INDEX_ERRORS, IndexStore, State, VideoRow, require_media_read, require_read, require_write
 from .exposure import Viewer
-from .files import IndexedFileResponse
+from .files import IndexedFileResponse, etag_matches
 from .library import IndexedFile, PathRefused, open_indexed, resolved_roots
 from .media import THUMB_WIDTHS, media_type, thumbnail as cut_thumbnail, thumbnail_key
 from .presenting import video_info
@@ -22,25 +23,42 @@ from .presenting import video_info
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 
-@router.get("", response_model=VideoList, responses=ERRORS, dependencies=[Depends(require_read)])
+MAX_OFFSET = 10_000_000
+
+
+def page_start(offset: int, cursor: str | None) -> int:
+    """Where a page starts: the `cursor` a previous page handed out (its `next_cursor`), else `offset`.
+    The route once took only `offset`, so a client following `next_cursor` got the first page again,
+    forever. A cursor is the next row's position, opaque to clients; one this server did not make is a 400."""
+    if cursor is None:
+        return offset
+    if not cursor.isascii() or not cursor.isdigit() or int(cursor) > MAX_OFFSET:
+        raise HTTPException(400, f"cursor={cursor[:40]!r} is not one this server gave: pass a page's `next_cursor` as it is")
+    return int(cursor)
+
+
+@router.get("", response_model=VideoList, responses=INDEX_ERRORS, dependencies=[Depends(require_read)])
 def list_videos(
     store: IndexStore,
     view: Viewer,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip (or follow `cursor`)")] = 0,
+    cursor: Annotated[str | None, Query(max_length=64, description="the previous page's `next_cursor`; wins over `offset`")] = None,
 ) -> VideoList:
-    """Indexed videos, in title order."""
+    """Indexed videos, in title order; page by passing each answer's `next_cursor` as `cursor`."""
+    start = page_start(offset, cursor)
     rows = sorted(store.video_rows(), key=lambda r: (r["title"].lower(), r["video_id"]))
-    page = rows[offset : offset + limit]
-    return VideoList(videos=[view.video(video_info(r)) for r in page], total=len(rows), next_cursor=str(offset + limit) if offset + limit < len(rows) else None)
+    page = rows[start : start + limit]
+    more = start + limit < len(rows)
+    return VideoList(videos=[view.video(video_info(r)) for r in page], total=len(rows), next_cursor=str(start + limit) if more else None)
 
 
-@router.get("/{video_id}", response_model=VideoInfo, responses=ERRORS, dependencies=[Depends(require_read)])
+@router.get("/{video_id}", response_model=VideoInfo, responses=INDEX_ERRORS, dependencies=[Depends(require_read)])
 def get_video(row: VideoRow, view: Viewer) -> VideoInfo:
     return view.video(video_info(row))
 
 
-@router.delete("/{video_id}", responses={**ERRORS, 409: {"model": ErrorBody}}, dependencies=[Depends(require_write)])
+@router.delete("/{video_id}", responses={**INDEX_ERRORS, 409: {"model": ErrorBody}}, dependencies=[Depends(require_write)])
 def delete_video(row: VideoRow, store: IndexStore, state: State) -> dict:
     """Remove a video from every table; searches stop returning it once the deletion commits."""
     video_id = row["video_id"]
@@ -62,9 +80,9 @@ def indexed_file(store, row: dict, state) -> IndexedFile:
 
 
 MEDIA_ROUTE = dict(
-    responses={**ERRORS, 206: {"description": "partial content (range request)"}, 304: {"description": "not modified (If-None-Match)"},
+    responses={**INDEX_ERRORS, 206: {"description": "partial content (range request)"}, 304: {"description": "not modified (If-None-Match)"},
                307: {"description": "a video in object storage: its presigned URL (range requests go there)"},
-               409: {"model": ErrorBody}},  # fmt: skip
+               409: {"model": ErrorBody}, 416: {"description": "range not satisfiable (it starts past the end of the file)"}},  # fmt: skip
     response_class=FileResponse,
     dependencies=[Depends(require_media_read)],
 )
@@ -83,20 +101,25 @@ def media(row: VideoRow, store: IndexStore, state: State) -> Response:
     return IndexedFileResponse(f, media_type=media_type(Path(row["path"])))
 
 
-@router.get(
-    "/{video_id}/thumbnail",
-    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}, 409: {"model": ErrorBody}},
+THUMBNAIL_ROUTE = dict(
+    responses={**INDEX_ERRORS, 200: {"content": {"image/jpeg": {}}}, 304: {"description": "not modified (If-None-Match)"},
+               409: {"model": ErrorBody}},  # fmt: skip
     response_class=Response,
     dependencies=[Depends(require_media_read)],
 )
+
+
+@router.head("/{video_id}/thumbnail", operation_id="thumbnail_head", **THUMBNAIL_ROUTE)  # as media and clips answer HEAD
+@router.get("/{video_id}/thumbnail", **THUMBNAIL_ROUTE)
 def thumbnail(
+    request: Request,
     row: VideoRow,
     store: IndexStore,
     state: State,
     t: Annotated[float, Query(ge=0, le=1e7, allow_inf_nan=False, description="seconds from the start (rounded to 0.1 s)")] = 0.0,
     width: Annotated[int, Query(ge=16, le=1920, description=f"pixels; served at the next of {list(THUMB_WIDTHS)}")] = 320,
 ) -> Response:
-    """A JPEG of the frame at `t` seconds (cached)."""
+    """A JPEG of the frame at `t` seconds (cached), with an ETag (304 on If-None-Match) and HEAD."""
     if t > row["duration"]:
         raise HTTPException(400, f"t={t} is past the end of the video ({row['duration']:.2f} s)")
     t, width = thumbnail_key(t, width, row["duration"], row.get("fps"))
@@ -107,4 +130,16 @@ def thumbnail(
             jpeg = cut_thumbnail(f, row["video_id"], t, width, state.thumbs)
     if jpeg is None:
         raise HTTPException(404, f"no frame at t={t:.2f} in video {row['video_id']}")
-    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+    return jpeg_response(request, jpeg)
+
+
+def jpeg_response(request: Request, jpeg: bytes) -> Response:
+    """The thumbnail with an ETag of its bytes: a browser revalidating a result card gets a 304 with no
+    body (the frame is the same until the video is reindexed), and HEAD gets GET's headers alone."""
+    headers = {"Cache-Control": "max-age=86400", "ETag": f'"{hashlib.sha1(jpeg).hexdigest()[:20]}"'}
+    match = request.headers.get("if-none-match")
+    if match is not None and etag_matches(match, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        return Response(media_type="image/jpeg", headers={**headers, "Content-Length": str(len(jpeg))})
+    return Response(jpeg, media_type="image/jpeg", headers=headers)

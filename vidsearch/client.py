@@ -19,6 +19,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -212,13 +213,30 @@ class VidsearchClient:
         form = {"request": json.dumps(body)}
         return SearchResponse.model_validate(_json(self._call("POST", "/v1/search", data=form, files={"image": (name, data)})))
 
-    def more_like(self, video_id: str, start: float = 0.0, end: float | None = None, **options: Any) -> SearchResponse:
-        """Moments of other videos like `start`-`end` of this one (its stored vectors; nothing re-encoded).
-        `options` as for `search` (a `query` in words composes with it)."""
-        return self.search(like=LikeQuery(video_id=video_id, start=start, end=end), **options)
+    def more_like(self, video_id: str, start: float = 0.0, end: float | None = None, *, include_source: bool = False,
+                  **options: Any) -> SearchResponse:  # fmt: skip
+        """Moments of other videos like `start`-`end` of this one (its stored vectors; nothing re-encoded);
+        `include_source`: moments of this video too. `options` as for `search` (a `query` in words
+        composes with it)."""
+        return self.search(like=LikeQuery(video_id=video_id, start=start, end=end, include_source=include_source), **options)
 
-    def videos(self, limit: int = 100, offset: int = 0) -> VideoList:
-        return VideoList.model_validate(_json(self._call("GET", "/v1/videos", params={"limit": limit, "offset": offset})))
+    def videos(self, limit: int = 100, offset: int = 0, cursor: str | None = None) -> VideoList:
+        """One page of the indexed videos, in title order: from `offset`, or from `cursor` (the previous
+        page's `next_cursor`). `iter_videos` follows the cursors for you."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if cursor is not None:
+            params["cursor"] = cursor
+        return VideoList.model_validate(_json(self._call("GET", "/v1/videos", params=params)))
+
+    def iter_videos(self, page_size: int = 500) -> Iterator[VideoInfo]:
+        """Every indexed video, page by page (each page's `next_cursor` asks for the next)."""
+        cursor = None
+        while True:
+            page = self.videos(limit=page_size, cursor=cursor)
+            yield from page.videos
+            if page.next_cursor is None or not page.videos:
+                return
+            cursor = page.next_cursor
 
     def video(self, video_id: str) -> VideoInfo:
         return VideoInfo.model_validate(_json(self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}")))
@@ -230,13 +248,15 @@ class VidsearchClient:
         return f"{self.base_url}/v1/videos/{_segment(video_id, 'video id')}/media"
 
     def media(self, video_id: str) -> tuple[bytes, str]:
-        """The whole file and its media type (a client over a socket would rather stream `media_url`)."""
-        resp = self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}/media")
+        """The whole file and its media type (a client over a socket would rather stream `media_url`).
+        A video in object storage is answered with a redirect to a presigned URL, which is followed
+        (without this client's key: httpx drops `Authorization` on a redirect to another host)."""
+        resp = self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}/media", follow_redirects=True)
         return resp.content, resp.headers.get("content-type", "application/octet-stream")
 
     def media_size(self, video_id: str) -> int:
-        """The file's size in bytes, from a one-byte range request."""
-        resp = self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}/media", headers={"Range": "bytes=0-0"})
+        """The file's size in bytes, from a one-byte range request (following object storage's redirect)."""
+        resp = self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}/media", headers={"Range": "bytes=0-0"}, follow_redirects=True)
         total = resp.headers.get("content-range", "").rpartition("/")[2]
         return int(total) if total.isdigit() else len(resp.content)
 
@@ -270,11 +290,18 @@ class VidsearchClient:
         return [JobInfo.model_validate(j) for j in _json(self._call("GET", "/v1/jobs"))]
 
     def wait_for_job(self, job_id: str, timeout: float = 600.0, poll: float = 0.5) -> JobInfo:
+        """The job once it has finished (succeeded, failed or cancelled: check `state`); TimeoutError
+        naming the job and its state when it is still queued or running after `timeout` seconds (it
+        was returned as it was, and `wait_for_job(id).summary` printed None)."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
-            if job.state in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
+            if job.state in ("succeeded", "failed", "cancelled"):
                 return job
+            if time.monotonic() > deadline:
+                done = f"{job.progress.done}/{job.progress.total} videos" if job.progress.total else "no video finished yet"
+                raise TimeoutError(f"job {job.id} is still {job.state} after {timeout:g} s ({done}); wait longer, or "
+                                   f"cancel it with cancel_job({job.id!r})")  # fmt: skip
             time.sleep(poll)
 
     def ready(self) -> dict:
