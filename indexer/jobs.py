@@ -347,27 +347,30 @@ class JobManager:
         existing = set(os.listdir(self.db)) if self.db.is_dir() else None
         stored = self._stored_fingerprint() if existing is not None else None
         had_index = stored is not None
+        run = None
         try:
             backbone = self._model(stored)
             store = open_store_for(self.settings, backbone)
+            run = IndexRun(store, backbone, self.settings, progress=tracker)
             # a job's paths lie under the library roots (server/library.check_job_paths); so must what
             # they lead to: a manifest under a root must not name files elsewhere on the server's disk
-            summary = IndexRun(store, backbone, self.settings, progress=tracker).run(
-                [Path(p) for p in job.paths], prune=job.kind == "reindex", roots=self.job_roots())
+            summary = run.run([Path(p) for p in job.paths], prune=job.kind == "reindex", roots=self.job_roots())
         except Exception as exc:  # noqa: BLE001 - every failure is the job's, reported on it
             if isinstance(exc, WriterBusy):  # the other writer's files are not ours to remove
                 return False
             if not had_index:
                 self._remove_new(existing)
+            # what a stopped job committed stays, and its summary says what that was
+            done = {"db": str(self.settings.db), **run.summary.as_dict()} if run is not None and had_index else None
             if isinstance(exc, JobStopped) and exc.cancelled:
-                self._update(job_id, state="cancelled", error=str(exc), progress=tracker.progress, finished_at=time.time())
+                self._update(job_id, state="cancelled", error=str(exc), summary=done, progress=tracker.progress, finished_at=time.time())
                 return True
             if isinstance(exc, (JobStopped, *EXPLAINED)):
                 reason = str(exc)
             else:
                 log.exception("job %s failed", job_id)
                 reason = f"{type(exc).__name__}: {exc}"
-            self._update(job_id, state="failed", error=reason, progress=tracker.progress, finished_at=time.time())
+            self._update(job_id, state="failed", error=reason, summary=done, progress=tracker.progress, finished_at=time.time())
             return True
         result = {"db": str(self.settings.db), "fingerprint": backbone.fingerprint.id, **summary.as_dict()}
         self._update(job_id, state="succeeded", summary=result, progress=tracker.progress, finished_at=time.time())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from vidsearch.api_models import JobInfo, JobRequest
+from vidsearch.api_models import ErrorBody, JobInfo, JobRequest
 
 from .deps import ERRORS, State, require_key, require_write
 from .library import PathRefused, check_job_paths, resolved_roots
@@ -16,7 +16,8 @@ from .limits import BODY_LIMIT
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], max_body_size=BODY_LIMIT)  # paths: kilobytes
 
 
-@router.post("", response_model=JobInfo, status_code=202, responses=ERRORS, dependencies=[Depends(require_write)])
+@router.post("", response_model=JobInfo, status_code=202, responses={**ERRORS, 413: {"model": ErrorBody, "description": "the body is over the jobs' limit"}},
+             dependencies=[Depends(require_write)])  # fmt: skip
 def create_job(req: JobRequest, state: State) -> JobInfo:
     """Index or reindex paths on the server, in the background; poll GET /v1/jobs/{id}. Paths are
     absolute and lie under one of the server's library roots (403 otherwise; 403 too when it has none)."""

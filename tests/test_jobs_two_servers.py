@@ -32,7 +32,8 @@ def test_servers_on_one_index_share_its_jobs(small_library, long_clip):  # noqa:
 
         stopping = b.delete(f"/v1/jobs/{first['id']}")  # asked of B, for A's job
         assert stopping.status_code == 200
-        assert wait_job(a, first["id"], timeout=60)["state"] == "cancelled"
+        stopped = wait_job(a, first["id"], timeout=60)
+        assert stopped["state"] == "cancelled" and stopped["summary"]["indexed"] == 0  # what it committed: nothing yet
         assert wait_job(b, first["id"], timeout=10)["state"] == "cancelled"
 
         done = wait_job(b, second["id"], timeout=120)
