@@ -192,7 +192,7 @@ def _default_first(streams: list[dict]) -> dict:
     return next((s for s in streams if (s.get("disposition") or {}).get("default")), streams[0])
 
 
-def _main_video(video: list[dict]) -> dict:
+def main_video(video: list[dict]) -> dict:
     """The video stream a player shows: an MKV may carry its cover art as a first, unflagged one-frame
     MJPEG/PNG stream, and a dashcam or screen recorder a second camera. Prefer a stream whose codec is
     not a picture codec, then the one flagged default, then the first. The decoders read this stream
@@ -203,10 +203,27 @@ def _main_video(video: list[dict]) -> dict:
     return _default_first([s for s in video if not still(s)] or video)
 
 
-def _main_audio(audio: list[dict]) -> int:
+def main_audio(audio: list[dict]) -> int:
     """Which audio stream (0-based among the audio streams, as ffmpeg's `-map 0:a:N` counts) a player
     plays: the one flagged default (a dub's original-language track is often the second), else the first."""
     return audio.index(_default_first(audio)) if audio else 0
+
+
+def _pictures(streams: list[dict]) -> list[dict]:
+    """The video streams that are not cover art (attached pictures)."""
+    return [s for s in streams if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")]
+
+
+def player_maps(streams: list[dict], audio: bool = True) -> list[str]:
+    """ffmpeg `-map` arguments for the streams the index was made from (ffprobe's `streams`): the video
+    stream `probe` describes and, with `audio`, the audio stream it reads (optional: `?`). The server
+    cuts thumbnails and clips with them, so a dashcam's second camera or a dub's other track never
+    shows where the index read the first (ffmpeg's own pick is the largest picture)."""
+    video, sound = _pictures(streams), [s for s in streams if s.get("codec_type") == "audio"]
+    maps = ["-map", f"0:{main_video(video).get('index', 0)}"] if video else ["-map", "0:v:0"]
+    if audio:
+        maps += ["-map", f"0:a:{main_audio(sound)}?"]
+    return maps
 
 
 def sample_aspect(text: str | None) -> Fraction:
@@ -237,11 +254,7 @@ def probe(path: Path | str) -> ProbeResult:
     if PLAYLIST_FORMATS & set(format_name.split(",")):
         raise MediaError(f"a playlist ({format_name}), not a video file")
     streams = info.get("streams", [])
-    video = [
-        s
-        for s in streams
-        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
-    ]
+    video = _pictures(streams)
     audio = [s for s in streams if s.get("codec_type") == "audio"]
     subtitles = [s for s in streams if s.get("codec_type") == "subtitle"]
     if not video:
@@ -251,7 +264,7 @@ def probe(path: Path | str) -> ProbeResult:
             raise MediaError("no video stream (the file holds no streams at all: an empty container)")
         kinds = sorted({str(s.get("codec_type") or "unknown") for s in streams})
         raise MediaError(f"no video stream (only {', '.join(kinds)} streams)")
-    v = _main_video(video)
+    v = main_video(video)
     coded_w, coded_h = int(v.get("width") or 0), int(v.get("height") or 0)
     if coded_w <= 0 or coded_h <= 0:
         raise MediaError("video stream has no frame size (corrupt header?)")
@@ -281,7 +294,7 @@ def probe(path: Path | str) -> ProbeResult:
         duration = n_frames / fps
     if duration is None:
         raise MediaError("duration unknown (truncated or streaming-only file?)")
-    a_index = _main_audio(audio)
+    a_index = main_audio(audio)
     a_start = _time(audio[a_index].get("start_time")) if audio else None
     rotation = rotation_of(v)
     width, height = display_size(coded_w, coded_h, v.get("sample_aspect_ratio"), rotation)

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .media import THUMB_CACHE_BYTES, mark_used, one_maker, trim_cache
+from .media import THUMB_CACHE_BYTES, mark_used, one_maker, stream_maps, trim_cache
 
 __all__ = ["ClipError", "MAX_CLIP_SECONDS", "Clip", "NoFrames", "cut_clip", "keyframe_at"]
 
@@ -28,8 +28,8 @@ CLIP_STEP = 0.01  # seconds: clip bounds are rounded to this (a player seeks no 
 END_SLACK = 0.25  # seconds past the end that are forgiven (rounded times), then clamped
 # in every cached clip's name: a change to how clips are cut renames them, so a server upgraded in place
 # never serves what the old code cut (2: a WebM copied from an earlier keyframe, or an empty file, were
-# cached as clips); the old files age out of the cache (media.trim_cache)
-CUT_VERSION = 2
+# cached as clips; 3: the indexed tracks, not ffmpeg's first); the old files age out of the cache (media.trim_cache)
+CUT_VERSION = 3
 COPY_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 
 
@@ -144,7 +144,7 @@ def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: P
               ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])  # fmt: skip
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.{id(out)}.tmp{out.suffix}")  # concurrent callers never share one
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start:.3f}", "-i", str(video), "-t", f"{end - start:.3f}",
-           "-map", "0:v:0", "-map", "0:a:0?", "-sn", "-dn", *codecs,
+           *stream_maps(str(video), pass_fds), "-sn", "-dn", *codecs,
            *(["-movflags", "+faststart"] if fmt in ("mp4", "mov") else []), "-f", fmt, str(tmp)]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=max(60.0, 4 * (end - start)), pass_fds=pass_fds)

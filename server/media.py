@@ -11,6 +11,7 @@ anonymous requests cannot make unbounded ffmpeg runs or fill the disk.
 from __future__ import annotations
 
 import hashlib
+import json
 import mimetypes
 import os
 import subprocess
@@ -22,10 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vidsearch import objectstore
+from vidsearch.indexer.probe import player_maps
 
 from .library import IndexedFile
 
-__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "one_maker", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
+__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "one_maker", "stream_maps", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
 
 # every suffix the indexer takes (indexer/discover.py), by hand: the system's `mimetypes` tables differ
 # between hosts and read `.ts` as Qt's translation files (text/vnd.trolltech.linguist)
@@ -40,6 +42,9 @@ MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".f4v": "video/mp4", ".
                ".rmvb": "application/vnd.rn-realmedia-vbr"}  # fmt: skip
 THUMB_WIDTHS = (160, 320, 640, 1280)  # the UI asks for 320; a request is served the next size up
 THUMB_STEP = 0.1  # seconds: thumbnail times are rounded to this (the UI shows times to 0.01 s, frames differ less)
+# in every cached thumbnail's name: a change to how they are made renames them (2: square pixels and the
+# indexed track), so a server upgraded in place never serves the old ones; those age out (trim_cache)
+THUMB_VERSION = 2
 THUMB_CACHE_BYTES = 256 << 20  # the bound of the cache of thumbnails and clips; the least recently used go first
 
 
@@ -91,9 +96,30 @@ def thumbnail(video: IndexedFile | str, video_id: str, t: float, width: int, cac
     """A JPEG of the frame at `t` seconds of an opened, checked file (use `thumbnail_key` first), or
     None when there is none. ffmpeg reads the descriptor, not the path (see `library`); a video in
     object storage is read from a presigned URL, with range requests."""
-    out = cache_dir / f"{hashlib.sha1(f'{video_id}:{t:.3f}:{width}'.encode()).hexdigest()}.jpg"
+    out = cache_dir / f"{hashlib.sha1(f'{video_id}:{t:.3f}:{width}:{THUMB_VERSION}'.encode()).hexdigest()}.jpg"
     with one_maker(out):
         return _thumbnail(video, t, width, out, cache_dir, cache_bytes)
+
+
+def stream_maps(source: str, fds: tuple[int, ...] = (), audio: bool = True) -> list[str]:
+    """`-map` arguments for the streams the index read (indexer.probe.player_maps: the default-flagged
+    video and audio tracks, cover art aside), from one ffprobe of the opened file; the first video and
+    audio streams where the probe fails."""
+    try:
+        proc = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=index,codec_type:stream_disposition=default,attached_pic",
+                               "-of", "json", source], capture_output=True, timeout=30, pass_fds=fds, stdin=subprocess.DEVNULL)  # fmt: skip
+        streams = json.loads(proc.stdout or b"{}").get("streams") or []
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        streams = []
+    if not streams:
+        return ["-map", "0:v:0", *(["-map", "0:a:0?"] if audio else [])]
+    return player_maps(streams, audio=audio)
+
+
+# the frame as a player shows it: pixels made square (DV, DVD, anamorphic: `dar` is the display aspect),
+# `width` wide, an even height
+def _thumb_filter(width: int) -> str:
+    return f"scale={width}:trunc({width}/dar/2)*2,setsar=1"
 
 
 def _thumbnail(video: IndexedFile | str, t: float, width: int, out: Path, cache_dir: Path, cache_bytes: int) -> bytes | None:
@@ -112,8 +138,8 @@ def _thumbnail(video: IndexedFile | str, t: float, width: int, out: Path, cache_
     tmp = Path(tmp_name)
     try:
         proc = subprocess.run(
-            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{t:.3f}", "-i", source, "-frames:v", "1",
-             "-vf", f"scale={width}:-2", "-q:v", "4", "-f", "image2", str(tmp)],
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{t:.3f}", "-i", source, *stream_maps(source, fds, audio=False),
+             "-frames:v", "1", "-vf", _thumb_filter(width), "-q:v", "4", "-f", "image2", str(tmp)],
             capture_output=True, timeout=60, pass_fds=fds,
         )  # fmt: skip
         jpeg = tmp.read_bytes()
