@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidsearch.api_models import Filters, SearchRequest
+from vidsearch.api_models import TEXT_CHANNELS, Filters, SearchRequest
 
 from .snapshot import Snapshot
 
@@ -115,7 +115,8 @@ def channel_weights(req: SearchRequest, available: set[str]) -> dict[str, float]
         return {c: 1.0 for c in sorted(available)}
     unknown = [c for c in req.channels if c not in available]
     if unknown:
-        raise SearchError(f"channel(s) {', '.join(unknown)} are not in this index (available: {', '.join(sorted(available))})")
+        why = " (no video of it has such text: indexed without that channel, or none was found)" if set(unknown) <= set(TEXT_CHANNELS) else ""
+        raise SearchError(f"channel(s) {', '.join(unknown)} are not in this index{why}; available: {', '.join(sorted(available))}")
     weights = {c: w for c, w in req.channels.items() if w > 0 and c in available}
     if not weights:
         raise SearchError("every requested channel has weight 0 or is not indexed")
