@@ -71,8 +71,10 @@ def _probe(args: list[str], timeout: float = 30, pass_fds: tuple[int, ...] = ())
     return proc.stdout if proc.returncode == 0 else ""
 
 
-def keyframe_at(video: Path | str, t: float, tolerance: float = KEYFRAME_TOLERANCE, pass_fds: tuple[int, ...] = ()) -> bool:
-    """Whether the video stream has a keyframe within `tolerance` of player time `t`.
+def keyframe_at(video: Path | str, t: float, tolerance: float = KEYFRAME_TOLERANCE, pass_fds: tuple[int, ...] = (),
+                stream: str = "v:0") -> bool:  # fmt: skip
+    """Whether the video stream (`stream`: an ffprobe stream specifier, the clip's mapped one) has a
+    keyframe within `tolerance` of player time `t`.
 
     Read from the container's packet flags (`K`), not by decoding with `-skip_frame nokey`: decoders
     that ignore that option (VP9's, and others) return every frame, so every start "had a keyframe"
@@ -82,7 +84,7 @@ def keyframe_at(video: Path | str, t: float, tolerance: float = KEYFRAME_TOLERAN
     offset = _probe(["-show_entries", "format=start_time", "-of", "csv=p=0", str(video)], pass_fds=pass_fds).strip()
     origin = float(offset) if offset not in ("", "N/A") else 0.0
     lo, hi = max(t - tolerance, 0.0) + origin, t + tolerance + origin
-    out = _probe(["-select_streams", "v:0", "-show_entries", "packet=pts_time,dts_time,flags", "-of", "json",
+    out = _probe(["-select_streams", stream, "-show_entries", "packet=pts_time,dts_time,flags", "-of", "json",
                   "-read_intervals", f"{lo:.3f}%{hi:.3f}", str(video)], pass_fds=pass_fds)  # fmt: skip
     return any(abs(x - origin - t) <= tolerance for x in _keyframe_times(out))
 
@@ -111,18 +113,29 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
     # to CLIP_STEP: ranges a millisecond apart are one clip (one cut, one cached file), not one each
     start = round(start / CLIP_STEP) * CLIP_STEP
     end = max(round(end / CLIP_STEP) * CLIP_STEP, start + CLIP_STEP)
-    copy = suffix in COPY_CONTAINERS and keyframe_at(video, start, pass_fds=pass_fds)
-    empty = False
-    for method in (("copy", "encode") if copy else ("encode",)):
+    def cached(method: str) -> Path:
         ext = suffix if method == "copy" else ".mp4"
-        name = hashlib.sha1(f"{video_id}:{start:.3f}:{end:.3f}:{method}:{CUT_VERSION}".encode()).hexdigest()
-        out = Path(cache_dir) / f"{name}{ext}"
+        return Path(cache_dir) / f"{hashlib.sha1(f'{video_id}:{start:.3f}:{end:.3f}:{method}:{CUT_VERSION}'.encode()).hexdigest()}{ext}"
+
+    # a clip cut before is served without a probe; a new one probes the file once for its tracks
+    methods = [m for m in ("copy", "encode") if cached(m).is_file()][:1]
+    maps: list[str] = []
+    if not methods:
+        maps = stream_maps(str(video), pass_fds)
+        video_stream = maps[1].removeprefix("0:")  # "N" (ffprobe's index) or "v:0"
+        copy = suffix in COPY_CONTAINERS and keyframe_at(video, start, pass_fds=pass_fds, stream=video_stream)
+        methods = ["copy", "encode"] if copy else ["encode"]
+    empty = False
+    for method in methods:
+        ext = suffix if method == "copy" else ".mp4"
+        out = cached(method)
         with one_maker(out):  # concurrent requests for this clip: one cut
             if out.is_file():
                 mark_used(out)
                 made = True
             else:
-                made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), pass_fds)
+                maps = maps or stream_maps(str(video), pass_fds)
+                made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), pass_fds, maps)
                 if made == "empty":
                     empty, made = True, False
                 if made:
@@ -136,7 +149,8 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
     raise ClipError(f"ffmpeg could not cut {start:g}-{end:g} s of video {video_id}")
 
 
-def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: Path, fmt: str, pass_fds: tuple[int, ...] = ()) -> bool | str:
+def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: Path, fmt: str, pass_fds: tuple[int, ...] = (),
+                maps: list[str] | None = None) -> bool | str:  # fmt: skip
     """Cut into `out` (through a temporary file): True when it holds the clip, "empty" when ffmpeg
     succeeded but wrote no frame (a stretch that cannot be decoded: ffmpeg exits 0 with a header-only
     file, which was served as a 262-byte MP4), False when ffmpeg failed."""
@@ -144,7 +158,7 @@ def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: P
               ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])  # fmt: skip
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.{id(out)}.tmp{out.suffix}")  # concurrent callers never share one
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start:.3f}", "-i", str(video), "-t", f"{end - start:.3f}",
-           *stream_maps(str(video), pass_fds), "-sn", "-dn", *codecs,
+           *(maps or stream_maps(str(video), pass_fds)), "-sn", "-dn", *codecs,
            *(["-movflags", "+faststart"] if fmt in ("mp4", "mov") else []), "-f", fmt, str(tmp)]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=max(60.0, 4 * (end - start)), pass_fds=pass_fds)

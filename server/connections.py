@@ -16,8 +16,8 @@ gives uvicorn's own HTTP protocol (httptools or h11, whichever it picked) the po
 
 A connection past its deadline is closed without an answer (the client is not reading one). A
 response being written is never timed: a slow download of a long video is a user, not an attack;
-nor is a body the app has not asked for yet (reading paused by flow control, or `Expect:
-100-continue` before the app reads). A deployment that faces the internet still belongs behind a
+nor is a body the app cannot take yet (reading paused by flow control). A body behind `Expect:
+100-continue` is timed from its headers: this API's routes read their body at once. A deployment that faces the internet still belongs behind a
 reverse proxy (README: "HTTP API").
 """
 
@@ -58,7 +58,7 @@ def guarded_protocol(base: type, *, header_timeout: float, body_timeout: float, 
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self._phase_key: tuple[str, int] = (_HEADERS, 0)
+            self._phase_key: tuple[str, int] = (self._phase(), id(self.cycle))  # as _note_phase keys it
             self._phase_since, self._phase_bytes = self.loop.time(), 0
             self.waiting[self] = None
             self._arm(header_timeout)

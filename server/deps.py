@@ -116,7 +116,9 @@ def _refuse_a_wrong_key(state: ServerState, request: Request) -> None:
     """An open read that carries a key the server does not know: 401, not an anonymous answer. A
     client configured with a mistyped or revoked key would otherwise be served as anonymous, silently
     (relative paths, no job records), and learn of it only when a write failed."""
-    if _bearer(request) is not None and not key_accepted(state, request):
+    if state.settings.api_keys and _bearer(request) is not None and not key_accepted(state, request):
+        # (a server with no keys has nothing to compare with: a token meant for another server, or a
+        # proxy's, is no mistake of this one's caller)
         raise HTTPException(401, "API key not accepted: send one of the server's keys, or no Authorization header to read "
                                  "anonymously", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})  # fmt: skip
 

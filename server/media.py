@@ -106,7 +106,7 @@ def stream_maps(source: str, fds: tuple[int, ...] = (), audio: bool = True) -> l
     video and audio tracks, cover art aside), from one ffprobe of the opened file; the first video and
     audio streams where the probe fails."""
     try:
-        proc = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=index,codec_type:stream_disposition=default,attached_pic",
+        proc = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=index,codec_type,codec_name:stream_disposition=default,attached_pic",
                                "-of", "json", source], capture_output=True, timeout=30, pass_fds=fds, stdin=subprocess.DEVNULL)  # fmt: skip
         streams = json.loads(proc.stdout or b"{}").get("streams") or []
     except (OSError, ValueError, subprocess.TimeoutExpired):

@@ -50,3 +50,19 @@ def test_an_anamorphic_frame_is_shown_with_square_pixels(tmp_path):
     with opened(path) as f:
         jpeg = thumbnail(f, "v1", 0.5, 320, tmp_path / "cache")
     assert Image.open(io.BytesIO(jpeg)).size == (320, 120)  # was 320x240: the stored 4:3, squeezed
+
+
+def test_a_cover_picture_stream_first_is_not_the_thumbnail(tmp_path):
+    """An MKV whose first video stream is an unflagged one-frame cover (MJPEG): the index reads the
+    real video (the second), and so must thumbnails and clips."""
+    (tmp_path / "cache").mkdir()
+    cover = tmp_path / "cover.jpg"
+    ffmpeg("-f", "lavfi", "-i", "color=blue:s=160x120:d=0.1", "-frames:v", "1", str(cover))
+    path = tmp_path / "with cover.mkv"
+    ffmpeg("-i", str(cover), "-f", "lavfi", "-i", "color=red:s=160x120:r=10:d=3", "-map", "0:v", "-map", "1:v",
+           "-c:v:0", "mjpeg", "-c:v:1", "libx264", "-preset", "ultrafast", "-pix_fmt:v:1", "yuv420p",
+           "-disposition:v:0", "0", "-disposition:v:1", "0", "-default_mode", "passthrough", str(path))  # fmt: skip
+    with opened(path) as f:
+        jpeg = thumbnail(f, "v3", 1.0, 320, tmp_path / "cache")
+    r, _, b = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=float).mean(axis=(0, 1))
+    assert r > 150 and b < 80, (r, b)

@@ -234,6 +234,9 @@ def test_a_wrong_key_on_an_open_read_is_401(shared_library):
             assert resp.status_code == 401 and "not accepted" in resp.json()["detail"], (url, resp.status_code)
             assert client.request(method, url, json=body).status_code == 200, url  # no key: anonymous, as before
             assert client.request(method, url, json=body, headers=AUTH).status_code == 200, url
+    keyless = settings.model_copy(update={"api_keys": []})  # a server with no keys: a token is meant for another
+    with TestClient(create_app(keyless)) as client:
+        assert client.get("/v1/videos", headers=wrong).status_code == 200
 
 
 def test_thumbnails_answer_head_and_etags(shared_library):

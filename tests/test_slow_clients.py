@@ -59,10 +59,9 @@ def _parsers():
     return out
 
 
-@pytest.fixture(params=_parsers())
-def server(request):
-    """A guarded uvicorn on a free loopback port (at most 8 connections), stopped at the end."""
-    protocol = guarded_protocol(request.param, header_timeout=TIMEOUT, body_timeout=TIMEOUT, max_connections=8)
+def _serve(base, header_timeout: float):
+    """A guarded uvicorn on a free loopback port (at most 8 connections); yields the port, stops it at the end."""
+    protocol = guarded_protocol(base, header_timeout=header_timeout, body_timeout=TIMEOUT, max_connections=8)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=protocol, lifespan="off"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -74,6 +73,17 @@ def server(request):
     yield port
     srv.should_exit = True
     thread.join(timeout=30)
+
+
+@pytest.fixture(params=_parsers())
+def server(request):
+    yield from _serve(request.param, TIMEOUT)
+
+
+@pytest.fixture(params=_parsers())
+def patient_server(request):
+    """As `server`, with a header timeout long enough that only the cap closes idle connections."""
+    yield from _serve(request.param, 30.0)
 
 
 def connect(port: int) -> socket.socket:
@@ -99,9 +109,10 @@ def closed_after(sock: socket.socket, limit: float = 10.0) -> float | None:
 def test_unfinished_headers_and_silent_connections_are_closed(server):
     silent, partial = connect(server), connect(server)
     partial.sendall(b"GET /big?n=10 HTTP/1.1\r\nHost: x\r\n")  # never ends its headers
-    for sock in (silent, partial):
-        waited = closed_after(sock)
-        assert waited is not None and waited < 4 * TIMEOUT, waited
+    waited = closed_after(silent)
+    assert waited is not None and waited < 1.5 * TIMEOUT, waited  # the timeout itself, not twice it
+    waited = closed_after(partial)
+    assert waited is not None and waited < 1.5 * TIMEOUT, waited  # 36 bytes buy 0.07 s
     # the server answers others all along
     assert httpx.get(f"http://127.0.0.1:{server}/big?n=5", timeout=5).content == b"xxxxx"
 
@@ -179,7 +190,8 @@ def test_keep_alive_requests_on_one_connection_still_work(server):
             time.sleep(0.3)
 
 
-def test_past_the_cap_the_longest_waiting_connection_makes_room(server):
+def test_past_the_cap_the_longest_waiting_connection_makes_room(patient_server):
+    server = patient_server
     idle = [connect(server) for _ in range(8)]  # the cap: 8, all waiting for a request
     time.sleep(0.2)
     answer = httpx.get(f"http://127.0.0.1:{server}/big?n=3", timeout=5)  # the 9th: served
