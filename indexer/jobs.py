@@ -35,6 +35,7 @@ behind that would look like a broken index.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -51,7 +52,8 @@ from vidsearch.api_models import JobInfo, JobProgress
 from vidsearch.config import Settings
 from vidsearch.encoders import ModelLoadError, backend_options, load_backbone, model_spec
 from vidsearch.fingerprint import FingerprintMismatch
-from vidsearch.store import Store, StoreError, WriterBusy
+from vidsearch import objectstore
+from vidsearch.store import Store, StoreError, WriterBusy, index_write_lock
 
 from .ownership import is_gone, this_process
 from .pipeline import IndexRun, IndexRunError, Progress, open_store_for
@@ -92,8 +94,9 @@ class JobTracker(Progress):
         self._stop = self._stop or JobStopped(reason, cancelled)
 
     @property
-    def stop_requested(self) -> bool:
-        return self._stop is not None
+    def stop(self) -> JobStopped | None:
+        """The stop asked for (a cancel, or the stall watchdog), if any."""
+        return self._stop
 
     def poll(self) -> None:
         if self._stop is not None:
@@ -259,6 +262,10 @@ class JobManager:
             if f.stem in self._mine:
                 f.unlink(missing_ok=True)
                 self.cancel(f.stem)
+            else:  # another server's: left to it, unless its job has ended (or its server is gone)
+                record = self._read_record(self.dir / f"{f.stem}.json")
+                if record is None or record.state in FINISHED:
+                    f.unlink(missing_ok=True)
 
     def _watch(self, every: float = 1.0) -> None:
         """Stop a running job that has shown no progress for `job_stall_seconds`, and act on cancellations
@@ -331,20 +338,40 @@ class JobManager:
                 self._running = (job_id, tracker)
             self._save(job)
             try:
-                if self._index(job, tracker):
-                    return
-            finally:
+                finished = self._index(job, tracker)
+            except BaseException:
                 self._running = None
-            if tracker.stop_requested:  # cancelled while it started: it did nothing
-                self._update(job_id, state="cancelled", error="cancelled by a client", finished_at=time.time())
-                return
-            self._update(job_id, state="queued")
+                raise
+            with self._lock:  # a cancel sees the job stopping (its tracker) or queued again, never neither
+                self._running = None
+                if finished:
+                    return
+                if tracker.stop is not None:  # stopped before it started: it did nothing
+                    stop = tracker.stop
+                    job = self._jobs[job_id] = self._jobs[job_id].model_copy(update={
+                        "state": "cancelled" if stop.cancelled else "failed", "error": str(stop), "finished_at": time.time()})
+                    self._save(job)
+                    return
+                job = self._jobs[job_id] = self._jobs[job_id].model_copy(update={"state": "queued"})
+            self._save(job)
 
     def _index(self, job: JobInfo, tracker: JobTracker) -> bool:
         """Run the job and record how it ended; False (nothing recorded) where another process held the
-        write lock: the job waits for its turn again."""
+        write lock: the job waits for its turn again. The lock is held from before the job looks at the
+        index to after a failed first job has removed what it made, so that removal never takes another
+        writer's files (an index made by a `vidsearch index` that started while this job loaded its model)."""
+        remote = objectstore.is_uri(str(self.settings.db))
+        created = not remote and not self.db.exists()
+        if created:
+            self.db.mkdir(parents=True, exist_ok=True)
+        try:
+            with contextlib.nullcontext() if remote else index_write_lock(self.db):
+                return self._index_locked(job, tracker, None if created or remote else set(os.listdir(self.db)))
+        except WriterBusy:
+            return False
+
+    def _index_locked(self, job: JobInfo, tracker: JobTracker, existing: set[str] | None) -> bool:
         job_id = job.id
-        existing = set(os.listdir(self.db)) if self.db.is_dir() else None
         stored = self._stored_fingerprint() if existing is not None else None
         had_index = stored is not None
         run = None
@@ -354,10 +381,8 @@ class JobManager:
             run = IndexRun(store, backbone, self.settings, progress=tracker)
             # a job's paths lie under the library roots (server/library.check_job_paths); so must what
             # they lead to: a manifest under a root must not name files elsewhere on the server's disk
-            summary = run.run([Path(p) for p in job.paths], prune=job.kind == "reindex", roots=self.job_roots())
+            summary = run.run([Path(p) for p in job.paths], prune=job.kind == "reindex", roots=self.job_roots(), locked=True)
         except Exception as exc:  # noqa: BLE001 - every failure is the job's, reported on it
-            if isinstance(exc, WriterBusy):  # the other writer's files are not ours to remove
-                return False
             if not had_index:
                 self._remove_new(existing)
             # what a stopped job committed stays, and its summary says what that was

@@ -299,12 +299,14 @@ class IndexRun:
         return self.store.purge_videos(self.store.indexed_ids() - self.store.referenced_ids())
 
     # -- running -------------------------------------------------------------------------------
-    def run(self, paths: list[Path], prune: bool = False, restore: bool = False, roots: list[str] | None = None) -> RunSummary:
+    def run(self, paths: list[Path], prune: bool = False, restore: bool = False, roots: list[str] | None = None,
+            locked: bool = False) -> RunSummary:  # fmt: skip
         """Index `paths`. `roots`: a server job's library roots, which what the paths lead to (manifest
         entries, symbolic links) must not leave (discover); None for the CLI, whose operator names what
-        it indexes."""
+        it indexes. `locked`: the caller holds the index's write lock already (a server job holds it
+        from before it looks at the index to after it has cleaned up)."""
         t0 = time.monotonic()
-        with self.store.write_lock():
+        with contextlib.nullcontext() if locked else self.store.write_lock():
             self.store.remove_orphans()
             sources, problems = discover(paths, follow_symlinks=self.settings.follow_symlinks, roots=roots)
             self._report_problems(problems)

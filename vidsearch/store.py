@@ -54,6 +54,30 @@ class WriterBusy(StoreError):
     """Another process holds the index's write lock (a job waits for it; a CLI run says so and stops)."""
 
 
+LOCK_PATIENCE = 1.0  # seconds a writer tries for the lock before WriterBusy (a waiting job looks at it now and then)
+
+
+@contextlib.contextmanager
+def index_write_lock(path: Path) -> Iterator[None]:
+    """The write lock of the index directory `path` (which must exist), held for the block: an exclusive
+    `flock` on `<path>/.write.lock`, tried for LOCK_PATIENCE seconds (a server job waiting for its turn
+    takes and drops it to look, `Store.writer_busy`) before WriterBusy."""
+    fh = open(Path(path) / ".write.lock", "w")
+    try:
+        deadline = time.monotonic() + LOCK_PATIENCE
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WriterBusy(f"another vidsearch process is writing to {path}; wait for it to finish") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        fh.close()
+
+
 @dataclass
 class EncodedVideo:
     """Everything one video contributes to the index, as columns."""
@@ -257,15 +281,8 @@ class Store:
         if isinstance(self.path, str):
             yield
             return
-        fh = open(self.path / ".write.lock", "w")
-        try:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise WriterBusy(f"another vidsearch process is writing to {self.path}; wait for it to finish") from None
+        with index_write_lock(self.path):
             yield
-        finally:
-            fh.close()
 
     @staticmethod
     def writer_busy(path: Path | str) -> bool:
