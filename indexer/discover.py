@@ -196,7 +196,8 @@ def _uri_to_path(value: str, base: Path) -> Path:
     )
 
 
-def _under(real: str, roots: list[str]) -> bool:
+def under(real: str, roots: list[str]) -> bool:
+    """Whether the resolved path `real` is one of `roots` or inside one."""
     return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
@@ -222,7 +223,7 @@ def outside_roots(location: str | Path, roots: list[str]) -> bool:
         real = os.path.realpath(location)
     except (OSError, ValueError):
         return True
-    return not _under(real, [r for r in roots if not objectstore.is_uri(r)])
+    return not under(real, [r for r in roots if not objectstore.is_uri(r)])
 
 
 def read_manifest(manifest: Path, roots: list[str] | None = None) -> tuple[list[Source], list[tuple[str, str]]]:

@@ -168,6 +168,7 @@ class IndexRun:
         self._parked: dict[str, list[Source]] = {}  # copies waiting for their content's outcome
         self._first_path: dict[str, str] = {}  # content hash -> the path being indexed for it
         self._links: list[tuple[Source, str]] = []  # linked paths: their manifest text and live path, at the flush
+        self._roots: list[str] | None = None  # a server job's library roots (run)
         self._linked_videos: set[str] = set()  # videos a path was linked to in this run (their subtitles, _sync_subtitles)
         self._current: JobStream | None = None
 
@@ -306,6 +307,7 @@ class IndexRun:
         it indexes. `locked`: the caller holds the index's write lock already (a server job holds it
         from before it looks at the index to after it has cleaned up)."""
         t0 = time.monotonic()
+        self._roots = roots  # subtitle files beside the videos are held to them too
         with contextlib.nullcontext() if locked else self.store.write_lock():
             self.store.remove_orphans()
             sources, problems = discover(paths, follow_symlinks=self.settings.follow_symlinks, roots=roots)
@@ -347,7 +349,7 @@ class IndexRun:
             video_id, status, recorded = rows.get(src.key, (None, None, None))
             if status != "indexed" or video_id is None:
                 continue
-            subs = find_subtitles(src.path)
+            subs = find_subtitles(src.path, self._roots)
             try:
                 newest = max((p.stat().st_mtime for p, _ in subs), default=None)
             except OSError:
@@ -368,7 +370,7 @@ class IndexRun:
         duration = rows[0]["duration"]
         found = []
         for path in sorted(paths):
-            found += subtitle_spans(local_path(path), duration)
+            found += subtitle_spans(local_path(path), duration, self._roots)
         if paths:  # the content's own tracks are among its subtitle spans too: read them again with the files
             own = local_path(sorted(paths)[0])
             try:
@@ -586,7 +588,7 @@ class IndexRun:
         src = item.source
         title = src.title or _name_title(src.key)  # the file's name (readable where it is not valid UTF-8); _repoint reads it so
         # subtitle files are looked for next to a local video only (an object's neighbours are not listed)
-        text = sidecar_spans(src.path, title, src.metadata, info.duration) if src.uri is None else metadata_spans(title, src.metadata, info.duration)
+        text = sidecar_spans(src.path, title, src.metadata, info.duration, self._roots) if src.uri is None else metadata_spans(title, src.metadata, info.duration)
         spans = [sp for sp in (*finished.spans, *text) if sp.source != "subtitle"]
         spans += unique_subtitles(sp for sp in (*finished.spans, *text) if sp.source == "subtitle")  # own track and sidecar: once
         return EncodedVideo(

@@ -131,13 +131,14 @@ def _claimed_exactly(base: str, videos: frozenset[str], stem: str) -> bool:
     return any(base[:i] in videos and base[:i] != stem for i in cuts)
 
 
-def find_subtitles(video: str | os.PathLike) -> list[tuple[Path, str | None]]:
+def find_subtitles(video: str | os.PathLike, roots: list[str] | None = None) -> list[tuple[Path, str | None]]:
     """(path, language tag or None) for each subtitle file that names this video, plain name first.
 
     Names are matched as players match them, letter case aside: `holiday.srt` is `Holiday.mp4`'s. An
     exact-case name wins over one that differs only in case for the same language and format
     (`Holiday.srt` over `holiday.srt`), and a name that another video of the folder matches with its
-    exact case (`holiday.srt` beside `holiday.mp4`) is that video's."""
+    exact case (`holiday.srt` beside `holiday.mp4`) is that video's. `roots` (a server job's library
+    roots): a subtitle file that resolves outside them (a link) is not read."""
     video = Path(video)
     folder = video.parent
     try:
@@ -171,6 +172,11 @@ def find_subtitles(video: str | os.PathLike) -> list[tuple[Path, str | None]]:
         if slot(item) not in taken:  # one of the names that differ only in case, where none is exact
             taken.add(slot(item))
             found.append(item)
+    if roots is not None:
+        from .discover import outside_roots, resolved_roots
+
+        allowed = resolved_roots(roots)
+        found = [f for f in found if not outside_roots(f[0], allowed)]
     found.sort(key=lambda x: (x[1] is not None, x[1] or "", x[0].suffix.lower()))
     return found
 
@@ -276,18 +282,38 @@ def parse_vtt(text: str, where: str = "<vtt>") -> list[Cue]:
     return _parse(text, where)
 
 
-def ffmpeg_srt(location: str | os.PathLike, stream: int | None = None) -> str:
-    """A subtitle file (ASS/SSA), or text subtitle track `stream` of a video (`-map 0:s:N`), as SRT text
-    from ffmpeg. Times are the video's player time: ffmpeg counts from the file's first timestamp, as
-    the probe does. RuntimeError with ffmpeg's last line where it cannot."""
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(location)]
-    if stream is not None:
-        cmd += ["-map", f"0:s:{stream}"]
-    proc = subprocess.run([*cmd, "-f", "srt", "pipe:1"], capture_output=True, timeout=FFMPEG_SUBTITLE_TIMEOUT, stdin=subprocess.DEVNULL)
+def _ffmpeg_failure(proc: subprocess.CompletedProcess) -> RuntimeError:
+    lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    return RuntimeError(lines[-1] if lines else f"ffmpeg exited with {proc.returncode}")
+
+
+def ffmpeg_srt(path: str | os.PathLike) -> str:
+    """An ASS/SSA subtitle file as SRT text from ffmpeg, read as ASS whatever its content looks like (a
+    file named `.ass` is never taken for a playlist or another format ffmpeg would follow). RuntimeError
+    with ffmpeg's last line where it cannot."""
+    proc = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "ass", "-i", str(path), "-f", "srt", "pipe:1"],
+                          capture_output=True, timeout=FFMPEG_SUBTITLE_TIMEOUT, stdin=subprocess.DEVNULL)  # fmt: skip
     if proc.returncode != 0:
-        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise RuntimeError(lines[-1] if lines else f"ffmpeg exited with {proc.returncode}")
-    return decode_text(proc.stdout, str(location))
+        raise _ffmpeg_failure(proc)
+    return decode_text(proc.stdout, str(path))
+
+
+def ffmpeg_tracks_srt(location: str | os.PathLike, streams: list[int], duration: float | None = None) -> list[str]:
+    """Text subtitle tracks of a video (`-map 0:s:N` each) as SRT texts, in one pass over the file (a
+    track's packets are spread through it: a pass per track read a film once per language). Times are
+    the video's player time: ffmpeg counts from the file's first timestamp, as the probe does."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="vidsearch-subs-") as tmp:
+        outs = [os.path.join(tmp, f"{n}.srt") for n in streams]
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(location)]
+        for n, out in zip(streams, outs):
+            cmd += ["-map", f"0:s:{n}", "-f", "srt", out]
+        timeout = max(FFMPEG_SUBTITLE_TIMEOUT, (duration or 0) / 2)  # demuxing a long file off a slow disk
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise _ffmpeg_failure(proc)
+        return [decode_text(Path(out).read_bytes(), str(location)) if os.path.exists(out) else "" for out in outs]
 
 
 def parse_subtitles(path: str | os.PathLike) -> list[Cue]:
@@ -310,8 +336,8 @@ def parse_subtitles(path: str | os.PathLike) -> list[Cue]:
     return parse_srt(text, str(path))
 
 
-def read_subtitles(video: str | os.PathLike) -> list[SubtitleTrack]:
-    return [SubtitleTrack(p, lang, tuple(parse_subtitles(p))) for p, lang in find_subtitles(video)]
+def read_subtitles(video: str | os.PathLike, roots: list[str] | None = None) -> list[SubtitleTrack]:
+    return [SubtitleTrack(p, lang, tuple(parse_subtitles(p))) for p, lang in find_subtitles(video, roots)]
 
 
 def _cue_spans(tracks: Iterable[Iterable[Cue]], duration: float | None) -> list[TextSpan]:
@@ -342,23 +368,33 @@ def unique_subtitles(spans: Iterable[TextSpan]) -> list[TextSpan]:
     return out
 
 
-def subtitle_spans(video: str | os.PathLike, duration: float | None = None) -> list[TextSpan]:
+def subtitle_spans(video: str | os.PathLike, duration: float | None = None, roots: list[str] | None = None) -> list[TextSpan]:
     """`subtitle` spans from every track next to `video` (several languages all become searchable).
     A cue repeated in two files (`talk.srt` and `talk.vtt`) is kept once. With `duration`, cues past
     the end are dropped and cues running over it are clipped (subtitles made for another cut)."""
-    return _cue_spans((track.cues for track in read_subtitles(video)), duration)
+    return _cue_spans((track.cues for track in read_subtitles(video, roots)), duration)
 
 
 def embedded_subtitle_spans(location: str | os.PathLike, streams: Iterable[int], duration: float | None = None) -> tuple[list[TextSpan], list[str]]:
     """`subtitle` spans from the video's own text subtitle tracks (ProbeResult.text_subtitles), plus a
     warning for each track ffmpeg could not read (the others and the video are kept)."""
-    tracks, warnings = [], []
-    for n in streams:
-        try:
-            tracks.append(parse_srt(ffmpeg_srt(location, n), f"{location} (subtitle track {n})"))
-        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-            warnings.append(f"subtitle track {n}: {exc}")
-    return _cue_spans(tracks, duration), warnings
+    streams = list(streams)
+    if not streams:
+        return [], []
+    try:
+        texts = ffmpeg_tracks_srt(location, streams, duration)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        if len(streams) == 1:
+            return [], [f"subtitle track {streams[0]}: {exc}"]
+        texts, warnings = [], []  # one track ffmpeg cannot read must not cost the others: one pass each
+        for n in streams:
+            try:
+                texts += ffmpeg_tracks_srt(location, [n], duration)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as one:
+                warnings.append(f"subtitle track {n}: {one}")
+        return _cue_spans((parse_srt(t, f"{location} (subtitle track)") for t in texts), duration), warnings
+    tracks = [parse_srt(t, f"{location} (subtitle track {n})") for n, t in zip(streams, texts)]
+    return _cue_spans(tracks, duration), []
 
 
 # ------------------------------------------------------------------------------------------- metadata
@@ -439,6 +475,7 @@ def sidecar_spans(
     title: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     duration: float | None = None,
+    roots: list[str] | None = None,
 ) -> list[TextSpan]:
-    """Every span a video gets without looking at its pixels or sound."""
-    return metadata_spans(title, metadata, duration) + subtitle_spans(video, duration)
+    """Every span a video gets without looking at its pixels or sound (`roots`: find_subtitles)."""
+    return metadata_spans(title, metadata, duration) + subtitle_spans(video, duration, roots)

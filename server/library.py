@@ -22,10 +22,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidsearch.indexer.discover import resolved_roots, under as _under  # one rule for what lies under a root
 from vidsearch.store import Store, local_path, readable_name, sql_in_list
 
 __all__ = ["IndexedFile", "PathRefused", "check_job_paths", "open_indexed", "resolved_roots"]
@@ -41,14 +41,6 @@ class PathRefused(Exception):
         super().__init__(message)
         self.status = status
 
-
-def resolved_roots(roots: Iterable[Path | str]) -> list[str]:
-    """The configured roots, resolved (a root that is itself a link counts where it points)."""
-    return [os.path.realpath(os.path.expanduser(str(r))) for r in roots]
-
-
-def _under(real: str, roots: list[str]) -> bool:
-    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
 def _check_shape(path: str) -> None:

@@ -57,7 +57,10 @@ class SearchRoute(APIRoute):
             kind = request.headers.get("content-type", "").lower()
             if kind.startswith("multipart/form-data"):
                 request = await _json_from_form(request)
-            elif kind and not _is_json(kind):
+            elif not kind:  # `requests.post(url, data=json_text)`, curl --data-binary without -H: read it as the JSON it is
+                scope = {**request.scope, "headers": [*request.scope["headers"], (b"content-type", b"application/json")]}
+                request = Request(scope, request.receive)
+            elif not _is_json(kind):
                 raise HTTPException(415, f"the body is sent as {kind.split(';')[0].strip()}: send the SearchRequest JSON with "
                                          "`Content-Type: application/json` (curl: -H 'Content-Type: application/json'; `-d` alone "
                                          "sends a form), or multipart/form-data with `query`, `image` and/or `request` parts")  # fmt: skip

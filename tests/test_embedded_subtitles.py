@@ -90,3 +90,19 @@ def test_a_library_with_tracks_inside_and_ass_beside_gets_their_subtitle_spans(t
     IndexRun(open_store_for(settings, tiny_backbone), tiny_backbone, settings).run([lib])
     film = sorted(r["text"] for r in store.span_rows(by_name["film.mkv"], "subtitle"))
     assert film == ["closing time", "the marmalade factory", "the overture"], film
+
+
+def test_a_subtitle_link_out_of_a_servers_roots_is_not_read(tmp_path):
+    """A server job holds what it reads to its library roots: `talk.srt` linking to a file elsewhere on
+    the server's disk would make that file's text searchable (the CLI, with no roots, follows it)."""
+    from vidsearch.indexer.sidecar import find_subtitles
+
+    lib, outside = tmp_path / "lib", tmp_path / "private"
+    lib.mkdir()
+    outside.mkdir()
+    (outside / "secret.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nthe vault code is 1234\n")
+    (lib / "talk.srt").symlink_to(outside / "secret.srt")
+    (lib / "talk.en.srt").write_text(SRT)
+    video = lib / "talk.mp4"
+    assert [p.name for p, _ in find_subtitles(video)] == ["talk.srt", "talk.en.srt"]
+    assert [p.name for p, _ in find_subtitles(video, roots=[str(lib)])] == ["talk.en.srt"]

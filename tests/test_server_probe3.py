@@ -207,6 +207,10 @@ def test_search_json_without_its_content_type_is_explained(shared_library, tmp_p
         assert resp.status_code == 415 and "Content-Type: application/json" in resp.json()["detail"], resp.text
         resp = client.post("/v1/search", content=b'{"query":"red"}', headers={"content-type": "text/plain"})
         assert resp.status_code == 415
+        # no Content-Type at all (requests' data=, curl --data-binary): read as the JSON it is; with a charset too
+        for headers in ({}, {"content-type": "application/json; charset=utf-8"}):
+            resp = client.post("/v1/search", content=b'{"query":"red","top_k":1}', headers=headers)
+            assert resp.status_code == 200 and len(resp.json()["results"]) == 1, (headers, resp.text)
         # curl -F request=@req.json: the request part as a file
         resp = client.post("/v1/search", files={"request": ("req.json", b'{"query":"colour bars","top_k":1}', "application/json")})
         assert resp.status_code == 200 and len(resp.json()["results"]) == 1, resp.text

@@ -247,16 +247,35 @@ class VidsearchClient:
     def media_url(self, video_id: str) -> str:
         return f"{self.base_url}/v1/videos/{_segment(video_id, 'video id')}/media"
 
+    def _media_call(self, video_id: str, headers: dict | None = None) -> httpx.Response:
+        """GET a video's media, following object storage's redirect to its presigned URL with a plain
+        client: without this client's key, and outside an in-process app (which would be asked for the
+        bucket's URL as one of its own routes)."""
+        resp = self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}/media", headers=headers)
+        if resp.is_redirect and resp.headers.get("location"):
+            request = httpx.Request("GET", resp.headers["location"], headers=headers)  # built alone: no Authorization
+            try:
+                if isinstance(self.transport, AppTransport):
+                    with httpx.Client(timeout=self._http.timeout, follow_redirects=True) as plain:
+                        resp = plain.send(request)
+                else:
+                    resp = self._http.send(request, follow_redirects=True)
+            except httpx.TransportError as exc:
+                raise ApiError(0, f"cannot reach the video's storage: {exc}") from exc
+            if resp.status_code >= 400:
+                raise ApiError(resp.status_code, f"the video's storage answered {resp.status_code}: {_excerpt(resp)}")
+        return resp
+
     def media(self, video_id: str) -> tuple[bytes, str]:
         """The whole file and its media type (a client over a socket would rather stream `media_url`).
         A video in object storage is answered with a redirect to a presigned URL, which is followed
         (without this client's key: httpx drops `Authorization` on a redirect to another host)."""
-        resp = self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}/media", follow_redirects=True)
+        resp = self._media_call(video_id)
         return resp.content, resp.headers.get("content-type", "application/octet-stream")
 
     def media_size(self, video_id: str) -> int:
         """The file's size in bytes, from a one-byte range request (following object storage's redirect)."""
-        resp = self._call("GET", f"/v1/videos/{_segment(video_id, 'video id')}/media", headers={"Range": "bytes=0-0"}, follow_redirects=True)
+        resp = self._media_call(video_id, headers={"Range": "bytes=0-0"})
         total = resp.headers.get("content-range", "").rpartition("/")[2]
         return int(total) if total.isdigit() else len(resp.content)
 
