@@ -52,6 +52,18 @@ class DecodeJob:
     speech_batch: int = 8
     speech_threads: int = 0  # Whisper's threads (0: half the cores)
     ocr_threads: int = 0  # the OCR reader's threads (0: one per core); decode_job gives it its share
+    short_fps: float = 0.0  # frames per second for videos up to `short_seconds` long, where above sample_fps
+    short_seconds: float = 0.0
+
+    def frame_rate(self, duration: float) -> float:
+        """Frames per second sampled from a video this long: `short_fps` for short ones, else sample_fps."""
+        return max(self.sample_fps, self.short_fps) if duration <= self.short_seconds else self.sample_fps
+
+    @property
+    def text_rate(self) -> float:
+        """Frames per second OCR reads: `ocr_fps`, else sample_fps (a short video's denser frames are for
+        the encoder: on-screen text does not change twice a second)."""
+        return self.ocr_fps or self.sample_fps
 
     def ocr_size(self, info: ProbeResult) -> int:
         """The short side OCR reads whole frames at: `ocr_height`, or the video's height where that is less."""
@@ -68,7 +80,8 @@ def decode_job(s, location: str, image_size: int) -> DecodeJob:
     return DecodeJob(location, s.sample_fps, image_size, want_audio=False,
                      speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr,
                      ocr_engine=s.ocr_engine, ocr_fps=s.ocr_fps, speech_batch=s.speech_batch,
-                     speech_threads=s.speech_threads, ocr_threads=ocr_threads)  # fmt: skip
+                     speech_threads=s.speech_threads, ocr_threads=ocr_threads,
+                     short_fps=s.short_video_fps, short_seconds=s.short_video_seconds)  # fmt: skip
 
 
 @dataclass
@@ -129,7 +142,8 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
         yield Failed(job, str(exc))
         return
     yield Started(info)
-    plan = plan_samples(info.duration, job.sample_fps)
+    rate = job.frame_rate(info.duration)
+    plan = plan_samples(info.duration, rate)
     report = DecodeReport()
     produced = 0
     progress.stage, progress.total = "decoding frames", float(len(plan))
@@ -138,8 +152,8 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
     ocr_size = job.ocr_size(info)
     # one decode for both when OCR reads at the encoder's rate or slower (every 1/ocr_fps seconds, the
     # first of the encoder's frames); a faster OCR rate decodes again, at its own rate
-    shared = job.ocr and (not job.ocr_fps or job.ocr_fps <= job.sample_fps) and ocr_size >= job.image_size
-    ocr_rate = job.ocr_fps if shared and job.ocr_fps and job.ocr_fps < job.sample_fps else None
+    shared = job.ocr and job.text_rate <= rate and ocr_size >= job.image_size
+    ocr_rate = job.text_rate if shared and job.text_rate < rate else None
     last_period = -1
     reader = None
     if shared:
@@ -257,8 +271,8 @@ def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> list:
 
 def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans: list) -> Iterator[Working]:
     """On-screen text, read chunk by chunk from whole frames at `ocr_height`; spans appended at the end."""
-    if job.ocr_fps and job.ocr_fps != job.sample_fps:
-        plan = plan_samples(info.duration, job.ocr_fps)
+    if job.text_rate != job.frame_rate(info.duration):
+        plan = plan_samples(info.duration, job.text_rate)
     progress.stage, progress.done, progress.total = "reading on-screen text", 0.0, float(len(plan))
     reader = OcrReader(engine=job.ocr_engine, threads=job.ocr_threads)
     report = DecodeReport()

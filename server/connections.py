@@ -14,9 +14,14 @@ gives uvicorn's own HTTP protocol (httptools or h11, whichever it picked) the po
 - past `max_connections` open connections, the one that has waited longest for its next request's
   headers (a slow or idle client) is closed to make room; where none is waiting, the new one is.
 
+- an answer the client stops reading (its socket buffers full, nothing taken for `send_timeout`
+  seconds: nginx's `send_timeout`) is dropped: a client that starts downloads and never reads them
+  held a connection and three descriptors each, for ever. A slow reader is not timed: each time the
+  buffers drain the clock starts again.
+
 A connection past its deadline is closed without an answer (the client is not reading one). A
-response being written is never timed: a slow download of a long video is a user, not an attack;
-nor is a body the app cannot take yet (reading paused by flow control). A body behind `Expect:
+response that is being read is never timed: a slow download of a long video is a user, not an
+attack; nor is a body the app cannot take yet (reading paused by flow control). A body behind `Expect:
 100-continue` is timed from its headers: this API's routes read their body at once. A deployment that faces the internet still belongs behind a
 reverse proxy (README: "HTTP API").
 """
@@ -47,11 +52,13 @@ def max_connections_default() -> int:
     return max(32, soft // 2)
 
 
-def guarded_protocol(base: type, *, header_timeout: float, body_timeout: float, max_connections: int) -> type:
+def guarded_protocol(base: type, *, header_timeout: float, body_timeout: float, max_connections: int,
+                     send_timeout: float = 60.0) -> type:  # fmt: skip
     """`base` (a uvicorn HTTP protocol class) with the deadlines and the connection cap above."""
 
     class GuardedHTTP(base):  # type: ignore[misc, valid-type]
         _guard_timer: asyncio.TimerHandle | None = None
+        _stuck_since: float | None = None  # when the transport last stopped taking our answer (pause_writing)
         # this server's connections waiting for a request's headers, longest-waiting first
         waiting: OrderedDict[GuardedHTTP, None] = OrderedDict()
         shed, shed_logged = 0, float("-inf")  # connections closed over the cap since the last log line
@@ -69,6 +76,14 @@ def guarded_protocol(base: type, *, header_timeout: float, body_timeout: float, 
             super().data_received(data)
             if self._note_phase():
                 self._phase_bytes += len(data)
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self._stuck_since = self.loop.time()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            self._stuck_since = None
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -122,8 +137,12 @@ def guarded_protocol(base: type, *, header_timeout: float, body_timeout: float, 
             self._note_phase()
             deadline = self._deadline()
             now = self.loop.time()
-            if deadline is None:  # the app's turn: look again later
-                self._arm(min(header_timeout, body_timeout))
+            if deadline is None:  # the app's turn (or the client's, reading our answer): look again later
+                if self._stuck_since is not None and now - self._stuck_since >= send_timeout:
+                    log.info("dropping a connection from %s: it took nothing of its answer for %.0f s", _client(self), now - self._stuck_since)
+                    self.transport.abort()  # close() would wait for the buffer to drain: it never does
+                    return
+                self._arm(min(header_timeout, body_timeout, send_timeout))
             elif now >= deadline:
                 log.info("closing a connection from %s: its request's %s did not arrive in time (%d bytes in %.0f s)",
                          _client(self), self._phase_key[0], self._phase_bytes, now - self._phase_since)  # fmt: skip
@@ -157,6 +176,6 @@ def uvicorn_options(settings) -> dict[str, Any]:
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     cap = settings.max_connections or max_connections_default()
-    http = guarded_protocol(AutoHTTPProtocol, header_timeout=settings.header_timeout,
-                            body_timeout=settings.body_timeout, max_connections=cap)  # fmt: skip
+    http = guarded_protocol(AutoHTTPProtocol, header_timeout=settings.header_timeout, body_timeout=settings.body_timeout,
+                            max_connections=cap, send_timeout=settings.send_timeout)  # fmt: skip
     return {"http": http}

@@ -445,3 +445,17 @@ print(report.decoder, first, rss())
     decoder, first, last = out.stdout.split()
     assert decoder == "decord", out.stderr[-1000:]
     assert int(last) - int(first) < 250, (first, last)  # MB: 50-130 here; 880 more with the reader left open
+
+
+def test_short_videos_can_be_sampled_denser_than_long_ones(tmp_path):
+    """`short_video_fps` (off by default) up to `short_video_seconds`, `sample_fps` past it; OCR keeps its own rate."""
+    from vidsearch.indexer.prepare import decode_job, prepare
+
+    clip = make_clip(tmp_path / "c.mp4", seconds=3, size="96x64", rate=10, audio_hz=None)
+    default = decode_job(Settings(speech=False, ocr=False), str(clip), 112)
+    assert default.frame_rate(3.0) == 1.0 and len(prepare(default).frames.frames) == 3
+    dense = decode_job(Settings(speech=False, ocr=False, short_video_fps=2.0), str(clip), 112)
+    assert (dense.frame_rate(3.0), dense.frame_rate(301.0), dense.text_rate) == (2.0, 1.0, 1.0)
+    assert len(prepare(dense).frames.frames) == 6
+    long = decode_job(Settings(speech=False, ocr=False, short_video_fps=2.0, short_video_seconds=2.0), str(clip), 112)
+    assert len(prepare(long).frames.frames) == 3

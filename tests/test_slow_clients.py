@@ -17,6 +17,7 @@ from api_fixtures import free_port
 from vidsearch.server.connections import guarded_protocol
 
 TIMEOUT = 1.0  # header and body timeouts of the servers here, seconds
+SEND_TIMEOUT = 3.0  # how long they wait for a client to take some of an answer
 
 
 async def app(scope, receive, send):
@@ -61,7 +62,7 @@ def _parsers():
 
 def _serve(base, header_timeout: float):
     """A guarded uvicorn on a free loopback port (at most 8 connections); yields the port, stops it at the end."""
-    protocol = guarded_protocol(base, header_timeout=header_timeout, body_timeout=TIMEOUT, max_connections=8)
+    protocol = guarded_protocol(base, header_timeout=header_timeout, body_timeout=TIMEOUT, max_connections=8, send_timeout=SEND_TIMEOUT)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=protocol, lifespan="off"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -70,7 +71,10 @@ def _serve(base, header_timeout: float):
     while not srv.started and time.monotonic() < deadline:
         time.sleep(0.02)
     assert srv.started
+    SERVERS[port] = srv
     yield port
+    while OPENED:
+        OPENED.pop().close()
     srv.should_exit = True
     thread.join(timeout=30)
 
@@ -86,8 +90,13 @@ def patient_server(request):
     yield from _serve(request.param, 30.0)
 
 
+SERVERS: dict[int, uvicorn.Server] = {}  # by port: a test looks at the connections a server holds
+OPENED: list[socket.socket] = []  # closed before the test's server stops (uvicorn waits for open connections)
+
+
 def connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    OPENED.append(sock)
     return sock
 
 
@@ -171,8 +180,8 @@ def test_a_slow_download_is_never_cut(server):
     sock.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
     got, start = 0, time.monotonic()
     sock.settimeout(10)
-    while time.monotonic() - start < 3 * TIMEOUT:
-        chunk = sock.recv(16384)
+    while time.monotonic() - start < 2 * SEND_TIMEOUT:  # ~1 MB/s: the buffers drain now and then
+        chunk = sock.recv(65536)
         assert chunk, "the server closed a download being read"
         got += len(chunk)
         time.sleep(0.05)
@@ -181,6 +190,21 @@ def test_a_slow_download_is_never_cut(server):
         chunk = sock.recv(1 << 20)
         assert chunk, f"the download was cut at {got} of {size} bytes"
         got += len(chunk)
+
+
+def test_a_download_never_read_is_dropped(server):
+    """A client that asks for an answer and takes none of it (its buffers full) is dropped after
+    `send_timeout`: such clients held a connection and descriptors each, for ever."""
+    sock = connect(server)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (32 << 20))
+    held = SERVERS[server].server_state.connections
+    time.sleep(0.5)
+    assert len(held) == 1  # the download, stuck
+    deadline = time.monotonic() + SEND_TIMEOUT + 3  # reads nothing: dropped after the timeout and a check
+    while held and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not held, "the server kept the connection of a client that read none of its answer"
 
 
 def test_keep_alive_requests_on_one_connection_still_work(server):
