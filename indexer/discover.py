@@ -43,6 +43,8 @@ VIDEO_EXTENSIONS = {
     # camcorders, MiniDV captures (.dv), Windows Media Center (.wtv, .dvr-ms); Panasonic/JVC SD .MOD files
     # are MPEG program streams, found by sniffing (.mod is also a tracker-music format, which must not fail)
     ".m2t", ".trp", ".tp", ".tod", ".dv", ".wtv", ".dvr-ms", ".m2v", ".mpe", ".m1v", ".ogm", ".rm", ".rmvb",
+    # raw H.264/HEVC from dash and security cameras (no container: indexed where ffprobe finds a length)
+    ".h264", ".264", ".h265", ".265", ".hevc",
 }  # fmt: skip  (.gif: animated GIFs are short videos; a one-frame GIF fails as "a still image")
 # Other names (.rec, .dif, .bin, none at all) are sniffed: a transport stream or DV file is a video
 # whatever it is called.
@@ -138,7 +140,7 @@ def _looks_like_video(path: Path) -> bool:
     return (
         head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free")  # ISO BMFF (mp4/mov)
         or head.startswith(b"\x1a\x45\xdf\xa3")  # Matroska / WebM
-        or (head.startswith(b"RIFF") and head[8:12] == b"AVI ")
+        or (head.startswith(b"RIFF") and head[8:12] in (b"AVI ", b"CDXA"))  # AVI; a Video CD's AVSEQ01.DAT
         or head.startswith(b"FLV")
         or head.startswith(b"OggS")
         or head.startswith(b"\x00\x00\x01\xba")  # MPEG-PS (.mod, .vob, .mpg)

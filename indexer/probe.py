@@ -293,6 +293,8 @@ def probe(path: Path | str) -> ProbeResult:
     if duration is None and n_frames and fps:
         duration = n_frames / fps
     if duration is None:
+        if format_name in ("h264", "hevc", "mpegvideo", "m4v", "rawvideo"):  # a camera's bare stream: no timestamps to tell its length
+            raise MediaError(f"a raw {format_name} stream with no container: its length is unknown (remux it: ffmpeg -i FILE -c copy FILE.mp4)")
         raise MediaError("duration unknown (truncated or streaming-only file?)")
     a_index = main_audio(audio)
     a_start = _time(audio[a_index].get("start_time")) if audio else None

@@ -212,7 +212,7 @@ def _seconds(h: str | None, m: str, s: str, frac: str | None) -> float:
 def clean_cue_text(lines: Iterable[str]) -> str:
     """Searchable text of a cue: styling tags, ASS overrides and entities removed, lines joined."""
     text = " ".join(lines)
-    text = text.replace("\\N", " ").replace("\\n", " ")
+    text = text.replace("\\N", " ").replace("\\n", " ").replace("\\h", " ")
     text = _ASS.sub("", text)
     text = _TAG.sub("", text)
     text = html.unescape(text).replace("\u00a0", " ")
@@ -287,12 +287,18 @@ def _ffmpeg_failure(proc: subprocess.CompletedProcess) -> RuntimeError:
     return RuntimeError(lines[-1] if lines else f"ffmpeg exited with {proc.returncode}")
 
 
+# an ASS drawing: from an override that turns drawing mode on ({\p1}) to one that turns it off, or the line's end
+_ASS_DRAWING = re.compile(r"\{[^}]*\\p[1-9][^}]*\}.*?(?=\{[^}]*\\p0[^}]*\}|$)", re.MULTILINE)
+
+
 def ffmpeg_srt(path: str | os.PathLike) -> str:
-    """An ASS/SSA subtitle file as SRT text from ffmpeg, read as ASS whatever its content looks like (a
-    file named `.ass` is never taken for a playlist or another format ffmpeg would follow). RuntimeError
-    with ffmpeg's last line where it cannot."""
-    proc = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "ass", "-i", str(path), "-f", "srt", "pipe:1"],
-                          capture_output=True, timeout=FFMPEG_SUBTITLE_TIMEOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    """An ASS/SSA subtitle file as SRT text from ffmpeg. The file is decoded here (UTF-8, else
+    Windows-1252: ffmpeg drops every line that is not UTF-8), drawings are removed (their coordinates
+    are no words), and ffmpeg reads it as ASS from a pipe (never taken for a playlist or another format
+    it would follow). RuntimeError with ffmpeg's last line where it cannot."""
+    text = _ASS_DRAWING.sub("", decode_text(Path(path).read_bytes(), str(path)))
+    proc = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "ass", "-i", "pipe:0", "-f", "srt", "pipe:1"],
+                          input=text.encode("utf-8"), capture_output=True, timeout=FFMPEG_SUBTITLE_TIMEOUT)  # fmt: skip
     if proc.returncode != 0:
         raise _ffmpeg_failure(proc)
     return decode_text(proc.stdout, str(path))
@@ -304,16 +310,30 @@ def ffmpeg_tracks_srt(location: str | os.PathLike, streams: list[int], duration:
     the video's player time: ffmpeg counts from the file's first timestamp, as the probe does."""
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="vidsearch-subs-") as tmp:
-        outs = [os.path.join(tmp, f"{n}.srt") for n in streams]
-        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(location)]
-        for n, out in zip(streams, outs):
-            cmd += ["-map", f"0:s:{n}", "-f", "srt", out]
-        timeout = max(FFMPEG_SUBTITLE_TIMEOUT, (duration or 0) / 2)  # demuxing a long file off a slow disk
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            raise _ffmpeg_failure(proc)
-        return [decode_text(Path(out).read_bytes(), str(location)) if os.path.exists(out) else "" for out in outs]
+    def run(charset: str | None) -> tuple[list[str], str]:
+        with tempfile.TemporaryDirectory(prefix="vidsearch-subs-") as tmp:
+            outs = [os.path.join(tmp, f"{n}.srt") for n in streams]
+            cmd = ["ffmpeg", "-nostdin", "-v", "error", *(["-sub_charenc", charset] if charset else []), "-i", str(location)]
+            for n, out in zip(streams, outs):
+                cmd += ["-map", f"0:s:{n}", "-f", "srt", out]
+            timeout = max(FFMPEG_SUBTITLE_TIMEOUT, (duration or 0) / 2)  # demuxing a long file off a slow disk
+            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            texts = [decode_text(Path(out).read_bytes(), str(location)) if os.path.exists(out) else "" for out in outs]
+            if proc.returncode != 0 and not any(texts):
+                raise _ffmpeg_failure(proc)
+            return texts, proc.stderr.decode("utf-8", "replace")
+
+    try:
+        texts, log_text = run(None)
+    except RuntimeError:  # a track that is not UTF-8 can fail whole ("Invalid data"): Windows-1252, or the first error
+        return run("CP1252")[0]
+    if "UTF-8" in log_text or "Invalid data" in log_text:  # ffmpeg dropped events that are not UTF-8: read again as Windows-1252
+        try:
+            again, _ = run("CP1252")
+        except RuntimeError:
+            return texts
+        texts = [b if b.count("-->") > a.count("-->") else a for a, b in zip(texts, again)]  # per track, the one with more cues
+    return texts
 
 
 def parse_subtitles(path: str | os.PathLike) -> list[Cue]:

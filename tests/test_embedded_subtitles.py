@@ -106,3 +106,21 @@ def test_a_subtitle_link_out_of_a_servers_roots_is_not_read(tmp_path):
     video = lib / "talk.mp4"
     assert [p.name for p, _ in find_subtitles(video)] == ["talk.srt", "talk.en.srt"]
     assert [p.name for p, _ in find_subtitles(video, roots=[str(lib)])] == ["talk.en.srt"]
+
+
+def test_windows_1252_subtitles_and_ass_drawings(tmp_path):
+    """Accented Windows-1252 text is kept in ASS files and in a file's own tracks (ffmpeg drops every
+    line that is not UTF-8), and an ASS drawing's coordinates are no words."""
+    ass = tmp_path / "t.ass"
+    events = ASS.index("Dialogue:")
+    line = "Dialogue: 0,0:00:01.00,0:00:02.00,Default,,0,0,0,,{\\p1}m 0 0 l 100 0 100 100 0 100{\\p0}caf\u00e9 cr\u00e8me\\hbr\u00fbl\u00e9e\n"
+    ass.write_bytes((ASS[:events] + line).encode("cp1252"))
+    cues = parse_subtitles(ass)
+    assert [c.text for c in cues] == ["caf\u00e9 cr\u00e8me br\u00fbl\u00e9e"], cues
+    srt = tmp_path / "cp.srt"
+    srt.write_bytes("1\n00:00:00,500 --> 00:00:01,500\nla cr\u00e8me de la cr\u00e8me\n".encode("cp1252"))
+    plain = make_clip(tmp_path / "plain.mp4", seconds=2, size="96x64", rate=5, audio_hz=None)
+    mkv = with_tracks(tmp_path / "film.mkv", plain, [(srt, "fre")], "copy")  # the track keeps the Windows-1252 bytes
+    info = probe(mkv)
+    spans, problems = embedded_subtitle_spans(mkv, info.text_subtitles, info.duration)
+    assert [sp.text for sp in spans] == ["la cr\u00e8me de la cr\u00e8me"], (spans, problems)

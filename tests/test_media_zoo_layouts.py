@@ -236,3 +236,19 @@ def test_a_server_job_manifest_may_name_only_videos_under_the_library_roots(tmp_
     # the CLI keeps no such restriction
     sources, _ = read_manifest(manifest)
     assert {"inside.mp4", "private.mp4", "link out.mp4"} <= _keys(sources)
+
+
+def test_video_cd_files_and_raw_camera_streams_are_found_and_reported(tmp_path):
+    """A Video CD's AVSEQ01.DAT (RIFF/CDXA) is found by its first bytes; a dash camera's raw .h264 is
+    listed and fails with a message that says what to do, never skipped without a word."""
+    from vidsearch.indexer.probe import MediaError
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "AVSEQ01.DAT").write_bytes(b"RIFF\x00\x10\x00\x00CDXAfmt " + bytes(760))
+    raw = lib / "front.h264"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=96x64:r=10:d=1", *H264, "-f", "h264", str(raw))
+    sources, _ = discover([lib])
+    assert _keys(sources) == {"AVSEQ01.DAT", "front.h264"}
+    with pytest.raises(MediaError, match="raw h264 stream with no container"):
+        probe(raw)
