@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .media import THUMB_CACHE_BYTES, mark_used, one_maker, stream_maps, trim_cache
+from .media import THUMB_CACHE_BYTES, mark_used, one_maker, seek_args, stream_maps, trim_cache
 
 __all__ = ["ClipError", "MAX_CLIP_SECONDS", "Clip", "NoFrames", "cut_clip", "keyframe_at"]
 
@@ -26,6 +26,7 @@ MAX_CLIP_SECONDS = 300.0
 KEYFRAME_TOLERANCE = 0.04  # seconds: a keyframe this close to the start counts as at the start
 CLIP_STEP = 0.01  # seconds: clip bounds are rounded to this (a player seeks no finer)
 END_SLACK = 0.25  # seconds past the end that are forgiven (rounded times), then clamped
+COPY_SLACK = 0.75  # seconds a stream copy may run past the range (it ends on a packet, with its audio); more: it began early
 # in every cached clip's name: a change to how clips are cut renames them, so a server upgraded in place
 # never serves what the old code cut (2: a WebM copied from an earlier keyframe, or an empty file, were
 # cached as clips; 3: the indexed tracks, not ffmpeg's first); the old files age out of the cache (media.trim_cache)
@@ -135,7 +136,7 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
                 made = True
             else:
                 maps = maps or stream_maps(str(video), pass_fds)
-                made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), pass_fds, maps)
+                made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), pass_fds, maps, suffix)
                 if made == "empty":
                     empty, made = True, False
                 if made:
@@ -150,14 +151,15 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
 
 
 def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: Path, fmt: str, pass_fds: tuple[int, ...] = (),
-                maps: list[str] | None = None) -> bool | str:  # fmt: skip
+                maps: list[str] | None = None, suffix: str = "") -> bool | str:  # fmt: skip
     """Cut into `out` (through a temporary file): True when it holds the clip, "empty" when ffmpeg
     succeeded but wrote no frame (a stretch that cannot be decoded: ffmpeg exits 0 with a header-only
     file, which was served as a 262-byte MP4), False when ffmpeg failed."""
     codecs = (["-c", "copy", "-avoid_negative_ts", "make_zero"] if method == "copy" else
               ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])  # fmt: skip
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.{id(out)}.tmp{out.suffix}")  # concurrent callers never share one
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start:.3f}", "-i", str(video), "-t", f"{end - start:.3f}",
+    before, after = seek_args(start, suffix) if method == "encode" else (["-ss", f"{start:.3f}"], [])  # a copy starts on its keyframe
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", *before, "-i", str(video), *after, "-t", f"{end - start:.3f}",
            *(maps or stream_maps(str(video), pass_fds)), "-sn", "-dn", *codecs,
            *(["-movflags", "+faststart"] if fmt in ("mp4", "mov") else []), "-f", fmt, str(tmp)]  # fmt: skip
     try:
@@ -168,26 +170,33 @@ def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: P
     if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
         tmp.unlink(missing_ok=True)
         return False
-    if not _holds_video(tmp):
+    frames, seconds = _cut_length(tmp)
+    if not frames:
         tmp.unlink(missing_ok=True)
         return "empty"
+    if method == "copy" and seconds is not None and seconds > end - start + COPY_SLACK:
+        # the demuxer's seek landed on an earlier keyframe (Matroska seeks by its cues, which need not list
+        # every keyframe): the clip would show what came before the moment; it is re-encoded instead
+        tmp.unlink(missing_ok=True)
+        return False
     tmp.replace(out)
     return True
 
 
-def _holds_video(path: Path) -> bool:
+def _cut_length(path: Path) -> tuple[bool, float | None]:
     """Whether a cut file has a video stream with at least one frame (or, where the container does not
-    count them, a duration above zero)."""
+    count them, a duration above zero), and its duration in seconds where known."""
     out = _probe(["-select_streams", "v:0", "-show_entries", "stream=nb_frames,duration:format=duration", "-of", "json", str(path)])
     try:
         info = json.loads(out or "{}")
     except ValueError:
-        return False
+        return False, None
     streams = info.get("streams") or []
     if not streams:
-        return False
+        return False, None
+    text = streams[0].get("duration", info.get("format", {}).get("duration"))
+    seconds = float(text) if text not in (None, "N/A") else None
     frames = streams[0].get("nb_frames")
     if frames not in (None, "N/A"):
-        return int(frames) > 0
-    seconds = streams[0].get("duration", info.get("format", {}).get("duration"))
-    return seconds not in (None, "N/A") and float(seconds) > 0
+        return int(frames) > 0, seconds
+    return seconds is not None and seconds > 0, seconds

@@ -27,7 +27,7 @@ from vidsearch.indexer.probe import player_maps
 
 from .library import IndexedFile
 
-__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "one_maker", "stream_maps", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
+__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "one_maker", "seek_args", "stream_maps", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
 
 # every suffix the indexer takes (indexer/discover.py), by hand: the system's `mimetypes` tables differ
 # between hosts and read `.ts` as Qt's translation files (text/vnd.trolltech.linguist)
@@ -116,6 +116,22 @@ def stream_maps(source: str, fds: tuple[int, ...] = (), audio: bool = True) -> l
     return player_maps(streams, audio=audio)
 
 
+# containers without an index (transport and program streams): ffmpeg's seek lands near the time, often on a
+# later keyframe (a thumbnail at 1.5 s showed the frame at 4.8 s); there, seek PREROLL seconds early and
+# decode up to the time
+SEEKLESS = {".ts", ".m2ts", ".mts", ".m2t", ".trp", ".tp", ".tod", ".mpg", ".mpeg", ".mpe", ".vob", ".m2v", ".m1v", ".dat", ".mod"}
+PREROLL = 10.0
+
+
+def seek_args(t: float, suffix: str) -> tuple[list[str], list[str]]:
+    """ffmpeg arguments to start at player time `t`: (before -i, after it). An input seek is fast and
+    exact where the container has an index; SEEKLESS ones seek PREROLL early and cut to `t` by decoding."""
+    if suffix.lower() not in SEEKLESS or t <= 0:
+        return ["-ss", f"{t:.3f}"], []
+    early = max(t - PREROLL, 0.0)
+    return ["-ss", f"{early:.3f}"], ["-ss", f"{t - early:.3f}"]
+
+
 # the frame as a player shows it: pixels made square (DV, DVD, anamorphic: `dar` is the display aspect),
 # `width` wide, an even height
 def _thumb_filter(width: int) -> str:
@@ -130,15 +146,16 @@ def _thumbnail(video: IndexedFile | str, t: float, width: int, out: Path, cache_
     except FileNotFoundError:  # not cut yet, or trimmed a moment ago
         pass
     if isinstance(video, str):  # an object-storage URI
-        source, fds = objectstore.presign(video, seconds=300), ()
+        source, fds, suffix = objectstore.presign(video, seconds=300), (), Path(video.split("?")[0]).suffix
     else:
-        source, fds = video.proc_path, (video.fd,)
+        source, fds, suffix = video.proc_path, (video.fd,), Path(video.name).suffix
+    before, after = seek_args(t, suffix)
     fd, tmp_name = tempfile.mkstemp(suffix=".tmp.jpg", dir=cache_dir)  # concurrent callers never share a temp file
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         proc = subprocess.run(
-            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{t:.3f}", "-i", source, *stream_maps(source, fds, audio=False),
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", *before, "-i", source, *after, *stream_maps(source, fds, audio=False),
              "-frames:v", "1", "-vf", _thumb_filter(width), "-q:v", "4", "-f", "image2", str(tmp)],
             capture_output=True, timeout=60, pass_fds=fds,
         )  # fmt: skip

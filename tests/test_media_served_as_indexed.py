@@ -66,3 +66,51 @@ def test_a_cover_picture_stream_first_is_not_the_thumbnail(tmp_path):
         jpeg = thumbnail(f, "v3", 1.0, 320, tmp_path / "cache")
     r, _, b = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=float).mean(axis=(0, 1))
     assert r > 150 and b < 80, (r, b)
+
+
+COLOURS = ["red", "green", "blue", "yellow", "white", "black"]
+
+
+def _colour_steps(path, extra: list[str]) -> None:
+    """One second of each of COLOURS at 10 frames/s, keyframes as `extra` says."""
+    inputs = [a for c in COLOURS for a in ("-f", "lavfi", "-i", f"color={c}:s=96x64:r=10:d=1")]
+    graph = "".join(f"[{i}:v]" for i in range(len(COLOURS))) + f"concat=n={len(COLOURS)}:v=1[v]"
+    ffmpeg(*inputs, "-filter_complex", graph, "-map", "[v]", *H264, *extra, str(path))
+
+
+def _mean_rgb(jpeg: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=float).mean(axis=(0, 1))
+
+
+def test_a_transport_stream_thumbnail_shows_the_asked_time(tmp_path):
+    """A transport stream has no index: ffmpeg's seek landed on the next keyframe (4.8 s here), so a
+    thumbnail at 1.5 s showed 4.8 s, and later times none at all."""
+    (tmp_path / "cache").mkdir()
+    path = tmp_path / "broadcast.ts"
+    _colour_steps(path, ["-g", "48", "-f", "mpegts"])
+    for t, colour in ((1.5, (0, 128, 0)), (3.5, (255, 255, 0)), (5.5, (0, 0, 0))):
+        with opened(path) as f:
+            jpeg = thumbnail(f, "ts", t, 160, tmp_path / "cache")
+        assert jpeg is not None, t
+        assert np.abs(_mean_rgb(jpeg) - colour).max() < 40, (t, _mean_rgb(jpeg))
+
+
+def test_a_copied_clip_never_starts_before_the_range(tmp_path):
+    """A stream copy whose seek lands on an earlier keyframe (the keyframe counted as at 2.0 s sits at
+    2.023 s, so a seek to 2.0 takes the one at 0.023 s: a 3.5 s clip for 1.5 s) would show what came
+    before the moment: such a cut is re-encoded instead."""
+    steps, with_audio = tmp_path / "steps.mp4", tmp_path / "with audio.mp4"
+    _colour_steps(steps, ["-g", "20"])  # keyframes every 2 s
+    ffmpeg("-i", str(steps), "-f", "lavfi", "-i", "sine=d=6", "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac",
+           "-shortest", str(with_audio))  # fmt: skip
+    path = tmp_path / "remux.mkv"  # a remux: the video starts 23 ms after the audio (AAC priming), keyframes at 2.023 s...
+    ffmpeg("-i", str(with_audio), "-c", "copy", str(path))
+    (tmp_path / "clips").mkdir()
+    with opened(path) as f:
+        clip = cut_clip(f.proc_path, "mkv", 2.0, 3.5, tmp_path / "clips", suffix=".mkv", pass_fds=(f.fd,))
+    seconds = float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(clip.path)],
+                                   capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    assert seconds <= 1.5 + 0.75, (clip.method, seconds)
+    first = subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip.path), "-frames:v", "1", "-f", "image2pipe", "-c:v", "mjpeg", "-"],
+                           capture_output=True, check=True).stdout  # fmt: skip
+    assert np.abs(_mean_rgb(first) - (0, 0, 255)).max() < 40, _mean_rgb(first)  # blue: the third second
