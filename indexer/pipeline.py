@@ -325,6 +325,7 @@ class IndexRun:
                 self.progress.stop()
             self.summary.removed += self._drop_unreferenced()  # old content of changed files
             self._sync_subtitles([s for s in sources if s.uri is None])
+            self._sync_manifest_text([s for s in sources if s.title is not None or s.metadata])
             if self.summary.spans:
                 self.store.index_text()
             self.store.record_channels(speech=self.settings.speech, ocr=self.settings.ocr, engine=self.settings.speech_engine,
@@ -362,6 +363,34 @@ class IndexRun:
                 self._record_files([self._file_row(s, video_id, "indexed", errors.get(s.key)) for s in srcs])  # read now
             except Exception as exc:  # noqa: BLE001 - the video keeps the subtitles it had
                 self.summary.warnings.append({"path": srcs[0].key, "warning": f"subtitles could not be read again: {type(exc).__name__}: {exc}"})
+
+    def _sync_manifest_text(self, given: list[Source]) -> None:
+        """A manifest's title, description and tags, edited for a file that did not change, reach its
+        video on the next run (the file is not encoded again): the videos row and its `metadata` spans are
+        made again from the manifest's row. A failure is a warning on that path."""
+        if not given:
+            return
+        files = self.store.files()
+        video_of = {p: v for p, v, st in zip(files["path"].to_pylist(), files["video_id"].to_pylist(), files["status"].to_pylist())
+                    if st == "indexed"}  # fmt: skip
+        videos = self.store.videos(["video_id", "title", "metadata", "duration"]).to_pylist()  # one read, not one per row
+        stored = {r["video_id"]: r for r in videos}
+        for src in given:
+            row = stored.get(video_of.get(src.key))
+            if row is None:
+                continue
+            title = src.title or row["title"]  # a manifest row without a title keeps the one the video has
+            if row["title"] == title and row["metadata"] == metadata_json(src.metadata):
+                continue
+            video_id = row["video_id"]
+            try:
+                self.store.update_video(video_id, title=title, metadata=metadata_json(src.metadata))
+                have = self.store.span_rows(video_id, "metadata")
+                spans = metadata_spans(title, src.metadata, row["duration"])
+                self.store.replace_spans([r["span_id"] for r in have], span_table(video_id, spans, get_sentence_encoder()) if spans else None)
+                self.summary.spans += len(spans)
+            except Exception as exc:  # noqa: BLE001 - the video keeps the text it had
+                self.summary.warnings.append({"path": src.key, "warning": f"the manifest's new title or metadata could not be stored: {type(exc).__name__}: {exc}"})
 
     def _resubtitle(self, video_id: str, paths: list[str]) -> None:
         rows = self.store.video_rows(video_id)

@@ -257,3 +257,24 @@ def test_a_manifest_naming_one_file_twice_says_which_row_is_used(tmp_path):
     sources, problems = read_manifest(manifest)
     assert [(s.title, s.metadata) for s in sources] == [("Launch talk", {"year": 2024})]
     assert problems == [(f"{manifest}:2", f"names the same video as line 1 ({tmp_path / 'b c.mp4'}), whose title and metadata are used")]
+
+
+def test_a_manifest_edited_for_unchanged_files_retitles_their_videos(tmp_path, tiny_backbone):
+    """Fixing titles or descriptions in a manifest and running again changed nothing (the files were
+    skipped as unchanged): the video's title, metadata and `metadata` spans follow the manifest."""
+    lib = tmp_path / "lib"
+    clip(lib / "a.mp4", "red")
+    manifest = lib / "m.jsonl"
+    manifest.write_text(json.dumps({"video": "a.mp4", "title": "Launch tlak", "metadata": {"tags": ["rocket"]}}) + "\n")
+    _, store = index(tmp_path / "db", [manifest], tiny_backbone)
+    video_id = store.videos(["video_id"])["video_id"][0].as_py()
+    assert metadata_texts(store, video_id) >= {"Launch tlak"}
+    manifest.write_text(json.dumps({"video": "a.mp4", "title": "Launch talk", "metadata": {"description": "The countdown from ten", "tags": ["rocket"]}}) + "\n")
+    again, store = index(tmp_path / "db", [manifest], tiny_backbone)
+    assert again.skipped == 1 and again.indexed == 0  # not encoded again
+    row = store.video_rows(video_id)[0]
+    assert row["title"] == "Launch talk" and row["metadata"]["description"] == "The countdown from ten"
+    texts = metadata_texts(store, video_id)
+    assert "Launch talk" in texts and "Launch tlak" not in texts and any("countdown" in t for t in texts), texts
+    third, _ = index(tmp_path / "db", [manifest], tiny_backbone)
+    assert third.spans == 0  # once, not every run
