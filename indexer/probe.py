@@ -226,6 +226,15 @@ def player_maps(streams: list[dict], audio: bool = True) -> list[str]:
     return maps
 
 
+def _tag_seconds(text: str | None) -> float | None:
+    """Seconds from a Matroska DURATION tag ("00:00:04.000000000"); None where there is none or it is odd."""
+    try:
+        h, m, sec = str(text).split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except (ValueError, TypeError):
+        return None
+
+
 def sample_aspect(text: str | None) -> Fraction:
     """A stream's sample (pixel) aspect ratio from ffprobe's "N:D"; 1 where it is unset ("0:1", "N/A"),
     malformed, or outside SAR_RANGE."""
@@ -289,6 +298,15 @@ def probe(path: Path | str) -> ProbeResult:
         # an MP4/MKV whose timestamps start late (`-output_ts_offset`, an MKV remuxed from broadcast TS):
         # its header duration is where the timeline ends; what a player shows is the part after `origin`
         fmt_duration -= origin
+    # Matroska keeps a track's length in a DURATION tag (its end timestamp where the track starts late:
+    # taken as a length here, which can only overstate where the track ends)
+    ends = [max((_time(st.get("start_time")) or 0.0) - origin, 0.0) + length for st in (v, *audio)
+            if (length := _float(st.get("duration")) or _tag_seconds((st.get("tags") or {}).get("DURATION")))]
+    if fmt_duration is not None and ends and max(ends) > 0:
+        if fmt_duration > 2 * max(ends) + 60:
+            # a container length far past the end of the picture and the sound is another track's wrapped
+            # timestamp (a DVD subtitle track said 1193 hours of a 4 s clip)
+            fmt_duration = max(ends)
     duration = fmt_duration or _float(v.get("duration"))
     if duration is None and n_frames and fps:
         duration = n_frames / fps

@@ -252,3 +252,22 @@ def test_video_cd_files_and_raw_camera_streams_are_found_and_reported(tmp_path):
     assert _keys(sources) == {"AVSEQ01.DAT", "front.h264"}
     with pytest.raises(MediaError, match="raw h264 stream with no container"):
         probe(raw)
+
+
+def test_a_container_length_far_past_the_picture_and_sound_is_not_the_duration(tmp_path, monkeypatch):
+    """An MKV whose DVD subtitle track's wrapped timestamp made the container 4,294,967 s long (its video
+    and audio tracks say 4 s in their DURATION tags) was stored as 1193 hours."""
+    from vidsearch.indexer import probe as probe_module
+
+    path = tmp_path / "dvdsub.mkv"
+    ffmpeg("-f", "lavfi", "-i", "color=red:s=96x64:r=10:d=4", *H264, str(path))
+    info = {"format": {"format_name": "matroska,webm", "duration": "4294967.295000", "start_time": "0.000000"},
+            "streams": [{"index": 0, "codec_type": "video", "codec_name": "h264", "width": 96, "height": 64, "avg_frame_rate": "10/1",
+                         "r_frame_rate": "10/1", "start_time": "0.000000", "tags": {"DURATION": "00:00:04.000000000"}},
+                        {"index": 1, "codec_type": "audio", "codec_name": "aac", "start_time": "0.000000", "tags": {"DURATION": "00:00:03.500000000"}},
+                        {"index": 2, "codec_type": "subtitle", "codec_name": "dvd_subtitle", "tags": {"DURATION": "1193:02:47.295000000"}}]}  # fmt: skip
+    monkeypatch.setattr(probe_module, "ffprobe_json", lambda p: info)
+    assert probe(path).duration == pytest.approx(4.0)
+    info["streams"][1]["tags"]["DURATION"] = "00:03:00.000000000"  # speech that outlasts the picture still counts
+    info["format"]["duration"] = "180.0"
+    assert probe(path).duration == pytest.approx(180.0)
