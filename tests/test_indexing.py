@@ -444,7 +444,7 @@ print(report.decoder, first, rss())
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     decoder, first, last = out.stdout.split()
     assert decoder == "decord", out.stderr[-1000:]
-    assert int(last) - int(first) < 250, (first, last)  # MB: 50-130 here; 880 more with the reader left open
+    assert int(last) - int(first) < 400, (first, last)  # MB: 50-130 here alone, up to 254 under the suite; 880 more with the reader left open
 
 
 def test_short_videos_can_be_sampled_denser_than_long_ones(tmp_path):
