@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .media import THUMB_CACHE_BYTES, mark_used, one_maker, seek_args, stream_maps, trim_cache
+from .media import THUMB_CACHE_BYTES, Layout, mark_used, media_layout, one_maker, trim_cache
 
 __all__ = ["ClipError", "MAX_CLIP_SECONDS", "Clip", "NoFrames", "cut_clip", "keyframe_at"]
 
@@ -118,12 +118,12 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
         ext = suffix if method == "copy" else ".mp4"
         return Path(cache_dir) / f"{hashlib.sha1(f'{video_id}:{start:.3f}:{end:.3f}:{method}:{CUT_VERSION}'.encode()).hexdigest()}{ext}"
 
-    # a clip cut before is served without a probe; a new one probes the file once for its tracks
+    # a clip cut before is served without a probe; a new one probes the file once (media_layout)
     methods = [m for m in ("copy", "encode") if cached(m).is_file()][:1]
-    maps: list[str] = []
+    layout: Layout | None = None
     if not methods:
-        maps = stream_maps(str(video), pass_fds)
-        video_stream = maps[1].removeprefix("0:")  # "N" (ffprobe's index) or "v:0"
+        layout = media_layout(str(video), pass_fds)
+        video_stream = layout.video_map[1].removeprefix("0:")  # "N" (ffprobe's index) or "v:0"
         copy = suffix in COPY_CONTAINERS and keyframe_at(video, start, pass_fds=pass_fds, stream=video_stream)
         methods = ["copy", "encode"] if copy else ["encode"]
     empty = False
@@ -135,8 +135,8 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
                 mark_used(out)
                 made = True
             else:
-                maps = maps or stream_maps(str(video), pass_fds)
-                made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), pass_fds, maps, suffix)
+                layout = layout or media_layout(str(video), pass_fds)
+                made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), layout, pass_fds)
                 if made == "empty":
                     empty, made = True, False
                 if made:
@@ -150,17 +150,17 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
     raise ClipError(f"ffmpeg could not cut {start:g}-{end:g} s of video {video_id}")
 
 
-def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: Path, fmt: str, pass_fds: tuple[int, ...] = (),
-                maps: list[str] | None = None, suffix: str = "") -> bool | str:  # fmt: skip
+def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: Path, fmt: str, layout: Layout,
+                pass_fds: tuple[int, ...] = ()) -> bool | str:  # fmt: skip
     """Cut into `out` (through a temporary file): True when it holds the clip, "empty" when ffmpeg
     succeeded but wrote no frame (a stretch that cannot be decoded: ffmpeg exits 0 with a header-only
     file, which was served as a 262-byte MP4), False when ffmpeg failed."""
     codecs = (["-c", "copy", "-avoid_negative_ts", "make_zero"] if method == "copy" else
               ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])  # fmt: skip
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.{id(out)}.tmp{out.suffix}")  # concurrent callers never share one
-    before, after = seek_args(start, suffix) if method == "encode" else (["-ss", f"{start:.3f}"], [])  # a copy starts on its keyframe
+    before, after = layout.seek(start) if method == "encode" else (["-ss", f"{start:.3f}"], [])  # a copy starts on its keyframe
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", *before, "-i", str(video), *after, "-t", f"{end - start:.3f}",
-           *(maps or stream_maps(str(video), pass_fds)), "-sn", "-dn", *codecs,
+           *layout.maps(), "-sn", "-dn", *codecs,
            *(["-movflags", "+faststart"] if fmt in ("mp4", "mov") else []), "-f", fmt, str(tmp)]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=max(60.0, 4 * (end - start)), pass_fds=pass_fds)

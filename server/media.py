@@ -20,14 +20,16 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from vidsearch import objectstore
+from vidsearch.indexer.decode import DECORD_FORMATS
 from vidsearch.indexer.probe import player_maps
 
 from .library import IndexedFile
 
-__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "one_maker", "seek_args", "stream_maps", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
+__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "one_maker", "Layout", "media_layout", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
 
 # every suffix the indexer takes (indexer/discover.py), by hand: the system's `mimetypes` tables differ
 # between hosts and read `.ts` as Qt's translation files (text/vnd.trolltech.linguist)
@@ -101,35 +103,49 @@ def thumbnail(video: IndexedFile | str, video_id: str, t: float, width: int, cac
         return _thumbnail(video, t, width, out, cache_dir, cache_bytes)
 
 
-def stream_maps(source: str, fds: tuple[int, ...] = (), audio: bool = True) -> list[str]:
-    """`-map` arguments for the streams the index read (indexer.probe.player_maps: the default-flagged
-    video and audio tracks, cover art aside), from one ffprobe of the opened file; the first video and
-    audio streams where the probe fails."""
-    try:
-        proc = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=index,codec_type,codec_name:stream_disposition=default,attached_pic",
-                               "-of", "json", source], capture_output=True, timeout=30, pass_fds=fds, stdin=subprocess.DEVNULL)  # fmt: skip
-        streams = json.loads(proc.stdout or b"{}").get("streams") or []
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        streams = []
-    if not streams:
-        return ["-map", "0:v:0", *(["-map", "0:a:0?"] if audio else [])]
-    return player_maps(streams, audio=audio)
+@dataclass(frozen=True)
+class Layout:
+    """What thumbnails and clips need to know of a file, from one ffprobe of the opened file: the `-map`
+    arguments for the tracks the index read, and whether the container has an index to seek by."""
+
+    video_map: list[str]
+    audio_map: list[str]
+    indexed: bool
+
+    def maps(self, audio: bool = True) -> list[str]:
+        return [*self.video_map, *(self.audio_map if audio else [])]
+
+    def seek(self, t: float) -> tuple[list[str], list[str]]:
+        """ffmpeg arguments to start at player time `t`: (before -i, after it). An input seek is fast and
+        exact where the container has an index; in one without (transport and program streams) it lands
+        near the time, often on a later keyframe (a thumbnail at 1.5 s showed 4.8 s), so the input is
+        sought PREROLL seconds early and cut to `t` by decoding."""
+        if self.indexed or t <= 0:
+            return ["-ss", f"{t:.3f}"], []
+        early = max(t - PREROLL, 0.0)
+        return ["-ss", f"{early:.3f}"], ["-ss", f"{t - early:.3f}"]
 
 
-# containers without an index (transport and program streams): ffmpeg's seek lands near the time, often on a
-# later keyframe (a thumbnail at 1.5 s showed the frame at 4.8 s); there, seek PREROLL seconds early and
-# decode up to the time
-SEEKLESS = {".ts", ".m2ts", ".mts", ".m2t", ".trp", ".tp", ".tod", ".mpg", ".mpeg", ".mpe", ".vob", ".m2v", ".m1v", ".dat", ".mod"}
 PREROLL = 10.0
 
 
-def seek_args(t: float, suffix: str) -> tuple[list[str], list[str]]:
-    """ffmpeg arguments to start at player time `t`: (before -i, after it). An input seek is fast and
-    exact where the container has an index; SEEKLESS ones seek PREROLL early and cut to `t` by decoding."""
-    if suffix.lower() not in SEEKLESS or t <= 0:
-        return ["-ss", f"{t:.3f}"], []
-    early = max(t - PREROLL, 0.0)
-    return ["-ss", f"{early:.3f}"], ["-ss", f"{t - early:.3f}"]
+def media_layout(source: str, fds: tuple[int, ...] = ()) -> Layout:
+    """The file's Layout: the tracks as indexer.probe.player_maps picks them (the default-flagged video
+    and audio tracks, cover art aside), and an index to seek by where its container is one decord reads
+    (indexer.decode.DECORD_FORMATS: those keep one). Where the probe fails: the first tracks, sought early."""
+    try:
+        proc = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                               "format=format_name:stream=index,codec_type,codec_name:stream_disposition=default,attached_pic",
+                               "-of", "json", source], capture_output=True, timeout=30, pass_fds=fds, stdin=subprocess.DEVNULL)  # fmt: skip
+        info = json.loads(proc.stdout or b"{}")
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        info = {}
+    streams = info.get("streams") or []
+    indexed = bool(set(str((info.get("format") or {}).get("format_name", "")).split(",")) & DECORD_FORMATS)
+    if not streams:
+        return Layout(["-map", "0:v:0"], ["-map", "0:a:0?"], indexed)
+    maps = player_maps(streams, audio=True)
+    return Layout(maps[:2], maps[2:], indexed)
 
 
 # the frame as a player shows it: pixels made square (DV, DVD, anamorphic: `dar` is the display aspect),
@@ -146,16 +162,17 @@ def _thumbnail(video: IndexedFile | str, t: float, width: int, out: Path, cache_
     except FileNotFoundError:  # not cut yet, or trimmed a moment ago
         pass
     if isinstance(video, str):  # an object-storage URI
-        source, fds, suffix = objectstore.presign(video, seconds=300), (), Path(video.split("?")[0]).suffix
+        source, fds = objectstore.presign(video, seconds=300), ()
     else:
-        source, fds, suffix = video.proc_path, (video.fd,), Path(video.name).suffix
-    before, after = seek_args(t, suffix)
+        source, fds = video.proc_path, (video.fd,)
+    layout = media_layout(source, fds)
+    before, after = layout.seek(t)
     fd, tmp_name = tempfile.mkstemp(suffix=".tmp.jpg", dir=cache_dir)  # concurrent callers never share a temp file
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         proc = subprocess.run(
-            ["ffmpeg", "-nostdin", "-v", "error", "-y", *before, "-i", source, *after, *stream_maps(source, fds, audio=False),
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", *before, "-i", source, *after, *layout.maps(audio=False),
              "-frames:v", "1", "-vf", _thumb_filter(width), "-q:v", "4", "-f", "image2", str(tmp)],
             capture_output=True, timeout=60, pass_fds=fds,
         )  # fmt: skip

@@ -58,13 +58,13 @@ LOCK_PATIENCE = 1.0  # seconds a writer tries for the lock before WriterBusy (a 
 
 
 @contextlib.contextmanager
-def index_write_lock(path: Path) -> Iterator[None]:
+def index_write_lock(path: Path, patience: float = LOCK_PATIENCE) -> Iterator[None]:
     """The write lock of the index directory `path` (which must exist), held for the block: an exclusive
-    `flock` on `<path>/.write.lock`, tried for LOCK_PATIENCE seconds (a server job waiting for its turn
+    `flock` on `<path>/.write.lock`, tried for `patience` seconds (a server job waiting for its turn
     takes and drops it to look, `Store.writer_busy`) before WriterBusy."""
-    fh = open(Path(path) / ".write.lock", "w")
+    fh = open(Path(path) / ".write.lock", "a")
     try:
-        deadline = time.monotonic() + LOCK_PATIENCE
+        deadline = time.monotonic() + patience
         while True:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -290,16 +290,13 @@ class Store:
         failing). An index on object storage, or one not made yet, has no lock to hold."""
         if objectstore.is_uri(str(path)):
             return False
-        lock = Path(path) / ".write.lock"
-        if not lock.is_file():
+        if not (Path(path) / ".write.lock").is_file():
             return False
-        with open(lock, "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return False
+        try:
+            with index_write_lock(Path(path), patience=0):
+                return False
+        except WriterBusy:
+            return True
 
     # -- reading -------------------------------------------------------------------------------
     def table(self, name: str):
