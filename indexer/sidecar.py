@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -308,7 +309,6 @@ def ffmpeg_tracks_srt(location: str | os.PathLike, streams: list[int], duration:
     """Text subtitle tracks of a video (`-map 0:s:N` each) as SRT texts, in one pass over the file (a
     track's packets are spread through it: a pass per track read a film once per language). Times are
     the video's player time: ffmpeg counts from the file's first timestamp, as the probe does."""
-    import tempfile
 
     def run(charset: str | None) -> tuple[list[str], str]:
         with tempfile.TemporaryDirectory(prefix="vidsearch-subs-") as tmp:
