@@ -19,7 +19,8 @@ gives uvicorn's own HTTP protocol (httptools or h11, whichever it picked) the po
   held a connection and three descriptors each, for ever. A slow reader is not timed: each time the
   buffers drain the clock starts again.
 
-A connection past its deadline is closed without an answer (the client is not reading one). A
+A connection past its deadline is closed; one that sent part of a request gets a 408 first (a client
+that sent nothing, an idle keep-alive, gets no answer it did not ask for). A
 response that is being read is never timed: a slow download of a long video is a user, not an
 attack; nor is a body the app cannot take yet (reading paused by flow control). A body behind `Expect:
 100-continue` is timed from its headers: this API's routes read their body at once. A deployment that faces the internet still belongs behind a
@@ -41,6 +42,11 @@ MIN_RATE = 500.0  # bytes a second that buy one more second of reading (mod_reqt
 log = logging.getLogger("vidsearch.server")
 
 _HEADERS, _BODY, _APP = "headers", "body", "app"
+
+# the answer to a request that stopped arriving (as Apache's mod_reqtimeout gives); a connection that
+# sent nothing (an idle keep-alive) is closed without one, as browsers expect
+REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+                   b"Content-Length: 49\r\n\r\nthe request did not arrive in time; send it again")  # fmt: skip
 
 
 def max_connections_default() -> int:
@@ -146,6 +152,10 @@ def guarded_protocol(base: type, *, header_timeout: float, body_timeout: float, 
             elif now >= deadline:
                 log.info("closing a connection from %s: its request's %s did not arrive in time (%d bytes in %.0f s)",
                          _client(self), self._phase_key[0], self._phase_bytes, now - self._phase_since)  # fmt: skip
+                # a request was under way (not an idle keep-alive) and no answer to it has begun
+                if (self._phase_key[0] == _HEADERS and self._phase_bytes) or (
+                        self._phase_key[0] == _BODY and not getattr(self.cycle, "response_started", False)):  # fmt: skip
+                    self.transport.write(REQUEST_TIMEOUT)  # a client that sent part of a request learns why
                 self.transport.close()
             else:
                 self._arm(deadline - now)

@@ -32,7 +32,8 @@ Seconds = Query(..., ge=0, le=1e7, allow_inf_nan=False, description="seconds fro
 
 
 CLIP_ROUTE = dict(
-    responses={**INDEX_ERRORS, 200: {"content": {"video/mp4": {}}}, 409: {"model": ErrorBody},
+    responses={**INDEX_ERRORS, 200: {"content": {"video/mp4": {}}}, 206: {"description": "partial content (range request)"},
+               304: {"description": "not modified (If-None-Match)"}, 409: {"model": ErrorBody},
                416: {"description": "range not satisfiable (a byte range past the clip's end)"}},  # fmt: skip
     response_class=FileResponse,
     dependencies=[Depends(require_media_read)],  # like media: a signed URL works in a browser under --read-auth

@@ -30,12 +30,15 @@ from .library import resolved_roots
 
 __all__ = ["Viewer", "PathView", "view_of"]
 
-# an absolute path inside a message: `/` (or `file:///`) at the start of a word, or after a bracket, a
-# quote or `=`; it runs to the next space, bracket, quote, comma or semicolon. Not `1/2`, `a/b`, nor a
-# URL's `//host/...` (`:` before it), nor this API's own routes (`GET /v1/index`, `/readyz`). A name
-# with a space is cut there (the part after it is then no absolute path); `text(known=...)` replaces
-# the paths a message is known to name whole first.
-_ABSOLUTE = re.compile(r"""(?<![^\s(\[{'"`=])(?!/v1/|/(?:readyz|healthz|metrics|docs|redoc|openapi\.json)\b)(?:file://)?/[^\s()\[\]{}'"`<>,;]+""")
+# an absolute path inside a message: `/` (or `file:`, `file:///`, `~/`, `~user/`) at the start of a
+# word, or after a bracket, a quote or `=`; it runs to the next space, bracket, quote, comma or
+# semicolon. Not `1/2`, `a/b`, nor a URL's `//host/...` (`:` before it), nor this API's own routes
+# (`GET /v1/index`, `/readyz`). A name with a space is cut there (the part after it is then no absolute
+# path); `text(known=...)` replaces the paths a message is known to name whole first.
+_ABSOLUTE = re.compile(
+    r"""(?<![^\s(\[{'"`=])(?!/v1/|/(?:readyz|healthz|metrics|docs|redoc|openapi\.json)\b)"""
+    r"""(?:file:|~[^\s/()\[\]{}'"`<>,;]*)?/[^\s()\[\]{}'"`<>,;]+"""
+)
 _TRAILING = ".:!?"  # sentence punctuation after a path is not part of it ("no index at /x/db: build")
 
 
@@ -95,12 +98,22 @@ def _relative_text(message: str, roots: tuple[str, ...], known: tuple[str, ...])
 
     def shown(match: re.Match) -> str:
         token = match.group(0)
-        path = token.rstrip(_TRAILING)  # a `file://` URL too: `_relative` reads it as its path
-        if path.removeprefix("file://").strip("/") == "":
+        path = _as_path(token.rstrip(_TRAILING))
+        if path.strip("/") == "":
             return token
         return _relative(path, roots) + token[len(token.rstrip(_TRAILING)) :]
 
     return _ABSOLUTE.sub(shown, message)
+
+
+def _as_path(token: str) -> str:
+    """A path as a message spells it, as a plain absolute path: `file:/x`, `file:///x` and `~/x`
+    (the spellings a manifest line may use) name the same file as `/x` and its home's `x`."""
+    if token.startswith("file:"):
+        return "/" + token.removeprefix("file:").lstrip("/")
+    if token.startswith("~"):
+        return os.path.expanduser(token)
+    return token
 
 
 @functools.lru_cache(maxsize=64)

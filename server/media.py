@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from vidsearch.indexer.probe import player_maps
 
 from .library import IndexedFile
 
-__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "one_maker", "Layout", "media_layout", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
+__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "one_maker", "Layout", "media_layout", "probe_layout", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
 
 # every suffix the indexer takes (indexer/discover.py), by hand: the system's `mimetypes` tables differ
 # between hosts and read `.ts` as Qt's translation files (text/vnd.trolltech.linguist)
@@ -111,6 +112,7 @@ class Layout:
     video_map: list[str]
     audio_map: list[str]
     indexed: bool
+    probed: bool = True  # False: the probe failed and these are the first tracks, a guess
 
     def maps(self, audio: bool = True) -> list[str]:
         return [*self.video_map, *(self.audio_map if audio else [])]
@@ -129,7 +131,34 @@ class Layout:
 PREROLL = 10.0
 
 
+_LAYOUTS: OrderedDict[tuple, Layout] = OrderedDict()  # by the open file's identity (os.fstat), newest last
+_LAYOUTS_MAX = 4096
+_layouts_lock = threading.Lock()
+
+
 def media_layout(source: str, fds: tuple[int, ...] = ()) -> Layout:
+    """The file's Layout (`probe_layout`), remembered for an opened local file (`fds[0]`) by its device,
+    inode, size and modification time: a results page asks for a dozen thumbnails and clips of the same
+    videos, and each miss ran the same ffprobe (~40 ms) before its ffmpeg. A file changed in place has
+    another size or mtime, so it is probed again."""
+    if not fds:
+        return probe_layout(source, fds)
+    st = os.fstat(fds[0])
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _layouts_lock:
+        if key in _LAYOUTS:
+            _LAYOUTS.move_to_end(key)
+            return _LAYOUTS[key]
+    layout = probe_layout(source, fds)
+    if layout.probed:  # a probe that failed (a timeout under load) is not remembered
+        with _layouts_lock:
+            _LAYOUTS[key] = layout
+            while len(_LAYOUTS) > _LAYOUTS_MAX:
+                _LAYOUTS.popitem(last=False)
+    return layout
+
+
+def probe_layout(source: str, fds: tuple[int, ...] = ()) -> Layout:
     """The file's Layout: the tracks as indexer.probe.player_maps picks them (the default-flagged video
     and audio tracks, cover art aside), and an index to seek by where its container is one decord reads
     (indexer.decode.DECORD_FORMATS: those keep one). Where the probe fails: the first tracks, sought early."""
@@ -143,7 +172,7 @@ def media_layout(source: str, fds: tuple[int, ...] = ()) -> Layout:
     streams = info.get("streams") or []
     indexed = bool(set(str((info.get("format") or {}).get("format_name", "")).split(",")) & DECORD_FORMATS)
     if not streams:
-        return Layout(["-map", "0:v:0"], ["-map", "0:a:0?"], indexed)
+        return Layout(["-map", "0:v:0"], ["-map", "0:a:0?"], indexed, probed=False)
     maps = player_maps(streams, audio=True)
     return Layout(maps[:2], maps[2:], indexed)
 

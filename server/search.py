@@ -119,8 +119,15 @@ async def _json_from_form(request: Request) -> Request:
         await form.close()
         raise HTTPException(422, f"unknown form part(s) {', '.join(unknown)}: a multipart search has `query`, `image` and "
                                  "`request` (the other SearchRequest fields, as JSON)")  # fmt: skip
+    repeated = sorted(name for name in FORM_FIELDS if len(form.getlist(name)) > 1)
+    if repeated:  # one of them silently won
+        await form.close()
+        raise HTTPException(422, f"form part(s) {', '.join(repeated)} sent more than once: send each part once")
     body = await _request_part(form.get("request"))
-    if isinstance(form.get("query"), str) and "query" not in body:
+    if isinstance(form.get("query"), str):
+        if body.get("query") not in (None, form["query"]):  # the `request` part's query silently won
+            await form.close()
+            raise HTTPException(422, "query: given both as a form part and in the `request` part; send it once")
         body["query"] = form["query"]
     upload = form.get("image")
     if isinstance(upload, UploadFile):

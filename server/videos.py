@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import bisect
 import hashlib
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -26,15 +29,50 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 MAX_OFFSET = 10_000_000
 
 
-def page_start(offset: int, cursor: str | None) -> int:
-    """Where a page starts: the `cursor` a previous page handed out (its `next_cursor`), else `offset`.
-    The route once took only `offset`, so a client following `next_cursor` got the first page again,
-    forever. A cursor is the next row's position, opaque to clients; one this server did not make is a 400."""
+def sort_key(row: dict) -> tuple[str, str]:
+    """The listing's order: title without regard to case, then id (titles repeat)."""
+    return (row["title"].lower(), row["video_id"])
+
+
+CURSOR_TITLE = 256  # characters of the title a cursor keeps (a manifest's titles can be long)
+
+
+def encode_cursor(row: dict) -> str:
+    """A cursor names the last row a page held, not a position: a video deleted (or added) between two
+    pages then neither repeats a row nor skips one, as an offset did."""
+    title, video_id = sort_key(row)
+    return "k" + base64.urlsafe_b64encode(json.dumps([title[:CURSOR_TITLE], video_id]).encode()).decode().rstrip("=")
+
+
+def page_start(rows: list[dict], offset: int, cursor: str | None) -> int:
+    """Where a page of `rows` (in `sort_key` order) starts: just after the row `cursor` names (a previous
+    page's `next_cursor`), else at `offset`. A cursor this server did not make is a 400; a plain number
+    is read as an offset (the cursors of servers before keyed cursors)."""
     if cursor is None:
         return offset
-    if not cursor.isascii() or not cursor.isdigit() or int(cursor) > MAX_OFFSET:
-        raise HTTPException(400, f"cursor={cursor[:40]!r} is not one this server gave: pass a page's `next_cursor` as it is")
-    return int(cursor)
+    if cursor.isascii() and cursor.isdigit() and int(cursor) <= MAX_OFFSET:
+        return int(cursor)
+    try:
+        if not cursor.startswith("k"):
+            raise ValueError(cursor)
+        key = json.loads(base64.urlsafe_b64decode(cursor[1:] + "=" * (-len(cursor[1:]) % 4)))
+        if not (isinstance(key, list) and len(key) == 2 and all(isinstance(k, str) for k in key)):
+            raise ValueError(cursor)
+    except ValueError:  # binascii.Error and JSONDecodeError are ValueErrors
+        raise HTTPException(400, "cursor is not one this server gave: pass a page's `next_cursor` as it is") from None
+    ids = [r["video_id"] for r in rows]
+    if key[1] in ids:  # the page's last video is still there: right after it
+        return ids.index(key[1]) + 1
+    # it was deleted: after where it sorted (a title cut to CURSOR_TITLE sorts before its longer self)
+    return bisect.bisect_right([sort_key(r) for r in rows], tuple(key))
+
+
+def videos_page(rows: list[dict], limit: int, offset: int = 0, cursor: str | None = None) -> tuple[list[dict], str | None]:
+    """One page of `rows` in title order and the cursor of the next (None on the last page)."""
+    rows = sorted(rows, key=sort_key)
+    start = page_start(rows, offset, cursor)
+    page = rows[start : start + limit]
+    return page, encode_cursor(page[-1]) if page and start + limit < len(rows) else None
 
 
 @router.get("", response_model=VideoList, responses=INDEX_ERRORS, dependencies=[Depends(require_read)])
@@ -43,14 +81,13 @@ def list_videos(
     view: Viewer,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip (or follow `cursor`)")] = 0,
-    cursor: Annotated[str | None, Query(max_length=64, description="the previous page's `next_cursor`; wins over `offset`")] = None,
+    cursor: Annotated[str | None, Query(max_length=1024, description="the previous page's `next_cursor`; wins over `offset`")] = None,
 ) -> VideoList:
-    """Indexed videos, in title order; page by passing each answer's `next_cursor` as `cursor`."""
-    start = page_start(offset, cursor)
-    rows = sorted(store.video_rows(), key=lambda r: (r["title"].lower(), r["video_id"]))
-    page = rows[start : start + limit]
-    more = start + limit < len(rows)
-    return VideoList(videos=[view.video(video_info(r)) for r in page], total=len(rows), next_cursor=str(start + limit) if more else None)
+    """Indexed videos, in title order; page by passing each answer's `next_cursor` as `cursor` (it
+    names the page's last video, so deletions between pages neither skip nor repeat a video)."""
+    rows = store.video_rows()
+    page, next_cursor = videos_page(rows, limit, offset, cursor)
+    return VideoList(videos=[view.video(video_info(r)) for r in page], total=len(rows), next_cursor=next_cursor)
 
 
 @router.get("/{video_id}", response_model=VideoInfo, responses=INDEX_ERRORS, dependencies=[Depends(require_read)])

@@ -126,6 +126,41 @@ def test_unfinished_headers_and_silent_connections_are_closed(server):
     assert httpx.get(f"http://127.0.0.1:{server}/big?n=5", timeout=5).content == b"xxxxx"
 
 
+def received_before_close(sock: socket.socket, limit: float = 10.0) -> bytes | None:
+    """What the server sent on `sock` before closing it (None: still open at `limit`)."""
+    start, got = time.monotonic(), b""
+    sock.settimeout(0.1)
+    while time.monotonic() - start < limit:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return got
+        if chunk == b"":
+            return got
+        got += chunk
+    return None
+
+
+def test_a_partial_request_gets_a_408_and_a_silent_connection_nothing(server):
+    """Connections cut at a deadline were closed with no answer: a client that had sent part of a
+    request could not tell a timeout from a crash (Apache answers 408)."""
+    silent, partial, short_body = connect(server), connect(server), connect(server)
+    partial.sendall(b"GET /big?n=10 HTTP/1.1\r\nHost: x\r\n")
+    short_body.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10)
+    kept = connect(server)  # a second request on a kept-alive connection, cut short
+    kept.sendall(b"GET /big?n=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = b""
+    while not first.endswith(b"xxx"):
+        first += kept.recv(65536)
+    kept.sendall(b"GET /big?n=4 HTTP/1.1\r\n")
+    assert received_before_close(silent) == b""  # an idle keep-alive gets no answer it did not ask for
+    for sock in (partial, short_body, kept):
+        got = received_before_close(sock)
+        assert got is not None and got.startswith(b"HTTP/1.1 408 "), got
+
+
 def test_headers_trickled_a_byte_at_a_time_are_cut_at_twice_the_timeout(server):
     sock = connect(server)
     start = time.monotonic()
