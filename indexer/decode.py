@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .probe import ProbeResult, is_url
+from .probe import ProbeResult, failure_line, is_url
 
 AUDIO_RATE = 16000
 # decord reads files up to this size: its reader indexes the whole file when it opens, and it is opened
@@ -449,6 +449,5 @@ def read_audio(path: Path, rate: int = AUDIO_RATE, stream: int = 0) -> np.ndarra
     Hz, whole (short clips; long ones are streamed)."""
     proc = subprocess.run(ffmpeg_audio_cmd(path, rate, stream), capture_output=True, timeout=3600, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
-        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise RuntimeError(f"audio could not be decoded: {msg[-1] if msg else proc.returncode}")
+        raise RuntimeError(f"audio could not be decoded: {failure_line(proc)}")
     return np.frombuffer(proc.stdout, dtype=np.float32).copy()

@@ -151,6 +151,24 @@ def _looks_like_video(path: Path) -> bool:
     )
 
 
+PROXY_SUFFIXES = (".lrv", ".lrf")  # low-resolution proxies: GoPro, DJI
+FULL_SUFFIXES = (".mp4", ".mov")
+
+
+def proxy_of(name: str, names: set[str]) -> str | None:
+    """The full-resolution recording in the same folder that `name` is a camera's low-resolution proxy
+    of (`names`: the folder's file names, lower case), else None. GoPro writes `GL010001.LRV` beside
+    `GX010001.MP4` (or `GH...`; older cameras `GOPR0001.LRV` beside `GOPR0001.MP4`), DJI `DJI_0001.LRF`
+    beside `DJI_0001.MP4`: indexing the proxy too put every moment in the results twice. A proxy whose
+    original is not there (only proxies copied off the card) is indexed: it is all there is."""
+    lower = name.lower()
+    stem, dot, suffix = lower.rpartition(".")
+    if not dot or "." + suffix not in PROXY_SUFFIXES:
+        return None
+    stems = [stem] + ([prefix + stem[2:] for prefix in ("gx", "gh")] if stem.startswith("gl") else [])
+    return next((f"{s}{ext}" for s in stems for ext in FULL_SUFFIXES if f"{s}{ext}" in names), None)
+
+
 def is_candidate(path: Path) -> bool:
     ext = path.suffix.lower()
     if ext in VIDEO_EXTENSIONS:
@@ -321,8 +339,9 @@ class _Walk:
         except OSError as exc:
             self.problems.append((where_key(folder), f"cannot list folder: {exc.strerror or exc}"))
             return
+        names = {e.name.lower() for e in entries}
         for entry in entries:
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or proxy_of(entry.name, names):
                 continue
             path = Path(entry.path)
             try:

@@ -161,11 +161,16 @@ def ffprobe_json(path: Path) -> dict:
     except FileNotFoundError:
         raise MediaError("ffprobe is not installed (install ffmpeg)")
     if proc.returncode != 0:
-        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        reason = msg[-1] if msg else f"ffprobe exit code {proc.returncode}"
-        reason = reason.replace(_ffmpeg_input(path), "").strip(": ")
+        reason = failure_line(proc, "ffprobe").replace(_ffmpeg_input(path), "").strip(": ")
         raise MediaError(f"not a readable video: {reason}")
     return json.loads(proc.stdout or b"{}")
+
+
+def failure_line(proc: subprocess.CompletedProcess, tool: str = "ffmpeg") -> str:
+    """Why an ffmpeg/ffprobe run failed, in one line: the last line it wrote to stderr (where
+    `-v error` leaves the cause), else its exit code."""
+    lines = (proc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else f"{tool} exited with {proc.returncode}"
 
 
 def rotation_of(stream: dict) -> int:
@@ -268,7 +273,9 @@ def probe(path: Path | str) -> ProbeResult:
     subtitles = [s for s in streams if s.get("codec_type") == "subtitle"]
     if not video:
         if audio:
-            raise MediaError("no video stream (audio-only file)")
+            # the format says whether it is sound at all: a text file of "G"s (a transport stream's sync
+            # byte) was read as AMR-WB speech and reported as an "audio-only file"
+            raise MediaError(f"no video stream (audio-only file, read as {format_name or 'unknown format'})")
         if not streams:
             raise MediaError("no video stream (the file holds no streams at all: an empty container)")
         kinds = sorted({str(s.get("codec_type") or "unknown") for s in streams})

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping
 from vidsearch.encoders.sentence import TextSpan
 
 from .discover import VIDEO_EXTENSIONS
+from .probe import failure_line
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +285,7 @@ def parse_vtt(text: str, where: str = "<vtt>") -> list[Cue]:
 
 
 def _ffmpeg_failure(proc: subprocess.CompletedProcess) -> RuntimeError:
-    lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-    return RuntimeError(lines[-1] if lines else f"ffmpeg exited with {proc.returncode}")
+    return RuntimeError(failure_line(proc))
 
 
 # an ASS drawing: from an override that turns drawing mode on ({\p1}) to one that turns it off, or the line's end

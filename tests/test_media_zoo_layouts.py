@@ -271,3 +271,17 @@ def test_a_container_length_far_past_the_picture_and_sound_is_not_the_duration(t
     info["streams"][1]["tags"]["DURATION"] = "00:03:00.000000000"  # speech that outlasts the picture still counts
     info["format"]["duration"] = "180.0"
     assert probe(path).duration == pytest.approx(180.0)
+
+
+def test_camera_proxies_beside_their_recordings_are_not_indexed_twice(tmp_path):
+    """GoPro's GL010001.LRV (an MP4, found by its first bytes) was indexed beside GX010001.MP4, so every
+    moment came back twice; a proxy whose recording is not there is still indexed."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    mp4 = lib / "GX010001.MP4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=96x64:r=10:d=1", *H264, str(mp4))
+    for name in ("GL010001.LRV", "GOPR0002.MP4", "GOPR0002.LRV", "DJI_0003.mp4", "DJI_0003.LRF", "GL010009.LRV"):
+        shutil.copy(mp4, lib / name)
+    sources, problems = discover([lib])
+    assert problems == []
+    assert _keys(sources) == {"GX010001.MP4", "GOPR0002.MP4", "DJI_0003.mp4", "GL010009.LRV"}
