@@ -43,7 +43,7 @@ from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working, decod
 from .remote import media_location, object_hash
 from .probe import MediaError, ProbeResult, probe
 from .segment import make_segments, pool_segments
-from .sidecar import embedded_subtitle_spans, find_subtitles, metadata_spans, sidecar_spans, subtitle_spans, unique_subtitles
+from .sidecar import closed_caption_spans, embedded_subtitle_spans, find_subtitles, metadata_spans, sidecar_spans, subtitle_spans, unique_subtitles
 from .worker import DecoderPool, DecoderStartError, JobStream, default_decode_workers
 
 FLUSH_SECONDS = 10.0
@@ -403,7 +403,10 @@ class IndexRun:
         if paths:  # the content's own tracks are among its subtitle spans too: read them again with the files
             own = local_path(sorted(paths)[0])
             try:
-                found += embedded_subtitle_spans(own, probe(own).text_subtitles, duration)[0]
+                info = probe(own)
+                found += embedded_subtitle_spans(own, info.text_subtitles, duration)[0]
+                if info.closed_captions:
+                    found += closed_caption_spans(own, info.stream_index, duration)[0]
             except MediaError:
                 pass
         spans = unique_subtitles(found)

@@ -33,7 +33,7 @@ from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
 from .decode import DecodeReport, FrameChunk, center_crop, iter_frames, plan_samples, read_audio, scaled_size
 from .probe import MediaError, ProbeResult, is_url, probe
 from .segment import colour_histograms, histogram_changes
-from .sidecar import embedded_subtitle_spans
+from .sidecar import closed_caption_spans, embedded_subtitle_spans
 
 
 @dataclass
@@ -212,6 +212,11 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
     if info.text_subtitles:  # the file's own subtitle tracks: read here, in the decoder's process
         subtitles, problems = embedded_subtitle_spans(path, info.text_subtitles, info.duration)
         spans += subtitles
+        warnings += problems
+    if info.closed_captions:  # a TV recording's captions, in its pictures
+        yield Working("reading closed captions", 0.0, info.duration)
+        captions, problems = closed_caption_spans(path, info.stream_index, info.duration)
+        spans += captions
         warnings += problems
     if reader is not None:
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ PLAYLIST_FORMATS = {"hls", "applehttp", "concat", "dash", "webm_dash_manifest", 
 PLAYLIST_SIGNATURES = (b"#EXTM3U", b"ffconcat", b"#EXT-X-", b"<?xml", b"<MPD", b"<smil", b"[playlist]", b"file '", b"file \"")
 STILL_IMAGE_CODECS = {"mjpeg", "png", "bmp", "tiff", "webp", "jpeg2000", "ppm", "pgm", "gif"}
 # subtitle codecs that hold text (ffmpeg converts them to SRT); bitmap ones (PGS, DVD, DVB) would need OCR
-TEXT_SUBTITLE_CODECS = {"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text", "microdvd", "subviewer", "jacosub", "realtext", "sami", "stl"}
+TEXT_SUBTITLE_CODECS = {"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text", "microdvd", "subviewer", "jacosub", "realtext", "sami", "stl",
+                        "eia_608"}  # the last: a QuickTime closed-caption track (c608), decoded to text by ffmpeg
 # Containers whose `duration` is read from their header, where it is the end timestamp of the
 # timeline (MP4/MOV `mvhd` counts an initial empty edit; Matroska's Duration counts from timestamp 0),
 # not the length from the first timestamp as ffmpeg computes it for streams without an index (TS, PS).
@@ -66,6 +68,7 @@ class ProbeResult:
     coded_width: int = 0  # the pictures as stored (before the sample aspect ratio and rotation); 0: unknown
     coded_height: int = 0
     text_subtitles: tuple[int, ...] = ()  # subtitle streams that hold text, as ffmpeg's `-map 0:s:N` counts them
+    closed_captions: bool = False  # the video stream's pictures carry closed captions (TV recordings: CEA-608/708)
 
     @property
     def coded_size(self) -> tuple[int, int]:
@@ -153,7 +156,11 @@ def reject_playlist(path: Path) -> None:
 
 
 def ffprobe_json(path: Path) -> dict:
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", _ffmpeg_input(path)]
+    """ffprobe's JSON for the file, plus `captioned`: the indexes of the video streams whose pictures
+    carry closed captions (CEA-608/708 in the pictures' user data, as TV recordings do). ffprobe's JSON
+    field for it (`closed_captions`) stays 0 in ffmpeg 5 (it asks a decoder that decoded nothing), while
+    its summary of the file (`-v info`) names "Closed Captions" from the frames it did decode."""
+    cmd = ["ffprobe", "-v", "info", "-hide_banner", "-print_format", "json", "-show_format", "-show_streams", _ffmpeg_input(path)]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -163,7 +170,14 @@ def ffprobe_json(path: Path) -> dict:
     if proc.returncode != 0:
         reason = failure_line(proc, "ffprobe").replace(_ffmpeg_input(path), "").strip(": ")
         raise MediaError(f"not a readable video: {reason}")
-    return json.loads(proc.stdout or b"{}")
+    info = json.loads(proc.stdout or b"{}")
+    info["captioned"] = [int(m.group(1)) for m in _CAPTIONED.finditer(proc.stderr.decode("utf-8", "replace"))]
+    return info
+
+
+# a video stream in ffprobe's summary whose pictures carry closed captions:
+# "  Stream #0:0[0x100]: Video: h264 (...), yuv420p(progressive), 320x240, Closed Captions, 30 fps"
+_CAPTIONED = re.compile(r"^\s*Stream #\d+:(\d+)\S*: Video: [^\n]*\bClosed Captions\b", re.MULTILINE)
 
 
 def failure_line(proc: subprocess.CompletedProcess, tool: str = "ffmpeg") -> str:
@@ -344,4 +358,5 @@ def probe(path: Path | str) -> ProbeResult:
         coded_width=coded_w,
         coded_height=coded_h,
         text_subtitles=tuple(i for i, sub in enumerate(subtitles) if str(sub.get("codec_name")) in TEXT_SUBTITLE_CODECS),
+        closed_captions=int(v.get("index", -1)) in info.get("captioned", ()) or bool(v.get("closed_captions")),
     )

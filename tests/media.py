@@ -118,3 +118,63 @@ def make_text_clip(path: Path, text: str, start: float, end: float, seconds: flo
         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path),
     )  # fmt: skip
     return path
+
+
+def _odd_parity(byte: int) -> int:
+    byte &= 0x7F
+    return byte | (0x80 if bin(byte).count("1") % 2 == 0 else 0)
+
+
+def _cea608_codes(text: str, roll_up: bool) -> list[tuple[int, int]]:
+    """The CEA-608 byte pairs (channel 1) that show `text`: a pop-on caption (load, then flip it on) or
+    one roll-up line (two rows; a carriage return scrolls the last one up)."""
+    chars = text.encode("ascii")
+    chars += b"\x00" * (len(chars) % 2)
+    body = [(chars[i], chars[i + 1]) for i in range(0, len(chars), 2)]
+    if roll_up:  # RU2, CR, PAC row 15, the text
+        return [(0x14, 0x25), (0x14, 0x25), (0x14, 0x2D), (0x14, 0x2D), (0x14, 0x70), (0x14, 0x70), *body]
+    # RCL, ENM, PAC row 15, the text, EOC
+    return [(0x14, 0x20), (0x14, 0x20), (0x14, 0x2E), (0x14, 0x2E), (0x14, 0x70), (0x14, 0x70), *body, (0x14, 0x2F), (0x14, 0x2F)]
+
+
+def _a53_sei(pair: tuple[int, int]) -> bytes:
+    """An H.264 SEI NAL (Annex B) carrying one CEA-608 byte pair as ATSC A/53 user data (GA94)."""
+    cc = bytes([0xFC, _odd_parity(pair[0]), _odd_parity(pair[1])])  # field 1, valid, 608
+    payload = bytes([0xB5, 0x00, 0x31]) + b"GA94" + bytes([0x03, 0x41, 0xFF]) + cc + bytes([0xFF])
+    body = bytes([4, len(payload)]) + payload + bytes([0x80])
+    out, zeros = bytearray(), 0
+    for x in body:  # emulation prevention
+        if zeros >= 2 and x <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(x)
+        zeros = zeros + 1 if x == 0 else 0
+    return b"\x00\x00\x00\x01\x06" + bytes(out)
+
+
+def make_captioned_clip(path: Path, captions: list[tuple[float, str]], seconds: float = 6.0, rate: int = 30,
+                        roll_up: bool = False) -> Path:  # fmt: skip
+    """An H.264 MPEG transport stream whose pictures carry closed captions (CEA-608 in A/53 SEI, as
+    broadcast TV does): each (time, text) is sent from that time on, a byte pair a frame. ffmpeg
+    cannot write captions, so they are put into x264's stream here."""
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", f"testsrc=s=160x120:r={rate}:d={seconds}",
+                          "-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-pix_fmt", "yuv420p", "-f", "h264", "-"],
+                         capture_output=True, check=True).stdout  # fmt: skip
+    pairs: dict[int, tuple[int, int]] = {}
+    for at, text in captions:
+        for i, pair in enumerate(_cea608_codes(text, roll_up)):
+            pairs[int(round(at * rate)) + i] = pair
+    starts = [i for i in range(len(raw) - 3) if raw[i : i + 3] == b"\x00\x00\x01"]
+    out, frame = bytearray(), -1
+    for k, at in enumerate(starts):
+        begin = at - 1 if at > 0 and raw[at - 1] == 0 else at
+        end = (starts[k + 1] - 1 if raw[starts[k + 1] - 1] == 0 else starts[k + 1]) if k + 1 < len(starts) else len(raw)
+        if raw[at + 3] & 0x1F in (1, 5):  # a picture's slice: its captions go before it
+            frame += 1
+            out += _a53_sei(pairs.get(frame, (0, 0)))
+        out += raw[begin:end]
+    es = path.with_suffix(".h264")
+    es.write_bytes(bytes(out))
+    ffmpeg("-r", str(rate), "-i", str(es), "-c", "copy", "-f", "mpegts", str(path))
+    es.unlink()
+    return path

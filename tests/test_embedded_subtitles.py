@@ -124,3 +124,23 @@ def test_windows_1252_subtitles_and_ass_drawings(tmp_path):
     info = probe(mkv)
     spans, problems = embedded_subtitle_spans(mkv, info.text_subtitles, info.duration)
     assert [sp.text for sp in spans] == ["la cr\u00e8me de la cr\u00e8me"], (spans, problems)
+
+
+def test_closed_captions_in_the_pictures_pop_on_and_roll_up(tmp_path):
+    """A TV recording's CEA-608 captions: found by the probe, read with their times; live TV's roll-up
+    captions repeat the line above in every cue, which is kept once. A clip without them pays nothing."""
+    from media import make_captioned_clip
+    from vidsearch.indexer.sidecar import closed_caption_spans
+
+    pop = make_captioned_clip(tmp_path / "pop.ts", [(1.0, "THE NARWHAL SINGS"), (3.0, "SECOND CAPTION")])
+    roll = make_captioned_clip(tmp_path / "roll.ts", [(0.5, "FIRST LINE OF TALK"), (2.0, "SECOND LINE HERE"), (3.5, "THIRD LINE")],
+                               roll_up=True)  # fmt: skip
+    plain = make_clip(tmp_path / "plain.mp4", seconds=2, size="96x64", rate=5, audio_hz=None)
+    assert not probe(plain).closed_captions
+    info = probe(pop)
+    assert info.closed_captions and info.text_subtitles == ()
+    spans, problems = closed_caption_spans(pop, info.stream_index, info.duration)
+    assert not problems and [sp.text for sp in spans] == ["THE NARWHAL SINGS", "SECOND CAPTION"]
+    assert 1.0 <= spans[0].start <= 1.6 and 3.0 <= spans[1].start <= 3.6 and all(sp.source == "subtitle" for sp in spans)
+    spans, _ = closed_caption_spans(roll, probe(roll).stream_index, 6.0)
+    assert [sp.text for sp in spans][:2] == ["FIRST LINE OF TALK", "SECOND LINE HERE"]  # not "FIRST LINE OF TALK SECOND ..."

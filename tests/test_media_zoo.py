@@ -115,6 +115,18 @@ def test_a_subtitle_named_but_for_letter_case_is_read(zoo, zoo_index):
     assert [s["text"] for s in spans] == [z.extra["subtitle"]]
 
 
+def test_closed_captions_are_read(zoo, zoo_index):
+    """A TV recording's captions ride in its pictures (CEA-608 in the H.264 user data) and a QuickTime
+    movie's in a c608 track: both were ignored, so a recorded programme's dialogue was not searchable
+    unless speech recognition heard it."""
+    store = Store.open(zoo_index[0])
+    for name, near in (("captions_in_pictures", 1.0), ("caption_track_mov", 1.0)):
+        z = zoo.files[name]
+        spans = store.span_rows(_video(store, z.path)["video_id"], "subtitle")
+        assert [s["text"] for s in spans] == [z.extra["subtitle"]], (name, spans)
+        assert near <= spans[0]["start"] <= near + 1.0 and spans[0]["end"] > spans[0]["start"], (name, spans)
+
+
 def test_symlinks_are_listed_under_their_own_names(zoo, zoo_index):
     store = Store.open(zoo_index[0])
     files = {r["path"]: r for r in store.files().to_pylist()}

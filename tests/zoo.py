@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from media import ffmpeg
+from media import _cea608_codes, _odd_parity, ffmpeg, make_captioned_clip
 
 
 @dataclass
@@ -178,6 +178,16 @@ def build_zoo(root: Path) -> Zoo:
     _render(lib / "Holiday.mp4", H264, None, extra_filter="hue=h=10")
     (lib / "holiday.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\ncase mismatch narwhal\n")
     ok("case_subtitle", lib / "Holiday.mp4", has_audio=False, extra={"subtitle": "case mismatch narwhal"})
+    # A TV recording whose pictures carry closed captions (CEA-608 in A/53 user data), and a QuickTime
+    # movie with a closed-caption track (c608, from a Scenarist file)
+    make_captioned_clip(lib / "evening news.ts", [(1.0, "THE NARWHAL SINGS TONIGHT")], seconds=4.0)
+    ok("captions_in_pictures", lib / "evening news.ts", cut=None, has_audio=False, extra={"subtitle": "THE NARWHAL SINGS TONIGHT"})
+    scc = root / "captions.scc"
+    words = " ".join(f"{_odd_parity(a):02x}{_odd_parity(b):02x}" for a, b in _cea608_codes("WALRUS ON THE ICE", roll_up=False))
+    scc.write_text(f"Scenarist_SCC V1.0\n\n00:00:01:00\t{words}\n\n00:00:03:00\t942c 942c\n")
+    ffmpeg(*_red_blue(4.0, "160x120", 10), "-i", str(scc), "-map", "[v]", "-map", "2:s", *H264, "-c:s", "copy", "-t", "4",
+           str(lib / "caption track.mov"))  # fmt: skip
+    ok("caption_track_mov", lib / "caption track.mov", has_audio=False, extra={"subtitle": "WALRUS ON THE ICE"})
     ok("tiny_clip", _render(lib / "blink.mp4", H264, None, seconds=0.2, rate=25), cut=None, duration=0.2, has_audio=False)
     gif = lib / "reaction.gif"
     ffmpeg(*_red_blue(4.0, "160x120", 5), "-map", "[v]", "-t", "4", str(gif))
