@@ -125,6 +125,9 @@ def final_ranking(plan: QueryPlan, pool: CandidatePool, cache: FeatureCache, hea
     features = [feats[v] for v in ids]
     window = plan.window
     in_window = [np.ones(len(f.start), dtype=bool) if window is None else window.units(f.start, f.end) for f in features]
+    if window is not None:  # a video with nothing inside the window is no result (it came back with no moment)
+        keep = [k for k, units in enumerate(in_window) if units.any()]
+        ids, features, in_window = [ids[k] for k in keep], [features[k] for k in keep], [in_window[k] for k in keep]
     out = rerank(plan.query, features, in_window, head=head, pooler=pooler, use_audio=plan.use_audio)
     if plan.audio is not None and features:  # a pretrained audio tower's tokens (no trained head)
         fused, part, gate = plan.audio.fuse(out.scores, [f.audio_vectors for f in features])

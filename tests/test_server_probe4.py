@@ -7,10 +7,14 @@ before its fix.
   `~/../x`), and the 400 for a cursor no longer echoes it;
 - a multipart search that gives a part twice, or its query both as a part and in `request`, is a 422
   (one of them silently won);
-- a file opened for thumbnails and clips is probed once, not once per miss.
+- a file opened for thumbnails and clips is probed once, not once per miss;
+- the p22 probe: the client strips a key's newline and never prints a key, tells a timeout from a
+  dead server, and waits out a server restart in `wait_for_job` and `iter_videos`.
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from fastapi import HTTPException
@@ -151,3 +155,71 @@ def test_thumbnails_of_one_file_share_one_probe(tmp_path, monkeypatch):
     finally:
         os.close(fd)
     assert len(probes) == 2
+
+
+# -- p22 probe S4, S5: the client's key, timeouts and restarts --------------------------------------
+def _job(state: str) -> dict:
+    return {"id": "j1", "kind": "index", "paths": ["/x"], "state": state, "created_at": 1.0}
+
+
+def test_a_key_read_with_its_newline_works_and_a_bad_one_is_never_printed():
+    import httpx
+
+    from vidsearch.client import VidsearchClient
+
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        return httpx.Response(200, json=_job("succeeded"))
+
+    with VidsearchClient("http://h.test", api_key="K1-secret\n", transport=httpx.MockTransport(answer)) as vs:
+        assert vs.job("j1").state == "succeeded" and seen == ["Bearer K1-secret"]
+    with pytest.raises(ValueError) as err:
+        VidsearchClient("http://h.test", api_key="K1 secret")
+    assert "secret" not in str(err.value)
+
+
+def test_a_timeout_is_told_from_a_dead_server():
+    import httpx
+
+    from vidsearch.client import ApiError, ApiTimeout, VidsearchClient
+
+    def slow(request):
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    def refused(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with VidsearchClient("http://h.test", transport=httpx.MockTransport(slow), timeout=2) as vs:
+        with pytest.raises(ApiTimeout, match="did not answer GET /v1/jobs/j1 within 2 s"):
+            vs.job("j1")
+    with VidsearchClient("http://h.test", transport=httpx.MockTransport(refused)) as vs:
+        with pytest.raises(ApiError, match="cannot reach") as err:
+            vs.job("j1")
+        assert not isinstance(err.value, ApiTimeout)
+
+
+def test_waiting_for_a_job_rides_out_a_server_restart():
+    """One refused connection while the server restarted ended wait_for_job at once, with 300 s to go."""
+    import httpx
+
+    from vidsearch.client import VidsearchClient
+
+    answers = iter(["running", "refused", "refused", 503, "running", "succeeded"])
+
+    def answer(request):
+        a = next(answers)
+        if a == "refused":
+            raise httpx.ConnectError("connection refused", request=request)
+        if a == 503:
+            return httpx.Response(503, json={"detail": "starting"})
+        return httpx.Response(200, json=_job(a))
+
+    with VidsearchClient("http://h.test", transport=httpx.MockTransport(answer)) as vs:
+        assert vs.wait_for_job("j1", timeout=30, poll=0.01).state == "succeeded"
+        answers = iter(["refused"] * 1000)
+        start = time.monotonic()
+        with pytest.raises(Exception, match="cannot reach"):
+            vs.wait_for_job("j1", timeout=1.0, poll=0.01)  # still bounded by its timeout
+        assert time.monotonic() - start < 3

@@ -29,3 +29,22 @@ def test_moments_lie_inside_the_time_range(client, start, end):
         for r in results:
             for m in r["moments"] + ([r["best"]] if r.get("best") else []):
                 assert start - 1e-6 <= m["start"] < m["end"] <= stop + 1e-6, (window, m)
+
+
+@pytest.mark.parametrize("body", [{"query": "a test pattern", "min_relevance": 0}, {"like": {"video_id": None, "start": 0, "end": 2}}])
+def test_videos_with_nothing_in_the_time_range_are_no_results(client, body):
+    """A window past some videos' ends returned those videos anyway, with no moment and a link to 0 s
+    (by default for `like` and picture queries, which have no relevance threshold)."""
+    videos = client.get("/v1/videos").json()["videos"]
+    durations = sorted(v["duration"] for v in videos)
+    cut = (durations[0] + durations[-1]) / 2 if durations[0] < durations[-1] else durations[-1] - 0.5
+    if "like" in body:
+        body = {**body, "like": {**body["like"], "video_id": videos[0]["id"]}}
+    resp = client.post("/v1/search", json={**body, "top_k": 50, "filters": {"time_range": {"start": cut}}})
+    assert resp.status_code == 200, resp.text
+    results = resp.json()["results"]
+    longer = {v["id"] for v in videos if v["duration"] > cut}
+    assert {r["video"]["id"] for r in results} <= longer, (cut, durations)
+    assert all(r["moments"] for r in results)
+    past_all = client.post("/v1/search", json={**body, "filters": {"time_range": {"start": durations[-1] + 100}}}).json()
+    assert past_all["results"] == []

@@ -161,11 +161,35 @@ def _image_upload(image: bytes | bytearray | memoryview | str | os.PathLike) -> 
     raise ValueError(f"image: {shown!r} names no file and is no picture's base64 ({expected})")
 
 
+class ApiTimeout(ApiError):
+    """The server took longer than the client's `timeout` to answer (it may be busy, not down: a long
+    clip's encode, a cold model); status 0, as for a server that cannot be reached."""
+
+
+def _clean_key(api_key: str | None) -> str | None:
+    """The key as the server compares it: surrounding whitespace dropped (a key read from a file or an
+    env file keeps its newline, which httpx refused as an illegal header and the error printed the
+    key); ValueError, without the key, for one with whitespace or control characters inside."""
+    if api_key is None:
+        return None
+    key = api_key.strip()
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in key):
+        raise ValueError("api_key holds whitespace or control characters inside it (not shown); check where it was read from")
+    return key or None
+
+
+# transport errors worth another try in a polling loop: the server restarting or a proxy reconnecting
+_RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.PoolTimeout)
+_RETRY_STATUS = (502, 503, 504)
+
+
 class VidsearchClient:
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0, transport: httpx.BaseTransport | None = None):
+        api_key = _clean_key(api_key)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = _base_url(base_url)
         self.transport = transport
+        self._secret = api_key
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
     @property
@@ -181,11 +205,33 @@ class VidsearchClient:
     def close(self) -> None:
         self._http.close()  # closes the transport too (an in-process app runs its shutdown)
 
-    def _call(self, method: str, path: str, **kw) -> httpx.Response:
-        try:
-            resp = self._http.request(method, path, **kw)
-        except httpx.TransportError as exc:
-            raise ApiError(0, f"cannot reach the search API at {self.base_url}: {exc}") from exc
+    def _call(self, method: str, path: str, *, retry_for: float = 0.0, **kw) -> httpx.Response:
+        """One request; ApiError for an error answer, ApiTimeout when it took past the timeout, ApiError
+        with status 0 when the server cannot be reached. `retry_for` (seconds; idempotent requests in
+        polling helpers only): a refused or dropped connection and a 502/503/504 are tried again with
+        backoff until then, so a server restart does not end `wait_for_job` or `iter_videos`."""
+        deadline, pause = time.monotonic() + retry_for, 0.25
+        while True:
+            try:
+                resp = self._http.request(method, path, **kw)
+            except httpx.TimeoutException as exc:
+                if isinstance(exc, httpx.PoolTimeout) and time.monotonic() + pause < deadline:
+                    time.sleep(pause)
+                    pause = min(2 * pause, 2.0)
+                    continue
+                raise ApiTimeout(0, f"the search API at {self.base_url} did not answer {method} {path} within "
+                                    f"{self._http.timeout.read:g} s (busy or down; a longer timeout may help)") from None  # fmt: skip
+            except httpx.TransportError as exc:
+                if isinstance(exc, _RETRYABLE) and time.monotonic() + pause < deadline:
+                    time.sleep(pause)
+                    pause = min(2 * pause, 2.0)
+                    continue
+                raise ApiError(0, f"cannot reach the search API at {self.base_url}: {self._scrubbed(exc)}") from None
+            if resp.status_code in _RETRY_STATUS and time.monotonic() + pause < deadline:
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
+                continue
+            break
         if resp.status_code >= 400:
             try:
                 body = resp.json()
@@ -194,6 +240,11 @@ class VidsearchClient:
             detail = body.get("detail") if isinstance(body, dict) and body.get("detail") is not None else _excerpt(resp)
             raise ApiError(resp.status_code, detail if isinstance(detail, str) else json.dumps(detail)[:1000])
         return resp
+
+    def _scrubbed(self, exc: Exception) -> str:
+        """An error's text without the API key (httpx quotes a header it refuses)."""
+        text = str(exc)
+        return text.replace(self._secret, "***") if self._secret else text
 
     def search(self, query: str | None = None, *, image: bytes | str | os.PathLike | None = None, **options: Any) -> SearchResponse:
         """Search by words, by an example picture, by a moment (`like`), or any mix of them.
@@ -220,19 +271,21 @@ class VidsearchClient:
         composes with it)."""
         return self.search(like=LikeQuery(video_id=video_id, start=start, end=end, include_source=include_source), **options)
 
-    def videos(self, limit: int = 100, offset: int = 0, cursor: str | None = None) -> VideoList:
+    def videos(self, limit: int = 100, offset: int = 0, cursor: str | None = None, *, retry_for: float = 0.0) -> VideoList:
         """One page of the indexed videos, in title order: from `offset`, or from `cursor` (the previous
-        page's `next_cursor`). `iter_videos` follows the cursors for you."""
+        page's `next_cursor`). `iter_videos` follows the cursors for you. `retry_for`: seconds to keep
+        trying while the server cannot be reached (restarting)."""
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if cursor is not None:
             params["cursor"] = cursor
-        return VideoList.model_validate(_json(self._call("GET", "/v1/videos", params=params)))
+        return VideoList.model_validate(_json(self._call("GET", "/v1/videos", params=params, retry_for=retry_for)))
 
-    def iter_videos(self, page_size: int = 500) -> Iterator[VideoInfo]:
-        """Every indexed video, page by page (each page's `next_cursor` asks for the next)."""
+    def iter_videos(self, page_size: int = 500, retry_for: float = 30.0) -> Iterator[VideoInfo]:
+        """Every indexed video, page by page (each page's `next_cursor` asks for the next; a cursor
+        outlives a server restart, which each page waits out for up to `retry_for` seconds)."""
         cursor = None
         while True:
-            page = self.videos(limit=page_size, cursor=cursor)
+            page = self.videos(limit=page_size, cursor=cursor, retry_for=retry_for)
             yield from page.videos
             if page.next_cursor is None or not page.videos:
                 return
@@ -314,7 +367,9 @@ class VidsearchClient:
         was returned as it was, and `wait_for_job(id).summary` printed None)."""
         deadline = time.monotonic() + timeout
         while True:
-            job = self.job(job_id)
+            # a server restarting while the job runs (its record lives in the index) is waited out
+            path = f"/v1/jobs/{_segment(job_id, 'job id')}"
+            job = JobInfo.model_validate(_json(self._call("GET", path, retry_for=max(0.0, deadline - time.monotonic()))))
             if job.state in ("succeeded", "failed", "cancelled"):
                 return job
             if time.monotonic() > deadline:
