@@ -230,7 +230,8 @@ class IndexRun:
         return todo
 
     def prune(self, roots: list[Path], keep: set[str]) -> None:
-        """Forget files under `roots` that are gone, and videos no file points at any more."""
+        """Forget files under `roots` that are gone (the videos no file points at any more go at the end of
+        the run, once the files that moved have been linked to them)."""
         local = [r for r in roots if not objectstore.is_uri(r)]
         dirs = [os.path.abspath(r) + os.sep for r in local if Path(r).is_dir()]
         singles = {os.path.abspath(r) for r in local if not Path(r).is_dir()}
@@ -246,7 +247,8 @@ class IndexRun:
                  or (not objectstore.is_uri(p) and not os.path.lexists(local_path(p))))
         ]  # fmt: skip
         self.store.forget_files(gone)
-        self.summary.removed += self._drop_unreferenced()
+        # videos no file points at any more are dropped after this run's files are planned and linked (run):
+        # a moved or renamed file is then linked to its content, not decoded and encoded again
         self._follow_live_paths(set(gone))
 
     def _follow_live_paths(self, gone: set[str]) -> None:
@@ -268,6 +270,29 @@ class IndexRun:
                 self._repoint(vid, path)
             except Exception as exc:  # noqa: BLE001 - the video stays searchable under its old path
                 self.summary.warnings.append({"path": path, "warning": f"could not make this the video's path: {type(exc).__name__}: {exc}"})
+
+    def _settle_video_paths(self) -> None:
+        """Every video's stored path (the `uri` search returns, what thumbnails and the player open) holds
+        that video's content. Files that swap or shift names (episodes renumbered, `v2` saved over
+        `final`) left a video at a path that now holds other content, titled by that path: search opened
+        the wrong file under the wrong title, and no later run repaired it since both paths existed. Such
+        a video takes a path the `files` table says holds its content, and its title follows."""
+        if not (self.summary.indexed or self.summary.linked or self.summary.removed):
+            return  # nothing moved in this run
+        files = self.store.files()
+        holds = {p: v for p, v, st in zip(files["path"].to_pylist(), files["video_id"].to_pylist(), files["status"].to_pylist())
+                 if st == "indexed"}  # fmt: skip
+        paths_of: dict[str, list[str]] = {}
+        for path, video_id in sorted(holds.items()):
+            paths_of.setdefault(video_id, []).append(path)
+        for row in self.store.video_rows():
+            video_id, path = row["video_id"], row["path"]
+            if holds.get(path) == video_id or not paths_of.get(video_id):
+                continue
+            try:
+                self._repoint(video_id, paths_of[video_id][0], row)
+            except Exception as exc:  # noqa: BLE001 - the video stays searchable under its old path
+                self.summary.warnings.append({"path": paths_of[video_id][0], "warning": f"could not make this the video's path: {type(exc).__name__}: {exc}"})
 
     def _repoint(self, video_id: str, key: str, row: dict | None = None) -> None:
         """Point a video at another path of its content; a title that was the old file's name follows."""
@@ -323,7 +348,8 @@ class IndexRun:
                 self._flush()
                 self._settle_parked()
                 self.progress.stop()
-            self.summary.removed += self._drop_unreferenced()  # old content of changed files
+            self.summary.removed += self._drop_unreferenced()  # old content of changed files, and of files gone
+            self._settle_video_paths()
             self._sync_subtitles([s for s in sources if s.uri is None])
             self._sync_manifest_text([s for s in sources if s.title is not None or s.metadata])
             if self.summary.spans:

@@ -166,6 +166,60 @@ def test_video_path_follows_files_that_go_or_move(tmp_path, tiny_backbone):
         assert os.path.exists(local_path(v["path"]))
 
 
+def test_reindex_links_files_that_moved_instead_of_encoding_them_again(tmp_path, tiny_backbone):
+    """`reindex` forgot the old path and dropped its video before planning the walk's files, so a file
+    moved or renamed (a folder renamed: every file in it) was decoded and encoded again (p22 M1)."""
+    lib = tmp_path / "lib"
+    clip(lib / "sub" / "d.mp4", "red")
+    db = tmp_path / "db"
+    _, store = index(db, [lib], tiny_backbone)
+    (video_id,) = store.indexed_ids()
+    (lib / "sub").rename(lib / "sub2")
+    (lib / "sub2" / "d.mp4").rename(lib / "sub2" / "d renamed.mp4")
+    summary, store = index(db, [lib], tiny_backbone, prune=True)
+    assert (summary.linked, summary.indexed, summary.removed) == (1, 0, 0)
+    row = store.video_rows(video_id)[0]
+    assert row["path"] == str(lib / "sub2" / "d renamed.mp4") and row["title"] == "d renamed"
+    assert set(store.files()["path"].to_pylist()) == {str(lib / "sub2" / "d renamed.mp4")}
+    (lib / "sub2" / "d renamed.mp4").unlink()  # and a file that is gone still takes its video with it
+    summary, store = index(db, [lib], tiny_backbone, prune=True)
+    assert summary.removed == 1 and store.indexed_ids() == set()
+
+
+def test_files_that_swap_or_shift_names_leave_each_video_at_its_own_path(tmp_path, tiny_backbone):
+    """Episodes renumbered (ep2 -> ep3, ep1 -> ep2, a new ep1) and two files swapped: the files rows
+    followed, the videos kept their old paths and titles, so search opened the wrong file under the
+    wrong name, and no later run repaired it (p22 M2)."""
+    lib = tmp_path / "lib"
+    clip(lib / "ep1.mp4", "red")
+    clip(lib / "ep2.mp4", "green")
+    db = tmp_path / "db"
+    _, store = index(db, [lib], tiny_backbone)
+    ids = {v["title"]: v["video_id"] for v in store.videos(["video_id", "title"]).to_pylist()}
+    red, green = ids["ep1"], ids["ep2"]
+    (lib / "ep2.mp4").rename(lib / "ep3.mp4")
+    (lib / "ep1.mp4").rename(lib / "ep2.mp4")
+    clip(lib / "ep1.mp4", "blue")
+    summary, store = index(db, [lib], tiny_backbone)
+    assert summary.indexed == 1 and summary.linked == 2
+
+    def where(store):
+        return {v["video_id"]: (Path(v["path"]).name, v["title"]) for v in store.videos(["video_id", "path", "title"]).to_pylist()}
+
+    got = where(store)
+    assert got[red] == ("ep2.mp4", "ep2") and got[green] == ("ep3.mp4", "ep3"), got
+    assert sorted(t for _, t in got.values()) == ["ep1", "ep2", "ep3"]
+    assert metadata_texts(store, red) == {"ep2"}
+    # a swap: both paths still exist, so "the stored path is gone" never fired
+    tmp = lib / "swap.tmp"
+    (lib / "ep2.mp4").rename(tmp)
+    (lib / "ep3.mp4").rename(lib / "ep2.mp4")
+    tmp.rename(lib / "ep3.mp4")
+    index(db, [lib], tiny_backbone)
+    got = where(store)
+    assert got[red] == ("ep3.mp4", "ep3") and got[green] == ("ep2.mp4", "ep2"), got
+
+
 # -- D7: manifest text for content indexed under another path -----------------------------------------
 
 
