@@ -37,6 +37,7 @@ from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # chea
 from vidsearch.encoders.speech import stream_audio
 from vidsearch.store import EncodedVideo, Store, local_path, metadata_json, path_key, readable_name
 
+from .container_text import container_spans
 from .discover import Source, discover
 from .hashing import content_hash
 from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working, decode_job
@@ -412,11 +413,21 @@ class IndexRun:
             try:
                 self.store.update_video(video_id, title=title, metadata=metadata_json(src.metadata))
                 have = self.store.span_rows(video_id, "metadata")
-                spans = metadata_spans(title, src.metadata, row["duration"])
+                spans = metadata_spans(title, src.metadata, row["duration"]) + self._container_spans(src, title, row["duration"])
                 self.store.replace_spans([r["span_id"] for r in have], span_table(video_id, spans, get_sentence_encoder()) if spans else None)
                 self.summary.spans += len(spans)
             except Exception as exc:  # noqa: BLE001 - the video keeps the text it had
                 self.summary.warnings.append({"path": src.key, "warning": f"the manifest's new title or metadata could not be stored: {type(exc).__name__}: {exc}"})
+
+    def _container_spans(self, src: Source, title: str, duration: float) -> list:
+        """The file's own tags and chapters again (`container_spans`), for metadata spans made anew; none
+        where it cannot be probed now (an object, a file gone)."""
+        if src.uri is not None:
+            return []
+        try:
+            return container_spans(probe(local_path(src.key)), title, duration)
+        except MediaError:
+            return []
 
     def _resubtitle(self, video_id: str, paths: list[str]) -> None:
         rows = self.store.video_rows(video_id)
@@ -647,6 +658,7 @@ class IndexRun:
         title = src.title or _name_title(src.key)  # the file's name (readable where it is not valid UTF-8); _repoint reads it so
         # subtitle files are looked for next to a local video only (an object's neighbours are not listed)
         text = sidecar_spans(src.path, title, src.metadata, info.duration, self._roots) if src.uri is None else metadata_spans(title, src.metadata, info.duration)
+        text += container_spans(info, title, info.duration)  # the file's own tags and named chapters
         spans = [sp for sp in (*finished.spans, *text) if sp.source != "subtitle"]
         spans += unique_subtitles(sp for sp in (*finished.spans, *text) if sp.source == "subtitle")  # own track and sidecar: once
         return EncodedVideo(

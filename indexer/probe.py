@@ -69,6 +69,8 @@ class ProbeResult:
     coded_height: int = 0
     text_subtitles: tuple[int, ...] = ()  # subtitle streams that hold text, as ffmpeg's `-map 0:s:N` counts them
     closed_captions: bool = False  # the video stream's pictures carry closed captions (TV recordings: CEA-608/708)
+    tags: tuple[tuple[str, str], ...] = ()  # the container's own tags (title, comment, ...), keys lower case
+    chapters: tuple[tuple[float, float, str], ...] = ()  # (start, end, title) in player time, titled ones only
 
     @property
     def coded_size(self) -> tuple[int, int]:
@@ -160,7 +162,8 @@ def ffprobe_json(path: Path) -> dict:
     carry closed captions (CEA-608/708 in the pictures' user data, as TV recordings do). ffprobe's JSON
     field for it (`closed_captions`) stays 0 in ffmpeg 5 (it asks a decoder that decoded nothing), while
     its summary of the file (`-v info`) names "Closed Captions" from the frames it did decode."""
-    cmd = ["ffprobe", "-v", "info", "-hide_banner", "-print_format", "json", "-show_format", "-show_streams", _ffmpeg_input(path)]
+    cmd = ["ffprobe", "-v", "info", "-hide_banner", "-print_format", "json", "-show_format", "-show_streams", "-show_chapters",
+           _ffmpeg_input(path)]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -359,4 +362,22 @@ def probe(path: Path | str) -> ProbeResult:
         coded_height=coded_h,
         text_subtitles=tuple(i for i, sub in enumerate(subtitles) if str(sub.get("codec_name")) in TEXT_SUBTITLE_CODECS),
         closed_captions=int(v.get("index", -1)) in info.get("captioned", ()) or bool(v.get("closed_captions")),
+        tags=tuple((str(k).lower(), str(t)) for k, t in (fmt.get("tags") or {}).items() if str(t).strip()),
+        chapters=_chapters(info.get("chapters") or [], origin, duration),
     )
+
+
+def _chapters(chapters: list[dict], origin: float, duration: float) -> tuple[tuple[float, float, str], ...]:
+    """Titled chapters as (start, end, title) in player time, cut to the video (ffprobe gives them on
+    the file's timeline; an MKV's or MP4's named chapters are a human-written table of contents)."""
+    out = []
+    for ch in chapters:
+        title = " ".join(str((ch.get("tags") or {}).get("title", "")).split())
+        start, end = _time(ch.get("start_time")), _time(ch.get("end_time"))
+        if not title or start is None:
+            continue
+        start = min(max(start - origin, 0.0), duration)
+        end = min(max((end if end is not None else duration + origin) - origin, start), duration)
+        if end > start:
+            out.append((start, end, title))
+    return tuple(out)
