@@ -5,18 +5,22 @@ place each line in time without running ASR, and metadata answers queries about 
 (`source="metadata"` spans cover the whole video, 0 to duration).
 
 Subtitles are found by name, the way players find them: for `talk.mp4`, `talk.srt`, `talk.vtt`,
-`talk.ass`, `talk.en.srt`, `talk.pt-BR.forced.vtt`. A name that belongs to another video in the folder
-(`talk.part2.srt` when `talk.part2.mp4` exists) is left to that video. Subtitles can also travel
-inside the video (an MKV's SubRip or ASS track, an MP4's mov_text): every text track is read
-(`embedded_subtitle_spans`), and so are the closed captions a TV recording carries in its pictures
-(`closed_caption_spans`). SRT and WebVTT are parsed here; ASS/SSA files and embedded tracks are
+`talk.ass`, `talk.en.srt`, `talk.pt-BR.forced.vtt`, letter case and Unicode normalisation aside
+(`Talk.srt`; a `café.srt` named on a Mac, decomposed). A name that belongs to another video in the
+folder (`talk.part2.srt` when `talk.part2.mp4` exists) is left to that video. A release's `Subs/`
+folder beside the video is read as VLC and Plex read it: `Subs/<video stem>/*.srt` (season packs),
+and `Subs/English.srt`, `Subs/2_English.srt` where the folder holds that one video. Subtitles can
+also travel inside the video (an MKV's SubRip or ASS track, an MP4's mov_text): every text track is
+read (`embedded_subtitle_spans`), and so are the closed captions a TV recording carries in its
+pictures (`closed_caption_spans`). SRT and WebVTT are parsed here; ASS/SSA files and embedded tracks are
 converted to SRT by ffmpeg first (it already reads every format; styling and positioning are not
 words). Bitmap tracks (Blu-ray PGS, DVD, DVB) hold pictures of text, not text: they are not read.
 
-Subtitle files from the wild are messy: BOMs (UTF-8 and UTF-16), CRLF or bare CR, Latin-1 text, missing
-blank lines, cue numbers out of order, broken timing lines, HTML/ASS styling tags. The parser takes
-what it can: a cue it cannot read is skipped with a warning naming the file and line; it never raises
-on content.
+Subtitle files from the wild are messy: BOMs (UTF-8 and UTF-16), UTF-16 without one, CRLF or bare CR,
+Latin-1 text, missing blank lines, cue numbers out of order, broken timing lines, dialogue holding
+`-->`, HTML/ASS styling tags. The parser takes what it can: a cue it cannot read is skipped with a
+warning naming the file and line, and a file that gives no cue at all is a warning naming it; it never
+raises on content.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import os
 import re
 import subprocess
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -63,9 +68,12 @@ CONVERTED_EXTENSIONS = (".ass", ".ssa")  # read through ffmpeg's SRT output (ffm
 FFMPEG_SUBTITLE_TIMEOUT = 600  # seconds: an embedded track is read by demuxing the whole file
 _TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[,.](\d{1,3}))?"
 _TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}(?:\s|$)")
+_TIMING_LIKE = re.compile(r"^\s*\d[\d:.,;\s]*-->")  # a timing line, readable or not; dialogue seldom starts with digits and an arrow
 _TAG = re.compile(r"<[^<>\n]*>")  # <i>, </b>, <font ...>, <v Bob>, <c.yellow>, <00:00:01.000>
 _ASS = re.compile(r"\{\\[^}]*\}")  # {\an8}, {\i1}: ASS overrides that survive conversion to SRT
 _LANG_PART = re.compile(r"^[A-Za-z0-9_-]{1,12}$")
+SUBTITLE_FOLDERS = ("subs", "subtitles")  # case-folded names of a release's subtitle folder beside the video
+_NUMBERED = re.compile(r"^\d+_")  # `2_English.srt`: the track number a release's extractor writes first
 
 
 @dataclass(frozen=True)
@@ -85,42 +93,78 @@ class SubtitleTrack:
 # -------------------------------------------------------------------------------------------- finding
 
 
-@lru_cache(maxsize=64)
-def _folder_subtitles(folder: str, mtime_ns: int) -> tuple[frozenset[str], frozenset[str], tuple[tuple[str, str], ...]]:
-    """A folder's video stems (as they are, and case-folded) and its subtitle files (name, stem), once
-    per change: every video of a folder of thousands asks (each run looks for subtitles added beside
-    unchanged videos)."""
-    names = _listing(folder, mtime_ns)
-    videos = frozenset(Path(n).stem for n in names if Path(n).suffix.lower() in VIDEO_EXTENSIONS)
-    folded = frozenset(v.casefold() for v in videos)
-    return videos, folded, tuple((n, Path(n).stem) for n in names if Path(n).suffix.lower() in SUBTITLE_EXTENSIONS)
+@dataclass(frozen=True)
+class _Folder:
+    """What finding subtitles needs of one folder."""
+
+    videos: frozenset[str]  # video stems, as they are
+    folded: frozenset[str]  # the same, as names compare (_folded)
+    video_names: frozenset[str]  # video files (`film.mp4` and `film.mkv` are two), hidden ones (macOS `._film.mp4`) aside
+    subtitles: tuple[tuple[str, str, str], ...]  # (name, stem, stem as names compare) of each subtitle file
+    folders: tuple[str, ...]  # its folders' names (`Subs`, `Subs/<video stem>`)
+
+
+def _folder(folder: Path) -> _Folder | None:
+    """A folder as finding subtitles sees it (None where it cannot be read), listed once per change."""
+    try:
+        return _folder_subtitles(str(folder), folder.stat().st_mtime_ns)
+    except OSError:
+        return None
 
 
 @lru_cache(maxsize=64)
-def _listing(folder: str, mtime_ns: int) -> tuple[str, ...]:
-    """A folder's names, listed once per change: a library folder holding thousands of videos is
-    scanned once, not once per video."""
+def _folder_subtitles(folder: str, mtime_ns: int) -> _Folder:
+    """A folder's videos, subtitle files and folders, once per change: every video of a folder of
+    thousands asks (each run looks for subtitles added beside unchanged videos)."""
+    names, folders = _listing(folder, mtime_ns)
+    videos = [n for n in names if Path(n).suffix.lower() in VIDEO_EXTENSIONS]
+    stems = frozenset(Path(n).stem for n in videos)
+    subtitles = tuple((n, Path(n).stem, _folded(Path(n).stem)) for n in names if Path(n).suffix.lower() in SUBTITLE_EXTENSIONS)
+    shown = frozenset(n for n in videos if not n.startswith("."))
+    return _Folder(stems, frozenset(_folded(v) for v in stems), shown, subtitles, folders)
+
+
+@lru_cache(maxsize=64)
+def _listing(folder: str, mtime_ns: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A folder's file names and folder names, listed once per change: a library folder holding
+    thousands of videos is scanned once, not once per video."""
     try:
         entries = list(os.scandir(folder))
     except OSError as exc:
         log.warning("cannot list %s for subtitle files: %s", folder, exc.strerror or exc)
-        return ()
-    names = []
+        return (), ()
+    names, folders = [], []
     for e in entries:
         try:
             if e.is_file():
                 names.append(e.name)
+            elif e.is_dir():
+                folders.append(e.name)
         except OSError:  # a symbolic link loop (`self.mp4 -> self.mp4`) costs that name, not the folder's subtitles
             continue
-    return tuple(sorted(names))
+    return tuple(sorted(names)), tuple(sorted(folders))
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def _folded(name: str) -> str:
+    """A name as names are compared when not exactly: letter case aside (a Windows or macOS library
+    holds `Holiday.mp4` + `holiday.srt`) and Unicode normalisation aside (macOS writes `café`
+    decomposed, NFD; Linux and Windows composed, NFC; a library copied between them holds both, and
+    players on macOS pair them)."""
+    return _nfc(unicodedata.normalize("NFD", name).casefold())
 
 
 def _names_video(base: str, stem: str, exact: bool) -> str | None:
     """What follows `stem` in a subtitle's base name: "" for `talk`, "en" for `talk.en`; None when the
-    base does not start with the stem. Letter case counts when `exact`; otherwise not (a Windows or
-    macOS library holds `Holiday.mp4` + `holiday.srt`, and players there pair them)."""
+    base does not start with the stem. Exactly when `exact`; otherwise as _folded compares (the names'
+    composed forms are cut, so a decomposed letter counts as one, as the stem's does)."""
+    if not exact:
+        base, stem = _nfc(base), _nfc(stem)
     head = base[: len(stem)]
-    if not (head == stem if exact else head.casefold() == stem.casefold()):
+    if not (head == stem if exact else _folded(head) == _folded(stem)):
         return None
     if len(base) == len(stem):
         return ""
@@ -128,42 +172,37 @@ def _names_video(base: str, stem: str, exact: bool) -> str | None:
 
 
 def _claimed_exactly(base: str, videos: frozenset[str], stem: str) -> bool:
-    """Whether another video of the folder names this subtitle with its exact case (`holiday.srt` and
+    """Whether another video of the folder names this subtitle exactly (`holiday.srt` and
     `holiday.en.srt` are `holiday.mp4`'s, not `Holiday.mp4`'s): its base, or a part of it up to a dot,
     is that video's stem. A set lookup per dot, not a scan of the folder's videos."""
     cuts = [i for i, ch in enumerate(base) if ch == "."] + [len(base)]
     return any(base[:i] in videos and base[:i] != stem for i in cuts)
 
 
-def find_subtitles(video: str | os.PathLike, roots: list[str] | None = None) -> list[tuple[Path, str | None]]:
-    """(path, language tag or None) for each subtitle file that names this video, plain name first.
+def _named_for(folder: Path, listing: _Folder, stem: str, here: _Folder) -> list[tuple[Path, str | None]]:
+    """The subtitle files of `folder` (`listing`) whose names name the video `stem` of the folder
+    `here` (the video's: the same one, or the one holding `Subs/`), language tag or None.
 
-    Names are matched as players match them, letter case aside: `holiday.srt` is `Holiday.mp4`'s. An
-    exact-case name wins over one that differs only in case for the same language and format
-    (`Holiday.srt` over `holiday.srt`), and a name that another video of the folder matches with its
-    exact case (`holiday.srt` beside `holiday.mp4`) is that video's. `roots` (a server job's library
-    roots): a subtitle file that resolves outside them (a link) is not read."""
-    video = Path(video)
-    folder = video.parent
-    try:
-        videos_here, folded_videos, subtitles = _folder_subtitles(str(folder), folder.stat().st_mtime_ns)
-    except OSError:
-        return []
-    stem = video.stem
+    An exact name wins over one that differs only in case or normalisation for the same language and
+    format (`Holiday.srt` over `holiday.srt`), and a name that another video of `here` matches exactly
+    (`holiday.srt` beside `holiday.mp4`) is that video's."""
     exact_found: list[tuple[Path, str | None]] = []
     loose_found: list[tuple[Path, str | None]] = []
-    for name, base in subtitles:  # base: "talk" or "talk.en" or "talk.en.forced"
+    folded_stem = _folded(stem)
+    for name, base, folded in listing.subtitles:  # base: "talk" or "talk.en" or "talk.en.forced"
         middle = _names_video(base, stem, exact=True)
         exact = middle is not None
         if not exact:
+            if not folded.startswith(folded_stem):  # cannot name it even loosely: a cheap test (a folder of thousands asks it millions of times)
+                continue
             middle = _names_video(base, stem, exact=False)
-            if middle is None or _claimed_exactly(base, videos_here, stem):
+            if middle is None or _claimed_exactly(base, here.videos, stem):
                 continue
         if middle:
             parts = middle.split(".")
             if len(parts) > 2 or not all(_LANG_PART.match(x) for x in parts):
                 continue
-            if base.casefold() in folded_videos:  # `talk.part2.srt` is `talk.part2.mp4`'s
+            if _folded(base) in here.folded:  # `talk.part2.srt` is `talk.part2.mp4`'s
                 continue
         (exact_found if exact else loose_found).append((folder / name, middle or None))
 
@@ -176,12 +215,82 @@ def find_subtitles(video: str | os.PathLike, roots: list[str] | None = None) -> 
         if slot(item) not in taken:  # one of the names that differ only in case, where none is exact
             taken.add(slot(item))
             found.append(item)
+    return found
+
+
+def _label(base: str, stem: str) -> str | None:
+    """The language of a file in a `Subs/` folder, from its name: `2_English` -> "English" (release
+    tools number the tracks they extract), `Movie.en` -> "en" for the video `Movie`; the name itself
+    otherwise. None only for the video's own name, which is its plain subtitle."""
+    middle = _names_video(base, stem, exact=False)
+    if middle is not None:
+        return middle or None
+    return _NUMBERED.sub("", base) or base
+
+
+def _folder_named(folders: tuple[str, ...], stem: str, here: _Folder) -> list[str]:
+    """The folders of a `Subs/` folder named for the video `stem` (a season pack's
+    `Subs/<episode>/`): the exactly named one, else those named so but for case or normalisation that
+    no other video of `here` names exactly."""
+    exact = [f for f in folders if f == stem]
+    if exact:
+        return exact
+    return [f for f in folders if _folded(f) == _folded(stem) and f not in here.videos]
+
+
+def _in_subs_folders(video: Path, here: _Folder) -> list[tuple[Path, str | None]]:
+    """Subtitle files of the `Subs/` folders beside the video (any case: `Subs`, `subs`, `Subtitles`),
+    the usual release layout, read by VLC and Plex: every file of `Subs/<video stem>/` (a season
+    pack's), the files of `Subs/` whose names name the video, and, where the folder holds this video
+    alone, every other file of `Subs/` (`Subs/English.srt`, `Subs/2_English.srt`). Beside several
+    videos, a file of `Subs/` that names none of them could be any one's: it is left. (Alone: no other
+    video file in the folder; the video itself may be one discovery sniffed, `film.rec`.)"""
+    folder, stem = video.parent, video.stem
+    alone = not (here.video_names - {video.name})
+    found: list[tuple[Path, str | None]] = []
+    for name in here.folders:
+        if name.casefold() not in SUBTITLE_FOLDERS:
+            continue
+        subs = folder / name
+        listing = _folder(subs)
+        if listing is None:
+            continue
+        named = _named_for(subs, listing, stem, here)
+        if alone:
+            taken = {p.name for p, _ in named}
+            named += [(subs / n, _label(b, stem)) for n, b, _ in listing.subtitles if n not in taken]
+        found += sorted(named)
+        for own in _folder_named(listing.folders, stem, here):
+            files = _folder(subs / own)
+            if files is not None:
+                found += [(subs / own / n, _label(b, stem)) for n, b, _ in files.subtitles]
+    return found
+
+
+def find_subtitles(video: str | os.PathLike, roots: list[str] | None = None) -> list[tuple[Path, str | None]]:
+    """(path, language tag or None) for each subtitle file that belongs to this video: those beside it
+    that name it, plain name first, then those of a `Subs/` folder beside it (_in_subs_folders).
+
+    Names are matched as players match them, letter case and Unicode normalisation aside: `holiday.srt`
+    is `Holiday.mp4`'s, and a `café.srt` written on a Mac is `café.mp4`'s (_folded). An exact name
+    wins over one that differs only so for the same language and format (`Holiday.srt` over
+    `holiday.srt`), and a name that another video of the folder matches exactly (`holiday.srt` beside
+    `holiday.mp4`) is that video's. `roots` (a server job's library roots): a subtitle file that
+    resolves outside them (a link, or a link to the `Subs/` folder) is not read."""
+    video = Path(video)
+    folder = video.parent
+    here = _folder(folder)
+    if here is None:
+        return []
+    stem = video.stem
+    found = _named_for(folder, here, stem, here)
+    found.sort(key=lambda x: (x[1] is not None, x[1] or "", x[0].suffix.lower()))
+    found += _in_subs_folders(video, here)
     if roots is not None:
         from .discover import outside_roots, resolved_roots
 
         allowed = resolved_roots(roots)
         found = [f for f in found if not outside_roots(f[0], allowed)]
-    found.sort(key=lambda x: (x[1] is not None, x[1] or "", x[0].suffix.lower()))
     return found
 
 
@@ -189,12 +298,16 @@ def find_subtitles(video: str | os.PathLike, roots: list[str] | None = None) -> 
 
 
 def decode_text(data: bytes, where: str = "") -> str:
-    """Text from a subtitle file's bytes: BOMs honoured, UTF-8 assumed, Windows-1252 (the usual
-    legacy encoding for subtitles) or Latin-1 as fallbacks; newlines normalised to \\n."""
+    """Text from a subtitle file's bytes: BOMs honoured, UTF-16 without one recognised (_utf16_order),
+    UTF-8 assumed, Windows-1252 (the usual legacy encoding for subtitles) or Latin-1 as fallbacks;
+    newlines normalised to \\n."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = data.decode("utf-16", errors="replace")
     elif data.startswith(b"\xef\xbb\xbf"):
         text = data[3:].decode("utf-8", errors="replace")
+    elif (order := _utf16_order(data)) is not None:
+        text = data.decode(order, errors="replace")
+        log.info("%s has no byte-order mark; read it as %s", where or "subtitle file", order.upper())
     else:
         try:
             text = data.decode("utf-8")
@@ -206,6 +319,23 @@ def decode_text(data: bytes, where: str = "") -> str:
             log.warning("%s is not UTF-8; read it as Windows-1252/Latin-1", where or "subtitle file")
     text = text.lstrip("\ufeff")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _utf16_order(data: bytes) -> str | None:
+    """The codec ("utf-16-le" or "utf-16-be") where the bytes are UTF-16 without a byte-order mark
+    (some Windows tools write it so), else None. Such bytes pass for UTF-8 with a NUL between the
+    characters, and no line of them read as a cue: the file was dropped without a word. UTF-8 and
+    legacy code pages hold no NUL; UTF-16 puts one beside every ASCII character (a subtitle's digits,
+    arrows, newlines), always on the same side of the pair. So: NULs on one side in a quarter of the
+    pairs or more, and few on the other (a CJK character's low byte can be 0)."""
+    sample = data[:4096]
+    pairs = len(sample) // 2
+    if pairs < 2:
+        return None
+    even, odd = sample[0 : pairs * 2 : 2].count(0), sample[1 : pairs * 2 : 2].count(0)
+    if max(even, odd) * 4 < pairs or min(even, odd) * 8 > max(even, odd):
+        return None
+    return "utf-16-le" if odd > even else "utf-16-be"
 
 
 def _seconds(h: str | None, m: str, s: str, frac: str | None) -> float:
@@ -241,10 +371,13 @@ def _parse(text: str, where: str) -> list[Cue]:
     for lineno, line in enumerate(text.split("\n"), 1):
         stripped = line.strip()
         if "-->" in stripped:
+            m = _TIMING.match(stripped)
+            if not m and cur is not None and not _starts_cue(stripped, cur[2]):
+                cur[2].append(stripped)  # dialogue that holds an arrow ("turn left --> then"): text, as ffmpeg reads it
+                continue
             if cur is not None and cur[2] and cur[2][-1].strip().isdigit():
                 cur[2].pop()  # the next cue's number, with the blank line before it missing
             close()
-            m = _TIMING.match(stripped)
             if not m:
                 log.warning("%s:%d: unreadable cue timing %r; cue skipped", where, lineno, stripped[:80])
                 continue
@@ -263,6 +396,14 @@ def _parse(text: str, where: str) -> list[Cue]:
     close()
     cues.sort(key=lambda c: (c.start, c.end))
     return _merge_repeats(cues)
+
+
+def _starts_cue(line: str, text: list[str]) -> bool:
+    """Whether a line holding `-->` that is no readable timing, met inside a cue, is the broken timing
+    line of the next cue (its cue is skipped, with a warning) rather than the cue's dialogue: digits up
+    to the arrow (`00:00:08;000 --> ...`), or right after a line that is the next cue's number where
+    the blank line is missing."""
+    return bool(_TIMING_LIKE.match(line)) or bool(text and text[-1].isdigit())
 
 
 def _merge_repeats(cues: list[Cue]) -> list[Cue]:
@@ -295,16 +436,22 @@ _ASS_DRAWING = re.compile(r"\{[^}]*\\p[1-9][^}]*\}.*?(?=\{[^}]*\\p0[^}]*\}|$)", 
 
 
 def ffmpeg_srt(path: str | os.PathLike) -> str:
-    """An ASS/SSA subtitle file as SRT text from ffmpeg. The file is decoded here (UTF-8, else
-    Windows-1252: ffmpeg drops every line that is not UTF-8), drawings are removed (their coordinates
+    """An ASS/SSA subtitle file as SRT text from ffmpeg (_ass_as_srt). RuntimeError with ffmpeg's last
+    line where it cannot."""
+    return _ass_as_srt(decode_text(Path(path).read_bytes(), str(path)), str(path))
+
+
+def _ass_as_srt(text: str, where: str) -> str:
+    """ASS/SSA text as SRT text from ffmpeg. The file is decoded before (decode_text: UTF-8, else
+    Windows-1252; ffmpeg drops every line that is not UTF-8), drawings are removed (their coordinates
     are no words), and ffmpeg reads it as ASS from a pipe (never taken for a playlist or another format
-    it would follow). RuntimeError with ffmpeg's last line where it cannot."""
-    text = _ASS_DRAWING.sub("", decode_text(Path(path).read_bytes(), str(path)))
+    it would follow)."""
+    text = _ASS_DRAWING.sub("", text)
     proc = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "ass", "-i", "pipe:0", "-f", "srt", "pipe:1"],
                           input=text.encode("utf-8"), capture_output=True, timeout=FFMPEG_SUBTITLE_TIMEOUT)  # fmt: skip
     if proc.returncode != 0:
         raise _ffmpeg_failure(proc)
-    return decode_text(proc.stdout, str(path))
+    return decode_text(proc.stdout, where)
 
 
 def ffmpeg_tracks_srt(location: str | os.PathLike, streams: list[int], duration: float | None = None) -> list[str]:
@@ -340,22 +487,23 @@ def ffmpeg_tracks_srt(location: str | os.PathLike, streams: list[int], duration:
 
 def parse_subtitles(path: str | os.PathLike) -> list[Cue]:
     """Cues of one .srt/.vtt file (by content when the extension lies), or of an .ass/.ssa file through
-    ffmpeg; [] if it cannot be read."""
+    ffmpeg; [] if it cannot be read. A file that holds text but gives no cue is a warning naming it,
+    as every other subtitle file that cannot be read is: its words are missing from the index."""
     path = Path(path)
-    if path.suffix.lower() in CONVERTED_EXTENSIONS:
-        try:
-            return parse_srt(ffmpeg_srt(path), str(path))
-        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("%s: cannot read subtitles: %s", path, exc)
-            return []
     try:
         text = decode_text(path.read_bytes(), str(path))
-    except OSError as exc:
+        if path.suffix.lower() in CONVERTED_EXTENSIONS:
+            cues = parse_srt(_ass_as_srt(text, str(path)), str(path))
+        elif path.suffix.lower() == ".vtt" or text.lstrip().startswith("WEBVTT"):
+            cues = parse_vtt(text, str(path))
+        else:
+            cues = parse_srt(text, str(path))
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         log.warning("%s: cannot read subtitles: %s", path, exc)
         return []
-    if path.suffix.lower() == ".vtt" or text.lstrip().startswith("WEBVTT"):
-        return parse_vtt(text, str(path))
-    return parse_srt(text, str(path))
+    if not cues and text.strip():
+        log.warning("%s: no subtitle cue could be read from it", path)
+    return cues
 
 
 def read_subtitles(video: str | os.PathLike, roots: list[str] | None = None) -> list[SubtitleTrack]:
