@@ -6,21 +6,24 @@ keyframe and would start up to a GOP early, showing what came before the moment.
 times (seconds from what a player shows as 0); ffmpeg's input `-ss` counts from the same origin.
 Clips are cut once and kept beside the thumbnails, named by video, range and width, so a shared
 link asked for again is served from disk; the two share one bound (media.trim_cache). Length is bounded (`MAX_CLIP_SECONDS`) so one request
-cannot make the server re-encode an hour of video.
+cannot make the server re-encode an hour of video. A new cut runs in one of the server's ffmpeg
+slots (media.ffmpeg_slot, taken by the route) and is stopped when its client goes away (`stop`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .media import THUMB_CACHE_BYTES, Layout, mark_used, media_layout, one_maker, trim_cache
+from .media import THUMB_CACHE_BYTES, Layout, last_frame_start, mark_used, media_layout, one_maker, run_tool, trim_cache
 
-__all__ = ["ClipError", "MAX_CLIP_SECONDS", "Clip", "NoFrames", "cut_clip", "keyframe_at"]
+__all__ = ["ClipError", "MAX_CLIP_SECONDS", "Clip", "NoFrames", "cached_clip", "check_range", "cut_clip", "keyframe_at"]
 
 MAX_CLIP_SECONDS = 300.0
 KEYFRAME_TOLERANCE = 0.04  # seconds: a keyframe this close to the start counts as at the start
@@ -52,11 +55,19 @@ class Clip:
     media_type: str
 
 
-def check_range(start: float, end: float, duration: float, max_seconds: float = MAX_CLIP_SECONDS) -> tuple[float, float]:
+def check_range(start: float, end: float, duration: float, max_seconds: float = MAX_CLIP_SECONDS, *,
+                fps: float | None = None) -> tuple[float, float]:  # fmt: skip
     """The range to cut, or ClipError saying why it cannot be: start inside the video, end after
-    start, end at most the duration (a quarter second over is clamped), length at most `max_seconds`."""
+    start, end at most the duration (a quarter second over is clamped), length at most `max_seconds`.
+    A start inside the last frame's interval (`fps`: the video's rate) is moved back to that frame, as
+    a thumbnail there is (media.thumbnail_key): ffmpeg's exact seek drops a frame that starts before
+    the seek point, so "the last 50 ms" of a moment ending at the video's end cut no frame at all, a 404
+    that called the file damaged."""
     if start >= duration:
         raise ClipError(f"start={start:g} is at or past the end of the video ({duration:.2f} s)")
+    last = last_frame_start(duration, fps)
+    if start > last:  # down to CLIP_STEP (cut_clip rounds to it), so never past the frame's start
+        start = math.floor(last / CLIP_STEP + 1e-6) * CLIP_STEP
     if end <= start:
         raise ClipError(f"end={end:g} must be after start={start:g}")
     if end > duration + END_SLACK:
@@ -105,18 +116,48 @@ def _keyframe_times(probe_json: str) -> list[float]:
     return times
 
 
+def _steps(start: float, end: float) -> tuple[float, float]:
+    """The range rounded to CLIP_STEP: ranges a millisecond apart are one clip (one cut, one cached
+    file), not one each."""
+    start = round(start / CLIP_STEP) * CLIP_STEP
+    return start, max(round(end / CLIP_STEP) * CLIP_STEP, start + CLIP_STEP)
+
+
+def _cache_path(cache_dir: Path, video_id: str, start: float, end: float, method: str, suffix: str) -> Path:
+    ext = suffix if method == "copy" else ".mp4"
+    return Path(cache_dir) / f"{hashlib.sha1(f'{video_id}:{start:.3f}:{end:.3f}:{method}:{CUT_VERSION}'.encode()).hexdigest()}{ext}"
+
+
+def _clip(path: Path, start: float, end: float, method: str) -> Clip:
+    fmt = COPY_CONTAINERS.get(path.suffix, "mp4")
+    media = {"mp4": "video/mp4", "mov": "video/quicktime", "matroska": "video/x-matroska", "webm": "video/webm"}[fmt]
+    return Clip(path, start, end, method, media)
+
+
+def cached_clip(video_id: str, start: float, end: float, cache_dir: Path, suffix: str) -> Clip | None:
+    """The clip of [start, end] if it was cut before (marked used), else None: no probe, no ffmpeg, so
+    a route serves it without waiting for an ffmpeg slot."""
+    start, end = _steps(start, end)
+    for method in ("copy", "encode"):
+        path = _cache_path(cache_dir, video_id, start, end, method, suffix.lower())
+        if path.is_file():
+            mark_used(path)
+            return _clip(path, start, end, method)
+    return None
+
+
 def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_dir: Path, *,
-             suffix: str | None = None, pass_fds: tuple[int, ...] = (), cache_bytes: int = THUMB_CACHE_BYTES) -> Clip:
+             suffix: str | None = None, pass_fds: tuple[int, ...] = (), cache_bytes: int = THUMB_CACHE_BYTES,
+             stop: Callable[[], bool] | None = None) -> Clip:  # fmt: skip
     """The moment [start, end] of `video` as a file (cached); ClipError when ffmpeg cannot cut it.
     `video` may name an inherited descriptor (`/proc/self/fd/N`, with `pass_fds`: the server's checked
-    opening of the indexed file) or a URL; `suffix` is then the indexed file's."""
+    opening of the indexed file) or a URL; `suffix` is then the indexed file's. `stop`: whether the
+    request's client has gone (ffmpeg is then killed and media.Abandoned raised)."""
     suffix = (suffix if suffix is not None else Path(str(video)).suffix).lower()
-    # to CLIP_STEP: ranges a millisecond apart are one clip (one cut, one cached file), not one each
-    start = round(start / CLIP_STEP) * CLIP_STEP
-    end = max(round(end / CLIP_STEP) * CLIP_STEP, start + CLIP_STEP)
+    start, end = _steps(start, end)
+
     def cached(method: str) -> Path:
-        ext = suffix if method == "copy" else ".mp4"
-        return Path(cache_dir) / f"{hashlib.sha1(f'{video_id}:{start:.3f}:{end:.3f}:{method}:{CUT_VERSION}'.encode()).hexdigest()}{ext}"
+        return _cache_path(cache_dir, video_id, start, end, method, suffix)
 
     # a clip cut before is served without a probe; a new one probes the file once (media_layout)
     methods = [m for m in ("copy", "encode") if cached(m).is_file()][:1]
@@ -136,14 +177,13 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
                 made = True
             else:
                 layout = layout or media_layout(str(video), pass_fds)
-                made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), layout, pass_fds)
+                made = _run_ffmpeg(video, start, end, method, out, COPY_CONTAINERS.get(ext, "mp4"), layout, pass_fds, stop)
                 if made == "empty":
                     empty, made = True, False
                 if made:
                     trim_cache(Path(cache_dir), cache_bytes, keep=out)
         if made:
-            media = {"mp4": "video/mp4", "mov": "video/quicktime", "matroska": "video/x-matroska", "webm": "video/webm"}[COPY_CONTAINERS.get(ext, "mp4")]
-            return Clip(out, start, end, method, media)
+            return _clip(out, start, end, method)
     if empty:
         raise NoFrames(f"no frame in {start:g}-{end:g} s of video {video_id}: that stretch of the file cannot be decoded "
                        "(truncated or damaged; GET /v1/index lists its warning)")  # fmt: skip
@@ -151,10 +191,11 @@ def cut_clip(video: Path | str, video_id: str, start: float, end: float, cache_d
 
 
 def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: Path, fmt: str, layout: Layout,
-                pass_fds: tuple[int, ...] = ()) -> bool | str:  # fmt: skip
+                pass_fds: tuple[int, ...] = (), stop: Callable[[], bool] | None = None) -> bool | str:  # fmt: skip
     """Cut into `out` (through a temporary file): True when it holds the clip, "empty" when ffmpeg
     succeeded but wrote no frame (a stretch that cannot be decoded: ffmpeg exits 0 with a header-only
-    file, which was served as a 262-byte MP4), False when ffmpeg failed."""
+    file, which was served as a 262-byte MP4), False when ffmpeg failed; media.Abandoned when `stop`
+    said the client had gone."""
     codecs = (["-c", "copy", "-avoid_negative_ts", "make_zero"] if method == "copy" else
               ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])  # fmt: skip
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.{id(out)}.tmp{out.suffix}")  # concurrent callers never share one
@@ -163,11 +204,11 @@ def _run_ffmpeg(video: Path | str, start: float, end: float, method: str, out: P
            *layout.maps(), "-sn", "-dn", *codecs,
            *(["-movflags", "+faststart"] if fmt in ("mp4", "mov") else []), "-f", fmt, str(tmp)]  # fmt: skip
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=max(60.0, 4 * (end - start)), pass_fds=pass_fds)
-    except (OSError, subprocess.TimeoutExpired):
+        status = run_tool(cmd, timeout=max(60.0, 4 * (end - start)), pass_fds=pass_fds, stop=stop)
+    except BaseException:  # Abandoned: no half-written file left behind
         tmp.unlink(missing_ok=True)
-        return False
-    if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+        raise
+    if status != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
         tmp.unlink(missing_ok=True)
         return False
     frames, seconds = _cut_length(tmp)

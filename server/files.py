@@ -6,23 +6,40 @@ that passed the check, so a file swapped in between is never read. On top of it,
 - `If-None-Match` with the file's ETag (or `*`) answers 304 with no body;
 - a `Range` header that cannot be parsed, or names another unit, is ignored (200, the whole file)
   rather than a 400 (RFC 9110 §14.2: a server MAY ignore Range; a player then gets the file);
-- HEAD gets the headers of the GET (the route allows it).
+- HEAD gets the headers of the GET (the route allows it);
+- a range that starts past the end is a 416 with `Content-Range: bytes */N` and, as every other
+  error, a JSON `{"detail": ...}` (Starlette's was an empty text/plain body);
+- its name is given twice in `Content-Disposition` (`content_disposition`): `filename=` in ASCII for
+  clients that know no other, `filename*=` in UTF-8 where the name needs it (RFC 6266 §4.3).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import quote
 
 import anyio
 from starlette.datastructures import Headers
-from starlette.responses import FileResponse, MalformedRangeHeader, Response
+from starlette.responses import FileResponse, JSONResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
 from .library import IndexedFile
 
-__all__ = ["IndexedFileResponse", "etag_matches"]
+__all__ = ["IndexedFileResponse", "content_disposition", "etag_matches"]
+
+
+def content_disposition(kind: str, name: str) -> str:
+    """`inline` or `attachment` with the file's name: `filename="..."` with what is not printable
+    ASCII (and `"`, `\\`, `%`, `;`) as `_`, which every client reads; and, where that changed the name,
+    `filename*=utf-8''...` with the name itself, which a client that knows it prefers. Starlette gave a
+    non-ASCII name only as `filename*=`, which some clients (and older download tools) ignore."""
+    plain = re.sub(r'[^\x20-\x7e]|["\\%;]', "_", name)
+    if plain == name:
+        return f'{kind}; filename="{name}"'
+    return f"{kind}; filename=\"{plain}\"; filename*=utf-8''{quote(name, safe='')}"
 
 
 def etag_matches(header: str, etag: str) -> bool:
@@ -38,8 +55,8 @@ class IndexedFileResponse(FileResponse):
 
     def __init__(self, file: IndexedFile, media_type: str, headers: dict[str, str] | None = None):
         self.file = file
-        super().__init__(file.proc_path, media_type=media_type, headers=headers, filename=file.name,
-                         stat_result=file.stat, content_disposition_type="inline")  # fmt: skip
+        headers = {**(headers or {}), "Content-Disposition": content_disposition("inline", file.name)}  # Starlette's only if unset
+        super().__init__(file.proc_path, media_type=media_type, headers=headers, filename=file.name, stat_result=file.stat)
 
     @classmethod
     def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
@@ -47,6 +64,22 @@ class IndexedFileResponse(FileResponse):
             return super()._parse_range_header(http_range, file_size)
         except MalformedRangeHeader:
             return []  # ignored: the whole file, 200
+
+    def _unsatisfiable(self, scope: Scope) -> Response | None:
+        """The JSON 416 for a Range that starts past the end, where FileResponse would use the range
+        (GET or HEAD, an If-Range that matches); None otherwise."""
+        headers = Headers(scope=scope)
+        http_range, if_range = headers.get("range"), headers.get("if-range")
+        if http_range is None or scope["method"].upper() not in ("GET", "HEAD"):
+            return None
+        if if_range is not None and not self._should_use_range(if_range):  # the whole file, 200
+            return None
+        try:
+            self._parse_range_header(http_range, self.file.stat.st_size)
+        except RangeNotSatisfiable as exc:
+            return JSONResponse({"detail": f"range not satisfiable: the file is {exc.max_size} bytes"}, status_code=416,
+                                headers={"Content-Range": f"bytes */{exc.max_size}"})  # fmt: skip
+        return None
 
     @asynccontextmanager
     async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
@@ -64,6 +97,9 @@ class IndexedFileResponse(FileResponse):
             if match is not None and etag_matches(match, self.headers["etag"]):
                 keep = {k: self.headers[k] for k in ("etag", "last-modified", "cache-control") if k in self.headers}
                 return await Response(status_code=304, headers=keep)(scope, receive, send)
+            refused = self._unsatisfiable(scope)
+            if refused is not None:
+                return await refused(scope, receive, send)
             # never "pathsend": a server would reopen the path, which is what this class exists to avoid
             extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
             await super().__call__({**scope, "extensions": extensions}, receive, send)

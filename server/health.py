@@ -1,4 +1,11 @@
-"""Health and metrics: liveness, readiness, Prometheus metrics, and the index's status."""
+"""Health and metrics: liveness, readiness, Prometheus metrics, and the index's status.
+
+/healthz is an async route: it answers on the event loop, never queued behind sync routes for one
+of anyio's worker threads (a flood of clip requests once held all 40, and a liveness probe with a
+few seconds' timeout would have restarted a server that was only busy). /readyz may open the index
+or ask a Triton server, so it stays a sync route. Both answer HEAD, as load balancers' checks send
+(GET's headers, no body; left out of the OpenAPI document, which lists GET's answers).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +20,14 @@ from .exposure import Viewer
 router = APIRouter(tags=["health"])
 
 
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz")
-def healthz() -> dict:
-    """The process is up."""
+async def healthz() -> dict:
+    """The process is up (answered on the event loop: see the module docstring)."""
     return {"status": "ok"}
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get("/readyz", responses={503: {"model": ErrorBody}})
 def readyz(request: Request, state: State) -> dict:
     """The index is open, its model loaded and the encoder answering (a Triton server's models ready),

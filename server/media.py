@@ -6,10 +6,18 @@ cache directory when the index is read-only), named by video, time and width, so
 requests for the same frame agree on one file; each writes its own temporary file first and moves it
 into place. Times are rounded and widths come from a fixed set, and the cache has a size bound, so
 anonymous requests cannot make unbounded ffmpeg runs or fill the disk.
+
+Every ffmpeg and ffprobe run for a thumbnail or a clip (clips.py) holds one of a few slots
+(`ffmpeg_slot`: the usable cores, at least 2). A request waits for one at most FFMPEG_WAIT seconds,
+then gets a 503 with Retry-After (`Busy`): 45 anonymous clip requests for distinct ranges once ran
+40 encodes at once (anyio's whole worker pool), and every sync route waited behind them
+(/v1/videos 32 s, /healthz 5.5 s). ffmpeg runs through `run_tool`, which stops it when the request's client has
+gone (a clip's route asks the connection).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import mimetypes
@@ -19,18 +27,25 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+import anyio.from_thread
+from fastapi import HTTPException
+
 from vidsearch import objectstore
+from vidsearch.cores import usable_cores
 from vidsearch.indexer.decode import DECORD_FORMATS
 from vidsearch.indexer.probe import player_maps
 
 from .library import IndexedFile
 
-__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "mark_used", "media_type", "one_maker", "Layout", "media_layout", "probe_layout", "thumbnail", "thumbnail_dir", "thumbnail_key", "trim_cache"]
+__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "Abandoned", "Busy", "ffmpeg_slot", "ffmpeg_slot_in_thread", "last_frame_start", "mark_used",
+           "media_type", "one_maker", "Layout", "media_layout", "probe_layout", "run_tool", "thumbnail", "thumbnail_dir", "thumbnail_key",
+           "trim_cache"]  # fmt: skip
 
 # every suffix the indexer takes (indexer/discover.py), by hand: the system's `mimetypes` tables differ
 # between hosts and read `.ts` as Qt's translation files (text/vnd.trolltech.linguist)
@@ -83,11 +98,17 @@ def thumbnail_dir(db: Path | str) -> Path:
     return cache
 
 
+def last_frame_start(duration: float, fps: float | None) -> float:
+    """When the last frame starts: one frame before the end (at 25 fps where the rate is unknown). A
+    seek past it finds no frame, though a player still shows that frame until `duration`."""
+    return max(float(duration) - 1.0 / (fps if fps and fps > 0 else 25.0), 0.0)
+
+
 def thumbnail_key(t: float, width: int, duration: float, fps: float | None) -> tuple[float, int]:
     """The frame a request gets: `t` rounded to THUMB_STEP and kept inside the last frame's interval
     (a seek past the last frame's start finds nothing), `width` the smallest of THUMB_WIDTHS that is at
     least the one asked for. So a short video has a few hundred possible thumbnails, not millions."""
-    last = max(float(duration) - 1.0 / (fps if fps and fps > 0 else 25.0), 0.0)
+    last = last_frame_start(duration, fps)
     t = round(min(max(float(t), 0.0), last) / THUMB_STEP) * THUMB_STEP
     if t > last:
         t = max(t - THUMB_STEP, 0.0)
@@ -194,27 +215,140 @@ def _thumbnail(video: IndexedFile | str, t: float, width: int, out: Path, cache_
         source, fds = objectstore.presign(video, seconds=300), ()
     else:
         source, fds = video.proc_path, (video.fd,)
+    with ffmpeg_slot_in_thread():  # a cached thumbnail (above) needs none
+        jpeg = _cut_thumbnail(source, fds, t, width, out, cache_dir)
+    if jpeg is not None:
+        trim_cache(cache_dir, cache_bytes, keep=out)
+    return jpeg
+
+
+def _cut_thumbnail(source: str, fds: tuple[int, ...], t: float, width: int, out: Path, cache_dir: Path) -> bytes | None:
+    """One ffmpeg seek into `out` (through a temporary file); None when it found no frame."""
     layout = media_layout(source, fds)
     before, after = layout.seek(t)
     fd, tmp_name = tempfile.mkstemp(suffix=".tmp.jpg", dir=cache_dir)  # concurrent callers never share a temp file
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        proc = subprocess.run(
-            ["ffmpeg", "-nostdin", "-v", "error", "-y", *before, "-i", source, *after, *layout.maps(audio=False),
-             "-frames:v", "1", "-vf", _thumb_filter(width), "-q:v", "4", "-f", "image2", str(tmp)],
-            capture_output=True, timeout=60, pass_fds=fds,
-        )  # fmt: skip
+        status = run_tool(["ffmpeg", "-nostdin", "-v", "error", "-y", *before, "-i", source, *after, *layout.maps(audio=False),
+                           "-frames:v", "1", "-vf", _thumb_filter(width), "-q:v", "4", "-f", "image2", str(tmp)],
+                          timeout=60, pass_fds=fds)  # fmt: skip
         jpeg = tmp.read_bytes()
-        if proc.returncode != 0 or not jpeg:
+        if status != 0 or not jpeg:
             return None
         tmp.replace(out)
-    except (OSError, subprocess.TimeoutExpired):
+        return jpeg
+    except OSError:
         return None
     finally:
         tmp.unlink(missing_ok=True)
-    trim_cache(cache_dir, cache_bytes, keep=out)
-    return jpeg
+
+
+# -- ffmpeg's slots --------------------------------------------------------------------------------
+FFMPEG_WAIT = 4.0  # seconds a request waits for a slot before its 503
+RETRY_AFTER = 5  # seconds, the 503's Retry-After
+STOP_POLL = 0.25  # seconds between two looks at whether a running ffmpeg's client is still there
+
+
+def ffmpeg_slot_count() -> int:
+    """How many ffmpeg runs (clips and thumbnails) go at once: the usable cores, at least 2 (one long
+    encode must not hold back every thumbnail of a results page)."""
+    return max(2, usable_cores())
+
+
+class Busy(HTTPException):
+    """Every ffmpeg slot stayed taken for FFMPEG_WAIT seconds: a 503 with Retry-After. An HTTPException,
+    so a route that does not catch it (thumbnails) answers it as it is."""
+
+    def __init__(self, slots: int):
+        super().__init__(503, f"the server is busy cutting clips and thumbnails ({slots} at a time); try again in {RETRY_AFTER} s",
+                         headers={"Retry-After": str(RETRY_AFTER)})  # fmt: skip
+
+
+class Abandoned(Exception):
+    """The request's client went away while its ffmpeg ran: ffmpeg was stopped, nothing was made."""
+
+
+_SLOTS: dict[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = {}  # one limiter per event loop
+_slots_lock = threading.Lock()
+
+
+def _slots() -> anyio.CapacityLimiter:
+    """This event loop's slots (an anyio limiter belongs to one loop; an in-process app or a test
+    client runs the app on a loop of its own). Loops that have closed are forgotten."""
+    loop = asyncio.get_running_loop()
+    with _slots_lock:
+        if loop not in _SLOTS:
+            for old in [old for old in _SLOTS if old.is_closed()]:
+                del _SLOTS[old]
+            _SLOTS[loop] = anyio.CapacityLimiter(ffmpeg_slot_count())
+        return _SLOTS[loop]
+
+
+async def _take(slots: anyio.CapacityLimiter, holder: object) -> None:
+    """One slot for `holder`, or Busy once FFMPEG_WAIT has passed (on the event loop: waiting holds no thread)."""
+    with anyio.move_on_after(FFMPEG_WAIT) as waited:
+        await slots.acquire_on_behalf_of(holder)  # a wait cut short gives back what it got
+    if waited.cancelled_caught:
+        raise Busy(int(slots.total_tokens))
+
+
+@asynccontextmanager
+async def ffmpeg_slot() -> AsyncIterator[None]:
+    """Hold an ffmpeg slot for an async route (clips); Busy when none frees in FFMPEG_WAIT seconds."""
+    slots, holder = _slots(), object()
+    await _take(slots, holder)
+    try:
+        yield
+    finally:
+        slots.release_on_behalf_of(holder)
+
+
+@contextmanager
+def ffmpeg_slot_in_thread() -> Iterator[None]:
+    """`ffmpeg_slot` for a sync route's worker thread (thumbnails): the slot is taken on the event loop
+    behind the thread, which waits for it (FFMPEG_WAIT at most; a thumbnail is one frame, so slots
+    turn over fast and few threads wait). Code run outside a server (a script, a test calling
+    `thumbnail`) has no loop behind it and nothing to share cores with: it runs without one."""
+    try:
+        slots = anyio.from_thread.run_sync(_slots)
+    except RuntimeError:  # not an anyio worker thread
+        slots = None
+    if slots is None:
+        yield
+        return
+    holder = object()
+    anyio.from_thread.run(_take, slots, holder)
+    try:
+        yield
+    finally:
+        anyio.from_thread.run_sync(slots.release_on_behalf_of, holder)
+
+
+def run_tool(cmd: list[str], timeout: float, pass_fds: tuple[int, ...] = (), stop: Callable[[], bool] | None = None) -> int | None:
+    """Run ffmpeg (or ffprobe) to its end and give its exit status; None when it could not start or
+    outlived `timeout` (it is killed). With `stop` (asked every STOP_POLL seconds: has the client
+    gone?) it is killed as soon as that is true, and Abandoned is raised: an encode nobody will receive
+    ran on for 40 s after its client had given up, holding a core."""
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=pass_fds)
+    except OSError:
+        return None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                return proc.wait(timeout=min(left, STOP_POLL) if stop is not None else left)
+            except subprocess.TimeoutExpired:
+                if stop is not None and stop():
+                    raise Abandoned("the client went away") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def trim_cache(cache_dir: Path, cache_bytes: int, keep: Path | None = None) -> None:

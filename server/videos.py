@@ -119,7 +119,7 @@ def indexed_file(store, row: dict, state) -> IndexedFile:
 MEDIA_ROUTE = dict(
     responses={**INDEX_ERRORS, 206: {"description": "partial content (range request)"}, 304: {"description": "not modified (If-None-Match)"},
                307: {"description": "a video in object storage: its presigned URL (range requests go there)"},
-               409: {"model": ErrorBody}, 416: {"description": "range not satisfiable (it starts past the end of the file)"}},  # fmt: skip
+               409: {"model": ErrorBody}, 416: {"model": ErrorBody, "description": "range not satisfiable (it starts past the end of the file)"}},  # fmt: skip
     response_class=FileResponse,
     dependencies=[Depends(require_media_read)],
 )
