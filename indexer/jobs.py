@@ -30,7 +30,11 @@ instead of failing on the write lock.
 
 Job records are kept in `<db>/.jobs/<id>.json`, so they outlive a restart. While there is no index
 yet they stay in memory: a first job that fails (an offline model, a bad path) leaves no directory
-behind that would look like a broken index.
+behind that would look like a broken index. They are kept for a while, not forever: the newest
+`keep_finished` finished jobs (200) stay, older finished ones are dropped, records and memory, at
+start, as each job ends and as jobs are listed (every listing read every record, and a key holder or
+a polling UI made them grow without bound: 4.9 MB for 112 jobs); a queued or running job is never
+dropped. A job's paths are kept once each.
 """
 
 from __future__ import annotations
@@ -136,6 +140,8 @@ class JobManager:
     can open one with it).
     """
 
+    keep_finished = 200  # finished jobs whose records are kept (the newest); queued and running ones always are
+
     def __init__(
         self,
         settings: Settings,
@@ -169,6 +175,7 @@ class JobManager:
             job = self._read_record(f)
             if job is not None:
                 self._jobs[job.id] = job
+        self._prune()
 
     def _read_record(self, f: Path) -> JobInfo | None:
         """A job as its record says, None where there is none (or it cannot be read); a queued or running
@@ -220,7 +227,24 @@ class JobManager:
         self._save(job)
         return job
 
+    def _prune(self) -> None:
+        """Drop the finished jobs past the newest `keep_finished`, from memory and from disk (another
+        server's too: a finished record no longer changes, and each server prunes its own memory)."""
+        with self._lock:
+            finished = sorted((j for j in self._jobs.values() if j.state in FINISHED), key=lambda j: -j.created_at)
+            dropped = [j.id for j in finished[self.keep_finished :]]
+            for job_id in dropped:
+                del self._jobs[job_id]
+                self._mine.discard(job_id)
+        for job_id in dropped:
+            if self.dir.is_dir():
+                (self.dir / f"{job_id}.json").unlink(missing_ok=True)
+                self._cancel_file(job_id).unlink(missing_ok=True)
+
     def submit(self, kind: str, paths: list[str]) -> JobInfo:
+        """Queue a job; its paths once each, in the order given (a request may name 1000, and the
+        record kept each of them, repeats included)."""
+        paths = list(dict.fromkeys(paths))
         job = JobInfo(id=uuid.uuid4().hex[:12], kind=kind, paths=paths, state="queued", created_at=time.time())
         with self._lock:
             self._jobs[job.id] = job
@@ -286,10 +310,13 @@ class JobManager:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def list(self) -> list[JobInfo]:
+    def list(self, state: str | None = None, limit: int | None = None) -> list[JobInfo]:
+        """Jobs, newest first: those in `state` (any when None), at most `limit` of them."""
         self._others()
+        self._prune()  # what other servers' jobs added since this one's last job ended
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: -j.created_at)
+            jobs = sorted((j for j in self._jobs.values() if state is None or j.state == state), key=lambda j: -j.created_at)
+        return jobs[:limit] if limit is not None else jobs
 
     # -- running -----------------------------------------------------------------------------------
     def _run_forever(self) -> None:
@@ -300,6 +327,7 @@ class JobManager:
             except Exception as exc:  # noqa: BLE001 - a job runner bug must not kill the runner
                 log.exception("job %s: runner error", job_id)
                 self._update(job_id, state="failed", error=f"job runner error: {exc}", finished_at=time.time())
+            self._prune()
 
     def _model(self, stored) -> object:
         """The server's model for this index when it has one open, else the one rule's choice."""
@@ -327,12 +355,12 @@ class JobManager:
         while True:
             while Store.writer_busy(self.db):
                 with self._lock:
-                    if self._jobs[job_id].state != "queued":  # cancelled while it waited
+                    if not self._queued(job_id):  # cancelled while it waited
                         return
                 time.sleep(WAIT_SECONDS)
             tracker = JobTracker(lambda p: self._progress(job_id, p))
             with self._lock:  # a cancel sees the job either queued or running, never in between
-                if self._jobs[job_id].state != "queued":  # cancelled while it waited
+                if not self._queued(job_id):  # cancelled while it waited
                     return
                 job = self._jobs[job_id] = self._jobs[job_id].model_copy(update={"state": "running"})
                 self._running = (job_id, tracker)
@@ -354,6 +382,12 @@ class JobManager:
                     return
                 job = self._jobs[job_id] = self._jobs[job_id].model_copy(update={"state": "queued"})
             self._save(job)
+
+    def _queued(self, job_id: str) -> bool:
+        """Whether a job still waits to run (under the lock): one cancelled while queued may also have been
+        pruned since (`_prune`), and its id is still in the queue."""
+        job = self._jobs.get(job_id)
+        return job is not None and job.state == "queued"
 
     def _index(self, job: JobInfo, tracker: JobTracker) -> bool:
         """Run the job and record how it ended; False (nothing recorded) where another process held the

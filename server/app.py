@@ -27,7 +27,7 @@ from vidsearch.config import Settings
 from vidsearch.search import SearchEngine
 
 from . import exports, health, jobs, search, videos
-from .deps import DocsNeedAKey
+from .deps import READINESS_PATH, DocsNeedAKey
 from .exposure import view_of
 from .limits import JsonTooLarge, body_limit, too_large_detail
 from .state import ServerState
@@ -62,16 +62,19 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
         description="Text-to-video search that finds the moment. Writes need `Authorization: Bearer <key>`.",
         lifespan=lifespan,
         max_body_size=body_limit(settings),  # 413 before a large body is read (limits.py)
+        # a body with no Content-Type (`requests.post(url, data=json_text)`, curl --data-binary without -H)
+        # is read as the JSON it is, on every route; one sent as another type is a 415 (`_not_json`)
+        strict_content_type=False,
     )
     app.state.vidsearch = state
     # FastAPI's middleware stack inside JsonTooLarge (limits.py): a 413 says in JSON what the limits are
     # (FastAPIOffline makes a FastAPI instance, so its stack builder is wrapped here, not in a subclass)
-    # and, under read_auth, the API's docs pages behind a key (deps.DocsNeedAKey)
+    # and the keys of what no route's dependencies check: the API's docs pages (behind a key under
+    # read_auth) and /readyz (deps.DocsNeedAKey)
     build_stack = app.build_middleware_stack
 
     def build_middleware_stack():
-        stack = build_stack()
-        return JsonTooLarge(DocsNeedAKey(stack, state) if settings.read_auth else stack, too_large_detail(settings))
+        return JsonTooLarge(DocsNeedAKey(build_stack(), state), too_large_detail(settings))
 
     app.build_middleware_stack = build_middleware_stack
     for module in (search, videos, exports, jobs, health):
@@ -81,6 +84,8 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (refused := _not_json(request, exc)) is not None:
+            return refused
         problems = []
         for e in exc.errors():
             if e.get("type") == "json_invalid":  # its loc is a character offset, not a field
@@ -103,7 +108,59 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
                 exc = HTTPException(exc.status_code, shown, exc.headers)
         return await http_exception_handler(request, exc)
 
+    _document_app_answers(app)
     return app
+
+
+def _is_json(content_type: str) -> bool:
+    """application/json or a +json type: what FastAPI parses as JSON (any other type reaches the model
+    as bytes)."""
+    kind = content_type.split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def _takes_multipart(route) -> bool:
+    """Whether a route documents a multipart form besides JSON (POST /v1/search: search.SearchRoute)."""
+    return "multipart/form-data" in ((getattr(route, "openapi_extra", None) or {}).get("requestBody", {}).get("content", {}))
+
+
+def _not_json(request: Request, exc: RequestValidationError) -> JSONResponse | None:
+    """A 415 saying how to send JSON, for a body that failed its route's model because it was sent as
+    another type (`curl -d` alone sends a form; `text/plain`): FastAPI hands such a body to the model
+    as bytes, which failed with "Input should be a valid dictionary", which never said why. One check
+    for every JSON-body route (search, export, jobs), here where all their validation errors meet."""
+    kind = request.headers.get("content-type", "")
+    if not kind or _is_json(kind) or not any(e.get("loc") == ("body",) and isinstance(e.get("input"), bytes) for e in exc.errors()):
+        return None
+    route = request.scope.get("route")
+    form = ", or multipart/form-data with `query`, `image` and/or `request` parts" if _takes_multipart(route) else ""
+    detail = (f"the body is sent as {kind.split(';')[0].strip()}: send it as JSON with `Content-Type: application/json` "
+              f"(curl: -H 'Content-Type: application/json'; `-d` alone sends a form){form}")  # fmt: skip
+    return JSONResponse(status_code=415, content={"detail": detail})
+
+
+ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+UNSUPPORTED = {"description": "the body is not sent as JSON (Content-Type)", "content": ERROR_BODY}
+WRONG_KEY = {"description": "a key the server does not know (deps.DocsNeedAKey)", "content": ERROR_BODY}
+
+
+def _document_app_answers(app: FastAPI) -> None:
+    """OpenAPI lists the 415 on every route that takes a JSON body (`_not_json` answers it for all of
+    them, outside their own declarations), and the 401 /readyz gives a key it does not know."""
+    make = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = make()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                        operation.setdefault("responses", {}).setdefault("415", UNSUPPORTED)
+            for operation in schema.get("paths", {}).get(READINESS_PATH, {}).values():
+                operation.setdefault("responses", {}).setdefault("401", WRONG_KEY)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def local_client(settings: Settings, timeout: float = 600.0) -> VidsearchClient:

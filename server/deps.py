@@ -22,7 +22,7 @@ from vidsearch.store import Store, StoreError
 
 from .state import ServerState
 
-__all__ = ["DOCS_PATHS", "DocsNeedAKey", "ERRORS", "INDEX_ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "key_accepted", "require_key", "require_media_read", "require_read", "require_write"]
+__all__ = ["DOCS_PATHS", "READINESS_PATH", "DocsNeedAKey", "ERRORS", "INDEX_ERRORS", "OptionalEngine", "ReadyEngine", "State", "VideoRow", "IndexStore", "key_accepted", "require_key", "require_media_read", "require_read", "require_write"]
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
 INDEX_ERRORS = {**ERRORS, 503: {"model": ErrorBody, "description": "no index at the server's --db yet, or it cannot be opened"}}
@@ -86,10 +86,16 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _check_key(state: ServerState, request: Request) -> None:
-    keys = state.settings.api_keys
-    if not keys:
-        raise HTTPException(403, "writes are disabled: no API keys are configured on the server (VIDSEARCH_API_KEYS)")
+# what a server with no keys says it refuses (it has none to accept): not "writes" for a read
+WRITES, READS, RECORDS = "writes are disabled", "reads need a key (read_auth) and none can be accepted", "job records need a key and none can be accepted"
+
+
+def _check_key(state: ServerState, request: Request, refused: str = WRITES) -> None:
+    """A key, always: 403 `refused` where the server has none to accept, 401 without one, 403 for one
+    it does not know. (Under read_auth a server with no keys serves nobody: `vidsearch serve` refuses to
+    start so; an app built otherwise says why on each read.)"""
+    if not state.settings.api_keys:
+        raise HTTPException(403, f"{refused}: no API keys are configured on the server (--api-key, VIDSEARCH_API_KEYS)")
     token = _bearer(request)
     if token is None:
         raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>`", headers={"WWW-Authenticate": "Bearer"})
@@ -108,8 +114,8 @@ def require_write(request: Request, state: State) -> None:
 
 
 def require_key(request: Request, state: State) -> None:
-    """A read of what only operators see (job records, metrics under --read-auth): a key, always."""
-    _check_key(state, request)
+    """A read of what only operators see (job records): a key, always."""
+    _check_key(state, request, RECORDS)
 
 
 def _refuse_a_wrong_key(state: ServerState, request: Request) -> None:
@@ -125,7 +131,7 @@ def _refuse_a_wrong_key(state: ServerState, request: Request) -> None:
 
 async def require_read(request: Request, state: State) -> None:
     if state.settings.read_auth:
-        _check_key(state, request)
+        _check_key(state, request, READS)
     else:
         _refuse_a_wrong_key(state, request)
 
@@ -143,7 +149,7 @@ def require_media_read(
         _refuse_a_wrong_key(state, request)
         return
     if sig is None or exp is None:
-        _check_key(state, request)
+        _check_key(state, request, READS)
         return
     problem = verify(state.settings.api_keys, video_id, exp, sig)
     if problem is not None:
@@ -151,20 +157,29 @@ def require_media_read(
 
 
 DOCS_PATHS = ("/openapi.json", "/docs", "/redoc")  # the API's description and its two viewers
+READINESS_PATH = "/readyz"  # open to every reader (a load balancer's check), and checks no key itself
+CHECKED_AT_THE_DOOR = (*DOCS_PATHS, READINESS_PATH)  # the paths DocsNeedAKey looks at
 
 
 class DocsNeedAKey:
-    """Under `read_auth` everything but /healthz needs a key, the API's description and docs pages
-    too (FastAPI serves them outside the routes' dependencies, so this checks them first). Only
-    wrapped around the app where `read_auth` is on: other requests pass at the cost of one prefix test."""
+    """Keys for what FastAPI serves outside the routes' dependencies (the API's description and docs
+    pages) and for /readyz, which reads the key itself only to say more: under `read_auth` the docs
+    need a key; everywhere else, as on every open read, a key the server does not know is a 401 (a
+    client with a mistyped or revoked key would otherwise be told all is well: "ready", and the API's
+    description). /healthz never looks at a key: liveness is the process being up. Other requests
+    pass at the cost of one prefix test."""
 
     def __init__(self, app, state: ServerState):
         self.app, self.state = app, state
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(DOCS_PATHS):
+        if scope["type"] == "http" and scope["path"].startswith(CHECKED_AT_THE_DOOR):
+            request = Request(scope)
             try:
-                _check_key(self.state, Request(scope))
+                if self.state.settings.read_auth and scope["path"].startswith(DOCS_PATHS):
+                    _check_key(self.state, request, READS)
+                else:
+                    _refuse_a_wrong_key(self.state, request)
             except HTTPException as exc:
                 await JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)(scope, receive, send)
                 return

@@ -1,9 +1,10 @@
 """`POST /v1/search`: videos (or moments) matching words, an example picture, a moment of an indexed
 video ("more like this"), or any mix of them, best first, with the evidence for each.
 
-The request is JSON (`SearchRequest`; a picture goes in `image` as base64), or multipart/form-data
-for uploading the picture as a file: a part `image` (the file) and optionally `request` (the same
-JSON, without `image`) or a plain `query` field. A multipart request is turned into the JSON request
+The request is JSON (`SearchRequest`; a picture goes in `image` as base64, standard or URL-safe,
+padded or not), or multipart/form-data for uploading the picture as a file: a part `image` (the
+file) and optionally `request` (the same JSON, without `image`: a text field or a file) or a plain
+`query` field, each part once. A multipart request is turned into the JSON request
 before FastAPI validates it (`SearchRoute`), so both kinds meet the same model and the same errors.
 A picture over `max_image_mb` is a 413, bytes that are not a picture a 415.
 """
@@ -18,6 +19,7 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidsearch.api_models import SearchRequest, SearchResponse
 from vidsearch.search import ImageTooLarge, NotAnImage, SearchError
@@ -48,36 +50,27 @@ MULTIPART = {
 
 class SearchRoute(APIRoute):
     """Accepts multipart/form-data besides JSON: the form is rewritten as the JSON request (FastAPI's
-    documented way to customise a route's request), then validated like any JSON body."""
+    documented way to customise a route's request), then validated like any JSON body. A body sent
+    as any other type is the app's 415, as on every JSON route (app._not_json)."""
 
     def get_route_handler(self):
         handler = super().get_route_handler()
 
         async def route(request: Request):
-            kind = request.headers.get("content-type", "").lower()
-            if kind.startswith("multipart/form-data"):
+            if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
                 request = await _json_from_form(request)
-            elif not kind:  # `requests.post(url, data=json_text)`, curl --data-binary without -H: read it as the JSON it is
-                scope = {**request.scope, "headers": [*request.scope["headers"], (b"content-type", b"application/json")]}
-                request = Request(scope, request.receive)
-            elif not _is_json(kind):
-                raise HTTPException(415, f"the body is sent as {kind.split(';')[0].strip()}: send the SearchRequest JSON with "
-                                         "`Content-Type: application/json` (curl: -H 'Content-Type: application/json'; `-d` alone "
-                                         "sends a form), or multipart/form-data with `query`, `image` and/or `request` parts")  # fmt: skip
             return await handler(request)
 
         return route
 
 
-def _is_json(content_type: str) -> bool:
-    """application/json or a +json type: what FastAPI parses as JSON (any other type reaches the model
-    as bytes, and failed with "Input should be a valid dictionary", which never said why)."""
-    kind = content_type.split(";")[0].strip()
-    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
-
-
 FORM_FIELDS = ("query", "image", "request")
+# what the form parser reads before it stops with "Too many files/fields": room for every part at
+# least twice, so a part sent twice or a wrong name is told as such (422), and far fewer than
+# Starlette's 1000 (each file part is a spooled temporary file)
+FORM_LIMITS = {"max_files": 8, "max_fields": 8}
 REQUEST_PART_BYTES = 256 << 10  # a SearchRequest without its picture is a few kilobytes (limits.BODY_LIMIT)
+PARTS_HINT = "a multipart search has the parts `query`, `image` and `request` (the other SearchRequest fields, as JSON), each once"
 
 
 async def _request_part(part) -> dict:
@@ -103,32 +96,58 @@ async def _request_part(part) -> dict:
 
 
 async def _json_from_form(request: Request) -> Request:
-    """The multipart request as the JSON request it stands for (the picture base64 in `image`);
-    a 413 past `max_image_mb` before the rest of the picture is read."""
-    max_bytes = int(request.app.state.vidsearch.settings.max_image_mb * 1e6)
+    """The multipart request as the JSON request it stands for (the picture base64 in `image`)."""
+    form = await _read_form(request)
     try:
-        form = await request.form(max_files=1, max_fields=8)
+        body = await _form_body(form, int(request.app.state.vidsearch.settings.max_image_mb * 1e6))
+    finally:
+        await form.close()
+    scope = dict(request.scope)
+    scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k not in (b"content-type", b"content-length")]
+    scope["headers"].append((b"content-type", b"application/json"))
+    rewritten = Request(scope, request.receive)
+    rewritten._body = json.dumps(body).encode()  # read by FastAPI as the JSON body
+    return rewritten
+
+
+async def _read_form(request: Request):
+    """The parsed form; 422 naming the parts a search has when it holds more parts than the parser reads
+    (Starlette's 400 "Too many files" said nothing of what to send), 400 when it cannot be parsed."""
+    try:
+        form = await request.form(**FORM_LIMITS)
+    except StarletteHTTPException as exc:  # Starlette's: the parser's complaint in `detail`, or the body limit's 413
+        if exc.status_code != 400:
+            raise
+        if str(exc.detail).startswith("Too many"):
+            raise HTTPException(422, f"too many form parts: {PARTS_HINT}") from exc
+        raise HTTPException(400, f"the multipart form cannot be read: {exc.detail}") from exc
     except Exception as exc:  # noqa: BLE001 - any malformed form is the client's error
         raise HTTPException(400, f"the multipart form cannot be read: {exc}") from exc
     if not form:  # the parser is lenient: a body cut short or with another boundary reads as no parts
         await form.close()
         raise HTTPException(400, "the multipart form cannot be read: it holds no complete part (cut short, or its boundary "
                                  "is not the Content-Type's); send `query`, `image` and/or `request` parts")  # fmt: skip
+    return form
+
+
+async def _form_body(form, max_bytes: int) -> dict:
+    """The SearchRequest a form stands for: its `request` part, `query` and the picture as base64;
+    422 for a part it does not have, a part sent twice, or one of the wrong kind; 413 past
+    `max_image_mb` before the rest of the picture is read."""
     unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
     if unknown:  # `like`, `top_k` sent as fields were dropped silently: they belong in `request`
-        await form.close()
-        raise HTTPException(422, f"unknown form part(s) {', '.join(unknown)}: a multipart search has `query`, `image` and "
-                                 "`request` (the other SearchRequest fields, as JSON)")  # fmt: skip
+        raise HTTPException(422, f"unknown form part(s) {', '.join(unknown)}: {PARTS_HINT}")
     repeated = sorted(name for name in FORM_FIELDS if len(form.getlist(name)) > 1)
     if repeated:  # one of them silently won
-        await form.close()
         raise HTTPException(422, f"form part(s) {', '.join(repeated)} sent more than once: send each part once")
     body = await _request_part(form.get("request"))
-    if isinstance(form.get("query"), str):
-        if body.get("query") not in (None, form["query"]):  # the `request` part's query silently won
-            await form.close()
+    query = form.get("query")
+    if isinstance(query, UploadFile):  # was dropped silently
+        raise HTTPException(422, "query: must be a text field (curl -F 'query=red car'), not a file")
+    if query is not None:
+        if body.get("query") not in (None, query):  # the `request` part's query silently won
             raise HTTPException(422, "query: given both as a form part and in the `request` part; send it once")
-        body["query"] = form["query"]
+        body["query"] = query
     upload = form.get("image")
     if isinstance(upload, UploadFile):
         data = await upload.read(max_bytes + 1)
@@ -137,13 +156,27 @@ async def _json_from_form(request: Request) -> Request:
         body["image"] = base64.b64encode(data).decode()
     elif upload is not None:
         raise HTTPException(422, "image: must be a file part (curl -F image=@photo.jpg)")
-    await form.close()
-    scope = dict(request.scope)
-    scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k not in (b"content-type", b"content-length")]
-    scope["headers"].append((b"content-type", b"application/json"))
-    rewritten = Request(scope, request.receive)
-    rewritten._body = json.dumps(body).encode()  # read by FastAPI as the JSON body
-    return rewritten
+    return body
+
+
+def _standard_base64(req: SearchRequest) -> SearchRequest:
+    """The request with its `image` in standard, padded base64, as the decoder reads it: JavaScript's
+    and JWT-style encoders send base64url (`-`, `_`) and leave the padding off, which was refused
+    ("Incorrect padding", "Only base64 data is allowed") for a picture that is fine. Whitespace goes
+    too (line-wrapped base64), as the decoder drops it."""
+    if req.image is None:
+        return req
+    header, comma, data = req.image.partition(",") if req.image.startswith("data:") else ("", "", req.image)
+    data = "".join(data.split())
+    if "-" in data or "_" in data:
+        data = data.translate(URL_SAFE)
+    if (missing := -len(data) % 4) in (1, 2):  # (3 missing: no base64 ends so, and the decoder says why)
+        data += "=" * missing
+    image = header + comma + data
+    return req if image == req.image else req.model_copy(update={"image": image})
+
+
+URL_SAFE = str.maketrans("-_", "+/")
 
 
 router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read)], route_class=SearchRoute)
@@ -208,6 +241,7 @@ def _answer(engine, req: SearchRequest, state, key: tuple | None) -> SearchRespo
     cache key, already looked up on the event loop; None for a picture, which is checked first (one
     answered before may be refused now) and hashed and looked up here, off the loop."""
     if key is None:
+        req = _standard_base64(req)  # here, off the event loop: ~15 ms for a 10 MB picture
         check_image_size(decode_base64_image(req.image), int(engine.settings.max_image_mb * 1e6))
         return state.responses(engine, req, lambda: search_response(engine, req))
     return state.responses.compute(key, lambda: search_response(engine, req))

@@ -573,15 +573,18 @@ def serve(
     config: ConfigOpt = None,
 ) -> None:
     """Start the HTTP search API (OpenAPI docs at /docs)."""
-    import uvicorn
-
-    from vidsearch.server import create_app
-    from vidsearch.server.connections import uvicorn_options
-
     settings = _settings(config, db=db, host=host, port=port, api_keys=api_key, read_auth=read_auth, library_roots=library_root,
                          model=model, pretrained=pretrained, checkpoint=checkpoint,
                          encoder_backend=encoder_backend, triton_url=triton_url, device=device,
                          search_processes=search_processes)  # fmt: skip
+    if settings.read_auth and not settings.api_keys:  # it would start, and refuse every read but /healthz
+        _fail("read_auth (--read-auth) is on but no API keys are configured, so no read could be answered: "
+              "give --api-key KEY (or VIDSEARCH_API_KEYS), or serve open reads (--open-reads)")  # fmt: skip
+    import uvicorn  # after the settings' checks: the server brings torch (~5 s)
+
+    from vidsearch.server import create_app
+    from vidsearch.server.connections import uvicorn_options
+
     application = create_app(settings, serving=True)
     err.print(f"vidsearch API on http://{settings.host}:{settings.port} (index {settings.db}; docs at /docs)")
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning", **uvicorn_options(settings))
