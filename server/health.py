@@ -59,7 +59,7 @@ def encoder_readiness(backbone) -> dict:
     return {"backend": "torch", "device": str(getattr(backbone, "device", "cpu")), "ready": True}
 
 
-@router.get("/metrics", response_class=Response, dependencies=[Depends(require_read)])
+@router.get("/metrics", response_class=Response, responses={c: {"model": ErrorBody} for c in (401, 403)}, dependencies=[Depends(require_read)])
 def metrics(state: State) -> Response:
     """Prometheus metrics: request latency histograms, index size (with a key under --read-auth)."""
     engine = state.loaded_engine

@@ -283,6 +283,7 @@ def test_openapi_lists_the_codes_routes_send(shared_library):
         paths = client.get("/openapi.json").json()["paths"]
     assert "416" in paths["/v1/videos/{video_id}/media"]["get"]["responses"]
     assert {"206", "304", "416"} <= set(paths["/v1/videos/{video_id}/clip"]["get"]["responses"])  # p22: 304 was missing
+    assert {"401", "403"} <= set(paths["/metrics"]["get"]["responses"])  # p22: only 200 was listed
     assert "413" in paths["/v1/export"]["post"]["responses"]
     for path, method in (("/v1/videos", "get"), ("/v1/videos/{video_id}", "get"), ("/v1/search", "post"), ("/v1/index", "get"),
                          ("/v1/videos/{video_id}/media", "get"), ("/v1/videos/{video_id}/thumbnail", "get"),
