@@ -151,7 +151,7 @@ def test_timeline_chart_layers_and_seek_target():
 
 def test_time_formatting_and_player_start():
     assert fmt_time(3.46) == "0:03.5" and fmt_time(725) == "12:05.0" and fmt_time(3723) == "1:02:03"
-    assert player_start(2.4, 10) == 2 and player_start(2.6, 10) == 3 and player_start(9.9, 9.5) == 9
+    assert player_start(2.4, 10) == 2 and player_start(2.6, 10) == 2 and player_start(9.9, 9.5) == 9  # never after the moment (p22 M4)
 
 
 def test_facets_offer_metadata_fields_and_duration_range():
@@ -252,10 +252,10 @@ def test_filters_paging_and_no_results(local_mode):
 
 
 def test_bad_query_is_explained(local_mode):
-    at = search(app().run(), "x" * 1001)
+    """The box keeps to the API's limit (a longer `?q=` is cut: test_ui_probe4)."""
+    at = app().run()
     no_trace(at)
-    assert not cards(at)
-    assert any("at most 1000 characters" in w.value for w in at.warning)
+    assert at.text_input(key="query").max_chars == 1000
 
 
 def test_channels_offered_are_the_index_s_and_an_unknown_one_is_explained(api_mode, monkeypatch):

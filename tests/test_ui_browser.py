@@ -101,7 +101,7 @@ def test_browser_search_plays_the_top_result_at_its_moment(shared_library, tmp_p
                 video = page.locator(".st-key-card-0 video")
                 assert video.get_attribute("src") == f"{api.url}/v1/videos/{top.video.id}/media"
                 current = video.evaluate("v => v.currentTime")
-                assert abs(current - top.moments[0].start) <= 0.5, (current, top.moments[0])
+                assert top.moments[0].start - 1.0 < current <= top.moments[0].start + 0.05, (current, top.moments[0])  # the whole second at or before it
                 assert 206 in media_statuses, f"the browser's media requests were not range requests: {media_statuses}"
 
                 # the page as a user sees it: thumbnails and the timeline drawn
@@ -131,8 +131,9 @@ def test_browser_search_plays_the_top_result_at_its_moment(shared_library, tmp_p
                     try:
                         page.wait_for_function(
                             """([sel, t]) => { const v = document.querySelector(sel); if (!v) return false;
-                                 for (let i = 0; i < v.played.length; i++) if (Math.abs(v.played.start(i) - t) <= 0.5) return true;
-                                 return !v.seeking && Math.abs(v.currentTime - t) <= 0.5; }""",
+                                 const near = x => x > t - 1.0 && x <= t + 0.05;  // the whole second at or before it
+                                 for (let i = 0; i < v.played.length; i++) if (near(v.played.start(i))) return true;
+                                 return !v.seeking && near(v.currentTime); }""",
                             arg=[selector, moment.start], timeout=WAIT_MS,
                         )  # fmt: skip
                     except Exception:  # noqa: BLE001 - report what the player did instead

@@ -17,7 +17,9 @@ gets are signed with it, so a server that wants a key for reads (`--read-auth`) 
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from typing import Literal
 from vidsearch.api_models import JobInfo, SearchRequest, SearchResponse, VideoInfo
 from vidsearch.client import ApiError, VidsearchClient
 from vidsearch.config import load_settings
+from vidsearch.objectstore import is_uri
 from vidsearch.signing import sign_query
 
 ErrorKind = Literal["unreachable", "empty", "bad_query", "auth", "not_found", "unavailable"]
@@ -49,6 +52,7 @@ class UiConfig:
     db: Path
     api_key: str | None = None
     public_api_url: str | None = None  # the API as the *browser* reaches it, when that differs
+    max_image_mb: float = 10.0  # the largest picture a search takes (the settings' max_image_mb)
 
     @classmethod
     def from_env(cls) -> UiConfig:
@@ -61,6 +65,7 @@ class UiConfig:
             db=Path(settings.db),
             api_key=os.environ.get("VIDSEARCH_API_KEY") or None,
             public_api_url=(os.environ.get("VIDSEARCH_PUBLIC_API_URL") or "").strip().rstrip("/") or None,
+            max_image_mb=settings.max_image_mb,
         )
 
     @property
@@ -118,6 +123,51 @@ class Facets:
         )
 
 
+def picture_too_large(detail: str) -> str:
+    """The API's 413 in words, with the limit when the API names one (its text names its setting and
+    request bodies: `... room for a base64 picture of 10 MB: max_image_mb`)."""
+    pixels = re.search(r"(\d+)x(\d+) pixels; the limit is ([\d,]+) pixels", detail)
+    if pixels:
+        w, h, limit = pixels.groups()
+        return f"This picture is too large to search with: it is {w}×{h} pixels, and the limit is {limit} pixels."
+    size = re.search(r"(?:limit is|limit of|picture of) ([\d.]+) MB", detail)
+    return "This picture is too large to search with" + (f": the limit is {float(size.group(1)):g} MB." if size else ".")
+
+
+def writer_active(db: Path | str) -> bool:
+    """Whether an indexing run holds the local index's write lock now: a first `vidsearch index`, a
+    `reindex --rebuild` in a shell, or a job of this UI's in-process API. The API cannot say so for
+    a run in another process, and meanwhile the index is missing, empty or partial; the search page
+    says an index is being built instead of "empty" or a store error. The lock is the store's `flock`
+    on `<db>/.write.lock`: a shared, non-blocking try conflicts with a writer's exclusive lock and is
+    dropped at once (a writer waits its `patience` for it). An index on object storage has no lock."""
+    if is_uri(str(db)):
+        return False
+    try:
+        fh = open(Path(db) / ".write.lock", "rb")  # never created here: no file, no writer
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:  # a file system without locks: cannot tell, say nothing
+            return False
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+@dataclass(frozen=True)
+class Indexing:
+    """An indexing run writing to the index now (cache.indexing): what the search page says instead
+    of "the index is empty" or a store error, and with results from a partial index."""
+
+    videos: int | None  # videos in the index so far; None while it has no tables yet
+    done: int | None = None  # a job's progress, when the run is a job the API lists
+    total: int | None = None
+
+
 def open_backend(config: UiConfig) -> Backend:
     """The backend for a config; cheap (nothing is contacted or loaded until the first call)."""
     return Backend(config)
@@ -170,15 +220,26 @@ class Backend:
             )
         if status in (401, 403):
             return BackendError("auth", f"The search API refused the request: {detail}", "Set VIDSEARCH_API_KEY to a key the server accepts.")
-        if status in (400, 413, 415, 422):  # 413/415: a picture too large, or not a picture
+        if status == 413:  # the API's words name its setting and body sizes: say it as a user acts on it
+            return BackendError("bad_query", picture_too_large(detail), "Use a smaller picture: a screenshot, or the picture saved smaller.")
+        if status in (400, 415, 422):  # 415: not a picture
             return BackendError("bad_query", detail)
         if status == 404:
-            return BackendError("not_found", detail)
+            generic = detail.strip().lower() in ("", "not found")  # a route's "Not Found" says nothing more than the title
+            return BackendError("not_found", "That video is not in the index (it may have been deleted or reindexed)." if generic else detail)
         if status == 503 and ("empty" in detail or "no index" in detail):
-            return BackendError("empty", detail, "Index some videos first (Library page, or `vidsearch index PATH`).")
+            return BackendError("empty", self._empty_message(detail), "Index some videos first (Library page, or `vidsearch index PATH`).")
         if self.config.mode == "local":
             return BackendError("unavailable", detail)
         return BackendError("unavailable", f"The search API answered {status}: {detail}")
+
+    def _empty_message(self, detail: str) -> str:
+        """An index folder that does not exist is "empty" too, but a user who mistyped `--db` must see
+        the path and that nothing is there, not advice to index videos into a folder they never meant."""
+        db = self.config.db
+        if self.config.mode == "local" and "no index" in detail and not is_uri(str(db)) and not Path(db).exists():
+            return f"There is no index at {db} (no such folder). If your videos were indexed elsewhere, start the UI with that `--db` path."
+        return detail
 
     def _call(self, fn, *args, **kwargs):
         try:

@@ -6,7 +6,11 @@ slow is cached here and a rerun costs almost nothing:
 - search responses are keyed by the full request, so choosing a moment, paging back or moving a
   slider that does not change the request never encodes the query again (and in local mode the
   engine keeps its own query-vector cache underneath);
-- facets and library stats are read at most every few seconds;
+- facets and library stats are read at most every few seconds (facets every few seconds while an
+  indexing run writes to the index, which then changes under the page);
+- whether an indexing run is writing to the index is looked at on every rerun (a lock probe, and
+  the API's job list every couple of seconds); when a run ends, the answers it left partial are
+  forgotten;
 - local-mode thumbnails (JPEG bytes from the in-process API) are remembered;
 - in local mode the played file's bytes are kept (Streamlit would fetch the whole file again on every
   rerun, then serve it from memory with range requests); files too big for that are refused with
@@ -19,18 +23,21 @@ started server, a filled index — shows up on the next rerun.
 from __future__ import annotations
 
 import hashlib
+import time
 
 import streamlit as st
 
-from vidsearch.api_models import SearchRequest, SearchResponse, VideoInfo
+from vidsearch.api_models import JobInfo, SearchRequest, SearchResponse, VideoInfo
 
 from . import backend as backends
-from .backend import Backend, BackendError, Facets, LibraryStats, UiConfig
+from .backend import Backend, BackendError, Facets, Indexing, LibraryStats, UiConfig, writer_active
 
 LOCAL_MEDIA_MAX_BYTES = 1 << 30  # larger files are played through `vidsearch serve` instead
 SEARCH_TTL = 60.0  # an index version committed by someone else shows up within this
 FACETS_TTL = 30.0
 STATS_TTL = 5.0
+JOBS_TTL = 2.0
+_was_indexing: dict[str, bool] = {}  # per backend: whether the last look found an indexing run
 
 
 def config() -> UiConfig:
@@ -64,13 +71,15 @@ def search(be: Backend, req: SearchRequest) -> SearchResponse:
 
 
 @st.cache_data(ttl=FACETS_TTL, max_entries=16, show_spinner=False)
-def _facets(_be: Backend, be_key: str) -> Facets:
+def _facets(_be: Backend, be_key: str, epoch: int) -> Facets:
     videos, total = _be.catalog()
     return Facets.of(videos, total)
 
 
-def facets(be: Backend) -> Facets:
-    return _facets(be, key_of(be))
+def facets(be: Backend, changing: bool = False) -> Facets:
+    """`changing`: an indexing run is adding videos, so read them again every few seconds rather
+    than keep the count of the run's start (0 during a rebuild) for FACETS_TTL."""
+    return _facets(be, key_of(be), int(time.monotonic() // STATS_TTL) if changing else 0)
 
 
 @st.cache_data(ttl=FACETS_TTL, max_entries=16, show_spinner=False)
@@ -90,6 +99,36 @@ def _stats(_be: Backend, be_key: str) -> LibraryStats:
 
 def stats(be: Backend) -> LibraryStats:
     return _stats(be, key_of(be))
+
+
+@st.cache_data(ttl=JOBS_TTL, max_entries=16, show_spinner=False)
+def _running_job(_be: Backend, be_key: str) -> JobInfo | None:
+    if _be.can_start_jobs() is not None:  # the API lists jobs to a key only: cannot tell
+        return None
+    try:
+        return next((j for j in _be.jobs() if j.state in ("queued", "running")), None)
+    except BackendError:
+        return None
+
+
+def indexing(be: Backend) -> Indexing | None:
+    """The indexing run writing to the index now, or None: the local index's write lock (a run in a
+    shell too) or a queued or running job of the API. When a run has ended since the last look, the
+    facets and answers read from the partial index are forgotten (for every session: the cache is
+    the process's)."""
+    key = key_of(be)
+    job = _running_job(be, key)
+    busy = job is not None or (be.config.mode == "local" and writer_active(be.config.db))
+    if _was_indexing.get(key) and not busy:
+        clear_data()
+    _was_indexing[key] = busy
+    if not busy:
+        return None
+    try:
+        videos: int | None = stats(be).videos
+    except BackendError:  # a first build has no tables yet
+        videos = None
+    return Indexing(videos, job.progress.done if job else None, job.progress.total if job else None)
 
 
 @st.cache_data(ttl=FACETS_TTL, max_entries=16, show_spinner=False)

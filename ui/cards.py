@@ -1,6 +1,6 @@
 """One search result as a card: title and score, per-channel badges, a strip of thumbnails at the
 moments (each a button that plays from there), the matching spoken or on-screen text with the query's
-words marked, and — for the card being played — the player at the moment with the relevance
+words marked, and — for the card being played — the player at the moment with the match
 timeline under it.
 
 Cards are keyed by rank (`card-0`, `card-1`...), which also gives each one a stable CSS class
@@ -9,6 +9,7 @@ Cards are keyed by rank (`card-0`, `card-1`...), which also gives each one a sta
 
 from __future__ import annotations
 
+import hashlib
 import math
 from functools import partial
 
@@ -54,9 +55,21 @@ def md_escape(text: str) -> str:
 
 
 def player_start(t: float, duration: float) -> int:
-    """Streamlit seeks in whole seconds; the nearest one keeps the player within half a second of
-    the moment (flooring could start it almost a second early), and never past the end."""
-    return max(0, min(int(math.floor(t + 0.5)), int(math.floor(duration))))
+    """Where the player starts for a moment at `t`. Streamlit seeks in whole seconds only (its
+    `start_time` is an integer, and the player sets it again once the file loads, so a `#t=` media
+    fragment cannot refine it): the second *before* the moment, so its first words are heard (the
+    nearest second started up to half a second late, cutting them off), and never past the end.
+    A time that is not a number (a hand-edited link) starts at the beginning."""
+    end = int(math.floor(duration)) if math.isfinite(duration) and duration > 0 else 0
+    if math.isnan(t) or t <= 0:
+        return 0
+    return end if math.isinf(t) else min(int(math.floor(t)), end)
+
+
+def play_label(t: float) -> str:
+    """A play button's label, which is also its accessible name: words, not an icon (Streamlit's
+    icons are font ligatures, so a screen reader read "play_arrow 0:01.6")."""
+    return f"Play {fmt_time(t)}"
 
 
 def relevance_text(result: SearchResult) -> str:
@@ -69,10 +82,13 @@ def relevance_text(result: SearchResult) -> str:
 
 
 def badges(result: SearchResult) -> str:
+    """The relevance, then the channels the match came from, strongest first. Their scores are each
+    channel's own scale (a cosine, a text rank): printed beside the percentage they read as a third
+    scale ("visual 1.221" by "29%"), so they only order the badges."""
     parts = [relevance_text(result)]
-    for name, value in sorted(result.channel_scores.items(), key=lambda kv: -abs(kv[1])):
+    for name, _ in sorted(result.channel_scores.items(), key=lambda kv: -abs(kv[1])):
         color, icon = CHANNEL_STYLE.get(name, ("gray", ":material/search:"))
-        parts.append(f":{color}-badge[{icon} {md_escape(name)} {value:.3f}]")
+        parts.append(f":{color}-badge[{icon} {md_escape(name)}]")
     return " ".join(parts)
 
 
@@ -117,7 +133,7 @@ def render_card(
             st.caption(meta_line(result))
             _moment_strip(rank, result, thumbs, playing, request_key)
             _more_like_button(rank, result)
-            _spans(rank, result, query, request_key)
+            _spans(rank, result, query, request_key, narrow=is_playing)
         if side is not None:
             with side:
                 _player(be, rank, result, playing, request_key)
@@ -134,14 +150,13 @@ def _moment_strip(rank: int, result: SearchResult, thumbs: list[str | None], pla
             span = f"{fmt_time(m.start)}–{fmt_time(m.end)}"
             if thumb:
                 best = m.best if m.best is not None else m.start
-                st.image(thumb, width="stretch", caption=span, alt=f"frame at {fmt_time(best)}")
+                st.image(thumb, width="stretch", caption=span, alt=f"{result.video.title}: frame at {fmt_time(best)}")
             else:
                 st.caption(f"{span} (no frame)")
             st.button(
-                fmt_time(m.start),
+                play_label(m.start),
                 key=f"moment-{rank}-{i}",
-                icon=":material/play_arrow:",
-                help=f"play from {m.start:.1f} s" + (f" (relevance {m.relevance:.0%})" if m.relevance is not None else f" (moment score {m.score:.3f})"),
+                help=f"play from {m.start:.1f} s" + (f" (relevance {m.relevance:.0%})" if m.relevance is not None else ""),
                 on_click=play,
                 args=(rank, result.video.id, m.start, request_key),
                 type="primary" if current else "secondary",
@@ -157,24 +172,25 @@ def _like(result: SearchResult) -> None:
 
 def _more_like_button(rank: int, result: SearchResult) -> None:
     """Search for moments of other videos like this card's best moment (its stored vectors)."""
-    st.button("More like this", key=f"like-{rank}", icon=":material/image_search:", on_click=_like, args=(result,),
+    st.button("More like this", key=f"like-{rank}", on_click=_like, args=(result,),
               help="Find moments of other videos that look like this one (words in the box still count).")  # fmt: skip
 
 
-def _spans(rank: int, result: SearchResult, query: str, request_key: str) -> None:
+def _spans(rank: int, result: SearchResult, query: str, request_key: str, narrow: bool = False) -> None:
     """The matched text; timed text (speech, on-screen, subtitles) gets a button that plays from it,
-    metadata (title, fields) is about the whole video and gets none."""
+    metadata (title, fields) is about the whole video and gets none. `narrow`: the card shares its
+    width with the player, and the button gets a wider share (an eighth of half a card clipped its
+    time label)."""
     for j, span in enumerate(result.spans[:3]):
         label = SOURCE_LABEL.get(span.source, span.source)
         html = f'<div class="vs-span"><span class="vs-src">{label}</span> “{highlight_html(snippet(span.text, query), query)}”</div>'
         if span.source == "metadata":
             st.markdown(html, unsafe_allow_html=True)
             continue
-        button, text = st.columns([1, 7], vertical_alignment="center")
+        button, text = st.columns([2, 5] if narrow else [1, 7], vertical_alignment="center")
         button.button(
-            fmt_time(span.start),
+            play_label(span.start),
             key=f"span-{rank}-{j}",
-            icon=":material/play_arrow:",
             on_click=play,
             args=(rank, result.video.id, span.start, request_key),
             help=f"play from {span.start:.1f} s",
@@ -205,8 +221,18 @@ def _player(be: Backend, rank: int, result: SearchResult, playing: dict, request
             on_select=partial(_on_seek, key, rank, result, request_key),
             selection_mode=["seek"],
         )
-        box.caption("Relevance of the query over the video; shaded: the moments. Click to play from there.")
+        box.caption("How closely each part of the video matches the query (higher: closer, within this video; "
+                    "the card's percentage is the relevance). Shaded: the moments. Click to play from there.")  # fmt: skip
     moment = next((m for m in result.moments if m.start <= playing["t"] <= m.end), result.moments[0] if result.moments else None)
     if moment is not None:
         with box:
-            render_takeaway(be, f"{rank}-{v.id}", v, moment.start, moment.end, playing["t"])
+            render_takeaway(be, takeaway_key(rank, v.id, moment.start, moment.end, request_key), v, moment.start, moment.end, playing["t"])
+
+
+def takeaway_key(rank: int, video_id: str, start: float, end: float, request_key: str) -> str:
+    """The take-away widgets' key for the moment being played: it names the moment and the search,
+    so choosing another moment of the card, or a new search whose card at this rank is the same
+    video, starts from that moment's bounds (Streamlit would keep the old bounds under an old key).
+    Playing from a span or the timeline inside the same moment keeps the user's adjusted bounds."""
+    digest = hashlib.sha256(f"{request_key}|{start:.3f}|{end:.3f}".encode()).hexdigest()[:10]
+    return f"{rank}-{video_id}-{digest}"

@@ -18,7 +18,7 @@ from vidsearch.api_models import JobInfo
 from vidsearch.ui import cache
 from vidsearch.ui.backend import Backend, BackendError, LibraryStats
 from vidsearch.ui.cards import md_escape
-from vidsearch.ui.messages import guarded, loading, show_error
+from vidsearch.ui.messages import guarded, loading, show_error, show_indexing
 
 JOB = "job_id"  # session key: the job started from this page
 JOB_DONE = "job_done"  # session key: the finished job whose end was already acted on
@@ -172,9 +172,14 @@ def render() -> None:
         with loading(be):
             stats = cache.stats(be)
     except BackendError as err:
-        show_error(err)
         if err.kind in ("unreachable", "auth"):
+            show_error(err)
             return
+        building = cache.indexing(be)  # a first build: the index is not there *yet*, and the job shows below
+        if building is not None:
+            show_indexing(building)
+        else:
+            show_error(err)
         stats = None
     if stats is not None:
         overview(stats)

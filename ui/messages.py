@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from vidsearch.api_models import validation_message
 
-from .backend import Backend, BackendError
+from .backend import Backend, BackendError, Indexing
 
 log = logging.getLogger("vidsearch.ui")
 
@@ -48,6 +48,16 @@ def show_error(err: BackendError) -> None:
         st.warning(text, icon=":material/edit:")
     else:
         st.error(text, icon=":material/cloud_off:" if err.kind == "unreachable" else ":material/error:")
+
+
+def show_indexing(run: Indexing) -> None:
+    """Said instead of "the index is empty" or a store error while a run builds the index (on both
+    pages), and above the results while it adds to it (they can miss the videos it has not reached)."""
+    videos = "no videos in it yet" if run.videos is None else f"{run.videos} videos in it so far"
+    job = f"; the job has done {run.done} of {run.total}" if run.total else ""
+    then = " Results can miss the videos it has not reached yet; search again when it is done." if run.videos else \
+        " Search once the first videos are in."  # fmt: skip
+    st.info(f"**An index is being built or rebuilt here** ({videos}{job}).{then}", icon=":material/autorenew:")
 
 
 def guarded(render: Callable[[], None]) -> None:

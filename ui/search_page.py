@@ -4,13 +4,17 @@ player at the chosen moment.
 Streamlit reruns this script on every interaction, so the page is written as "state in, page out":
 the request is built from the widgets, its response comes from the cache (a click on a moment never
 searches again), and which card plays what lives in `st.session_state`. The query is mirrored in the
-URL (`?q=`), so a search can be shared or bookmarked.
+URL (`?q=`), so a search can be shared or bookmarked, and the browser's Back and Forward move between
+searches. While an indexing run writes to the index, the page says so (instead of "the index is
+empty" or a store error) and answers from what is indexed so far.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import re
 
 import streamlit as st
 from pydantic import ValidationError
@@ -21,17 +25,26 @@ from vidsearch.api_models import SearchRequest, SearchResponse, SearchResult
 from vidsearch.ui import cache
 from vidsearch.ui.backend import Backend, BackendError, Facets
 from vidsearch.ui.cards import PLAY, fmt_time, md_escape, player_start, render_card
-from vidsearch.ui.messages import guarded, loading, show_error, validation_message
-from vidsearch.ui.takeaway import render_takeaway, shared_moment
+from vidsearch.ui.messages import guarded, loading, show_error, show_indexing, validation_message
+from vidsearch.ui.takeaway import SharedLinkError, fit_to_video, render_takeaway, shared_moment
 from vidsearch.ui.query_inputs import example_inputs
 
+log = logging.getLogger("vidsearch.ui")
 PAGES = "pages"  # session key: the cursors of the pages shown for the current request
 ANY = "any"
+URL_QUERY = "url_q"  # session key: the `?q=` this page last wrote or read
+# the API's own limit on a query's length: the box stops there instead of the API refusing the search
+QUERY_MAX_CHARS = next((m.max_length for m in SearchRequest.model_fields["query"].metadata if getattr(m, "max_length", None)), 1000)
 
 
 def _sync_query_with_url() -> None:
-    if "query" not in st.session_state:
-        st.session_state.query = st.query_params.get("q", "")
+    """The box takes the URL's `?q=` when the page opens, and when the URL changed since this page
+    last wrote it: the browser's Back and Forward restore an earlier URL, and the box (which then
+    wrote its own query back over it) must follow it instead."""
+    url = st.query_params.get("q", "")[:QUERY_MAX_CHARS]
+    if "query" not in st.session_state or url != st.session_state.get(URL_QUERY, url):
+        st.session_state.query = url
+    st.session_state[URL_QUERY] = url
 
 
 def _remember_query(query: str) -> None:
@@ -40,6 +53,7 @@ def _remember_query(query: str) -> None:
             st.query_params["q"] = query
     elif "q" in st.query_params:
         del st.query_params["q"]
+    st.session_state[URL_QUERY] = query if query.strip() else ""
 
 
 def sidebar_options(be: Backend, facets: Facets) -> dict:
@@ -69,14 +83,7 @@ def sidebar_options(be: Backend, facets: Facets) -> dict:
                         weights[c] = st.slider(c, 0.0, 5.0, 1.0, 0.5, key=f"weight-{c}")
             options["channels"] = weights
 
-        filters: dict = {}
-        if facets.total and facets.max_duration > 0:
-            top = float(math.ceil(facets.max_duration))
-            lo, hi = st.slider("Duration (seconds)", 0.0, top, (0.0, top), 1.0, key="duration")
-            if lo > 0:
-                filters["min_duration"] = lo
-            if hi < top:
-                filters["max_duration"] = hi
+        filters = duration_filter(facets)
         if facets.metadata:
             st.subheader("Metadata", anchor=False)
             meta = {}
@@ -89,6 +96,31 @@ def sidebar_options(be: Backend, facets: Facets) -> dict:
         if filters:
             options["filters"] = filters
     return options
+
+
+def duration_step(top: float) -> float:
+    """A step that gives the Duration slider about a hundred positions or fewer: whole seconds for
+    short clips, coarser for long videos (1 s steps over 0-600 s needed the keyboard to pick 10 s)."""
+    return next((step for step in (1.0, 5.0, 15.0, 30.0, 60.0, 300.0) if top / step <= 120), 600.0)
+
+
+def duration_filter(facets: Facets) -> dict:
+    """The Duration slider (0 to the library's longest video) -> the request's duration filters. The
+    right end at 0 would ask for videos of at most 0 s, which the API refuses: it is said and left out."""
+    if not facets.total or facets.max_duration <= 0:
+        return {}
+    step = duration_step(facets.max_duration)
+    top = float(math.ceil(facets.max_duration / step) * step)
+    lo, hi = st.slider("Duration (seconds)", 0.0, top, (0.0, top), step, key="duration", format="%d s",
+                       help=f"The library's videos last {facets.min_duration:.0f} to {facets.max_duration:.0f} s.")  # fmt: skip
+    filters: dict = {}
+    if lo > 0:
+        filters["min_duration"] = lo
+    if 0 < hi < top:
+        filters["max_duration"] = hi
+    elif hi <= 0:
+        st.caption("No video lasts 0 s: move the right end of Duration up (it is not applied meanwhile).")
+    return filters
 
 
 def _pages_for(request_key: str) -> list[str | None]:
@@ -130,8 +162,14 @@ def _playing(request_key: str, results: list[SearchResult]) -> dict | None:
 
 
 def shared(be: Backend) -> None:
-    """A shared link (`?video=&t=&start=&end=`): that moment first, playing, with its take-away tools."""
-    moment = shared_moment()
+    """A shared link (`?video=&t=&start=&end=`): that moment first, playing, with its take-away tools.
+    A link that cannot be opened says why in a line; the search page under it stays."""
+    try:
+        moment = shared_moment()
+    except SharedLinkError as err:
+        st.warning(f"**This link's moment cannot be opened:** {err.param} = “{md_escape(err.raw[:40])}” is not a time in seconds. "
+                   "Search for the video below instead.", icon=":material/link_off:")  # fmt: skip
+        return
     if moment is None:
         return
     try:
@@ -139,35 +177,70 @@ def shared(be: Backend) -> None:
             video = be.video(moment["video"])
             media, mimetype = cache.player_source(be, video)
     except BackendError as err:
+        if err.kind == "not_found":
+            err = BackendError("not_found", "This link's video is not in the index (it may have been deleted or reindexed).", "Search for it below.")
         show_error(err)
         return
+    moment, note = fit_to_video(moment, video.duration)
     with st.container(border=True, key="shared-moment"):
         st.subheader(f"Shared moment: {md_escape(video.title)} at {fmt_time(moment['t'])}", anchor=False)
+        if note:
+            st.caption(note)
         if media is not None:
             st.video(media, format=mimetype, start_time=player_start(moment["t"], video.duration))
         render_takeaway(be, "shared", video, moment["start"], moment["end"], moment["t"])
 
 
+def _shared_or_say_why(be: Backend) -> None:
+    """`shared`, and a failure it did not foresee in one line: a broken link must not cost the user
+    the search box drawn after it (it took the whole page before)."""
+    try:
+        shared(be)
+    except Exception as exc:  # noqa: BLE001 - logged for the operator, said briefly to the user
+        log.exception("the shared link failed")
+        st.error(f"**This link's moment cannot be opened** ({type(exc).__name__}). Search for the video below.", icon=":material/link_off:")
+
+
+def no_results_text(query: str, examples: dict, last: SearchResponse | None) -> str:
+    """Why a search found nothing, in the page's words: the API's message names its request field
+    (`min_relevance`) and repeats the query, so only its number is kept."""
+    asked = md_escape(query or " + ".join(examples))
+    why = ""
+    if last is not None and last.min_relevance is not None and last.message and "well enough" in last.message:
+        best = re.search(r"relevance is (\d+%)", last.message)
+        under = f"the best was {best.group(1)}, under" if best else "all under"
+        why = f" Nothing matched well enough ({under} the {last.min_relevance:.0%} threshold)."
+    return f"**No results** for “{asked}”.{why} Try other words, more channels, looser filters, or “Show weak matches” in the sidebar."
+
+
 def render() -> None:
     be = cache.backend()
-    shared(be)
+    _shared_or_say_why(be)
     _sync_query_with_url()
     query = st.text_input(
         "Search the library",
         key="query",
+        max_chars=QUERY_MAX_CHARS,
         placeholder="what happens, what is said, or what is shown — then press Enter",
         help="Press Enter to search.",
     )
     _remember_query(query)
     examples = example_inputs()
+    with loading(be):
+        building = cache.indexing(be)
+    if building is not None:
+        show_indexing(building)
     try:
         with loading(be):
-            facets = cache.facets(be)
+            facets = cache.facets(be, changing=building is not None)
     except BackendError as err:
-        show_error(err)
+        if building is None:  # while a first build runs, the store's error is only "not yet"
+            show_error(err)
         return
     if facets.total == 0:
-        show_error(BackendError("empty", "There are no videos to search yet.", "Index some videos on the Library page, or with `vidsearch index PATH`."))
+        if building is None:
+            show_error(BackendError("empty", "There are no videos to search yet.",
+                                    "Index some videos on the Library page, or with `vidsearch index PATH`."))  # fmt: skip
         return
     options = sidebar_options(be, facets)
     if not query.strip() and not examples:
@@ -183,15 +256,11 @@ def render() -> None:
     try:
         results, last = fetch(be, req, request_key)
     except BackendError as err:
-        show_error(err)
+        if building is None or err.kind not in ("empty", "unavailable"):  # a rebuild's engine: "not yet", said above
+            show_error(err)
         return
     if not results:
-        why = f" {md_escape(last.message[:1].upper() + last.message[1:])}." if last is not None and last.message else ""
-        st.info(
-            f"**No results** for “{md_escape(query or ' + '.join(examples))}”.{why} Try other words, more channels, looser filters, "
-            "or “Show weak matches” in the sidebar.",
-            icon=":material/search_off:",
-        )
+        st.info(no_results_text(query, examples, last), icon=":material/search_off:")
         return
     st.caption(f"{len(results)} result(s) · {last.took_ms:.0f} ms · index version {last.index_version}")
     playing = _playing(request_key, results)

@@ -9,6 +9,8 @@ nothing.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from urllib.parse import urlencode
 
 import streamlit as st
@@ -17,7 +19,18 @@ from vidsearch.api_models import VideoInfo
 
 from .backend import Backend
 
-__all__ = ["render_takeaway", "share_url", "shared_moment"]
+__all__ = ["SharedLinkError", "fit_to_video", "parse_shared", "render_takeaway", "share_url", "shared_moment"]
+
+TIMES = ("t", "start", "end")
+
+
+class SharedLinkError(ValueError):
+    """A shared link whose time is not a number of seconds (`nan`, `inf`, text): `param` and `raw`
+    say which, for the page to say so and carry on with the search box."""
+
+    def __init__(self, param: str, raw: str):
+        super().__init__(f"{param}={raw!r} is not a time in seconds")
+        self.param, self.raw = param, raw
 
 
 def share_url(video_id: str, t: float, start: float, end: float) -> str:
@@ -29,23 +42,55 @@ def share_url(video_id: str, t: float, start: float, end: float) -> str:
     return f"{base}?{urlencode({'video': video_id, 't': f'{t:.2f}', 'start': f'{start:.2f}', 'end': f'{end:.2f}'})}"
 
 
+def parse_shared(params: Mapping[str, str]) -> dict | None:
+    """The moment a link's parameters name (`video`, and `t`, `start`, `end` in seconds), or None
+    when they name no video. SharedLinkError for a time that is not a finite number: `float()` takes
+    "nan" and "inf", which then broke every time shown and the player's start."""
+    if "video" not in params:
+        return None
+    times: dict[str, float] = {}
+    for name in TIMES:
+        raw = params.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise SharedLinkError(name, str(raw))
+        times[name] = value
+    t = max(times.get("t", 0.0), 0.0)
+    start = max(times.get("start", t), 0.0)
+    end = max(times.get("end", start + 5.0), start + 0.1)
+    return {"video": params["video"], "t": t, "start": start, "end": end}
+
+
 def shared_moment() -> dict | None:
-    """The moment a shared link names (`?video=&t=&start=&end=`), or None."""
-    q = st.query_params
-    if "video" not in q:
-        return None
-    try:
-        t = float(q.get("t", 0.0))
-        start = float(q.get("start", t))
-        end = float(q.get("end", start + 5.0))
-    except ValueError:
-        return None
-    return {"video": q["video"], "t": max(t, 0.0), "start": max(start, 0.0), "end": max(end, start + 0.1)}
+    """The moment this page's link names (`?video=&t=&start=&end=`), or None; SharedLinkError as
+    `parse_shared`."""
+    return parse_shared(st.query_params.to_dict())
+
+
+def fit_to_video(moment: dict, duration: float) -> tuple[dict, str | None]:
+    """The moment kept inside the video, and a note when it was not (a link made for another cut of
+    the file, or edited by hand): a moment that starts past the end shows the whole video from its
+    start; one that only ends past it is cut at the end. None: nothing to say."""
+    if duration <= 0 or not any(moment[name] > duration + 0.05 for name in TIMES):
+        return moment, None
+    told = f"This link points past the end of the video (it is {duration:.1f} s long): "
+    if moment["start"] >= duration:
+        return {**moment, "t": 0.0, "start": 0.0, "end": duration}, told + "showing the whole video from its start."
+    end = min(moment["end"], duration)
+    t = moment["t"] if moment["start"] <= moment["t"] <= end else moment["start"]
+    return {**moment, "t": t, "end": end}, told + "the moment is cut at the video's end."
 
 
 def render_takeaway(be: Backend, key: str, video: VideoInfo, start: float, end: float, t: float) -> None:
-    """Bounds, padding, clip download, EDL/OTIO export and the share link for one moment."""
-    with st.expander("Take this moment away", icon=":material/content_cut:", expanded=False):
+    """Bounds, padding, clip download, EDL/OTIO export and the share link for one moment. `key` must
+    change with the moment (cards.takeaway_key): Streamlit keeps a keyed widget's value and ignores
+    its new default, so a key that outlived its moment kept exporting the previous moment's bounds."""
+    with st.expander("Take this moment away", expanded=False):
         top = max(float(video.duration), 0.1)
         lo, hi = st.slider("Bounds (seconds)", 0.0, top, (min(start, top), min(max(end, start + 0.1), top)), 0.1, key=f"bounds-{key}",
                            help="Widen or narrow the moment before taking it away.")  # fmt: skip
@@ -59,10 +104,10 @@ def render_takeaway(be: Backend, key: str, video: VideoInfo, start: float, end: 
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in video.title)[:60] or video.id
         clip, otio, edl = st.columns(3)
         clip.download_button("Clip", data=lambda: be.clip_bytes(video, a, b), file_name=f"{stem}_{a:.1f}-{b:.1f}.mp4",
-                             mime="video/mp4", icon=":material/movie:", key=f"clip-{key}", on_click="ignore")  # fmt: skip
+                             mime="video/mp4", key=f"clip-{key}", on_click="ignore")  # fmt: skip
         otio.download_button("OTIO", data=lambda: be.export_text(item, "otio", pad), file_name=f"{stem}.otio",
-                             mime="application/json", icon=":material/timeline:", key=f"otio-{key}", on_click="ignore")  # fmt: skip
+                             mime="application/json", key=f"otio-{key}", on_click="ignore")  # fmt: skip
         edl.download_button("EDL", data=lambda: be.export_text(item, "edl", pad), file_name=f"{stem}.edl",
-                            mime="text/plain", icon=":material/list:", key=f"edl-{key}", on_click="ignore")  # fmt: skip
+                            mime="text/plain", key=f"edl-{key}", on_click="ignore")  # fmt: skip
         st.caption("Link to this moment:")
-        st.code(share_url(video.id, t, lo, hi), language=None)
+        st.code(share_url(video.id, t, lo, hi), language=None, wrap_lines=True)  # a long link wraps on a phone
