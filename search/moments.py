@@ -1,13 +1,16 @@
 """Moment localization: where in a video the query happens, from a relevance curve over timed units.
 
 This is deliberately not a learned detector (Moment-DETR). The signal we have is one relevance value
-per timed unit (query . unit cosine, a frame or several merged frames), plus timed text hits (speech,
-on-screen text). Turning that into windows is signal processing: put the units on a regular time grid
-so a merged five-second unit counts five times as much as a one-second frame, smooth away frame
-jitter, keep what stands out relative to the curve's own floor and peak (cosines are not comparable
-across videos or models, so absolute thresholds would not transfer), cut the kept runs into windows,
-score them, and suppress near-duplicates. The curve itself is returned so the UI can draw the
-timeline the windows were cut from, which is the explanation of a moment.
+per timed unit (query . unit cosine, a frame or several merged frames), plus timed sounds and text
+hits (speech, on-screen text, subtitles). Turning that into windows is signal processing: put the
+units on a regular time grid so a merged five-second unit counts five times as much as a one-second
+frame, smooth away frame jitter, keep what stands out relative to the curve's own floor and peak
+(cosines are not comparable across videos or models, so absolute thresholds would not transfer),
+cut the kept runs into windows, score them, and suppress near-duplicates. A text hit is weighed on
+the curve's own scale too (its strength times the curve's range), so a span that says the query
+tops frames that merely look like it, and its span, with its own times, is a candidate window
+beside the cut runs. The curve itself is returned so the UI can draw the timeline the windows were
+cut from, which is the explanation of a moment.
 
 Everything is columnar: resampling uses prefix sums over box events, not a loop over units or bins.
 """
@@ -40,6 +43,21 @@ __all__ = [
 _DEFAULT_STEP = 0.25
 _MIN_BINS = 64
 _MAX_BINS = 20_000
+
+# Timed text hits (`text_hits`: speech, on-screen text, subtitles) are lifted on the curve's own
+# scale, not by an absolute amount: the unit curve's relevance is a cosine (or a contrast of two)
+# whose level and spread differ between videos and models, and a lift sized by its absolute level
+# (the peak relevance, as before) could not even reach the peak when part of the curve is negative
+# (media probe M3: a transcript that says the query exactly lost to frames that look like one of its
+# words). A hit of strength w in [0, 1] adds w * TEXT_LIFT * range over its span, `range` being the
+# curve's max - min before the text (frames and sounds): a full-strength hit (the span says the
+# query) lifts every second of its span above the curve's peak by at least half the range, wherever
+# the frames sit, while a weak one moves the curve by a fraction of its own spread: it takes the
+# moment only where its frames already stand high, never off a clear visual peak elsewhere. A curve
+# with (nearly) no spread is lifted as if its range were TEXT_MIN_RANGE, the floor the text boost
+# always had, so text lights up a flat curve.
+TEXT_LIFT = 1.5
+TEXT_MIN_RANGE = 0.1
 
 
 @dataclass(frozen=True)
@@ -246,6 +264,34 @@ def _window_stats(raw: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.n
     return means, peaks
 
 
+def _text_rows(text_hits: ArrayLike | None) -> np.ndarray:
+    """Text hits as (H, 3) rows (start, end, strength in [0, 1]), those that cover no time or carry no
+    strength dropped."""
+    if text_hits is None:
+        return np.empty((0, 3))
+    th = np.asarray(text_hits, dtype=np.float64).reshape(-1, 3)
+    if not np.all(np.isfinite(th)):
+        raise ValueError("text hits contain NaN or infinite values")
+    th = th[(th[:, 1] > th[:, 0]) & (th[:, 2] > 0)]
+    th[:, 2] = np.minimum(th[:, 2], 1.0)
+    return th
+
+
+def _text_lift(strength: np.ndarray, spread: np.ndarray | float) -> np.ndarray:
+    """What each text hit adds over its span: its strength times TEXT_LIFT times the curve's range
+    (per hit: the range of its video's curve), the range at least TEXT_MIN_RANGE."""
+    return strength * TEXT_LIFT * np.maximum(spread, TEXT_MIN_RANGE)
+
+
+def _hit_bins(start: np.ndarray, end: np.ndarray, t0, bin_w, n_bins) -> tuple[np.ndarray, np.ndarray]:
+    """The bins [lo, hi) whose centres lie in [start, end), at least one and within the grid (t0, bin_w,
+    n_bins scalars or per hit). Arithmetic on the grid's definition, so one video's bins come out the
+    same alone and batched."""
+    lo = np.clip(np.ceil((start - t0) / bin_w - 0.5), 0, np.asarray(n_bins) - 1).astype(np.int64)
+    hi = np.clip(np.ceil((end - t0) / bin_w - 0.5), lo + 1, n_bins).astype(np.int64)
+    return lo, hi
+
+
 # --------------------------------------------------------------------------------------------------
 # the localizer
 
@@ -255,6 +301,7 @@ def localize_moments(
     ends: ArrayLike,
     relevance: ArrayLike,
     hits: ArrayLike | None = None,
+    text_hits: ArrayLike | None = None,
     *,
     hit_weight: float = 1.0,
     step: float | None = None,
@@ -271,9 +318,17 @@ def localize_moments(
     """Cut a per-unit relevance curve into scored moments.
 
     starts, ends, relevance: (T,) per timed unit (seconds from file start; a unit may be one frame or
-    several merged ones). hits: optional (H, 3) rows of (start, end, score) from the text channels,
-    added as `hit_weight * score` over their span, so "where she says X" lights up the right seconds
-    even when the frames do not show it.
+    several merged ones). hits: optional (H, 3) rows of (start, end, score) already on the curve's
+    scale, added as `hit_weight * score` over their span (the soundtrack's matching tokens,
+    ranking.audio_hits), so "where a dog barks" lights up the right seconds even when the frames do
+    not show it.
+    text_hits: optional (H, 3) rows of (start, end, strength), timed text that matched the query
+    (speech, on-screen text, subtitles), strength in [0, 1] (1: the text says the query; values are
+    clipped to it). Each lifts its span by `strength * TEXT_LIFT * range` (the range of the curve
+    from units and `hits`, at least TEXT_MIN_RANGE), so an exact match tops the curve wherever the
+    frames peak; and its span, with its own times, is a candidate window beside the cut runs when its
+    mean on the lifted curve clears the lowest threshold, scored and thinned like any other.
+    Without text hits the moments are exactly those of units and `hits` alone.
 
     step: grid resolution in seconds (None: 0.25 s, bounded to 64..20000 bins).
     smooth: smoothing scale in seconds (Gaussian sigma, or moving-average width); None picks half the
@@ -296,6 +351,7 @@ def localize_moments(
     if not np.all(np.isfinite(r)):
         raise ValueError("relevance contains NaN or infinite values")
     h = np.empty((0, 3)) if hits is None else np.asarray(hits, dtype=np.float64).reshape(-1, 3)
+    th = _text_rows(text_hits)
     alphas = tuple(float(a) for a in np.atleast_1d(np.asarray(alpha, dtype=np.float64)))
     if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
@@ -304,13 +360,13 @@ def localize_moments(
         s, e = _fix_durations(s, e)
     if h.size:
         h = h[h[:, 1] > h[:, 0]]
-    if s.size == 0 and h.shape[0] == 0:
+    if s.size == 0 and h.shape[0] == 0 and th.shape[0] == 0:
         empty = np.empty(0)
         curve = RelevanceCurve(empty, empty, empty, step or _DEFAULT_STEP, math.nan, math.nan, ())
         return MomentResult([], curve)
 
-    t0 = float(min(s.min() if s.size else np.inf, h[:, 0].min() if h.size else np.inf))
-    t1 = float(max(e.max() if e.size else -np.inf, h[:, 1].max() if h.size else -np.inf))
+    t0 = float(min(s.min() if s.size else np.inf, h[:, 0].min() if h.size else np.inf, th[:, 0].min() if th.size else np.inf))
+    t1 = float(max(e.max() if e.size else -np.inf, h[:, 1].max() if h.size else -np.inf, th[:, 1].max() if th.size else -np.inf))
     span = t1 - t0
     if step is None:
         n_bins = int(np.clip(math.ceil(span / _DEFAULT_STEP), _MIN_BINS, _MAX_BINS))
@@ -335,9 +391,12 @@ def localize_moments(
     if h.size:
         boost = np.diff(_box_integral(h[:, 0], h[:, 1], h[:, 2], edges)) / np.maximum(np.diff(edges), 1e-12)
         raw = raw + hit_weight * boost
+    if th.size:
+        lift = _text_lift(th[:, 2], float(raw.max() - raw.min()))
+        raw = raw + np.diff(_box_integral(th[:, 0], th[:, 1], lift, edges)) / np.maximum(np.diff(edges), 1e-12)
 
     if smooth is None:
-        unit_d = (e - s) if s.size else (h[:, 1] - h[:, 0])
+        unit_d = (e - s) if s.size else (h[:, 1] - h[:, 0]) if h.size else (th[:, 1] - th[:, 0])
         smooth = 0.5 * _quantile(unit_d, 0.5)
         smooth = min(smooth, span / 8)
     if smoothing == "gaussian":
@@ -383,6 +442,15 @@ def localize_moments(
 
     means, peaks = _window_stats(raw, lo, hi)
     windows = np.stack([edges[lo], edges[hi]], axis=1)
+    if th.size:  # each text hit's own span, where it stands out as much as a cut run must; first, so
+        # that of a run and a span over the same bins (equal scores) the span's own times are kept
+        a_lo, a_hi = _hit_bins(th[:, 0], th[:, 1], t0, bin_w, n_bins)
+        a_means, a_peaks = _window_stats(raw, a_lo, a_hi)
+        ok = a_means >= min(thresholds)
+        if min_duration > 0:
+            ok &= (th[:, 1] - th[:, 0]) >= min_duration
+        windows = np.concatenate([th[ok, :2], windows])
+        means, peaks = np.concatenate([a_means[ok], means]), np.concatenate([a_peaks[ok], peaks])
     keep = nms(windows, means, iou=nms_iou, max_keep=max_moments)
     windows, means, peaks = windows[keep], means[keep], peaks[keep]
     moments = [Moment(float(a), float(b), float(m), float(p)) for (a, b), m, p in zip(windows, means, peaks)]
@@ -407,10 +475,11 @@ def _segment_quantile(values: np.ndarray, seg: np.ndarray, offsets: np.ndarray, 
 
 
 def localize_moments_many(items: Sequence[tuple], *, max_moments: int = 5, **options) -> list[MomentResult]:
-    """`localize_moments(starts, ends, relevance, hits, max_moments=...)` for each of several videos
+    """`localize_moments(starts, ends, relevance, hits, text_hits, max_moments=...)` for each of several videos
     (a page of results), with each step run once over all of their bins: the same moments and curves
     (to float rounding), without the ~50 small numpy calls per video that made moments the largest
-    cost of a search (~0.5 ms a result). `items`: (starts, ends, relevance, hits or None) per video.
+    cost of a search (~0.5 ms a result). `items`: (starts, ends, relevance, hits or None[, text hits
+    or None]) per video.
 
     The other options of `localize_moments` fall back to one call per video, as does a video with no
     units (only text hits): the batched path is the one searches take, with the defaults.
@@ -422,11 +491,12 @@ def localize_moments_many(items: Sequence[tuple], *, max_moments: int = 5, **opt
         e = np.asarray(ends, dtype=np.float64).reshape(-1)
         r = np.asarray(relevance, dtype=np.float64).reshape(-1)
         hits = rest[0] if rest else None
+        text = rest[1] if len(rest) > 1 else None
         if options or s.size == 0 or not (s.shape == e.shape == r.shape):
-            out[i] = localize_moments(s, e, r, hits, max_moments=max_moments, **options)  # raises on bad shapes
+            out[i] = localize_moments(s, e, r, hits, text, max_moments=max_moments, **options)  # raises on bad shapes
             continue
         h = np.empty((0, 3)) if hits is None else np.asarray(hits, dtype=np.float64).reshape(-1, 3)
-        batch.append((i, s, e, r, h))
+        batch.append((i, s, e, r, h, _text_rows(text)))
     if batch:
         for i, result in zip([b[0] for b in batch], _localize_batch(batch, max_moments)):
             out[i] = result
@@ -462,12 +532,18 @@ def _localize_batch(batch: list[tuple], max_moments: int) -> list[MomentResult]:
     hv = np.repeat(vids, n_h)
     valid = h[:, 1] > h[:, 0]
     h, hv = h[valid], hv[valid]
+    n_t = np.array([b[5].shape[0] for b in batch])
+    th = np.concatenate([b[5] for b in batch])  # already valid (_text_rows)
+    tv = np.repeat(vids, n_t)
 
     t0 = np.minimum.reduceat(s, u_off)
     t1 = np.maximum.reduceat(e, u_off)
     if h.size:
         np.minimum.at(t0, hv, h[:, 0])
         np.maximum.at(t1, hv, h[:, 1])
+    if th.size:
+        np.minimum.at(t0, tv, th[:, 0])
+        np.maximum.at(t1, tv, th[:, 1])
     span = t1 - t0
     n_bins = np.clip(np.ceil(span / _DEFAULT_STEP), _MIN_BINS, _MAX_BINS).astype(np.int64)
     bin_w = span / n_bins
@@ -479,8 +555,8 @@ def _localize_batch(batch: list[tuple], max_moments: int) -> list[MomentResult]:
     if wide.any():  # those alone, the rest together
         out: list = [None] * V
         for k in np.flatnonzero(wide):
-            _, s_k, e_k, r_k, h_k = batch[k]
-            out[k] = localize_moments(s_k, e_k, r_k, h_k if h_k.size else None, max_moments=max_moments)
+            _, s_k, e_k, r_k, h_k, t_k = batch[k]
+            out[k] = localize_moments(s_k, e_k, r_k, h_k if h_k.size else None, t_k if t_k.size else None, max_moments=max_moments)
         narrow = np.flatnonzero(~wide)
         for k, result in zip(narrow, _localize_batch([batch[k] for k in narrow], max_moments) if narrow.size else []):
             out[k] = result
@@ -512,6 +588,10 @@ def _localize_batch(batch: list[tuple], max_moments: int) -> list[MomentResult]:
     if h.size:
         hx = _box_integral(h[:, 0] + shift[hv], h[:, 1] + shift[hv], h[:, 2], x)
         raw = raw + (hx[lo_edge + 1] - hx[lo_edge]) / np.maximum(widths, 1e-12)
+    if th.size:  # text hits, each on its own video's scale (localize_moments)
+        spread = np.maximum.reduceat(raw, b_off) - np.minimum.reduceat(raw, b_off)
+        tx = _box_integral(th[:, 0] + shift[tv], th[:, 1] + shift[tv], _text_lift(th[:, 2], spread[tv]), x)
+        raw = raw + (tx[lo_edge + 1] - tx[lo_edge]) / np.maximum(widths, 1e-12)
 
     # Gaussian smoothing, each video with its own sigma and edge padding
     R = int(radius.max())
@@ -544,11 +624,17 @@ def _localize_batch(batch: list[tuple], max_moments: int) -> list[MomentResult]:
     rv = bv[lo]
     means, peaks = _window_stats(raw, lo, hi)
     windows = np.stack([edges[lo + rv], edges[hi + rv]], axis=1)
+    if th.size:  # each text hit's own span where it clears its video's threshold (none in a flat video), first
+        a_lo, a_hi = _hit_bins(th[:, 0], th[:, 1], t0[tv], bin_w[tv], n_bins[tv])
+        a_means, a_peaks = _window_stats(raw, a_lo + b_off[tv], a_hi + b_off[tv])
+        ok = (a_means >= thr[tv]) & ~flat[tv]
+        windows = np.concatenate([th[ok, :2], windows])
+        means, peaks, rv = np.concatenate([a_means[ok], means]), np.concatenate([a_peaks[ok], peaks]), np.concatenate([tv[ok], rv])
     # greedy NMS of every video's windows (nms()), in one pass over the runs of all videos, best first
     over = (metrics.temporal_iou(windows, windows) >= 0.5) & (rv[:, None] == rv[None, :])
-    suppressed = np.zeros(lo.size, dtype=bool)
+    suppressed = np.zeros(rv.size, dtype=bool)
     kept: list[list[int]] = [[] for _ in range(V)]
-    for j in np.lexsort((np.arange(lo.size), -means, rv)).tolist():
+    for j in np.lexsort((np.arange(rv.size), -means, rv)).tolist():
         k = int(rv[j])
         if suppressed[j] or len(kept[k]) >= max_moments:
             continue

@@ -37,6 +37,7 @@ from .fusion import reciprocal_rank_fusion
 from .moments import Moment, MomentResult, localize_moments_many
 from .plan import QueryPlan
 from .rerank import rerank
+from .text_channels import match_strength
 
 __all__ = ["Candidate", "CandidatePool", "Hit", "Ranking", "audio_hits", "candidate_pool", "final_ranking", "localize_many", "moment_evidence", "moment_relevance", "per_video_best"]
 
@@ -194,14 +195,25 @@ def audio_hits(head, q: np.ndarray, f: VideoFeatures, gate: float | None = None)
 
 
 def moment_evidence(plan: QueryPlan, c: Candidate, head=None) -> tuple:
-    """The candidate's timed evidence for moments: (unit starts, ends, relevance, text and sound hits)."""
+    """The candidate's timed evidence for moments: (unit starts, ends, relevance, sound hits, text hits).
+
+    Text hits are (start, end, strength) with the strength of each span's own match
+    (text_channels.match_strength: 1 where the span says the query), which the moment curve weighs
+    on its own scale; they are not rescaled to the best hit or to the frames' relevance, so a
+    mediocre best hit does not count as an exact one and an exact one is not capped at the frames'
+    peak relevance (media probe M3)."""
     f, window = c.features, plan.window
-    # timed text shapes the moment; metadata covers the whole video and localises nothing
-    hits = np.array([[h.start, h.end, h.score] for h in c.spans if h.source != "metadata"], dtype=np.float64).reshape(-1, 3)
+    # timed text shapes the moment; metadata that covers the whole video (a title, tags) localises
+    # nothing, a named chapter (indexer/container_text.py) covers its own stretch and does
+    end = float(f.end.max()) if len(f.end) else 0.0
+    text = np.array([[h.start, h.end, h.score] for h in c.spans if h.source != "metadata" or not _whole(h, end)],
+                    dtype=np.float64).reshape(-1, 3)  # fmt: skip
     if window is not None:
-        hits = window.clip(hits)
-    if hits.size:
-        hits[:, 2] = hits[:, 2] / max(hits[:, 2].max(), 1e-9) * max(float(c.relevance.max(initial=0)), 0.1)
+        text = window.clip(text)
+    if text.size:
+        text[:, 2] = match_strength(text[:, 2])
+        text = text[text[:, 2] > 0]
+    hits = np.empty((0, 3))
     if plan.use_audio:
         if plan.audio is not None:
             sound = plan.audio.hits(f.audio_start, f.audio_end, f.audio_vectors, c.audio_gate)
@@ -211,7 +223,12 @@ def moment_evidence(plan: QueryPlan, c: Candidate, head=None) -> tuple:
     starts, ends = f.start[c.in_window], f.end[c.in_window]
     if window is not None:  # a unit that overlaps the window counts only for the part inside it
         starts, ends = np.maximum(starts, window.start), np.minimum(ends, window.end)
-    return starts, ends, c.relevance, hits if hits.size else None
+    return starts, ends, c.relevance, hits if hits.size else None, text if text.size else None
+
+
+def _whole(hit, video_end: float) -> bool:
+    """Whether a text hit spans the whole video (a metadata span made from a title or tags)."""
+    return hit.start <= 0.01 and hit.end >= video_end - 0.05
 
 
 def localize_many(plan: QueryPlan, candidates: list[Candidate], head=None) -> list[MomentResult]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow.compute as pc
+from numpy.typing import ArrayLike
 
 from vidsearch.api_models import SpanHit
 from vidsearch.encoders.sentence import get_sentence_encoder  # cheap: it imports sentence-transformers on first use
@@ -32,6 +33,18 @@ SPAN_CANDIDATES = 200  # spans fetched per matcher before grouping by video
 # losing them (pocketsphinx fused R@1 72.5%). BM25 needs no floor: it only returns spans that share
 # words with the query.
 MIN_COSINE = 0.35
+# From this cosine a span says the query: the same words give or take ASR noise, punctuation, or a
+# few words around them (MiniLM: "a hungry dragon sleeps" heard as "The hungry dragon sleeps." 0.97,
+# "time to go home" / "Time to go home." 0.92, the query inside a longer sentence 0.85, a paraphrase
+# 0.44-0.77, one word changed 0.77). What a match weighs where it shapes a moment (match_strength).
+EXACT_COSINE = 0.85
+# What a span weighs on the moment curve at MIN_COSINE, where it just counts as a match (1 at
+# EXACT_COSINE): moments.TEXT_LIFT x 0.4 = 0.6 of the curve's range, about what every matched span
+# added before strengths (the frames' peak relevance, on curves whose cosines straddle 0). Such a
+# span moves the moment onto its own seconds only where the frames there are already in the upper
+# part of the curve; a quoted on-screen word ('under the caption "DANGER"', cosine ~0.36 against the
+# whole caption) still lands the moment on the caption's seconds.
+MATCH_STRENGTH_AT_FLOOR = 0.4
 COLS = ["span_id", "video_id", "source", "start", "end", "text"]
 
 
@@ -161,6 +174,17 @@ class TextChannels:
             word_rows = _head(by_words.filter(pc.equal(by_words["source"], source)), SPAN_CANDIDATES)
             out[source] = _rank_videos(source, vec_rows, word_rows, cols) if vec_rows.num_rows or word_rows.num_rows else empty
         return out
+
+
+def match_strength(cosine: ArrayLike) -> np.ndarray:
+    """How strongly timed text that matched the query speaks for its own seconds, in [0, 1]: 0 under
+    MIN_COSINE (not a match; a span found by its words alone carries cosine 0, as it always weighed
+    nothing on the curve), MATCH_STRENGTH_AT_FLOOR at it, rising linearly to 1 at EXACT_COSINE (the
+    span says the query). The moment curve lifts the span by this share of TEXT_LIFT times its own
+    range (moments.localize_moments, `text_hits`)."""
+    cos = np.asarray(cosine, dtype=np.float64)
+    rise = np.clip((cos - MIN_COSINE) / (EXACT_COSINE - MIN_COSINE), 0.0, 1.0)
+    return np.where(cos >= MIN_COSINE, MATCH_STRENGTH_AT_FLOOR + (1.0 - MATCH_STRENGTH_AT_FLOOR) * rise, 0.0)
 
 
 def _head(table, n: int):
