@@ -228,10 +228,12 @@ class JobManager:
         return job
 
     def _prune(self) -> None:
-        """Drop the finished jobs past the newest `keep_finished`, from memory and from disk (another
-        server's too: a finished record no longer changes, and each server prunes its own memory)."""
+        """Drop the finished jobs past the `keep_finished` that finished last, from memory and from disk
+        (another server's too: a finished record no longer changes, and each server prunes its own
+        memory). By when they finished, not when they were made: a long job's result was deleted the
+        moment it finished where 200 jobs made after it had finished first, and its waiter got a 404."""
         with self._lock:
-            finished = sorted((j for j in self._jobs.values() if j.state in FINISHED), key=lambda j: -j.created_at)
+            finished = sorted((j for j in self._jobs.values() if j.state in FINISHED), key=lambda j: -(j.finished_at or j.created_at))
             dropped = [j.id for j in finished[self.keep_finished :]]
             for job_id in dropped:
                 del self._jobs[job_id]

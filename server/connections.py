@@ -45,8 +45,9 @@ _HEADERS, _BODY, _APP = "headers", "body", "app"
 
 # the answer to a request that stopped arriving (as Apache's mod_reqtimeout gives); a connection that
 # sent nothing (an idle keep-alive) is closed without one, as browsers expect
-REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n"
-                   b"Content-Length: 49\r\n\r\nthe request did not arrive in time; send it again")  # fmt: skip
+_TIMEOUT_BODY = b'{"detail":"the request did not arrive in time; send it again"}'  # JSON, as every other error
+REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY)  # fmt: skip
 
 
 def max_connections_default() -> int:

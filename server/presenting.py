@@ -69,15 +69,18 @@ def best_time(curve, start: float, end: float) -> float:
     return float(curve.times[inside][np.argmax(curve.values[inside])])
 
 
-def empty_message(ranking, query: str) -> str | None:
-    """Why a first page is empty, in words: nothing passed the relevance threshold, or nothing matched."""
+def empty_message(ranking, query: str | None) -> str | None:
+    """Why a first page is empty, in words: nothing passed the relevance threshold, or nothing matched.
+    `query`: the words searched for; None for a search by picture or moment alone (it was quoted as
+    'this search')."""
+    what = repr(query) if query else "this search"
     if ranking.dropped:
         return (
-            f"nothing in the library matches {query!r} well enough: the best result's relevance is "
+            f"nothing in the library matches {what} well enough: the best result's relevance is "
             f"{ranking.best_dropped:.0%}, under the threshold of {ranking.min_relevance:.0%} "
             f"(set min_relevance lower to see weaker matches)"
         )
-    return f"nothing in the library matches {query!r}"
+    return f"nothing in the library matches {what}"
 
 
 def encode_cursor(offset: int, key: str, version: str) -> str:
@@ -189,7 +192,7 @@ def search_response(engine: SearchEngine, req: SearchRequest, query_vector: np.n
         results=results,
         next_cursor=encode_cursor(offset + req.top_k, key, version) if more else None,
         min_relevance=ranking.min_relevance,
-        message=empty_message(ranking, req.query or "this search") if not results and offset == 0 else None,
+        message=empty_message(ranking, req.query or None) if not results and offset == 0 else None,
         index_version=version,
         took_ms=round((time.perf_counter() - t0) * 1000, 3),
     )

@@ -199,6 +199,30 @@ def test_finished_job_records_are_pruned_and_active_ones_kept(tmp_path, monkeypa
     assert not (db / ".jobs" / f"{ids[5]}.json").exists()
 
 
+def test_a_long_jobs_result_outlives_jobs_made_after_it(tmp_path, monkeypatch):
+    """Pruning ranked finished jobs by when they were made: a long job's record was deleted the moment it
+    finished where the newer jobs had finished first, and its waiter got a 404 (p22 verification N2)."""
+    monkeypatch.setattr(JobManager, "keep_finished", 2, raising=False)
+    db = tmp_path / "db"
+    ids = _records(db, ["succeeded", "succeeded", "succeeded"])
+    record = json.loads((db / ".jobs" / f"{ids[0]}.json").read_text())
+    (db / ".jobs" / f"{ids[0]}.json").write_text(json.dumps({**record, "finished_at": 9999.0}))  # made first, finished last
+    settings = load_settings(None, db=db, model="tiny", pretrained="none", speech=False, ocr=False)
+    manager = JobManager(settings, backbone=lambda: None)
+    assert {j.id for j in manager.list()} == {ids[0], ids[2]}
+
+
+def test_blank_keys_are_no_keys(tmp_path):
+    """`--api-key "$KEY"` with KEY unset gave a key '', which counted as configured: a --read-auth server
+    started and a URL signed with the empty key opened every video (p22 verification N1)."""
+    from vidsearch.signing import sign_query, verify
+
+    settings = load_settings(None, db=tmp_path / "db", api_keys=["", "  ", " K1\n"])
+    assert settings.api_keys == ["K1"]
+    exp, sig = (part.split("=")[1] for part in sign_query("", "vid").split("&"))
+    assert verify(["", "K1"], "vid", exp, sig) == "signed URL not accepted"
+
+
 def test_job_list_pages_and_filters(tmp_path):
     db = tmp_path / "db"
     ids = _records(db, ["succeeded"] * 60 + ["failed"] * 3 + ["queued"])

@@ -175,6 +175,8 @@ def _clean_key(api_key: str | None) -> str | None:
     key = api_key.strip()
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in key):
         raise ValueError("api_key holds whitespace or control characters inside it (not shown); check where it was read from")
+    if not key.isascii():  # an HTTP header cannot carry it: it failed at the first request, as a UnicodeEncodeError
+        raise ValueError("api_key holds characters outside ASCII (not shown); server keys are ASCII")
     return key or None
 
 
@@ -358,8 +360,11 @@ class VidsearchClient:
         """Stop a queued or running job (what it committed stays; a later job resumes from there)."""
         return JobInfo.model_validate(_json(self._call("DELETE", f"/v1/jobs/{_segment(job_id, 'job id')}")))
 
-    def jobs(self) -> list[JobInfo]:
-        return [JobInfo.model_validate(j) for j in _json(self._call("GET", "/v1/jobs"))]
+    def jobs(self, limit: int = 50, state: str | None = None) -> list[JobInfo]:
+        """Jobs, newest first: at most `limit` (the server keeps the newest 200 finished ones), of one
+        `state` (queued, running, succeeded, failed, cancelled) where given."""
+        params: dict[str, Any] = {"limit": limit, **({"state": state} if state else {})}
+        return [JobInfo.model_validate(j) for j in _json(self._call("GET", "/v1/jobs", params=params))]
 
     def wait_for_job(self, job_id: str, timeout: float = 600.0, poll: float = 0.5) -> JobInfo:
         """The job once it has finished (succeeded, failed or cancelled: check `state`); TimeoutError

@@ -200,6 +200,15 @@ class Settings(BaseSettings):
     def _split_keys(cls, value):
         return _listed(value, ",")
 
+    @field_validator("api_keys")
+    @classmethod
+    def _real_keys(cls, keys: list[str]) -> list[str]:
+        """Keys as clients send them: surrounding whitespace dropped (a TOML or JSON list can keep a
+        newline, and such a key never matched), blank ones dropped (`--api-key "$KEY"` with KEY unset
+        gave '', which counted as configured: a --read-auth server started, and a URL signed with the
+        empty key opened every video)."""
+        return list(dict.fromkeys(k.strip() for k in keys if k and k.strip()))
+
     @field_validator("library_roots", mode="before")
     @classmethod
     def _split_roots(cls, value):
