@@ -223,3 +223,23 @@ def test_waiting_for_a_job_rides_out_a_server_restart():
         with pytest.raises(Exception, match="cannot reach"):
             vs.wait_for_job("j1", timeout=1.0, poll=0.01)  # still bounded by its timeout
         assert time.monotonic() - start < 3
+
+
+def test_client_jobs_pages_and_refuses_a_key_no_header_can_carry():
+    import httpx
+
+    from vidsearch.client import VidsearchClient
+
+    asked = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(dict(request.url.params))
+        return httpx.Response(200, json=[_job("failed")])
+
+    with VidsearchClient("http://h.test", transport=httpx.MockTransport(answer)) as vs:
+        assert [j.state for j in vs.jobs(limit=5, state="failed")] == ["failed"]
+        vs.jobs()
+    assert asked == [{"limit": "5", "state": "failed"}, {"limit": "50"}]
+    with pytest.raises(ValueError, match="outside ASCII") as err:
+        VidsearchClient("http://h.test", api_key="clé-secrète")
+    assert "secr" not in str(err.value)
