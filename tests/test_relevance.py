@@ -32,14 +32,15 @@ def calibration(fingerprint: str, coef: dict[str, float], intercept: float, thre
 
 
 def test_evidence_reads_each_channel_and_the_pool():
-    cands = [candidate("a", visual=0.7, audio=0.2, speech=0.6, metadata=0.5), candidate("b", visual=0.3), candidate("c", visual=0.4, ocr=0.45)]
+    cands = [candidate("a", visual=0.7, audio=0.2, speech=0.6, metadata=0.5), candidate("b", visual=0.3, metadata=0.2), candidate("c", visual=0.4, ocr=0.45)]
     x = evidence(cands)
     col = {f: x[:, i] for i, f in enumerate(FEATURES)}
     assert col["visual"].tolist() == [0.7, 0.3, 0.4]
     assert col["visual_margin"] == pytest.approx([0.3, -0.1, 0.0])  # against the pool's median, 0.4
     assert col["visual_z"] == pytest.approx([3.0, -1.0, 0.0])  # median absolute deviation 0.1
     assert col["frame_max"].tolist() == [0.4] * 3 and col["audio"].tolist() == [0.2, 0.0, 0.0]
-    assert col["text_best"].tolist() == [0.6, 0.0, 0.45] and col["text_hits"].tolist() == [1, 0, 1]  # metadata is no timed channel
+    assert col["text_best"].tolist() == [0.6, 0.2, 0.45]
+    assert col["text_hits"].tolist() == [2, 0, 1]  # metadata counts where it matches by meaning (cosine >= 0.35), not by a shared word
     assert col["inv_rank"] == pytest.approx([1, 1 / 2, 1 / 3])
     assert evidence([]).shape == (0, len(FEATURES))
 
@@ -175,6 +176,25 @@ def test_a_reindex_that_brings_speech_switches_the_calibration(tmp_path, shipped
     assert engine.calibration == off
     engine._refresh_text_channels()  # a job indexed speech
     assert engine.calibration == on
+
+
+def test_a_calibration_fitted_without_text_reads_words_through_one_fitted_with_them():
+    """The visual-only calibration's fit saw no text match, so a title, a manifest's description or a
+    chapter that said the query exactly got relevance ~0 and was dropped (media verify N1). It reads
+    words through the text-on calibration's words route; without a text match nothing changes."""
+    shipped = [Calibration.load(p) for p in shipped_calibrations()]
+    fingerprint = shipped[0].fingerprint
+    visual = next(c for c in shipped if c.text_channels == ())
+    assert not visual.reads_words
+    chosen = find_calibration(fingerprint, text_channels=["metadata"])
+    assert chosen == visual and chosen.words_from is not None and chosen.words_from.reads_words
+    named, passing, none = (candidate("a", visual=0.5, metadata=1.0), candidate("b", visual=0.5, metadata=0.38), candidate("c", visual=0.5))
+    x = evidence([named, passing, none])
+    p, before = chosen.probability(x), visual.probability(x)
+    assert before[0] < chosen.threshold and p[0] > 0.5  # the exact title or chapter is found (it was dropped)
+    assert p[1] < chosen.threshold  # a loosely related title is not
+    assert p[2] == pytest.approx(before[2], abs=1e-4)  # no text: the visual fit's figure stands (the words route adds ~3e-5)
+    assert "words_from" not in chosen.to_json()
 
 
 def test_the_shipped_model_ships_its_calibration():
