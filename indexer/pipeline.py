@@ -231,8 +231,8 @@ class IndexRun:
         return todo
 
     def prune(self, roots: list[Path], keep: set[str]) -> None:
-        """Forget files under `roots` that are gone (the videos no file points at any more go at the end of
-        the run, once the files that moved have been linked to them)."""
+        """Forget files under `roots` that are gone, and the videos no file points at any more: now where the
+        walk found no new path, else at the end of the run, once the files that moved have been linked."""
         local = [r for r in roots if not objectstore.is_uri(r)]
         dirs = [os.path.abspath(r) + os.sep for r in local if Path(r).is_dir()]
         singles = {os.path.abspath(r) for r in local if not Path(r).is_dir()}
@@ -248,8 +248,13 @@ class IndexRun:
                  or (not objectstore.is_uri(p) and not os.path.lexists(local_path(p))))
         ]  # fmt: skip
         self.store.forget_files(gone)
-        # videos no file points at any more are dropped after this run's files are planned and linked (run):
-        # a moved or renamed file is then linked to its content, not decoded and encoded again
+        known = set(files["path"].to_pylist())
+        if not any(path not in known for path in keep):
+            # no path is new, so nothing moved: the videos no file points at go now, not at the end of the run
+            # (a long run, or one stopped, served them with dead paths meanwhile)
+            self.summary.removed += self._drop_unreferenced()
+        # otherwise they go after this run's files are planned and linked (run): a moved or renamed file is
+        # then linked to its content, not decoded and encoded again
         self._follow_live_paths(set(gone))
 
     def _follow_live_paths(self, gone: set[str]) -> None:
@@ -442,8 +447,8 @@ class IndexRun:
             try:
                 info = probe(own)
                 found += embedded_subtitle_spans(own, info.text_subtitles, duration)[0]
-                if info.closed_captions:
-                    found += closed_caption_spans(own, info.stream_index, duration)[0]
+                if info.closed_captions:  # a whole decode: a server job's watchdog hears it going
+                    found += closed_caption_spans(own, info.stream_index, duration, on_progress=lambda _t: self._heartbeat())[0]
             except MediaError:
                 pass
         spans = unique_subtitles(found)

@@ -213,9 +213,14 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
         subtitles, problems = embedded_subtitle_spans(path, info.text_subtitles, info.duration)
         spans += subtitles
         warnings += problems
-    if info.closed_captions:  # a TV recording's captions, in its pictures
-        yield Working("reading closed captions", 0.0, info.duration)
-        captions, problems = closed_caption_spans(path, info.stream_index, info.duration)
+    if info.closed_captions:  # a TV recording's captions, in its pictures: a whole decode, its progress reported
+        progress.stage, progress.done, progress.total = "reading closed captions", 0.0, info.duration
+        yield Working(progress.stage, 0.0, info.duration)
+
+        def read_to(seconds: float) -> None:
+            progress.done = seconds
+
+        captions, problems = closed_caption_spans(path, info.stream_index, info.duration, on_progress=read_to)
         spans += captions
         warnings += problems
     if reader is not None:

@@ -25,17 +25,19 @@ raises on content.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import os
 import re
 import subprocess
 import tempfile
+import time
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from vidsearch.encoders.sentence import TextSpan
 
@@ -246,11 +248,11 @@ def _in_subs_folders(video: Path, here: _Folder) -> list[tuple[Path, str | None]
     videos, a file of `Subs/` that names none of them could be any one's: it is left. (Alone: no other
     video file in the folder; the video itself may be one discovery sniffed, `film.rec`.)"""
     folder, stem = video.parent, video.stem
-    alone = not (here.video_names - {video.name})
     found: list[tuple[Path, str | None]] = []
     for name in here.folders:
         if name.casefold() not in SUBTITLE_FOLDERS:
             continue
+        alone = here.video_names <= {video.name}  # (no copy of a folder of thousands per video, and only here)
         subs = folder / name
         listing = _folder(subs)
         if listing is None:
@@ -567,16 +569,21 @@ def embedded_subtitle_spans(location: str | os.PathLike, streams: Iterable[int],
     return _cue_spans(tracks, duration), []
 
 
-def closed_caption_spans(location: str | os.PathLike, stream_index: int, duration: float | None = None) -> tuple[list[TextSpan], list[str]]:
+def closed_caption_spans(location: str | os.PathLike, stream_index: int, duration: float | None = None,
+                         on_progress: Callable[[float], None] | None = None) -> tuple[list[TextSpan], list[str]]:  # fmt: skip
     """`subtitle` spans from the closed captions inside a video stream's pictures (ProbeResult.
     closed_captions: CEA-608/708 in the user data of an MPEG-2/H.264/HEVC stream, as broadcast TV and
-    DVR recordings carry them), plus a warning where ffmpeg could not read them.
+    DVR recordings carry them), plus a warning where ffmpeg could not read them (all, or the rest
+    after a failure).
 
     The captions ride in the pictures, so ffmpeg decodes the whole stream to get them (its `movie`
     source with a `subcc` output; ~10% of real time for 1080p H.264 on two cores): only files whose
-    probe saw captions pay for it. The file is passed as an inherited descriptor, so no name needs
-    escaping for the filter graph. Live TV captions roll up: each cue repeats the lines above it, which
-    are dropped (`_rolled_up`). A URL (object storage) is not read."""
+    probe saw captions pay for it. Its progress (`-progress`, the pictures' time through a null
+    output) goes to `on_progress` in seconds, so the decoder's stall watchdog sees an hour-long
+    recording being read, not a stuck decoder. The file is passed as an inherited descriptor
+    (`/proc/self/fd`, Linux), so no name needs escaping for the filter graph. Live TV captions roll
+    up: each cue repeats the lines above it, which are dropped (`_rolled_up`). A URL (object storage)
+    is not read."""
     if is_url(str(location)):
         return [], []
     try:
@@ -584,18 +591,44 @@ def closed_caption_spans(location: str | os.PathLike, stream_index: int, duratio
     except OSError as exc:
         return [], [f"closed captions: {exc.strerror or exc}"]
     try:
-        graph = f"movie=/proc/self/fd/{fd}:s={int(stream_index)}:dec_threads=0[out0+subcc]"
-        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", graph, "-map", "0:1", "-f", "srt", "pipe:1"]
-        timeout = max(FFMPEG_SUBTITLE_TIMEOUT, duration or 0)  # a whole decode: faster than real time
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, pass_fds=(fd,))
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [], [f"closed captions: {exc}"]
+        text, failure = _caption_srt(fd, stream_index, duration, on_progress)
     finally:
         os.close(fd)
-    text = decode_text(proc.stdout, str(location)) if proc.stdout else ""
-    if proc.returncode != 0 and not text:
-        return [], [f"closed captions: {failure_line(proc)}"]
-    return _cue_spans([parse_srt(_rolled_up(text), f"{location} (closed captions)")], duration), []
+    if failure is not None and not text:
+        return [], [f"closed captions: {failure}"]
+    warnings = [f"closed captions: read up to where ffmpeg stopped ({failure})"] if failure is not None else []
+    return _cue_spans([parse_srt(_rolled_up(text), f"{location} (closed captions)")], duration), warnings
+
+
+def _caption_srt(fd: int, stream_index: int, duration: float | None, on_progress: Callable[[float], None] | None) -> tuple[str, str | None]:
+    """The captions of the video stream `stream_index` (-1: the best one) of the file open as `fd`, as
+    SRT text, and why ffmpeg failed (None: it did not)."""
+    stream = str(int(stream_index)) if stream_index >= 0 else "dv"
+    graph = f"movie=/proc/self/fd/{fd}:s={stream}:dec_threads=0[out0+subcc]"
+    timeout = max(FFMPEG_SUBTITLE_TIMEOUT, duration or 0)  # a whole decode: faster than real time
+    with tempfile.TemporaryDirectory(prefix="vidsearch-cc-") as tmp:
+        out, log_path = os.path.join(tmp, "cc.srt"), os.path.join(tmp, "ffmpeg.log")
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-nostats", "-progress", "pipe:1", "-f", "lavfi", "-i", graph,
+               "-map", "0:1", "-f", "srt", out, "-map", "0:0", "-c:v", "wrapped_avframe", "-f", "null", "-"]  # fmt: skip
+        with open(log_path, "w+b") as log_file:
+            try:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL, pass_fds=(fd,))
+            except OSError as exc:
+                return "", str(exc)
+            deadline = time.monotonic() + timeout
+            with proc:
+                for line in proc.stdout:  # a block of `key=value` lines every half second
+                    if line.startswith(b"out_time_us=") and on_progress is not None:
+                        with contextlib.suppress(ValueError):
+                            on_progress(max(0, int(line.split(b"=", 1)[1])) / 1e6)
+                    if time.monotonic() > deadline:
+                        proc.kill()
+                        return "", f"ffmpeg gave no answer within {timeout:.0f} s"
+                proc.wait()
+            log_file.seek(0)
+            failure = None if proc.returncode == 0 else failure_line(subprocess.CompletedProcess(cmd, proc.returncode, b"", log_file.read()))
+        text = decode_text(Path(out).read_bytes(), "closed captions") if os.path.exists(out) else ""
+    return text, failure
 
 
 def _rolled_up(srt: str) -> str:

@@ -29,19 +29,19 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 MAX_OFFSET = 10_000_000
 
 
+CURSOR_TITLE = 256  # characters of the title the order reads (a cursor holds them; a manifest's titles can be long)
+
+
 def sort_key(row: dict) -> tuple[str, str]:
-    """The listing's order: title without regard to case, then id (titles repeat)."""
-    return (row["title"].lower(), row["video_id"])
-
-
-CURSOR_TITLE = 256  # characters of the title a cursor keeps (a manifest's titles can be long)
+    """The listing's order: title without regard to case (its first CURSOR_TITLE characters), then id
+    (titles repeat)."""
+    return (row["title"].lower()[:CURSOR_TITLE], row["video_id"])
 
 
 def encode_cursor(row: dict) -> str:
-    """A cursor names the last row a page held, not a position: a video deleted (or added) between two
-    pages then neither repeats a row nor skips one, as an offset did."""
-    title, video_id = sort_key(row)
-    return "k" + base64.urlsafe_b64encode(json.dumps([title[:CURSOR_TITLE], video_id]).encode()).decode().rstrip("=")
+    """A cursor holds the sort key of the last row a page held, not a position: a video deleted, added
+    or renamed between two pages then neither repeats a row nor skips one, as an offset did."""
+    return "k" + base64.urlsafe_b64encode(json.dumps(list(sort_key(row))).encode()).decode().rstrip("=")
 
 
 def page_start(rows: list[dict], offset: int, cursor: str | None) -> int:
@@ -60,11 +60,7 @@ def page_start(rows: list[dict], offset: int, cursor: str | None) -> int:
             raise ValueError(cursor)
     except ValueError:  # binascii.Error and JSONDecodeError are ValueErrors
         raise HTTPException(400, "cursor is not one this server gave: pass a page's `next_cursor` as it is") from None
-    ids = [r["video_id"] for r in rows]
-    if key[1] in ids:  # the page's last video is still there: right after it
-        return ids.index(key[1]) + 1
-    # it was deleted: after where it sorted (a title cut to CURSOR_TITLE sorts before its longer self)
-    return bisect.bisect_right([sort_key(r) for r in rows], tuple(key))
+    return bisect.bisect_right([sort_key(r) for r in rows], tuple(key))  # right after where the last row sorted
 
 
 def videos_page(rows: list[dict], limit: int, offset: int = 0, cursor: str | None = None) -> tuple[list[dict], str | None]:

@@ -140,7 +140,12 @@ def test_closed_captions_in_the_pictures_pop_on_and_roll_up(tmp_path):
     info = probe(pop)
     assert info.closed_captions and info.text_subtitles == ()
     spans, problems = closed_caption_spans(pop, info.stream_index, info.duration)
+    spans_pop = spans
     assert not problems and [sp.text for sp in spans] == ["THE NARWHAL SINGS", "SECOND CAPTION"]
     assert 1.0 <= spans[0].start <= 1.6 and 3.0 <= spans[1].start <= 3.6 and all(sp.source == "subtitle" for sp in spans)
     spans, _ = closed_caption_spans(roll, probe(roll).stream_index, 6.0)
     assert [sp.text for sp in spans][:2] == ["FIRST LINE OF TALK", "SECOND LINE HERE"]  # not "FIRST LINE OF TALK SECOND ..."
+    # the whole decode reports how far it has read (the decoder's stall watchdog killed a long recording)
+    seen: list[float] = []
+    assert closed_caption_spans(pop, -1, info.duration, on_progress=seen.append)[0] == spans_pop
+    assert seen and seen == sorted(seen) and seen[-1] >= 0.9 * info.duration, seen

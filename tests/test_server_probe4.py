@@ -66,6 +66,22 @@ def test_a_deletion_between_pages_neither_skips_nor_repeats():
     assert listed == titles
 
 
+def test_a_video_renamed_between_pages_moves_no_other_one():
+    """The cursor names where the page ended, not the video: the page's last video renamed to sort
+    first (or last) neither repeats the rows after it nor skips them."""
+    titles = [f"clip {c}" for c in "abcdefgh"]
+    for renamed in ("a0 first now", "zz last now"):
+        rows, listed, cursor = _rows(titles), [], None
+        while True:
+            page, cursor = videos_page(rows, 3, cursor=cursor)
+            listed += [r["video_id"] for r in page]
+            if cursor is None:
+                break
+            rows = [{**r, "title": renamed} if r["video_id"] == page[-1]["video_id"] else r for r in rows]
+        others = [r["video_id"] for r in _rows(titles)]
+        assert sorted(set(listed)) == others and len(listed) == len(set(listed)) + (renamed.startswith("zz") * 2), (renamed, listed)
+
+
 def test_long_and_repeated_titles_page_exactly():
     rows = _rows(["Same"] * 5 + ["x" * 5000 + str(i) for i in range(5)])
     assert [r["video_id"] for r in _walk_rows(rows, 2)] == sorted(r["video_id"] for r in rows[:5]) + [r["video_id"] for r in rows[5:]]
@@ -212,8 +228,8 @@ def test_waiting_for_a_job_rides_out_a_server_restart():
         a = next(answers)
         if a == "refused":
             raise httpx.ConnectError("connection refused", request=request)
-        if a == 503:
-            return httpx.Response(503, json={"detail": "starting"})
+        if a == 503:  # busy, come back: retried (a 503 without Retry-After is a lasting "no index": not)
+            return httpx.Response(503, json={"detail": "busy"}, headers={"Retry-After": "1"})
         return httpx.Response(200, json=_job(a))
 
     with VidsearchClient("http://h.test", transport=httpx.MockTransport(answer)) as vs:
@@ -223,6 +239,15 @@ def test_waiting_for_a_job_rides_out_a_server_restart():
         with pytest.raises(Exception, match="cannot reach"):
             vs.wait_for_job("j1", timeout=1.0, poll=0.01)  # still bounded by its timeout
         assert time.monotonic() - start < 3
+
+    def no_index(request):
+        return httpx.Response(503, json={"detail": "no index at idx"})
+
+    with VidsearchClient("http://h.test", transport=httpx.MockTransport(no_index)) as vs:
+        start = time.monotonic()
+        with pytest.raises(Exception, match="no index"):
+            list(vs.iter_videos())
+        assert time.monotonic() - start < 1  # answered at once, not retried for 30 s
 
 
 def test_client_jobs_pages_and_refuses_a_key_no_header_can_carry():

@@ -182,7 +182,13 @@ def _clean_key(api_key: str | None) -> str | None:
 
 # transport errors worth another try in a polling loop: the server restarting or a proxy reconnecting
 _RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.PoolTimeout)
-_RETRY_STATUS = (502, 503, 504)
+_RETRY_STATUS = (502, 504)
+
+
+def _passing(resp: httpx.Response) -> bool:
+    """An answer that says "not now" rather than "no": a proxy's 502/504 while the server restarts, or a
+    503 with Retry-After (busy). A 503 without it is this API's lasting "no index at ...": not retried."""
+    return resp.status_code in _RETRY_STATUS or (resp.status_code == 503 and "retry-after" in resp.headers)
 
 
 class VidsearchClient:
@@ -211,7 +217,7 @@ class VidsearchClient:
         """One request; ApiError for an error answer, ApiTimeout when it took past the timeout, ApiError
         with status 0 when the server cannot be reached. `retry_for` (seconds; idempotent requests in
         polling helpers only): a refused or dropped connection and a 502/503/504 are tried again with
-        backoff until then, so a server restart does not end `wait_for_job` or `iter_videos`."""
+        backoff until then (a 503 only with Retry-After), so a server restart does not end `wait_for_job` or `iter_videos`."""
         deadline, pause = time.monotonic() + retry_for, 0.25
         while True:
             try:
@@ -229,7 +235,7 @@ class VidsearchClient:
                     pause = min(2 * pause, 2.0)
                     continue
                 raise ApiError(0, f"cannot reach the search API at {self.base_url}: {self._scrubbed(exc)}") from None
-            if resp.status_code in _RETRY_STATUS and time.monotonic() + pause < deadline:
+            if _passing(resp) and time.monotonic() + pause < deadline:
                 time.sleep(pause)
                 pause = min(2 * pause, 2.0)
                 continue
