@@ -58,7 +58,9 @@ def index_store(state: State) -> Store:
     try:
         return state.store()
     except StoreError as exc:
-        raise HTTPException(503, str(exc)) from exc
+        # a first `vidsearch index` (or a rebuild) has made no tables yet: say so, not only "no index"
+        busy = "; an indexing run is writing it now" if Store.writer_busy(state.settings.db) else ""
+        raise HTTPException(503, f"{exc}{busy}") from exc
 
 
 IndexStore = Annotated[Store, Depends(index_store)]

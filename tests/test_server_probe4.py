@@ -268,3 +268,28 @@ def test_client_jobs_pages_and_refuses_a_key_no_header_can_carry():
     with pytest.raises(ValueError, match="outside ASCII") as err:
         VidsearchClient("http://h.test", api_key="clé-secrète")
     assert "secr" not in str(err.value)
+
+
+# -- p22 UI verification D2: the API says when its index is being written ----------------------------
+def test_the_api_and_the_ui_in_api_mode_tell_an_index_being_written(shared_library, tmp_path):
+    """A `reindex --rebuild` in a shell beside a server: the UI in API mode showed partial results, then
+    "The index is empty", because only a local index's lock could be looked at."""
+    import httpx
+
+    from ui.backend import Backend, UiConfig
+    from vidsearch.client import VidsearchClient
+    from vidsearch.store import index_write_lock
+
+    settings, _ = shared_library
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/index").json()["indexing"] is False
+        with index_write_lock(settings.db):
+            assert client.get("/v1/index").json()["indexing"] is True
+    first = settings.model_copy(update={"db": tmp_path / "new-db"})  # a first build: no tables yet
+    (tmp_path / "new-db").mkdir()
+    with TestClient(create_app(first)) as client, index_write_lock(first.db):
+        resp = client.get("/v1/index")
+        assert resp.status_code == 503 and "indexing run is writing it now" in resp.json()["detail"], resp.text
+        be = Backend(UiConfig(api_url="http://api.test", db=tmp_path / "unused"))
+        be._client = VidsearchClient("http://api.test", transport=httpx.MockTransport(lambda r: httpx.Response(503, json=resp.json())))
+        assert be.writing()

@@ -266,6 +266,17 @@ class Backend:
                 break
         return videos, total
 
+    def writing(self) -> bool:
+        """Whether an indexing run writes to the index now: the local index's write lock, or what the
+        API says of its own (`/v1/index` `indexing`, or its 503 while a first build has made no tables),
+        so a `reindex --rebuild` in a shell beside a server is shown as such too."""
+        if self.config.mode == "local":
+            return writer_active(self.config.db)
+        try:
+            return bool(self.client.status().indexing)
+        except ApiError as exc:
+            return "indexing run is writing" in (exc.detail or "")
+
     def stats(self) -> LibraryStats:
         s = self._call(self.client.status)
         return LibraryStats(

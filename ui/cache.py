@@ -30,7 +30,7 @@ import streamlit as st
 from vidsearch.api_models import JobInfo, SearchRequest, SearchResponse, VideoInfo
 
 from . import backend as backends
-from .backend import Backend, BackendError, Facets, Indexing, LibraryStats, UiConfig, writer_active
+from .backend import Backend, BackendError, Facets, Indexing, LibraryStats, UiConfig
 
 LOCAL_MEDIA_MAX_BYTES = 1 << 30  # larger files are played through `vidsearch serve` instead
 SEARCH_TTL = 60.0  # an index version committed by someone else shows up within this
@@ -111,14 +111,19 @@ def _running_job(_be: Backend, be_key: str) -> JobInfo | None:
         return None
 
 
+@st.cache_data(ttl=JOBS_TTL, max_entries=16, show_spinner=False)
+def _writing(_be: Backend, be_key: str) -> bool:
+    return _be.writing()
+
+
 def indexing(be: Backend) -> Indexing | None:
-    """The indexing run writing to the index now, or None: the local index's write lock (a run in a
-    shell too) or a queued or running job of the API. When a run has ended since the last look, the
+    """The indexing run writing to the index now, or None: the index's write lock (a run in a shell
+    too; through the API's `indexing` in API mode) or a queued or running job of the API. When a run has ended since the last look, the
     facets and answers read from the partial index are forgotten (for every session: the cache is
     the process's)."""
     key = key_of(be)
     job = _running_job(be, key)
-    busy = job is not None or (be.config.mode == "local" and writer_active(be.config.db))
+    busy = job is not None or _writing(be, key)
     if _was_indexing.get(key) and not busy:
         clear_data()
     _was_indexing[key] = busy

@@ -230,6 +230,9 @@ class IndexStatus(BaseModel):
         default_factory=list, description="files indexed with a part lost (a damaged stretch, a truncated tail, a text channel)"
     )
     excluded: list[str] = Field(default_factory=list, description="files deleted from the index, kept out of later runs")
+    indexing: bool = Field(
+        False, description="an indexing run (a job, or `vidsearch index` in a shell) is writing to the index now: counts may be partial"
+    )
 
 
 class ErrorBody(BaseModel):
