@@ -123,7 +123,9 @@ def indexing(be: Backend) -> Indexing | None:
     the process's)."""
     key = key_of(be)
     job = _running_job(be, key)
-    busy = job is not None or _writing(be, key)
+    # the local lock is one flock, looked at on every run (a cached answer outlived the run's end); the
+    # API is asked at most every JOBS_TTL
+    busy = job is not None or (be.writing() if be.config.mode == "local" else _writing(be, key))
     if _was_indexing.get(key) and not busy:
         clear_data()
     _was_indexing[key] = busy
