@@ -56,6 +56,7 @@ from vidsearch.api_models import JobInfo, JobProgress
 from vidsearch.config import Settings
 from vidsearch.encoders import ModelLoadError, backend_options, load_backbone, model_spec
 from vidsearch.fingerprint import FingerprintMismatch
+from vidsearch.index_lock import writer_busy
 from vidsearch import objectstore
 from vidsearch.store import Store, StoreError, WriterBusy, index_write_lock
 
@@ -355,7 +356,7 @@ class JobManager:
         index` in a shell): it waits queued, cancellable, and goes back to waiting if another writer took
         the lock between the look and its start."""
         while True:
-            while Store.writer_busy(self.db):
+            while writer_busy(self.db):
                 with self._lock:
                     if not self._queued(job_id):  # cancelled while it waited
                         return

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from vidsearch.api_models import ErrorBody
+from vidsearch.index_lock import writer_busy
 from vidsearch.search import SearchEngine
 from vidsearch.signing import verify
 from vidsearch.store import Store, StoreError
@@ -59,7 +60,7 @@ def index_store(state: State) -> Store:
         return state.store()
     except StoreError as exc:
         # a first `vidsearch index` (or a rebuild) has made no tables yet: say so, not only "no index"
-        busy = "; an indexing run is writing it now" if Store.writer_busy(state.settings.db) else ""
+        busy = "; an indexing run is writing it now" if writer_busy(state.settings.db) else ""
         raise HTTPException(503, f"{exc}{busy}") from exc
 
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vidsearch.api_models import ErrorBody, FileProblem, IndexStatus
-from vidsearch.store import Store
+from vidsearch.index_lock import writer_busy
 
 from .deps import IndexStore, State, key_accepted, require_read
 from .exposure import Viewer
@@ -89,5 +89,5 @@ def index_status(store: IndexStore, state: State, view: Viewer) -> IndexStatus:
         failures=view.problems([FileProblem(**f) for f in s["failures"]]),
         warnings=view.problems([FileProblem(path=w["path"], error=w["warning"]) for w in s["warnings"]]),
         excluded=[view.path(p) for p in s["excluded"]],
-        indexing=Store.writer_busy(state.settings.db),
+        indexing=writer_busy(state.settings.db),
     )

@@ -17,7 +17,6 @@ gets are signed with it, so a server that wants a key for reads (`--read-auth`) 
 from __future__ import annotations
 
 import base64
-import fcntl
 import os
 import re
 import threading
@@ -31,6 +30,7 @@ from vidsearch.client import ApiError, VidsearchClient
 from vidsearch.config import load_settings
 from vidsearch.objectstore import is_uri
 from vidsearch.signing import sign_query
+from vidsearch.index_lock import writer_busy
 
 ErrorKind = Literal["unreachable", "empty", "bad_query", "auth", "not_found", "unavailable"]
 CATALOG_LIMIT = 20_000  # videos read for facets and totals; larger libraries show the first ones
@@ -132,30 +132,6 @@ def picture_too_large(detail: str) -> str:
         return f"This picture is too large to search with: it is {w}×{h} pixels, and the limit is {limit} pixels."
     size = re.search(r"(?:limit is|limit of|picture of) ([\d.]+) MB", detail)
     return "This picture is too large to search with" + (f": the limit is {float(size.group(1)):g} MB." if size else ".")
-
-
-def writer_active(db: Path | str) -> bool:
-    """Whether an indexing run holds the local index's write lock now: a first `vidsearch index`, a
-    `reindex --rebuild` in a shell, or a job of this UI's in-process API. The API cannot say so for
-    a run in another process, and meanwhile the index is missing, empty or partial; the search page
-    says an index is being built instead of "empty" or a store error. The lock is the store's `flock`
-    on `<db>/.write.lock`: a shared, non-blocking try conflicts with a writer's exclusive lock and is
-    dropped at once (a writer waits its `patience` for it). An index on object storage has no lock."""
-    if is_uri(str(db)):
-        return False
-    try:
-        fh = open(Path(db) / ".write.lock", "rb")  # never created here: no file, no writer
-    except OSError:
-        return False
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:  # a file system without locks: cannot tell, say nothing
-            return False
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
 
 
 @dataclass(frozen=True)
@@ -271,7 +247,7 @@ class Backend:
         API says of its own (`/v1/index` `indexing`, or its 503 while a first build has made no tables),
         so a `reindex --rebuild` in a shell beside a server is shown as such too."""
         if self.config.mode == "local":
-            return writer_active(self.config.db)
+            return writer_busy(self.config.db)
         try:
             return bool(self.client.status().indexing)
         except ApiError as exc:

@@ -32,6 +32,7 @@ import pyarrow.compute as pc  # noqa: E402
 from . import objectstore  # noqa: E402
 from . import schema as S  # noqa: E402
 from .fingerprint import Fingerprint, FingerprintMismatch  # noqa: E402
+from .index_lock import LOCK_FILE  # noqa: E402
 
 if TYPE_CHECKING:
     import lancedb
@@ -60,9 +61,9 @@ LOCK_PATIENCE = 1.0  # seconds a writer tries for the lock before WriterBusy (a 
 @contextlib.contextmanager
 def index_write_lock(path: Path, patience: float = LOCK_PATIENCE) -> Iterator[None]:
     """The write lock of the index directory `path` (which must exist), held for the block: an exclusive
-    `flock` on `<path>/.write.lock`, tried for `patience` seconds (a server job waiting for its turn
-    takes and drops it to look, `Store.writer_busy`) before WriterBusy."""
-    fh = open(Path(path) / ".write.lock", "a")
+    `flock` on `<path>/.write.lock`, tried for `patience` seconds before WriterBusy (`index_lock.writer_busy`
+    looks without taking it)."""
+    fh = open(Path(path) / LOCK_FILE, "a")
     try:
         deadline = time.monotonic() + patience
         while True:
@@ -283,20 +284,6 @@ class Store:
             return
         with index_write_lock(self.path):
             yield
-
-    @staticmethod
-    def writer_busy(path: Path | str) -> bool:
-        """Whether another writer holds the index's write lock now (a job waits its turn instead of
-        failing). An index on object storage, or one not made yet, has no lock to hold."""
-        if objectstore.is_uri(str(path)):
-            return False
-        if not (Path(path) / ".write.lock").is_file():
-            return False
-        try:
-            with index_write_lock(Path(path), patience=0):
-                return False
-        except WriterBusy:
-            return True
 
     # -- reading -------------------------------------------------------------------------------
     def table(self, name: str):
