@@ -16,9 +16,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from test_search_parts import page_matches_each_alone
 from vidsearch.api_models import SpanHit
 from vidsearch.search.features import VideoFeatures
-from vidsearch.search.moments import TEXT_LIFT, localize_moments, localize_moments_many, temporal_iou
+from vidsearch.search.moments import TEXT_LIFT, localize_moments, temporal_iou
 from vidsearch.search.ranking import Candidate, localize_many
 from vidsearch.search.text_channels import EXACT_COSINE, MATCH_STRENGTH_AT_FLOOR, MIN_COSINE, match_strength
 
@@ -142,21 +143,8 @@ def test_moments_of_a_page_with_text_hits_are_each_videos_own():
                 a = rng.uniform(-2, 62, m)
                 text = np.stack([a, a + rng.uniform(-0.5, 6.0, m), rng.uniform(-0.2, 1.2, m)], axis=1)
             items.append((s, e, r, hits, text))
-        most = int(rng.integers(1, 6))
-        for want, got in zip([localize_moments(*it, max_moments=most) for it in items], localize_moments_many(items, max_moments=most)):
-            assert want.flat == got.flat
-            for a, b in zip(want.moments, got.moments):
-                if abs(a.start - b.start) > 1e-6 or abs(a.end - b.end) > 1e-6:
-                    # two windows of equal score (a span over a stretch the curve holds flat, past
-                    # the last unit): either may lead, and what follows may differ
-                    assert abs(a.score - b.score) < 1e-9, (a, b)
-                    ties += 1
-                    break
-                np.testing.assert_allclose([b.score, b.peak], [a.score, a.peak], atol=1e-6)
-            else:
-                assert len(want.moments) == len(got.moments)
-            np.testing.assert_allclose(got.curve.raw, want.curve.raw, atol=1e-6)
-            np.testing.assert_allclose(got.curve.thresholds, want.curve.thresholds, atol=1e-6)
+        # (a tie here: a span over a stretch the curve holds flat, past the last unit)
+        ties += page_matches_each_alone(items, max_moments=int(rng.integers(1, 6)))
     assert ties <= 3, ties  # of ~240 videos
 
 

@@ -388,6 +388,29 @@ def _random_evidence(rng: np.random.Generator, kind: str):
     return s.astype(np.float32), e.astype(np.float32), r, hits
 
 
+def page_matches_each_alone(items: list, max_moments: int) -> int:
+    """Asserts that localize_moments_many gives every item of a page the moments, curve and thresholds
+    localize_moments gives it alone; returns how many videos differed only by a tie (two windows of
+    equal score, to rounding: either may lead, and what follows may differ)."""
+    ties = 0
+    alone = [localize_moments(*it, max_moments=max_moments) for it in items]
+    for want, got in zip(alone, localize_moments_many(items, max_moments=max_moments)):
+        assert want.flat == got.flat
+        for a, b in zip(want.moments, got.moments):
+            if abs(a.start - b.start) > 1e-6 or abs(a.end - b.end) > 1e-6:
+                assert abs(a.score - b.score) < 1e-9, (a, b)
+                ties += 1
+                break
+            np.testing.assert_allclose([b.score, b.peak], [a.score, a.peak], atol=1e-6)
+        else:
+            assert len(want.moments) == len(got.moments)
+        for name in ("times", "values", "raw"):
+            np.testing.assert_allclose(getattr(got.curve, name), getattr(want.curve, name), atol=1e-6)
+        np.testing.assert_allclose(got.curve.thresholds, want.curve.thresholds, atol=1e-6)
+        assert got.curve.step == pytest.approx(want.curve.step) and got.windows.shape == want.windows.shape
+    return ties
+
+
 def test_moments_of_a_page_at_once_are_each_videos_own():
     """localize_moments_many (one pass over a page's curves) gives every video the moments, curve and
     thresholds localize_moments gives it alone, on every kind of unit layout."""
@@ -395,22 +418,7 @@ def test_moments_of_a_page_at_once_are_each_videos_own():
     ties = 0
     for _ in range(150):
         items = [_random_evidence(rng, rng.choice(["frames", "merged", "points", "sparse"])) for _ in range(int(rng.integers(1, 12)))]
-        most = int(rng.integers(1, 6))
-        for want, got in zip([localize_moments(*it, max_moments=most) for it in items], localize_moments_many(items, max_moments=most)):
-            assert want.flat == got.flat
-            for a, b in zip(want.moments, got.moments):
-                if abs(a.start - b.start) > 1e-6 or abs(a.end - b.end) > 1e-6:
-                    # two windows of equal score (to rounding): either may lead, and what follows may differ
-                    assert abs(a.score - b.score) < 1e-9, (a, b)
-                    ties += 1
-                    break
-                np.testing.assert_allclose([b.score, b.peak], [a.score, a.peak], atol=1e-6)
-            else:
-                assert len(want.moments) == len(got.moments)
-            for name in ("times", "values", "raw"):
-                np.testing.assert_allclose(getattr(got.curve, name), getattr(want.curve, name), atol=1e-6)
-            np.testing.assert_allclose(got.curve.thresholds, want.curve.thresholds, atol=1e-6)
-            assert got.curve.step == pytest.approx(want.curve.step) and got.windows.shape == want.windows.shape
+        ties += page_matches_each_alone(items, max_moments=int(rng.integers(1, 6)))
     assert ties <= 3, ties  # of ~900 videos
     # an hour of talk over one still picture is one unit: smoothed over thousands of bins, it is
     # localised on its own (a page-wide smoothing array would be bins x radius: gigabytes)
