@@ -220,26 +220,21 @@ class VidsearchClient:
         backoff until then (a 503 only with Retry-After), so a server restart does not end `wait_for_job` or `iter_videos`."""
         deadline, pause = time.monotonic() + retry_for, 0.25
         while True:
+            error = None
             try:
                 resp = self._http.request(method, path, **kw)
-            except httpx.TimeoutException as exc:
-                if isinstance(exc, httpx.PoolTimeout) and time.monotonic() + pause < deadline:
-                    time.sleep(pause)
-                    pause = min(2 * pause, 2.0)
-                    continue
-                raise ApiTimeout(0, f"the search API at {self.base_url} did not answer {method} {path} within "
-                                    f"{self._http.timeout.read:g} s (busy or down; a longer timeout may help)") from None  # fmt: skip
-            except httpx.TransportError as exc:
-                if isinstance(exc, _RETRYABLE) and time.monotonic() + pause < deadline:
-                    time.sleep(pause)
-                    pause = min(2 * pause, 2.0)
-                    continue
-                raise ApiError(0, f"cannot reach the search API at {self.base_url}: {self._scrubbed(exc)}") from None
-            if _passing(resp) and time.monotonic() + pause < deadline:
-                time.sleep(pause)
-                pause = min(2 * pause, 2.0)
-                continue
-            break
+                again = _passing(resp)
+            except httpx.TransportError as exc:  # timeouts included
+                error, again = exc, isinstance(exc, _RETRYABLE)
+            if not (again and time.monotonic() + pause < deadline):
+                break
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
+        if isinstance(error, httpx.TimeoutException):
+            raise ApiTimeout(0, f"the search API at {self.base_url} did not answer {method} {path} within "
+                                f"{self._http.timeout.read:g} s (busy or down; a longer timeout may help)") from None  # fmt: skip
+        if error is not None:
+            raise ApiError(0, f"cannot reach the search API at {self.base_url}: {self._scrubbed(error)}") from None
         if resp.status_code >= 400:
             try:
                 body = resp.json()
