@@ -306,10 +306,13 @@ class ClipBackbone:
 
             x = self._normalised(frames).to(self.visual_dtype)
             vecs, s, e, v = encode_many_video_units(self._towers(), x, unit_start, unit_end, video_index, batch_frames=batch)
-        from .temporal import mix_units_of, unit_cues_of
+        from .unit_head import head_units
 
-        cues = unit_cues_of(self.head, frames, unit_start, unit_end, video_index, s, v)  # where things move (pixels)
-        return mix_units_of(self.head, vecs, s, e, v, cues), s, e, v  # units that know their neighbours (order)
+        def encode(f: np.ndarray) -> np.ndarray:  # the focus view's crops, through the same tower
+            return np.concatenate([self.encode_frames(f[i : i + batch]) for i in range(0, len(f), batch)])
+
+        # the focus view (what moves, closer) and the temporal module (order), where the model has them
+        return head_units(self.head, encode, frames, vecs, unit_start, unit_end, video_index, s, e, v), s, e, v
 
     @torch.inference_mode()
     def _encode_frames_overlapped(self, frames: np.ndarray, batch: int) -> np.ndarray:

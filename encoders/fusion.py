@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .focus import FocusMix
 from .temporal import TemporalMixer
 from .xpool import XPool
 
@@ -37,11 +38,14 @@ class FusionHead(nn.Module):
         gate_bias: float = 0.2,
         temporal: bool = False,
         temporal_cues: int = 0,
+        focus: float = 0.0,
     ):
         super().__init__()
         # Applied where unit vectors are made (encoders/temporal.py), not in scores(): stored units
         # already carry order, so search re-ranks them as they are.
         self.temporal = TemporalMixer(dim, cues=temporal_cues) if temporal else None  # cues: where_cues read from pixels
+        # also applied where unit vectors are made: each frame's crop around what moves (encoders/focus.py)
+        self.focus = FocusMix(focus) if focus else None
         self.video = XPool(dim, heads, dropout)
         self.audio = XPool(dim, heads, dropout)
         self.audio_weight = nn.Parameter(torch.tensor(float(audio_weight)))

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CUES", "TemporalMixer", "cue_cells", "frame_cues", "mix_units", "mix_units_of", "unit_cues_of", "where_cues", "widen_state"]
+__all__ = ["CUES", "TemporalMixer", "cue_cells", "frame_cues", "mix_units", "mix_units_of", "per_unit_mean", "unit_cues_of", "where_cues", "widen_state"]
 
 GAP_SECONDS = 2.0  # the change is expressed per this many seconds
 CUES = 2  # where_cues: the (x, y) centroid of what moved
@@ -93,17 +93,25 @@ def frame_cues(frames: np.ndarray, owner: np.ndarray, batch: int = 64) -> np.nda
 
 
 def unit_cues_of(head, frames: np.ndarray, frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,
-                 unit_start: np.ndarray, unit_owner: np.ndarray) -> np.ndarray | None:  # fmt: skip
-    """The cues a model's temporal module reads for each unit (None when it reads none): per frame,
-    averaged over the frames a unit holds where token merging made units of several frames."""
+                 unit_start: np.ndarray, unit_owner: np.ndarray, cues: np.ndarray | None = None) -> np.ndarray | None:  # fmt: skip
+    """The cues a model's temporal module reads for each unit (None when it reads none): per frame
+    (`cues` when already read, else read here), averaged over the frames a unit holds where token
+    merging made units of several frames."""
     module = getattr(head, "temporal", None) if head is not None else None
     if module is None or not module.cues:
         return None
-    cues = frame_cues(frames, frame_owner)
-    if len(unit_start) == len(frames):  # a unit is a frame
-        return cues
-    # the unit holding each frame: the last unit of the same video starting at or before its centre
-    # (videos numbered in the order they come, so the keys ascend whatever the owners' own numbers)
+    cues = frame_cues(frames, frame_owner) if cues is None else cues
+    return per_unit_mean(cues, frame_start, frame_end, frame_owner, unit_start, unit_owner)
+
+
+def per_unit_mean(values: np.ndarray, frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,
+                  unit_start: np.ndarray, unit_owner: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Per-frame rows (N, K) -> per-unit means (U, K), where token merging made units of several
+    frames (a unit that is a frame keeps its row): a frame belongs to the last unit of its video
+    starting at or before its centre (videos numbered in the order they come, so the keys ascend
+    whatever the owners' own numbers)."""
+    if len(unit_start) == len(values):  # a unit is a frame
+        return values
     group = lambda o: np.concatenate([[0], np.cumsum(np.diff(np.asarray(o)) != 0)]).astype(np.float64)  # noqa: E731
     centre = (np.asarray(frame_start, np.float64) + np.asarray(frame_end, np.float64)) / 2
     span = max(float(np.max(centre, initial=0.0)), float(np.max(unit_start, initial=0.0))) + 1.0
@@ -111,7 +119,7 @@ def unit_cues_of(head, frames: np.ndarray, frame_start: np.ndarray, frame_end: n
     frame_key = group(frame_owner) * span + centre
     unit = np.clip(np.searchsorted(unit_key, frame_key + 1e-9, side="right") - 1, 0, len(unit_start) - 1)
     counts = np.bincount(unit, minlength=len(unit_start)).astype(np.float32)
-    sums = np.stack([np.bincount(unit, weights=cues[:, j], minlength=len(unit_start)) for j in range(cues.shape[1])], 1)
+    sums = np.stack([np.bincount(unit, weights=values[:, j], minlength=len(unit_start)) for j in range(values.shape[1])], 1)
     return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 

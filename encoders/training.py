@@ -30,8 +30,10 @@ from vidsearch.metrics import retrieval_metrics
 from .audio import AudioEncoder
 from .backbone import CHECKPOINT_FORMAT, cpu_supports_bf16, load_backbone, read_checkpoint
 from .directions import reverse_direction
+from .focus import FOCUS_SCALE, focus_crops, focus_crops_uint8
 from .fusion import FusionHead
 from .losses import ContrastiveLoss
+from .shape_swaps import SHAPES, swap_shapes
 from .temporal import CUES, cue_cells, frame_cues, where_cues, widen_state
 from .xpool import mean_pool
 
@@ -59,9 +61,11 @@ class TrainConfig:
     bf16: bool = True  # autocast matmuls to bf16 where the CPU has bf16 instructions (else fp32)
     temporal: bool = True  # a temporal module over unit vectors (encoders/temporal.py): order and direction
     direction_weight: float = 0.5  # the caption vs. its reversed-direction twin, on its own event
+    shape_weight: float = 0.5  # the caption vs. the same caption naming each other shape, on its own event (shape_swaps.py)
     where_cues: bool = True  # the temporal module also reads where things move, from the pixels (temporal.where_cues)
     temporal_lr_mult: float = 10.0  # the temporal module's learning rate over `lr`: new, small, and far from where it must go
     augment: bool = True  # per-video crop, brightness/contrast and noise on training frames
+    focus: float = FOCUS_SCALE  # each frame also seen as a crop of this side around what moves (encoders/focus.py); 0: off
     extra: dict = field(default_factory=dict)
 
 
@@ -97,7 +101,8 @@ class Trainer:
         for name, p in self.net.named_parameters():
             p.requires_grad_(not any(name.startswith(f) for f in self.frozen_prefixes))
         self.audio = AudioEncoder(dim=self.dim, weights="trained") if cfg.audio else None
-        self.head = FusionHead(self.dim, temporal=cfg.temporal, temporal_cues=CUES if cfg.temporal and cfg.where_cues else 0)
+        self.head = FusionHead(self.dim, temporal=cfg.temporal, temporal_cues=CUES if cfg.temporal and cfg.where_cues else 0,
+                               focus=cfg.focus)  # fmt: skip
         self.loss = ContrastiveLoss()
         self.warm_started = self._warm_start_heads(cfg.checkpoint) if cfg.checkpoint else []
         params = [p for p in self.net.parameters() if p.requires_grad] + list(self.head.parameters()) + list(self.loss.parameters())
@@ -117,6 +122,15 @@ class Trainer:
         self._reverse_text = [r if r is not None else c for r, c in zip(reversed_caps, data.cap_text)]
         frozen_text = self.hf_text and "text.transformer." in self.frozen_prefixes
         self._text_cache = self._pooled_caption_features(self.data.cap_text) if frozen_text else None
+        swaps = [swap_shapes(c) if cfg.shape_weight else [] for c in data.cap_text]
+        self._has_swaps = torch.tensor([len(w) == len(SHAPES) - 1 for w in swaps])
+        self._swap_text = [w if len(w) == len(SHAPES) - 1 else [c] * (len(SHAPES) - 1) for w, c in zip(swaps, data.cap_text)]
+        self._swap_cache = None
+        if frozen_text and bool(self._has_swaps.any()):  # [captions, 3, width]: the language model once per swapped caption
+            rows = torch.nonzero(self._has_swaps).squeeze(1)
+            pooled = self._pooled_caption_features([t for i in rows.tolist() for t in self._swap_text[i]])
+            self._swap_cache = self._text_cache.unsqueeze(1).repeat(1, len(SHAPES) - 1, 1)
+            self._swap_cache[rows] = pooled.view(len(rows), len(SHAPES) - 1, -1)
         self._reverse_cache = None
         if frozen_text and cfg.direction_weight:  # the language model runs only on captions that have a reversal
             self._reverse_cache = self._text_cache.clone()
@@ -133,7 +147,7 @@ class Trainer:
         if "head" in saved:
             state = widen_state({k: v.float() for k, v in saved["head"]["state"].items()}, self.head.temporal)
             missing, unexpected = self.head.load_state_dict(state, strict=False)
-            if unexpected or any(not k.startswith("temporal.") for k in missing):
+            if unexpected or any(not k.startswith(("temporal.", "focus.")) for k in missing):
                 raise RuntimeError(f"{checkpoint}: its fusion head does not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
             loaded.append("head")
         if "audio" in saved and self.audio is not None:
@@ -163,6 +177,13 @@ class Trainer:
             hidden = text.transformer(input_ids=tokens, attention_mask=mask)
             out.append(text.pooler(hidden, mask))
         return torch.cat(out)
+
+    def encode_swapped(self, idx: torch.Tensor) -> torch.Tensor:
+        """[len(idx), 3, D]: each caption with each other shape (shape_swaps.py)."""
+        if self._swap_cache is not None:
+            return F.normalize(self.net.text.proj(self._swap_cache[idx]), dim=-1)
+        tokens = self.backbone.tokenizer([t for i in idx.tolist() for t in self._swap_text[i]])
+        return F.normalize(self.net.encode_text(tokens), dim=-1).view(len(idx), len(SHAPES) - 1, -1)
 
     def encode_captions(self, idx: torch.Tensor, reverse: bool = False) -> torch.Tensor:
         cache, texts = (self._reverse_cache, self._reverse_text) if reverse else (self._text_cache, self.data.cap_text)
@@ -244,9 +265,17 @@ class Trainer:
             feats = self.net.encode_image(flat[keep])
         frames = torch.zeros(b * k, self.dim, dtype=torch.float32)
         frames[keep] = F.normalize(feats.float(), dim=-1)
+        cues = self._cues(batch.frames, batch.frame_mask)
+        if self.head.focus is not None:  # the same frames, closer around what moves, through the same tower
+            crops = focus_crops(flat[keep], cues.reshape(b * k, -1)[keep], self.head.focus.scale)
+            with autocast:
+                near = self.net.encode_image(crops)
+            focused = torch.zeros(b * k, self.dim, dtype=torch.float32)
+            focused[keep] = self.head.focus(frames[keep], F.normalize(near.float(), dim=-1))
+            frames = focused
         frames = frames.view(b, k, self.dim)
         if self.head.temporal is not None:
-            frames = self.head.temporal(frames, batch.frame_mask, batch.times, self._cues(batch.frames, batch.frame_mask))
+            frames = self.head.temporal(frames, batch.frame_mask, batch.times, cues if self.head.temporal.cues else None)
         text = self.encode_captions(batch.caption_idx)
         audio = mask = None
         if self.audio is not None:
@@ -264,8 +293,25 @@ class Trainer:
         has_reverse = self._has_reverse[batch.caption_idx]
         if self.cfg.direction_weight and bool(has_reverse.any()):
             parts["direction"] = self._direction_loss(text, batch, frames, event, has_reverse) * self.cfg.direction_weight
+        has_swaps = self._has_swaps[batch.caption_idx]
+        if self.cfg.shape_weight and bool(has_swaps.any()):
+            parts["shape"] = self._shape_loss(text, batch, frames, event, has_swaps) * self.cfg.shape_weight
         parts["total"] = sum(parts.values())
         return parts
+
+    def _shape_loss(self, text, batch: Batch, frames, event, has_swaps) -> torch.Tensor:
+        """The caption against the same caption naming each other shape, on the caption's own event
+        and own video (X-Pool): a four-way softmax, the true caption should win. Colour, motion and
+        sound are the same in all four; only the shape tells them apart."""
+        rows = torch.nonzero(has_swaps).squeeze(1)
+        cands = torch.cat([text[rows].unsqueeze(1), self.encode_swapped(batch.caption_idx[rows])], dim=1)  # [R, 4, D]
+        ev = F.normalize(event[rows, rows], dim=-1)
+        own_event = torch.einsum("rcd,rd->rc", cands, ev)
+        f, m = frames[rows], batch.frame_mask[rows]
+        own_video = torch.stack([self.head.video.similarity(cands[:, c], f, m).diagonal() for c in range(cands.shape[1])], dim=1)
+        scale = self.loss.scale.detach()
+        target = torch.zeros(len(rows), dtype=torch.long)
+        return F.cross_entropy(own_event * scale, target) + F.cross_entropy(own_video * scale, target)
 
     def _direction_loss(self, text, batch: Batch, frames, event, has_reverse) -> torch.Tensor:
         """The caption against its reversed-direction twin ("left" <-> "right", ...) on the caption's
@@ -351,16 +397,26 @@ class Trainer:
         return out
 
     def _encode_frames(self, data) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every sampled frame of every video, as unit vectors padded to [V, T, D] with a mask."""
-        pixels = torch.from_numpy(data.frames).permute(0, 3, 1, 2)
-        mean, std = self.backbone.mean.view(1, 3, 1, 1), self.backbone.std.view(1, 3, 1, 1)
-        feats = []
-        for i in range(0, len(pixels), 256):
-            x = (pixels[i : i + 256].float() / 255.0 - mean) / std
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                feats.append(F.normalize(self.net.encode_image(x).float(), dim=-1))
-        flat = torch.cat(feats)
+        """Every sampled frame of every video, as unit vectors padded to [V, T, D] with a mask (as
+        the indexer makes them: encoders/unit_head.py)."""
         counts = torch.from_numpy(np.diff(data.frame_offsets))
+        owner = np.repeat(np.arange(len(counts)), counts.numpy())
+        reads_cues = self.head.focus is not None or (self.head.temporal is not None and self.head.temporal.cues)
+        frame_cue = frame_cues(data.frames, owner) if reads_cues else None  # as the indexer reads them
+
+        def encode(frames: np.ndarray) -> torch.Tensor:
+            pixels = torch.from_numpy(frames).permute(0, 3, 1, 2)
+            mean, std = self.backbone.mean.view(1, 3, 1, 1), self.backbone.std.view(1, 3, 1, 1)
+            feats = []
+            for i in range(0, len(pixels), 256):
+                x = (pixels[i : i + 256].float() / 255.0 - mean) / std
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                    feats.append(F.normalize(self.net.encode_image(x).float(), dim=-1))
+            return torch.cat(feats)
+
+        flat = encode(data.frames)
+        if self.head.focus is not None:
+            flat = self.head.focus(flat, encode(focus_crops_uint8(data.frames, frame_cue, self.head.focus.scale)))
         mask = torch.arange(int(counts.max()))[None, :] < counts[:, None]
         out = flat.new_zeros(*mask.shape, flat.shape[-1])
         out[mask] = flat
@@ -368,16 +424,16 @@ class Trainer:
             times = torch.zeros(mask.shape)
             times[mask] = torch.from_numpy((data.unit_start + data.unit_end) / 2).float()
             cues = None
-            if self.head.temporal.cues:  # as the indexer reads them (temporal.frame_cues)
-                owner = np.repeat(np.arange(len(counts)), counts.numpy())
+            if self.head.temporal.cues:
                 cues = torch.zeros(*mask.shape, self.head.temporal.cues)
-                cues[mask] = torch.from_numpy(frame_cues(data.frames, owner))
+                cues[mask] = torch.from_numpy(frame_cue)
             out = self.head.temporal(out, mask, times, cues)
         return out, mask
 
     def _cues(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """where_cues of a batch's normalised frames [B, K, 3, S, S], read from their pixels in [0, 1]."""
-        if self.head.temporal is None or not self.head.temporal.cues:
+        """where_cues of a batch's normalised frames [B, K, 3, S, S], read from their pixels in [0, 1]
+        (None when neither the focus view nor the temporal module reads them)."""
+        if self.head.focus is None and (self.head.temporal is None or not self.head.temporal.cues):
             return None
         b, k = mask.shape
         mean, std = self.backbone.mean.view(1, 3, 1, 1), self.backbone.std.view(1, 3, 1, 1)
@@ -446,7 +502,7 @@ class Trainer:
             "model": self.cfg.model,
             "frozen": [f for f in self.frozen_prefixes if f.startswith("text.transformer.")],
             "clip": clip,
-            "head": {"config": {"temporal": True, "temporal_cues": self.head.temporal.cues} if self.head.temporal is not None else {},
+            "head": {"config": self._head_config(),
                      "state": {k: v.half() for k, v in self.head.state_dict().items()}},
             "meta": {"train": asdict(self.cfg), "epochs_done": self.epoch, "data": data_fingerprint(self.data)},
         }
@@ -454,6 +510,13 @@ class Trainer:
             ckpt["audio"] = {"config": {**self.audio.config, "strides": list(self.audio.config["strides"])},
                              "weights": "trained", "state": {k: v.half() for k, v in self.audio.state_dict().items()}}  # fmt: skip
         return ckpt
+
+    def _head_config(self) -> dict:
+        """The FusionHead arguments that rebuild this head (encoders/backbone.py `_build_heads`)."""
+        config = {"temporal": True, "temporal_cues": self.head.temporal.cues} if self.head.temporal is not None else {}
+        if self.head.focus is not None:
+            config["focus"] = self.head.focus.scale
+        return config
 
     def save(self) -> None:
         self.out.parent.mkdir(parents=True, exist_ok=True)

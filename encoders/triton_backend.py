@@ -45,7 +45,7 @@ from .backbone import (
     spec_from_fingerprint,
 )
 from .onnx_export import FINGERPRINT_PARAM, IMAGE_INPUT, OUTPUT, TEXT_INPUT, model_names
-from .temporal import mix_units_of, unit_cues_of
+from .unit_head import head_units
 
 log = logging.getLogger(__name__)
 
@@ -341,8 +341,9 @@ class TritonBackbone:
         export), so a unit is a frame, as with the local tower and merging off or per-frame."""
         vecs = self.encode_frames(frames, batch)
         start, end, owner = np.asarray(unit_start, np.float64), np.asarray(unit_end, np.float64), np.asarray(video_index)
-        cues = unit_cues_of(self.head, frames, start, end, owner, start, owner)  # where things move, read from the pixels here
-        return mix_units_of(self.head, vecs, start, end, owner, cues), start, end, owner  # order-aware units, as the local tower
+        # the focus view's crops through the served tower, the where-cues read from the pixels here: as the local tower
+        units = head_units(self.head, lambda f: self.encode_frames(f, batch), frames, vecs, start, end, owner, start, end, owner)
+        return units, start, end, owner
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         if len(texts) == 0:

@@ -93,9 +93,11 @@ def train(
     audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Train the audio tower and TEFAL fusion.")] = True,
     temporal: Annotated[bool, typer.Option("--temporal/--no-temporal", help="A temporal module over unit vectors, so order and direction count.")] = True,
     direction_weight: Annotated[float, typer.Option("--direction-weight", min=0.0, help="Weight of the caption-vs-reversed-direction loss (0: off).")] = 0.5,
+    shape_weight: Annotated[float, typer.Option("--shape-weight", min=0.0, help="Weight of the caption-vs-other-shapes loss (the same caption naming each other shape, on its own event; 0: off).")] = 0.5,
     where_cues: Annotated[bool, typer.Option("--where-cues/--no-where-cues", help="The temporal module also reads where things move, from the pixels (the centroid of change against the video's median frame).")] = True,
     temporal_lr_mult: Annotated[float, typer.Option("--temporal-lr-mult", min=0.0, help="The temporal module's learning rate as a multiple of --lr.")] = 10.0,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Per-video crop, brightness/contrast and noise on training frames.")] = True,
+    focus: Annotated[bool, typer.Option("--focus/--no-focus", help="Each frame also encoded as a crop of half its side around what moves (the where-cue), mixed in with a learned weight.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same --out.")] = False,
     eval_data: Annotated[Optional[list[Path]], typer.Option("--eval-data", exists=True, dir_okay=False, help="Held-out captioned videos (JSONL) to score retrieval on while training; repeat for several.")] = None,
     eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Score --eval-data every N epochs (0: after the last epoch only).")] = 0,
@@ -107,13 +109,14 @@ def train(
 ) -> None:
     """Train the frame/text towers, X-Pool and audio fusion with symmetric InfoNCE on captioned videos."""
     from vidsearch.encoders import load_backbone  # the model stack (torch): see the module docstring
+    from vidsearch.encoders.focus import FOCUS_SCALE
     from vidsearch.encoders.training import TrainConfig, Trainer
 
     datasets = [_dataset_jsonl(d, videos, annotations) for d in data]
     cfg = TrainConfig(model=model, pretrained=pretrained, checkpoint=str(checkpoint) if checkpoint else None, epochs=epochs,
                       batch_size=batch_size, frames_per_video=frames_per_video, lr=lr, freeze_backbone=freeze_backbone,
-                      freeze_text=freeze_text, audio=audio, seed=seed, temporal=temporal, direction_weight=direction_weight, where_cues=where_cues, temporal_lr_mult=temporal_lr_mult,
-                      augment=augment, extra={"sample_fps": sample_fps})  # fmt: skip
+                      freeze_text=freeze_text, audio=audio, seed=seed, temporal=temporal, direction_weight=direction_weight, shape_weight=shape_weight, where_cues=where_cues, temporal_lr_mult=temporal_lr_mult,
+                      augment=augment, focus=FOCUS_SCALE if focus else 0.0, extra={"sample_fps": sample_fps})  # fmt: skip
     show = not json_out and err.is_terminal
     t0 = time.monotonic()
     try:

@@ -107,10 +107,12 @@ def event_look(seed: int, index: int, k: int, style: str) -> EventLook:
 
 
 def random_geometry(seed: int, index: int, k: int, motion: str, width: int, height: int, margin: int) -> tuple[int, tuple[int, int, int, int]]:
-    """A size from 40 to 96 px and a path that keeps the motion's direction but covers 45-100% of
-    the frame from a random start, so speed and position vary as well."""
+    """A size from 20 to 96 px and a path that keeps the motion's direction but covers 45-100% of
+    the frame from a random start, so speed and position vary as well. Small sizes matter: with
+    shapes of 40 px and up, a model read another renderer's smaller triangles (~30 px) as stars,
+    having learned size as part of what a shape looks like."""
     rng = random.Random(f"synth:{seed}:{index}:{k}:geometry")
-    size = rng.randint(40, 96)
+    size = rng.randint(20, 96)
     lo, hi_x, hi_y = margin, width - size - margin, height - size - margin
     x, y = rng.randint(lo, hi_x), rng.randint(lo, hi_y)
 

@@ -91,6 +91,7 @@ def test_the_moment_that_moves_as_asked_comes_first(moving_library):
         without = firsts()
     finally:
         engine.reads_order = True
+    print(f"direction contrast: {with_contrast}/8 first with it, {without}/8 without")
     assert with_contrast >= 6 and with_contrast > without, (with_contrast, without)
 
 
