@@ -2,12 +2,14 @@
 
 Captions name a colour, a shape, a motion and a sound, and a batch of videos is usually told apart
 by colour and sound alone, so contrastive training on whole captions taught the frame tower little
-about shape: probed with "a {colour} {shape}" on each event's own units, the shipped model named
-the right one of four shapes in 46% of unseen videos of its own training look and 38% of another
-renderer's. Training therefore also asks each event to prefer its caption over the same caption
+about shape: probed with "a {colour} {shape}" on each event's own units (lab/shape_probe.py),
+round 4 named the right one of four shapes in 46% of unseen videos of its own training look and 38%
+of another renderer's. Training therefore also asks each event to prefer its caption over the same caption
 with every other shape (as `directions.py` does for the direction of motion), which only the
 shape can answer. Works on English shape nouns, longest phrases first; quoted words (speech,
-on-screen text) are left alone.
+on-screen text, in straight or curly double quotes) are left alone. Meant for captions about shapes
+(the synthetic corpus): on everyday captions a "movie star" would become a "movie circle", a weak
+negative; `--shape-weight 0` turns it off.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ _NOUNS: dict[str, tuple[str, ...]] = {
 }
 _SHAPE_OF = {noun: shape for shape, nouns in _NOUNS.items() for noun in nouns}
 _NOUN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _SHAPE_OF), key=len, reverse=True)) + r")\b", re.IGNORECASE)
-_QUOTED = re.compile(r'"[^"]*"')
+_QUOTED = re.compile(r'"[^"]*"|\u201c[^\u201d]*\u201d')
 
 
 def _unquoted(caption: str) -> list[tuple[int, int]]:

@@ -146,6 +146,8 @@ class Trainer:
         loaded = []
         if "head" in saved:
             state = widen_state({k: v.float() for k, v in saved["head"]["state"].items()}, self.head.temporal)
+            if self.head.focus is None:  # a run without the focus view (`--no-focus`) from a model with one
+                state = {k: v for k, v in state.items() if not k.startswith("focus.")}
             missing, unexpected = self.head.load_state_dict(state, strict=False)
             if unexpected or any(not k.startswith(("temporal.", "focus.")) for k in missing):
                 raise RuntimeError(f"{checkpoint}: its fusion head does not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")

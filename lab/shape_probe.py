@@ -5,7 +5,8 @@ else ranking does; this asks the units directly: for every event of a synthetic 
 the unit vectors inside the event (as the indexer makes them: the model's head, focus view and
 temporal module included) is compared with the four captions "a {its colour} {circle|square|
 triangle|star}", and the best one is the model's reading. Chance is 25%; the confusion matrix says
-which shapes it takes for which (round 4 read 104 of 120 held-out triangles as stars).
+which shapes it takes for which (round 4 read 104 of 120 held-out triangles as stars; an earlier
+ad hoc probe of the same model counted 106).
 
     python -m vidsearch.lab.shape_probe CORPUS/test.jsonl [--checkpoint CKPT] [--json]
 """

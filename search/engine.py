@@ -280,7 +280,17 @@ class SearchEngine:
         limit = int(self.settings.max_image_mb * 1e6)
         check_image_size(data, limit)  # before the cache: a picture seen before is still refused
         digest = hashlib.sha256(data).hexdigest()
-        return self._image_vectors(digest, lambda: self.backbone.encode_frames(image_frame(data, self.backbone.image_size, limit))[0])
+        return self._image_vectors(digest, lambda: self._picture_vector(image_frame(data, self.backbone.image_size, limit)))
+
+    def _picture_vector(self, frame: np.ndarray) -> np.ndarray:
+        """One picture (1, S, S, 3) as the indexer makes a one-frame clip's frame vector: with the
+        model's focus view where it has one (a still picture has no where-cue, so its window is the
+        centre, encoders/focus.py); the temporal module, which reads neighbours, is left out."""
+        from vidsearch.encoders.focus import apply_focus
+
+        one, first = np.zeros(1), np.zeros(1, np.int64)
+        vector = self.backbone.encode_frames(frame)
+        return apply_focus(getattr(self.backbone, "head", None), self.backbone.encode_frames, frame, vector, None, one, one + 1, first, one, first)[0]
 
     def compose_query(self, req: SearchRequest, text_vector: np.ndarray | None = None) -> ComposedQuery:
         """The request's inputs (words, an image, a `like` moment) as one query vector (search/examples.py)."""

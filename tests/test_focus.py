@@ -98,7 +98,7 @@ def test_training_with_focus_learns_its_weight_and_the_checkpoint_indexes_with_i
                      durations=np.full(nv, per, np.float32), videos=[f"v{i}" for i in range(nv)], cap_video=np.arange(nv),
                      cap_text=caps, cap_start=np.zeros(nv, np.float32), cap_end=np.full(nv, per, np.float32))  # fmt: skip
     trainer = Trainer(ts, TrainConfig(model="tiny", checkpoint=str(WEIGHTS_DIR / "tiny.pt"), epochs=1, batch_size=4,
-                                      frames_per_video=per, augment=False), tmp_path / "m.pt")  # fmt: skip
+                                      frames_per_video=per, augment=False, bf16=False), tmp_path / "m.pt")  # fmt: skip
     saved = read_checkpoint(WEIGHTS_DIR / "tiny.pt")["head"]["state"].get("focus.weight")
     # a checkpoint without the focus view starts it at 0 (the model it came from); one with it, where it was
     assert trainer.head.focus is not None and float(trainer.head.focus.weight.detach()) == (0.0 if saved is None else float(saved))
@@ -118,3 +118,7 @@ def test_training_with_focus_learns_its_weight_and_the_checkpoint_indexes_with_i
     with torch.no_grad():
         ref, mask = trainer._encode_frames(ts)
     np.testing.assert_allclose(units, ref[mask].numpy(), atol=2e-3)
+    # a run without the focus view starts from this checkpoint too (its focus weight left out)
+    plain = Trainer(ts, TrainConfig(model="tiny", checkpoint=str(tmp_path / "m.pt"), epochs=1, batch_size=4, frames_per_video=per,
+                                    augment=False, bf16=False, focus=0.0), tmp_path / "n.pt")  # fmt: skip
+    assert plain.head.focus is None and "head" in plain.warm_started

@@ -24,6 +24,9 @@ from vidsearch.encoders.shape_swaps import swap_shapes
         ("nothing with a form here", []),
         ("a circle and a star", []),  # two shapes: which event a swap is about is unclear
         ('a voice says "circle"', []),  # quoted words are speech or on-screen text, not the shape
+        ("a red star rises; someone says \u201cthe circle\u201d", ["a red circle rises; someone says \u201cthe circle\u201d",
+                                                           "a red square rises; someone says \u201cthe circle\u201d",
+                                                           "a red triangle rises; someone says \u201cthe circle\u201d"]),
     ],
 )  # fmt: skip
 def test_swap_shapes(caption, expected):
