@@ -2,9 +2,9 @@
 
 The frame tower sees 112 px frames in 16 px patches, so a shape a sixth of the frame wide covers one
 or two patches: colour survives that, shape barely does (round 4 read 104 of 120 of the held-out
-renderer's triangles as stars, lab/shape_probe.py). The where-cue (`temporal.where_cues`, the centroid of what differs from
-the video's static background) already says where the moving thing is, so each frame gets a second
-view: the window of `scale` times the frame's side around that point (kept inside the frame),
+renderer's triangles as stars, lab/shape_probe.py). The where-cue (`temporal.where_cues`, the
+centroid of what differs from the video's static background) already says where the moving thing
+is, so each frame gets a second view: the window of `scale` times the frame's side around that point (kept inside the frame),
 resized back to the tower's input, encoded by the same tower. The two are mixed per frame,
 
     f = normalise(f_frame + w * f_focus)

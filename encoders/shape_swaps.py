@@ -30,7 +30,8 @@ _NOUN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _SHAPE_OF), key=len, 
 _QUOTED = re.compile(r'"[^"]*"|\u201c[^\u201d]*\u201d')
 
 
-def _unquoted(caption: str) -> list[tuple[int, int]]:
+def unquoted_spans(caption: str) -> list[tuple[int, int]]:
+    """(start, end) of the caption's stretches outside double quotes (speech, on-screen text)."""
     spans, last = [], 0
     for q in _QUOTED.finditer(caption):
         spans.append((last, q.start()))
@@ -42,7 +43,7 @@ def _unquoted(caption: str) -> list[tuple[int, int]]:
 def swap_shapes(caption: str) -> list[str]:
     """The caption once with each other shape in place of the one it names ([] when it names
     none, or more than one: which event a swap would be about is then unclear)."""
-    found = [(m.start(), m.end(), _SHAPE_OF[m.group(0).lower()]) for a, b in _unquoted(caption) for m in _NOUN.finditer(caption, a, b)]
+    found = [(m.start(), m.end(), _SHAPE_OF[m.group(0).lower()]) for a, b in unquoted_spans(caption) for m in _NOUN.finditer(caption, a, b)]
     if not found or len({s for *_, s in found}) != 1:
         return []
     named = found[0][2]

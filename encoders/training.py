@@ -33,6 +33,7 @@ from .directions import reverse_direction
 from .focus import FOCUS_SCALE, focus_crops, focus_crops_uint8
 from .fusion import FusionHead
 from .losses import ContrastiveLoss
+from .motion_swaps import MOTIONS, swap_motions
 from .shape_swaps import SHAPES, swap_shapes
 from .temporal import CUES, cue_cells, frame_cues, where_cues, widen_state
 from .xpool import mean_pool
@@ -62,11 +63,26 @@ class TrainConfig:
     temporal: bool = True  # a temporal module over unit vectors (encoders/temporal.py): order and direction
     direction_weight: float = 0.5  # the caption vs. its reversed-direction twin, on its own event
     shape_weight: float = 0.5  # the caption vs. the same caption naming each other shape, on its own event (shape_swaps.py)
+    motion_weight: float = 0.5  # ... naming each other motion: left, right, up, down, still (motion_swaps.py)
     where_cues: bool = True  # the temporal module also reads where things move, from the pixels (temporal.where_cues)
     temporal_lr_mult: float = 10.0  # the temporal module's learning rate over `lr`: new, small, and far from where it must go
     augment: bool = True  # per-video crop, brightness/contrast and noise on training frames
     focus: float = FOCUS_SCALE  # each frame also seen as a crop of this side around what moves (encoders/focus.py); 0: off
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Swapped:
+    """Captions with one attribute named otherwise (the hard negatives of `_swap_loss`)."""
+
+    has: torch.Tensor  # (captions,) bool: the caption names the attribute once
+    texts: list[list[str]]  # per caption, its n swapped versions (itself where it has none)
+    cache: torch.Tensor | None  # (captions, n, width): the frozen language model's reading of them
+    n: int
+
+
+# the hard negatives: each attribute's swap and its number of alternatives
+SWAPS: dict[str, tuple[Callable[[str], list[str]], int]] = {"shape": (swap_shapes, len(SHAPES) - 1), "motion": (swap_motions, len(MOTIONS) - 1)}
 
 
 @dataclass
@@ -122,15 +138,8 @@ class Trainer:
         self._reverse_text = [r if r is not None else c for r, c in zip(reversed_caps, data.cap_text)]
         frozen_text = self.hf_text and "text.transformer." in self.frozen_prefixes
         self._text_cache = self._pooled_caption_features(self.data.cap_text) if frozen_text else None
-        swaps = [swap_shapes(c) if cfg.shape_weight else [] for c in data.cap_text]
-        self._has_swaps = torch.tensor([len(w) == len(SHAPES) - 1 for w in swaps])
-        self._swap_text = [w if len(w) == len(SHAPES) - 1 else [c] * (len(SHAPES) - 1) for w, c in zip(swaps, data.cap_text)]
-        self._swap_cache = None
-        if frozen_text and bool(self._has_swaps.any()):  # [captions, 3, width]: the language model once per swapped caption
-            rows = torch.nonzero(self._has_swaps).squeeze(1)
-            pooled = self._pooled_caption_features([t for i in rows.tolist() for t in self._swap_text[i]])
-            self._swap_cache = self._text_cache.unsqueeze(1).repeat(1, len(SHAPES) - 1, 1)
-            self._swap_cache[rows] = pooled.view(len(rows), len(SHAPES) - 1, -1)
+        self._swaps = {name: self._swapped_captions(swap, n, frozen_text) for name, (swap, n) in SWAPS.items()
+                       if getattr(cfg, f"{name}_weight")}  # fmt: skip
         self._reverse_cache = None
         if frozen_text and cfg.direction_weight:  # the language model runs only on captions that have a reversal
             self._reverse_cache = self._text_cache.clone()
@@ -180,12 +189,27 @@ class Trainer:
             out.append(text.pooler(hidden, mask))
         return torch.cat(out)
 
-    def encode_swapped(self, idx: torch.Tensor) -> torch.Tensor:
-        """[len(idx), 3, D]: each caption with each other shape (shape_swaps.py)."""
-        if self._swap_cache is not None:
-            return F.normalize(self.net.text.proj(self._swap_cache[idx]), dim=-1)
-        tokens = self.backbone.tokenizer([t for i in idx.tolist() for t in self._swap_text[i]])
-        return F.normalize(self.net.encode_text(tokens), dim=-1).view(len(idx), len(SHAPES) - 1, -1)
+    def _swapped_captions(self, swap: Callable[[str], list[str]], n: int, frozen_text: bool) -> Swapped:
+        """Each caption's n swapped versions (itself where it has none), with the frozen language
+        model's reading of them computed once."""
+        alts = [swap(c) for c in self.data.cap_text]
+        has = torch.tensor([len(a) == n for a in alts])
+        texts = [a if len(a) == n else [c] * n for a, c in zip(alts, self.data.cap_text)]
+        cache = None
+        if frozen_text and bool(has.any()):  # [captions, n, width]
+            rows = torch.nonzero(has).squeeze(1)
+            pooled = self._pooled_caption_features([t for i in rows.tolist() for t in texts[i]])
+            cache = self._text_cache.unsqueeze(1).repeat(1, n, 1)
+            cache[rows] = pooled.view(len(rows), n, -1)
+        return Swapped(has, texts, cache, n)
+
+    def encode_swapped(self, name: str, idx: torch.Tensor) -> torch.Tensor:
+        """[len(idx), n, D]: each caption with each other shape ("shape") or motion ("motion")."""
+        sw = self._swaps[name]
+        if sw.cache is not None:
+            return F.normalize(self.net.text.proj(sw.cache[idx]), dim=-1)
+        tokens = self.backbone.tokenizer([t for i in idx.tolist() for t in sw.texts[i]])
+        return F.normalize(self.net.encode_text(tokens), dim=-1).view(len(idx), sw.n, -1)
 
     def encode_captions(self, idx: torch.Tensor, reverse: bool = False) -> torch.Tensor:
         cache, texts = (self._reverse_cache, self._reverse_text) if reverse else (self._text_cache, self.data.cap_text)
@@ -295,18 +319,19 @@ class Trainer:
         has_reverse = self._has_reverse[batch.caption_idx]
         if self.cfg.direction_weight and bool(has_reverse.any()):
             parts["direction"] = self._direction_loss(text, batch, frames, event, has_reverse) * self.cfg.direction_weight
-        has_swaps = self._has_swaps[batch.caption_idx]
-        if self.cfg.shape_weight and bool(has_swaps.any()):
-            parts["shape"] = self._shape_loss(text, batch, frames, event, has_swaps) * self.cfg.shape_weight
+        for name, sw in self._swaps.items():
+            has = sw.has[batch.caption_idx]
+            if bool(has.any()):
+                parts[name] = self._swap_loss(name, text, batch, frames, event, has) * getattr(self.cfg, f"{name}_weight")
         parts["total"] = sum(parts.values())
         return parts
 
-    def _shape_loss(self, text, batch: Batch, frames, event, has_swaps) -> torch.Tensor:
-        """The caption against the same caption naming each other shape, on the caption's own event
-        and own video (X-Pool): a four-way softmax, the true caption should win. Colour, motion and
-        sound are the same in all four; only the shape tells them apart."""
-        rows = torch.nonzero(has_swaps).squeeze(1)
-        cands = torch.cat([text[rows].unsqueeze(1), self.encode_swapped(batch.caption_idx[rows])], dim=1)  # [R, 4, D]
+    def _swap_loss(self, name: str, text, batch: Batch, frames, event, has) -> torch.Tensor:
+        """The caption against the same caption naming each other shape (or motion), on the
+        caption's own event and own video (X-Pool): an (n + 1)-way softmax, the true caption should
+        win. Everything else the captions name is the same; only that attribute tells them apart."""
+        rows = torch.nonzero(has).squeeze(1)
+        cands = torch.cat([text[rows].unsqueeze(1), self.encode_swapped(name, batch.caption_idx[rows])], dim=1)  # [R, n + 1, D]
         ev = F.normalize(event[rows, rows], dim=-1)
         own_event = torch.einsum("rcd,rd->rc", cands, ev)
         f, m = frames[rows], batch.frame_mask[rows]

@@ -94,6 +94,7 @@ def train(
     temporal: Annotated[bool, typer.Option("--temporal/--no-temporal", help="A temporal module over unit vectors, so order and direction count.")] = True,
     direction_weight: Annotated[float, typer.Option("--direction-weight", min=0.0, help="Weight of the caption-vs-reversed-direction loss (0: off).")] = 0.5,
     shape_weight: Annotated[float, typer.Option("--shape-weight", min=0.0, help="Weight of the caption-vs-other-shapes loss (the same caption naming each other shape, on its own event; 0: off).")] = 0.5,
+    motion_weight: Annotated[float, typer.Option("--motion-weight", min=0.0, help="Weight of the caption-vs-other-motions loss (left, right, up, down, still; on its own event; 0: off).")] = 0.5,
     where_cues: Annotated[bool, typer.Option("--where-cues/--no-where-cues", help="The temporal module also reads where things move, from the pixels (the centroid of change against the video's median frame).")] = True,
     temporal_lr_mult: Annotated[float, typer.Option("--temporal-lr-mult", min=0.0, help="The temporal module's learning rate as a multiple of --lr.")] = 10.0,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Per-video crop, brightness/contrast and noise on training frames.")] = True,
@@ -115,7 +116,7 @@ def train(
     datasets = [_dataset_jsonl(d, videos, annotations) for d in data]
     cfg = TrainConfig(model=model, pretrained=pretrained, checkpoint=str(checkpoint) if checkpoint else None, epochs=epochs,
                       batch_size=batch_size, frames_per_video=frames_per_video, lr=lr, freeze_backbone=freeze_backbone,
-                      freeze_text=freeze_text, audio=audio, seed=seed, temporal=temporal, direction_weight=direction_weight, shape_weight=shape_weight, where_cues=where_cues, temporal_lr_mult=temporal_lr_mult,
+                      freeze_text=freeze_text, audio=audio, seed=seed, temporal=temporal, direction_weight=direction_weight, shape_weight=shape_weight, motion_weight=motion_weight, where_cues=where_cues, temporal_lr_mult=temporal_lr_mult,
                       augment=augment, focus=FOCUS_SCALE if focus else 0.0, extra={"sample_fps": sample_fps})  # fmt: skip
     show = not json_out and err.is_terminal
     t0 = time.monotonic()

@@ -91,9 +91,10 @@ def test_caption_search_over_http_finds_the_video_and_the_moment(indexed_library
                 outcomes.append((query, first_right, best))
             # the shipped model's calibration: what the library does not hold finds nothing, and says so.
             # Nonsense never; of a dozen unrelated subjects at most one may pass the threshold (a
-            # probability of ~10% per absent query is what the calibration promises, not zero: with the
-            # model shipped 2026-12-05, "a cat playing the piano" reads 16% on this library, clapping and
-            # notes being near "playing" and "piano", against a threshold of 14%)
+            # probability of ~10% per absent query is what the calibration promises, not zero: a model
+            # trained on 2026-12-05 with the shape negative alone read "a cat playing the piano" at 16%
+            # on this library, clapping and notes being near "playing" and "piano", against a threshold
+            # of 14%; the shipped one reads it 10%)
             resp = client.search("blorft quazzle snorp vintle", top_k=5)
             assert resp.results == [] and "well enough" in resp.message and resp.min_relevance is not None, resp.message
             unrelated = ("a cat playing the piano", "a chef cooks pasta in a kitchen", "a dog barking at the mailman",
@@ -128,8 +129,8 @@ def test_caption_search_over_http_finds_the_video_and_the_moment(indexed_library
     assert hits, report
     # and not by luck. Chance: the right video first 1/8, and then a moment of IoU >= 0.5 about one
     # time in three, ~4% together: 4 or more such hits of 15 happen by chance 0.3% of the time
-    # (binomial tail). The shipped model measured 13/15 right first, 10 with the moment (the one before
-    # it too; round 3 12/15 and 9; round 2, without direction, 5/15 and 5/15; the round-1 model 8/15
+    # (binomial tail). The shipped model measured 14/15 right first, 10 with the moment (the one before
+    # it 13/15 and 10; round 3 12/15 and 9; round 2, without direction, 5/15 and 5/15; the round-1 model 8/15
     # and 5/15): the bar is above
     # what the models without direction reached and leaves three queries to flip on another CPU's
     # bf16 arithmetic.
