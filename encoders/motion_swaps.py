@@ -6,7 +6,9 @@ renderer (chance 43%), although the pixel cue reads every direction. Training th
 each event to prefer its caption over the same caption with each other motion, "stays still"
 included, as `shape_swaps.py` does for shapes. The caption's motion phrase ("slides to the left",
 "rises", "heads toward the top", "is stationary", ...) is replaced whole by a plain one ("moves
-right", "stays still"); quoted words (speech, on-screen text) are left alone.
+right", "stays still"); quoted words (speech, on-screen text) are left alone. Meant for captions
+about moving shapes (the synthetic corpus): on everyday captions "runs up the stairs" would become
+"moves left the stairs", a noisy negative; `--motion-weight 0` turns it off.
 """
 
 from __future__ import annotations
