@@ -52,6 +52,12 @@ class FusionHead(nn.Module):
         self.gate_scale = nn.Parameter(torch.tensor(float(gate_scale)))
         self.gate_bias = nn.Parameter(torch.tensor(float(gate_bias)))
 
+    @property
+    def reads_cues(self) -> bool:
+        """Whether making units needs each frame's where-cue (the focus view or a temporal module
+        that reads cues: encoders/unit_head.py, and the trainer)."""
+        return self.focus is not None or (self.temporal is not None and bool(self.temporal.cues))
+
     def gate(self, text: Tensor, audio: Tensor, audio_mask: Tensor) -> Tensor:
         """[Bt, Bv] trust in each video's audio for each text; 0 where a video has no audio token."""
         has_audio = audio_mask.any(-1)

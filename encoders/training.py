@@ -30,12 +30,13 @@ from vidsearch.metrics import retrieval_metrics
 from .audio import AudioEncoder
 from .backbone import CHECKPOINT_FORMAT, cpu_supports_bf16, load_backbone, read_checkpoint
 from .directions import reverse_direction
-from .focus import FOCUS_SCALE, focus_crops, focus_crops_uint8
+from .focus import FOCUS_SCALE, focus_crops
 from .fusion import FusionHead
 from .losses import ContrastiveLoss
 from .motion_swaps import MOTIONS, swap_motions
 from .shape_swaps import SHAPES, swap_shapes
-from .temporal import CUES, cue_cells, frame_cues, where_cues, widen_state
+from .temporal import CUES, cue_cells, where_cues, widen_state
+from .unit_head import head_units
 from .xpool import mean_pool
 
 AUDIO_RATE = 16_000
@@ -81,8 +82,15 @@ class Swapped:
     n: int
 
 
-# the hard negatives: each attribute's swap and its number of alternatives
-SWAPS: dict[str, tuple[Callable[[str], list[str]], int]] = {"shape": (swap_shapes, len(SHAPES) - 1), "motion": (swap_motions, len(MOTIONS) - 1)}
+def _reversed(caption: str) -> list[str]:
+    twin = reverse_direction(caption)
+    return [] if twin is None else [twin]
+
+
+# the hard negatives, each weighted by TrainConfig.<name>_weight: the attribute's swap and its number
+# of alternatives (the reversed-direction twin is the one-alternative case)
+SWAPS: dict[str, tuple[Callable[[str], list[str]], int]] = {
+    "direction": (_reversed, 1), "shape": (swap_shapes, len(SHAPES) - 1), "motion": (swap_motions, len(MOTIONS) - 1)}  # fmt: skip
 
 
 @dataclass
@@ -133,19 +141,10 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
         self.epoch = 0
         self.step = 0
-        reversed_caps = [reverse_direction(c) for c in data.cap_text]
-        self._has_reverse = torch.tensor([r is not None for r in reversed_caps])
-        self._reverse_text = [r if r is not None else c for r, c in zip(reversed_caps, data.cap_text)]
         frozen_text = self.hf_text and "text.transformer." in self.frozen_prefixes
         self._text_cache = self._pooled_caption_features(self.data.cap_text) if frozen_text else None
         self._swaps = {name: self._swapped_captions(swap, n, frozen_text) for name, (swap, n) in SWAPS.items()
                        if getattr(cfg, f"{name}_weight")}  # fmt: skip
-        self._reverse_cache = None
-        if frozen_text and cfg.direction_weight:  # the language model runs only on captions that have a reversal
-            self._reverse_cache = self._text_cache.clone()
-            rows = torch.nonzero(self._has_reverse).squeeze(1)
-            if len(rows):
-                self._reverse_cache[rows] = self._pooled_caption_features([self._reverse_text[i] for i in rows.tolist()])
 
     def _warm_start_heads(self, checkpoint: str) -> list[str]:
         """Fine-tuning from a vidsearch checkpoint starts the fusion head and the audio tower from it
@@ -191,7 +190,7 @@ class Trainer:
 
     def _swapped_captions(self, swap: Callable[[str], list[str]], n: int, frozen_text: bool) -> Swapped:
         """Each caption's n swapped versions (itself where it has none), with the frozen language
-        model's reading of them computed once."""
+        model's reading of them computed once (it runs only on captions that have them)."""
         alts = [swap(c) for c in self.data.cap_text]
         has = torch.tensor([len(a) == n for a in alts])
         texts = [a if len(a) == n else [c] * n for a, c in zip(alts, self.data.cap_text)]
@@ -204,18 +203,18 @@ class Trainer:
         return Swapped(has, texts, cache, n)
 
     def encode_swapped(self, name: str, idx: torch.Tensor) -> torch.Tensor:
-        """[len(idx), n, D]: each caption with each other shape ("shape") or motion ("motion")."""
+        """[len(idx), n, D]: each caption with its direction reversed ("direction"), or with each
+        other shape ("shape") or motion ("motion")."""
         sw = self._swaps[name]
         if sw.cache is not None:
             return F.normalize(self.net.text.proj(sw.cache[idx]), dim=-1)
         tokens = self.backbone.tokenizer([t for i in idx.tolist() for t in sw.texts[i]])
         return F.normalize(self.net.encode_text(tokens), dim=-1).view(len(idx), sw.n, -1)
 
-    def encode_captions(self, idx: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-        cache, texts = (self._reverse_cache, self._reverse_text) if reverse else (self._text_cache, self.data.cap_text)
-        if cache is not None:
-            return F.normalize(self.net.text.proj(cache[idx]), dim=-1)
-        tokens = self.backbone.tokenizer([texts[i] for i in idx.tolist()])
+    def encode_captions(self, idx: torch.Tensor) -> torch.Tensor:
+        if self._text_cache is not None:
+            return F.normalize(self.net.text.proj(self._text_cache[idx]), dim=-1)
+        tokens = self.backbone.tokenizer([self.data.cap_text[i] for i in idx.tolist()])
         return F.normalize(self.net.encode_text(tokens), dim=-1)
 
     # -- batches -------------------------------------------------------------------------------
@@ -316,9 +315,6 @@ class Trainer:
             "xpool": self.loss(out["video"]) * self.cfg.xpool_weight,
             "event": self.loss(event_sims) * self.cfg.event_weight,
         }
-        has_reverse = self._has_reverse[batch.caption_idx]
-        if self.cfg.direction_weight and bool(has_reverse.any()):
-            parts["direction"] = self._direction_loss(text, batch, frames, event, has_reverse) * self.cfg.direction_weight
         for name, sw in self._swaps.items():
             has = sw.has[batch.caption_idx]
             if bool(has.any()):
@@ -327,31 +323,17 @@ class Trainer:
         return parts
 
     def _swap_loss(self, name: str, text, batch: Batch, frames, event, has) -> torch.Tensor:
-        """The caption against the same caption naming each other shape (or motion), on the
-        caption's own event and own video (X-Pool): an (n + 1)-way softmax, the true caption should
-        win. Everything else the captions name is the same; only that attribute tells them apart."""
+        """The caption against itself with the attribute named otherwise (its reversed-direction
+        twin, or each other shape or motion), on the caption's own event and own video (X-Pool): an
+        (n + 1)-way softmax, the true caption should win. Everything else the captions name is the
+        same; only that attribute tells them apart (for direction, only order: what the temporal
+        module is for)."""
         rows = torch.nonzero(has).squeeze(1)
         cands = torch.cat([text[rows].unsqueeze(1), self.encode_swapped(name, batch.caption_idx[rows])], dim=1)  # [R, n + 1, D]
         ev = F.normalize(event[rows, rows], dim=-1)
         own_event = torch.einsum("rcd,rd->rc", cands, ev)
         f, m = frames[rows], batch.frame_mask[rows]
         own_video = torch.stack([self.head.video.similarity(cands[:, c], f, m).diagonal() for c in range(cands.shape[1])], dim=1)
-        scale = self.loss.scale.detach()
-        target = torch.zeros(len(rows), dtype=torch.long)
-        return F.cross_entropy(own_event * scale, target) + F.cross_entropy(own_video * scale, target)
-
-    def _direction_loss(self, text, batch: Batch, frames, event, has_reverse) -> torch.Tensor:
-        """The caption against its reversed-direction twin ("left" <-> "right", ...) on the caption's
-        own event and own video (X-Pool): two-way softmax, the true caption should win. Only order can
-        tell them apart, which is what the temporal module is for."""
-        rows = torch.nonzero(has_reverse).squeeze(1)
-        rev = self.encode_captions(batch.caption_idx[rows], reverse=True)
-        t, ev = text[rows], F.normalize(event[rows, rows], dim=-1)
-        own_event = torch.stack([(t * ev).sum(-1), (rev * ev).sum(-1)], dim=1)
-        f, m = frames[rows], batch.frame_mask[rows]
-        true_x = self.head.video.similarity(t, f, m).diagonal()
-        rev_x = self.head.video.similarity(rev, f, m).diagonal()
-        own_video = torch.stack([true_x, rev_x], dim=1)
         scale = self.loss.scale.detach()  # the contrastive loss's temperature; not learned from this term
         target = torch.zeros(len(rows), dtype=torch.long)
         return F.cross_entropy(own_event * scale, target) + F.cross_entropy(own_video * scale, target)
@@ -428,10 +410,9 @@ class Trainer:
         the indexer makes them: encoders/unit_head.py)."""
         counts = torch.from_numpy(np.diff(data.frame_offsets))
         owner = np.repeat(np.arange(len(counts)), counts.numpy())
-        reads_cues = self.head.focus is not None or (self.head.temporal is not None and self.head.temporal.cues)
-        frame_cue = frame_cues(data.frames, owner) if reads_cues else None  # as the indexer reads them
+        start, end = np.asarray(data.unit_start, np.float64), np.asarray(data.unit_end, np.float64)
 
-        def encode(frames: np.ndarray) -> torch.Tensor:
+        def encode(frames: np.ndarray) -> np.ndarray:
             pixels = torch.from_numpy(frames).permute(0, 3, 1, 2)
             mean, std = self.backbone.mean.view(1, 3, 1, 1), self.backbone.std.view(1, 3, 1, 1)
             feats = []
@@ -439,28 +420,18 @@ class Trainer:
                 x = (pixels[i : i + 256].float() / 255.0 - mean) / std
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                     feats.append(F.normalize(self.net.encode_image(x).float(), dim=-1))
-            return torch.cat(feats)
+            return torch.cat(feats).numpy()
 
-        flat = encode(data.frames)
-        if self.head.focus is not None:
-            flat = self.head.focus(flat, encode(focus_crops_uint8(data.frames, frame_cue, self.head.focus.scale)))
+        units = head_units(self.head, encode, data.frames, encode(data.frames), start, end, owner, start, end, owner)
         mask = torch.arange(int(counts.max()))[None, :] < counts[:, None]
-        out = flat.new_zeros(*mask.shape, flat.shape[-1])
-        out[mask] = flat
-        if self.head.temporal is not None:
-            times = torch.zeros(mask.shape)
-            times[mask] = torch.from_numpy((data.unit_start + data.unit_end) / 2).float()
-            cues = None
-            if self.head.temporal.cues:
-                cues = torch.zeros(*mask.shape, self.head.temporal.cues)
-                cues[mask] = torch.from_numpy(frame_cue)
-            out = self.head.temporal(out, mask, times, cues)
+        out = torch.zeros(*mask.shape, units.shape[-1])
+        out[mask] = torch.from_numpy(units)
         return out, mask
 
     def _cues(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
         """where_cues of a batch's normalised frames [B, K, 3, S, S], read from their pixels in [0, 1]
         (None when neither the focus view nor the temporal module reads them)."""
-        if self.head.focus is None and (self.head.temporal is None or not self.head.temporal.cues):
+        if not self.head.reads_cues:
             return None
         b, k = mask.shape
         mean, std = self.backbone.mean.view(1, 3, 1, 1), self.backbone.std.view(1, 3, 1, 1)

@@ -20,11 +20,6 @@ from .temporal import frame_cues, mix_units_of, unit_cues_of
 __all__ = ["head_units"]
 
 
-def _reads_cues(head) -> bool:
-    temporal = getattr(head, "temporal", None)
-    return getattr(head, "focus", None) is not None or (temporal is not None and bool(temporal.cues))
-
-
 def head_units(head, encode: Callable[[np.ndarray], np.ndarray], frames: np.ndarray, vectors: np.ndarray,
                frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,
                unit_start: np.ndarray, unit_end: np.ndarray, unit_owner: np.ndarray) -> np.ndarray:  # fmt: skip
@@ -32,7 +27,7 @@ def head_units(head, encode: Callable[[np.ndarray], np.ndarray], frames: np.ndar
     vectors as the model stores them (unchanged for a model without a head)."""
     if head is None or len(frames) == 0:
         return vectors
-    cues = frame_cues(frames, frame_owner) if _reads_cues(head) else None  # where things move (pixels)
+    cues = frame_cues(frames, frame_owner) if head.reads_cues else None  # where things move (pixels)
     vectors = apply_focus(head, encode, frames, vectors, cues, frame_start, frame_end, frame_owner, unit_start, unit_owner)
     unit_cues = unit_cues_of(head, frames, frame_start, frame_end, frame_owner, unit_start, unit_owner, cues)
     return mix_units_of(head, vectors, unit_start, unit_end, unit_owner, unit_cues)  # units that know their neighbours (order)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vidsearch.encoders.focus import FocusMix, focus_crops, focus_crops_uint8
+from vidsearch.encoders.focus import focus_crops, focus_crops_uint8
+from vidsearch.encoders.fusion import FusionHead
 from vidsearch.encoders.temporal import frame_cues
 from vidsearch.encoders.unit_head import head_units
 
@@ -61,9 +62,7 @@ def test_a_head_without_focus_weight_leaves_units_as_they_are_and_with_it_mixes_
         return table[torch.from_numpy(f[..., 0].reshape(len(f), -1).mean(1).astype(np.int64))].numpy()
 
     vectors = encode(frames)
-    head = torch.nn.Module()
-    head.temporal = None
-    head.focus = FocusMix()
+    head = FusionHead(8, focus=0.5)  # no temporal module: the focus view alone
     out = head_units(head, encode, frames, vectors, start, start + 1, owner, start, start + 1, owner)
     np.testing.assert_allclose(out, vectors, atol=1e-6)  # w = 0: the model it was fine-tuned from
     with torch.no_grad():
