@@ -11,11 +11,28 @@ import pytest
 from fastapi.testclient import TestClient
 
 from test_server_hardening import AUTH, long_clip, small_library, wait_job  # noqa: F401 - fixtures
+from vidsearch.indexer.pipeline import IndexRun
 from vidsearch.server import create_app
 
 
+@pytest.fixture
+def paced_encoding(monkeypatch):
+    """Each encoder batch waits 0.3 s first (in this process, where both servers' job threads run): the
+    long job is still running when the other server's cancel lands, however fast this machine
+    encodes. Unpaced, a warm process indexed the whole clip in ~2 s, before the cancel, and the test
+    failed about one run in two."""
+    real = IndexRun._encode
+
+    def paced(self, buf):
+        if buf.frames:
+            time.sleep(0.3)
+        return real(self, buf)
+
+    monkeypatch.setattr(IndexRun, "_encode", paced)
+
+
 @pytest.mark.slow
-def test_servers_on_one_index_share_its_jobs(small_library, long_clip):  # noqa: F811
+def test_servers_on_one_index_share_its_jobs(small_library, long_clip, paced_encoding):  # noqa: F811
     settings, clips = small_library
     dense = settings.model_copy(update={"sample_fps": 30.0})
     with TestClient(create_app(dense), headers=AUTH) as a, TestClient(create_app(dense), headers=AUTH) as b:
