@@ -17,7 +17,7 @@ import re
 
 from .shape_swaps import unquoted_spans
 
-__all__ = ["MOTIONS", "swap_motions"]
+__all__ = ["MOTIONS", "named_motion", "swap_motions"]
 
 MOTIONS: tuple[str, ...] = ("left", "right", "up", "down", "still")
 PLAIN: dict[str, str] = {"left": "moves left", "right": "moves right", "up": "moves up", "down": "moves down", "still": "stays still"}
@@ -46,6 +46,20 @@ def _motion(m: re.Match) -> str:
     if m.group("way"):
         return _WORD_MOTION[m.group("way").lower()]
     return _VERB_MOTION[m.group("verb").lower()]
+
+
+# said of a thing on its own, without a verb ("a red square, motionless"): read by search, not swapped
+_BARE_STILL = re.compile(r"\b(?:motionless|stationary|unmoving|not moving|at rest)\b", re.IGNORECASE)
+
+
+def named_motion(caption: str) -> str | None:
+    """The one motion a caption names, in MOTIONS (None when it names none, or several that differ);
+    quoted words (speech, on-screen text) do not count."""
+    spans = unquoted_spans(caption)
+    found = {_motion(m) for a, b in spans for m in _PHRASE.finditer(caption, a, b)}
+    if not found and any(_BARE_STILL.search(caption, a, b) for a, b in spans):
+        found = {"still"}
+    return found.pop() if len(found) == 1 else None
 
 
 def swap_motions(caption: str) -> list[str]:

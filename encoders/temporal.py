@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CUES", "TemporalMixer", "cue_cells", "frame_cues", "mix_units", "mix_units_of", "per_unit_mean", "unit_cues_of", "where_cues", "widen_state"]
+__all__ = ["CUES", "TemporalMixer", "cue_cells", "frame_cues", "mix_units", "mix_units_of", "per_unit_mean", "unit_cues_of", "unit_where_cues", "where_cues", "widen_state"]
 
 GAP_SECONDS = 2.0  # the change is expressed per this many seconds
 CUES = 2  # where_cues: the (x, y) centroid of what moved
@@ -102,6 +102,13 @@ def unit_cues_of(head, frames: np.ndarray, frame_start: np.ndarray, frame_end: n
         return None
     cues = frame_cues(frames, frame_owner) if cues is None else cues
     return per_unit_mean(cues, frame_start, frame_end, frame_owner, unit_start, unit_owner)
+
+
+def unit_where_cues(frames: np.ndarray, frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,
+                    unit_start: np.ndarray, unit_owner: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Each unit's where-cue (U, 2), whatever the model: the index stores them so a search can read
+    how a window's moving thing travels (search/motion_channel.py), for any model, trained or not."""
+    return per_unit_mean(frame_cues(frames, frame_owner), frame_start, frame_end, frame_owner, unit_start, unit_owner).astype(np.float32)
 
 
 def per_unit_mean(values: np.ndarray, frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,

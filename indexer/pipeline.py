@@ -35,6 +35,7 @@ from vidsearch.config import Settings
 from vidsearch.cores import usable_cores
 from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # cheap: MiniLM loads on first use
 from vidsearch.encoders.speech import stream_audio
+from vidsearch.encoders.temporal import unit_where_cues
 from vidsearch.store import EncodedVideo, Store, local_path, metadata_json, path_key, readable_name
 
 from .container_text import container_spans
@@ -109,6 +110,7 @@ class _Video:
     unit_vectors: list[np.ndarray] = field(default_factory=list)  # encoded units (frames, or merged groups)
     unit_start: list[np.ndarray] = field(default_factory=list)
     unit_end: list[np.ndarray] = field(default_factory=list)
+    unit_cues: list[np.ndarray] = field(default_factory=list)  # where what moved is, per unit (motion channel)
     waiting: int = 0  # frames in the encoder buffer
     finished: Finished | None = None
     failed: bool = False
@@ -631,12 +633,14 @@ class IndexRun:
         owner = np.repeat([index[v] for v, _ in chunks], [len(c.frames) for _, c in chunks])
         with self._turns():
             vectors, u_start, u_end, u_owner = self.backbone.encode_units(frames, starts, ends, owner, self.batch_size)
+            cues = unit_where_cues(frames, starts, ends, owner, u_start, u_owner)  # the motion channel reads these
         bounds = np.searchsorted(u_owner, np.arange(len(videos) + 1))  # units come back grouped by video
         for i, video in enumerate(videos):
             a, b = bounds[i], bounds[i + 1]
             video.unit_vectors.append(vectors[a:b])
             video.unit_start.append(u_start[a:b])
             video.unit_end.append(u_end[a:b])
+            video.unit_cues.append(cues[a:b])
             video.waiting = 0
 
     def _complete(self, video: _Video) -> None:
@@ -684,6 +688,7 @@ class IndexRun:
             unit_start=unit_start,
             unit_end=unit_end,
             unit_vectors=vectors,
+            unit_cues=np.concatenate(video.unit_cues),
             seg_kind=segs.kind,
             seg_start=segs.start,
             seg_end=segs.end,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .features import VideoFeatures
+from .motion_channel import MOTION_WEIGHT, agreement, window_velocity
 
 __all__ = ["AUDIO_WEIGHT", "EVENT_WEIGHT", "WINDOW_SECONDS", "best_window", "best_windows"]
 
@@ -89,10 +90,13 @@ def _full_windows(keys: np.ndarray, video: np.ndarray) -> tuple[np.ndarray, np.n
     return lo, hi
 
 
-def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarray] | None = None, use_audio: bool = True) -> np.ndarray:
+def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarray] | None = None, use_audio: bool = True,
+                 motion: str | None = None) -> np.ndarray:  # fmt: skip
     """Each candidate's best window score: (N,) for one query (D,), (N, Q) for queries (Q, D).
     `keep`: per candidate, the units inside the search's time window (windows are made of those
-    only); a candidate with none scores 0. All candidates are scored at once, on one time axis."""
+    only); a candidate with none scores 0. `motion`: the one motion the query names (motion_channel.py),
+    whose agreement with each window's moving thing is added. All candidates are scored at once, on
+    one time axis."""
     queries = np.atleast_2d(q).astype(np.float32)
     n, dim = len(feats), queries.shape[1]
     out = np.zeros((n, len(queries)), np.float32)
@@ -122,10 +126,24 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
         alo = np.searchsorted(a_keys, start_keys, side="left")
         ahi = np.searchsorted(a_keys, start_keys + WINDOW_SECONDS, side="left")
         score += AUDIO_WEIGHT * _window_cosines(audio.astype(np.float32, copy=False), alo, ahi, queries)  # no tokens: adds 0
+    if motion is not None:
+        cues = np.concatenate([_cues_of(feats[i], kept[i]) for i in some])
+        known = np.repeat([len(feats[i].cues) == len(feats[i].start) for i in some], [int(kept[i].sum()) for i in some])
+        if order is not None:
+            cues, known = cues[order], known[order]
+        velocity, ok = window_velocity(keys - offsets[video], cues, lo, hi)  # each video's own times
+        score += MOTION_WEIGHT * agreement(velocity, ok, motion, known[lo])[:, None]
     # per video, the best of its windows (one window starts at each unit; units are grouped by video)
     bounds = np.flatnonzero(np.r_[True, video[1:] != video[:-1]])
     out[video[bounds]] = np.maximum.reduceat(score, bounds, axis=0)
     return out if q.ndim == 2 else out[:, 0]
+
+
+def _cues_of(f: VideoFeatures, kept: np.ndarray) -> np.ndarray:
+    """A video's kept units' where-cues, (0, 0) (none) where the index stored none for it."""
+    if len(f.cues) != len(f.start):
+        return np.zeros((int(kept.sum()), 2), np.float32)
+    return f.cues if kept.all() else f.cues[kept]
 
 
 def best_window(q: np.ndarray, f: VideoFeatures, keep: np.ndarray | None = None, use_audio: bool = True) -> np.ndarray:

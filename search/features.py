@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vidsearch.schema import UNIT_CUES
 from vidsearch.store import FEATURES, Store, sql_in_list
 
 
@@ -29,10 +30,11 @@ class VideoFeatures:
     audio_start: np.ndarray = field(default_factory=lambda: EMPTY)  # (A,) audio tokens (audio tower)
     audio_end: np.ndarray = field(default_factory=lambda: EMPTY)
     audio_vectors: np.ndarray = field(default_factory=lambda: EMPTY.reshape(0, 0))  # (A, D)
+    cues: np.ndarray = field(default_factory=lambda: EMPTY.reshape(0, 2))  # (T, 2) where-cues per unit, or (0, 2): none stored
 
     @property
     def nbytes(self) -> int:
-        return self.start.nbytes + self.end.nbytes + self.vectors.nbytes + self.audio_vectors.nbytes
+        return self.start.nbytes + self.end.nbytes + self.vectors.nbytes + self.audio_vectors.nbytes + self.cues.nbytes
 
 
 def pad_vectors(vectors: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,11 +91,12 @@ class FeatureCache:
                 self._bytes += features.nbytes
 
     def _load(self, video_ids: list[str]) -> dict[str, VideoFeatures]:
+        source = self.store.table(FEATURES)
+        with_cues = UNIT_CUES.name in source.schema.names  # an index made before the motion channel has none
         table = (
-            self.store.table(FEATURES)
-            .search()
+            source.search()
             .where(f"video_id IN {sql_in_list(video_ids)}")
-            .select(["video_id", "unit_start", "unit_end", "unit_vectors", "audio_start", "audio_end", "audio_vectors"])
+            .select(["video_id", "unit_start", "unit_end", "unit_vectors", "audio_start", "audio_end", "audio_vectors"] + ([UNIT_CUES.name] if with_cues else []))
             .limit(None)
             .to_arrow()
         )
@@ -101,13 +104,15 @@ class FeatureCache:
             return {}
         starts, ends, vectors, bounds = _ragged(table, "unit_start", "unit_end", "unit_vectors")
         a_starts, a_ends, a_vectors, a_bounds = _ragged(table, "audio_start", "audio_end", "audio_vectors")
+        cues, c_bounds = _cues(table, bounds) if with_cues else (EMPTY.reshape(0, 2), np.zeros(len(bounds), np.int64))
         ids = table["video_id"].to_pylist()
         return {
             vid: VideoFeatures(
                 starts[a:b].copy(), ends[a:b].copy(), vectors[a:b].copy(),
                 a_starts[c:d].copy(), a_ends[c:d].copy(), a_vectors[c:d].copy(),
+                cues[e:f].copy() if f - e == b - a else EMPTY.reshape(0, 2),
             )  # fmt: skip
-            for vid, a, b, c, d in zip(ids, bounds[:-1], bounds[1:], a_bounds[:-1], a_bounds[1:])
+            for vid, a, b, c, d, e, f in zip(ids, bounds[:-1], bounds[1:], a_bounds[:-1], a_bounds[1:], c_bounds[:-1], c_bounds[1:])
         }
 
 
@@ -121,6 +126,15 @@ def _ragged(table, start_col: str, end_col: str, vec_col: str):
     total = int(counts.sum())
     vectors = flat.reshape(total, -1) if total else np.zeros((0, 0), np.float32)
     return starts, ends, vectors, np.concatenate([[0], np.cumsum(counts)])
+
+
+def _cues(table, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The where-cues column -> flat (N, 2) rows plus per-video bounds; a null row (written before
+    the column existed) or an empty one holds none."""
+    col = table[UNIT_CUES.name].combine_chunks()
+    counts = np.nan_to_num(col.value_lengths().to_numpy(zero_copy_only=False).astype(np.float64)).astype(np.int64)
+    flat = col.flatten().flatten().to_numpy().astype(np.float32).reshape(-1, 2)
+    return flat, np.concatenate([[0], np.cumsum(counts)])
 
 
 class QueryVectorCache:

@@ -16,6 +16,7 @@ import numpy as np
 
 from vidsearch.api_models import TEXT_CHANNELS, Filters, SearchRequest
 
+from .motion_channel import query_motion
 from .snapshot import Snapshot
 
 __all__ = ["QueryPlan", "SearchError", "TimeWindow", "channel_weights"]
@@ -80,6 +81,11 @@ class QueryPlan:
     def text(self) -> str | None:
         """The query's words (None for an image or `like` query alone: no text channel can vote)."""
         return self.request.query
+
+    @property
+    def motion(self) -> str | None:
+        """The one motion the query's words name (motion_channel.py), else None."""
+        return query_motion(self.text)
 
     @property
     def use_audio(self) -> bool:

@@ -64,6 +64,12 @@ def segments_schema(dim: int) -> pa.Schema:
     )
 
 
+# Each unit's where-cue (x, y of what moved, in [-1, 1]; search/motion_channel.py). Added after the
+# first indexes were made: a table without it gets it (null for the rows already there) at its next
+# write, and a search reads a null or empty list as "no cues" for that video.
+UNIT_CUES = pa.field("unit_cues", pa.list_(pa.list_(pa.float32(), 2)))
+
+
 def video_features_schema(dim: int) -> pa.Schema:
     return pa.schema(
         [
@@ -75,6 +81,7 @@ def video_features_schema(dim: int) -> pa.Schema:
             ("audio_start", pa.list_(pa.float32())),
             ("audio_end", pa.list_(pa.float32())),
             ("audio_vectors", pa.list_(pa.list_(pa.float32()))),
+            UNIT_CUES,
         ]
     )
 

@@ -94,6 +94,7 @@ class EncodedVideo:
     audio_start: np.ndarray | None = None
     audio_end: np.ndarray | None = None
     audio_vectors: np.ndarray | None = None
+    unit_cues: np.ndarray | None = None  # (T, 2) where-cues per unit (None: not read; stored empty)
     files: list[dict] = field(default_factory=list)  # `files` rows that point at this video
     spans: list = field(default_factory=list)  # timed text (TextSpan) to embed
     span_rows: pa.Table | None = None  # `spans` rows, embedded
@@ -411,6 +412,7 @@ class Store:
                     [v.audio_vectors if a else np.zeros((0, 0), np.float32) for v, a in zip(batch, has_audio)],
                     None,
                 ),
+                "unit_cues": _nested([np.zeros((0, 2), np.float32) if v.unit_cues is None else v.unit_cues for v in batch], 2),
             },
             schema=S.video_features_schema(fp.dim),
         )
@@ -419,7 +421,10 @@ class Store:
             schema=S.videos_schema(),
         )
         self.table(SEGMENTS).add(segments)
-        self.table(FEATURES).add(features)
+        table = self.table(FEATURES)
+        if S.UNIT_CUES.name not in table.schema.names:  # an index made before the motion channel
+            table.add_columns(S.UNIT_CUES)
+        table.add(features)
         span_rows = [v.span_rows for v in batch if v.span_rows is not None and v.span_rows.num_rows]
         if span_rows:
             self.table(SPANS).add(pa.concat_tables(span_rows))

@@ -1,0 +1,146 @@
+"""The motion channel (search/motion_channel.py): every unit's where-cue is stored at indexing, and a
+query that names one motion adds how well each window's moving thing goes that way to its event
+window, so the video whose shape moves as asked comes first; indexes made before the column get it
+at their next write and read "no cues" for the videos already there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_direction_contrast import PAIRS, WORDS, moving_library  # noqa: F401 - fixture
+from vidsearch.api_models import SearchRequest
+from vidsearch.encoders.motion_swaps import named_motion
+from vidsearch.search import event_windows
+from vidsearch.search.event_windows import best_windows
+from vidsearch.search.features import FeatureCache, VideoFeatures
+from vidsearch.search.motion_channel import MIN_UNITS, SPEED, agreement, query_motion, window_velocity
+
+
+def test_the_one_motion_a_query_names():
+    assert named_motion("a red circle slides to the left while a low tone plays") == "left"
+    assert named_motion("there is a purple square that climbs; a shrill beep rings out") == "up"
+    assert named_motion("the yellow star drifts downward") == "down"
+    assert named_motion("a blue box travels rightward") == "right"
+    assert named_motion("a green square, motionless, and a clap") == "still"
+    assert named_motion("a red star stays still") == "still"
+    assert named_motion('a blue circle moves left, a voice says "go up"') == "left"  # quoted words are speech
+    assert named_motion('the screen reads "MOVE LEFT"') is None
+    assert named_motion("a ball moves left, then moves right") is None  # two motions: which window?
+    assert named_motion("a cat playing the piano") is None and query_motion(None) is None
+
+
+def test_a_windows_velocity_is_the_slope_of_its_cues():
+    t = np.arange(8, dtype=np.float64) + 0.5
+    cues = np.column_stack([0.2 * t - 0.8, -0.1 * t + 0.3])  # right at 0.2/s, up at 0.1/s (y down)
+    lo, hi = np.array([0, 2, 5, 6]), np.array([3, 6, 8, 8])
+    vel, ok = window_velocity(t, cues, lo, hi)
+    assert ok.tolist() == [True, True, True, False]  # the last window holds fewer than MIN_UNITS units
+    assert np.allclose(vel[:3], [[0.2, -0.1]] * 3) and np.allclose(vel[3], 0.0)
+    holes = cues.copy()
+    holes[3] = 0.0  # a unit where nothing moved reads no cue: not a thing at the centre
+    vel, ok = window_velocity(t, holes, np.array([1, 2]), np.array([5, 5]))
+    assert ok.tolist() == [True, False] and np.allclose(vel[0], [0.2, -0.1])
+    assert MIN_UNITS == 3
+
+    fast, slow = np.array([[-0.5, 0.0], [0.4, 0.0]]), np.array([[0.02 * SPEED, 0.0]])
+    both = np.ones(2, bool)
+    assert np.allclose(agreement(fast, both, "left"), [1.0, -1.0])
+    assert np.allclose(agreement(fast, both, "right"), [-1.0, 1.0])
+    assert np.allclose(agreement(fast, both, "up"), [0.0, 0.0])  # sideways: neither up nor down
+    assert np.allclose(agreement(fast, both, "still"), [-1.0, -1.0])
+    assert agreement(slow, np.ones(1, bool), "still")[0] > 0.9 and abs(agreement(slow, np.ones(1, bool), "right")[0]) < 0.05
+    assert np.allclose(agreement(fast, np.zeros(2, bool), "left"), 0.0)
+    # too few units saw anything move: still, where the video's cues are stored (a thing that never
+    # moves is part of its shot's background and reads no cue); nothing known where they are not
+    none, known = np.zeros(2, bool), np.array([True, False])
+    assert agreement(fast, none, "still", known).tolist() == [1.0, 0.0]
+    assert agreement(fast, none, "left", known).tolist() == [0.0, 0.0]
+
+
+def test_the_window_that_moves_as_asked_gains():
+    t = np.arange(10, dtype=np.float32)
+    x = np.r_[np.linspace(-0.8, 0.8, 5), np.linspace(0.8, -0.8, 5)]  # right for 5 s, then back left
+    cues = np.column_stack([x, np.full(10, 0.1)]).astype(np.float32)
+    v = np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    cued, blind = VideoFeatures(t, t + 1, v, cues=cues), VideoFeatures(t, t + 1, v)  # blind: indexed before the channel
+    for q, way, wrong in ((v[2], "right", "left"), (v[7], "left", "right")):
+        base = best_windows(q, [cued, blind])
+        assert base[0] == pytest.approx(base[1])
+        gained, lost = best_windows(q, [cued, blind], motion=way), best_windows(q, [cued, blind], motion=wrong)
+        assert gained[0] > base[0] + 0.5 * event_windows.MOTION_WEIGHT and lost[0] < gained[0]
+        assert gained[1] == pytest.approx(base[1]) and lost[1] == pytest.approx(base[1])  # no cues: as before
+    static = VideoFeatures(t, t + 1, v, cues=np.zeros((10, 2), np.float32))  # stored, nothing ever moved
+    base = best_windows(v[2], [static, blind])
+    still = best_windows(v[2], [static, blind], motion="still")
+    assert still[0] == pytest.approx(base[0] + event_windows.MOTION_WEIGHT) and still[1] == pytest.approx(base[1])
+    assert best_windows(v[2], [static], motion="left")[0] == pytest.approx(base[0])
+    both = best_windows(np.stack([v[2], v[7]]), [cued, blind], motion="right")  # several queries, one motion
+    assert both.shape == (2, 2) and both[0, 0] == pytest.approx(best_windows(v[2], [cued, blind], motion="right")[0])
+
+
+@pytest.mark.slow
+def test_stored_cues_follow_the_motion(moving_library):  # noqa: F811
+    engine, names = moving_library
+    by_name = {n: v for v, n in names.items()}
+    feats = engine.cache.get_many(list(names))
+    for k, (_, _, a, _, _, _) in enumerate(PAIRS):  # each pair's first video: one shape going one way for 4 s
+        f = feats[by_name[f"synth_{2 * k:05d}"]]
+        assert f.cues.shape == (len(f.start), 2)
+        vel, ok = window_velocity((f.start + f.end) / 2, f.cues, np.array([0]), np.array([len(f.start)]))
+        assert ok[0] and agreement(vel, ok, a)[0] > 0.8, (a, vel)
+
+
+
+@pytest.mark.slow
+def test_an_index_made_before_the_channel_gets_its_column(moving_library, tmp_path, tiny_backbone):  # noqa: F811
+    """An index whose features table has no cue column (made by an earlier version) is searched with
+    no cues for its videos, and its next write adds the column: the rows already there read none."""
+    from vidsearch.config import load_settings
+    from vidsearch.indexer.pipeline import IndexRun, open_store_for
+
+    engine, _ = moving_library
+    clips = [Path(p) for p in sorted(engine.store.files()["path"].to_pylist())[:2]]
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "later").mkdir()
+    first, second = tmp_path / "lib" / clips[0].name, tmp_path / "later" / clips[1].name
+    first.write_bytes(clips[0].read_bytes())
+    second.write_bytes(clips[1].read_bytes())
+    settings = load_settings(None, db=tmp_path / "db", model="tiny", pretrained="none", speech=False, ocr=False)
+    store = open_store_for(settings, tiny_backbone)
+    IndexRun(store, tiny_backbone, settings).run([first.parent])
+    store.table("video_features").drop_columns(["unit_cues"])  # as an earlier version made it
+    old_ids = [v for v in store.files()["video_id"].to_pylist() if v]
+    old = FeatureCache(store).get_many(old_ids)
+    assert len(old) == 1 and all(f.cues.shape == (0, 2) and len(f.start) for f in old.values())
+    IndexRun(open_store_for(settings, tiny_backbone), tiny_backbone, settings).run([second.parent])
+    assert "unit_cues" in store.table("video_features").schema.names
+    now = FeatureCache(store).get_many([v for v in store.files()["video_id"].to_pylist() if v])
+    fresh = [f for v, f in now.items() if v not in old_ids]
+    assert len(fresh) == 1 and fresh[0].cues.shape == (len(fresh[0].start), 2) and np.abs(fresh[0].cues).sum() > 0
+    assert all(now[v].cues.shape == (0, 2) for v in old_ids)  # rows written before: no cues, read as none
+
+
+@pytest.mark.slow
+def test_the_video_that_moves_as_asked_comes_first(moving_library, monkeypatch):  # noqa: F811
+    """Each pair: one video of a shape going one way for 4 s, one of it going the other way for 2 s
+    then a still shape. Served search puts the asked-for direction's video first for 8 of the 8
+    queries with the channel; without it (weight 0, the contrast still on) fewer."""
+    engine, names = moving_library
+
+    def firsts() -> int:
+        right = 0
+        for k, (colour, shape, a, b, _, _) in enumerate(PAIRS):
+            for motion, want in ((a, 2 * k), (b, 2 * k + 1)):
+                req = SearchRequest(query=f"a {colour} {shape} {WORDS[motion]} while there is no sound", top_k=3, min_relevance=0.0)
+                right += names[engine.rank(engine.plan(req)).candidates[0].video_id] == f"synth_{want:05d}"
+        return right
+
+    with_channel = firsts()
+    monkeypatch.setattr(event_windows, "MOTION_WEIGHT", 0.0)
+    without = firsts()
+    print(f"motion channel: {with_channel}/8 first with it, {without}/8 without")
+    assert with_channel == 8 and with_channel > without, (with_channel, without)
