@@ -48,17 +48,41 @@ def _motion(m: re.Match) -> str:
     return _VERB_MOTION[m.group("verb").lower()]
 
 
-# said of a thing on its own, without a verb ("a red square, motionless"): read by search, not swapped
-_BARE_STILL = re.compile(r"\b(?:motionless|stationary|unmoving|not moving|at rest)\b", re.IGNORECASE)
+# What a search query may say, beyond the synthetic captions' own phrasing (which `_PHRASE`, the
+# training swap, keeps to): any tense of a motion verb ("is moving to the left", "rolled right",
+# "drifting upward"), a path ("from left to right", "from the top to the bottom"), a rising or falling
+# verb in any form, and stillness said of a thing alone ("a red square, motionless").
+_SEARCH_VERBS = (r"(?:mov|slid|head|shift|go|went|gone|travel+|drift|glid|float|roll|fl(?:y|ie|ew|ying)|run|ran|walk|swim|swam|"
+                 r"hover|pan|zoom|scroll|turn|rac|speed|sped|crawl|march|wander|pass|sail|jump|hop|bounc|cross|swing|swung|"
+                 r"dart|dash|zip|rush|sweep|swept|stroll|tumbl)\w*")  # fmt: skip
+_WAYS = "|".join(sorted(_WORD_MOTION, key=len, reverse=True))
+_SIDE = r"(?:the\s+)?(?P<{}>left|right|top|bottom)(?:\s+(?:side|edge))?"
+_SEARCH_PHRASE = re.compile(
+    r"\b(?:(?P<still>" + "|".join(map(re.escape, _STILL)) + r"|motionless|stationary|unmoving|not moving|at rest|"
+    r"(?:stay|stand|sit|keep|remain|hold)\w*\s+still|(?:does not|doesn't|do not|don't|never)\s+move)"
+    r"|from\s+" + _SIDE.format("src") + r"\s+(?:to|toward|towards)\s+" + _SIDE.format("dst") +
+    r"|" + _SEARCH_VERBS + r"\s+(?:off\s+|away\s+)?(?:to\s+the\s+|toward\s+the\s+|towards\s+the\s+|to\s+)?(?P<way>" + _WAYS + r")"
+    r"|(?P<verb>ris(?:e|es|ing)|rose|risen|ascend\w*|climb\w*|fall(?:s|ing)?|fell|descend\w*|sink(?:s|ing)?|sank|sunk|drop(?:s|ping|ped)?))\b",
+    re.IGNORECASE,
+)
+_RISE = ("ris", "rose", "ascend", "climb")
+
+
+def _search_motion(m: re.Match) -> str:
+    if m.group("still"):
+        return "still"
+    if m.group("dst"):
+        return _WORD_MOTION[m.group("dst").lower()]
+    if m.group("way"):
+        return _WORD_MOTION[m.group("way").lower()]
+    return "up" if m.group("verb").lower().startswith(_RISE) else "down"
 
 
 def named_motion(caption: str) -> str | None:
-    """The one motion a caption names, in MOTIONS (None when it names none, or several that differ);
-    quoted words (speech, on-screen text) do not count."""
-    spans = unquoted_spans(caption)
-    found = {_motion(m) for a, b in spans for m in _PHRASE.finditer(caption, a, b)}
-    if not found and any(_BARE_STILL.search(caption, a, b) for a, b in spans):
-        found = {"still"}
+    """The one motion a query names, in MOTIONS (None when it names none, or several that differ);
+    quoted words (speech, on-screen text) do not count. Reads more phrasings than the training swap
+    (`_SEARCH_PHRASE`): a search query is written by whoever asks."""
+    found = {_search_motion(m) for a, b in unquoted_spans(caption) for m in _SEARCH_PHRASE.finditer(caption, a, b)}
     return found.pop() if len(found) == 1 else None
 
 

@@ -30,6 +30,13 @@ def test_the_one_motion_a_query_names():
     assert named_motion('the screen reads "MOVE LEFT"') is None
     assert named_motion("a ball moves left, then moves right") is None  # two motions: which window?
     assert named_motion("a cat playing the piano") is None and query_motion(None) is None
+    # phrasings a user writes that the synthetic captions do not use
+    assert named_motion("a red ball rolling to the right") == "right"
+    assert named_motion("a car moving from left to right") == "right"
+    assert named_motion("from the top to the bottom, a dot travels") == "down"
+    assert named_motion("the square is moving upward") == "up" and named_motion("a falling star") == "down"
+    assert named_motion("the star is standing still") == "still" and named_motion("the ball does not move") == "still"
+    assert named_motion("a man picks up a cup") is None and named_motion("a static hiss") is None  # not motion
 
 
 def test_a_windows_velocity_is_the_slope_of_its_cues():
