@@ -12,8 +12,14 @@ memory once ready, and the saved index's size per million segments.
 With `--baseline GIT_REF` that commit's server is started too, on the same saved index, alternating
 with this one `--starts` times (medians): how much the start itself got faster.
 
+With `--compare-storage` the same vectors are also built into an HNSW index that keeps them as
+float32 (`ann_storage = "flat"`, the storage before float16) and saved beside the float16 one; this
+tree's server then starts on each in turn (alternating, `--starts` times), and both indexes are asked
+the same queries (stored vectors with noise, cosine ~0.9 to them) against exact search: recall@10 at
+the default efSearch and of the 500 segments a search fetches, and the latency of each.
+
     python bench/ann_startup.py [--segments 1000000] [--dir /tmp/ann-bench] [--baseline REF] [--starts N]
-                                [--reuse-saved] [--json]
+                                [--reuse-saved] [--compare-storage] [--json]
 """
 
 from __future__ import annotations
@@ -94,6 +100,8 @@ def main() -> int:
     ap.add_argument("--starts", type=int, default=1, help="starts of each server (the medians are reported)")
     ap.add_argument("--reuse-saved", action="store_true",
                     help="keep an index saved by an earlier run and skip the rebuild (its time is then not measured)")  # fmt: skip
+    ap.add_argument("--compare-storage", action="store_true",
+                    help="also build the index with float32 vectors and compare ready time, memory, recall and latency")  # fmt: skip
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -121,6 +129,8 @@ def main() -> int:
         save_coarse(db, snapshot.coarse)
         del snapshot
         runs["rebuild at start (baseline, in-process build only)"] = {"ready_s": round(rebuild_s, 2)}
+    if args.compare_storage:
+        return compare_storage(db, args, log)
     servers = {"vidsearch serve, loading the saved index": sys.executable}
     if args.baseline:
         servers = {f"{args.baseline}'s vidsearch serve, loading the saved index": baseline_python(args.baseline, args.dir, log), **servers}
@@ -149,6 +159,85 @@ def main() -> int:
             print(f"  {name}: ready in {run['ready_s']:.1f} s" + (f" (median of {len(run['ready_s_each'])})" if "ready_s_each" in run else ""))
         for base, ratio in result["speedup"].items():
             print(f"  {new}: {ratio}x faster than {base}")
+    return 0
+
+
+def _saved_as(db: Path, settings: Settings) -> tuple[str, object]:
+    """Build the coarse index from the store with these settings, save it, and return its saved name."""
+    store = Store.open(db)
+    store.use_fingerprint(store.stored_fingerprint())
+    coarse = build_snapshot(store, settings).coarse
+    path = save_coarse(db, coarse)
+    return path.name, coarse
+
+
+def _recall_and_latency(index, queries: np.ndarray, truth10: np.ndarray) -> dict:
+    """Per way of asking (top 10 at the default efSearch; the 500 segments a search fetches), the
+    share of exact search's top 10 found, and the latency (ms, p50 / p99) of one query at a time."""
+    out = {}
+    for label, k in (("top10", 10), ("fetch500", 500)):
+        lat, recall = [], []
+        for q, truth in zip(queries, truth10):
+            t = time.perf_counter()
+            hits = index.search(q[None, :], k=k)
+            lat.append(1000 * (time.perf_counter() - t))
+            recall.append(len(set(hits.ids[0].tolist()) & set(truth.tolist())) / 10)
+        out[label] = {"recall@10": round(float(np.mean(recall)), 4), "p50_ms": round(float(np.percentile(lat, 50)), 2),
+                      "p99_ms": round(float(np.percentile(lat, 99)), 2)}  # fmt: skip
+    return out
+
+
+def compare_storage(db: Path, args, log) -> int:
+    """float16 vs float32 vectors in the saved HNSW index: size, server ready time and memory, recall."""
+    import faiss
+
+    from vidsearch.search.saved_coarse import _CURRENT
+
+    names, indexes = {}, {}
+    for storage in ("flat", "fp16"):
+        t0 = time.perf_counter()
+        names[storage], indexes[storage] = _saved_as(db, Settings(db=db, model="tiny", ann_saved=False, ann="hnsw", ann_storage=storage))
+        log(f"built and saved the {storage} HNSW index in {time.perf_counter() - t0:.0f} s")
+    root = db / ANN_DIR
+    sizes = {s: sum(f.stat().st_size for f in (root / n).iterdir()) for s, n in names.items()}
+    n = indexes["fp16"].ntotal
+    rng = np.random.default_rng(1)
+    table = Store.open(db).segments(["segment_id", "vector"])  # the stored float32 vectors: exact search's truth
+    vectors = np.ascontiguousarray(table["vector"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1), np.float32)
+    seg_ids = np.asarray(table["segment_id"].to_pylist(), dtype=str)
+    raw = vectors[rng.integers(0, n, 200)]
+    queries = raw + 0.03 * rng.standard_normal(raw.shape, dtype=np.float32)  # cosine ~0.9 to a stored vector
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    _, rows = exact.search(queries, 10)
+    truth10 = seg_ids[rows]
+    del exact, vectors, table
+    quality = {s: _recall_and_latency(ix, queries, truth10) for s, ix in indexes.items()}
+    del indexes
+    starts: dict[str, list[dict]] = {s: [] for s in names}
+    for i in range(args.starts):  # alternating, so both see the same machine
+        for storage, name in names.items():
+            (root / _CURRENT).write_text(name)
+            starts[storage].append(_serve(db, args, sys.executable, args.dir / "serve.log"))
+            log(f"  start {i + 1}: {storage}: ready in {starts[storage][-1]['ready_s']:.1f} s, {starts[storage][-1]['rss_mb']:.0f} MB resident")
+    result = {"segments": n, "storage": {}}
+    for storage in names:
+        rows = starts[storage]
+        result["storage"][storage] = {
+            "saved_mb_per_million_segments": round(sizes[storage] / n * 1e6 / 2**20, 1),
+            "ready_s": float(np.median([r["ready_s"] for r in rows])), "ready_s_each": [r["ready_s"] for r in rows],
+            "rss_mb": float(np.median([r["rss_mb"] for r in rows])), **quality[storage],
+        }  # fmt: skip
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{n:,} segments: HNSW vectors as float32 vs float16 (medians of {args.starts} starts)")
+        for storage, r in result["storage"].items():
+            print(f"  {storage:5s}: saved {r['saved_mb_per_million_segments']:.0f} MB per million, ready in {r['ready_s']:.1f} s, "
+                  f"{r['rss_mb']:.0f} MB resident; recall@10 {r['top10']['recall@10']:.4f} (efSearch default), "
+                  f"{r['fetch500']['recall@10']:.4f} (500 fetched); search p50/p99 {r['top10']['p50_ms']}/{r['top10']['p99_ms']} ms, "
+                  f"500 fetched {r['fetch500']['p50_ms']}/{r['fetch500']['p99_ms']} ms")
     return 0
 
 

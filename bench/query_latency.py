@@ -25,9 +25,10 @@ Figures are medians over --repeats passes of p50/p99 over --queries queries each
 
 The built index is cached under --workdir (CoarseIndex.save/load): at 1M segments the HNSW build
 takes minutes on 2 cores, and the corpus is regenerated from its seed (checked against the cache).
-Memory at 1M: ~9 GB of unit vectors (4.5M x 512 float32) + ~2.3 GB of index (+2 GB during a build).
+Memory at 1M: ~9 GB of unit vectors (4.5M x 512 float32) + ~1.3 GB of index with float16 vectors (~2.3 GB
+with `--ann-storage flat`), + 2 GB during a build and for exact search's float32 copy.
 
-    python bench/query_latency.py [--sizes 10k 100k 1M] [--queries 300] [--repeats 3]
+    python bench/query_latency.py [--sizes 10k 100k 1M] [--queries 300] [--repeats 3] [--ann-storage fp16|flat]
                                   [--workdir DIR] [--text-models tiny ViT-B-32] [--no-text] [--json]
 """
 
@@ -227,10 +228,10 @@ class Corpus:
 # indexes
 
 
-def coarse_index(corpus: Corpus, workdir: Path | None, kind: str, log) -> tuple[CoarseIndex, dict]:
+def coarse_index(corpus: Corpus, workdir: Path | None, kind: str, log, storage: str = "fp16") -> tuple[CoarseIndex, dict]:
     """The engine's coarse index over the corpus's segments, from the cache when it matches."""
     n = corpus.n_segments
-    path = workdir / f"coarse-{kind}-{n}-d{corpus.dim}" if workdir else None
+    path = workdir / f"coarse-{kind}-{storage}-{n}-d{corpus.dim}" if workdir else None
     if path is not None and (path / "manifest.json").is_file():
         try:
             if CoarseIndex.read_manifest(path).get("source_version") == corpus.tag:
@@ -244,7 +245,8 @@ def coarse_index(corpus: Corpus, workdir: Path | None, kind: str, log) -> tuple[
             log(f"  cached index unusable ({exc}); rebuilding")
     log(f"  building the {kind} coarse index over {n:,} x {corpus.dim} ...")
     t0 = time.perf_counter()
-    idx = CoarseIndex.build(np.ascontiguousarray(corpus.segments), corpus.seg_ids, corpus.seg_video, kind=kind, source_version=corpus.tag)
+    idx = CoarseIndex.build(np.ascontiguousarray(corpus.segments), corpus.seg_ids, corpus.seg_video, kind=kind, hnsw_storage=storage,
+                            source_version=corpus.tag)  # fmt: skip
     info = {"cached": False, "build_s": round(time.perf_counter() - t0, 1)}
     log(f"  built {idx.kind} in {info['build_s']} s")
     if path is not None:
@@ -253,18 +255,22 @@ def coarse_index(corpus: Corpus, workdir: Path | None, kind: str, log) -> tuple[
     return idx, info
 
 
-def exact_view(idx: CoarseIndex) -> CoarseIndex:
-    """An exact (flat) CoarseIndex over the very vectors `idx` holds, sharing its memory."""
+def exact_view(idx: CoarseIndex, vectors: np.ndarray | None) -> CoarseIndex:
+    """An exact (flat) CoarseIndex over the float32 vectors `idx` was built from: the very memory
+    `idx` holds where it keeps them as float32, else (an HNSW with float16 vectors) a flat copy."""
     raw = idx._index  # noqa: SLF001 - a benchmark looks inside
     flat = raw if idx.kind == "flat" else faiss.downcast_index(raw.storage)
+    if not isinstance(flat, faiss.IndexFlat):
+        flat = faiss.IndexFlatIP(vectors.shape[1])
+        flat.add(np.ascontiguousarray(vectors, np.float32))
     exact = CoarseIndex(flat, "flat", idx._ids, idx._video_codes, idx._video_names)  # noqa: SLF001
     exact._owner = idx  # keep the HNSW index (which owns the storage) alive as long as the view
     return exact
 
 
-def stored_vectors(idx: CoarseIndex) -> np.ndarray:
-    raw = idx._index  # noqa: SLF001
-    flat = raw if idx.kind == "flat" else faiss.downcast_index(raw.storage)
+def stored_vectors(exact: CoarseIndex) -> np.ndarray:
+    """The float32 vectors of an exact view, without a copy."""
+    flat = exact._index  # noqa: SLF001
     return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
 
 
@@ -329,19 +335,21 @@ def bench_size(n: int, args, log) -> dict:
     gen_s = time.perf_counter() - t0
     log(f"  corpus: {corpus.n_videos:,} videos, {corpus.n_segments:,} segments, {len(corpus.units):,} units "
         f"({corpus.units.nbytes / 2**30:.1f} GiB) {how} in {gen_s:.0f} s")  # fmt: skip
-    idx, build = coarse_index(corpus, args.workdir, args.kind, log)
-    corpus.segments = None  # the index holds its own copy
+    idx, build = coarse_index(corpus, args.workdir, args.kind, log, args.ann_storage)
+    # exact search's truth: the float32 vectors, which the index holds itself unless it keeps float16
+    float32 = None if idx.kind != "hnsw" or args.ann_storage == "flat" else corpus.segments
+    corpus.segments = None  # otherwise the index holds its own copy
     gc.collect()
     settings = Settings(db=Path("/nonexistent"), pooling="param_free",
                         **({"coarse_segments": args.coarse_segments} if args.coarse_segments else {}))
     k = min(settings.coarse_segments, idx.n_live)
-    exact = exact_view(idx)
+    exact = exact_view(idx, float32)
     queries = np.ascontiguousarray(corpus.queries[: args.warmup + args.queries])
     qs = [queries[i] for i in range(len(queries))]
     warm_q, timed_q = qs[: args.warmup], qs[args.warmup :]
 
     # ground truth and recall (batched exact search on the index's own vectors)
-    xb = stored_vectors(idx)
+    xb = stored_vectors(exact)  # the float32 vectors the index was built from
     _, gt = faiss.knn(queries[args.warmup :], xb, k, metric=faiss.METRIC_INNER_PRODUCT)
     ann = idx.search(queries[args.warmup :], k=k)
     recall10 = float(np.mean([len(np.intersect1d(a[:10], g[:10])) / 10 for a, g in zip(ann.positions, gt)]))
@@ -516,6 +524,7 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--units", type=int, nargs=2, default=[30, 60], metavar=("MIN", "MAX"), help="units per video")
     ap.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"], help="coarse index kind")
+    ap.add_argument("--ann-storage", default="fp16", choices=["fp16", "flat"], help="an HNSW index's vectors: float16 or float32")
     ap.add_argument("--coarse-segments", type=int, default=None,
                     help="segments the coarse stage fetches (default: the server's setting, 1000)")
     ap.add_argument("--seed", type=int, default=0)

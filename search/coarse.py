@@ -6,7 +6,11 @@ by size and memory, not by taste:
 
 - fewer than `flat_max` vectors (50k): exact search (IndexFlatIP). It is fast enough at that size,
   needs no tuning, and is the recall reference for everything else.
-- more: HNSW (M=32), recall@10 >= 0.95 at the default efSearch on clustered, CLIP-like data.
+- more: HNSW (M=32), recall@10 >= 0.95 at the default efSearch on clustered, CLIP-like data. Its
+  vectors are kept as float16 (IndexHNSWSQ, `hnsw_storage="fp16"`): they are most of its memory (a
+  256-d float32 vector is 1 KB, its level-0 links 256 B): half the bytes to hold and to read at a
+  server's start, for unit vectors whose 16-bit rounding (~1e-3) moves no ranking a search can
+  see (`bench/ann_startup.py --compare-storage` measures recall and speed against float32).
 - when a memory budget is given and HNSW would not fit: IVF-PQ with exact re-ranking of the PQ
   candidates (IndexRefineFlat; PQ alone caps recall near 0.6 on this kind of data).
 
@@ -78,6 +82,8 @@ DEFAULT_GPU_FLAT_MAX = 5_000_000
 DEFAULT_HNSW_M = 32
 DEFAULT_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 64
+HNSW_STORAGE = ("fp16", "flat")  # how an HNSW index keeps its vectors: float16 (default) or float32
+VECTOR_BYTES = {"fp16": 2, "flat": 4}
 DEFAULT_NPROBE = 32
 DEFAULT_K_FACTOR = 8
 BLAS_THRESHOLD = 20
@@ -235,6 +241,7 @@ class CoarseIndex:
         flat_max: int = DEFAULT_FLAT_MAX,
         gpu_flat_max: int = DEFAULT_GPU_FLAT_MAX,
         hnsw_m: int = DEFAULT_HNSW_M,
+        hnsw_storage: str = "fp16",
         ef_construction: int = DEFAULT_EF_CONSTRUCTION,
         ef_search: int = DEFAULT_EF_SEARCH,
         nlist: int | None = None,
@@ -248,7 +255,7 @@ class CoarseIndex:
 
         ids: N segment ids. video_ids: N video ids (None: each id is its own video, for an index of
         video-level vectors). kind: "auto" chooses by size, memory budget (bytes) and GPU presence
-        (module docstring). refine ("flat", "sq8", "none") re-ranks IVF-PQ candidates: "flat" is exact
+        (module docstring). hnsw_storage: "fp16" (default) or "flat" (float32) vectors in an HNSW index. refine ("flat", "sq8", "none") re-ranks IVF-PQ candidates: "flat" is exact
         but keeps the raw vectors; "sq8" keeps a quarter of that at recall ~0.99; "auto" falls back to
         "sq8" by itself when a memory budget cannot hold the raw vectors.
         """
@@ -264,8 +271,10 @@ class CoarseIndex:
         if gpu and _gpu_count() == 0:
             raise RuntimeError("use_gpu=True but FAISS sees no GPU (is faiss-gpu installed?)")
 
+        if hnsw_storage not in HNSW_STORAGE:
+            raise ValueError(f"hnsw_storage must be one of {HNSW_STORAGE}, got {hnsw_storage!r}")
         if kind == "auto":
-            kind, refine = cls._choose_kind(n, d, memory_budget, gpu, flat_max, gpu_flat_max, hnsw_m, refine)
+            kind, refine = cls._choose_kind(n, d, memory_budget, gpu, flat_max, gpu_flat_max, hnsw_m, refine, VECTOR_BYTES[hnsw_storage])
         params: dict[str, Any] = {"requested_refine": refine}
         t0 = time.perf_counter()
         gpu_res = None
@@ -275,11 +284,15 @@ class CoarseIndex:
                 index, gpu_res = cls._to_gpu(index)
             index.add(x)
         elif kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, int(hnsw_m), faiss.METRIC_INNER_PRODUCT)
+            if hnsw_storage == "fp16":
+                index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_fp16, int(hnsw_m), faiss.METRIC_INNER_PRODUCT)
+                index.train(x)  # nothing to learn for float16: sets up the codec
+            else:
+                index = faiss.IndexHNSWFlat(d, int(hnsw_m), faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = int(ef_construction)
             index.hnsw.efSearch = int(ef_search)
             index.add(x)
-            params.update(M=int(hnsw_m), ef_construction=int(ef_construction))
+            params.update(M=int(hnsw_m), ef_construction=int(ef_construction), storage=hnsw_storage)
         else:  # ivfpq
             nl = int(nlist or _nlist(n))
             m = int(pq_m or _pq_m(d))
@@ -313,10 +326,11 @@ class CoarseIndex:
 
     @staticmethod
     def _choose_kind(
-        n: int, d: int, budget: int | None, gpu: bool, flat_max: int, gpu_flat_max: int, m: int, refine: str
+        n: int, d: int, budget: int | None, gpu: bool, flat_max: int, gpu_flat_max: int, m: int, refine: str,
+        hnsw_vector_bytes: int = 2,
     ) -> tuple[str, str]:
         raw = n * d * 4
-        hnsw_bytes = raw + n * (2 * m * 4 + 16)  # level-0 links dominate the graph
+        hnsw_bytes = n * d * hnsw_vector_bytes + n * (2 * m * 4 + 16)  # level-0 links dominate the graph
         if n < flat_max or (gpu and n < gpu_flat_max and (budget is None or raw <= budget)):
             return "flat", refine
         if budget is None or hnsw_bytes <= budget:

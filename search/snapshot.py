@@ -119,4 +119,4 @@ def _updated_coarse(store: Store, settings: Settings, base: CoarseIndex | None, 
     vectors, seg_ids, vids = _segments_of(store, ids)
     if len(seg_ids) == 0:
         return None
-    return CoarseIndex.build(vectors, seg_ids, vids, kind=settings.ann, source_version=version, fingerprint=fp)
+    return CoarseIndex.build(vectors, seg_ids, vids, kind=settings.ann, hnsw_storage=settings.ann_storage, source_version=version, fingerprint=fp)

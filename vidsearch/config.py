@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     pool_temperature: float = Field(0.01, gt=0, description="Temperature of parameter-free X-Pool.")
     rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
     ann: Literal["auto", "flat", "hnsw", "ivfpq"] = Field("auto", description="Coarse index kind.")
+    ann_storage: Literal["fp16", "flat"] = Field(
+        "fp16", description="How an HNSW coarse index keeps its vectors: float16 (half the memory) or float32."
+    )
     ann_saved: bool = Field(
         True, description="Save the coarse index beside the store (DB/ann/) and load it at start instead of rebuilding."
     )
