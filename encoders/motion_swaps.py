@@ -49,32 +49,57 @@ def _motion(m: re.Match) -> str:
 
 
 # What a search query may say, beyond the synthetic captions' own phrasing (which `_PHRASE`, the
-# training swap, keeps to): any tense of a motion verb ("is moving to the left", "rolled right",
-# "drifting upward"), a path ("from left to right", "from the top to the bottom"), a rising or falling
-# verb in any form, and stillness said of a thing alone ("a red square, motionless").
-_SEARCH_VERBS = (r"(?:mov|slid|head|shift|go|went|gone|travel+|drift|glid|float|roll|fl(?:y|ie|ew|ying)|run|ran|walk|swim|swam|"
-                 r"hover|pan|zoom|scroll|turn|rac|speed|sped|crawl|march|wander|pass|sail|jump|hop|bounc|cross|swing|swung|"
-                 r"dart|dash|zip|rush|sweep|swept|stroll|tumbl)\w*")  # fmt: skip
+# training swap, keeps to): a motion verb in any form ("is moving to the left", "rolled right",
+# "drifting upward"), a path ("from left to right", "left to right"), a rising or falling verb, and
+# stillness said of a thing alone ("a red square, motionless"). Conservative where words have other
+# senses: each verb form is listed (a stem would read "passenger left", "panel left", "headphones
+# down"); a direction followed by a noun phrase is a place or a route, not a way across the picture
+# ("walks down the street", "runs right into the pool", "to the right of the car"); "left and
+# right", "up and down", "back and forth" name no one way; "drop" and "fall" count as verbs only.
+_SEARCH_VERBS = "|".join((
+    "move", "moves", "moved", "moving", "slide", "slides", "slid", "sliding",
+    "shift", "shifts", "shifted", "shifting", "go", "goes", "going", "went", "travel", "travels", "traveled", "travelled",
+    "traveling", "travelling", "drift", "drifts", "drifted", "drifting", "glide", "glides", "glided", "gliding",
+    "float", "floats", "floated", "floating", "roll", "rolls", "rolled", "rolling", "fly", "flies", "flew", "flying",
+    "run", "runs", "ran", "running", "walk", "walks", "walked", "walking", "swim", "swims", "swam", "swimming",
+    "hover", "hovers", "hovered", "hovering", "pan", "pans", "panned", "panning", "scroll", "scrolls", "scrolled",
+    "scrolling", "turn", "turns", "turned", "turning", "race", "races", "raced", "racing", "speed", "speeds", "sped",
+    "speeding", "crawl", "crawls", "crawled", "crawling", "march", "marches", "marched", "marching", "sail", "sails",
+    "sailed", "sailing", "jump", "jumps", "jumped", "jumping", "hop", "hops", "hopped", "hopping", "bounce", "bounces",
+    "bounced", "bouncing", "cross", "crosses", "crossed", "crossing", "swing", "swings", "swung", "swinging", "dart",
+    "darts", "darted", "darting", "dash", "dashes", "dashed", "dashing", "zip", "zips", "zipped", "zipping", "rush",
+    "rushes", "rushed", "rushing", "sweep", "sweeps", "swept", "sweeping", "stroll", "strolls", "strolled", "strolling",
+    "tumble", "tumbles", "tumbled", "tumbling", "drive", "drives", "drove", "driving", "tilt", "tilts", "tilted", "tilting",
+    "drop", "drops", "dropped", "dropping", "fall", "falls", "fell", "falling",
+))  # fmt: skip
 _WAYS = "|".join(sorted(_WORD_MOTION, key=len, reverse=True))
 _SIDE = r"(?:the\s+)?(?P<{}>left|right|top|bottom)(?:\s+(?:side|edge))?"
+_NOT_A_WAY = r"(?!\s+(?:to|toward|towards|into|onto|of|from|the|a|an|his|her|their|its|my|your|our|this|that|some)\b)"
 _SEARCH_PHRASE = re.compile(
     r"\b(?:(?P<still>" + "|".join(map(re.escape, _STILL)) + r"|motionless|stationary|unmoving|not moving|at rest|"
-    r"(?:stay|stand|sit|keep|remain|hold)\w*\s+still|(?:does not|doesn't|do not|don't|never)\s+move)"
-    r"|from\s+" + _SIDE.format("src") + r"\s+(?:to|toward|towards)\s+" + _SIDE.format("dst") +
-    r"|" + _SEARCH_VERBS + r"\s+(?:off\s+|away\s+)?(?:to\s+the\s+|toward\s+the\s+|towards\s+the\s+|to\s+)?(?P<way>" + _WAYS + r")"
-    r"|(?P<verb>ris(?:e|es|ing)|rose|risen|ascend\w*|climb\w*|fall(?:s|ing)?|fell|descend\w*|sink(?:s|ing)?|sank|sunk|drop(?:s|ping|ped)?))\b",
+    r"(?:stays|stay|staying|stands|standing|sits|sitting|keeps|keeping|remains|remaining|holds|holding)\s+still|"
+    r"(?:does not|doesn't|do not|don't|never)\s+move)"
+    r"|(?:from\s+)?" + _SIDE.format("src") + r"\s+(?:to|toward|towards)\s+" + _SIDE.format("dst") +
+    r"|(?:" + _SEARCH_VERBS + r")\s+(?:off\s+|away\s+)?(?:to\s+the\s+|toward\s+the\s+|towards\s+the\s+)?(?P<way>" + _WAYS + r")" + _NOT_A_WAY +
+    r"|(?:heads|headed|heading)\s+(?:(?:to|toward|towards)\s+the\s+)?"  # not "heads up" (a warning)
+    r"(?P<hway>leftwards|leftward|left|rightwards|rightward|right|upwards|upward|downwards|downward|westward|eastward|top|bottom)" + _NOT_A_WAY +
+    r"|(?P<verb>rises|rising|rose|risen|ascends|ascending|ascended|climbs|climbing|climbed|descends|descending|descended|"
+    r"sinks|sinking|sank|sunk|falls|falling|fell|drops|dropping|dropped)(?!\s+(?:of|in\s+love|asleep|apart)\b))\b",
     re.IGNORECASE,
 )
+_BOTH_WAYS = re.compile(r"\b(?:left and right|right and left|up and down|down and up|back and forth|to and fro|side to side)\b", re.IGNORECASE)
 _RISE = ("ris", "rose", "ascend", "climb")
 
 
-def _search_motion(m: re.Match) -> str:
+def _search_motion(m: re.Match) -> str | None:
+    if m.group("verb") and m.group("verb")[0].isupper() and m.start() > 0:
+        return None  # a name ("Niagara Falls"), not a thing falling
     if m.group("still"):
         return "still"
     if m.group("dst"):
         return _WORD_MOTION[m.group("dst").lower()]
-    if m.group("way"):
-        return _WORD_MOTION[m.group("way").lower()]
+    if m.group("way") or m.group("hway"):
+        return _WORD_MOTION[(m.group("way") or m.group("hway")).lower()]
     return "up" if m.group("verb").lower().startswith(_RISE) else "down"
 
 
@@ -82,7 +107,10 @@ def named_motion(caption: str) -> str | None:
     """The one motion a query names, in MOTIONS (None when it names none, or several that differ);
     quoted words (speech, on-screen text) do not count. Reads more phrasings than the training swap
     (`_SEARCH_PHRASE`): a search query is written by whoever asks."""
-    found = {_search_motion(m) for a, b in unquoted_spans(caption) for m in _SEARCH_PHRASE.finditer(caption, a, b)}
+    spans = unquoted_spans(caption)
+    if any(_BOTH_WAYS.search(caption, a, b) for a, b in spans):
+        return None
+    found = {_search_motion(m) for a, b in spans for m in _SEARCH_PHRASE.finditer(caption, a, b)} - {None}
     return found.pop() if len(found) == 1 else None
 
 

@@ -237,6 +237,7 @@ def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFe
         else:
             out["xpool"].append(pfree.similarity(t, frames, mask))
         # the fine stage's score as search computes it: the video-level one plus the best event window
+        # (without the motion channel: the `engine` method, the served ranking, has it)
         video_level = out["fused" if has_audio else "xpool"][-1]
         windows = torch.from_numpy(best_windows(t.numpy(), feats, use_audio=has_audio).T)  # (queries, videos)
         out["+window"].append(video_level + EVENT_WEIGHT * windows)

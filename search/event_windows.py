@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .features import VideoFeatures
-from .motion_channel import MOTION_WEIGHT, agreement, window_velocity
+from .motion_channel import MIN_UNITS, MOTION_WEIGHT, agreement, window_velocity
 
 __all__ = ["AUDIO_WEIGHT", "EVENT_WEIGHT", "WINDOW_SECONDS", "best_window", "best_windows"]
 
@@ -131,8 +131,9 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
         known = np.repeat([len(feats[i].cues) == len(feats[i].start) for i in some], [int(kept[i].sum()) for i in some])
         if order is not None:
             cues, known = cues[order], known[order]
-        velocity, ok = window_velocity(keys - offsets[video], cues, lo, hi)  # each video's own times
-        score += MOTION_WEIGHT * agreement(velocity, ok, motion, known[lo])[:, None]
+        velocity, ok, cued = window_velocity(keys - offsets[video], cues, lo, hi)  # each video's own times
+        still = known[lo] & (hi - lo >= MIN_UNITS) & (cued == 0)  # enough units, none saw anything move
+        score += MOTION_WEIGHT * agreement(velocity, ok, motion, still)[:, None]
     # per video, the best of its windows (one window starts at each unit; units are grouped by video)
     bounds = np.flatnonzero(np.r_[True, video[1:] != video[:-1]])
     out[video[bounds]] = np.maximum.reduceat(score, bounds, axis=0)

@@ -13,15 +13,19 @@ motion (encoders/motion_swaps.py: left, right, up, down, or staying still) adds
 to the event window's score (event_windows.py): for a direction, the velocity's component along it
 over max(speed, SPEED) (+1 going that way, -1 the opposite way, ~0 still); for "still", 1 at rest
 falling to -1 at SPEED and faster. A window with fewer than MIN_UNITS cued units (a unit whose cue is
-exactly (0, 0) saw nothing move: a static shot, or a clip under 3 frames) adds 0 for a direction and
-counts as still for "still"; a video indexed before the channel adds 0. Only the best window's score changes, so colour, shape and sound still decide which
-window that is, and a query without motion words ranks as before.
+exactly (0, 0) saw nothing move: a static shot, or a clip under 3 frames) adds 0 for a direction; for
+"still" it counts as still where it holds MIN_UNITS units and none saw anything move. A video indexed
+before the channel adds 0. The term is added to every window before each video's best is taken, so it
+can choose which window of a video counts; the unit vectors (colour, shape, sound) still weigh most,
+and a query without motion words ranks as before. With token merging on (units of up to 4 frames) a
+3 s window holds one or two units and the channel adds nothing.
 
-What the cue cannot tell: several things moving at once move their centroid, and a moving camera
-moves everything (its centroid is of all that changed); the weight is small enough that the unit
-vectors still lead. MOTION_WEIGHT was chosen on the held-out selection set and checked on the report
+What the cue cannot tell: several things moving at once move their centroid, a moving camera moves
+everything (its centroid is of all that changed), and sensor noise on a static shot gives each frame
+a weak cue at a random place (so real still footage seldom reads as still, and a direction query adds
+a small random term to it); the weight is small enough that the unit vectors still lead. MOTION_WEIGHT was chosen on the held-out selection set and checked on the report
 set and the plain corpus (README "The motion channel": served P@1 by relevance 25.8 -> 36.9, 24.8 ->
-30.8 and 26.3 -> 36.7 with calibrations refitted for it; 0.5 read 1-2 points higher, kept lower for
+30.8 and 26.3 -> 36.6 with calibrations refitted for it; 0.5 read 1-2 points higher, kept lower for
 real footage, where a panning camera moves every cue).
 """
 
@@ -44,11 +48,12 @@ def query_motion(text: str | None) -> str | None:
     return named_motion(text) if text else None
 
 
-def window_velocity(times: np.ndarray, cues: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def window_velocity(times: np.ndarray, cues: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Least-squares velocity (W, 2) of the cues (N, 2) over `times` (N,) in each window of rows
-    lo..hi-1, and whether the window had MIN_UNITS cued rows spread in time (W,). Columnar: cumulative
-    sums of the cued rows' moments, so every window costs a few lookups. Times should be each video's
-    own (a window never spans two videos), which keeps the squares small."""
+    lo..hi-1, whether the window had MIN_UNITS cued rows spread in time (W,), and how many cued rows
+    it had (W,). Columnar: cumulative sums of the cued rows' moments, so every window costs a few
+    lookups. Times should be each video's own (a window never spans two videos), which keeps the
+    squares small."""
     t = np.asarray(times, np.float64)
     c = np.asarray(cues, np.float64)
     w = (np.abs(c).sum(1) > 0).astype(np.float64)  # (0, 0): no cue on this unit
@@ -61,18 +66,18 @@ def window_velocity(times: np.ndarray, cues: np.ndarray, lo: np.ndarray, hi: np.
     safe = np.where(ok, den, 1.0)
     vel = np.column_stack([(n * stx - st * sx) / safe, (n * sty - st * sy) / safe])
     vel[~ok] = 0.0
-    return vel, ok
+    return vel, ok, n
 
 
-def agreement(velocity: np.ndarray, ok: np.ndarray, motion: str, known: np.ndarray | None = None) -> np.ndarray:
+def agreement(velocity: np.ndarray, ok: np.ndarray, motion: str, still: np.ndarray | None = None) -> np.ndarray:
     """How well each window's velocity (W, 2) matches `motion`, in [-1, 1]; 0 where not `ok`, except
-    that a window of a video whose cues are stored (`known`) where too few units saw anything move
-    is still: "stays still" agrees with it (+1). A thing that never moves in a whole shot is part of
-    its background (the median), so its units read no cue: it must not lose to a thing that sits
+    that a window where nothing moved (`still`: MIN_UNITS units or more, none with a cue, in a video
+    whose cues are stored) is still: "stays still" agrees with it (+1). A thing that never moves in a
+    whole shot is part of its shot's median and reads no cue: it must not lose to a thing that sits
     still for only part of a video."""
     speed = np.linalg.norm(velocity, axis=1)
     if motion == "still":
         out = 1.0 - 2.0 * np.minimum(speed / SPEED, 1.0)
-        return np.where(ok, out, 0.0 if known is None else np.where(known, 1.0, 0.0))
+        return np.where(ok, out, 0.0 if still is None else np.where(still, 1.0, 0.0))
     out = velocity @ np.asarray(DIRECTIONS[motion]) / np.maximum(speed, SPEED)
     return np.where(ok, out, 0.0)

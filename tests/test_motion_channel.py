@@ -37,18 +37,24 @@ def test_the_one_motion_a_query_names():
     assert named_motion("the square is moving upward") == "up" and named_motion("a falling star") == "down"
     assert named_motion("the star is standing still") == "still" and named_motion("the ball does not move") == "still"
     assert named_motion("a man picks up a cup") is None and named_motion("a static hiss") is None  # not motion
+    assert named_motion("a car moving left to right") == "right" and named_motion("a star heads right") == "right"
+    # other senses of the words: a place, a route, a name, two ways at once, "left" as in "leave"
+    for text in ("passenger left behind", "panel left of the door", "heads up display", "a man with headphones down",
+                 "people walking down the street", "a dog runs right into the pool", "a man walks to the right of the car",
+                 "a drop of water", "Niagara Falls at night", "falling in love", "swinging left and right", "jumps up and down"):
+        assert named_motion(text) is None, text
 
 
 def test_a_windows_velocity_is_the_slope_of_its_cues():
     t = np.arange(8, dtype=np.float64) + 0.5
     cues = np.column_stack([0.2 * t - 0.8, -0.1 * t + 0.3])  # right at 0.2/s, up at 0.1/s (y down)
     lo, hi = np.array([0, 2, 5, 6]), np.array([3, 6, 8, 8])
-    vel, ok = window_velocity(t, cues, lo, hi)
-    assert ok.tolist() == [True, True, True, False]  # the last window holds fewer than MIN_UNITS units
+    vel, ok, cued = window_velocity(t, cues, lo, hi)
+    assert ok.tolist() == [True, True, True, False] and cued.tolist() == [3, 4, 3, 2]  # the last window holds fewer than MIN_UNITS units
     assert np.allclose(vel[:3], [[0.2, -0.1]] * 3) and np.allclose(vel[3], 0.0)
     holes = cues.copy()
     holes[3] = 0.0  # a unit where nothing moved reads no cue: not a thing at the centre
-    vel, ok = window_velocity(t, holes, np.array([1, 2]), np.array([5, 5]))
+    vel, ok, _ = window_velocity(t, holes, np.array([1, 2]), np.array([5, 5]))
     assert ok.tolist() == [True, False] and np.allclose(vel[0], [0.2, -0.1])
     assert MIN_UNITS == 3
 
@@ -60,11 +66,11 @@ def test_a_windows_velocity_is_the_slope_of_its_cues():
     assert np.allclose(agreement(fast, both, "still"), [-1.0, -1.0])
     assert agreement(slow, np.ones(1, bool), "still")[0] > 0.9 and abs(agreement(slow, np.ones(1, bool), "right")[0]) < 0.05
     assert np.allclose(agreement(fast, np.zeros(2, bool), "left"), 0.0)
-    # too few units saw anything move: still, where the video's cues are stored (a thing that never
-    # moves is part of its shot's background and reads no cue); nothing known where they are not
-    none, known = np.zeros(2, bool), np.array([True, False])
-    assert agreement(fast, none, "still", known).tolist() == [1.0, 0.0]
-    assert agreement(fast, none, "left", known).tolist() == [0.0, 0.0]
+    # a window where nothing moved reads still (a thing that never moves is part of its shot's
+    # background and reads no cue); one with too few units to tell, or no cues stored, reads nothing
+    none, still = np.zeros(2, bool), np.array([True, False])
+    assert agreement(fast, none, "still", still).tolist() == [1.0, 0.0]
+    assert agreement(fast, none, "left", still).tolist() == [0.0, 0.0]
 
 
 def test_the_window_that_moves_as_asked_gains():
@@ -85,6 +91,14 @@ def test_the_window_that_moves_as_asked_gains():
     still = best_windows(v[2], [static, blind], motion="still")
     assert still[0] == pytest.approx(base[0] + event_windows.MOTION_WEIGHT) and still[1] == pytest.approx(base[1])
     assert best_windows(v[2], [static], motion="left")[0] == pytest.approx(base[0])
+    # a window where one unit saw something move is not "still" (and too few for a slope): every
+    # 3 s window here holds one such unit, so nothing is added
+    blip = np.zeros((10, 2), np.float32)
+    blip[[1, 4, 7]] = [[0.5, 0.1], [-0.5, 0.1], [0.6, -0.2]]
+    blips = VideoFeatures(t, t + 1, v, cues=blip)
+    assert best_windows(v[2], [blips], motion="still")[0] == pytest.approx(best_windows(v[2], [blips])[0])
+    tokens = VideoFeatures(t[::4], t[::4] + 4, v[::4], cues=np.zeros((3, 2), np.float32))  # merged units of 4 s
+    assert best_windows(v[0], [tokens], motion="still")[0] == pytest.approx(best_windows(v[0], [tokens])[0])  # too few to tell
     both = best_windows(np.stack([v[2], v[7]]), [cued, blind], motion="right")  # several queries, one motion
     assert both.shape == (2, 2) and both[0, 0] == pytest.approx(best_windows(v[2], [cued, blind], motion="right")[0])
 
@@ -97,7 +111,7 @@ def test_stored_cues_follow_the_motion(moving_library):  # noqa: F811
     for k, (_, _, a, _, _, _) in enumerate(PAIRS):  # each pair's first video: one shape going one way for 4 s
         f = feats[by_name[f"synth_{2 * k:05d}"]]
         assert f.cues.shape == (len(f.start), 2)
-        vel, ok = window_velocity((f.start + f.end) / 2, f.cues, np.array([0]), np.array([len(f.start)]))
+        vel, ok, _ = window_velocity((f.start + f.end) / 2, f.cues, np.array([0]), np.array([len(f.start)]))
         assert ok[0] and agreement(vel, ok, a)[0] > 0.8, (a, vel)
 
 

@@ -372,6 +372,9 @@ class Store:
         if not batch:
             return
         fp = self._require_fingerprint()
+        features_table = self.table(FEATURES)
+        if S.UNIT_CUES.name not in features_table.schema.names:  # an index made before the motion channel:
+            features_table.add_columns(S.UNIT_CUES)  # before anything is written, so a failure leaves no rows
         now = time.time()
         n_seg = [len(v.seg_kind) for v in batch]
         vid_per_seg = np.repeat([v.video["video_id"] for v in batch], n_seg)
@@ -421,10 +424,7 @@ class Store:
             schema=S.videos_schema(),
         )
         self.table(SEGMENTS).add(segments)
-        table = self.table(FEATURES)
-        if S.UNIT_CUES.name not in table.schema.names:  # an index made before the motion channel
-            table.add_columns(S.UNIT_CUES)
-        table.add(features)
+        features_table.add(features)
         span_rows = [v.span_rows for v in batch if v.span_rows is not None and v.span_rows.num_rows]
         if span_rows:
             self.table(SPANS).add(pa.concat_tables(span_rows))
