@@ -32,11 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CUES", "TemporalMixer", "cue_cells", "frame_cues", "mix_units", "mix_units_of", "per_unit_mean", "unit_cues_of", "unit_where_cues", "where_cues", "widen_state"]
+__all__ = ["CUES", "TemporalMixer", "cue_cells", "frame_cues", "mix_units", "mix_units_of", "per_unit_mean", "unit_cues_of", "unit_where_cues", "where_cues", "where_cues_and_strength", "widen_state"]
 
 GAP_SECONDS = 2.0  # the change is expressed per this many seconds
 CUES = 2  # where_cues: the (x, y) centroid of what moved
 CUE_GRID = 56  # frames are averaged down to this many cells a side before the cue is read
+CUE_MIN_STRENGTH = 0.06  # stored cues (motion channel): below this nothing moved, whatever the noise placed
 
 
 def cue_cells(frames: Tensor) -> Tensor:
@@ -53,12 +54,20 @@ def where_cues(cells: Tensor, mask: Tensor) -> Tensor:
     cell in few of them); a cell's change is its summed absolute difference to it, smoothed over 3x3
     cells; the cue is the centroid of the squared excess of change over the frame's mean change, so
     grain, compression noise and a slightly shaking camera weigh little against the object."""
+    return where_cues_and_strength(cells, mask)[0]
+
+
+def where_cues_and_strength(cells: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """`where_cues`, and how strongly something stands out in each frame [B, T]: the largest excess
+    of a cell's change over the frame's mean change (summed over the 3 channels, pixels in [0, 1]). A
+    static shot's sensor or compression noise stands out by ~0.01-0.03; a thing that moves by tenths."""
     b, t, c, g, _ = cells.shape
     x = cells.float().masked_fill(~mask.to(torch.bool).view(b, t, 1, 1, 1), float("nan"))
     background = torch.nanmedian(x.flatten(3), dim=1).values.view(b, 1, c, g, g)
     change = (x - background).abs().sum(2).nan_to_num(0.0)  # [B, T, G, G]
     change = F.avg_pool2d(change.view(b * t, 1, g, g), 3, 1, 1, count_include_pad=False).view(b, t, g, g)
-    weight = (change - change.mean((2, 3), keepdim=True)).clamp_min(0) ** 2
+    excess = (change - change.mean((2, 3), keepdim=True)).clamp_min(0)
+    weight = excess**2
     axis = torch.linspace(-1.0, 1.0, g)
     total = weight.sum((2, 3))
     cx = (weight.sum(2) * axis).sum(-1) / total.clamp_min(1e-12)
@@ -67,12 +76,15 @@ def where_cues(cells: Tensor, mask: Tensor) -> Tensor:
     # a median of fewer than 3 frames is no background (of 2, torch takes the darker value per cell:
     # a dark object then becomes the background at both places and the cues swap): no cue
     enough = (mask.to(torch.bool).sum(1, keepdim=True) >= 3).unsqueeze(-1)
-    return cue * mask.to(cue.dtype).unsqueeze(-1) * enough.to(cue.dtype)
+    keep = mask.to(cue.dtype).unsqueeze(-1) * enough.to(cue.dtype)
+    return cue * keep, excess.flatten(2).max(-1).values * keep[..., 0]
 
 
-def frame_cues(frames: np.ndarray, owner: np.ndarray, batch: int = 64) -> np.ndarray:
+def frame_cues(frames: np.ndarray, owner: np.ndarray, batch: int = 64, min_strength: float = 0.0) -> np.ndarray:
     """uint8 frames (N, S, S, 3), contiguous per owner (video) in time order -> where_cues per frame
-    (N, 2), each video's background taken over its frames here (a long video's decode chunk)."""
+    (N, 2), each video's background taken over its frames here (a long video's decode chunk); with
+    `min_strength`, (0, 0) (no cue) for a frame where nothing stands out by that much
+    (`where_cues_and_strength`: noise on a static shot)."""
     if len(frames) == 0:
         return np.zeros((0, CUES), np.float32)
     cells = torch.cat([cue_cells(torch.from_numpy(np.ascontiguousarray(frames[i : i + batch])).permute(0, 3, 1, 2).float().div_(255.0))
@@ -87,7 +99,9 @@ def frame_cues(frames: np.ndarray, owner: np.ndarray, batch: int = 64) -> np.nda
             hi += 1
         a, b = starts[lo], (starts[hi] if hi < len(starts) else len(frames))
         padded, mask = _pad_by_owner(cells[a:b], owner[a:b])
-        out[a:b] = where_cues(torch.from_numpy(padded), torch.from_numpy(mask)).numpy()[mask]
+        cue, strength = where_cues_and_strength(torch.from_numpy(padded), torch.from_numpy(mask))
+        cue = cue.numpy()[mask]
+        out[a:b] = np.where((strength.numpy()[mask] >= min_strength)[:, None], cue, 0.0) if min_strength > 0 else cue
         lo = hi
     return out
 
@@ -108,7 +122,8 @@ def unit_where_cues(frames: np.ndarray, frame_start: np.ndarray, frame_end: np.n
                     unit_start: np.ndarray, unit_owner: np.ndarray) -> np.ndarray:  # fmt: skip
     """Each unit's where-cue (U, 2), whatever the model: the index stores them so a search can read
     how a window's moving thing travels (search/motion_channel.py), for any model, trained or not."""
-    return per_unit_mean(frame_cues(frames, frame_owner), frame_start, frame_end, frame_owner, unit_start, unit_owner).astype(np.float32)
+    cues = frame_cues(frames, frame_owner, min_strength=CUE_MIN_STRENGTH)
+    return per_unit_mean(cues, frame_start, frame_end, frame_owner, unit_start, unit_owner).astype(np.float32)
 
 
 def per_unit_mean(values: np.ndarray, frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,

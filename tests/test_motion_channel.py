@@ -73,6 +73,29 @@ def test_a_windows_velocity_is_the_slope_of_its_cues():
     assert agreement(fast, none, "left", still).tolist() == [0.0, 0.0]
 
 
+def test_noise_on_a_static_shot_stores_no_cue():
+    """Sensor noise gives a static shot's frames a weak centroid at a random place; the stored cues
+    leave it out (a frame where nothing stands out by CUE_MIN_STRENGTH has none), so the shot reads
+    as still, while a faint thing that moves keeps its cues."""
+    from vidsearch.encoders.temporal import CUE_MIN_STRENGTH, frame_cues, unit_where_cues
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(40, 200, size=(112, 112, 3))
+    noisy = np.stack([np.clip(base + rng.integers(-6, 7, size=base.shape), 0, 255) for _ in range(8)]).astype(np.uint8)
+    moving = np.full((8, 112, 112, 3), 120, np.uint8)
+    for i in range(8):
+        moving[i, 40:60, 5 + 11 * i : 25 + 11 * i] += 15  # 15 grey levels brighter, moving right
+    frames = np.concatenate([noisy, moving])
+    owner = np.repeat([0, 1], 8)
+    t = np.tile(np.arange(8, dtype=np.float32), 2)
+    assert np.abs(frame_cues(noisy, np.zeros(8, int))).sum() > 0  # the model's own cue reads the noise
+    cues = unit_where_cues(frames, t, t + 1, owner, t, owner)
+    assert np.all(cues[:8] == 0) and np.all(np.abs(cues[8:]).sum(1) > 0), cues
+    vel, ok, _ = window_velocity(t[8:] + 0.5, cues[8:], np.array([0]), np.array([8]))
+    assert ok[0] and agreement(vel, ok, "right")[0] > 0.9
+    assert 0 < CUE_MIN_STRENGTH < 0.1
+
+
 def test_the_window_that_moves_as_asked_gains():
     t = np.arange(10, dtype=np.float32)
     x = np.r_[np.linspace(-0.8, 0.8, 5), np.linspace(0.8, -0.8, 5)]  # right for 5 s, then back left
