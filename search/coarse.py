@@ -255,7 +255,8 @@ class CoarseIndex:
 
         ids: N segment ids. video_ids: N video ids (None: each id is its own video, for an index of
         video-level vectors). kind: "auto" chooses by size, memory budget (bytes) and GPU presence
-        (module docstring). hnsw_storage: "fp16" (default) or "flat" (float32) vectors in an HNSW index. refine ("flat", "sq8", "none") re-ranks IVF-PQ candidates: "flat" is exact
+        (module docstring). hnsw_storage: "fp16" (default) or "flat" (float32) vectors in an HNSW index.
+        refine ("flat", "sq8", "none") re-ranks IVF-PQ candidates: "flat" is exact
         but keeps the raw vectors; "sq8" keeps a quarter of that at recall ~0.99; "auto" falls back to
         "sq8" by itself when a memory budget cannot hold the raw vectors.
         """
