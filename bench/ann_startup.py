@@ -40,7 +40,7 @@ from vidsearch.config import Settings  # noqa: E402
 from vidsearch.encoders import load_backbone  # noqa: E402
 from vidsearch.encoders.backbone import WEIGHTS_DIR  # noqa: E402
 from vidsearch.search.saved_coarse import ANN_DIR, save_coarse  # noqa: E402
-from vidsearch.search.snapshot import build_snapshot  # noqa: E402
+from vidsearch.search.snapshot import _segments_of, build_snapshot  # noqa: E402
 from vidsearch.store import EncodedVideo, Store  # noqa: E402
 
 
@@ -202,9 +202,7 @@ def compare_storage(db: Path, args, log) -> int:
     sizes = {s: sum(f.stat().st_size for f in (root / n).iterdir()) for s, n in names.items()}
     n = indexes["fp16"].ntotal
     rng = np.random.default_rng(1)
-    table = Store.open(db).segments(["segment_id", "vector"])  # the stored float32 vectors: exact search's truth
-    vectors = np.ascontiguousarray(table["vector"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1), np.float32)
-    seg_ids = np.asarray(table["segment_id"].to_pylist(), dtype=str)
+    vectors, seg_ids, _ = _segments_of(Store.open(db), None)  # the stored float32 vectors: exact search's truth
     raw = vectors[rng.integers(0, n, 200)]
     queries = raw + 0.03 * rng.standard_normal(raw.shape, dtype=np.float32)  # cosine ~0.9 to a stored vector
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
@@ -212,7 +210,7 @@ def compare_storage(db: Path, args, log) -> int:
     exact.add(vectors)
     _, rows = exact.search(queries, 10)
     truth10 = seg_ids[rows]
-    del exact, vectors, table
+    del exact, vectors
     quality = {s: _recall_and_latency(ix, queries, truth10) for s, ix in indexes.items()}
     del indexes
     starts: dict[str, list[dict]] = {s: [] for s in names}

@@ -104,7 +104,7 @@ class FeatureCache:
             return {}
         starts, ends, vectors, bounds = _ragged(table, "unit_start", "unit_end", "unit_vectors")
         a_starts, a_ends, a_vectors, a_bounds = _ragged(table, "audio_start", "audio_end", "audio_vectors")
-        cues, c_bounds = _cues(table, bounds) if with_cues else (EMPTY.reshape(0, 2), np.zeros(len(bounds), np.int64))
+        cues, c_bounds = _cues(table) if with_cues else (EMPTY.reshape(0, 2), np.zeros(len(bounds), np.int64))
         ids = table["video_id"].to_pylist()
         return {
             vid: VideoFeatures(
@@ -116,25 +116,28 @@ class FeatureCache:
         }
 
 
+def _bounds(column) -> np.ndarray:
+    """Per-video bounds of a list column's flattened rows; a null row (a column added after the row
+    was written) holds none."""
+    counts = column.combine_chunks().value_lengths().to_numpy(zero_copy_only=False)
+    return np.concatenate([[0], np.cumsum(np.nan_to_num(counts.astype(np.float64)).astype(np.int64))])
+
+
 def _ragged(table, start_col: str, end_col: str, vec_col: str):
     """Per-video lists of times and vectors -> flat arrays plus per-video bounds (columnar)."""
-    counts = table[start_col].combine_chunks().value_lengths().to_numpy(zero_copy_only=False)
-    counts = np.nan_to_num(counts.astype(np.float64)).astype(np.int64)
+    bounds = _bounds(table[start_col])
     starts = table[start_col].combine_chunks().flatten().to_numpy().astype(np.float32)
     ends = table[end_col].combine_chunks().flatten().to_numpy().astype(np.float32)
     flat = table[vec_col].combine_chunks().flatten().flatten().to_numpy().astype(np.float32)
-    total = int(counts.sum())
+    total = int(bounds[-1])
     vectors = flat.reshape(total, -1) if total else np.zeros((0, 0), np.float32)
-    return starts, ends, vectors, np.concatenate([[0], np.cumsum(counts)])
+    return starts, ends, vectors, bounds
 
 
-def _cues(table, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The where-cues column -> flat (N, 2) rows plus per-video bounds; a null row (written before
-    the column existed) or an empty one holds none."""
-    col = table[UNIT_CUES.name].combine_chunks()
-    counts = np.nan_to_num(col.value_lengths().to_numpy(zero_copy_only=False).astype(np.float64)).astype(np.int64)
-    flat = col.flatten().flatten().to_numpy().astype(np.float32).reshape(-1, 2)
-    return flat, np.concatenate([[0], np.cumsum(counts)])
+def _cues(table) -> tuple[np.ndarray, np.ndarray]:
+    """The where-cues column -> flat (N, 2) rows plus per-video bounds (an empty or null row holds none)."""
+    column = table[UNIT_CUES.name]
+    return column.combine_chunks().flatten().flatten().to_numpy().astype(np.float32).reshape(-1, 2), _bounds(column)
 
 
 class QueryVectorCache:
