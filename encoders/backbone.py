@@ -287,13 +287,15 @@ class ClipBackbone:
 
     @torch.inference_mode()
     def encode_units(
-        self, frames: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray, video_index: np.ndarray, batch: int = 64
+        self, frames: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray, video_index: np.ndarray, batch: int = 64,
+        cues: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Several videos' frames (contiguous per video, in time order) -> timed units.
 
         With token merging off a unit is a frame; with temporal merging on, neighbouring frames are
         merged into wider units (TempMe). A model with a temporal module (encoders/temporal.py) then
         mixes each unit with its neighbours. Returns (vectors, start, end, video index) per unit.
+        `cues`: the frames' where-cues (`temporal.frame_cues`) when the caller already read them.
         """
         if self.merging == "off":
             if self.device.type == "cuda" and len(frames) > batch >= OVERLAP_FROM_BATCH:
@@ -312,7 +314,7 @@ class ClipBackbone:
             return np.concatenate([self.encode_frames(f[i : i + batch]) for i in range(0, len(f), batch)])
 
         # the focus view (what moves, closer) and the temporal module (order), where the model has them
-        return head_units(self.head, encode, frames, vecs, unit_start, unit_end, video_index, s, e, v), s, e, v
+        return head_units(self.head, encode, frames, vecs, unit_start, unit_end, video_index, s, e, v, cues), s, e, v
 
     @torch.inference_mode()
     def _encode_frames_overlapped(self, frames: np.ndarray, batch: int) -> np.ndarray:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CUES", "TemporalMixer", "cue_cells", "frame_cues", "mix_units", "mix_units_of", "per_unit_mean", "unit_cues_of", "unit_where_cues", "where_cues", "where_cues_and_strength", "widen_state"]
+__all__ = ["CUES", "TemporalMixer", "cue_cells", "floor_cues", "frame_cues", "frame_cues_and_strength", "mix_units", "mix_units_of", "per_unit_mean", "unit_cues_of", "unit_where_cues", "where_cues", "where_cues_and_strength", "widen_state"]
 
 GAP_SECONDS = 2.0  # the change is expressed per this many seconds
 CUES = 2  # where_cues: the (x, y) centroid of what moved
@@ -85,13 +85,21 @@ def frame_cues(frames: np.ndarray, owner: np.ndarray, batch: int = 64, min_stren
     (N, 2), each video's background taken over its frames here (a long video's decode chunk); with
     `min_strength`, (0, 0) (no cue) for a frame where nothing stands out by that much
     (`where_cues_and_strength`: noise on a static shot)."""
+    cues, strength = frame_cues_and_strength(frames, owner, batch)
+    return floor_cues(cues, strength, min_strength) if min_strength > 0 else cues
+
+
+def frame_cues_and_strength(frames: np.ndarray, owner: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """`frame_cues` (N, 2) and each frame's strength (N,): read once, the model's head takes the cues
+    as they are and the stored cues leave out the weak ones (`floor_cues`)."""
     if len(frames) == 0:
-        return np.zeros((0, CUES), np.float32)
+        return np.zeros((0, CUES), np.float32), np.zeros(0, np.float32)
     cells = torch.cat([cue_cells(torch.from_numpy(np.ascontiguousarray(frames[i : i + batch])).permute(0, 3, 1, 2).float().div_(255.0))
                        for i in range(0, len(frames), batch)]).numpy()  # fmt: skip
     owner = np.asarray(owner)
     starts = np.concatenate([[0], np.flatnonzero(np.diff(owner)) + 1])
     out = np.zeros((len(frames), CUES), np.float32)
+    strengths = np.zeros(len(frames), np.float32)
     lo = 0
     while lo < len(starts):  # a few videos at a time: the padded median is ~5 copies of their cells
         hi = lo + 1
@@ -100,10 +108,15 @@ def frame_cues(frames: np.ndarray, owner: np.ndarray, batch: int = 64, min_stren
         a, b = starts[lo], (starts[hi] if hi < len(starts) else len(frames))
         padded, mask = _pad_by_owner(cells[a:b], owner[a:b])
         cue, strength = where_cues_and_strength(torch.from_numpy(padded), torch.from_numpy(mask))
-        cue = cue.numpy()[mask]
-        out[a:b] = np.where((strength.numpy()[mask] >= min_strength)[:, None], cue, 0.0) if min_strength > 0 else cue
+        out[a:b] = cue.numpy()[mask]
+        strengths[a:b] = strength.numpy()[mask]
         lo = hi
-    return out
+    return out, strengths
+
+
+def floor_cues(cues: np.ndarray, strength: np.ndarray, min_strength: float = CUE_MIN_STRENGTH) -> np.ndarray:
+    """Per-frame cues with (0, 0) (no cue) where nothing stands out by `min_strength`."""
+    return np.where((strength >= min_strength)[:, None], cues, 0.0).astype(np.float32)
 
 
 def unit_cues_of(head, frames: np.ndarray, frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,
@@ -119,11 +132,12 @@ def unit_cues_of(head, frames: np.ndarray, frame_start: np.ndarray, frame_end: n
 
 
 def unit_where_cues(frames: np.ndarray, frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,
-                    unit_start: np.ndarray, unit_owner: np.ndarray) -> np.ndarray:  # fmt: skip
+                    unit_start: np.ndarray, unit_owner: np.ndarray, cues: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
     """Each unit's where-cue (U, 2), whatever the model: the index stores them so a search can read
-    how a window's moving thing travels (search/motion_channel.py), for any model, trained or not."""
-    cues = frame_cues(frames, frame_owner, min_strength=CUE_MIN_STRENGTH)
-    return per_unit_mean(cues, frame_start, frame_end, frame_owner, unit_start, unit_owner).astype(np.float32)
+    how a window's moving thing travels (search/motion_channel.py), for any model, trained or not.
+    `cues`: the frames' `frame_cues_and_strength` when already read."""
+    cue, strength = frame_cues_and_strength(frames, frame_owner) if cues is None else cues
+    return per_unit_mean(floor_cues(cue, strength), frame_start, frame_end, frame_owner, unit_start, unit_owner).astype(np.float32)
 
 
 def per_unit_mean(values: np.ndarray, frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,

@@ -335,14 +335,16 @@ class TritonBackbone:
         return np.concatenate(list(self._pool.map(send, parts)))
 
     def encode_units(
-        self, frames: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray, video_index: np.ndarray, batch: int = 64
+        self, frames: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray, video_index: np.ndarray, batch: int = 64,
+        cues: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Frames -> units. Served models merge within a frame at most (temporal grouping does not
-        export), so a unit is a frame, as with the local tower and merging off or per-frame."""
+        export), so a unit is a frame, as with the local tower and merging off or per-frame. `cues`:
+        the frames' where-cues when the caller already read them."""
         vecs = self.encode_frames(frames, batch)
         start, end, owner = np.asarray(unit_start, np.float64), np.asarray(unit_end, np.float64), np.asarray(video_index)
         # the focus view's crops through the served tower, the where-cues read from the pixels here: as the local tower
-        units = head_units(self.head, lambda f: self.encode_frames(f, batch), frames, vecs, start, end, owner, start, end, owner)
+        units = head_units(self.head, lambda f: self.encode_frames(f, batch), frames, vecs, start, end, owner, start, end, owner, cues)
         return units, start, end, owner
 
     def encode_text(self, texts: list[str]) -> np.ndarray:

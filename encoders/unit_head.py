@@ -22,12 +22,14 @@ __all__ = ["head_units"]
 
 def head_units(head, encode: Callable[[np.ndarray], np.ndarray], frames: np.ndarray, vectors: np.ndarray,
                frame_start: np.ndarray, frame_end: np.ndarray, frame_owner: np.ndarray,
-               unit_start: np.ndarray, unit_end: np.ndarray, unit_owner: np.ndarray) -> np.ndarray:  # fmt: skip
+               unit_start: np.ndarray, unit_end: np.ndarray, unit_owner: np.ndarray, cues: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Frames (uint8, contiguous per owner in time order) and the tower's unit vectors -> the unit
-    vectors as the model stores them (unchanged for a model without a head)."""
+    vectors as the model stores them (unchanged for a model without a head). `cues`: the frames'
+    `frame_cues` when the caller already read them (the indexer does, for the stored cues)."""
     if head is None or len(frames) == 0:
         return vectors
-    cues = frame_cues(frames, frame_owner) if head.reads_cues else None  # where things move (pixels)
+    if cues is None and head.reads_cues:
+        cues = frame_cues(frames, frame_owner)  # where things move (pixels)
     vectors = apply_focus(head, encode, frames, vectors, cues, frame_start, frame_end, frame_owner, unit_start, unit_owner)
     unit_cues = unit_cues_of(head, frames, frame_start, frame_end, frame_owner, unit_start, unit_owner, cues)
     return mix_units_of(head, vectors, unit_start, unit_end, unit_owner, unit_cues)  # units that know their neighbours (order)

@@ -35,7 +35,7 @@ from vidsearch.config import Settings
 from vidsearch.cores import usable_cores
 from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # cheap: MiniLM loads on first use
 from vidsearch.encoders.speech import stream_audio
-from vidsearch.encoders.temporal import unit_where_cues
+from vidsearch.encoders.temporal import frame_cues_and_strength, unit_where_cues
 from vidsearch.store import EncodedVideo, Store, local_path, metadata_json, path_key, readable_name
 
 from .container_text import container_spans
@@ -632,8 +632,9 @@ class IndexRun:
         ends = np.concatenate([c.unit_end for _, c in chunks])
         owner = np.repeat([index[v] for v, _ in chunks], [len(c.frames) for _, c in chunks])
         with self._turns():
-            vectors, u_start, u_end, u_owner = self.backbone.encode_units(frames, starts, ends, owner, self.batch_size)
-            cues = unit_where_cues(frames, starts, ends, owner, u_start, u_owner)  # the motion channel reads these
+            frame_cues = frame_cues_and_strength(frames, owner)  # read once: the model's head and the stored cues
+            vectors, u_start, u_end, u_owner = self.backbone.encode_units(frames, starts, ends, owner, self.batch_size, cues=frame_cues[0])
+            cues = unit_where_cues(frames, starts, ends, owner, u_start, u_owner, frame_cues)  # the motion channel reads these
         bounds = np.searchsorted(u_owner, np.arange(len(videos) + 1))  # units come back grouped by video
         for i, video in enumerate(videos):
             a, b = bounds[i], bounds[i + 1]

@@ -96,6 +96,33 @@ def test_noise_on_a_static_shot_stores_no_cue():
     assert 0 < CUE_MIN_STRENGTH < 0.1
 
 
+def test_the_indexer_reads_each_frames_cues_once(monkeypatch):
+    """The indexer reads the frames' where-cues once and hands them to the model's head (focus view,
+    temporal module) and to the stored cues: the units are the same as when the head reads them
+    itself, and encoding with given cues reads none again."""
+    from vidsearch.encoders import temporal
+    from vidsearch.encoders.backbone import load_backbone
+
+    backbone = load_backbone("tiny")  # the shipped model: its head reads cues
+    assert backbone.head is not None and backbone.head.reads_cues
+    frames = np.full((12, 112, 112, 3), 90, np.uint8)
+    for i in range(12):
+        frames[i, 30:60, 4 + 8 * i : 34 + 8 * i] = 230  # a bright square moving right
+    owner = np.repeat([0, 1], 6)
+    t = np.tile(np.arange(6, dtype=np.float64), 2)
+    own = backbone.encode_units(frames, t, t + 1, owner)[0]
+    read = temporal.frame_cues_and_strength(frames, owner)
+    calls = []
+    real = temporal.where_cues_and_strength
+    monkeypatch.setattr(temporal, "where_cues_and_strength", lambda *a: calls.append(1) or real(*a))
+    given = backbone.encode_units(frames, t, t + 1, owner, cues=read[0])[0]
+    assert calls == [], "given cues are not read again"
+    np.testing.assert_allclose(given, own, atol=1e-5)
+    stored = temporal.unit_where_cues(frames, t, t + 1, owner, t, owner, read)
+    assert calls == [] and np.all(np.diff(stored[:6, 0]) > 0), stored  # the square's x grows
+    np.testing.assert_allclose(stored, temporal.unit_where_cues(frames, t, t + 1, owner, t, owner), atol=1e-6)
+
+
 def test_the_window_that_moves_as_asked_gains():
     t = np.arange(10, dtype=np.float32)
     x = np.r_[np.linspace(-0.8, 0.8, 5), np.linspace(0.8, -0.8, 5)]  # right for 5 s, then back left
