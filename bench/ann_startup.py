@@ -104,6 +104,8 @@ def main() -> int:
                     help="also build the index with float32 vectors and compare ready time, memory, recall and latency")  # fmt: skip
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.baseline and args.compare_storage:
+        ap.error("--compare-storage starts this tree's server on each storage; run --baseline separately")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -171,20 +173,33 @@ def _saved_as(db: Path, settings: Settings) -> tuple[str, object]:
     return path.name, coarse
 
 
-def _recall_and_latency(index, queries: np.ndarray, truth10: np.ndarray) -> dict:
+def _recall_and_latency(index, queries: np.ndarray, truth10: np.ndarray) -> tuple[dict, dict]:
     """Per way of asking (top 10 at the default efSearch; the 500 segments a search fetches), the
-    share of exact search's top 10 found, and the latency (ms, p50 / p99) of one query at a time."""
-    out = {}
+    share of exact search's top 10 found, and the latency (ms, p50 / p99) of one query at a time;
+    and each way's top-10 ids per query (to compare two indexes' answers with each other)."""
+    out, top = {}, {}
     for label, k in (("top10", 10), ("fetch500", 500)):
-        lat, recall = [], []
+        lat, recall, ids = [], [], []
         for q, truth in zip(queries, truth10):
             t = time.perf_counter()
             hits = index.search(q[None, :], k=k)
             lat.append(1000 * (time.perf_counter() - t))
             recall.append(len(set(hits.ids[0].tolist()) & set(truth.tolist())) / 10)
+            ids.append(hits.ids[0][:10].tolist())
         out[label] = {"recall@10": round(float(np.mean(recall)), 4), "p50_ms": round(float(np.percentile(lat, 50)), 2),
                       "p99_ms": round(float(np.percentile(lat, 99)), 2)}  # fmt: skip
-    return out
+        top[label] = ids
+    return out, top
+
+
+def _agreement(a: list[list[int]], b: list[list[int]]) -> dict:
+    """How alike two indexes' top-10 answers to the same queries are: the mean share of ids in
+    common, and the share of queries with the same first id. On random vectors, whose exact
+    neighbours are near-ties, this says what float16 changes where recall against exact search
+    cannot (both miss the same chance neighbours)."""
+    common = [len(set(x) & set(y)) / max(len(x), 1) for x, y in zip(a, b)]
+    first = [bool(x) and bool(y) and x[0] == y[0] for x, y in zip(a, b)]
+    return {"top10_in_common": round(float(np.mean(common)), 4), "same_first": round(float(np.mean(first)), 4)}
 
 
 def compare_storage(db: Path, args, log) -> int:
@@ -211,7 +226,9 @@ def compare_storage(db: Path, args, log) -> int:
     _, rows = exact.search(queries, 10)
     truth10 = seg_ids[rows]
     del exact, vectors
-    quality = {s: _recall_and_latency(ix, queries, truth10) for s, ix in indexes.items()}
+    measured = {s: _recall_and_latency(ix, queries, truth10) for s, ix in indexes.items()}
+    quality = {s: m[0] for s, m in measured.items()}
+    agree = {label: _agreement(measured["fp16"][1][label], measured["flat"][1][label]) for label in ("top10", "fetch500")}
     del indexes
     starts: dict[str, list[dict]] = {s: [] for s in names}
     for i in range(args.starts):  # alternating, so both see the same machine
@@ -219,7 +236,7 @@ def compare_storage(db: Path, args, log) -> int:
             (root / _CURRENT).write_text(name)
             starts[storage].append(_serve(db, args, sys.executable, args.dir / "serve.log"))
             log(f"  start {i + 1}: {storage}: ready in {starts[storage][-1]['ready_s']:.1f} s, {starts[storage][-1]['rss_mb']:.0f} MB resident")
-    result = {"segments": n, "storage": {}}
+    result = {"segments": n, "storage": {}, "fp16_vs_float32_answers": agree}
     for storage in names:
         rows = starts[storage]
         result["storage"][storage] = {
@@ -236,6 +253,9 @@ def compare_storage(db: Path, args, log) -> int:
                   f"{r['rss_mb']:.0f} MB resident; recall@10 {r['top10']['recall@10']:.4f} (efSearch default), "
                   f"{r['fetch500']['recall@10']:.4f} (500 fetched); search p50/p99 {r['top10']['p50_ms']}/{r['top10']['p99_ms']} ms, "
                   f"500 fetched {r['fetch500']['p50_ms']}/{r['fetch500']['p99_ms']} ms")
+        for label, a in agree.items():
+            print(f"  float16's top 10 against float32's ({label}): {100 * a['top10_in_common']:.1f}% in common, "
+                  f"same first result {100 * a['same_first']:.1f}%")
     return 0
 
 
