@@ -53,8 +53,14 @@ NON_VIDEO_EXTENSIONS = {
     ".txt", ".md", ".json", ".jsonl", ".csv", ".srt", ".vtt", ".ass", ".ssa", ".jpg", ".jpeg", ".png",
     ".webp", ".pdf", ".html", ".xml", ".py", ".toml", ".yaml", ".yml", ".zip", ".gz", ".lock", ".lance",
     ".manifest", ".txn", ".wav", ".mp3", ".flac", ".aac", ".m4a", ".ogg", ".opus", ".nfo", ".ini",
+    ".sub", ".idx",  # subtitles: MicroDVD text, or a VobSub pair (an MPEG program stream that sniffing would take for a video)
 }  # fmt: skip
 MANIFEST_SUFFIX = ".jsonl"
+_ROW_KEYS = ("video", "title", "metadata")  # a manifest row's own keys; the others are metadata
+# How a failure of the file system (not of the content) begins: such failures go away without the file
+# changing (permissions fixed, a drive back), so runs look again (pipeline.plan, _clear_solved_problems)
+READ_ERROR = "cannot read file"
+LIST_ERROR = "cannot list folder"
 
 
 class DiscoveryError(ValueError):
@@ -286,6 +292,9 @@ def read_manifest(manifest: Path, roots: list[str] | None = None) -> tuple[list[
                 meta = entry.get("metadata") or {}
                 if not isinstance(meta, dict):
                     raise DiscoveryError('"metadata" must be an object')
+                # other keys of the row ("description", "tags", "year") are metadata too, as if under "metadata"
+                # (which wins where both name a key): a row written flat lost its description without a word
+                meta = {**{k: v for k, v in entry.items() if k not in _ROW_KEYS}, **meta}
                 remote = objectstore.is_uri(entry["video"])
                 path = None if remote else _uri_to_path(entry["video"], base)
                 if roots is not None and outside_roots(entry["video"] if remote else path, roots):
@@ -337,7 +346,7 @@ class _Walk:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            self.problems.append((where_key(folder), f"cannot list folder: {exc.strerror or exc}"))
+            self.problems.append((where_key(folder), f"{LIST_ERROR}: {exc.strerror or exc}"))
             return
         names = {e.name.lower() for e in entries}
         for entry in entries:

@@ -39,13 +39,13 @@ from vidsearch.encoders.temporal import frame_cues_and_strength, unit_where_cues
 from vidsearch.store import EncodedVideo, Store, local_path, metadata_json, path_key, readable_name
 
 from .container_text import container_spans
-from .discover import Source, discover
+from .discover import LIST_ERROR, READ_ERROR, Source, discover, where_key
 from .hashing import content_hash
 from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working, decode_job
 from .remote import media_location, object_hash
 from .probe import MediaError, ProbeResult, probe
 from .segment import make_segments, pool_segments
-from .sidecar import closed_caption_spans, embedded_subtitle_spans, find_subtitles, metadata_spans, sidecar_spans, subtitle_spans, unique_subtitles
+from .sidecar import closed_caption_spans, embedded_subtitle_spans, find_subtitles, kept_warnings, metadata_spans, sidecar_spans, subtitle_spans, unique_subtitles
 from .worker import DecoderPool, DecoderStartError, JobStream, default_decode_workers
 
 FLUSH_SECONDS = 10.0
@@ -69,6 +69,8 @@ class RunSummary:
     removed: int = 0
     linked: int = 0  # new paths whose content was already indexed (no encoding)
     excluded: int = 0  # files a user deleted, left out (name them again to bring them back)
+    skipped_failed: int = 0  # of `skipped`: files that failed before and did not change (--retry-failed)
+    gone: int = 0  # indexed files under the given folders that no longer exist (`index` keeps them; `reindex` drops them)
     units: int = 0
     video_seconds: float = 0.0
     elapsed: float = 0.0
@@ -205,18 +207,21 @@ class IndexRun:
     # -- planning ------------------------------------------------------------------------------
     def plan(self, sources: list[Source], named: set[str] | None = None, restore: bool = False) -> list[Source]:
         """Sources that changed since the last run (by path, size and mtime); the rest are skipped. Files a
-        user deleted stay out unless named on the command line (`named`) or `restore` is set."""
+        user deleted stay out unless named on the command line (`named`) or `restore` is set. A file that
+        failed because it could not be read (permissions, an I/O error: the file system, not the content)
+        is tried again every run, since fixing that changes neither its size nor its mtime."""
         files = self.store.files()
         indexed = self.store.indexed_ids()
         named = named or set()
         known = {
-            p: (s, m, st, v)
-            for p, s, m, st, v in zip(
+            p: (s, m, st, v, e)
+            for p, s, m, st, v, e in zip(
                 files["path"].to_pylist(),
                 files["size"].to_pylist(),
                 files["mtime"].to_pylist(),
                 files["status"].to_pylist(),
                 files["video_id"].to_pylist(),
+                files["error"].to_pylist(),
             )
         }
         todo = []
@@ -226,15 +231,17 @@ class IndexRun:
                 self.summary.excluded += 1
                 continue
             unchanged = seen is not None and seen[0] == src.size and seen[1] == src.mtime
-            if unchanged and ((seen[2] == "failed" and not self.settings.retry_failed) or (seen[2] == "indexed" and seen[3] in indexed)):
+            failed_for_good = unchanged and seen[2] == "failed" and not self.settings.retry_failed and not (seen[4] or "").startswith(READ_ERROR)
+            if failed_for_good or (unchanged and seen[2] == "indexed" and seen[3] in indexed):
                 self.summary.skipped += 1
+                self.summary.skipped_failed += int(failed_for_good)
             else:
                 todo.append(src)
         return todo
 
-    def prune(self, roots: list[Path], keep: set[str]) -> None:
-        """Forget files under `roots` that are gone, and the videos no file points at any more: now where the
-        walk found no new path, else at the end of the run, once the files that moved have been linked."""
+    def gone_files(self, roots: list[Path], keep: set[str]) -> list[str]:
+        """What `prune` forgets: stored files under `roots` (folders walked, files named) that the walk
+        did not find (`keep`: what it found and what it could not use), and local files not on disk."""
         local = [r for r in roots if not objectstore.is_uri(r)]
         dirs = [os.path.abspath(r) + os.sep for r in local if Path(r).is_dir()]
         singles = {os.path.abspath(r) for r in local if not Path(r).is_dir()}
@@ -242,13 +249,34 @@ class IndexRun:
         dirs += [objectstore.normalize(r).rstrip("/") + "/" for r in roots if objectstore.is_uri(r)]
         singles |= {objectstore.normalize(r) for r in roots if objectstore.is_uri(r)}
         files = self.store.files()
-        gone = [
+        return [
             p
             for p in files["path"].to_pylist()
             if p not in keep
             and (any(local_path(p).startswith(d) for d in dirs) or local_path(p) in singles
                  or (not objectstore.is_uri(p) and not os.path.lexists(local_path(p))))
         ]  # fmt: skip
+
+    def count_gone(self, roots: list[Path]) -> int:
+        """Indexed local files under `roots` that are no longer on disk: an `index` run keeps them (a
+        folder on a drive that is not mounted must not empty the index) and says how many there are,
+        since search still returns them; `reindex` drops them."""
+        local = [os.path.abspath(r) for r in roots if not objectstore.is_uri(r)]
+        dirs = tuple(r + os.sep for r in local if Path(r).is_dir())
+        singles = {r for r in local if not Path(r).is_dir()}
+        files = self.store.files()
+        return sum(
+            1
+            for p, st in zip(files["path"].to_pylist(), files["status"].to_pylist())
+            if st == "indexed" and not objectstore.is_uri(p) and (local_path(p).startswith(dirs) or local_path(p) in singles)
+            and not os.path.lexists(local_path(p))
+        )  # fmt: skip
+
+    def prune(self, roots: list[Path], keep: set[str]) -> None:
+        """Forget files under `roots` that are gone, and the videos no file points at any more: now where the
+        walk found no new path, else at the end of the run, once the files that moved have been linked."""
+        files = self.store.files()
+        gone = self.gone_files(roots, keep)
         self.store.forget_files(gone)
         known = set(files["path"].to_pylist())
         if not any(path not in known for path in keep):
@@ -345,8 +373,11 @@ class IndexRun:
             self.store.remove_orphans()
             sources, problems = discover(paths, follow_symlinks=self.settings.follow_symlinks, roots=roots)
             self._report_problems(problems)
+            self._clear_solved_problems(paths, problems)
             if prune:
                 self.prune(paths, {s.key for s in sources} | {w for w, _ in problems})
+            else:
+                self.summary.gone = self.count_gone(paths)
             named = {objectstore.normalize(p) if objectstore.is_uri(p) else path_key(os.path.abspath(p)) for p in paths if not Path(p).is_dir()}
             todo = self.plan(sources, named, restore)
             self.progress.start(len(todo))
@@ -443,7 +474,7 @@ class IndexRun:
         duration = rows[0]["duration"]
         found = []
         for path in sorted(paths):
-            found += subtitle_spans(local_path(path), duration, self._roots)
+            found += subtitle_spans(local_path(path), duration, self._roots, rows[0].get("fps"))
         if paths:  # the content's own tracks are among its subtitle spans too: read them again with the files
             own = local_path(sorted(paths)[0])
             try:
@@ -460,6 +491,22 @@ class IndexRun:
             return
         self.store.replace_spans([r["span_id"] for r in have], span_table(video_id, spans, get_sentence_encoder()) if spans else None)
         self.summary.spans += len(spans)
+
+    def _clear_solved_problems(self, paths: list[Path], problems: list[tuple[str, str]]) -> None:
+        """Forget the recorded "cannot list folder" failures of folders under `paths` that were listed
+        this time (permissions fixed): `status` listed them after the fix, and only a reindex cleared them."""
+        roots = tuple(where_key(p) for p in paths if not objectstore.is_uri(p) and Path(p).is_dir())
+        if not roots:
+            return
+        files = self.store.files()
+        now = {w for w, _ in problems}
+        solved = [
+            p
+            for p, st, e in zip(files["path"].to_pylist(), files["status"].to_pylist(), files["error"].to_pylist())
+            if st == "failed" and (e or "").startswith(LIST_ERROR) and p not in now
+            and any(p == r or p.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+        ]  # fmt: skip
+        self.store.forget_files(solved)
 
     def _report_problems(self, problems: list[tuple[str, str]]) -> None:
         """Record what discovery could not use. A problem already recorded, word for word, is not a new
@@ -524,7 +571,7 @@ class IndexRun:
                 try:
                     vid = content_hash(src.path) if src.uri is None else object_hash(src)
                 except (OSError, objectstore.ObjectStoreError) as exc:
-                    items.put((src, None, f"cannot read file: {getattr(exc, 'strerror', None) or exc}"))
+                    items.put((src, None, f"{READ_ERROR}: {getattr(exc, 'strerror', None) or exc}"))
                     continue
                 first = failed_before.get(vid)
                 if first is not None and first[0] != src.key:  # this content failed before, at another path
@@ -667,7 +714,8 @@ class IndexRun:
         src = item.source
         title = src.title or _name_title(src.key)  # the file's name (readable where it is not valid UTF-8); _repoint reads it so
         # subtitle files are looked for next to a local video only (an object's neighbours are not listed)
-        text = sidecar_spans(src.path, title, src.metadata, info.duration, self._roots) if src.uri is None else metadata_spans(title, src.metadata, info.duration)
+        with kept_warnings(warnings):  # a subtitle file read in part, or not at all: kept with the video, not only logged
+            text = sidecar_spans(src.path, title, src.metadata, info.duration, self._roots, info.fps) if src.uri is None else metadata_spans(title, src.metadata, info.duration)
         text += container_spans(info, title, info.duration)  # the file's own tags and named chapters
         spans = [sp for sp in (*finished.spans, *text) if sp.source != "subtitle"]
         spans += unique_subtitles(sp for sp in (*finished.spans, *text) if sp.source == "subtitle")  # own track and sidecar: once

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from vidsearch import objectstore
 
-from .discover import Source
+from .discover import READ_ERROR, Source
 from .prepare import Chunk, Failed, Finished, Started, Working, decode_job
 from .remote import media_location, source_hash
 from .worker import DecoderPool, DecoderStartError
@@ -39,7 +39,7 @@ def source_key(src: Source) -> str:
     try:
         return source_hash(src)
     except (OSError, objectstore.ObjectStoreError) as exc:
-        return "!cannot read file: " + str(getattr(exc, "strerror", None) or exc)
+        return f"!{READ_ERROR}: " + str(getattr(exc, "strerror", None) or exc)
 
 
 class DecodeActor:

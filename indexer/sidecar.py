@@ -14,7 +14,11 @@ also travel inside the video (an MKV's SubRip or ASS track, an MP4's mov_text): 
 read (`embedded_subtitle_spans`), and so are the closed captions a TV recording carries in its
 pictures (`closed_caption_spans`). SRT and WebVTT are parsed here; ASS/SSA files and embedded tracks are
 converted to SRT by ffmpeg first (it already reads every format; styling and positioning are not
-words). Bitmap tracks (Blu-ray PGS, DVD, DVB) hold pictures of text, not text: they are not read.
+words). A `.sub` file is MicroDVD (`{start frame}{end frame}text`, timed by the frame rate its first
+line names, else the video's); a DVD's VobSub `.sub`/`.idx` pair, like every bitmap track (Blu-ray
+PGS, DVD, DVB), holds pictures of text, not text: it is not read, with a warning naming it. Warnings
+raised while a video's files are read are also kept with the video (`kept_warnings`), so `status`
+and a run's summary list them, not only the log.
 
 Subtitle files from the wild are messy: BOMs (UTF-8 and UTF-16), UTF-16 without one, CRLF or bare CR,
 Latin-1 text, missing blank lines, cue numbers out of order, broken timing lines, dialogue holding
@@ -32,6 +36,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -55,7 +60,9 @@ __all__ = [
     "embedded_subtitle_spans",
     "closed_caption_spans",
     "find_subtitles",
+    "kept_warnings",
     "metadata_spans",
+    "parse_microdvd",
     "parse_srt",
     "parse_subtitles",
     "parse_vtt",
@@ -65,7 +72,11 @@ __all__ = [
     "unique_subtitles",
 ]
 
-SUBTITLE_EXTENSIONS = (".srt", ".vtt", ".ass", ".ssa")
+SUBTITLE_EXTENSIONS = (".srt", ".vtt", ".ass", ".ssa", ".sub")
+MICRODVD_FPS = 25.0  # a MicroDVD file's frame rate when neither it nor the video names one
+_MICRODVD = re.compile(r"^\{(\d+)\}\{(\d*)\}(.*)$")
+_MICRODVD_CODE = re.compile(r"\{[a-zA-Z]:[^}]*\}")  # {y:i}, {c:$0000ff}, {f:Arial}: styling, not words
+_MPEG_PS = b"\x00\x00\x01\xba"  # a VobSub .sub (pictures of text in an MPEG program stream)
 CONVERTED_EXTENSIONS = (".ass", ".ssa")  # read through ffmpeg's SRT output (ffmpeg_srt)
 FFMPEG_SUBTITLE_TIMEOUT = 600  # seconds: an embedded track is read by demuxing the whole file
 _TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[,.](\d{1,3}))?"
@@ -487,17 +498,48 @@ def ffmpeg_tracks_srt(location: str | os.PathLike, streams: list[int], duration:
     return texts
 
 
-def parse_subtitles(path: str | os.PathLike) -> list[Cue]:
-    """Cues of one .srt/.vtt file (by content when the extension lies), or of an .ass/.ssa file through
-    ffmpeg; [] if it cannot be read. A file that holds text but gives no cue is a warning naming it,
-    as every other subtitle file that cannot be read is: its words are missing from the index."""
+def parse_microdvd(text: str, where: str = "<sub>", fps: float | None = None) -> list[Cue]:
+    """Cues of a MicroDVD file: `{start}{end}text` in frames, `|` between lines, `{y:i}`-style codes.
+    A first cue whose text is a number (`{1}{1}23.976`) names the frame rate; else the video's
+    (`fps`); else MICRODVD_FPS, with a warning (the times are then a guess)."""
+    rows = [(int(m.group(1)), int(m.group(2) or m.group(1)), m.group(3)) for m in map(_MICRODVD.match, text.split("\n")) if m]
+    rate = None
+    if rows and rows[0][0] <= 1:
+        with contextlib.suppress(ValueError):
+            rate = float(rows[0][2].strip())
+            rows = rows[1:]
+    if rate is None or not 1.0 <= rate <= 300.0:
+        rate = fps if fps and 1.0 <= fps <= 300.0 else None
+    if rate is None:
+        rate = MICRODVD_FPS
+        if rows:
+            log.warning("%s: MicroDVD names no frame rate and the video's is unknown; timed at %g frames/s", where, rate)
+    cues = []
+    for start, end, body in rows:
+        words = clean_cue_text(_MICRODVD_CODE.sub("", line).lstrip("/") for line in body.split("|"))
+        if words and end >= start:
+            cues.append(Cue(start / rate, max(end, start + 1) / rate, words))
+    return _merge_repeats(cues)
+
+
+def parse_subtitles(path: str | os.PathLike, fps: float | None = None) -> list[Cue]:
+    """Cues of one .srt/.vtt file (by content when the extension lies), of an .ass/.ssa file through
+    ffmpeg, or of a MicroDVD .sub (timed with the video's `fps` unless it names its own); [] if it cannot
+    be read. A file that holds text but gives no cue is a warning naming it, as every other subtitle
+    file that cannot be read is: its words are missing from the index."""
     path = Path(path)
     try:
-        text = decode_text(path.read_bytes(), str(path))
+        data = path.read_bytes()
+        if path.suffix.lower() == ".sub" and data.startswith(_MPEG_PS):
+            log.warning("%s: VobSub subtitles are pictures of text; not read (an .srt beside the video is)", path)
+            return []
+        text = decode_text(data, str(path))
         if path.suffix.lower() in CONVERTED_EXTENSIONS:
             cues = parse_srt(_ass_as_srt(text, str(path)), str(path))
         elif path.suffix.lower() == ".vtt" or text.lstrip().startswith("WEBVTT"):
             cues = parse_vtt(text, str(path))
+        elif path.suffix.lower() == ".sub" and _MICRODVD.match(text.lstrip().split("\n", 1)[0]):
+            cues = parse_microdvd(text, str(path), fps)
         else:
             cues = parse_srt(text, str(path))
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
@@ -508,8 +550,28 @@ def parse_subtitles(path: str | os.PathLike) -> list[Cue]:
     return cues
 
 
-def read_subtitles(video: str | os.PathLike, roots: list[str] | None = None) -> list[SubtitleTrack]:
-    return [SubtitleTrack(p, lang, tuple(parse_subtitles(p))) for p, lang in find_subtitles(video, roots)]
+def read_subtitles(video: str | os.PathLike, roots: list[str] | None = None, fps: float | None = None) -> list[SubtitleTrack]:
+    return [SubtitleTrack(p, lang, tuple(parse_subtitles(p, fps))) for p, lang in find_subtitles(video, roots)]
+
+
+@contextlib.contextmanager
+def kept_warnings(out: list[str]):
+    """Within the block, the warnings this module logs from this thread are also appended to `out`:
+    the indexer keeps them with the video (its `files` row, the run's summary, `status`), where a
+    log line on stderr reached neither scripts (`--json`) nor a later look at the index."""
+    me = threading.get_ident()
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.thread == me and record.levelno >= logging.WARNING:
+                out.append(record.getMessage())
+
+    handler = _Keep()
+    log.addHandler(handler)
+    try:
+        yield out
+    finally:
+        log.removeHandler(handler)
 
 
 def _cue_spans(tracks: Iterable[Iterable[Cue]], duration: float | None) -> list[TextSpan]:
@@ -540,11 +602,11 @@ def unique_subtitles(spans: Iterable[TextSpan]) -> list[TextSpan]:
     return out
 
 
-def subtitle_spans(video: str | os.PathLike, duration: float | None = None, roots: list[str] | None = None) -> list[TextSpan]:
+def subtitle_spans(video: str | os.PathLike, duration: float | None = None, roots: list[str] | None = None, fps: float | None = None) -> list[TextSpan]:
     """`subtitle` spans from every track next to `video` (several languages all become searchable).
     A cue repeated in two files (`talk.srt` and `talk.vtt`) is kept once. With `duration`, cues past
     the end are dropped and cues running over it are clipped (subtitles made for another cut)."""
-    return _cue_spans((track.cues for track in read_subtitles(video, roots)), duration)
+    return _cue_spans((track.cues for track in read_subtitles(video, roots, fps)), duration)
 
 
 def embedded_subtitle_spans(location: str | os.PathLike, streams: Iterable[int], duration: float | None = None) -> tuple[list[TextSpan], list[str]]:
@@ -731,6 +793,8 @@ def sidecar_spans(
     metadata: Mapping[str, Any] | None = None,
     duration: float | None = None,
     roots: list[str] | None = None,
+    fps: float | None = None,
 ) -> list[TextSpan]:
-    """Every span a video gets without looking at its pixels or sound (`roots`: find_subtitles)."""
-    return metadata_spans(title, metadata, duration) + subtitle_spans(video, duration, roots)
+    """Every span a video gets without looking at its pixels or sound (`roots`: find_subtitles; `fps`:
+    the video's, which times a MicroDVD file that names none)."""
+    return metadata_spans(title, metadata, duration) + subtitle_spans(video, duration, roots, fps)

@@ -332,3 +332,97 @@ def test_a_manifest_edited_for_unchanged_files_retitles_their_videos(tmp_path, t
     assert "Launch talk" in texts and "Launch tlak" not in texts and any("countdown" in t for t in texts), texts
     third, _ = index(tmp_path / "db", [manifest], tiny_backbone)
     assert third.spans == 0  # once, not every run
+
+
+# -- the second media zoo probe: failures that go away, files that went, text read in part -------------
+
+
+def test_a_file_that_could_not_be_read_is_tried_again_when_it_can(tmp_path, tiny_backbone, monkeypatch):
+    """A file that failed because the file system refused it ("Permission denied") is tried again by
+    the next run although its size and mtime did not change (chmod changes neither); a file whose
+    content failed is not, and the summary says how many of the skipped failed before."""
+    import vidsearch.indexer.pipeline as pipeline
+
+    lib = tmp_path / "lib"
+    locked = clip(lib / "locked.mp4", "white")
+    (lib / "junk.mp4").write_bytes(b"\x00" * 512)  # fails for its content
+    real_hash = pipeline.content_hash
+
+    def refused(path, *a, **kw):
+        if Path(path).name == "locked.mp4":
+            raise PermissionError(13, "Permission denied")
+        return real_hash(path, *a, **kw)
+
+    monkeypatch.setattr(pipeline, "content_hash", refused)  # root reads any file: refuse as a user's run would be
+    first, _ = index(tmp_path / "db", [lib], tiny_backbone)
+    assert sorted((Path(f["path"]).name, f["error"]) for f in first.failures)[1] == ("locked.mp4", "cannot read file: Permission denied")
+    monkeypatch.setattr(pipeline, "content_hash", real_hash)  # permissions fixed
+    assert os.stat(locked).st_size and first.failed == 2
+    again, store = index(tmp_path / "db", [lib], tiny_backbone)
+    assert again.indexed == 1 and again.skipped == 1 and again.skipped_failed == 1, again
+    assert [Path(f["path"]).name for f in store.stats()["failures"]] == ["junk.mp4"]
+
+
+def test_a_folder_that_could_not_be_listed_leaves_status_once_it_is(tmp_path, tiny_backbone, monkeypatch):
+    import vidsearch.indexer.discover as discover_mod
+
+    lib = tmp_path / "lib"
+    clip(lib / "a.mp4", "white")
+    clip(lib / "inner" / "b.mp4", "red")
+    real_scandir = os.scandir
+
+    def refused(path="."):
+        if Path(path).name == "inner":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(discover_mod.os, "scandir", refused)
+    first, store = index(tmp_path / "db", [lib], tiny_backbone)
+    assert [(Path(f["path"]).name, f["error"]) for f in store.stats()["failures"]] == [("inner", "cannot list folder: Permission denied")]
+    monkeypatch.setattr(discover_mod.os, "scandir", real_scandir)
+    again, store = index(tmp_path / "db", [lib], tiny_backbone)
+    assert again.indexed == 1 and store.stats()["failures"] == []
+
+
+def test_index_says_how_many_indexed_files_are_gone_and_reindex_drops_them(tmp_path, tiny_backbone):
+    lib = tmp_path / "lib"
+    clip(lib / "a.mp4", "white")
+    gone = clip(lib / "b.mp4", "red")
+    index(tmp_path / "db", [lib], tiny_backbone)
+    gone.unlink()
+    again, store = index(tmp_path / "db", [lib], tiny_backbone)
+    assert again.gone == 1 and again.removed == 0 and len(store.indexed_ids()) == 2  # `index` only adds
+    pruned, store = index(tmp_path / "db", [lib], tiny_backbone, prune=True)
+    assert pruned.removed == 1 and pruned.gone == 0 and len(store.indexed_ids()) == 1
+
+
+def test_subtitle_warnings_stay_with_the_video_and_microdvd_is_read(tmp_path, tiny_backbone):
+    """A subtitle file read in part (Windows-1252) or not at all (no cue, a VobSub pair) is a warning
+    kept with the video (its files row: `status`, the summary, --json), not only a log line; a MicroDVD
+    `.sub` is read, timed by the frame rate it names, else the video's."""
+    lib = tmp_path / "lib"
+    clip(lib / "latin.mp4", "white")
+    (lib / "latin.srt").write_bytes("1\n00:00:00,000 --> 00:00:00,900\nle caf\u00e9 cr\u00e8me\n".encode("cp1252"))
+    clip(lib / "dvd.mp4", "red")
+    (lib / "dvd.sub").write_text("{1}{1}10\n{2}{8}The penguin|drives a {y:i}tractor\n")
+    clip(lib / "vob.mp4", "blue")
+    (lib / "vob.sub").write_bytes(b"\x00\x00\x01\xba" + b"\x00" * 60)
+    (lib / "vob.idx").write_text("# VobSub index file, v7\n")
+    summary, store = index(tmp_path / "db", [lib], tiny_backbone)
+    assert summary.indexed == 3 and summary.failed == 0
+    warned = {Path(w["path"]).name: w["warning"] for w in summary.warnings}
+    assert "latin.srt is not UTF-8" in warned["latin.mp4"] and "VobSub" in warned["vob.mp4"] and "dvd.mp4" not in warned
+    assert {Path(w["path"]).name for w in store.stats()["warnings"]} >= {"latin.mp4", "vob.mp4"}
+    ids = {Path(r["path"]).name: r["video_id"] for r in store.video_rows()}
+    [cue] = store.span_rows(ids["dvd.mp4"], "subtitle")
+    assert cue["text"] == "The penguin drives a tractor" and (cue["start"], cue["end"]) == pytest.approx((0.2, 0.8))
+    assert [r["text"] for r in store.span_rows(ids["latin.mp4"], "subtitle")] == ["le caf\u00e9 cr\u00e8me"]
+
+
+def test_a_manifest_row_written_flat_keeps_its_description_and_tags(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"video": "a.mp4", "title": "Plain", "description": "a zebra crossing", "tags": ["flamingo"],
+                                    "metadata": {"year": 2024, "tags": ["kept"]}}) + "\n")  # fmt: skip
+    [src], problems = read_manifest(manifest)
+    assert problems == [] and src.metadata == {"description": "a zebra crossing", "tags": ["kept"], "year": 2024}

@@ -197,6 +197,10 @@ def _check_paths(paths: list[Path]) -> None:
         try:
             mode = os.stat(p).st_mode
         except OSError as exc:
+            if os.path.islink(p):  # as a folder walk says it: where the link points
+                from vidsearch.indexer.discover import link_problem
+
+                _fail(f"{p}: {link_problem(Path(p))}")
             _fail(f"{p}: {exc.strerror or exc}")
         if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
             _fail(f"{p}: not a folder or a regular file (only folders, video files and manifest.jsonl files can be indexed)")
@@ -243,8 +247,9 @@ def _run_index(
         return
     speed = summary.video_seconds / summary.elapsed if summary.elapsed else 0.0
     excluded = f" · excluded {summary.excluded} (deleted; --restore brings them back)" if summary.excluded else ""
+    unchanged = f"unchanged; {summary.skipped_failed} failed before: --retry-failed tries again" if summary.skipped_failed else "unchanged"
     out.print(
-        f"[green]indexed {summary.indexed}[/] · skipped {summary.skipped} (unchanged) · linked {summary.linked} "
+        f"[green]indexed {summary.indexed}[/] · skipped {summary.skipped} ({unchanged}) · linked {summary.linked} "
         f"(same content) · [red]failed {summary.failed}[/] · removed {summary.removed}{excluded} — "
         f"{summary.units} frames, {summary.video_seconds:.1f} s of video in {summary.elapsed:.1f} s "
         f"({speed:.1f} s of video/s; {time.monotonic() - _STARTED:.1f} s in all, with start-up: imports"
@@ -254,6 +259,9 @@ def _run_index(
         out.print(f"  [red]✗[/] {escape(f['path'])}: {escape(f['error'])}", highlight=False)
     for w in summary.warnings:
         out.print(f"  [yellow]![/] {escape(w['path'])}: {escape(w['warning'])}", highlight=False)
+    if summary.gone:
+        out.print(f"  [yellow]![/] {summary.gone} indexed file(s) under these paths no longer exist and are still searchable: "
+                  "`vidsearch reindex` with the same paths drops them", highlight=False)  # fmt: skip
 
 
 @app.command()
