@@ -488,6 +488,8 @@ def _visual_spec(fp: Fingerprint, checkpoint: Path | None) -> dict:
         return {"model": fp.model, "pretrained": value, "checkpoint": None, "merging": fp.merging}
     if kind == "random":
         return {"model": fp.model, "pretrained": "none", "checkpoint": None, "merging": fp.merging}
+    if checkpoint is not None and not Path(checkpoint).is_file():  # a typo must not pass for the shipped weights
+        raise ModelLoadError(f"checkpoint {checkpoint}: no such file (--checkpoint PATH, VIDSEARCH_CHECKPOINT)")
     shipped = WEIGHTS_DIR / f"{fp.model}.pt"
     for candidate in (checkpoint, shipped):
         if candidate is not None and Path(candidate).is_file() and file_sha256(Path(candidate))[:16] == value:

@@ -74,6 +74,10 @@ def empty_message(ranking, query: str | None) -> str | None:
     `query`: the words searched for; None for a search by picture or moment alone (it was quoted as
     'this search')."""
     what = repr(query) if query else "this search"
+    if len(ranking.plan.snapshot.ids) == 0:  # every video deleted, or a first index run that has committed none yet
+        return "the index holds no videos yet: nothing to search (index a folder first, or wait for the run that is indexing one)"
+    if ranking.plan.allowed is not None and len(ranking.plan.allowed) == 0:
+        return f"no indexed video passes the filters of {what}"
     if ranking.dropped:
         return (
             f"nothing in the library matches {what} well enough: the best result's relevance is "
@@ -146,9 +150,12 @@ def search_results(hits: list[Hit], rows: list[dict]) -> list[SearchResult]:
     for hit, row, (n_units, n_curve, n_att) in zip(hits, rows, shapes):
         c, curve = hit.candidate, hit.found.curve
         rel = hit.moment_relevance or (None,) * len(hit.moments)
+        # a unit's end is its frame's end, up to a frame past the video's last instant: a moment (and its
+        # clip link, its exported edit) ends where the video does
+        end_of = float(row["duration"]) if row.get("duration") else float("inf")
         moments = [
-            MomentOut(start=round(m.start, 3), end=round(m.end, 3), score=round(m.score, 6),
-                      relevance=None if r is None else round(r, 4), best=round(best_time(curve, m.start, m.end), 3))
+            MomentOut(start=round(min(m.start, end_of), 3), end=round(min(m.end, end_of), 3), score=round(m.score, 6),
+                      relevance=None if r is None else round(r, 4), best=round(min(best_time(curve, m.start, m.end), end_of), 3))
             for m, r in zip(hit.moments, rel)
         ]  # fmt: skip
         starts, ends, times = at_ms[i : i + n_units], at_ms[i + n_units : i + 2 * n_units], at_ms[i + 2 * n_units : i + 2 * n_units + n_curve]

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from vidsearch.config import Settings
 from vidsearch.cores import usable_cores
+from vidsearch.encoders import ModelLoadError
 from vidsearch.fingerprint import FingerprintMismatch
 from vidsearch.indexer import JobManager
 from vidsearch.search import SearchEngine, open_engine
@@ -96,6 +97,9 @@ class ServerState:
                     self.engine_error, self._retry = str(exc), True
                 except FingerprintMismatch as exc:
                     self.engine_error, self._retry = str(exc), False
+                except ModelLoadError as exc:  # its message says what to do: one line, not a traceback of the model stack
+                    self.engine_error, self._retry = f"{type(exc).__name__}: {exc}", False
+                    log.error("could not open the search engine: %s", exc)
                 except Exception as exc:  # noqa: BLE001 - model load problems are reported by /readyz
                     self.engine_error, self._retry = f"{type(exc).__name__}: {exc}", False
                     log.exception("could not open the search engine")

@@ -200,3 +200,34 @@ def test_model_load_errors_print_only_ours(capfd):
     finally:
         root.handlers[:] = saved
     assert "ERROR:root" not in capfd.readouterr().err
+
+
+def test_search_and_delete_say_what_they_were_given(tmp_path):
+    """The search-side probe: brackets in a query or an id are printed as given (Rich took them for
+    markup: a traceback for "[/]", "[applause]" vanished); an export with no results says nothing was
+    written (a script read the previous run's file); an input's weight without that input, a malformed
+    --channel, a missing --checkpoint and a delete while another process writes are one-line errors;
+    piped tables keep each path on one line."""
+    long_dir = tmp_path / ("a_folder_with_a_rather_long_name_" * 3)
+    clip = make_clip(long_dir / "clip_with_a_long_name_too.mp4", seconds=2, source="testsrc", audio_hz=None)
+    db = str(tmp_path / "db")
+    cli_here("index", str(clip), "--db", db, "--model", "tiny", "--no-speech", "--no-ocr", "--json")  # shipped: calibrated
+    found = cli_here("search", "a test card [/] [applause]", "--db", db, "--min-relevance", "0")
+    assert found.exit_code == 0 and "'a test card [/] [applause]'" in found.stdout, found.output
+    stale = tmp_path / "r.edl"
+    stale.write_text("OLD\n")
+    none = cli_here("search", "a test card", "--db", db, "--min-relevance", "1", "--export", str(stale))
+    assert none.exit_code == 1 and "nothing written" in none.stderr and stale.read_text() == "OLD\n"
+    for args, words in [(("--weight", "like=2"), "no like input"), (("--channel", "speech=2=3"), "--channel takes"),
+                        (("--checkpoint", str(tmp_path / "nope.pt")), "nope.pt: no such file")]:  # fmt: skip
+        bad = cli_here("search", "x", "--db", db, *args)
+        assert bad.exit_code == 2 and words in bad.stderr and "Traceback" not in bad.output, bad.output
+    odd = cli_here("delete", "[/]", "x[red]y", "--db", db)
+    assert odd.exit_code == 1 and "not in the index: [/], x[red]y" in odd.stdout
+    from vidsearch.store import Store
+
+    with Store.open(db).write_lock():  # as another process's run holds it
+        busy = cli_here("delete", str(clip), "--db", db)
+    assert busy.exit_code == 2 and "another vidsearch process is writing" in busy.stderr and "Traceback" not in busy.output
+    piped = run_cli("list", "--db", db, env={"COLUMNS": ""}).stdout
+    assert str(clip) in piped  # one line, not folded at 80 columns

@@ -448,3 +448,41 @@ def test_moments_of_a_page_at_once_are_each_videos_own():
     with pytest.raises(ValueError, match="NaN"):
         localize_moments_many([(np.zeros(3), np.ones(3), np.array([0.1, np.nan, 0.2]), None)])
     assert localize_moments_many([]) == []
+
+
+def test_a_moment_ends_where_its_video_does():
+    """A unit's end is its frame's end, up to a frame past the video's last instant (a 12.0 s video's
+    last moment read 9.941-12.005, its clip link and exported edit too): the API clips moments to the
+    video's duration."""
+    from types import SimpleNamespace
+
+    from vidsearch.search.moments import Moment
+    from vidsearch.server.presenting import search_results
+
+    starts = np.arange(0.0, 12.0, 1.005)
+    features = SimpleNamespace(start=starts, end=starts + 1.005)
+    candidate = SimpleNamespace(features=features, attention=np.full(len(starts), 1 / len(starts)), channel_scores={"visual": 0.3},
+                                spans=[], video_id="v1")  # fmt: skip
+    curve = SimpleNamespace(times=features.end - 0.5, values=np.linspace(0, 1, len(starts)))
+    hit = SimpleNamespace(candidate=candidate, found=SimpleNamespace(curve=curve), moments=[Moment(9.941, 12.005, 0.5, 0.9)],
+                          moment_relevance=(0.4,), score=0.5, relevance=0.4)  # fmt: skip
+    row = {"video_id": "v1", "title": "t", "path": "/x/t.mp4", "duration": 12.0, "metadata": {}}
+    [result] = search_results([hit], [row])
+    [moment] = result.moments
+    assert (moment.start, moment.end) == (9.941, 12.0) and moment.best <= 12.0
+    assert result.links["clip"].endswith("start=9.941&end=12.000")
+
+
+def test_an_empty_index_or_filter_is_said_so_not_nothing_matches():
+    """With every video deleted (or a first run that has committed none) a search said "nothing in the
+    library matches": the message says there is nothing to search, or that the filters left nothing."""
+    from types import SimpleNamespace
+
+    from vidsearch.server.presenting import empty_message
+
+    def ranking(ids, allowed=None):
+        return SimpleNamespace(plan=SimpleNamespace(snapshot=SimpleNamespace(ids=np.array(ids)), allowed=allowed), dropped=0)
+
+    assert "holds no videos yet" in empty_message(ranking([]), "time to go home")
+    assert "passes the filters" in empty_message(ranking(["a"], np.array([], dtype=object)), "time to go home")
+    assert empty_message(ranking(["a"]), "time to go home") == "nothing in the library matches 'time to go home'"

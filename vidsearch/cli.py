@@ -11,7 +11,10 @@ answers in 0.8 s, where importing lancedb takes 2.5 s and torch with the search 
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -66,7 +69,22 @@ from .lab import commands as lab_commands
 from .triton_cli import export_triton_command
 from .ui import run_ui
 
-_STARTED = time.monotonic()  # a one-shot command's time includes its start-up (heavy imports come later)
+def _process_age() -> float:
+    """Seconds since this process started (Linux: /proc), 0 where that cannot be read: a one-shot
+    command's "in all" then counts the interpreter's start and the imports before this module too."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            started = float(stat.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+            return max(0.0, float(uptime.read().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+_STARTED = time.monotonic() - _process_age()  # a one-shot command's time includes its start-up (heavy imports come later)
+# At exit, Python's last collections walk every object the model stack made (~1.2 s of a 6 s search here,
+# after the answer was printed); frozen, they are left to the process's end. Finalizers and atexit
+# handlers registered earlier still run.
+atexit.register(gc.freeze)
 
 app = typer.Typer(
     name="vidsearch",
@@ -433,13 +451,17 @@ def delete(
             paths.add(next(c for c in candidates if c in known_paths))
         else:
             unknown.append(t)
-    with store.write_lock():
-        removed = store.delete_videos(ids) + store.delete_paths(paths)
+    try:
+        with store.write_lock():
+            removed = store.delete_videos(ids) + store.delete_paths(paths)
+    except (*_known_errors(), OSError) as exc:  # another process writing (WriterBusy), a read-only index
+        _fail(f"cannot delete: {exc}")
     result = {"removed": removed, "files": len(paths), "unknown": unknown}
     if json_out:
         _print_json(result)
     else:
-        out.print(f"removed {removed} video(s), {len(paths)} file(s)" + (f"; not in the index: {', '.join(unknown)}" if unknown else ""))
+        out.print(escape(f"removed {removed} video(s), {len(paths)} file(s)" + (f"; not in the index: {', '.join(unknown)}" if unknown else "")),
+                  highlight=False)  # fmt: skip
     if unknown and not (ids or paths):
         raise typer.Exit(1)
 
@@ -490,14 +512,24 @@ def search(
     channels = weights = None
     if channel:
         try:
-            channels = {c.split("=")[0]: float(c.split("=")[1]) if "=" in c else 1.0 for c in channel}
+            channels = {c.split("=")[0]: float(c.split("=")[1]) if "=" in c else 1.0 for c in channel if c.count("=") <= 1}
         except ValueError:
+            channels = None
+        if channels is None or len(channels) != len(channel):
             _fail("--channel takes NAME or NAME=WEIGHT, e.g. --channel visual --channel speech=2")
     if weight:
         try:
-            weights = {w.split("=")[0]: float(w.split("=")[1]) for w in weight}
+            weights = {w.split("=")[0]: float(w.split("=")[1]) for w in weight if w.count("=") == 1}
         except (ValueError, IndexError):
+            weights = None
+        if weights is None or len(weights) != len(weight):
             _fail("--weight takes INPUT=WEIGHT, e.g. --weight text=2 --weight image=1")
+        given = {"text": query is not None, "image": image is not None, "like": like is not None}
+        unused = sorted(k for k in weights if given.get(k) is False)
+        if unused:  # an input not given: its weight would be ignored without a word
+            _fail(f"--weight {unused[0]}=...: no {unused[0]} input given (" + ", ".join(f"{k}: {'--' + k if k != 'text' else 'the query words'}" for k in unused) + ")")
+    if image is not None and image.is_dir():
+        _fail(f"--image {image}: is a folder, not a picture")
     if image is not None and not image.is_file():
         _fail(f"--image {image}: no such file")
     try:
@@ -524,20 +556,25 @@ def search(
             if resp.index_version == "empty":  # no engine: /readyz says why (empty index, model...)
                 client.ready()
     except ApiError as exc:
-        _fail(exc.detail if client.in_process else str(exc))
+        _fail(_local_reason(exc.detail, settings.db) if client.in_process else str(exc))
     if export is not None and resp.results:
         try:
             write_export(resp, export, padding=padding, fps=fps)
         except (ValueError, OSError) as exc:  # ExportError (what the writer refuses), a path that cannot be written
             _fail(f"--export {export}: {exc}")
-        err.print(f"wrote {len(resp.results)} moments to {export}")
+        err.print(escape(f"wrote {len(resp.results)} moments to {export}"), highlight=False)
+    if min_relevance is not None and resp.min_relevance is None and any(r.relevance is None for r in resp.results):
+        err.print("note: --min-relevance applies to queries with words; a picture or a moment alone has no calibrated relevance, "
+                  "so every result is kept (ranked by score)", highlight=False)  # fmt: skip
     if json_out:
         _print_json(resp.model_dump(mode="json"))
         return
     if not resp.results:
-        out.print(resp.message or "no results", highlight=False)
+        out.print(escape(resp.message or "no results"), highlight=False)
+        if export is not None:  # a script must not read the previous run's moments as this one's
+            _fail(f"--export {export}: no results, nothing written (a file already there is left as it was)", code=1)
         return
-    asked = " + ".join(repr(query) if name == "text" else name for name in resp.inputs)
+    asked = escape(" + ".join(repr(query) if name == "text" else name for name in resp.inputs))
     where = "by the server" if settings.api_url else (
         f"searching; {time.monotonic() - _STARTED:.1f} s in all, with start-up: imports, opening the index, loading the model"
     )  # fmt: skip
@@ -550,6 +587,15 @@ def search(
         rel = f"{r.relevance:.0%} {r.relevance_label}" if r.relevance is not None else f"score {r.score:.4f}"
         table.add_row(str(i), escape(f"{r.video.title}\n{r.video.uri}"), rel, escape(chans), moments)
     out.print(table)
+
+
+def _local_reason(detail: str, db) -> str:
+    """The in-process API's answer as a one-shot command says it: a server's "searches cannot be
+    answered yet ... (GET /readyz says when they can)" means, here, that this index cannot be searched."""
+    head, _, rest = detail.partition("searches cannot be answered yet: ")
+    if head or not rest:
+        return detail
+    return f"cannot search {db}: " + rest.removesuffix(" (GET /readyz says when they can)")
 
 
 def write_export(resp, path: Path, *, padding: float, fps: float) -> None:

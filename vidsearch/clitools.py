@@ -12,6 +12,7 @@ command can tell "not given" (let the TOML file or the environment decide) from 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
@@ -23,7 +24,18 @@ from rich.markup import escape
 from .config import Settings, load_settings
 from .fingerprint import FingerprintMismatch
 
-out = Console()
+PIPED_WIDTH = 400  # columns of a table written to a pipe or a file
+
+
+def _stdout_console() -> Console:
+    """Rich fits a table to 80 columns where stdout is no terminal (and COLUMNS is not set), so piped
+    output broke file paths over lines (`vidsearch list | grep clip.mp4` found nothing): a pipe gets
+    wide lines instead."""
+    piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+    return Console(width=PIPED_WIDTH) if piped else Console()
+
+
+out = _stdout_console()
 err = Console(stderr=True)
 
 
