@@ -231,3 +231,5 @@ def test_search_and_delete_say_what_they_were_given(tmp_path):
     assert busy.exit_code == 2 and "another vidsearch process is writing" in busy.stderr and "Traceback" not in busy.output
     piped = run_cli("list", "--db", db, env={"COLUMNS": ""}).stdout
     assert str(clip) in piped  # one line, not folded at 80 columns
+    gone = cli_here("delete", str(long_dir), "--db", db, "--json")  # a folder: every indexed file under it
+    assert gone.exit_code == 0 and json.loads(gone.stdout) == {"removed": 1, "files": 1, "unknown": []}

@@ -423,7 +423,7 @@ def list_videos(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = 
 
 @app.command()
 def delete(
-    targets: Annotated[list[str], typer.Argument(help="Video ids or file paths to remove from the index.", show_default=False)],
+    targets: Annotated[list[str], typer.Argument(help="Video ids, file paths or folders (every indexed file under it) to remove from the index.", show_default=False)],
     db: DbOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
@@ -431,8 +431,8 @@ def delete(
     """Remove videos (by id) or files (by path) from the index; they stay out of later runs.
 
     A deleted file is not indexed again when its folder is: name it (`vidsearch index FILE`) or pass
-    `--restore` to bring it back. Deleting a path removes that file; its content stays searchable while
-    another indexed file (a copy) still points at it.
+    `--restore` to bring it back. Deleting a path removes that file (a folder: every file under it); its
+    content stays searchable while another indexed file (a copy) still points at it.
     """
     import os
 
@@ -445,10 +445,13 @@ def delete(
     for t in targets:
         # t itself: an s3:// URI; path_key: a name that is not valid UTF-8, stored as a file:// URI
         candidates = [t, os.path.abspath(t), str(Path(t).resolve()), path_key(os.path.abspath(t))]
+        under = tuple(c.rstrip(os.sep) + os.sep for c in candidates[1:3]) if os.path.isdir(t) else ()
         if t in indexed:
             ids.add(t)
         elif any(c in known_paths for c in candidates):
             paths.add(next(c for c in candidates if c in known_paths))
+        elif under and any(p.startswith(under) for p in known_paths):  # a folder: every indexed file under it
+            paths.update(p for p in known_paths if p.startswith(under))
         else:
             unknown.append(t)
     try:
