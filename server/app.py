@@ -14,10 +14,10 @@ import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,9 +27,11 @@ from vidsearch.config import Settings
 from vidsearch.search import SearchEngine
 
 from . import exports, health, jobs, search, videos
+from .bodies import SafeJSONResponse, is_json
 from .deps import READINESS_PATH, DocsNeedAKey
 from .exposure import view_of
 from .limits import JsonTooLarge, body_limit, too_large_detail
+from .methods import MethodsForEveryPath
 from .state import ServerState
 from .timing import LatencyMetrics
 
@@ -65,6 +67,9 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
         # a body with no Content-Type (`requests.post(url, data=json_text)`, curl --data-binary without -H)
         # is read as the JSON it is, on every route; one sent as another type is a 415 (`_not_json`)
         strict_content_type=False,
+        # `/v1/videos/` was a 307 to `http://<the request's Host header>/v1/videos`: a redirect anyone could
+        # point at another host; a path with a trailing slash is a 404, as any other path no route takes
+        redirect_slashes=False,
     )
     app.state.vidsearch = state
     # FastAPI's middleware stack inside JsonTooLarge (limits.py): a 413 says in JSON what the limits are
@@ -80,7 +85,8 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
     for module in (search, videos, exports, jobs, health):
         app.include_router(module.router)
 
-    app.add_middleware(LatencyMetrics, histogram=state.metrics.latency)
+    app.add_middleware(MethodsForEveryPath, router=app.router)  # HEAD wherever GET; a 405's Allow lists every method
+    app.add_middleware(LatencyMetrics, histogram=state.metrics.latency)  # (added last: outside, it sees HEAD as HEAD)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -96,27 +102,20 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, serving: 
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             msg = str(e.get("msg")).removeprefix("Value error, ")  # a model's own check: its words alone (as api_models.validation_message)
             problems.append(f"{where}: {msg}" if where else msg)
-        return JSONResponse(status_code=422, content={"detail": "; ".join(problems) or "invalid request"})
+        return SafeJSONResponse(status_code=422, content={"detail": "; ".join(problems) or "invalid request"})
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Every error as FastAPI answers it, but without server paths for a reader without a key
-        (exposure.py): `no index at /srv/idx: ...` is `no index at idx: ...` to them."""
-        if isinstance(exc.detail, str):
-            shown = view_of(state, request).text(exc.detail)
-            if shown != exc.detail:
-                exc = HTTPException(exc.status_code, shown, exc.headers)
-        return await http_exception_handler(request, exc)
+        (exposure.py): `no index at /srv/idx: ...` is `no index at idx: ...` to them; and rendered
+        whatever text it echoes (bodies.SafeJSONResponse: a client's lone surrogate in a detail was a 500)."""
+        detail = view_of(state, request).text(exc.detail) if isinstance(exc.detail, str) else exc.detail
+        if not is_body_allowed_for_status_code(exc.status_code):  # (as FastAPI's own handler)
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return SafeJSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     _document_app_answers(app)
     return app
-
-
-def _is_json(content_type: str) -> bool:
-    """application/json or a +json type: what FastAPI parses as JSON (any other type reaches the model
-    as bytes)."""
-    kind = content_type.split(";")[0].strip().lower()
-    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 def _takes_multipart(route) -> bool:
@@ -130,7 +129,7 @@ def _not_json(request: Request, exc: RequestValidationError) -> JSONResponse | N
     as bytes, which failed with "Input should be a valid dictionary", which never said why. One check
     for every JSON-body route (search, export, jobs), here where all their validation errors meet."""
     kind = request.headers.get("content-type", "")
-    if not kind or _is_json(kind) or not any(e.get("loc") == ("body",) and isinstance(e.get("input"), bytes) for e in exc.errors()):
+    if not kind or is_json(kind) or not any(e.get("loc") == ("body",) and isinstance(e.get("input"), bytes) for e in exc.errors()):
         return None
     route = request.scope.get("route")
     form = ", or multipart/form-data with `query`, `image` and/or `request` parts" if _takes_multipart(route) else ""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .media import THUMB_CACHE_BYTES, Layout, last_frame_start, mark_used, media_layout, one_maker, run_tool, trim_cache
 
-__all__ = ["ClipError", "MAX_CLIP_SECONDS", "Clip", "NoFrames", "cached_clip", "check_range", "cut_clip", "keyframe_at"]
+__all__ = ["ClipError", "MAX_CLIP_SECONDS", "Clip", "NoFrames", "cached_clip", "check_range", "cut_clip", "keyframe_at", "uncut_media_type"]
 
 MAX_CLIP_SECONDS = 300.0
 KEYFRAME_TOLERANCE = 0.04  # seconds: a keyframe this close to the start counts as at the start
@@ -132,6 +132,16 @@ def _clip(path: Path, start: float, end: float, method: str) -> Clip:
     fmt = COPY_CONTAINERS.get(path.suffix, "mp4")
     media = {"mp4": "video/mp4", "mov": "video/quicktime", "matroska": "video/x-matroska", "webm": "video/webm"}[fmt]
     return Clip(path, start, end, method, media)
+
+
+def uncut_media_type(suffix: str) -> str | None:
+    """The Content-Type a clip of a file with this suffix has however it is cut (an MP4 copied or
+    encoded, anything encoded is MP4), or None where copy or encode decides it (a MOV, MKV or WebM
+    copied stays one): what HEAD can say of a clip not cut yet."""
+    suffix = suffix.lower()
+    copied = _clip(Path(f"clip{suffix}"), 0.0, 0.0, "copy").media_type if suffix in COPY_CONTAINERS else None
+    encoded = _clip(Path("clip.mp4"), 0.0, 0.0, "encode").media_type
+    return encoded if copied in (None, encoded) else None
 
 
 def cached_clip(video_id: str, start: float, end: float, cache_dir: Path, suffix: str) -> Clip | None:

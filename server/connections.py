@@ -66,6 +66,7 @@ def guarded_protocol(base: type, *, header_timeout: float, body_timeout: float, 
     class GuardedHTTP(base):  # type: ignore[misc, valid-type]
         _guard_timer: asyncio.TimerHandle | None = None
         _stuck_since: float | None = None  # when the transport last stopped taking our answer (pause_writing)
+        _earlier: tuple = ()  # requests still being answered with newer ones parsed behind them (pipelined)
         # this server's connections waiting for a request's headers, longest-waiting first
         waiting: OrderedDict[GuardedHTTP, None] = OrderedDict()
         shed, shed_logged = 0, float("-inf")  # connections closed over the cap since the last log line
@@ -84,6 +85,13 @@ def guarded_protocol(base: type, *, header_timeout: float, body_timeout: float, 
             if self._note_phase():
                 self._phase_bytes += len(data)
 
+        def on_headers_complete(self) -> None:
+            """(httptools: a request's headers parsed; h11 parses none while one is being answered.)"""
+            before = self.cycle
+            super().on_headers_complete()
+            if before is not None and self.cycle is not before and not before.response_complete:  # pipelined behind it
+                self._earlier = (*(c for c in self._earlier if not c.response_complete), before)
+
         def pause_writing(self) -> None:
             super().pause_writing()
             self._stuck_since = self.loop.time()
@@ -101,6 +109,13 @@ def guarded_protocol(base: type, *, header_timeout: float, body_timeout: float, 
             if self._guard_timer is not None:
                 self._guard_timer.cancel()
                 self._guard_timer = None
+            # uvicorn tells only the newest request it parsed that the client is gone; with requests
+            # pipelined behind it, the one being answered wrote on into the closed transport (uvloop:
+            # RuntimeError, "Exception in ASGI application" and a traceback per dropped client)
+            for cycle in self._earlier:
+                if not cycle.response_complete:
+                    cycle.disconnected = True
+                    cycle.message_event.set()
             super().connection_lost(exc)
 
         # what the connection waits for

@@ -5,7 +5,8 @@ Starlette's `FileResponse` reopens its path when it sends; here the bytes come f
 that passed the check, so a file swapped in between is never read. On top of it, RFC 9110:
 - `If-None-Match` with the file's ETag (or `*`) answers 304 with no body;
 - a `Range` header that cannot be parsed, or names another unit, is ignored (200, the whole file)
-  rather than a 400 (RFC 9110 §14.2: a server MAY ignore Range; a player then gets the file);
+  rather than a 400 (RFC 9110 §14.2: a server MAY ignore Range; a player then gets the file), and a
+  416 is only for ranges none of which is there (`_parse_range_header`);
 - HEAD gets the headers of the GET (the route allows it);
 - a range that starts past the end is a 416 with `Content-Range: bytes */N` and, as every other
   error, a JSON `{"detail": ...}` (Starlette's was an empty text/plain body);
@@ -15,6 +16,7 @@ that passed the check, so a file swapped in between is never read. On top of it,
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
@@ -23,12 +25,18 @@ from urllib.parse import quote
 
 import anyio
 from starlette.datastructures import Headers
-from starlette.responses import FileResponse, JSONResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
+from starlette.responses import FileResponse, JSONResponse, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
 from .library import IndexedFile
 
 __all__ = ["IndexedFileResponse", "content_disposition", "etag_matches"]
+
+# how uvloop refuses a write to a transport already closed (asyncio's own transports drop such writes)
+TRANSPORT_CLOSED = "unable to perform operation on"
+log = logging.getLogger("vidsearch.server")
+
+_RANGE_SPEC = re.compile(r"([0-9]+)-([0-9]*)|-([0-9]+)", re.ASCII)  # int-range (first-last, first-) or suffix-range
 
 
 def content_disposition(kind: str, name: str) -> str:
@@ -60,10 +68,43 @@ class IndexedFileResponse(FileResponse):
 
     @classmethod
     def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
-        try:
-            return super()._parse_range_header(http_range, file_size)
-        except MalformedRangeHeader:
-            return []  # ignored: the whole file, 200
+        """The byte ranges to send ([] for the whole file, 200), by RFC 9110 §14.1-14.2 (Starlette's read
+        `bytes=--5` as a range past the end, a 416, and `bytes=0-10,99999-` as a 416 though its first
+        range is there): a header that is not a valid `bytes` ranges-specifier is ignored (200); one
+        whose ranges all start past the end (or ask for a suffix of 0 bytes) is a 416; otherwise the
+        satisfiable ranges are sent and the others left out."""
+        units, eq, specs = http_range.partition("=")
+        if not eq or units.strip().lower() != "bytes":
+            return []  # another unit, or no ranges-specifier: ignored
+        parts = [p.strip() for p in specs.split(",")]
+        parts = [p for p in parts if p]  # a list may hold empty elements (RFC 9110 §5.6.1)
+        if not parts or len(parts) > cls.max_ranges:
+            return []
+        ranges = []
+        for part in parts:
+            spec = _RANGE_SPEC.fullmatch(part)
+            if spec is None:
+                return []  # malformed (`--5`, `1_0-2`, `5-2`): the whole header is ignored
+            first, last, suffix = spec.groups()
+            if suffix is not None:
+                if int(suffix) > 0 and file_size > 0:
+                    ranges.append((max(file_size - int(suffix), 0), file_size))
+            elif last and int(last) < int(first):
+                return []
+            elif int(first) < file_size:
+                ranges.append((int(first), min(int(last) + 1, file_size) if last else file_size))
+        if not ranges:
+            raise RangeNotSatisfiable(file_size)
+        if len(ranges) == 1:
+            return ranges
+        ranges.sort()  # overlapping or touching ranges are sent as one (as Starlette merged them)
+        merged = [ranges[0]]
+        for start, end in ranges[1:]:
+            if start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        return merged
 
     def _unsatisfiable(self, scope: Scope) -> Response | None:
         """The JSON 416 for a Range that starts past the end, where FileResponse would use the range
@@ -103,5 +144,18 @@ class IndexedFileResponse(FileResponse):
             # never "pathsend": a server would reopen the path, which is what this class exists to avoid
             extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
             await super().__call__({**scope, "extensions": extensions}, receive, send)
+        except RuntimeError as exc:
+            if not str(exc).startswith(TRANSPORT_CLOSED):
+                raise
+            # the connection was dropped under the answer (send_timeout, or the client reset it) and
+            # uvicorn did not say so: it marks only the newest request of a pipelined connection as
+            # disconnected (connections.py marks them all under `vidsearch serve`; this is for a server
+            # without it). The client is gone: one line, not "Exception in ASGI application" and a traceback
+            log.info("stopped sending %s to %s: the connection was closed", self.file.name, _client(scope))
         finally:
             self.file.close()
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "a client"

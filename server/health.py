@@ -75,6 +75,8 @@ def index_status(store: IndexStore, state: State, view: Viewer) -> IndexStatus:
     """What is indexed (counts, hours, the model, every failed file and why) and whether searches are answered."""
     s = store.stats()
     engine = state.engine()
+    if engine is not None:  # a version committed by another process (`vidsearch index` in a shell) goes live soon
+        engine.refresh_soon()  # without a search to ask (the UI keys its cached answers by this version)
     return IndexStatus(
         videos=s["videos"],
         files=s["files"],

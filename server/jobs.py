@@ -11,11 +11,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from vidsearch.api_models import ErrorBody, JobInfo, JobRequest
 
+from .bodies import CheckedBody
 from .deps import ERRORS, State, require_key, require_write
 from .library import PathRefused, check_job_paths, resolved_roots
 from .limits import BODY_LIMIT
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], max_body_size=BODY_LIMIT)  # paths: kilobytes
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], max_body_size=BODY_LIMIT, route_class=CheckedBody)  # paths: kilobytes
 
 # the codes each route can answer (a key is always needed: 401 without one, 403 for a wrong one or none
 # configured), not every code an API may send: a client generated from the description handles these

@@ -51,7 +51,10 @@ def _check_shape(path: str) -> None:
         raise PathRefused(422, f"path {path!r} contains a NUL byte")
     if not os.path.isabs(path):
         raise PathRefused(422, f"relative path {path!r}: give an absolute path under a library root")
-    raw = os.fsencode(path)
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError as exc:  # a lone surrogate, which no file name holds (the app refuses such bodies first: bodies.py)
+        raise PathRefused(422, f"path {path[:200]!r} is not valid text (a lone surrogate)") from exc
     if len(raw) > PATH_MAX or any(len(part) > NAME_MAX for part in raw.split(b"/")):
         raise PathRefused(422, f"path {path[:80]!r}... is too long (a name over {NAME_MAX} bytes or a path over {PATH_MAX})")
 

@@ -8,10 +8,12 @@ into place. Times are rounded and widths come from a fixed set, and the cache ha
 anonymous requests cannot make unbounded ffmpeg runs or fill the disk.
 
 Every ffmpeg and ffprobe run for a thumbnail or a clip (clips.py) holds one of a few slots
-(`ffmpeg_slot`: the usable cores, at least 2). A request waits for one at most FFMPEG_WAIT seconds,
-then gets a 503 with Retry-After (`Busy`): 45 anonymous clip requests for distinct ranges once ran
-40 encodes at once (anyio's whole worker pool), and every sync route waited behind them
-(/v1/videos 32 s, /healthz 5.5 s). ffmpeg runs through `run_tool`, which stops it when the request's client has
+(`ffmpeg_slot`: the usable cores, at least 2), taken by the route on the event loop. A request waits
+for one at most FFMPEG_WAIT seconds, then gets a 503 with Retry-After (`Busy`): 45 anonymous clip
+requests for distinct ranges once ran 40 encodes at once (anyio's whole worker pool), and every sync
+route waited behind them (/v1/videos 32 s, /healthz 5.5 s). Waiting holds no worker thread: a burst
+of 115 thumbnail requests, each waiting for its slot in a thread, held the pool as the clips had
+(/v1/videos/{id} 5.3 s, 0.05 s since). ffmpeg runs through `run_tool`, which stops it when the request's client has
 gone (a clip's route asks the connection).
 """
 
@@ -33,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import anyio.from_thread
 from fastapi import HTTPException
 
 from vidsearch import objectstore
@@ -43,7 +44,7 @@ from vidsearch.indexer.probe import player_maps
 
 from .library import IndexedFile
 
-__all__ = ["MEDIA_TYPES", "THUMB_WIDTHS", "Abandoned", "Busy", "ffmpeg_slot", "ffmpeg_slot_in_thread", "last_frame_start", "mark_used",
+__all__ = ["MEDIA_TYPES", "THUMB_WAIT", "THUMB_WIDTHS", "Abandoned", "Busy", "cached_thumbnail", "ffmpeg_slot", "last_frame_start", "mark_used",
            "media_type", "one_maker", "Layout", "media_layout", "probe_layout", "run_tool", "thumbnail", "thumbnail_dir", "thumbnail_key",
            "trim_cache"]  # fmt: skip
 
@@ -116,11 +117,28 @@ def thumbnail_key(t: float, width: int, duration: float, fps: float | None) -> t
     return round(t, 3), w
 
 
+def _thumbnail_path(cache_dir: Path, video_id: str, t: float, width: int) -> Path:
+    return Path(cache_dir) / f"{hashlib.sha1(f'{video_id}:{t:.3f}:{width}:{THUMB_VERSION}'.encode()).hexdigest()}.jpg"
+
+
+def cached_thumbnail(video_id: str, t: float, width: int, cache_dir: Path) -> bytes | None:
+    """The thumbnail cut before (marked used), else None: no ffmpeg, so a route serves it without an
+    ffmpeg slot (and answers HEAD from it)."""
+    out = _thumbnail_path(cache_dir, video_id, t, width)
+    try:
+        jpeg = out.read_bytes()
+    except FileNotFoundError:  # not cut yet, or trimmed a moment ago
+        return None
+    mark_used(out)
+    return jpeg
+
+
 def thumbnail(video: IndexedFile | str, video_id: str, t: float, width: int, cache_dir: Path, cache_bytes: int = THUMB_CACHE_BYTES) -> bytes | None:
     """A JPEG of the frame at `t` seconds of an opened, checked file (use `thumbnail_key` first), or
     None when there is none. ffmpeg reads the descriptor, not the path (see `library`); a video in
-    object storage is read from a presigned URL, with range requests."""
-    out = cache_dir / f"{hashlib.sha1(f'{video_id}:{t:.3f}:{width}:{THUMB_VERSION}'.encode()).hexdigest()}.jpg"
+    object storage is read from a presigned URL, with range requests. In a server the route holds an
+    ffmpeg slot (`ffmpeg_slot`) while this runs; a script has no server's cores to share."""
+    out = _thumbnail_path(cache_dir, video_id, t, width)
     with one_maker(out):
         return _thumbnail(video, t, width, out, cache_dir, cache_bytes)
 
@@ -206,7 +224,7 @@ def _thumb_filter(width: int) -> str:
 
 def _thumbnail(video: IndexedFile | str, t: float, width: int, out: Path, cache_dir: Path, cache_bytes: int) -> bytes | None:
     try:
-        jpeg = out.read_bytes()
+        jpeg = out.read_bytes()  # cut while this request waited for another's cut (one_maker)
         mark_used(out)
         return jpeg
     except FileNotFoundError:  # not cut yet, or trimmed a moment ago
@@ -215,8 +233,7 @@ def _thumbnail(video: IndexedFile | str, t: float, width: int, out: Path, cache_
         source, fds = objectstore.presign(video, seconds=300), ()
     else:
         source, fds = video.proc_path, (video.fd,)
-    with ffmpeg_slot_in_thread():  # a cached thumbnail (above) needs none
-        jpeg = _cut_thumbnail(source, fds, t, width, out, cache_dir)
+    jpeg = _cut_thumbnail(source, fds, t, width, out, cache_dir)
     if jpeg is not None:
         trim_cache(cache_dir, cache_bytes, keep=out)
     return jpeg
@@ -246,6 +263,9 @@ def _cut_thumbnail(source: str, fds: tuple[int, ...], t: float, width: int, out:
 
 # -- ffmpeg's slots --------------------------------------------------------------------------------
 FFMPEG_WAIT = 4.0  # seconds a request waits for a slot before its 503
+# a thumbnail is one frame (~0.1-0.3 s a cut) and a browser shows a 503 as a broken picture without
+# retrying, so a results grid waits longer: waiting holds no thread, only the request
+THUMB_WAIT = 20.0
 RETRY_AFTER = 5  # seconds, the 503's Retry-After
 STOP_POLL = 0.25  # seconds between two looks at whether a running ffmpeg's client is still there
 
@@ -285,44 +305,26 @@ def _slots() -> anyio.CapacityLimiter:
         return _SLOTS[loop]
 
 
-async def _take(slots: anyio.CapacityLimiter, holder: object) -> None:
-    """One slot for `holder`, or Busy once FFMPEG_WAIT has passed (on the event loop: waiting holds no thread)."""
-    with anyio.move_on_after(FFMPEG_WAIT) as waited:
+async def _take(slots: anyio.CapacityLimiter, holder: object, wait: float | None = None) -> None:
+    """One slot for `holder`, or Busy once `wait` (FFMPEG_WAIT) seconds have passed (on the event loop:
+    waiting holds no thread)."""
+    with anyio.move_on_after(FFMPEG_WAIT if wait is None else wait) as waited:
         await slots.acquire_on_behalf_of(holder)  # a wait cut short gives back what it got
     if waited.cancelled_caught:
         raise Busy(int(slots.total_tokens))
 
 
 @asynccontextmanager
-async def ffmpeg_slot() -> AsyncIterator[None]:
-    """Hold an ffmpeg slot for an async route (clips); Busy when none frees in FFMPEG_WAIT seconds."""
+async def ffmpeg_slot(wait: float | None = None) -> AsyncIterator[None]:
+    """Hold an ffmpeg slot for an async route (clips, thumbnails); Busy when none frees in FFMPEG_WAIT
+    seconds. Waiting is on the event loop and holds no thread: the route hands the run to a worker
+    thread once it has its slot."""
     slots, holder = _slots(), object()
-    await _take(slots, holder)
+    await _take(slots, holder, wait)
     try:
         yield
     finally:
         slots.release_on_behalf_of(holder)
-
-
-@contextmanager
-def ffmpeg_slot_in_thread() -> Iterator[None]:
-    """`ffmpeg_slot` for a sync route's worker thread (thumbnails): the slot is taken on the event loop
-    behind the thread, which waits for it (FFMPEG_WAIT at most; a thumbnail is one frame, so slots
-    turn over fast and few threads wait). Code run outside a server (a script, a test calling
-    `thumbnail`) has no loop behind it and nothing to share cores with: it runs without one."""
-    try:
-        slots = anyio.from_thread.run_sync(_slots)
-    except RuntimeError:  # not an anyio worker thread
-        slots = None
-    if slots is None:
-        yield
-        return
-    holder = object()
-    anyio.from_thread.run(_take, slots, holder)
-    try:
-        yield
-    finally:
-        anyio.from_thread.run_sync(slots.release_on_behalf_of, holder)
 
 
 def run_tool(cmd: list[str], timeout: float, pass_fds: tuple[int, ...] = (), stop: Callable[[], bool] | None = None) -> int | None:

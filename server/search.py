@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import base64
 import json
+from contextlib import aclosing
 
 import anyio
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from vidsearch.api_models import SearchRequest, SearchResponse
 from vidsearch.search import ImageTooLarge, NotAnImage, SearchError
 from vidsearch.search.examples import check_image_size, decode_base64_image
 
+from .bodies import CheckedBody, refuse_lone_surrogates
 from .deps import ERRORS, INDEX_ERRORS, OptionalEngine, State, index_store, require_read
 from .exposure import Viewer
 from .presenting import search_response
@@ -48,10 +50,11 @@ MULTIPART = {
 }
 
 
-class SearchRoute(APIRoute):
+class SearchRoute(CheckedBody):
     """Accepts multipart/form-data besides JSON: the form is rewritten as the JSON request (FastAPI's
-    documented way to customise a route's request), then validated like any JSON body. A body sent
-    as any other type is the app's 415, as on every JSON route (app._not_json)."""
+    documented way to customise a route's request), then checked (bodies.CheckedBody) and validated
+    like any JSON body. A body sent as any other type is the app's 415, as on every JSON route
+    (app._not_json)."""
 
     def get_route_handler(self):
         handler = super().get_route_handler()
@@ -65,10 +68,11 @@ class SearchRoute(APIRoute):
 
 
 FORM_FIELDS = ("query", "image", "request")
+FORM_PART_BYTES = 1 << 20  # a text part's limit (Starlette's): a query is 1000 characters, a `request` part a few kilobytes
 # what the form parser reads before it stops with "Too many files/fields": room for every part at
 # least twice, so a part sent twice or a wrong name is told as such (422), and far fewer than
 # Starlette's 1000 (each file part is a spooled temporary file)
-FORM_LIMITS = {"max_files": 8, "max_fields": 8}
+FORM_LIMITS = {"max_files": 8, "max_fields": 8, "max_part_size": FORM_PART_BYTES}
 REQUEST_PART_BYTES = 256 << 10  # a SearchRequest without its picture is a few kilobytes (limits.BODY_LIMIT)
 PARTS_HINT = "a multipart search has the parts `query`, `image` and `request` (the other SearchRequest fields, as JSON), each once"
 
@@ -92,6 +96,7 @@ async def _request_part(part) -> dict:
         raise HTTPException(422, f"request: not valid JSON ({exc})") from exc
     if not isinstance(body, dict):
         raise HTTPException(422, "request: must be a JSON object (a SearchRequest)")
+    refuse_lone_surrogates(body, "request: ")
     return body
 
 
@@ -110,17 +115,44 @@ async def _json_from_form(request: Request) -> Request:
     return rewritten
 
 
+class _NotText(MultiPartException):
+    """A text part whose bytes are not text in the form's charset."""
+
+
+class _TextParts(MultiPartParser):
+    """Starlette's multipart parser, but a text part that is not text in the form's charset (UTF-8 unless
+    its Content-Type names another) is refused: Starlette read it as Latin-1, and a query of invalid
+    UTF-8 was searched as the mojibake that made."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode(self._charset or "utf-8")
+            except (UnicodeDecodeError, LookupError):
+                raise _NotText(f"{part.field_name}: not {self._charset or 'utf-8'} text") from None
+        super().on_part_end()
+
+
 async def _read_form(request: Request):
-    """The parsed form; 422 naming the parts a search has when it holds more parts than the parser reads
-    (Starlette's 400 "Too many files" said nothing of what to send), 400 when it cannot be parsed."""
+    """The parsed form (as `request.form()` parses it, text parts held to their charset: `_TextParts`);
+    422 naming the parts a search has when it holds more parts than the parser reads (Starlette's 400
+    "Too many files" said nothing of what to send), 422 for a text part that is not text, 413 for a
+    text part over the parser's 1 MB (it was a 400), 400 when it cannot be parsed."""
     try:
-        form = await request.form(**FORM_LIMITS)
-    except StarletteHTTPException as exc:  # Starlette's: the parser's complaint in `detail`, or the body limit's 413
-        if exc.status_code != 400:
-            raise
-        if str(exc.detail).startswith("Too many"):
+        async with aclosing(request.stream()) as stream:
+            form = await _TextParts(request.headers, stream, **FORM_LIMITS).parse()
+    except _NotText as exc:
+        raise HTTPException(422, f"{exc.message}: send the form's text parts in UTF-8") from exc
+    except MultiPartException as exc:
+        if exc.message.startswith("Too many"):
             raise HTTPException(422, f"too many form parts: {PARTS_HINT}") from exc
-        raise HTTPException(400, f"the multipart form cannot be read: {exc.detail}") from exc
+        if exc.message.startswith(("Part exceeded", "Field exceeded")):
+            raise HTTPException(413, f"a text part is over {FORM_PART_BYTES >> 20} MB: send the picture as the `image` file part "
+                                     "(curl -F image=@photo.jpg)") from exc  # fmt: skip
+        raise HTTPException(400, f"the multipart form cannot be read: {exc.message}") from exc
+    except StarletteHTTPException:  # the body limit's 413
+        raise
     except Exception as exc:  # noqa: BLE001 - any malformed form is the client's error
         raise HTTPException(400, f"the multipart form cannot be read: {exc}") from exc
     if not form:  # the parser is lenient: a body cut short or with another boundary reads as no parts
@@ -132,8 +164,9 @@ async def _read_form(request: Request):
 
 async def _form_body(form, max_bytes: int) -> dict:
     """The SearchRequest a form stands for: its `request` part, `query` and the picture as base64;
-    422 for a part it does not have, a part sent twice, or one of the wrong kind; 413 past
-    `max_image_mb` before the rest of the picture is read."""
+    422 for a part it does not have, a part sent twice (or `query` or `image` both as a part and in
+    `request`), or one of the wrong kind; 413 past `max_image_mb` before the rest of the picture is
+    read."""
     unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
     if unknown:  # `like`, `top_k` sent as fields were dropped silently: they belong in `request`
         raise HTTPException(422, f"unknown form part(s) {', '.join(unknown)}: {PARTS_HINT}")
@@ -150,6 +183,8 @@ async def _form_body(form, max_bytes: int) -> dict:
         body["query"] = query
     upload = form.get("image")
     if isinstance(upload, UploadFile):
+        if body.get("image") is not None:  # the file part silently won
+            raise HTTPException(422, "image: given both as a file part and in the `request` part; send it once")
         data = await upload.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise HTTPException(413, f"image is over the limit of {max_bytes / 1e6:.1f} MB (max_image_mb)")

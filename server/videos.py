@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
@@ -16,11 +17,12 @@ from vidsearch import objectstore
 from vidsearch.api_models import ErrorBody, VideoInfo, VideoList
 from vidsearch.store import StoreError
 
+from . import media as ffmpeg_media  # the module (a route below is named `media`)
 from .deps import INDEX_ERRORS, IndexStore, State, VideoRow, require_media_read, require_read, require_write
 from .exposure import Viewer
 from .files import IndexedFileResponse, etag_matches
 from .library import IndexedFile, PathRefused, open_indexed, resolved_roots
-from .media import THUMB_WIDTHS, media_type, thumbnail as cut_thumbnail, thumbnail_key
+from .media import THUMB_WIDTHS, cached_thumbnail, ffmpeg_slot, media_type, thumbnail as cut_thumbnail, thumbnail_key
 from .presenting import video_info
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -93,13 +95,17 @@ def get_video(row: VideoRow, view: Viewer) -> VideoInfo:
 
 @router.delete("/{video_id}", responses={**INDEX_ERRORS, 409: {"model": ErrorBody}}, dependencies=[Depends(require_write)])
 def delete_video(row: VideoRow, store: IndexStore, state: State) -> dict:
-    """Remove a video from every table; searches stop returning it once the deletion commits."""
+    """Remove a video from every table; searches stop returning it once the deletion commits. A delete
+    that finds it already gone (another delete of it went first) is a 404, as it would be a moment
+    later: concurrent deletes of one video all said 200, the later ones with `removed: 0`."""
     video_id = row["video_id"]
     try:
         with store.write_lock():
             removed = store.delete_videos([video_id])
     except StoreError as exc:
         raise HTTPException(409, f"{exc}; try again when the running job finishes") from exc
+    if not removed:
+        raise HTTPException(404, f"no indexed video with id {video_id}")
     state.refresh(now=True)
     return {"deleted": video_id, "removed": removed}
 
@@ -144,7 +150,7 @@ THUMBNAIL_ROUTE = dict(
 
 @router.head("/{video_id}/thumbnail", operation_id="thumbnail_head", **THUMBNAIL_ROUTE)  # as media and clips answer HEAD
 @router.get("/{video_id}/thumbnail", **THUMBNAIL_ROUTE)
-def thumbnail(
+async def thumbnail(
     request: Request,
     row: VideoRow,
     store: IndexStore,
@@ -152,18 +158,43 @@ def thumbnail(
     t: Annotated[float, Query(ge=0, le=1e7, allow_inf_nan=False, description="seconds from the start (rounded to 0.1 s)")] = 0.0,
     width: Annotated[int, Query(ge=16, le=1920, description=f"pixels; served at the next of {list(THUMB_WIDTHS)}")] = 320,
 ) -> Response:
-    """A JPEG of the frame at `t` seconds (cached), with an ETag (304 on If-None-Match) and HEAD."""
+    """A JPEG of the frame at `t` seconds (cached), with an ETag (304 on If-None-Match) and HEAD.
+
+    An async route, as clips are (exports.py): a new thumbnail waits for an ffmpeg slot on the event
+    loop (media.ffmpeg_slot), and only its cut runs in a worker thread. As a sync route each request
+    held one of anyio's 40 threads while it waited, and a burst of 115 thumbnails held them all:
+    /v1/videos/{id} took 5.3 s. HEAD answers from the cache, and makes nothing: a thumbnail not cut
+    yet gets the headers without a length or an ETag."""
     if t > row["duration"]:
         raise HTTPException(400, f"t={t} is past the end of the video ({row['duration']:.2f} s)")
     t, width = thumbnail_key(t, width, row["duration"], row.get("fps"))
-    if objectstore.is_uri(row["path"]):
-        jpeg = cut_thumbnail(row["path"], row["video_id"], t, width, state.thumbs)
-    else:
-        with indexed_file(store, row, state) as f:
-            jpeg = cut_thumbnail(f, row["video_id"], t, width, state.thumbs)
+    jpeg = await anyio.to_thread.run_sync(_cached_thumbnail, row, store, state, t, width)
+    if jpeg is None and request.method == "HEAD":
+        head = Response(media_type="image/jpeg")
+        del head.headers["content-length"]  # not "0": its length is unknown until it is cut
+        return head
+    if jpeg is None:
+        async with ffmpeg_slot(ffmpeg_media.THUMB_WAIT):
+            jpeg = await anyio.to_thread.run_sync(_cut_thumbnail, row, store, state, t, width)
     if jpeg is None:
         raise HTTPException(404, f"no frame at t={t:.2f} in video {row['video_id']}")
     return jpeg_response(request, jpeg)
+
+
+def _cached_thumbnail(row: dict, store, state, t: float, width: int) -> bytes | None:
+    """(In a worker thread.) The thumbnail cut before, or None: checked against the indexed file first,
+    as a cut is (409 when it changed)."""
+    if not objectstore.is_uri(row["path"]):
+        indexed_file(store, row, state).close()
+    return cached_thumbnail(row["video_id"], t, width, state.thumbs)
+
+
+def _cut_thumbnail(row: dict, store, state, t: float, width: int) -> bytes | None:
+    """(In a worker thread, holding an ffmpeg slot.) The thumbnail cut from the indexed file."""
+    if objectstore.is_uri(row["path"]):
+        return cut_thumbnail(row["path"], row["video_id"], t, width, state.thumbs)
+    with indexed_file(store, row, state) as f:
+        return cut_thumbnail(f, row["video_id"], t, width, state.thumbs)
 
 
 def jpeg_response(request: Request, jpeg: bytes) -> Response:

@@ -185,3 +185,27 @@ def test_docs_work_on_a_closed_network(client):
     assert page.status_code == 200 and "cdn." not in page.text and "https://" not in page.text
     scripts = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
     assert len(scripts) >= 2 and all(client.get(url).status_code == 200 for url in scripts), scripts
+
+
+def test_the_index_status_brings_a_version_committed_elsewhere(tmp_path, tiny_backbone):
+    """A version another process committed (`vidsearch index` in a shell) went live only when a search
+    asked, so the UI, which keys its cached answers by the status's version, kept answering from the
+    old one: asking the status now makes the server look for it."""
+    import time
+
+    from media import make_clip
+    from vidsearch.config import Settings
+    from vidsearch.indexer.pipeline import IndexRun, open_store_for
+
+    settings = Settings(db=tmp_path / "db", model="tiny", pretrained="none", speech=False, ocr=False, refresh_seconds=0.2)
+    first = make_clip(tmp_path / "lib" / "a.mp4", seconds=1, size="96x64", rate=5, source="color=c=red", audio_hz=None)
+    second = make_clip(tmp_path / "lib" / "b.mp4", seconds=1, size="96x64", rate=5, source="color=c=blue", audio_hz=None)
+    IndexRun(open_store_for(settings, tiny_backbone), tiny_backbone, settings).run([first])
+    with TestClient(create_app(settings)) as c:
+        before = c.get("/v1/index").json()["index_version"]
+        IndexRun(open_store_for(settings, tiny_backbone), tiny_backbone, settings).run([second])  # "another process"
+        deadline, now = time.monotonic() + 10, before
+        while now == before and time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = c.get("/v1/index").json()["index_version"]
+        assert now != before, "the status never brought the new version live"

@@ -107,6 +107,7 @@ def test_a_clip_flood_gets_503_with_retry_after_and_healthz_answers(shared_libra
     settings, _ = shared_library
     monkeypatch.setattr(media, "ffmpeg_slot_count", lambda: 1)
     monkeypatch.setattr(media, "FFMPEG_WAIT", 1.0)
+    monkeypatch.setattr(media, "THUMB_WAIT", 1.0)  # (thumbnails wait longer by default: 20 s)
     slow_ffmpeg.flag.unlink()  # the real ffmpeg, for one clip cut first
     with LiveServer(_app_with_a_small_pool(settings, 6)) as server, httpx.Client(base_url=server.url, timeout=10) as http:
         http.get("/test-only/shrink-pool").raise_for_status()

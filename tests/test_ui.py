@@ -425,6 +425,35 @@ def test_job_progress_updates_until_done(monkeypatch):
         st.cache_resource.clear()
 
 
+def test_an_index_version_committed_elsewhere_is_answered_from_within_seconds():
+    """The search cache is keyed by the index version (read from the status, cached STATS_TTL): after
+    `vidsearch index` in a shell commits, the same query is answered again instead of from a 60 s old
+    answer of the previous version."""
+    from vidsearch.api_models import SearchResponse
+
+    class Versions:
+        config = UiConfig(api_url="http://fake-versions.invalid", db=Path("/nowhere"))
+        version, searches = "v1", 0
+
+        def stats(self) -> LibraryStats:
+            return LibraryStats(videos=1, hours=0.01, model="tiny", fingerprint="abc", index_version=self.version)
+
+        def search(self, req):
+            self.searches += 1
+            return SearchResponse(query=req.query, group_by="video", results=[], index_version=self.version, took_ms=1.0)
+
+    be = Versions()
+    try:
+        req = SearchRequest(query="a red ball")
+        assert cache.search(be, req).index_version == "v1" and cache.search(be, req).index_version == "v1"
+        assert be.searches == 1  # the repeat came from the cache
+        be.version = "v2"  # committed by another process
+        cache._stats.clear()  # what STATS_TTL (5 s) does
+        assert cache.search(be, req).index_version == "v2" and be.searches == 2
+    finally:
+        st.cache_data.clear()
+
+
 def test_card_shows_matching_text_with_query_words_marked():
     def script():
         import streamlit as st

@@ -3,9 +3,10 @@ slow is cached here and a rerun costs almost nothing:
 
 - the backend (the API client, over HTTP or in-process with the loaded model and index) lives for
   the process;
-- search responses are keyed by the full request, so choosing a moment, paging back or moving a
-  slider that does not change the request never encodes the query again (and in local mode the
-  engine keeps its own query-vector cache underneath);
+- search responses are keyed by the full request and the index version, so choosing a moment, paging
+  back or moving a slider that does not change the request never encodes the query again (and in
+  local mode the engine keeps its own query-vector cache underneath), while a version another process
+  committed is answered from within seconds;
 - facets and library stats are read at most every few seconds (facets every few seconds while an
   indexing run writes to the index, which then changes under the page);
 - whether an indexing run is writing to the index is looked at on every rerun (a lock probe, and
@@ -33,7 +34,7 @@ from . import backend as backends
 from .backend import Backend, BackendError, Facets, Indexing, LibraryStats, UiConfig
 
 LOCAL_MEDIA_MAX_BYTES = 1 << 30  # larger files are played through `vidsearch serve` instead
-SEARCH_TTL = 60.0  # an index version committed by someone else shows up within this
+SEARCH_TTL = 60.0  # how long an answer is kept (the index version is part of its key: search())
 FACETS_TTL = 30.0
 STATS_TTL = 5.0
 JOBS_TTL = 2.0
@@ -62,12 +63,23 @@ def key_of(be: Backend) -> str:
 
 
 @st.cache_data(ttl=SEARCH_TTL, max_entries=256, show_spinner=False)
-def _search(_be: Backend, be_key: str, request_json: str) -> SearchResponse:
+def _search(_be: Backend, be_key: str, request_json: str, index_version: str | None) -> SearchResponse:
     return _be.search(SearchRequest.model_validate_json(request_json))
 
 
 def search(be: Backend, req: SearchRequest) -> SearchResponse:
-    return _search(be, key_of(be), req.model_dump_json(exclude_none=True))
+    """The answer, cached per request and per index version: a version committed by another process
+    (`vidsearch index` in a shell) is served within a few seconds (the status the version is read from
+    is cached STATS_TTL; asking it makes the server look for a new version), not after SEARCH_TTL."""
+    return _search(be, key_of(be), req.model_dump_json(exclude_none=True), index_version(be))
+
+
+def index_version(be: Backend) -> str | None:
+    """The version the backend answers from (None when it cannot say)."""
+    try:
+        return stats(be).index_version
+    except BackendError:
+        return None
 
 
 @st.cache_data(ttl=FACETS_TTL, max_entries=16, show_spinner=False)

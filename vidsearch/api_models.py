@@ -6,6 +6,7 @@ Times are float seconds from the start of the file everywhere.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -91,7 +92,7 @@ class SearchRequest(_Strict):
     def _query_has_words(self) -> SearchRequest:
         if self.query is None and self.image is None and self.like is None:
             raise ValueError("give a query (words), an image, or like (a moment of an indexed video)")
-        if self.query is not None and not self.query.strip():
+        if self.query is not None and not _has_visible(self.query):
             raise ValueError("query must contain at least one non-space character")
         if self.channels is not None:
             if not self.channels:
@@ -110,6 +111,13 @@ class SearchRequest(_Strict):
         """The query inputs this request gives, in a fixed order."""
         given = {"text": self.query is not None, "image": self.image is not None, "like": self.like is not None}
         return [name for name, present in given.items() if present]
+
+
+def _has_visible(text: str) -> bool:
+    """Whether `text` holds a character other than white space, format characters (zero-width spaces
+    and joiners, the BOM, direction marks) and controls: a query of "\u200b" alone was searched as
+    words, though it has none to match."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc") for ch in text)
 
 
 class VideoInfo(BaseModel):
