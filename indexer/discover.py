@@ -56,7 +56,11 @@ NON_VIDEO_EXTENSIONS = {
     ".sub", ".idx",  # subtitles: MicroDVD text, or a VobSub pair (an MPEG program stream that sniffing would take for a video)
 }  # fmt: skip
 MANIFEST_SUFFIX = ".jsonl"
-_ROW_KEYS = ("video", "title", "metadata")  # a manifest row's own keys; the others are metadata
+# The manifest keys whose text is searched (sidecar.metadata_spans): a row may also give them beside
+# "metadata" rather than in it; other keys of a row are not read (a server path in a flat column would
+# otherwise be shown to every reader as metadata)
+DESCRIPTION_KEYS = ("description", "summary", "caption", "synopsis")
+TAG_KEYS = ("tags", "keywords", "categories")
 # How a failure of the file system (not of the content) begins: such failures go away without the file
 # changing (permissions fixed, a drive back), so runs look again (pipeline.plan, _clear_solved_problems)
 READ_ERROR = "cannot read file"
@@ -292,9 +296,9 @@ def read_manifest(manifest: Path, roots: list[str] | None = None) -> tuple[list[
                 meta = entry.get("metadata") or {}
                 if not isinstance(meta, dict):
                     raise DiscoveryError('"metadata" must be an object')
-                # other keys of the row ("description", "tags", "year") are metadata too, as if under "metadata"
-                # (which wins where both name a key): a row written flat lost its description without a word
-                meta = {**{k: v for k, v in entry.items() if k not in _ROW_KEYS}, **meta}
+                # a description or tags beside "metadata" count as if in it (which wins where both name one):
+                # a row written flat lost its description without a word
+                meta = {**{k: entry[k] for k in (*DESCRIPTION_KEYS, *TAG_KEYS) if k in entry}, **meta}
                 remote = objectstore.is_uri(entry["video"])
                 path = None if remote else _uri_to_path(entry["video"], base)
                 if roots is not None and outside_roots(entry["video"] if remote else path, roots):

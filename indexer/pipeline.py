@@ -257,19 +257,20 @@ class IndexRun:
                  or (not objectstore.is_uri(p) and not os.path.lexists(local_path(p))))
         ]  # fmt: skip
 
-    def count_gone(self, roots: list[Path]) -> int:
-        """Indexed local files under `roots` that are no longer on disk: an `index` run keeps them (a
-        folder on a drive that is not mounted must not empty the index) and says how many there are,
-        since search still returns them; `reindex` drops them."""
+    def count_gone(self, roots: list[Path], found: set[str]) -> int:
+        """Indexed local files under `roots` that are no longer on disk (`found`: what the walk found,
+        not looked at again): an `index` run keeps them (a folder on a drive that is not mounted must
+        not empty the index) and says how many there are, since search still returns them; `reindex`
+        drops them. Objects are not counted (no cheap "does it exist")."""
         local = [os.path.abspath(r) for r in roots if not objectstore.is_uri(r)]
-        dirs = tuple(r + os.sep for r in local if Path(r).is_dir())
+        dirs = tuple(r.rstrip(os.sep) + os.sep for r in local if Path(r).is_dir())
         singles = {r for r in local if not Path(r).is_dir()}
         files = self.store.files()
         return sum(
             1
             for p, st in zip(files["path"].to_pylist(), files["status"].to_pylist())
-            if st == "indexed" and not objectstore.is_uri(p) and (local_path(p).startswith(dirs) or local_path(p) in singles)
-            and not os.path.lexists(local_path(p))
+            if st == "indexed" and p not in found and not objectstore.is_uri(p)
+            and (local_path(p).startswith(dirs) or local_path(p) in singles) and not os.path.lexists(local_path(p))
         )  # fmt: skip
 
     def prune(self, roots: list[Path], keep: set[str]) -> None:
@@ -377,7 +378,7 @@ class IndexRun:
             if prune:
                 self.prune(paths, {s.key for s in sources} | {w for w, _ in problems})
             else:
-                self.summary.gone = self.count_gone(paths)
+                self.summary.gone = self.count_gone(paths, {s.key for s in sources})
             named = {objectstore.normalize(p) if objectstore.is_uri(p) else path_key(os.path.abspath(p)) for p in paths if not Path(p).is_dir()}
             todo = self.plan(sources, named, restore)
             self.progress.start(len(todo))
@@ -472,9 +473,11 @@ class IndexRun:
         if not rows:
             return
         duration = rows[0]["duration"]
-        found = []
-        for path in sorted(paths):
-            found += subtitle_spans(local_path(path), duration, self._roots, rows[0].get("fps"))
+        found, notes = [], []
+        with kept_warnings(notes):  # a subtitle file read in part, or not at all: in the run's summary
+            for path in sorted(paths):
+                found += subtitle_spans(local_path(path), duration, self._roots, rows[0].get("fps"))
+        self.summary.warnings += [{"path": sorted(paths)[0], "warning": n} for n in dict.fromkeys(notes)]
         if paths:  # the content's own tracks are among its subtitle spans too: read them again with the files
             own = local_path(sorted(paths)[0])
             try:
@@ -495,16 +498,17 @@ class IndexRun:
     def _clear_solved_problems(self, paths: list[Path], problems: list[tuple[str, str]]) -> None:
         """Forget the recorded "cannot list folder" failures of folders under `paths` that were listed
         this time (permissions fixed): `status` listed them after the fix, and only a reindex cleared them."""
-        roots = tuple(where_key(p) for p in paths if not objectstore.is_uri(p) and Path(p).is_dir())
+        roots = [local_path(where_key(p)) for p in paths if not objectstore.is_uri(p) and Path(p).is_dir()]
         if not roots:
             return
+        under = tuple(r.rstrip(os.sep) + os.sep for r in roots)
         files = self.store.files()
         now = {w for w, _ in problems}
         solved = [
             p
             for p, st, e in zip(files["path"].to_pylist(), files["status"].to_pylist(), files["error"].to_pylist())
             if st == "failed" and (e or "").startswith(LIST_ERROR) and p not in now
-            and any(p == r or p.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+            and (local_path(p) in roots or local_path(p).startswith(under))
         ]  # fmt: skip
         self.store.forget_files(solved)
 

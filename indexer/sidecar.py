@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from vidsearch.encoders.sentence import TextSpan
 
-from .discover import VIDEO_EXTENSIONS
+from .discover import DESCRIPTION_KEYS, TAG_KEYS, VIDEO_EXTENSIONS
 from .probe import failure_line, is_url
 
 log = logging.getLogger(__name__)
@@ -504,7 +504,7 @@ def parse_microdvd(text: str, where: str = "<sub>", fps: float | None = None) ->
     (`fps`); else MICRODVD_FPS, with a warning (the times are then a guess)."""
     rows = [(int(m.group(1)), int(m.group(2) or m.group(1)), m.group(3)) for m in map(_MICRODVD.match, text.split("\n")) if m]
     rate = None
-    if rows and rows[0][0] <= 1:
+    if rows and rows[0][0] <= 1 and rows[0][0] == rows[0][1]:  # `{1}{1}23.976`: a cue shown for no frame
         with contextlib.suppress(ValueError):
             rate = float(rows[0][2].strip())
             rows = rows[1:]
@@ -558,20 +558,21 @@ def read_subtitles(video: str | os.PathLike, roots: list[str] | None = None, fps
 def kept_warnings(out: list[str]):
     """Within the block, the warnings this module logs from this thread are also appended to `out`:
     the indexer keeps them with the video (its `files` row, the run's summary, `status`), where a
-    log line on stderr reached neither scripts (`--json`) nor a later look at the index."""
+    log line on stderr reached neither scripts (`--json`) nor a later look at the index. A filter, not
+    a handler: the record still goes where it went (a handler here would have stood in for logging's
+    last-resort one, so the line left stderr, and other threads' warnings went nowhere)."""
     me = threading.get_ident()
 
-    class _Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.thread == me and record.levelno >= logging.WARNING:
-                out.append(record.getMessage())
+    def keep(record: logging.LogRecord) -> bool:
+        if record.thread == me and record.levelno >= logging.WARNING:
+            out.append(record.getMessage())
+        return True
 
-    handler = _Keep()
-    log.addHandler(handler)
+    log.addFilter(keep)
     try:
         yield out
     finally:
-        log.removeHandler(handler)
+        log.removeFilter(keep)
 
 
 def _cue_spans(tracks: Iterable[Iterable[Cue]], duration: float | None) -> list[TextSpan]:
@@ -718,8 +719,8 @@ def _rolled_up(srt: str) -> str:
 
 _FIELDS = {
     "title": ("title", "name"),
-    "description": ("description", "summary", "caption", "synopsis"),
-    "tags": ("tags", "keywords", "categories"),
+    "description": DESCRIPTION_KEYS,
+    "tags": TAG_KEYS,
 }
 
 

@@ -83,10 +83,10 @@ class CheckedBody(APIRoute):
 
         async def route(request: Request):
             kind = request.headers.get("content-type")
-            if (kind is None or is_json(kind)) and await request.body():
+            if (not kind or is_json(kind)) and await request.body():  # FastAPI reads an empty Content-Type as JSON too
                 try:
                     body = await request.json()
-                except ValueError:  # JSONDecodeError, UnicodeDecodeError: FastAPI answers them
+                except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past the parser: FastAPI's 4xx says so
                     body = None
                 refuse_lone_surrogates(body)
             return await handler(request)

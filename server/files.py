@@ -36,7 +36,9 @@ __all__ = ["IndexedFileResponse", "content_disposition", "etag_matches"]
 TRANSPORT_CLOSED = "unable to perform operation on"
 log = logging.getLogger("vidsearch.server")
 
-_RANGE_SPEC = re.compile(r"([0-9]+)-([0-9]*)|-([0-9]+)", re.ASCII)  # int-range (first-last, first-) or suffix-range
+# int-range (first-last, first-) or suffix-range; a position of more than 18 digits (an exabyte) is no file's:
+# the header is ignored (Python's int() refuses strings of over 4,300 digits, which was a 500)
+_RANGE_SPEC = re.compile(r"([0-9]{1,18})-([0-9]{0,18})|-([0-9]{1,18})", re.ASCII)
 
 
 def content_disposition(kind: str, name: str) -> str:

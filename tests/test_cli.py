@@ -233,3 +233,8 @@ def test_search_and_delete_say_what_they_were_given(tmp_path):
     assert str(clip) in piped  # one line, not folded at 80 columns
     gone = cli_here("delete", str(long_dir), "--db", db, "--json")  # a folder: every indexed file under it
     assert gone.exit_code == 0 and json.loads(gone.stdout) == {"removed": 1, "files": 1, "unknown": []}
+    other = make_clip(tmp_path / "old" / "b.mp4", seconds=2, source="smptebars", audio_hz=None)
+    cli_here("index", str(other), "--db", db, "--no-speech", "--no-ocr", "--json")
+    shutil.rmtree(tmp_path / "old")  # a folder that is gone is the usual one to delete
+    gone = cli_here("delete", str(tmp_path / "old"), "--db", db, "--json")
+    assert gone.exit_code == 0 and json.loads(gone.stdout) == {"removed": 1, "files": 1, "unknown": []}

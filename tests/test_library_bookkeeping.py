@@ -423,6 +423,6 @@ def test_a_manifest_row_written_flat_keeps_its_description_and_tags(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"video": "a.mp4", "title": "Plain", "description": "a zebra crossing", "tags": ["flamingo"],
-                                    "metadata": {"year": 2024, "tags": ["kept"]}}) + "\n")  # fmt: skip
+                                    "source_path": "/srv/private/a.mp4", "metadata": {"year": 2024, "tags": ["kept"]}}) + "\n")  # fmt: skip
     [src], problems = read_manifest(manifest)
     assert problems == [] and src.metadata == {"description": "a zebra crossing", "tags": ["kept"], "year": 2024}

@@ -55,7 +55,7 @@ JSON = {"content-type": "application/json"}
 def test_a_lone_surrogate_in_a_search_is_a_422_naming_the_field(shared_library, body, field):
     settings, _ = shared_library
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        for headers in (JSON, {}):  # a body without a Content-Type is read as JSON too
+        for headers in (JSON, {}, {"content-type": ""}):  # a body without a Content-Type (or an empty one) is read as JSON too
             resp = client.post("/v1/search", content=body.encode(), headers=headers)
             assert resp.status_code == 422, (body, resp.status_code, resp.text)
             assert resp.json()["detail"].startswith(f"{field}: holds a lone UTF-16 surrogate"), resp.text
@@ -79,6 +79,21 @@ def test_a_lone_surrogate_in_a_jobs_paths_is_a_422(shared_library):
     with pytest.raises(PathRefused) as err:  # the check itself, without the app in front of it
         check_job_paths(["/x/\ud800"], [root])
     assert err.value.status == 422
+
+
+def test_bodies_and_ranges_past_the_parsers_are_4xx_not_500(shared_library):
+    """The review of the checks above: JSON nested past the parser raised RecursionError in the
+    surrogate check (a 500, and before the key check on /v1/jobs), and a Range number of 5,000 digits
+    met int()'s limit (a 500): a 4xx and an ignored header."""
+    settings, _ = shared_library
+    deep = ("[" * 200_000 + "]" * 200_000).encode()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for url in ("/v1/search", "/v1/export", "/v1/jobs"):
+            resp = client.post(url, content=deep, headers=JSON)
+            assert 400 <= resp.status_code < 500, (url, resp.status_code, resp.text[:200])
+        vid = client.get("/v1/videos").json()["videos"][0]["id"]
+        whole = client.get(f"/v1/videos/{vid}/media", headers={"Range": "bytes=" + "9" * 5000 + "-"})
+        assert whole.status_code == 200, whole.status_code
 
 
 def test_an_error_that_echoes_unencodable_text_is_rendered_escaped(shared_library):
@@ -130,6 +145,38 @@ def test_a_thumbnail_burst_leaves_sync_routes_answering(shared_library, slow_ffm
         for t in burst:
             t.join(timeout=30)
         assert len(codes) == 10 and set(codes) <= {200, 404, 503}, codes  # (404: the cut killed; 503: a wait past 3 s)
+
+
+def test_requests_for_one_thumbnail_wait_for_its_cut_without_holding_slots(shared_library, slow_ffmpeg, monkeypatch):
+    """Each of several requests for one thumbnail took an ffmpeg slot and then waited on the cut's
+    file lock, so a clip behind them found no slot (503): they now wait for the one cut, slotless."""
+    settings, _ = shared_library
+    monkeypatch.setattr(media, "ffmpeg_slot_count", lambda: 2)
+    monkeypatch.setattr(media, "FFMPEG_WAIT", 1.5)
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=15) as http:
+        hd = _hd_id(http)
+        answers: dict = {}
+
+        def get(name: str, url: str, params: dict) -> None:
+            try:
+                answers[name] = httpx.get(server.url + url, params=params, timeout=30).status_code
+            except httpx.HTTPError as exc:
+                answers[name] = exc
+
+        same = [threading.Thread(target=get, args=(f"thumb{i}", f"/v1/videos/{hd}/thumbnail", {"t": 4.2, "width": 640})) for i in range(4)]
+        for t in same:
+            t.start()
+        assert _wait_for(lambda: len(slow_ffmpeg.started()) == 1, 10), "the thumbnail never reached ffmpeg"
+        time.sleep(0.5)  # the other three are waiting
+        clip = threading.Thread(target=get, args=("clip", f"/v1/videos/{hd}/clip", {"start": 1.37, "end": 2.91}))
+        clip.start()
+        assert _wait_for(lambda: len(slow_ffmpeg.started()) == 2, 1.2), "the clip found no free slot"
+        slow_ffmpeg.flag.unlink()
+        for pid in slow_ffmpeg.started():
+            os.kill(pid, 9)
+        for t in [*same, clip]:
+            t.join(timeout=30)
+        assert len(slow_ffmpeg.started()) == 2  # one cut for the four requests
 
 
 # -- 3: HEAD on clips and thumbnails never makes them ------------------------------------------------

@@ -436,22 +436,26 @@ def delete(
     """
     import os
 
-    from .store import path_key
+    from . import objectstore
+    from .store import local_path, path_key
 
     store = _open_existing(db, config)
-    known_paths = set(store.files()["path"].to_pylist())
+    files = store.files()
+    known_paths = set(files["path"].to_pylist())
+    live = [p for p, st in zip(files["path"].to_pylist(), files["status"].to_pylist()) if st != "deleted" and not objectstore.is_uri(p)]
     indexed = store.indexed_ids()
     ids, paths, unknown = set(), set(), []
     for t in targets:
         # t itself: an s3:// URI; path_key: a name that is not valid UTF-8, stored as a file:// URI
         candidates = [t, os.path.abspath(t), str(Path(t).resolve()), path_key(os.path.abspath(t))]
-        under = tuple(c.rstrip(os.sep) + os.sep for c in candidates[1:3]) if os.path.isdir(t) else ()
+        # a folder (on disk or gone): the files under it, compared as paths (a name that is not UTF-8 is a URI key)
+        under = tuple(dict.fromkeys(c.rstrip(os.sep) + os.sep for c in candidates[1:3]))
         if t in indexed:
             ids.add(t)
         elif any(c in known_paths for c in candidates):
             paths.add(next(c for c in candidates if c in known_paths))
-        elif under and any(p.startswith(under) for p in known_paths):  # a folder: every indexed file under it
-            paths.update(p for p in known_paths if p.startswith(under))
+        elif inside := [p for p in live if local_path(p).startswith(under)]:
+            paths.update(inside)
         else:
             unknown.append(t)
     try:
@@ -518,15 +522,19 @@ def search(
             channels = {c.split("=")[0]: float(c.split("=")[1]) if "=" in c else 1.0 for c in channel if c.count("=") <= 1}
         except ValueError:
             channels = None
-        if channels is None or len(channels) != len(channel):
+        if channels is None or sum(c.count("=") > 1 for c in channel):
             _fail("--channel takes NAME or NAME=WEIGHT, e.g. --channel visual --channel speech=2")
+        if len(channels) != len(channel):
+            _fail("--channel: a channel named twice; name each once")
     if weight:
         try:
             weights = {w.split("=")[0]: float(w.split("=")[1]) for w in weight if w.count("=") == 1}
         except (ValueError, IndexError):
             weights = None
-        if weights is None or len(weights) != len(weight):
+        if weights is None or sum(w.count("=") != 1 for w in weight):
             _fail("--weight takes INPUT=WEIGHT, e.g. --weight text=2 --weight image=1")
+        if len(weights) != len(weight):
+            _fail("--weight: an input weighted twice; weigh each once")
         given = {"text": query is not None, "image": image is not None, "like": like is not None}
         unused = sorted(k for k in weights if given.get(k) is False)
         if unused:  # an input not given: its weight would be ignored without a word
