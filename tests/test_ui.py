@@ -196,7 +196,7 @@ def test_search_page_local_mode_cards_player_and_timeline(local_mode, monkeypatc
     assert {card_title(c) for c in shown} == TITLES
     first, top = shown[0], expected.results[0]
     badges = of_type(first, "markdown")[0].value
-    assert f"score {top.score:.4f}" in badges and all(name in badges for name in top.channel_scores)
+    assert "no relevance figure" in badges and all(name in badges for name in top.channel_scores)  # uncalibrated: no score shown
     assert len(of_type(first, "image")) == len(top.moments)  # a thumbnail per moment, cut by ffmpeg
     # the best result is cued at its first moment, not started; its timeline is under it
     (video,) = of_type(at.main, "video")
@@ -252,10 +252,17 @@ def test_filters_paging_and_no_results(local_mode):
 
 
 def test_bad_query_is_explained(local_mode):
-    """The box keeps to the API's limit (a longer `?q=` is cut: test_ui_probe4)."""
+    """A query over the API's limit is cut to it and the page says so (the box's own max_chars made the
+    browser drop a longer paste without a word, and Enter searched the old text; a longer `?q=` is cut
+    too: test_ui_probe4)."""
     at = app().run()
     no_trace(at)
-    assert at.text_input(key="query").max_chars == 1000
+    at.text_input(key="query").input("a red ball " * 300).run()
+    no_trace(at)
+    assert at.text_input(key="query").value == ("a red ball " * 300)[:1000]
+    assert any("cut to its first 1,000 characters (it had 3,300)" in i.value for i in at.info), [i.value for i in at.info]
+    at.text_input(key="query").input("a red ball").run()
+    assert not any("cut to" in i.value for i in at.info)  # said once, for the query that was cut
 
 
 def test_channels_offered_are_the_index_s_and_an_unknown_one_is_explained(api_mode, monkeypatch):
@@ -360,6 +367,12 @@ def test_library_page_api_mode_and_job_errors(api_mode, monkeypatch, shared_libr
     at.button[[b.label for b in at.button].index("Start")].click().run()
     no_trace(at)
     assert any("not found" in w.value and missing in w.value for w in at.warning)
+    assert any(w.value.startswith("**This job cannot be started.**") for w in at.warning)  # not "this search"
+    at.text_area(key="job_paths").input("/etc")  # outside the roots: the key is fine, the path is not
+    at.button[[b.label for b in at.button].index("Start")].click().run()
+    no_trace(at)
+    refused = [w.value for w in at.warning if "outside the server's library roots" in w.value]
+    assert refused and not any("VIDSEARCH_API_KEY" in w for w in refused), [w.value for w in at.warning]
 
 
 class FakeJobs:
@@ -452,6 +465,24 @@ def test_an_index_version_committed_elsewhere_is_answered_from_within_seconds():
         assert cache.search(be, req).index_version == "v2" and be.searches == 2
     finally:
         st.cache_data.clear()
+
+
+def test_choosing_a_moment_again_seeks_again(monkeypatch):
+    """Streamlit seeks only when `start_time` changes: a moment chosen again after it had played (or
+    after the player was dragged) did nothing. Each choice in a row of the same second alternates
+    the start by a second; another moment, card or video starts the count again."""
+    from vidsearch.ui import cards
+
+    state: dict = {}
+    monkeypatch.setattr(cards.st, "session_state", state)
+    starts = []
+    for t in (3.6, 3.0, 3.6, 3.9, 7.1, 3.6):
+        cards.play(0, "v", t, "req")
+        starts.append(cards.replay_start(cards.player_start(t, 12.0), state[cards.PLAY]["n"]))
+    assert starts == [3, 2, 3, 2, 7, 3]  # each repeat of second 3 is a change the player seeks to
+    cards.play(1, "v", 3.6, "req")
+    assert state[cards.PLAY]["n"] == 0  # another card
+    assert cards.replay_start(0, 1) == 0  # the first second cannot start earlier
 
 
 def test_card_shows_matching_text_with_query_words_marked():
@@ -611,3 +642,24 @@ def test_a_shared_link_opens_the_moment(local_mode):
     (video,) = of_type(shared, "video")
     assert video.proto.start_time == 2
     assert of_type(shared, "slider")[0].value == (1.0, 3.0)
+
+
+def test_a_shared_link_without_a_video_says_so(local_mode):
+    """`?video=&t=3` showed "cannot be opened (ValueError)" with a traceback in the log."""
+    at = app()
+    at.query_params.update({"video": "", "t": "3"})
+    at.run()
+    no_trace(at)
+    assert any("names no video" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_markdown_shortcodes_and_pillows_limit_are_said_as_text():
+    """A title with `:material/home:` showed a house icon (a backslash before the colon does not stop
+    Streamlit's icons); a picture past Pillow's own pixel limit was "too large" with no limit named."""
+    from vidsearch.ui.backend import picture_too_large
+    from vidsearch.ui.cards import md_escape
+
+    assert ":material/" not in md_escape(":material/home: at 10:30") and "home" in md_escape(":material/home:")
+    said = picture_too_large("image is too large: Image size (400000000 pixels) exceeds limit of 178956970 pixels, could be "
+                             "decompression bomb DOS attack.; the limit is 89,478,485 pixels")  # fmt: skip
+    assert said == "This picture is too large to search with: it has 400,000,000 pixels, and the limit is 89,478,485 pixels."

@@ -32,7 +32,7 @@ from vidsearch.objectstore import is_uri
 from vidsearch.signing import sign_query
 from vidsearch.index_lock import writer_busy
 
-ErrorKind = Literal["unreachable", "empty", "bad_query", "auth", "not_found", "unavailable"]
+ErrorKind = Literal["unreachable", "empty", "bad_query", "auth", "refused", "not_found", "unavailable"]
 CATALOG_LIMIT = 20_000  # videos read for facets and totals; larger libraries show the first ones
 
 
@@ -130,6 +130,12 @@ def picture_too_large(detail: str) -> str:
     if pixels:
         w, h, limit = pixels.groups()
         return f"This picture is too large to search with: it is {w}×{h} pixels, and the limit is {limit} pixels."
+    bomb = re.search(r"\((\d+) pixels\).*the limit is ([\d,]+) pixels", detail)  # past Pillow's own limit
+    if bomb:
+        return f"This picture is too large to search with: it has {int(bomb.group(1)):,} pixels, and the limit is {bomb.group(2)} pixels."
+    limit = re.search(r"the limit is ([\d,]+) pixels", detail)
+    if limit:
+        return f"This picture is too large to search with: the limit is {limit.group(1)} pixels."
     size = re.search(r"(?:limit is|limit of|picture of) ([\d.]+) MB", detail)
     return "This picture is too large to search with" + (f": the limit is {float(size.group(1)):g} MB." if size else ".")
 
@@ -194,6 +200,8 @@ class Backend:
                 f"Cannot reach the search API at {self.config.api_url}.",
                 "Start it with `vidsearch serve`, or unset VIDSEARCH_API_URL to search a local index directly.",
             )
+        if status == 403 and "key" not in detail.lower():  # the key was accepted; what it asked for is not (a path outside the roots)
+            return BackendError("refused", f"The search API refused the request: {detail}")
         if status in (401, 403):
             return BackendError("auth", f"The search API refused the request: {detail}", "Set VIDSEARCH_API_KEY to a key the server accepts.")
         if status == 413:  # the API's words name its setting and body sizes: say it as a user acts on it

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from functools import partial
 
 import streamlit as st
@@ -48,7 +49,10 @@ def fmt_time(seconds: float) -> str:
 
 
 def md_escape(text: str) -> str:
-    """Titles and metadata come from users' files: keep markdown from interpreting them."""
+    """Titles and metadata come from users' files: keep markdown from interpreting them. Streamlit reads
+    `:material/home:` icons and `:smile:` emoji shortcodes through a backslash before the colon (a title
+    showed a house), so a colon before a word also gets an invisible word joiner (U+2060) after it."""
+    text = re.sub(r":(?=[A-Za-z0-9_+-])", ":\u2060", text)
     for ch in "\\`*_{}[]()#+-.!|<>$~:":
         text = text.replace(ch, "\\" + ch)
     return text
@@ -73,10 +77,11 @@ def play_label(t: float) -> str:
 
 
 def relevance_text(result: SearchResult) -> str:
-    """Relevance as people read it ("87% · strong match"); the rank-fusion score when the model has
-    no calibration (it orders results but means nothing across queries)."""
+    """Relevance as people read it ("87% · strong match"). A search with no calibrated relevance (a
+    picture or a moment alone, a model without a calibration) says so: its rank-fusion score ("score
+    0.0164", 1/61 for any first result) orders results but read as a figure about the match."""
     if result.relevance is None:
-        return f"**score {result.score:.4f}**"
+        return ":gray[**ranked by match · no relevance figure for this search**]"
     color = {"strong": "green", "good": "blue"}.get(result.relevance_label or "", "gray")
     return f":{color}[**{result.relevance:.0%} · {result.relevance_label} match**]"
 
@@ -103,8 +108,20 @@ def meta_line(result: SearchResult) -> str:
 
 
 def play(card: int, video_id: str, t: float, request_key: str) -> None:
-    """A moment (or span, or timeline point) was chosen: play that card's video from `t`."""
-    st.session_state[PLAY] = {"key": request_key, "card": card, "video": video_id, "t": float(t), "auto": True}
+    """A moment (or span, or timeline point) was chosen: play that card's video from `t`. `n` counts the
+    times in a row the same second was chosen on the card (`replay_start`)."""
+    before = st.session_state.get(PLAY) or {}
+    same = before.get("card") == card and before.get("video") == video_id and int(before.get("t", -1)) == int(t)
+    st.session_state[PLAY] = {"key": request_key, "card": card, "video": video_id, "t": float(t), "auto": True,
+                              "n": before.get("n", 0) + 1 if same else 0}  # fmt: skip
+
+
+def replay_start(start: int, n: int) -> int:
+    """The player's start for the `n`-th choice in a row of the same second. Streamlit seeks only when
+    `start_time` changes, so choosing a moment again once it had played (or after dragging the player
+    elsewhere) did nothing: every other choice starts a second earlier, which is a change (a moment
+    in the video's first second cannot move earlier and stays where the player is)."""
+    return start - 1 if n % 2 and start > 0 else start
 
 
 def _on_seek(chart_key: str, card: int, result: SearchResult, request_key: str) -> None:
@@ -209,7 +226,7 @@ def _player(be: Backend, rank: int, result: SearchResult, playing: dict, request
         if media is None:
             box.warning(f"The file of this video is no longer at {v.uri}; reindex the library to drop or update it.")
         else:
-            start = player_start(playing["t"], v.duration)
+            start = replay_start(player_start(playing["t"], v.duration), int(playing.get("n", 0)))
             box.video(media, format=mimetype, start_time=start, autoplay=bool(playing.get("auto")), alt=v.title)
     chart = timeline_chart(result, playing["t"])
     if chart is not None:

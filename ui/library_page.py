@@ -106,8 +106,8 @@ def job_form(be: Backend) -> None:
         return
     try:
         job = be.start_job(paths, kind)
-    except BackendError as err:
-        show_error(err)
+    except BackendError as err:  # a path the server refuses or cannot find is about this job, not a search or a key
+        show_error(err, title="This job cannot be started" if err.kind in ("bad_query", "refused") else None)
         return
     st.session_state[JOB] = job.id
     st.session_state.pop(JOB_DONE, None)

@@ -25,6 +25,7 @@ TITLES = {
     "empty": "The index is empty",
     "bad_query": "This search cannot be run as asked",
     "auth": "Not allowed",
+    "refused": "Not allowed",
     "not_found": "Not found",
     "unavailable": "Search is unavailable",
 }
@@ -38,13 +39,14 @@ def loading(be: Backend):
     return st.spinner("Loading the model and the index (once)…")
 
 
-def show_error(err: BackendError) -> None:
-    text = f"**{TITLES.get(err.kind, 'Error')}.** {err.message}"
+def show_error(err: BackendError, title: str | None = None) -> None:
+    """`title`: what failed, where the kind's own title would misname it (a job form is no search)."""
+    text = f"**{title or TITLES.get(err.kind, 'Error')}.** {err.message}"
     if err.hint:
         text += f"\n\n{err.hint}"
     if err.kind == "empty":
         st.info(text, icon=":material/inbox:")
-    elif err.kind == "bad_query":
+    elif err.kind in ("bad_query", "refused"):
         st.warning(text, icon=":material/edit:")
     else:
         st.error(text, icon=":material/cloud_off:" if err.kind == "unreachable" else ":material/error:")

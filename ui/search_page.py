@@ -31,8 +31,9 @@ from vidsearch.ui.query_inputs import example_inputs
 
 log = logging.getLogger("vidsearch.ui")
 PAGES = "pages"  # session key: the cursors of the pages shown for the current request
-ANY = "any"
+ANY = None  # the metadata filters' "any": not a value an index can hold (the string "any" can be one)
 URL_QUERY = "url_q"  # session key: the `?q=` this page last wrote or read
+QUERY_CUT = "query_cut"  # session key: the length of a query just cut to QUERY_MAX_CHARS
 # the API's own limit on a query's length: the box stops there instead of the API refusing the search
 QUERY_MAX_CHARS = next((m.max_length for m in SearchRequest.model_fields["query"].metadata if getattr(m, "max_length", None)), 1000)
 
@@ -41,10 +42,23 @@ def _sync_query_with_url() -> None:
     """The box takes the URL's `?q=` when the page opens, and when the URL changed since this page
     last wrote it: the browser's Back and Forward restore an earlier URL, and the box (which then
     wrote its own query back over it) must follow it instead."""
-    url = st.query_params.get("q", "")[:QUERY_MAX_CHARS]
+    given = st.query_params.get("q", "")
+    url = given[:QUERY_MAX_CHARS]
     if "query" not in st.session_state or url != st.session_state.get(URL_QUERY, url):
         st.session_state.query = url
+        if len(given) > QUERY_MAX_CHARS:
+            st.session_state[QUERY_CUT] = len(given)
     st.session_state[URL_QUERY] = url
+
+
+def _cut_long_query() -> None:
+    """(The box's on_change, before the rerun.) A query over the API's limit is cut to it, and the
+    page says so: with the box's own `max_chars`, the browser dropped a longer paste without a word
+    and Enter searched the old text."""
+    query = st.session_state.get("query") or ""
+    if len(query) > QUERY_MAX_CHARS:
+        st.session_state.query = query[:QUERY_MAX_CHARS]
+        st.session_state[QUERY_CUT] = len(query)
 
 
 def _remember_query(query: str) -> None:
@@ -88,8 +102,8 @@ def sidebar_options(be: Backend, facets: Facets) -> dict:
             st.subheader("Metadata", anchor=False)
             meta = {}
             for name, values in facets.metadata.items():
-                picked = st.selectbox(name, [ANY, *values], key=f"meta-{name}", format_func=str)
-                if picked != ANY:
+                picked = st.selectbox(name, [ANY, *values], key=f"meta-{name}", format_func=lambda v: "any" if v is ANY else str(v))
+                if picked is not ANY:
                     meta[name] = picked
             if meta:
                 filters["metadata"] = meta
@@ -176,6 +190,10 @@ def shared(be: Backend) -> None:
         with loading(be):
             video = be.video(moment["video"])
             media, mimetype = cache.player_source(be, video)
+    except ValueError:  # an id the client refuses to put in a URL (`?video=` empty): no video it could name
+        err = BackendError("not_found", "This link names no video (its `video` is empty).", "Search for it below.")
+        show_error(err)
+        return
     except BackendError as err:
         if err.kind == "not_found":
             err = BackendError("not_found", "This link's video is not in the index (it may have been deleted or reindexed).", "Search for it below.")
@@ -210,7 +228,8 @@ def no_results_text(query: str, examples: dict, last: SearchResponse | None) -> 
         best = re.search(r"relevance is (\d+%)", last.message)
         under = f"the best was {best.group(1)}, under" if best else "all under"
         why = f" Nothing matched well enough ({under} the {last.min_relevance:.0%} threshold)."
-    return f"**No results** for “{asked}”.{why} Try other words, more channels, looser filters, or “Show weak matches” in the sidebar."
+    weak = "" if st.session_state.get("weak") else ", or “Show weak matches” in the sidebar"  # not when it is on already
+    return f"**No results** for “{asked}”.{why} Try other words, more channels{', looser filters' if weak else ' or looser filters'}{weak}."
 
 
 def render() -> None:
@@ -220,10 +239,16 @@ def render() -> None:
     query = st.text_input(
         "Search the library",
         key="query",
-        max_chars=QUERY_MAX_CHARS,
+        on_change=_cut_long_query,
         placeholder="what happens, what is said, or what is shown — then press Enter",
-        help="Press Enter to search.",
+        help=f"Press Enter to search (at most {QUERY_MAX_CHARS:,} characters).",
     )
+    if len(query) > QUERY_MAX_CHARS:  # typed in without Enter's callback (a test's input): cut here too
+        query = query[:QUERY_MAX_CHARS]
+    cut = st.session_state.pop(QUERY_CUT, None)
+    if cut is not None:
+        st.info(f"The query was cut to its first {QUERY_MAX_CHARS:,} characters (it had {cut:,}): a search takes at most {QUERY_MAX_CHARS:,}.",
+                icon=":material/content_cut:")  # fmt: skip
     _remember_query(query)
     examples = example_inputs()
     with loading(be):
