@@ -218,8 +218,11 @@ def test_search_and_delete_say_what_they_were_given(tmp_path):
     stale.write_text("OLD\n")
     none = cli_here("search", "a test card", "--db", db, "--min-relevance", "1", "--export", str(stale))
     assert none.exit_code == 1 and "nothing written" in none.stderr and stale.read_text() == "OLD\n"
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(11_000_000))
     for args, words in [(("--weight", "like=2"), "no like input"), (("--channel", "speech=2=3"), "--channel takes"),
-                        (("--checkpoint", str(tmp_path / "nope.pt")), "nope.pt: no such file")]:  # fmt: skip
+                        (("--checkpoint", str(tmp_path / "nope.pt")), "nope.pt: no such file"),
+                        (("--image", str(big)), "over the limit of 10 MB"), (("--image", str(tmp_path)), "is a folder")]:  # fmt: skip
         bad = cli_here("search", "x", "--db", db, *args)
         assert bad.exit_code == 2 and words in bad.stderr and "Traceback" not in bad.output, bad.output
     odd = cli_here("delete", "[/]", "x[red]y", "--db", db)

@@ -149,3 +149,11 @@ def test_the_api_url_needs_its_scheme_and_may_end_in_v1():
         VidsearchClient("localhost:8080")
     assert VidsearchClient("http://localhost:8080/v1/").base_url == "http://localhost:8080"
     assert VidsearchClient("https://search.example/root/").base_url == "https://search.example/root"
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan")])
+def test_a_timeout_that_cannot_be_waited_is_refused(timeout):
+    """`timeout=0` failed every call with "cannot reach ... Operation now in progress", as if the server were down."""
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        VidsearchClient("http://127.0.0.1:9", timeout=timeout)
+    VidsearchClient("http://127.0.0.1:9", timeout=None).close()  # None: as long as it takes

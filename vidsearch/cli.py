@@ -543,6 +543,8 @@ def search(
         _fail(f"--image {image}: is a folder, not a picture")
     if image is not None and not image.is_file():
         _fail(f"--image {image}: no such file")
+    if image is not None and image.stat().st_size > settings.max_image_mb * 1e6:  # before the request body's own limit says it in its words
+        _fail(f"--image {image}: the picture is {image.stat().st_size / 1e6:.1f} MB, over the limit of {settings.max_image_mb:g} MB (max_image_mb)")
     try:
         req = SearchRequest(query=query, image="" if image else None, like=_like_arg(like) if like else None, query_weights=weights,
                             top_k=top_k, group_by=group_by, channels=channels, min_relevance=min_relevance)  # fmt: skip

@@ -192,7 +192,10 @@ def _passing(resp: httpx.Response) -> bool:
 
 
 class VidsearchClient:
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0, transport: httpx.BaseTransport | None = None):
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float | None = 60.0, transport: httpx.BaseTransport | None = None):
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0 and timeout == timeout):
+            # 0 made every connect fail at once with "Operation now in progress", as if the server were down
+            raise ValueError(f"timeout must be a positive number of seconds (or None to wait as long as it takes), not {timeout!r}")
         api_key = _clean_key(api_key)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = _base_url(base_url)
