@@ -39,7 +39,7 @@ from .ranking import Ranking, candidate_pool, final_ranking
 from .relevance import Calibration, find_calibration, with_relevance
 from .saved_coarse import save_coarse, saved_version
 from .snapshot import Snapshot, build_snapshot, store_version
-from .text_channels import TextChannels
+from .text_channels import TextChannels, channel_text
 
 __all__ = ["SearchEngine", "open_engine"]
 
@@ -344,13 +344,16 @@ class SearchEngine:
         twins = sorted({t for t in map(reversed_text, texts) if t is not None and t not in texts
                         and self._query_vectors.peek(t) is None}) if self.reads_order else []  # fmt: skip
         every = texts + twins
+        every += sorted({channel_text(t) for t in every} - set(every))  # a quoted phrase's words, for the text channels
         both = getattr(self.backbone, "encode_text_and_sentences", None)
         if both is None:  # e.g. a Triton-served tower
             vectors, sentences = list(self.backbone.encode_text(every)), None
         else:
             vectors, sentences = both(every)
         if sentences is not None and self.text_channels is not None:
-            for text, vec in zip(every, sentences):
+            made = dict(zip(every, sentences))
+            for text in every:
+                vec = made.get(channel_text(text))
                 if vec is not None:  # None: a text cut at the tower's context
                     self.text_channels.remember(text, vec)
         for text, vec in zip(every, vectors):

@@ -137,3 +137,22 @@ def test_span_words_in_memory_match_lancedb_full_text(text_index):
             assert np.all((np.diff(ranks) > 0) | ties), q
     accented = spans.search_words("Fridáy", sources, None, 200)
     assert [PLANTS in t.lower() for t in accented["text"].to_pylist()] == [True]
+
+
+def test_a_quoted_phrase_matches_the_text_channels_as_its_words():
+    from vidsearch.search.text_channels import channel_text
+
+    assert channel_text('"time to go home"') == channel_text(" \u201ctime to go home\u201d ") == "time to go home"
+    assert channel_text("'WIN'") == "WIN"
+    for kept in ('a sign that reads "WIN"', '"WIN" and "EXIT"', '""', "time to go home", '"unclosed'):
+        assert channel_text(kept) == kept  # only a query that is one quoted phrase
+
+
+def test_quoting_the_words_said_does_not_lower_their_match(text_index):
+    """`"time to go home"` matched its own speech at 0.73 instead of 0.92 (its relevance 75% -> 43%):
+    the quotes moved the query's sentence vector; the text channels now read the phrase inside."""
+    engine, _ = text_index
+    plain = by_title(engine, REVENUE.lower())[0]
+    quoted = by_title(engine, f'"{REVENUE.lower()}"')[0]
+    assert plain.video.title == quoted.video.title == "earnings"
+    assert quoted.channel_scores["speech"] == pytest.approx(plain.channel_scores["speech"], abs=1e-4)
