@@ -5,9 +5,9 @@ JSON may spell a lone UTF-16 surrogate (`"\\ud800"`), which Python's parser turn
 UTF-8 encoder takes. Such a string passed the models (pydantic keeps a list's or a dict's strings as
 they are) and failed later, each time as a plain-text 500 with a traceback: in a search's filters (the
 response cache's key), in a job's path (`os.fsencode`), in the detail of an error that echoed it
-(Starlette's JSONResponse encodes strictly). So a JSON body is looked at once, right after FastAPI's own
-parse and before any model sees it (`CheckedBody`, the route class of every router whose routes take
-a body; search's multipart `request` part is looked at by search.py the same way), and one holding a
+(Starlette's JSONResponse encodes strictly). So a JSON body is looked at once, after FastAPI's own
+parse and the route's key check, before the endpoint sees it (`CheckedBody`, the route class of every
+router whose routes take a body; search's multipart `request` part is looked at by search.py the same way), and one holding a
 lone surrogate anywhere, in a value or a key, is a 422 naming where. `SafeJSONResponse` renders the
 app's error answers: text it cannot encode is written escaped (`\\ud800` as six characters), so an
 answer that echoes a client's text never becomes a 500.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
@@ -71,27 +71,25 @@ def refuse_lone_surrogates(value: Any, prefix: str = "") -> None:
 
 
 class CheckedBody(APIRoute):
-    """A route whose JSON body is refused (422) when it holds a lone surrogate. The body is parsed here
-    with the request's own `json()`, which keeps what it parsed: FastAPI reads the same request next and
-    parses nothing again. A body FastAPI does not read as JSON (another Content-Type: its 415), or
-    cannot parse (its 4xx says why), is left to it."""
+    """A route whose JSON body is refused (422) when it holds a lone surrogate: a dependency after the
+    route's own (its key check), so a request without a key is a 401 whatever its body holds (checked
+    before them, a keyless job request with a surrogate got a 422). FastAPI has parsed the body by
+    then and keeps it: it is not parsed again. A body FastAPI does not read as JSON (another
+    Content-Type: its 415), or cannot parse (its 4xx says why), never gets here."""
 
-    def get_route_handler(self):
-        handler = super().get_route_handler()
-        if getattr(self, "body_field", None) is None:  # no body to look at
-            return handler
+    def __init__(self, path: str, endpoint, **kwargs):
+        kwargs["dependencies"] = [*(kwargs.get("dependencies") or ()), Depends(_body_holds_text)]
+        super().__init__(path, endpoint, **kwargs)
 
-        async def route(request: Request):
-            kind = request.headers.get("content-type")
-            if (not kind or is_json(kind)) and await request.body():  # FastAPI reads an empty Content-Type as JSON too
-                try:
-                    body = await request.json()
-                except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past the parser: FastAPI's 4xx says so
-                    body = None
-                refuse_lone_surrogates(body)
-            return await handler(request)
 
-        return route
+async def _body_holds_text(request: Request) -> None:
+    kind = request.headers.get("content-type")
+    if (not kind or is_json(kind)) and await request.body():  # FastAPI reads an empty Content-Type as JSON too
+        try:
+            body = await request.json()
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past the parser: FastAPI's 4xx says so
+            return
+        refuse_lone_surrogates(body)
 
 
 class SafeJSONResponse(JSONResponse):

@@ -76,6 +76,9 @@ def test_a_lone_surrogate_in_a_jobs_paths_is_a_422(shared_library):
             assert resp.status_code == 422 and resp.json()["detail"].startswith("paths.0: holds a lone"), (path, resp.status_code, resp.text)
         resp = client.post("/v1/export", content=b'{"format": "edl", "items": [{"video_id": "\\ud800", "start": 0, "end": 1}]}', headers=JSON)
         assert resp.status_code == 422 and resp.json()["detail"].startswith("items.0.video_id: holds a lone"), resp.text
+    with TestClient(create_app(settings), raise_server_exceptions=False) as keyless:  # the key is checked first
+        resp = keyless.post("/v1/jobs", content=b'{"paths": ["/x/\\ud800"]}', headers=JSON)
+        assert resp.status_code == 401, (resp.status_code, resp.text)
     with pytest.raises(PathRefused) as err:  # the check itself, without the app in front of it
         check_job_paths(["/x/\ud800"], [root])
     assert err.value.status == 422
