@@ -32,7 +32,7 @@ from .deps import INDEX_ERRORS, IndexStore, State, VideoRow, index_store, requir
 from .exposure import Viewer
 from .files import IndexedFileResponse, content_disposition
 from .library import IndexedFile
-from .media import Abandoned, ffmpeg_slot
+from .media import Abandoned, ffmpeg_slot, one_cut
 from .videos import indexed_file
 
 router = APIRouter(prefix="/v1", tags=["moments"], route_class=CheckedBody)  # POST /v1/export's body
@@ -69,10 +69,9 @@ async def clip(request: Request, row: VideoRow, store: IndexStore, state: State,
         sent = await anyio.to_thread.run_sync(_cached, row, store, state, start, end)
         if sent is None and request.method == "HEAD":
             return _uncut_head(row)
-        if sent is None:
+        if sent is None:  # cut here, or (one_cut) wait for another request's cut of it and read the cache next turn
             try:
-                async with ffmpeg_slot():
-                    sent = await anyio.to_thread.run_sync(_cut, row, store, state, start, end, _client_gone(request))
+                _, sent = await one_cut((str(state.thumbs), row["video_id"], start, end), lambda: _cut_in_a_slot(request, row, store, state, start, end))
             except Abandoned:  # nobody is there to answer
                 return Response(status_code=CLIENT_GONE)
         if sent is not None:
@@ -87,6 +86,11 @@ async def clip(request: Request, row: VideoRow, store: IndexStore, state: State,
     except BaseException:
         os.close(fd)  # the response would have closed it once sent
         raise
+
+
+async def _cut_in_a_slot(request: Request, row: dict, store, state, start: float, end: float) -> tuple[Clip, int] | None:
+    async with ffmpeg_slot():
+        return await anyio.to_thread.run_sync(_cut, row, store, state, start, end, _client_gone(request))
 
 
 def _uncut_head(row: dict) -> Response:

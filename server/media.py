@@ -29,10 +29,11 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 from fastapi import HTTPException
@@ -44,7 +45,9 @@ from vidsearch.indexer.probe import player_maps
 
 from .library import IndexedFile
 
-__all__ = ["MEDIA_TYPES", "THUMB_WAIT", "THUMB_WIDTHS", "Abandoned", "Busy", "cached_thumbnail", "ffmpeg_slot", "last_frame_start", "mark_used",
+T = TypeVar("T")
+
+__all__ = ["MEDIA_TYPES", "THUMB_WAIT", "THUMB_WIDTHS", "Abandoned", "Busy", "cached_thumbnail", "ffmpeg_slot", "last_frame_start", "mark_used", "one_cut",
            "media_type", "one_maker", "Layout", "media_layout", "probe_layout", "run_tool", "thumbnail", "thumbnail_dir", "thumbnail_key",
            "trim_cache"]  # fmt: skip
 
@@ -325,6 +328,36 @@ async def ffmpeg_slot(wait: float | None = None) -> AsyncIterator[None]:
         yield
     finally:
         slots.release_on_behalf_of(holder)
+
+
+_cutting: dict[tuple, asyncio.Future] = {}  # cuts running now (thumbnails, clips), by what they make
+
+
+async def one_cut(key: tuple, make: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+    """`make()` (which takes an ffmpeg slot and cuts) once for concurrent requests of one key: the
+    others wait for it holding no slot, then read the cache (False, None); the one that made it gets
+    (True, its result). Each waiter used to take a slot and then wait on the file's lock (`one_maker`),
+    so a burst for one new thumbnail or clip held the slots while clips behind it got 503s. Where the
+    request making it gives up (its client left, no slot freed in time), a waiting one makes it."""
+    while (running := _cutting.get(key)) is not None:
+        try:
+            await asyncio.shield(running)
+            return False, None
+        except asyncio.CancelledError:
+            if not running.cancelled():
+                raise  # this request was cancelled, not the cut it waited for
+    done = asyncio.get_running_loop().create_future()
+    _cutting[key] = done
+    try:
+        made = await make()
+    except BaseException:
+        done.cancel()  # the waiters try themselves (an exception set here would be raised in each, or never read)
+        raise
+    finally:
+        if _cutting.get(key) is done:
+            del _cutting[key]
+    done.set_result(None)
+    return True, made
 
 
 def run_tool(cmd: list[str], timeout: float, pass_fds: tuple[int, ...] = (), stop: Callable[[], bool] | None = None) -> int | None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import bisect
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Awaitable, Callable
+from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -174,8 +173,13 @@ async def thumbnail(
         head = Response(media_type="image/jpeg")
         del head.headers["content-length"]  # not "0": its length is unknown until it is cut
         return head
-    if jpeg is None:
-        jpeg = await _cut_once((str(state.thumbs), row["video_id"], t, width), lambda: _cut_in_a_slot(row, store, state, t, width))
+    for _ in range(2):  # a thumbnail another request cut (and then trimmed from the cache at once) is cut here
+        if jpeg is not None:
+            break
+        made, jpeg = await ffmpeg_media.one_cut((str(state.thumbs), row["video_id"], t, width), lambda: _cut_in_a_slot(row, store, state, t, width))
+        if made:
+            break
+        jpeg = await anyio.to_thread.run_sync(_cached_thumbnail, row, store, state, t, width)  # another request's cut
     if jpeg is None:
         raise HTTPException(404, f"no frame at t={t:.2f} in video {row['video_id']}")
     return jpeg_response(request, jpeg)
@@ -184,34 +188,6 @@ async def thumbnail(
 async def _cut_in_a_slot(row: dict, store, state, t: float, width: int) -> bytes | None:
     async with ffmpeg_slot(ffmpeg_media.THUMB_WAIT):
         return await anyio.to_thread.run_sync(_cut_thumbnail, row, store, state, t, width)
-
-
-_cutting: dict[tuple, asyncio.Future] = {}  # thumbnails being cut now, by (cache, video, t, width)
-
-
-async def _cut_once(key: tuple, make: Callable[[], Awaitable[bytes | None]]) -> bytes | None:
-    """`make()` once for concurrent requests of one thumbnail: the others wait for its answer holding
-    no ffmpeg slot (each took a slot and then waited on the cut's file lock, while clips behind them
-    got 503s). Where the request making it gives up (its client left, no slot freed in time), a
-    waiting one makes it itself."""
-    while (running := _cutting.get(key)) is not None:
-        try:
-            return await asyncio.shield(running)
-        except asyncio.CancelledError:
-            if not running.cancelled():
-                raise  # this request was cancelled, not the cut it waited for
-    done = asyncio.get_running_loop().create_future()
-    _cutting[key] = done
-    try:
-        jpeg = await make()
-    except BaseException:
-        done.cancel()  # the waiters try themselves (an exception set here would be raised in each, or never read)
-        raise
-    finally:
-        if _cutting.get(key) is done:
-            del _cutting[key]
-    done.set_result(jpeg)
-    return jpeg
 
 
 def _cached_thumbnail(row: dict, store, state, t: float, width: int) -> bytes | None:

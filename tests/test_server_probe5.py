@@ -150,9 +150,10 @@ def test_a_thumbnail_burst_leaves_sync_routes_answering(shared_library, slow_ffm
         assert len(codes) == 10 and set(codes) <= {200, 404, 503}, codes  # (404: the cut killed; 503: a wait past 3 s)
 
 
-def test_requests_for_one_thumbnail_wait_for_its_cut_without_holding_slots(shared_library, slow_ffmpeg, monkeypatch):
-    """Each of several requests for one thumbnail took an ffmpeg slot and then waited on the cut's
-    file lock, so a clip behind them found no slot (503): they now wait for the one cut, slotless."""
+@pytest.mark.parametrize("same", [("thumbnail", {"t": 4.2, "width": 640}), ("clip", {"start": 4.17, "end": 5.93})])
+def test_requests_for_one_cut_wait_for_it_without_holding_slots(shared_library, slow_ffmpeg, monkeypatch, same):
+    """Each of several requests for one thumbnail (or clip) took an ffmpeg slot and then waited on the
+    cut's file lock, so a clip behind them found no slot (503): they now wait for the one cut, slotless."""
     settings, _ = shared_library
     monkeypatch.setattr(media, "ffmpeg_slot_count", lambda: 2)
     monkeypatch.setattr(media, "FFMPEG_WAIT", 1.5)
@@ -166,10 +167,11 @@ def test_requests_for_one_thumbnail_wait_for_its_cut_without_holding_slots(share
             except httpx.HTTPError as exc:
                 answers[name] = exc
 
-        same = [threading.Thread(target=get, args=(f"thumb{i}", f"/v1/videos/{hd}/thumbnail", {"t": 4.2, "width": 640})) for i in range(4)]
+        route, params = same
+        same = [threading.Thread(target=get, args=(f"same{i}", f"/v1/videos/{hd}/{route}", params)) for i in range(4)]
         for t in same:
             t.start()
-        assert _wait_for(lambda: len(slow_ffmpeg.started()) == 1, 10), "the thumbnail never reached ffmpeg"
+        assert _wait_for(lambda: len(slow_ffmpeg.started()) == 1, 10), "the first cut never reached ffmpeg"
         time.sleep(0.5)  # the other three are waiting
         clip = threading.Thread(target=get, args=("clip", f"/v1/videos/{hd}/clip", {"start": 1.37, "end": 2.91}))
         clip.start()
@@ -179,7 +181,7 @@ def test_requests_for_one_thumbnail_wait_for_its_cut_without_holding_slots(share
             os.kill(pid, 9)
         for t in [*same, clip]:
             t.join(timeout=30)
-        assert len(slow_ffmpeg.started()) == 2  # one cut for the four requests
+        assert len(slow_ffmpeg.started()) == 2  # one cut for the four requests (and one for the other clip)
 
 
 # -- 3: HEAD on clips and thumbnails never makes them ------------------------------------------------
