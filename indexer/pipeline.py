@@ -82,6 +82,15 @@ class RunSummary:
         return {**self.__dict__, "elapsed": round(self.elapsed, 3), "video_seconds": round(self.video_seconds, 3)}
 
 
+def _covered_by(roots: list[Path]) -> Callable[[str], bool]:
+    """Whether a stored path lies under `roots`: inside a folder given, or a file or object named."""
+    local = [r for r in roots if not objectstore.is_uri(r)]
+    dirs = tuple(os.path.join(os.path.abspath(r), "") for r in local if Path(r).is_dir())
+    dirs += tuple(objectstore.normalize(r).rstrip("/") + "/" for r in roots if objectstore.is_uri(r))
+    singles = {os.path.abspath(r) for r in local if not Path(r).is_dir()} | {objectstore.normalize(r) for r in roots if objectstore.is_uri(r)}
+    return lambda p: local_path(p).startswith(dirs) or local_path(p) in singles
+
+
 class Progress:
     """What the pipeline reports as it goes; the CLI renders it as a rich progress bar. `heartbeat`
     (a decoder is working) and `poll` (the run is waiting) let an owner stop the run: they may raise,
@@ -239,45 +248,36 @@ class IndexRun:
                 todo.append(src)
         return todo
 
-    def gone_files(self, roots: list[Path], keep: set[str]) -> list[str]:
+    def gone_files(self, roots: list[Path], keep: set[str], files=None) -> list[str]:
         """What `prune` forgets: stored files under `roots` (folders walked, files named) that the walk
-        did not find (`keep`: what it found and what it could not use), and local files not on disk."""
-        local = [r for r in roots if not objectstore.is_uri(r)]
-        dirs = [os.path.abspath(r) + os.sep for r in local if Path(r).is_dir()]
-        singles = {os.path.abspath(r) for r in local if not Path(r).is_dir()}
-        # objects: only what a given prefix (or object) covers; there is no cheap "does it exist" for the rest
-        dirs += [objectstore.normalize(r).rstrip("/") + "/" for r in roots if objectstore.is_uri(r)]
-        singles |= {objectstore.normalize(r) for r in roots if objectstore.is_uri(r)}
-        files = self.store.files()
+        did not find (`keep`: what it found and what it could not use), and local files not on disk.
+        `files`: the `files` table when the caller has read it."""
+        covered = _covered_by(roots)
+        files = self.store.files() if files is None else files
         return [
             p
             for p in files["path"].to_pylist()
-            if p not in keep
-            and (any(local_path(p).startswith(d) for d in dirs) or local_path(p) in singles
-                 or (not objectstore.is_uri(p) and not os.path.lexists(local_path(p))))
-        ]  # fmt: skip
+            if p not in keep and (covered(p) or (not objectstore.is_uri(p) and not os.path.lexists(local_path(p))))
+        ]
 
     def count_gone(self, roots: list[Path], found: set[str]) -> int:
         """Indexed local files under `roots` that are no longer on disk (`found`: what the walk found,
         not looked at again): an `index` run keeps them (a folder on a drive that is not mounted must
         not empty the index) and says how many there are, since search still returns them; `reindex`
         drops them. Objects are not counted (no cheap "does it exist")."""
-        local = [os.path.abspath(r) for r in roots if not objectstore.is_uri(r)]
-        dirs = tuple(r.rstrip(os.sep) + os.sep for r in local if Path(r).is_dir())
-        singles = {r for r in local if not Path(r).is_dir()}
+        covered = _covered_by(roots)
         files = self.store.files()
         return sum(
             1
             for p, st in zip(files["path"].to_pylist(), files["status"].to_pylist())
-            if st == "indexed" and p not in found and not objectstore.is_uri(p)
-            and (local_path(p).startswith(dirs) or local_path(p) in singles) and not os.path.lexists(local_path(p))
-        )  # fmt: skip
+            if st == "indexed" and p not in found and not objectstore.is_uri(p) and covered(p) and not os.path.lexists(local_path(p))
+        )
 
     def prune(self, roots: list[Path], keep: set[str]) -> None:
         """Forget files under `roots` that are gone, and the videos no file points at any more: now where the
         walk found no new path, else at the end of the run, once the files that moved have been linked."""
         files = self.store.files()
-        gone = self.gone_files(roots, keep)
+        gone = self.gone_files(roots, keep, files)
         self.store.forget_files(gone)
         known = set(files["path"].to_pylist())
         if not any(path not in known for path in keep):
