@@ -228,8 +228,10 @@ def no_results_text(query: str, examples: dict, last: SearchResponse | None) -> 
         best = re.search(r"relevance is (\d+%)", last.message)
         under = f"the best was {best.group(1)}, under" if best else "all under"
         why = f" Nothing matched well enough ({under} the {last.min_relevance:.0%} threshold)."
-    weak = "" if st.session_state.get("weak") else ", or “Show weak matches” in the sidebar"  # not when it is on already
-    return f"**No results** for “{asked}”.{why} Try other words, more channels{', looser filters' if weak else ' or looser filters'}{weak}."
+    tips = ["other words", "more channels", "looser filters"]
+    if not st.session_state.get("weak"):  # not when it is on already
+        tips.append("“Show weak matches” in the sidebar")
+    return f"**No results** for “{asked}”.{why} Try {', '.join(tips[:-1])}, or {tips[-1]}."
 
 
 def render() -> None:
