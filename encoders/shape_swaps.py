@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SHAPES", "swap_shapes"]
+__all__ = ["SHAPES", "named_shape", "swap_shapes"]
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
 _NOUNS: dict[str, tuple[str, ...]] = {
@@ -28,6 +28,17 @@ _NOUNS: dict[str, tuple[str, ...]] = {
 _SHAPE_OF = {noun: shape for shape, nouns in _NOUNS.items() for noun in nouns}
 _NOUN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _SHAPE_OF), key=len, reverse=True)) + r")\b", re.IGNORECASE)
 _QUOTED = re.compile(r'"[^"]*"|\u201c[^\u201d]*\u201d')
+# A search query is written by whoever asks: more words (and plurals) than the training swap reads.
+_SEARCH_NOUNS: dict[str, tuple[str, ...]] = {
+    "circle": ("circle", "circles", "circular", "ball", "balls", "disc", "discs", "disk", "disks", "orb", "orbs", "sphere", "spheres",
+               "dot", "dots", "round figure", "round shape", "round object", "round thing"),
+    "square": ("square", "squares", "box", "boxes", "block", "blocks", "cube", "cubes", "tile", "tiles", "quadrilateral",
+               "square figure", "square shape"),
+    "triangle": ("triangle", "triangles", "triangular", "three-sided", "three sided", "wedge", "wedges", "pyramid", "pyramids"),
+    "star": ("star", "stars", "starburst", "star-shaped", "star shaped", "five-pointed", "five pointed", "pentagram"),
+}
+_SEARCH_SHAPE_OF = {noun: shape for shape, nouns in _SEARCH_NOUNS.items() for noun in nouns}
+_SEARCH_NOUN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _SEARCH_SHAPE_OF), key=len, reverse=True)) + r")\b", re.IGNORECASE)
 
 
 def unquoted_spans(caption: str) -> list[tuple[int, int]]:
@@ -38,6 +49,13 @@ def unquoted_spans(caption: str) -> list[tuple[int, int]]:
         last = q.end()
     spans.append((last, len(caption)))
     return spans
+
+
+def named_shape(caption: str) -> str | None:
+    """The one shape a query names, in SHAPES (None when it names none, or several that differ);
+    quoted words (speech, on-screen text) do not count."""
+    found = {_SEARCH_SHAPE_OF[m.group(0).lower()] for a, b in unquoted_spans(caption) for m in _SEARCH_NOUN.finditer(caption, a, b)}
+    return found.pop() if len(found) == 1 else None
 
 
 def swap_shapes(caption: str) -> list[str]:

@@ -57,15 +57,17 @@ def where_cues(cells: Tensor, mask: Tensor) -> Tensor:
     return where_cues_and_strength(cells, mask)[0]
 
 
-def where_cues_and_strength(cells: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def where_cues_and_strength(cells: Tensor, mask: Tensor, with_change: bool = False) -> tuple[Tensor, ...]:
     """`where_cues`, and how strongly something stands out in each frame [B, T]: the largest excess
     of a cell's change over the frame's mean change (summed over the 3 channels, pixels in [0, 1]). A
-    static shot's sensor or compression noise stands out by ~0.01-0.03; a thing that moves by tenths."""
+    static shot's sensor or compression noise stands out by ~0.01-0.03; a thing that moves by tenths.
+    `with_change`: also each cell's change itself, unsmoothed [B, T, G, G] (encoders/silhouettes.py
+    reads the moving thing's outline from it)."""
     b, t, c, g, _ = cells.shape
     x = cells.float().masked_fill(~mask.to(torch.bool).view(b, t, 1, 1, 1), float("nan"))
     background = torch.nanmedian(x.flatten(3), dim=1).values.view(b, 1, c, g, g)
-    change = (x - background).abs().sum(2).nan_to_num(0.0)  # [B, T, G, G]
-    change = F.avg_pool2d(change.view(b * t, 1, g, g), 3, 1, 1, count_include_pad=False).view(b, t, g, g)
+    raw = (x - background).abs().sum(2).nan_to_num(0.0)  # [B, T, G, G]
+    change = F.avg_pool2d(raw.view(b * t, 1, g, g), 3, 1, 1, count_include_pad=False).view(b, t, g, g)
     excess = (change - change.mean((2, 3), keepdim=True)).clamp_min(0)
     weight = excess**2
     axis = torch.linspace(-1.0, 1.0, g)
@@ -77,7 +79,8 @@ def where_cues_and_strength(cells: Tensor, mask: Tensor) -> tuple[Tensor, Tensor
     # a dark object then becomes the background at both places and the cues swap): no cue
     enough = (mask.to(torch.bool).sum(1, keepdim=True) >= 3).unsqueeze(-1)
     keep = mask.to(cue.dtype).unsqueeze(-1) * enough.to(cue.dtype)
-    return cue * keep, excess.flatten(2).max(-1).values * keep[..., 0]
+    out = (cue * keep, excess.flatten(2).max(-1).values * keep[..., 0])
+    return (*out, raw * keep[..., 0, None, None]) if with_change else out
 
 
 def frame_cues(frames: np.ndarray, owner: np.ndarray, batch: int = 64, min_strength: float = 0.0) -> np.ndarray:
@@ -89,17 +92,20 @@ def frame_cues(frames: np.ndarray, owner: np.ndarray, batch: int = 64, min_stren
     return floor_cues(cues, strength, min_strength) if min_strength > 0 else cues
 
 
-def frame_cues_and_strength(frames: np.ndarray, owner: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def frame_cues_and_strength(frames: np.ndarray, owner: np.ndarray, batch: int = 64, with_change: bool = False) -> tuple[np.ndarray, ...]:
     """`frame_cues` (N, 2) and each frame's strength (N,): read once, the model's head takes the cues
-    as they are and the stored cues leave out the weak ones (`floor_cues`)."""
+    as they are and the stored cues leave out the weak ones (`floor_cues`). `with_change`: also each
+    frame's cell change (N, CUE_GRID, CUE_GRID) against its video's background (the silhouettes)."""
     if len(frames) == 0:
-        return np.zeros((0, CUES), np.float32), np.zeros(0, np.float32)
+        empty = (np.zeros((0, CUES), np.float32), np.zeros(0, np.float32))
+        return (*empty, np.zeros((0, CUE_GRID, CUE_GRID), np.float32)) if with_change else empty
     cells = torch.cat([cue_cells(torch.from_numpy(np.ascontiguousarray(frames[i : i + batch])).permute(0, 3, 1, 2).float().div_(255.0))
                        for i in range(0, len(frames), batch)]).numpy()  # fmt: skip
     owner = np.asarray(owner)
     starts = np.concatenate([[0], np.flatnonzero(np.diff(owner)) + 1])
     out = np.zeros((len(frames), CUES), np.float32)
     strengths = np.zeros(len(frames), np.float32)
+    changes = np.zeros((len(frames), CUE_GRID, CUE_GRID), np.float32) if with_change else None
     lo = 0
     while lo < len(starts):  # a few videos at a time: the padded median is ~5 copies of their cells
         hi = lo + 1
@@ -107,11 +113,13 @@ def frame_cues_and_strength(frames: np.ndarray, owner: np.ndarray, batch: int = 
             hi += 1
         a, b = starts[lo], (starts[hi] if hi < len(starts) else len(frames))
         padded, mask = _pad_by_owner(cells[a:b], owner[a:b])
-        cue, strength = where_cues_and_strength(torch.from_numpy(padded), torch.from_numpy(mask))
-        out[a:b] = cue.numpy()[mask]
-        strengths[a:b] = strength.numpy()[mask]
+        read = where_cues_and_strength(torch.from_numpy(padded), torch.from_numpy(mask), with_change)
+        out[a:b] = read[0].numpy()[mask]
+        strengths[a:b] = read[1].numpy()[mask]
+        if with_change:
+            changes[a:b] = read[2].numpy()[mask]
         lo = hi
-    return out, strengths
+    return (out, strengths, changes) if with_change else (out, strengths)
 
 
 def floor_cues(cues: np.ndarray, strength: np.ndarray, min_strength: float = CUE_MIN_STRENGTH) -> np.ndarray:

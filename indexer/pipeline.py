@@ -18,6 +18,7 @@ marked `deleted`) until it is named again: `vidsearch index path/to/file.mp4`, o
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import queue
@@ -34,8 +35,11 @@ from vidsearch import objectstore
 from vidsearch.config import Settings
 from vidsearch.cores import usable_cores
 from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # cheap: MiniLM loads on first use
+from vidsearch.encoders.silhouettes import frame_silhouettes, unit_silhouettes
+from vidsearch.encoders.sound_cues import SoundCueReader
+from vidsearch.encoders.speech import SAMPLE_RATE as SPEECH_RATE
 from vidsearch.encoders.speech import stream_audio
-from vidsearch.encoders.temporal import frame_cues_and_strength, unit_where_cues
+from vidsearch.encoders.temporal import CUE_MIN_STRENGTH, frame_cues_and_strength, per_unit_mean, unit_where_cues
 from vidsearch.store import EncodedVideo, Store, local_path, metadata_json, path_key, readable_name
 
 from .container_text import container_spans
@@ -122,6 +126,7 @@ class _Video:
     unit_start: list[np.ndarray] = field(default_factory=list)
     unit_end: list[np.ndarray] = field(default_factory=list)
     unit_cues: list[np.ndarray] = field(default_factory=list)  # where what moved is, per unit (motion channel)
+    unit_shapes: list[np.ndarray] = field(default_factory=list)  # the outline of what moved, per unit (shape channel)
     waiting: int = 0  # frames in the encoder buffer
     finished: Finished | None = None
     failed: bool = False
@@ -146,6 +151,13 @@ class _EncodeBuffer:
         self.chunks = [(v, c) for v, c in self.chunks if v is not video]
         self.done = [v for v in self.done if v is not video]
         video.waiting = 0
+
+
+def _tapped(blocks: Iterable[np.ndarray], also: Callable[[np.ndarray], None]) -> Iterable[np.ndarray]:
+    """The blocks as they come, each also handed to `also` (one decode read two ways)."""
+    for block in blocks:
+        also(block)
+        yield block
 
 
 class IndexRun:
@@ -683,9 +695,11 @@ class IndexRun:
         ends = np.concatenate([c.unit_end for _, c in chunks])
         owner = np.repeat([index[v] for v, _ in chunks], [len(c.frames) for _, c in chunks])
         with self._turns():
-            frame_cues = frame_cues_and_strength(frames, owner)  # read once: the model's head and the stored cues
-            vectors, u_start, u_end, u_owner = self.backbone.encode_units(frames, starts, ends, owner, self.batch_size, cues=frame_cues[0])
-            cues = unit_where_cues(frames, starts, ends, owner, u_start, u_owner, frame_cues)  # the motion channel reads these
+            cue, strength, change = frame_cues_and_strength(frames, owner, with_change=True)  # read once: the head, cues, outlines
+            vectors, u_start, u_end, u_owner = self.backbone.encode_units(frames, starts, ends, owner, self.batch_size, cues=cue)
+            cues = unit_where_cues(frames, starts, ends, owner, u_start, u_owner, (cue, strength))  # the motion channel reads these
+            shapes = unit_silhouettes(frame_silhouettes(change, strength >= CUE_MIN_STRENGTH),
+                                      lambda v: per_unit_mean(v, starts, ends, owner, u_start, u_owner))  # the shape channel's
         bounds = np.searchsorted(u_owner, np.arange(len(videos) + 1))  # units come back grouped by video
         for i, video in enumerate(videos):
             a, b = bounds[i], bounds[i + 1]
@@ -693,6 +707,7 @@ class IndexRun:
             video.unit_start.append(u_start[a:b])
             video.unit_end.append(u_end[a:b])
             video.unit_cues.append(cues[a:b])
+            video.unit_shapes.append(shapes[a:b])
             video.waiting = 0
 
     def _complete(self, video: _Video) -> None:
@@ -742,6 +757,7 @@ class IndexRun:
             unit_end=unit_end,
             unit_vectors=vectors,
             unit_cues=np.concatenate(video.unit_cues),
+            unit_shapes=np.concatenate(video.unit_shapes),
             seg_kind=segs.kind,
             seg_start=segs.start,
             seg_end=segs.end,
@@ -749,26 +765,37 @@ class IndexRun:
             audio_start=audio[0],
             audio_end=audio[1],
             audio_vectors=audio[2],
+            sound_cues=audio[3],
             files=[self._file_row(src, item.video_id, "indexed", "; ".join(warnings) or None)],
             spans=spans,
         )
 
     def _audio(self, video: _Video, warnings: list[str]) -> tuple:
-        """Audio tokens from the soundtrack, streamed from ffmpeg (bounded memory); a failure is a warning."""
+        """Audio tokens from the soundtrack (where the model has an audio tower) and its sound cues
+        (encoders/sound_cues.py: for every model, the sound channel's), both read from one stream from
+        ffmpeg (bounded memory); a failure is a warning and the visual index is kept."""
         info = video.probe
-        if self.audio_encoder is None or info is None or not info.has_audio:
-            return None, None, None
+        if info is None or not info.has_audio:
+            return None, None, None, None
+        encoder = self.audio_encoder
         try:
             with self._turns():
-                rate = getattr(getattr(self.backbone, "audio_tower", None), "sample_rate", None)  # CLAP: 48 kHz
-                audio = stream_audio(media_location(video.item.source), *([rate] if rate else []), stream=info.audio_stream)
-                starts, ends, vectors = self.audio_encoder(audio)
+                rate = getattr(getattr(self.backbone, "audio_tower", None), "sample_rate", None) if encoder is not None else None  # CLAP: 48 kHz
+                reader = SoundCueReader(rate or SPEECH_RATE)
+                audio = _tapped(stream_audio(media_location(video.item.source), rate or SPEECH_RATE, stream=info.audio_stream), reader.feed)
+                if encoder is not None:
+                    starts, ends, vectors = encoder(audio)
+                else:
+                    collections.deque(audio, maxlen=0)  # the cues only
+                    vectors = ()
         except Exception as exc:  # noqa: BLE001 - the visual index is kept
             warnings.append(f"audio: {exc}")
-            return None, None, None
+            return None, None, None, None
+        sound = reader.rows()
+        sound[:, 0] += info.audio_start
         if not len(vectors):
-            return None, None, None
-        return starts + info.audio_start, ends + info.audio_start, vectors
+            return None, None, None, sound
+        return starts + info.audio_start, ends + info.audio_start, vectors, sound
 
     # -- outcomes ------------------------------------------------------------------------------
     def _link(self, src: Source, video_id: str) -> None:

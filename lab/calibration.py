@@ -150,10 +150,11 @@ def collect(engine, queries: list[LabelledQuery], progress=None) -> Observations
     return Observations(queries, xs, ys, alls)
 
 
-def fit(obs: Observations, fingerprint, c: float = 1.0) -> Calibration:
+def fit(obs: Observations, fingerprint, c: float = 1.0, text_channels: tuple[str, ...] | None = None) -> Calibration:
     """The two-route model of search/relevance.py (everything seen, or the words alone; either makes
     a result relevant) fitted jointly by maximum likelihood on the fit split's rows, L2-penalised as
-    scikit-learn's logistic regression with C=c; the default threshold: `default_threshold`."""
+    scikit-learn's logistic regression with C=c; the default threshold: `default_threshold`, given
+    the timed text channels the index holds (None: not known)."""
     x, y = obs.rows("fit")
     n_fit = sum(q.split == "fit" for q in obs.queries)
     if n_fit < MIN_QUERIES or y.sum() < 20 or (1 - y).sum() < 20:
@@ -176,7 +177,7 @@ def fit(obs: Observations, fingerprint, c: float = 1.0) -> Calibration:
         mean=tuple(mean.tolist()), scale=tuple(scale.tolist()), coef=tuple(w_all.tolist()), intercept=b_all,
         threshold=0.5, lo=tuple(lo.tolist()), hi=tuple(hi.tolist()), words_coef=tuple(w_words.tolist()), words_intercept=b_words,
     )  # fmt: skip
-    return replace(cal, threshold=default_threshold(cal, obs))
+    return replace(cal, threshold=default_threshold(cal, obs, text_channels))
 
 
 def _fit_two_routes(z: np.ndarray, zw: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float, np.ndarray, float]:
@@ -210,16 +211,25 @@ def _fit_two_routes(z: np.ndarray, zw: np.ndarray, y: np.ndarray, c: float) -> t
     return w, float(b), v, float(d)
 
 
-def default_threshold(cal: Calibration, obs: Observations) -> float:
+def default_threshold(cal: Calibration, obs: Observations, text_channels: tuple[str, ...] | None = None) -> float:
     """The min_relevance searches use by default: on the fit split, the one that best `balance`s absent
     things returning nothing against answerable queries keeping a relevant result, among those that
     keep, for every kind of answerable query, at least KEEP_SHARE of the queries that find a relevant
     result with no threshold. Without that floor a weak model's plateau (each step up hides a few
     more near misses and a few more right answers) walks the threshold up until caption searches
-    come back empty while the easy kinds (words said or shown) still pass."""
+    come back empty while the easy kinds (words said or shown) still pass.
+
+    The floor holds for the kinds the index has a channel for: words said (`text_speech`) need speech
+    or subtitles, words shown (`text_screen`) OCR (`text_channels`: the index's timed text channels;
+    None, not known: every kind). On an index built without them the frames find such a phrase only
+    where it also describes the picture, and those few would otherwise hold the threshold at the
+    grid's bottom, returning something for every absent thing (measured: 0.02 on the visual-only
+    corpus once the shape and sound channels made captions' relevance sharper)."""
     grid = np.round(np.arange(0.02, 0.96, 0.01), 2)
     base = threshold_figures(cal, obs, "fit", 0.0)
-    kinds = [k for k in base if k.startswith("kept:") and k != "kept:recall"]
+    channel_of = {"kept:text_speech": ("speech", "subtitle"), "kept:text_screen": ("ocr",)}
+    kinds = [k for k in base if k.startswith("kept:") and k != "kept:recall"
+             and (text_channels is None or k not in channel_of or set(channel_of[k]) & set(text_channels))]  # fmt: skip
     score = []
     for t in grid:
         figures = threshold_figures(cal, obs, "fit", t)

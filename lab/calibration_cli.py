@@ -70,13 +70,13 @@ def calibrate_command(
     with Progress(TextColumn("searching labelled queries"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task("q", total=len(queries))
         obs = collect(engine, queries, progress=lambda: bar.advance(task))
+    timed = list(timed_text_channels(engine.text_channels.sources() if engine.text_channels else []))
     try:
-        cal = fit(obs, engine.backbone.fingerprint)
+        cal = fit(obs, engine.backbone.fingerprint, text_channels=tuple(timed))
     except ValueError as exc:
         _fail(str(exc))
     held = report(cal, obs, "held_out") if any(q.split == "held_out" for q in queries) else None
     fitted = report(cal, obs, "fit")
-    timed = list(timed_text_channels(engine.text_channels.sources() if engine.text_channels else []))
     cal = type(cal)(**{**cal.__dict__, "fitted_on": {"labels": str(data), "text_channels": timed, "queries": fitted["queries"], "rows": fitted["rows"], "ece_fit": fitted["ece"],
                                                       **({"ece_held_out": held["ece"]} if held else {})}})  # fmt: skip
     target = cal.save(out_path or settings.db / DB_FILE)

@@ -27,7 +27,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from vidsearch.encoders.sound_cues import SOUND_COLUMNS
+from vidsearch.encoders.sound_cues import WINDOW as SOUND_WINDOW
+
 from .features import VideoFeatures
+from . import shape_channel, sound_channel
 from .motion_channel import MIN_UNITS, MOTION_WEIGHT, agreement, window_velocity
 
 __all__ = ["AUDIO_WEIGHT", "EVENT_WEIGHT", "WINDOW_SECONDS", "best_window", "best_windows"]
@@ -91,12 +95,13 @@ def _full_windows(keys: np.ndarray, video: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarray] | None = None, use_audio: bool = True,
-                 motion: str | None = None) -> np.ndarray:  # fmt: skip
+                 motion: str | None = None, shape: str | None = None, sound: str | None = None) -> np.ndarray:  # fmt: skip
     """Each candidate's best window score: (N,) for one query (D,), (N, Q) for queries (Q, D).
     `keep`: per candidate, the units inside the search's time window (windows are made of those
     only); a candidate with none scores 0. `motion`: the one motion the query names (motion_channel.py),
-    whose agreement with each window's moving thing is added. All candidates are scored at once, on
-    one time axis."""
+    whose agreement with each window's moving thing is added; `shape`: likewise the one shape it names
+    (shape_channel.py) and each window's outline; `sound`: the one sound it names (sound_channel.py) and
+    each window's soundtrack. All candidates are scored at once, on one time axis."""
     queries = np.atleast_2d(q).astype(np.float32)
     n, dim = len(feats), queries.shape[1]
     out = np.zeros((n, len(queries)), np.float32)
@@ -107,7 +112,9 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
     with_audio = [use_audio and len(c) > 0 and f.audio_vectors.ndim == 2 and len(f.audio_vectors) > 0 and f.audio_vectors.shape[1] == dim
                   for f, c in zip(feats, centres)]  # fmt: skip
     a_centres = [(f.audio_start + f.audio_end) / 2 if ok else np.zeros(0, np.float32) for f, ok in zip(feats, with_audio)]
-    spans = np.array([max(float(c.max(initial=0.0)), float(a.max(initial=0.0))) for c, a in zip(centres, a_centres)])
+    s_centres = [f.sound[:, 0] + SOUND_WINDOW / 2 if sound is not None and len(f.sound) else np.zeros(0, np.float32) for f in feats]
+    spans = np.array([max(float(c.max(initial=0.0)), float(a.max(initial=0.0)), float(r.max(initial=0.0)))
+                      for c, a, r in zip(centres, a_centres, s_centres)])  # fmt: skip
     offsets = _offsets(spans)
     keys, order, video = _on_one_axis(centres, offsets)
     some = [i for i, c in enumerate(centres) if len(c)]  # a video with nothing kept adds no rows (its vectors may be (0, 0))
@@ -134,6 +141,20 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
         velocity, ok, cued = window_velocity(keys - offsets[video], cues, lo, hi)  # each video's own times
         still = known[lo] & (hi - lo >= MIN_UNITS) & (cued == 0)  # enough units, none saw anything move
         score += MOTION_WEIGHT * agreement(velocity, ok, motion, still)[:, None]
+    if shape is not None:
+        outlines = np.concatenate([_shapes_of(feats[i], kept[i]) for i in some])
+        harmonics, weight = shape_channel.window_harmonics(outlines if order is None else outlines[order], lo, hi)
+        score += shape_channel.SHAPE_WEIGHT * shape_channel.agreement(harmonics, weight, shape)[:, None]
+    if sound is not None:  # the rows whose frame starts inside each window (their own time grid)
+        s_keys, s_order, _ = _on_one_axis(s_centres, offsets)
+        rows = np.concatenate([f.sound if len(c) else np.zeros((0, SOUND_COLUMNS), np.float32) for f, c in zip(feats, s_centres)])
+        if s_order is not None:
+            rows = rows[s_order]
+        s_starts = s_keys - SOUND_WINDOW / 2
+        slo = np.searchsorted(s_starts, start_keys, side="left")
+        shi = np.searchsorted(s_starts, start_keys + WINDOW_SECONDS - SOUND_WINDOW, side="right")
+        reading = sound_channel.window_sound(rows, slo, np.maximum(shi, slo))
+        score += sound_channel.SOUND_WEIGHT * sound_channel.agreement(reading, sound)[:, None]
     # per video, the best of its windows (one window starts at each unit; units are grouped by video)
     bounds = np.flatnonzero(np.r_[True, video[1:] != video[:-1]])
     out[video[bounds]] = np.maximum.reduceat(score, bounds, axis=0)
@@ -145,6 +166,13 @@ def _cues_of(f: VideoFeatures, kept: np.ndarray) -> np.ndarray:
     if len(f.cues) != len(f.start):
         return np.zeros((int(kept.sum()), 2), np.float32)
     return f.cues if kept.all() else f.cues[kept]
+
+
+def _shapes_of(f: VideoFeatures, kept: np.ndarray) -> np.ndarray:
+    """A video's kept units' silhouette readings, zeros (none) where the index stored none for it."""
+    if len(f.shapes) != len(f.start):
+        return np.zeros((int(kept.sum()), f.shapes.shape[1]), np.float32)
+    return f.shapes if kept.all() else f.shapes[kept]
 
 
 def best_window(q: np.ndarray, f: VideoFeatures, keep: np.ndarray | None = None, use_audio: bool = True) -> np.ndarray:

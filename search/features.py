@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidsearch.schema import UNIT_CUES
+from vidsearch.encoders.silhouettes import SHAPE_COLUMNS
+from vidsearch.encoders.sound_cues import SOUND_COLUMNS
+from vidsearch.schema import SOUND_CUES, UNIT_CUES, UNIT_SHAPES
 from vidsearch.store import FEATURES, Store, sql_in_list
 
 
@@ -31,10 +33,12 @@ class VideoFeatures:
     audio_end: np.ndarray = field(default_factory=lambda: EMPTY)
     audio_vectors: np.ndarray = field(default_factory=lambda: EMPTY.reshape(0, 0))  # (A, D)
     cues: np.ndarray = field(default_factory=lambda: EMPTY.reshape(0, 2))  # (T, 2) where-cues per unit, or (0, 2): none stored
+    shapes: np.ndarray = field(default_factory=lambda: EMPTY.reshape(0, SHAPE_COLUMNS))  # (T, 6) silhouettes per unit, or none stored
+    sound: np.ndarray = field(default_factory=lambda: EMPTY.reshape(0, SOUND_COLUMNS))  # (R, 5) the soundtrack per quarter second, or none
 
     @property
     def nbytes(self) -> int:
-        return self.start.nbytes + self.end.nbytes + self.vectors.nbytes + self.audio_vectors.nbytes + self.cues.nbytes
+        return self.start.nbytes + self.end.nbytes + self.vectors.nbytes + self.audio_vectors.nbytes + self.cues.nbytes + self.shapes.nbytes + self.sound.nbytes
 
 
 def pad_vectors(vectors: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,10 +97,13 @@ class FeatureCache:
     def _load(self, video_ids: list[str]) -> dict[str, VideoFeatures]:
         source = self.store.table(FEATURES)
         with_cues = UNIT_CUES.name in source.schema.names  # an index made before the motion channel has none
+        with_shapes = UNIT_SHAPES.name in source.schema.names  # ... or before the shape channel
+        with_sound = SOUND_CUES.name in source.schema.names  # ... or before the sound channel
         table = (
             source.search()
             .where(f"video_id IN {sql_in_list(video_ids)}")
-            .select(["video_id", "unit_start", "unit_end", "unit_vectors", "audio_start", "audio_end", "audio_vectors"] + ([UNIT_CUES.name] if with_cues else []))
+            .select(["video_id", "unit_start", "unit_end", "unit_vectors", "audio_start", "audio_end", "audio_vectors"]
+                    + [c.name for c, there in ((UNIT_CUES, with_cues), (UNIT_SHAPES, with_shapes), (SOUND_CUES, with_sound)) if there])  # fmt: skip
             .limit(None)
             .to_arrow()
         )
@@ -104,15 +111,20 @@ class FeatureCache:
             return {}
         starts, ends, vectors, bounds = _ragged(table, "unit_start", "unit_end", "unit_vectors")
         a_starts, a_ends, a_vectors, a_bounds = _ragged(table, "audio_start", "audio_end", "audio_vectors")
-        cues, c_bounds = _cues(table) if with_cues else (EMPTY.reshape(0, 2), np.zeros(len(bounds), np.int64))
+        cues, c_bounds = _per_unit_rows(table, UNIT_CUES.name, 2) if with_cues else (EMPTY.reshape(0, 2), np.zeros(len(bounds), np.int64))
+        shapes, s_bounds = _per_unit_rows(table, UNIT_SHAPES.name, SHAPE_COLUMNS) if with_shapes else (EMPTY.reshape(0, SHAPE_COLUMNS), np.zeros(len(bounds), np.int64))
+        sound, r_bounds = _per_unit_rows(table, SOUND_CUES.name, SOUND_COLUMNS) if with_sound else (EMPTY.reshape(0, SOUND_COLUMNS), np.zeros(len(bounds), np.int64))
         ids = table["video_id"].to_pylist()
         return {
             vid: VideoFeatures(
                 starts[a:b].copy(), ends[a:b].copy(), vectors[a:b].copy(),
                 a_starts[c:d].copy(), a_ends[c:d].copy(), a_vectors[c:d].copy(),
                 cues[e:f].copy() if f - e == b - a else EMPTY.reshape(0, 2),
+                shapes[g:h].copy() if h - g == b - a else EMPTY.reshape(0, SHAPE_COLUMNS),
+                sound[i:j].copy(),  # its own time grid: any number of rows
             )  # fmt: skip
-            for vid, a, b, c, d, e, f in zip(ids, bounds[:-1], bounds[1:], a_bounds[:-1], a_bounds[1:], c_bounds[:-1], c_bounds[1:])
+            for vid, a, b, c, d, e, f, g, h, i, j in zip(ids, bounds[:-1], bounds[1:], a_bounds[:-1], a_bounds[1:], c_bounds[:-1], c_bounds[1:],
+                                                        s_bounds[:-1], s_bounds[1:], r_bounds[:-1], r_bounds[1:])
         }
 
 
@@ -134,10 +146,11 @@ def _ragged(table, start_col: str, end_col: str, vec_col: str):
     return starts, ends, vectors, bounds
 
 
-def _cues(table) -> tuple[np.ndarray, np.ndarray]:
-    """The where-cues column -> flat (N, 2) rows plus per-video bounds (an empty or null row holds none)."""
-    column = table[UNIT_CUES.name]
-    return column.combine_chunks().flatten().flatten().to_numpy().astype(np.float32).reshape(-1, 2), _bounds(column)
+def _per_unit_rows(table, name: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A column of rows per video (where-cues, silhouettes, sound cues) -> flat (N, width) rows plus per-video bounds
+    (an empty or null row holds none)."""
+    column = table[name]
+    return column.combine_chunks().flatten().flatten().to_numpy().astype(np.float32).reshape(-1, width), _bounds(column)
 
 
 class QueryVectorCache:

@@ -17,6 +17,8 @@ import numpy as np
 from vidsearch.api_models import TEXT_CHANNELS, Filters, SearchRequest
 
 from .motion_channel import query_motion
+from .shape_channel import query_shape
+from .sound_channel import query_sound
 from .snapshot import Snapshot
 
 __all__ = ["QueryPlan", "SearchError", "TimeWindow", "channel_weights"]
@@ -86,6 +88,16 @@ class QueryPlan:
     def motion(self) -> str | None:
         """The one motion the query's words name (motion_channel.py), else None."""
         return query_motion(self.text)
+
+    @property
+    def shape(self) -> str | None:
+        """The one shape the query's words name (shape_channel.py), else None."""
+        return query_shape(self.text)
+
+    @property
+    def sound(self) -> str | None:
+        """The one sound the query's words name (sound_channel.py), else None."""
+        return query_sound(self.text)
 
     @property
     def use_audio(self) -> bool:

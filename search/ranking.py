@@ -135,7 +135,8 @@ def final_ranking(plan: QueryPlan, pool: CandidatePool, cache: FeatureCache, hea
         out = replace(out, scores=fused, audio_part=part, audio_gate=gate)
     if features:  # plus the best moment where everything the query names happens at once
         # (the window's own audio only where the tokens are in the query's space: the model's own tower)
-        event = best_windows(plan.unit_query, features, in_window, use_audio=plan.use_audio and plan.audio is None, motion=plan.motion)
+        event = best_windows(plan.unit_query, features, in_window, use_audio=plan.use_audio and plan.audio is None,
+                             motion=plan.motion, shape=plan.shape, sound=plan.sound)  # fmt: skip
         out = replace(out, scores=out.scores + EVENT_WEIGHT * event)
     lists, scores = dict(pool.lists), dict(pool.scores)
     weights = {c: w for c, w in plan.weights.items() if c != "audio"}

@@ -146,13 +146,14 @@ class Calibration:
         """P(relevant) for each row of an `evidence` matrix (each feature held to the fitted range)."""
         raw = np.asarray(x, dtype=np.float64).reshape(-1, len(self.features))
         z = self._standardised(raw)
-        p_all = _sigmoid(z @ np.asarray(self.coef) + self.intercept)
-        words = self.words_from if self.words_from is not None else self
-        if words.words_coef is None:
-            return p_all
-        p_words = _sigmoid(words._standardised(raw)[:, [words.features.index(f) for f in WORD_FEATURES]] @ np.asarray(words.words_coef)
-                           + words.words_intercept)  # fmt: skip
-        return 1.0 - (1.0 - p_all) * (1.0 - p_words)
+        miss = 1.0 - _sigmoid(z @ np.asarray(self.coef) + self.intercept)
+        # its own words route as fitted (jointly with the first: it may carry part of the base rate), and
+        # the one borrowed to read words where its own fit saw none (find_calibration)
+        for words in (self, self.words_from):
+            if words is not None and words.words_coef is not None:
+                miss = miss * (1.0 - _sigmoid(words._standardised(raw)[:, [words.features.index(f) for f in WORD_FEATURES]]
+                                              @ np.asarray(words.words_coef) + words.words_intercept))  # fmt: skip
+        return 1.0 - miss
 
     def _standardised(self, x: np.ndarray) -> np.ndarray:
         """Evidence held to the fitted range and standardised as the fit was."""
@@ -163,8 +164,10 @@ class Calibration:
     @property
     def reads_words(self) -> bool:
         """Whether the words route was fitted on text evidence: a fit on an index with no text channel
-        saw no text match (its text features held at 0), and its words route reads nothing."""
-        if self.words_coef is None or max(abs(c) for c in self.words_coef) < 1e-2:
+        saw no text match (its text features held at 0), and its words route reads nothing; nor does
+        one that only learned to distrust text (no positive weight: fitted on the few loose title
+        matches of a visual-only index, as the refit of 2026-12-06 was, -0.18 on both word features)."""
+        if self.words_coef is None or max(self.words_coef) < 1e-2:
             return False
         return self.hi is None or self.hi[self.features.index("text_hits")] > 0
 

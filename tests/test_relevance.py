@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from vidsearch.lab.calibration import LabelledQuery, Observations, fit, report
+from vidsearch.lab.calibration import LabelledQuery, Observations, fit, report, threshold_figures
 from vidsearch.search.ranking import Candidate
 from vidsearch.search.relevance import FEATURES, Calibration, CalibrationError, evidence, find_calibration, shipped_calibrations
 from vidsearch.server import create_app
@@ -193,7 +193,7 @@ def test_a_calibration_fitted_without_text_reads_words_through_one_fitted_with_t
     p, before = chosen.probability(x), visual.probability(x)
     assert before[0] < chosen.threshold and p[0] > 0.5  # the exact title or chapter is found (it was dropped)
     assert p[1] < chosen.threshold  # a loosely related title is not
-    assert p[2] == pytest.approx(before[2], abs=1e-4)  # no text: the visual fit's figure stands (the words route adds ~3e-5)
+    assert p[2] == pytest.approx(before[2], abs=5e-4)  # no text: the visual fit's figure stands (the borrowed route adds ~1e-4)
     assert "words_from" not in chosen.to_json()
 
 
@@ -283,6 +283,34 @@ def test_fit_separates_matches_from_misses_and_is_calibrated():
     with pytest.raises(ValueError, match="need at least 100"):
         fit(synthetic_observations(1, 20, 20), FP())
 
+
+
+def test_the_default_threshold_floor_holds_for_the_kinds_the_index_can_answer():
+    """Words said are answerable on an index with speech; on one without it the frames find a phrase
+    only where it also describes the picture (a weak visual margin). Those must not hold the default
+    threshold at the bottom of the grid there, while with speech (or channels unknown) they do."""
+    rng = np.random.default_rng(5)
+    queries, xs, ys = [], [], []
+    for i in range(600):
+        kind = ("positive", "text_speech", "unrelated")[i % 3]
+        x = np.zeros((10, len(FEATURES)))
+        x[:, 1] = rng.normal(0, 0.05, 10)
+        y = np.zeros(10)
+        if kind != "unrelated":
+            x[0, 1] += 0.3 if kind == "positive" else 0.04
+            y[0] = 1
+        queries.append(LabelledQuery(f"q{i}", frozenset() if kind == "unrelated" else frozenset({"v"}), kind, "fit" if i % 2 else "held_out"))
+        xs.append(x)
+        ys.append(y)
+    obs = Observations(queries, xs, ys, xs)
+    held_low = fit(obs, FP())  # channels not known: every kind keeps its floor
+    with_speech = fit(obs, FP(), text_channels=("ocr", "speech"))
+    visual_only = fit(obs, FP(), text_channels=())
+    assert held_low.threshold == with_speech.threshold < visual_only.threshold, (held_low.threshold, visual_only.threshold)
+    base = threshold_figures(visual_only, obs, "fit", 0.0)
+    at_low, at_visual = (threshold_figures(c, obs, "fit", c.threshold) for c in (with_speech, visual_only))
+    assert at_low["kept:text_speech"] >= 0.5 * base["kept:text_speech"] > 0
+    assert at_visual["empty:unrelated"] > at_low["empty:unrelated"] and at_visual["kept:positive"] > 0.9
 
 # -- what a search does with it -------------------------------------------------------------------------------
 

@@ -69,6 +69,15 @@ def segments_schema(dim: int) -> pa.Schema:
 # write, and a search reads a null or empty list as "no cues" for that video.
 UNIT_CUES = pa.field("unit_cues", pa.list_(pa.list_(pa.float32(), 2)))
 
+# Each unit's silhouette reading (the share of its frames with an outline of what moved, then the
+# outline's radial harmonics 1..5; encoders/silhouettes.py, search/shape_channel.py). Added after
+# UNIT_CUES, the same way: a table without it gets it at its next write, a null row reads as none.
+UNIT_SHAPES = pa.field("unit_shapes", pa.list_(pa.list_(pa.float32(), 6)))
+
+# The soundtrack every quarter second (start, level in dB, peak frequency, tonality, crest;
+# encoders/sound_cues.py, search/sound_channel.py): its own time grid, not the units'. Added the same way.
+SOUND_CUES = pa.field("sound_cues", pa.list_(pa.list_(pa.float32(), 5)))
+
 
 def video_features_schema(dim: int) -> pa.Schema:
     return pa.schema(
@@ -82,6 +91,8 @@ def video_features_schema(dim: int) -> pa.Schema:
             ("audio_end", pa.list_(pa.float32())),
             ("audio_vectors", pa.list_(pa.list_(pa.float32()))),
             UNIT_CUES,
+            UNIT_SHAPES,
+            SOUND_CUES,
         ]
     )
 

@@ -95,6 +95,8 @@ class EncodedVideo:
     audio_end: np.ndarray | None = None
     audio_vectors: np.ndarray | None = None
     unit_cues: np.ndarray | None = None  # (T, 2) where-cues per unit (None: not read; stored empty)
+    unit_shapes: np.ndarray | None = None  # (T, 6) silhouette readings per unit (None: not read; stored empty)
+    sound_cues: np.ndarray | None = None  # (R, 5) the soundtrack every quarter second (None: no soundtrack read; stored empty)
     files: list[dict] = field(default_factory=list)  # `files` rows that point at this video
     spans: list = field(default_factory=list)  # timed text (TextSpan) to embed
     span_rows: pa.Table | None = None  # `spans` rows, embedded
@@ -373,8 +375,9 @@ class Store:
             return
         fp = self._require_fingerprint()
         features_table = self.table(FEATURES)
-        if S.UNIT_CUES.name not in features_table.schema.names:  # an index made before the motion channel:
-            features_table.add_columns(S.UNIT_CUES)  # before anything is written, so a failure leaves no rows
+        for column in (S.UNIT_CUES, S.UNIT_SHAPES, S.SOUND_CUES):  # an index made before the motion, shape or sound channel:
+            if column.name not in features_table.schema.names:
+                features_table.add_columns(column)  # before anything is written, so a failure leaves no rows
         now = time.time()
         n_seg = [len(v.seg_kind) for v in batch]
         vid_per_seg = np.repeat([v.video["video_id"] for v in batch], n_seg)
@@ -416,6 +419,8 @@ class Store:
                     None,
                 ),
                 "unit_cues": _nested([np.zeros((0, 2), np.float32) if v.unit_cues is None else v.unit_cues for v in batch], 2),
+                "unit_shapes": _nested([np.zeros((0, 6), np.float32) if v.unit_shapes is None else v.unit_shapes for v in batch], 6),
+                "sound_cues": _nested([np.zeros((0, 5), np.float32) if v.sound_cues is None else v.sound_cues for v in batch], 5),
             },
             schema=S.video_features_schema(fp.dim),
         )

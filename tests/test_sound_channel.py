@@ -1,0 +1,198 @@
+"""The sound channel (encoders/sound_cues.py, search/sound_channel.py): the indexer stores what the
+soundtrack does every quarter second, and a query that names one sound (silence, a clap, a low, middle
+or high tone) adds how well each window's soundtrack matches it to its event window, so the video
+with the asked-for sound comes first where the pictures are the same."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidsearch.api_models import SearchRequest
+from vidsearch.encoders.sound_cues import SOUND_COLUMNS, SoundCueReader, sound_cues
+from vidsearch.lab import synth
+from vidsearch.search import sound_channel
+from vidsearch.search.event_windows import best_windows
+from vidsearch.search.features import VideoFeatures
+from vidsearch.search.sound_channel import SOUNDS, agreement, named_sound, window_sound
+
+
+def test_the_one_sound_a_query_names():
+    assert named_sound("a red circle slides to the left while a low tone plays") == "low"
+    assert named_sound("a deep beep rings out as a yellow box travels left") == "low"
+    assert named_sound("a mid-pitched beep rings out; a blue ball sinks") == "middle"
+    assert named_sound("a medium-frequency tone sounds as the square rises") == "middle"
+    assert named_sound("the star drops, accompanied by a high-pitched whistle") == "high"
+    assert named_sound("a shrill beep and a green triangle") == "high" and named_sound("a treble note plays") == "high"
+    assert named_sound("hands clap as a blue block drifts left") == "clap" and named_sound("people applaud") == "clap"
+    assert named_sound("a noise burst crackles") == "clap"
+    assert named_sound("a white square sinks and nothing can be heard") == "silence"
+    assert named_sound("no sound at all; a ball rises") == "silence" and named_sound("no tone plays") == "silence"
+    assert named_sound('a ball rises, a voice says "silence please"') is None  # quoted: speech
+    assert named_sound("a high-pitched whistle and a hand clap") is None  # two sounds: which window?
+    for text in ("a dog barks", "a church bell rings", "a siren wails", "the ball climbs high", "a cat", "", None):
+        assert named_sound(text) is None, text
+
+
+SR = 16_000
+
+
+def _signal(kind: str, seconds: float, rng: np.random.Generator, sr: int = SR) -> np.ndarray:
+    """Other sounds than either synthetic renderer's: square-wave tones at other pitches, single
+    hand-clap-like clicks at an irregular pace, a quiet hiss for silence; a faint hum under all."""
+    t = np.arange(int(seconds * sr)) / sr
+    hum = 0.002 * np.sin(2 * np.pi * 50 * t)
+    if kind in ("low", "middle", "high"):
+        hz = {"low": 150.0, "middle": 800.0, "high": 2400.0}[kind]
+        return (0.2 * np.sign(np.sin(2 * np.pi * hz * t)) + hum).astype(np.float32)
+    if kind == "clap":
+        out = hum.copy()
+        at = 0.1
+        while at < seconds - 0.2:
+            a = int(at * sr)
+            n = int(0.04 * sr)
+            out[a : a + n] += 0.6 * rng.uniform(-1, 1, n) * np.exp(-np.arange(n) / (0.008 * sr))
+            at += rng.uniform(0.35, 0.7)
+        return out.astype(np.float32)
+    return (hum + 0.0005 * rng.normal(size=len(t))).astype(np.float32)
+
+
+def test_each_sound_is_read_from_the_signal():
+    """Every kind at two sample rates agrees with its own name (over 0.5) and with no other (under 0)."""
+    rng = np.random.default_rng(2)
+    for sr in (16_000, 48_000):
+        for kind in SOUNDS:
+            rows = sound_cues(_signal(kind, 3.0, rng, sr), sr)
+            reading = window_sound(rows, np.array([0]), np.array([len(rows)]))
+            got = {s: float(agreement(reading, s)[0]) for s in SOUNDS}
+            assert got[kind] > 0.5 and all(v < 0 for s, v in got.items() if s != kind), (sr, kind, got, reading)
+
+
+def test_a_soundtrack_read_in_blocks_reads_as_one():
+    rng = np.random.default_rng(4)
+    x = np.concatenate([_signal(k, 1.3, rng) for k in ("low", "clap", "silence", "high")])
+    whole = sound_cues(x, SR)
+    reader = SoundCueReader(SR)
+    cuts = [0, 1234, 1235, 20_000, 51_111, len(x)]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        reader.feed(x[a:b])
+    streamed = reader.rows()
+    assert streamed.shape == whole.shape and whole.shape[1] == SOUND_COLUMNS
+    np.testing.assert_allclose(streamed, whole, rtol=1e-4, atol=1e-4)
+    assert np.allclose(np.diff(whole[:, 0]), 0.25)  # a row every quarter second, from 0
+    assert sound_cues(np.zeros(0, np.float32), SR).shape == (0, SOUND_COLUMNS)
+    assert len(sound_cues(_signal("low", 0.2, rng), SR)) == 1  # shorter than a frame: one row of what there is
+
+
+def test_a_window_reading_needs_rows():
+    rows = sound_cues(_signal("high", 3.0, np.random.default_rng(0)), SR)
+    reading = window_sound(rows, np.array([0, 0, 3]), np.array([len(rows), 1, 3]))
+    assert reading[:, 4].tolist() == [len(rows), 1, 0]
+    assert agreement(reading, "high").tolist()[1:] == [0.0, 0.0]  # one row, no rows: nothing to tell
+
+
+def test_the_window_whose_sound_is_asked_for_gains():
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(6, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    t = np.arange(6, dtype=np.float32)
+    high = VideoFeatures(t, t + 1, v, sound=sound_cues(_signal("high", 6.0, rng), SR))
+    quiet = VideoFeatures(t, t + 1, v, sound=sound_cues(_signal("silence", 6.0, rng), SR))
+    blind = VideoFeatures(t, t + 1, v)  # indexed before the channel: no sound cues
+    base = best_windows(v[0], [high, quiet, blind])
+    asked = best_windows(v[0], [high, quiet, blind], sound="high")
+    w = sound_channel.SOUND_WEIGHT
+    assert w > 0 and asked[0] == pytest.approx(base[0] + w, abs=1e-5) and asked[1] == pytest.approx(base[1] - w, abs=1e-5)
+    assert asked[2] == pytest.approx(base[2])
+    hushed = best_windows(v[0], [high, quiet], sound="silence")
+    assert hushed[0] == pytest.approx(base[0] - w, abs=1e-5) and hushed[1] == pytest.approx(base[1] + w, abs=1e-5)
+
+
+# -- end to end: one picture, five soundtracks, drawn by the held-out renderer ---------------------------
+
+PHRASES = {"low": "while a deep hum plays", "middle": "while a medium-pitched beep sounds", "high": "with a high-pitched whistle",
+           "clap": "while someone claps", "silence": "in complete silence"}  # fmt: skip
+
+
+def _event(sound: str) -> synth.Event:
+    size, margin = 64, synth.MARGIN
+    far, mid = synth.WIDTH - size - margin, (synth.WIDTH - size) // 2
+    return synth.Event("blue", "circle", "right", sound, "plain", "black", None, None, 0.0, 5.0, size, (margin, mid, far, mid))
+
+
+@pytest.fixture(scope="module")
+def sound_library(tmp_path_factory):
+    from vidsearch.config import load_settings
+    from vidsearch.encoders.backbone import load_backbone
+    from vidsearch.indexer.pipeline import IndexRun, open_store_for
+    from vidsearch.search import open_engine
+
+    root = tmp_path_factory.mktemp("sounds")
+    plans = [synth.VideoPlan(k, "test", (_event(sound),), style="heldout") for k, sound in enumerate(SOUNDS)]
+    (root / "videos").mkdir()
+    (root / "assets").mkdir()
+    assets = synth._Assets(root / "assets")
+    assets.prepare(plans, 2)
+    for p in plans:
+        synth.render_video(p, root, assets, 9)
+    settings = load_settings(None, db=root / "db", model="tiny", speech=False, ocr=False)  # the shipped model
+    backbone = load_backbone("tiny")
+    IndexRun(open_store_for(settings, backbone), backbone, settings).run([root / "videos"])
+    engine = open_engine(settings)
+    files = engine.store.files()
+    names = {v: Path(p).stem for p, v in zip(files["path"].to_pylist(), files["video_id"].to_pylist())}
+    return engine, names, root
+
+
+@pytest.mark.slow
+def test_stored_sound_cues_name_each_videos_sound(sound_library):
+    engine, names, _ = sound_library
+    by_name = {n: v for v, n in names.items()}
+    feats = engine.cache.get_many(list(names))
+    for k, sound in enumerate(SOUNDS):
+        f = feats[by_name[f"synth_{k:05d}"]]
+        assert f.sound.shape[1] == SOUND_COLUMNS and len(f.sound) >= 16  # 5 s: a row every quarter second
+        reading = window_sound(f.sound, np.array([0]), np.array([len(f.sound)]))
+        got = {s: float(agreement(reading, s)[0]) for s in SOUNDS}
+        assert max(got, key=got.get) == sound and got[sound] > 0.5, (sound, got)
+
+
+@pytest.mark.slow
+def test_the_video_with_the_asked_for_sound_comes_first(sound_library):
+    """Five videos of the same blue circle moving right, each with another sound: served search puts
+    the asked-for sound's video first for each of the five."""
+    engine, names, _ = sound_library
+    for k, sound in enumerate(SOUNDS):
+        req = SearchRequest(query=f"a blue ball glides to the right {PHRASES[sound]}", top_k=5, min_relevance=0.0)
+        assert names[engine.rank(engine.plan(req)).candidates[0].video_id] == f"synth_{k:05d}", sound
+
+
+@pytest.mark.slow
+def test_a_model_without_an_audio_tower_stores_sound_cues(sound_library, tmp_path, tiny_backbone):
+    """The cues are read for every model: one whose checkpoint brings no audio tower decodes the
+    soundtrack for them alone; a video without a soundtrack stores none."""
+    from vidsearch.config import load_settings
+    from vidsearch.indexer.pipeline import IndexRun, open_store_for
+    from vidsearch.search.features import FeatureCache
+
+    _, _, root = sound_library
+    (tmp_path / "lib").mkdir()
+    for name in ("synth_00002.mp4", "synth_00004.mp4"):
+        (tmp_path / "lib" / name).write_bytes((root / "videos" / name).read_bytes())
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(root / "videos" / "synth_00000.mp4"), "-an", "-c", "copy", str(tmp_path / "lib" / "mute.mp4")], check=True)
+    settings = load_settings(None, db=tmp_path / "db", model="tiny", pretrained="none", speech=False, ocr=False)
+    assert getattr(tiny_backbone, "audio_tower", None) is None
+    store = open_store_for(settings, tiny_backbone)
+    IndexRun(store, tiny_backbone, settings).run([tmp_path / "lib"])
+    files = store.files()
+    ids = {Path(p).stem: v for p, v in zip(files["path"].to_pylist(), files["video_id"].to_pylist())}
+    feats = FeatureCache(store).get_many(list(ids.values()))
+    assert len(feats) == 3 and all(len(f.audio_vectors) == 0 for f in feats.values())
+    assert len(feats[ids["mute"]].sound) == 0
+    for name, sound in (("synth_00002", "high"), ("synth_00004", "silence")):
+        f = feats[ids[name]]
+        reading = window_sound(f.sound, np.array([0]), np.array([len(f.sound)]))
+        assert len(f.sound) >= 16 and max(SOUNDS, key=lambda s: float(agreement(reading, s)[0])) == sound
