@@ -39,6 +39,14 @@ _SEARCH_NOUNS: dict[str, tuple[str, ...]] = {
 }
 _SEARCH_SHAPE_OF = {noun: shape for shape, nouns in _SEARCH_NOUNS.items() for noun in nouns}
 _SEARCH_NOUN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _SEARCH_SHAPE_OF), key=len, reverse=True)) + r")\b", re.IGNORECASE)
+# everyday phrases where the word names no outline: a place, a job, a measure, a thing's use
+_NOT_A_SHAPE = re.compile(r"\b(?:(?:times|town|village|market|city|public|main|trafalgar|union|tiananmen|st\.?|saint) squares?|"
+                          r"square (?:meters?|metres?|feet|foot|miles?|kilometers?|kilometres?|inches?|yards?|roots?|deal|meal|one|dance)|"
+                          r"fair and square|box office|boxing|(?:movie|film|rock|pop|tv|porn|football|soccer|basketball|super|guest|youtube|"
+                          r"rising|north|lone|morning|evening|shooting|death|five|four|three|two|one) stars?|star wars|star trek|"
+                          r"city blocks?|road ?blocks?|writer'?s block|building blocks?|cell ?blocks?|ice cubes?|sugar cubes?|rubik'?s cubes?|"
+                          r"polka dots?|dot ?com|pyramids? of giza|pyramid schemes?|golf wedges?|disc jockey|disk drives?|hard disks?|"
+                          r"compact discs?|ball ?game|ball ?room|gowns?|meat ?balls?|snow ?balls?|ball point|balls? of (?:yarn|wool))\b", re.IGNORECASE)
 
 
 def unquoted_spans(caption: str) -> list[tuple[int, int]]:
@@ -53,8 +61,12 @@ def unquoted_spans(caption: str) -> list[tuple[int, int]]:
 
 def named_shape(caption: str) -> str | None:
     """The one shape a query names, in SHAPES (None when it names none, or several that differ);
-    quoted words (speech, on-screen text) do not count."""
-    found = {_SEARCH_SHAPE_OF[m.group(0).lower()] for a, b in unquoted_spans(caption) for m in _SEARCH_NOUN.finditer(caption, a, b)}
+    quoted words (speech, on-screen text) and everyday phrases that name no outline ("Times Square",
+    "box office", "movie star", "city block", "ice cubes", ...) do not count."""
+    found = set()
+    for a, b in unquoted_spans(caption):
+        part = _NOT_A_SHAPE.sub(lambda m: " " * len(m.group(0)), caption[a:b])
+        found.update(_SEARCH_SHAPE_OF[m.group(0).lower()] for m in _SEARCH_NOUN.finditer(part))
     return found.pop() if len(found) == 1 else None
 
 

@@ -3,9 +3,9 @@
 Unit vectors read *which shape* a thing is poorly off the renderer a model was trained on: on the
 held-out renderer the first result had the caption's shape 60-69% of the time, and probing the
 shipped model's units with "a {colour} {shape}" found the right one for 48% of the events (chance
-25%). The pixels hold the outline whatever the drawing: a thing that moves differs from its shot's
-static background (the per-cell median over the shot's frames, as the where-cues read it,
-encoders/temporal.py), and the cells that differ by much trace its silhouette.
+25%). The pixels hold the outline whatever the drawing: a thing that moves differs from its video's
+static background (the per-cell median over the video's frames in the encoder's batch, as the
+where-cues read it, encoders/temporal.py), and the cells that differ by much trace its silhouette.
 
 Per frame, on the cue grid (CUE_GRID cells a side, whatever the frame size), the silhouette is the
 largest 8-connected blob of cells whose change exceeds max(CHANGE_FLOOR, 4 x the frame's median

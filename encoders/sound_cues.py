@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["HOP", "SOUND_COLUMNS", "WINDOW", "SoundCueReader", "sound_cues"]
+__all__ = ["HOP", "SILENT_DB", "SOUND_COLUMNS", "WINDOW", "SoundCueReader", "silent_rows", "sound_cues"]
 
 WINDOW = 0.5  # seconds a row reads
 HOP = 0.25  # seconds between rows
@@ -40,6 +40,8 @@ SOUND_COLUMNS = 5  # start, level_db, peak_hz, tonality, crest
 BAND = (60.0, 7000.0)  # Hz the peak is looked for in
 NEAR = 0.03  # the peak's own share: power within this fraction of its frequency
 ENVELOPE = 0.01  # seconds per envelope step of the crest
+BATCH = 32  # frames read at once (bounds the FFT's working memory whatever the sample rate)
+SILENT_DB = -120.0  # the level of digital silence (and of a video with no soundtrack)
 
 
 class SoundCueReader:
@@ -59,12 +61,16 @@ class SoundCueReader:
         self._step = max(1, int(round(ENVELOPE * self.rate)))
 
     def feed(self, block: np.ndarray) -> None:
-        x = np.concatenate([self._tail, np.asarray(block, np.float32).ravel()])
+        """One more block of mono samples in [-1, 1] (NaN and infinities, which a broken decode can
+        hand over, read as 0 and full scale: one bad sample must not make a window unreadable)."""
+        block = np.clip(np.nan_to_num(np.asarray(block, np.float32).ravel(), nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+        x = np.concatenate([self._tail, block])
         if len(x) < self.size:
             self._tail = x
             return
         frames = sliding_window_view(x, self.size)[:: self.hop]
-        self._rows.append(self._read(frames, self._consumed))
+        for i in range(0, len(frames), BATCH):  # a few frames at a time: a 30 s block at 48 kHz is 120 frames of 24,000
+            self._rows.append(self._read(frames[i : i + BATCH], self._consumed + i * self.hop))
         used = len(frames) * self.hop
         self._tail, self._consumed = x[used:], self._consumed + used
 
@@ -79,7 +85,7 @@ class SoundCueReader:
 
     def _read(self, frames: np.ndarray, offset: int) -> np.ndarray:
         n = len(frames)
-        power = np.abs(np.fft.rfft(frames * self._taper, axis=1)) ** 2
+        power = np.abs(np.fft.rfft(frames * self._taper, axis=1)) ** 2  # float32 in, complex64 out (numpy >= 2)
         band = power[:, self._band]
         total = band.sum(axis=1) + 1e-20
         peak = self._freqs[np.argmax(band, axis=1)] if band.shape[1] else np.zeros(n)
@@ -88,9 +94,19 @@ class SoundCueReader:
         steps = self.size // self._step
         envelope = np.abs(frames[:, : steps * self._step]).reshape(n, steps, self._step).mean(axis=2)
         crest = envelope.max(axis=1) / np.maximum(envelope.mean(axis=1), 1e-9)
-        level = 10.0 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+        level = np.maximum(10.0 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12), SILENT_DB)
         start = (offset + np.arange(n) * self.hop) / self.rate
         return np.column_stack([start, level, peak, tonality, crest]).astype(np.float32)
+
+
+def silent_rows(duration: float | None) -> np.ndarray:
+    """The rows of a video with no soundtrack: silence from start to end (it has no tone and no clap,
+    and a query for silence should find it)."""
+    n = int(max(float(duration or 0.0) - WINDOW, 0.0) // HOP) + 1 if duration and duration > 0 else 0
+    rows = np.zeros((n, SOUND_COLUMNS), np.float32)
+    rows[:, 0] = np.arange(n) * HOP
+    rows[:, 1] = SILENT_DB
+    return rows
 
 
 def sound_cues(samples: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -36,7 +36,7 @@ from vidsearch.config import Settings
 from vidsearch.cores import usable_cores
 from vidsearch.encoders.sentence import get_sentence_encoder, span_table  # cheap: MiniLM loads on first use
 from vidsearch.encoders.silhouettes import frame_silhouettes, unit_silhouettes
-from vidsearch.encoders.sound_cues import SoundCueReader
+from vidsearch.encoders.sound_cues import SoundCueReader, silent_rows
 from vidsearch.encoders.speech import SAMPLE_RATE as SPEECH_RATE
 from vidsearch.encoders.speech import stream_audio
 from vidsearch.encoders.temporal import CUE_MIN_STRENGTH, frame_cues_and_strength, per_unit_mean, unit_where_cues
@@ -153,10 +153,16 @@ class _EncodeBuffer:
         video.waiting = 0
 
 
-def _tapped(blocks: Iterable[np.ndarray], also: Callable[[np.ndarray], None]) -> Iterable[np.ndarray]:
-    """The blocks as they come, each also handed to `also` (one decode read two ways)."""
+def _tapped(blocks: Iterable[np.ndarray], also: Callable[[np.ndarray], None], failed: list[Exception]) -> Iterable[np.ndarray]:
+    """The blocks as they come, each also handed to `also` (one decode read two ways). If `also`
+    fails, its error goes to `failed` and it is not called again: the blocks keep coming, so the
+    stream's main reader (the audio tower) loses nothing to the side one."""
     for block in blocks:
-        also(block)
+        if not failed:
+            try:
+                also(block)
+            except Exception as exc:  # noqa: BLE001 - reported by the caller as a warning
+                failed.append(exc)
         yield block
 
 
@@ -775,14 +781,17 @@ class IndexRun:
         (encoders/sound_cues.py: for every model, the sound channel's), both read from one stream from
         ffmpeg (bounded memory); a failure is a warning and the visual index is kept."""
         info = video.probe
-        if info is None or not info.has_audio:
+        if info is None:
             return None, None, None, None
+        if not info.has_audio:  # no soundtrack: silent, which a query for silence should find
+            return None, None, None, silent_rows(info.duration)
         encoder = self.audio_encoder
+        failed: list[Exception] = []
         try:
             with self._turns():
                 rate = getattr(getattr(self.backbone, "audio_tower", None), "sample_rate", None) if encoder is not None else None  # CLAP: 48 kHz
                 reader = SoundCueReader(rate or SPEECH_RATE)
-                audio = _tapped(stream_audio(media_location(video.item.source), rate or SPEECH_RATE, stream=info.audio_stream), reader.feed)
+                audio = _tapped(stream_audio(media_location(video.item.source), rate or SPEECH_RATE, stream=info.audio_stream), reader.feed, failed)
                 if encoder is not None:
                     starts, ends, vectors = encoder(audio)
                 else:
@@ -791,8 +800,14 @@ class IndexRun:
         except Exception as exc:  # noqa: BLE001 - the visual index is kept
             warnings.append(f"audio: {exc}")
             return None, None, None, None
-        sound = reader.rows()
-        sound[:, 0] += info.audio_start
+        sound = None
+        try:
+            if failed:
+                raise failed[0]
+            sound = reader.rows()
+            sound[:, 0] += info.audio_start
+        except Exception as exc:  # noqa: BLE001 - the audio tokens and the visual index are kept
+            warnings.append(f"sound cues: {type(exc).__name__}: {exc}")
         if not len(vectors):
             return None, None, None, sound
         return starts + info.audio_start, ends + info.audio_start, vectors, sound

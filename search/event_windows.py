@@ -112,7 +112,8 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
     with_audio = [use_audio and len(c) > 0 and f.audio_vectors.ndim == 2 and len(f.audio_vectors) > 0 and f.audio_vectors.shape[1] == dim
                   for f, c in zip(feats, centres)]  # fmt: skip
     a_centres = [(f.audio_start + f.audio_end) / 2 if ok else np.zeros(0, np.float32) for f, ok in zip(feats, with_audio)]
-    s_centres = [f.sound[:, 0] + SOUND_WINDOW / 2 if sound is not None and len(f.sound) else np.zeros(0, np.float32) for f in feats]
+    s_rows = [_sound_of(f, k) if sound is not None else np.zeros((0, SOUND_COLUMNS), np.float32) for f, k in zip(feats, kept)]
+    s_centres = [r[:, 0] + SOUND_WINDOW / 2 for r in s_rows]
     spans = np.array([max(float(c.max(initial=0.0)), float(a.max(initial=0.0)), float(r.max(initial=0.0)))
                       for c, a, r in zip(centres, a_centres, s_centres)])  # fmt: skip
     offsets = _offsets(spans)
@@ -147,7 +148,7 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
         score += shape_channel.SHAPE_WEIGHT * shape_channel.agreement(harmonics, weight, shape)[:, None]
     if sound is not None:  # the rows whose frame starts inside each window (their own time grid)
         s_keys, s_order, _ = _on_one_axis(s_centres, offsets)
-        rows = np.concatenate([f.sound if len(c) else np.zeros((0, SOUND_COLUMNS), np.float32) for f, c in zip(feats, s_centres)])
+        rows = np.concatenate(s_rows)
         if s_order is not None:
             rows = rows[s_order]
         s_starts = s_keys - SOUND_WINDOW / 2
@@ -166,6 +167,17 @@ def _cues_of(f: VideoFeatures, kept: np.ndarray) -> np.ndarray:
     if len(f.cues) != len(f.start):
         return np.zeros((int(kept.sum()), 2), np.float32)
     return f.cues if kept.all() else f.cues[kept]
+
+
+def _sound_of(f: VideoFeatures, kept: np.ndarray) -> np.ndarray:
+    """A video's sound rows whose half-second frame lies within its kept units (the search's time
+    window), all of them when every unit is kept; none where it stored none."""
+    if kept.all() or not len(f.sound):
+        return f.sound
+    if not kept.any():
+        return f.sound[:0]
+    start = f.sound[:, 0]
+    return f.sound[(start >= f.start[kept].min()) & (start + SOUND_WINDOW <= f.end[kept].max())]
 
 
 def _shapes_of(f: VideoFeatures, kept: np.ndarray) -> np.ndarray:

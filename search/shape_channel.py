@@ -19,8 +19,11 @@ than a star's points), and the agreement is the named shape's score against the 
 over MARGIN, clipped to [-1, 1]. A window adds 0 where fewer than MIN_UNITS units had a silhouette,
 and where its outline is not one of these shapes: a mean 1st harmonic over MAX_H1 (the outline is
 lopsided: several things, or a shadow) or a 2nd over MAX_H2 (stretched: a person, a car, a smear).
-Real footage mostly reads that way, so a "box" or a "star" in an everyday query leaves its ranking
-alone unless what moves in a window really is that outline. A video indexed before the channel adds 0.
+Real footage mostly reads that way, so a "box" or a "star" in an everyday query mostly leaves its
+ranking alone; a window whose moving thing does read as another of the four shapes (a ball under "a
+cardboard box") loses up to SHAPE_WEIGHT. Everyday phrases that name no outline ("Times Square",
+"movie star", "box office") are not read as shapes. A video indexed before the channel adds 0, and
+so does a window with token merging on at the default rate (a 3 s window then holds one unit).
 
 The thresholds were set on the training renderer's looks and the held-out selection set, and
 checked on the held-out report set (README "The shape channel").

@@ -14,7 +14,8 @@ note / hum; quoted speech and on-screen words left out; none when it names two) 
 
 to the event window's score (event_windows.py), beside the motion and shape channels. A window reads
 the mean level L (dB full scale), tonality T, crest C and the tonality-weighted mean pitch (in
-octaves) of the rows that start inside it, and
+octaves) of the rows whose half-second frame lies inside it (and inside the search's time window),
+and
 
 * silence agrees as L falls from -40 dB (-1) to -50 dB (+1),
 * a clap needs sound (L over SILENT_DB), bursts (C from 2 to 3 goes from -1 to +1) and no dominant
@@ -23,7 +24,8 @@ octaves) of the rows that start inside it, and
   that pitch in the named band: low under LOW_HZ, high over HIGH_HZ, middle between (+1 inside,
   -1 outside, a third of an octave of ramp at each edge): the least of the three.
 
-A window with fewer than MIN_ROWS rows, or a video indexed before the channel, adds 0. The bands are
+A window with fewer than MIN_ROWS rows, or a video indexed before the channel, adds 0; a video with
+no soundtrack is stored as silent rows (it agrees with silence, not with a tone). The bands are
 where everyday words put pitch (a hum, a note, a whistle) and where the synthetic tones sit (220,
 660 and 1760 Hz, +-4% on the held-out renderer); "a high-pitched whistle" in real footage is a
 whistle over 1.2 kHz too, but speech, music and noise under a named tone lower its tonality, so the
@@ -55,15 +57,21 @@ _PITCH = {
              "squeaky"),
 }
 _TONE_NOUNS = ("tone", "tones", "beep", "beeps", "bleep", "whistle", "whistles", "note", "notes", "hum", "hums", "humming", "buzz",
-               "pitch", "sound", "sounds", "chime", "ping", "signal", "drone", "frequency", "whine")
+               "chime", "ping", "drone", "whine")
+# "sound" names a pitch only after a word that is about pitch: "a high-pitched sound", not "high quality
+# sound", "a low battery signal" or "high-frequency trading"
+_PITCHED = ("low-pitched", "low pitched", "mid-pitched", "mid pitched", "medium-pitched", "medium pitched", "high-pitched", "high pitched",
+            "shrill", "treble", "bass")
 _PITCH_OF = {word: pitch for pitch, words in _PITCH.items() for word in words}
 _TONE = re.compile(r"\b(?P<adj>" + "|".join(sorted(map(re.escape, _PITCH_OF), key=len, reverse=True)) + r")\b"
-                   r"(?:[\s,-]+(?:and\s+|,\s*)?[a-z]+(?:-[a-z]+)?){0,1}?[\s-]+(?:" + "|".join(_TONE_NOUNS) + r")\b", re.IGNORECASE)
+                   r"(?:[\s,-]+(?:and\s+|,\s*)?[a-z]+(?:-[a-z]+)?){0,1}?[\s-]+(?:" + "|".join(_TONE_NOUNS) + r")\b"
+                   r"|\b(?P<pitched>" + "|".join(sorted(map(re.escape, _PITCHED), key=len, reverse=True)) + r")[\s-]+sounds?\b", re.IGNORECASE)
 _CLAP = re.compile(r"\b(?:clap|claps|clapping|clapped|applause|applauds?|applauding|hand ?claps?|noise bursts?|bursts? of noise|"
-                   r"crackles?|crackling|smacks?|slaps?|slapping)\b", re.IGNORECASE)
+                   r"crackles?|crackling|smacks?|slaps?|slapping)\b(?! shot)", re.IGNORECASE)
 _SILENCE = re.compile(r"\b(?:silence|silent|silently|soundless|no (?:sound|audio|noise|tone)s?(?: at all)?|without (?:any )?(?:sound|audio)|"
-                      r"nothing (?:can be |is )?heard|(?:completely|totally|entirely|perfectly|dead|all) quiet|it is quiet|is hushed|"
-                      r"mute|muted)\b", re.IGNORECASE)
+                      r"nothing (?:can be |is )?heard|(?:completely|totally|entirely|perfectly|dead) quiet|it is quiet|is hushed|"
+                      r"mute(?:d)? (?:soundtrack|audio|sound)|(?:soundtrack|audio|sound) is mute(?:d)?)\b"
+                      r"(?! (?:film|films|movie|movies|era|disco|auction|partner|majority|night)\b)", re.IGNORECASE)
 
 
 def named_sound(text: str | None) -> str | None:
@@ -79,7 +87,7 @@ def named_sound(text: str | None) -> str | None:
             found.add("silence")
             for m in reversed(silence):  # "no tone plays" is silence, not a tone
                 part = part[: m.start()] + " " * (m.end() - m.start()) + part[m.end() :]
-        found.update(_PITCH_OF[m.group("adj").lower()] for m in _TONE.finditer(part))
+        found.update(_PITCH_OF[(m.group("adj") or m.group("pitched")).lower()] for m in _TONE.finditer(part))
         if _CLAP.search(part):
             found.add("clap")
     return found.pop() if len(found) == 1 else None
@@ -92,7 +100,7 @@ def window_sound(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
     """Per window of rows lo..hi-1 of `rows` (N, 5: start, level_db, peak_hz, tonality, crest): (W, 5)
     = mean level, mean tonality, mean crest, the tonality-weighted mean pitch (log2 Hz) and the row
     count. Columnar: one cumulative sum, two lookups per window."""
-    r = np.asarray(rows, np.float64)
+    r = np.nan_to_num(np.asarray(rows, np.float64), nan=0.0, posinf=0.0, neginf=-120.0)  # a bad row must not spread down the cumulative sums
     tonality = np.clip(r[:, 3], 0.0, 1.0)
     cols = np.column_stack([np.ones(len(r)), r[:, 1], tonality, r[:, 4], tonality * np.log2(np.maximum(r[:, 2], 1.0))])
     acc = np.zeros((len(r) + 1, cols.shape[1]), np.float64)

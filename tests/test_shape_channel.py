@@ -33,6 +33,10 @@ def test_the_one_shape_a_query_names():
     assert named_shape('the screen reads "STAR"') is None
     assert named_shape("a red ball and a blue box") is None  # two shapes: which window?
     assert named_shape("a cat playing the piano") is None and query_shape(None) is None and query_shape("") is None
+    assert named_shape("a red square moves left") == "square"  # the synthetic one, not Moscow's
+    for text in ("Times Square at night", "a movie star waves", "box office hit", "a city block", "ice cubes in a glass",
+                 "the pyramids of Giza", "a 3 square meter room", "polka dots", "a shooting star"):
+        assert named_shape(text) is None, text
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vidsearch.api_models import SearchRequest
-from vidsearch.encoders.sound_cues import SOUND_COLUMNS, SoundCueReader, sound_cues
+from vidsearch.encoders.sound_cues import SILENT_DB, SOUND_COLUMNS, SoundCueReader, silent_rows, sound_cues
 from vidsearch.lab import synth
 from vidsearch.search import sound_channel
 from vidsearch.search.event_windows import best_windows
@@ -33,7 +33,10 @@ def test_the_one_sound_a_query_names():
     assert named_sound("no sound at all; a ball rises") == "silence" and named_sound("no tone plays") == "silence"
     assert named_sound('a ball rises, a voice says "silence please"') is None  # quoted: speech
     assert named_sound("a high-pitched whistle and a hand clap") is None  # two sounds: which window?
-    for text in ("a dog barks", "a church bell rings", "a siren wails", "the ball climbs high", "a cat", "", None):
+    assert named_sound("a high-pitched sound") == "high" and named_sound("the soundtrack is mute") == "silence"
+    for text in ("a dog barks", "a church bell rings", "a siren wails", "the ball climbs high", "a cat", "", None,
+                 "high quality sound of a waterfall", "a low battery signal", "high-frequency trading", "a low pitch in baseball",
+                 "a silent film with a piano", "a mute swan", "all quiet on the western front", "a slap shot in hockey"):
         assert named_sound(text) is None, text
 
 
@@ -87,6 +90,39 @@ def test_a_soundtrack_read_in_blocks_reads_as_one():
     assert len(sound_cues(_signal("low", 0.2, rng), SR)) == 1  # shorter than a frame: one row of what there is
 
 
+def test_a_broken_sample_or_row_spoils_nothing_else():
+    """NaN or infinite samples (a broken decode) read as silence or full scale, and a stored row that is
+    not finite does not spread to the windows after it on the shared axis."""
+    rng = np.random.default_rng(6)
+    x = _signal("high", 2.0, rng)
+    x[1000:1010] = np.nan
+    x[5000] = np.inf
+    rows = sound_cues(x, SR)
+    assert np.isfinite(rows).all()
+    clean = sound_cues(_signal("silence", 3.0, rng), SR)
+    bad = clean.copy()
+    bad[2, 1:] = np.nan
+    both = np.concatenate([bad, clean])
+    reading = window_sound(both, np.array([0, len(bad)]), np.array([len(bad), len(both)]))
+    assert np.isfinite(reading).all() and agreement(reading, "silence")[1] == agreement(window_sound(clean, np.array([0]), np.array([len(clean)])), "silence")[0]
+
+
+def test_a_side_reader_that_fails_costs_the_main_reader_nothing():
+    from vidsearch.indexer.pipeline import _tapped
+
+    seen, failed = [], []
+
+    def side(block):
+        if len(seen) == 1:
+            raise ValueError("cue reader broke")
+        seen.append(block)
+
+    blocks = [np.full(4, i, np.float32) for i in range(4)]
+    out = list(_tapped(iter(blocks), side, failed))
+    assert len(out) == 4 and [float(b[0]) for b in out] == [0, 1, 2, 3]  # the audio tower still gets every block
+    assert len(seen) == 1 and len(failed) == 1 and "broke" in str(failed[0])  # called no more after it failed
+
+
 def test_a_window_reading_needs_rows():
     rows = sound_cues(_signal("high", 3.0, np.random.default_rng(0)), SR)
     reading = window_sound(rows, np.array([0, 0, 3]), np.array([len(rows), 1, 3]))
@@ -109,6 +145,14 @@ def test_the_window_whose_sound_is_asked_for_gains():
     assert asked[2] == pytest.approx(base[2])
     hushed = best_windows(v[0], [high, quiet], sound="silence")
     assert hushed[0] == pytest.approx(base[0] - w, abs=1e-5) and hushed[1] == pytest.approx(base[1] + w, abs=1e-5)
+    # the search's time window: only the rows inside it count (silence for 2 s, then a high tone; a
+    # window of the first 2 s' units spans 3 s and would read the tone's first second)
+    mixed = np.concatenate([_signal("silence", 2.0, rng), _signal("high", 4.0, rng)])
+    late = VideoFeatures(t, t + 1, v, sound=sound_cues(mixed, SR))
+    early = np.arange(6) < 2
+    assert best_windows(v[0], [late], [early], sound="silence")[0] == pytest.approx(best_windows(v[0], [late], [early])[0] + w, abs=1e-5)
+    assert best_windows(v[0], [late], [early], sound="high")[0] == pytest.approx(best_windows(v[0], [late], [early])[0] - w, abs=1e-5)
+    assert silent_rows(3.0)[:, 1].max() == SILENT_DB and len(silent_rows(3.0)) == 11 and len(silent_rows(0)) == 0
 
 
 # -- end to end: one picture, five soundtracks, drawn by the held-out renderer ---------------------------
@@ -173,7 +217,7 @@ def test_the_video_with_the_asked_for_sound_comes_first(sound_library):
 @pytest.mark.slow
 def test_a_model_without_an_audio_tower_stores_sound_cues(sound_library, tmp_path, tiny_backbone):
     """The cues are read for every model: one whose checkpoint brings no audio tower decodes the
-    soundtrack for them alone; a video without a soundtrack stores none."""
+    soundtrack for them alone; a video without a soundtrack is stored as silence."""
     from vidsearch.config import load_settings
     from vidsearch.indexer.pipeline import IndexRun, open_store_for
     from vidsearch.search.features import FeatureCache
@@ -191,8 +235,7 @@ def test_a_model_without_an_audio_tower_stores_sound_cues(sound_library, tmp_pat
     ids = {Path(p).stem: v for p, v in zip(files["path"].to_pylist(), files["video_id"].to_pylist())}
     feats = FeatureCache(store).get_many(list(ids.values()))
     assert len(feats) == 3 and all(len(f.audio_vectors) == 0 for f in feats.values())
-    assert len(feats[ids["mute"]].sound) == 0
-    for name, sound in (("synth_00002", "high"), ("synth_00004", "silence")):
+    for name, sound in (("synth_00002", "high"), ("synth_00004", "silence"), ("mute", "silence")):
         f = feats[ids[name]]
         reading = window_sound(f.sound, np.array([0]), np.array([len(f.sound)]))
         assert len(f.sound) >= 16 and max(SOUNDS, key=lambda s: float(agreement(reading, s)[0])) == sound
