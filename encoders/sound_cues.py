@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["HOP", "SILENT_DB", "SOUND_COLUMNS", "WINDOW", "SoundCueReader", "silent_rows", "sound_cues"]
+__all__ = ["HOP", "NO_SOUND_DB", "SOUND_COLUMNS", "WINDOW", "SoundCueReader", "silent_rows", "sound_cues"]
 
 WINDOW = 0.5  # seconds a row reads
 HOP = 0.25  # seconds between rows
@@ -41,7 +41,7 @@ BAND = (60.0, 7000.0)  # Hz the peak is looked for in
 NEAR = 0.03  # the peak's own share: power within this fraction of its frequency
 ENVELOPE = 0.01  # seconds per envelope step of the crest
 BATCH = 32  # frames read at once (bounds the FFT's working memory whatever the sample rate)
-SILENT_DB = -120.0  # the level of digital silence (and of a video with no soundtrack)
+NO_SOUND_DB = -120.0  # the level of digital silence (and of a video with no soundtrack)
 
 
 class SoundCueReader:
@@ -94,7 +94,7 @@ class SoundCueReader:
         steps = self.size // self._step
         envelope = np.abs(frames[:, : steps * self._step]).reshape(n, steps, self._step).mean(axis=2)
         crest = envelope.max(axis=1) / np.maximum(envelope.mean(axis=1), 1e-9)
-        level = np.maximum(10.0 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12), SILENT_DB)
+        level = np.maximum(10.0 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12), NO_SOUND_DB)
         start = (offset + np.arange(n) * self.hop) / self.rate
         return np.column_stack([start, level, peak, tonality, crest]).astype(np.float32)
 
@@ -105,7 +105,7 @@ def silent_rows(duration: float | None) -> np.ndarray:
     n = int(max(float(duration or 0.0) - WINDOW, 0.0) // HOP) + 1 if duration and duration > 0 else 0
     rows = np.zeros((n, SOUND_COLUMNS), np.float32)
     rows[:, 0] = np.arange(n) * HOP
-    rows[:, 1] = SILENT_DB
+    rows[:, 1] = NO_SOUND_DB
     return rows
 
 

@@ -30,8 +30,8 @@ import numpy as np
 from vidsearch.encoders.sound_cues import SOUND_COLUMNS
 from vidsearch.encoders.sound_cues import WINDOW as SOUND_WINDOW
 
-from .features import VideoFeatures
 from . import shape_channel, sound_channel
+from .features import VideoFeatures
 from .motion_channel import MIN_UNITS, MOTION_WEIGHT, agreement, window_velocity
 
 __all__ = ["AUDIO_WEIGHT", "EVENT_WEIGHT", "WINDOW_SECONDS", "best_window", "best_windows"]
@@ -135,7 +135,7 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
         ahi = np.searchsorted(a_keys, start_keys + WINDOW_SECONDS, side="left")
         score += AUDIO_WEIGHT * _window_cosines(audio.astype(np.float32, copy=False), alo, ahi, queries)  # no tokens: adds 0
     if motion is not None:
-        cues = np.concatenate([_cues_of(feats[i], kept[i]) for i in some])
+        cues = np.concatenate([_unit_rows(feats[i].cues, feats[i], kept[i]) for i in some])
         known = np.repeat([len(feats[i].cues) == len(feats[i].start) for i in some], [int(kept[i].sum()) for i in some])
         if order is not None:
             cues, known = cues[order], known[order]
@@ -143,10 +143,10 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
         still = known[lo] & (hi - lo >= MIN_UNITS) & (cued == 0)  # enough units, none saw anything move
         score += MOTION_WEIGHT * agreement(velocity, ok, motion, still)[:, None]
     if shape is not None:
-        outlines = np.concatenate([_shapes_of(feats[i], kept[i]) for i in some])
+        outlines = np.concatenate([_unit_rows(feats[i].shapes, feats[i], kept[i]) for i in some])
         harmonics, weight = shape_channel.window_harmonics(outlines if order is None else outlines[order], lo, hi)
         score += shape_channel.SHAPE_WEIGHT * shape_channel.agreement(harmonics, weight, shape)[:, None]
-    if sound is not None:  # the rows whose frame starts inside each window (their own time grid)
+    if sound is not None:  # the rows whose half-second frame lies inside each window (their own time grid)
         s_keys, s_order, _ = _on_one_axis(s_centres, offsets)
         rows = np.concatenate(s_rows)
         if s_order is not None:
@@ -162,11 +162,12 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
     return out if q.ndim == 2 else out[:, 0]
 
 
-def _cues_of(f: VideoFeatures, kept: np.ndarray) -> np.ndarray:
-    """A video's kept units' where-cues, (0, 0) (none) where the index stored none for it."""
-    if len(f.cues) != len(f.start):
-        return np.zeros((int(kept.sum()), 2), np.float32)
-    return f.cues if kept.all() else f.cues[kept]
+def _unit_rows(rows: np.ndarray, f: VideoFeatures, kept: np.ndarray) -> np.ndarray:
+    """A video's kept units' rows of a per-unit reading (where-cues, silhouettes), zeros (none) where
+    the index stored none for it."""
+    if len(rows) != len(f.start):
+        return np.zeros((int(kept.sum()), rows.shape[1]), np.float32)
+    return rows if kept.all() else rows[kept]
 
 
 def _sound_of(f: VideoFeatures, kept: np.ndarray) -> np.ndarray:
@@ -179,12 +180,6 @@ def _sound_of(f: VideoFeatures, kept: np.ndarray) -> np.ndarray:
     start = f.sound[:, 0]
     return f.sound[(start >= f.start[kept].min()) & (start + SOUND_WINDOW <= f.end[kept].max())]
 
-
-def _shapes_of(f: VideoFeatures, kept: np.ndarray) -> np.ndarray:
-    """A video's kept units' silhouette readings, zeros (none) where the index stored none for it."""
-    if len(f.shapes) != len(f.start):
-        return np.zeros((int(kept.sum()), f.shapes.shape[1]), np.float32)
-    return f.shapes if kept.all() else f.shapes[kept]
 
 
 def best_window(q: np.ndarray, f: VideoFeatures, keep: np.ndarray | None = None, use_audio: bool = True) -> np.ndarray:

@@ -111,9 +111,9 @@ class FeatureCache:
             return {}
         starts, ends, vectors, bounds = _ragged(table, "unit_start", "unit_end", "unit_vectors")
         a_starts, a_ends, a_vectors, a_bounds = _ragged(table, "audio_start", "audio_end", "audio_vectors")
-        cues, c_bounds = _per_unit_rows(table, UNIT_CUES.name, 2) if with_cues else (EMPTY.reshape(0, 2), np.zeros(len(bounds), np.int64))
-        shapes, s_bounds = _per_unit_rows(table, UNIT_SHAPES.name, SHAPE_COLUMNS) if with_shapes else (EMPTY.reshape(0, SHAPE_COLUMNS), np.zeros(len(bounds), np.int64))
-        sound, r_bounds = _per_unit_rows(table, SOUND_CUES.name, SOUND_COLUMNS) if with_sound else (EMPTY.reshape(0, SOUND_COLUMNS), np.zeros(len(bounds), np.int64))
+        cues, c_bounds = _rows_per_video(table, UNIT_CUES.name, 2) if with_cues else (EMPTY.reshape(0, 2), np.zeros(len(bounds), np.int64))
+        shapes, s_bounds = _rows_per_video(table, UNIT_SHAPES.name, SHAPE_COLUMNS) if with_shapes else (EMPTY.reshape(0, SHAPE_COLUMNS), np.zeros(len(bounds), np.int64))
+        sound, r_bounds = _rows_per_video(table, SOUND_CUES.name, SOUND_COLUMNS) if with_sound else (EMPTY.reshape(0, SOUND_COLUMNS), np.zeros(len(bounds), np.int64))
         ids = table["video_id"].to_pylist()
         return {
             vid: VideoFeatures(
@@ -146,7 +146,7 @@ def _ragged(table, start_col: str, end_col: str, vec_col: str):
     return starts, ends, vectors, bounds
 
 
-def _per_unit_rows(table, name: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _rows_per_video(table, name: str, width: int) -> tuple[np.ndarray, np.ndarray]:
     """A column of rows per video (where-cues, silhouettes, sound cues) -> flat (N, width) rows plus per-video bounds
     (an empty or null row holds none)."""
     column = table[name]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vidsearch.api_models import SearchRequest
-from vidsearch.encoders.sound_cues import SILENT_DB, SOUND_COLUMNS, SoundCueReader, silent_rows, sound_cues
+from vidsearch.encoders.sound_cues import NO_SOUND_DB, SOUND_COLUMNS, SoundCueReader, silent_rows, sound_cues
 from vidsearch.lab import synth
 from vidsearch.search import sound_channel
 from vidsearch.search.event_windows import best_windows
@@ -152,7 +152,7 @@ def test_the_window_whose_sound_is_asked_for_gains():
     early = np.arange(6) < 2
     assert best_windows(v[0], [late], [early], sound="silence")[0] == pytest.approx(best_windows(v[0], [late], [early])[0] + w, abs=1e-5)
     assert best_windows(v[0], [late], [early], sound="high")[0] == pytest.approx(best_windows(v[0], [late], [early])[0] - w, abs=1e-5)
-    assert silent_rows(3.0)[:, 1].max() == SILENT_DB and len(silent_rows(3.0)) == 11 and len(silent_rows(0)) == 0
+    assert silent_rows(3.0)[:, 1].max() == NO_SOUND_DB and len(silent_rows(3.0)) == 11 and len(silent_rows(0)) == 0
 
 
 # -- end to end: one picture, five soundtracks, drawn by the held-out renderer ---------------------------
