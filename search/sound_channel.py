@@ -17,8 +17,12 @@ the mean level L (dB full scale), tonality T, crest C and the tonality-weighted 
 octaves) of the rows whose half-second frame lies inside it (and inside the search's time window),
 and
 
-* silence agrees as L falls from -40 dB (-1) to -50 dB (+1),
-* a clap needs sound (L over SILENT_DB), bursts (C from 2 to 3 goes from -1 to +1) and no dominant
+* silence agrees as L falls from -40 dB (-1) to -50 dB (+1), or where a louder bed has no pitch and
+  no bursts (room tone, hiss, a fan: L under -35 dB, T under 0.15 and C under 3.5 read as +1; -25 dB,
+  0.3 and 4.5 as -1; the better of the two readings: measured, white hiss crests at 1.1 and a rumbling
+  room tone at 2.3-3.0 on this 10 ms envelope, claps at 4.8-8.9),
+* a clap needs sound (L over SILENT_DB), bursts (C from 3 to 4.5 goes from -1 to +1: a rumbling room
+  tone crests at up to 3 on the 10 ms envelope, the claps measured at 4.8 and over) and no dominant
   pitch (T from 0.45 down to 0.25 goes from -1 to +1): the least of the three,
 * a tone needs sound (L over QUIET_DB), a dominant pitch (T from 0.2 to 0.4 goes from -1 to +1) and
   that pitch in the named band: low under LOW_HZ, high over HIGH_HZ, middle between (+1 inside,
@@ -120,10 +124,11 @@ def agreement(windows: np.ndarray, sound: str) -> np.ndarray:
     """How well each window's reading (`window_sound`) matches `sound`, in [-1, 1]; 0 where the
     window holds fewer than MIN_ROWS rows."""
     level, tonality, crest, pitch, n = np.asarray(windows, np.float64).T
-    if sound == "silence":
-        out = _ramp(level, -40.0, SILENT_DB)
+    if sound == "silence":  # quiet, or a steady bed with nothing in it (room tone, hiss)
+        bed = np.minimum(np.minimum(_ramp(level, -25.0, -35.0), _ramp(tonality, 0.3, 0.15)), _ramp(crest, 4.5, 3.5))
+        out = np.maximum(_ramp(level, -40.0, SILENT_DB), bed)
     elif sound == "clap":
-        out = np.minimum(np.minimum(_ramp(crest, 2.0, 3.0), _ramp(tonality, 0.45, 0.25)), np.where(level > SILENT_DB, 1.0, -1.0))
+        out = np.minimum(np.minimum(_ramp(crest, 3.0, 4.5), _ramp(tonality, 0.45, 0.25)), np.where(level > SILENT_DB, 1.0, -1.0))
     else:
         lo = {"low": -np.inf, "middle": np.log2(LOW_HZ), "high": np.log2(HIGH_HZ)}[sound]
         hi = {"low": np.log2(LOW_HZ), "middle": np.log2(HIGH_HZ), "high": np.inf}[sound]

@@ -74,6 +74,23 @@ def test_each_sound_is_read_from_the_signal():
             assert got[kind] > 0.5 and all(v < 0 for s, v in got.items() if s != kind), (sr, kind, got, reading)
 
 
+def test_silence_under_a_room_tone_bed_is_still_silence():
+    """A recording's "silence" is rarely digital: a steady hiss or room tone at -40 dB (louder than the
+    -50 dB level rule) reads as silence, while the same bed with claps in it, or speech-like bursts, does not."""
+    rng = np.random.default_rng(8)
+    bed = (0.012 * rng.normal(size=3 * SR)).astype(np.float32)  # ~-38 dB of white hiss
+    rumble = np.cumsum(rng.normal(size=3 * SR))
+    rumble -= np.convolve(rumble, np.ones(400) / 400, "same")  # a low room tone (brown noise, its drift taken out)
+    rumble = (0.012 * rumble / rumble.std()).astype(np.float32)
+    clapped = bed + _signal("clap", 3.0, rng)
+    beeps = bed + (0.2 * np.sin(2 * np.pi * 700 * np.arange(3 * SR) / SR) * ((np.arange(3 * SR) // 2400) % 3 == 0)).astype(np.float32)
+    read = {name: window_sound(r := sound_cues(x, SR), np.array([0]), np.array([len(r)])) for name, x in (("bed", bed), ("rumble", rumble), ("clapped", clapped), ("beeps", beeps))}
+    assert read["bed"][0, 0] > -40  # over the level rule's -40 dB: the bed rule is what reads it
+    assert agreement(read["bed"], "silence")[0] > 0.5 and agreement(read["bed"], "clap")[0] < 0
+    assert agreement(read["rumble"], "silence")[0] > 0.5 and agreement(read["rumble"], "clap")[0] < 0
+    assert agreement(read["clapped"], "silence")[0] < 0 and agreement(read["beeps"], "silence")[0] < 0
+
+
 def test_a_soundtrack_read_in_blocks_reads_as_one():
     rng = np.random.default_rng(4)
     x = np.concatenate([_signal(k, 1.3, rng) for k in ("low", "clap", "silence", "high")])
