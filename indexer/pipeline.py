@@ -780,18 +780,22 @@ class IndexRun:
         """Audio tokens from the soundtrack (where the model has an audio tower) and its sound cues
         (encoders/sound_cues.py: for every model, the sound channel's), both read from one stream from
         ffmpeg (bounded memory); a failure is a warning and the visual index is kept."""
-        info = video.probe
+        info, cues = video.probe, self.settings.sound_cues
         if info is None:
             return None, None, None, None
         if not info.has_audio:  # no soundtrack: silent, which a query for silence should find
-            return None, None, None, silent_rows(info.duration)
+            return None, None, None, silent_rows(info.duration) if cues else None
         encoder = self.audio_encoder
+        if encoder is None and not cues:
+            return None, None, None, None
         failed: list[Exception] = []
         try:
             with self._turns():
                 rate = getattr(getattr(self.backbone, "audio_tower", None), "sample_rate", None) if encoder is not None else None  # CLAP: 48 kHz
                 reader = SoundCueReader(rate or SPEECH_RATE)
-                audio = _tapped(stream_audio(media_location(video.item.source), rate or SPEECH_RATE, stream=info.audio_stream), reader.feed, failed)
+                audio = stream_audio(media_location(video.item.source), rate or SPEECH_RATE, stream=info.audio_stream)
+                if cues:
+                    audio = _tapped(audio, reader.feed, failed)
                 if encoder is not None:
                     starts, ends, vectors = encoder(audio)
                 else:
@@ -804,8 +808,9 @@ class IndexRun:
         try:
             if failed:
                 raise failed[0]
-            sound = reader.rows()
-            sound[:, 0] += info.audio_start
+            if cues:
+                sound = reader.rows()
+                sound[:, 0] += info.audio_start
         except Exception as exc:  # noqa: BLE001 - the audio tokens and the visual index are kept
             warnings.append(f"sound cues: {type(exc).__name__}: {exc}")
         if not len(vectors):

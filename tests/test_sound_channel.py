@@ -234,7 +234,8 @@ def test_the_video_with_the_asked_for_sound_comes_first(sound_library):
 @pytest.mark.slow
 def test_a_model_without_an_audio_tower_stores_sound_cues(sound_library, tmp_path, tiny_backbone):
     """The cues are read for every model: one whose checkpoint brings no audio tower decodes the
-    soundtrack for them alone; a video without a soundtrack is stored as silence."""
+    soundtrack for them alone; a video without a soundtrack is stored as silence; the setting turns
+    them off."""
     from vidsearch.config import load_settings
     from vidsearch.indexer.pipeline import IndexRun, open_store_for
     from vidsearch.search.features import FeatureCache
@@ -256,3 +257,9 @@ def test_a_model_without_an_audio_tower_stores_sound_cues(sound_library, tmp_pat
         f = feats[ids[name]]
         reading = window_sound(f.sound, np.array([0]), np.array([len(f.sound)]))
         assert len(f.sound) >= 16 and max(SOUNDS, key=lambda s: float(agreement(reading, s)[0])) == sound
+    # `sound_cues = false`: nothing decoded for them, nothing stored (the channel then adds 0)
+    off = load_settings(None, db=tmp_path / "db_off", model="tiny", pretrained="none", speech=False, ocr=False, sound_cues=False)
+    store_off = open_store_for(off, tiny_backbone)
+    IndexRun(store_off, tiny_backbone, off).run([tmp_path / "lib"])
+    feats_off = FeatureCache(store_off).get_many([v for v in store_off.files()["video_id"].to_pylist() if v])
+    assert len(feats_off) == 3 and all(len(f.sound) == 0 for f in feats_off.values())
