@@ -42,11 +42,11 @@ _SEARCH_NOUN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _SEARCH_SHAPE_
 # everyday phrases where the word names no outline: a place, a job, a measure, a thing's use
 _NOT_A_SHAPE = re.compile(r"\b(?:(?:times|town|village|market|city|public|main|trafalgar|union|tiananmen|st\.?|saint) squares?|"
                           r"square (?:meters?|metres?|feet|foot|miles?|kilometers?|kilometres?|inches?|yards?|roots?|deal|meal|one|dance)|"
-                          r"fair and square|box office|boxing|(?:movie|film|rock|pop|tv|porn|football|soccer|basketball|super|guest|youtube|"
-                          r"rising|north|lone|morning|evening|shooting|death|five|four|three|two|one) stars?|star wars|star trek|"
+                          r"fair and square|box office|(?:movie|film|rock|pop|tv|porn|football|soccer|basketball|super|guest|youtube|"
+                          r"rising|north|lone|morning|evening|shooting|death) stars?|(?:one|two|three|four|five)-stars?|star wars|star trek|"
                           r"city blocks?|road ?blocks?|writer'?s block|building blocks?|cell ?blocks?|ice cubes?|sugar cubes?|rubik'?s cubes?|"
                           r"polka dots?|dot ?com|pyramids? of giza|pyramid schemes?|golf wedges?|disc jockey|disk drives?|hard disks?|"
-                          r"compact discs?|ball ?game|ball ?room|gowns?|meat ?balls?|snow ?balls?|ball point|balls? of (?:yarn|wool))\b", re.IGNORECASE)
+                          r"compact discs?|ball ?game|ball ?room|ball ?gowns?|meat ?balls?|snow ?balls?|ball ?point|balls? of (?:yarn|wool))\b", re.IGNORECASE)
 
 
 def unquoted_spans(caption: str) -> list[tuple[int, int]]:
