@@ -178,3 +178,26 @@ def make_captioned_clip(path: Path, captions: list[tuple[float, str]], seconds: 
     ffmpeg("-r", str(rate), "-i", str(es), "-c", "copy", "-f", "mpegts", str(path))
     es.unlink()
     return path
+
+
+def indexed_synth_library(root: Path, plans: list, seed: int):
+    """Render `vidsearch synth` video plans (any style, the held-out renderer's too) into root/videos and
+    index them with the shipped `tiny` model, speech and OCR off: (engine, {video id: file stem})."""
+    from vidsearch.config import load_settings
+    from vidsearch.encoders.backbone import load_backbone
+    from vidsearch.indexer.pipeline import IndexRun, open_store_for
+    from vidsearch.lab import synth
+    from vidsearch.search import open_engine
+
+    (root / "videos").mkdir()
+    (root / "assets").mkdir()
+    assets = synth._Assets(root / "assets")
+    assets.prepare(plans, 2)
+    for p in plans:
+        synth.render_video(p, root, assets, seed)
+    settings = load_settings(None, db=root / "db", model="tiny", speech=False, ocr=False)  # the shipped model
+    backbone = load_backbone("tiny")
+    IndexRun(open_store_for(settings, backbone), backbone, settings).run([root / "videos"])
+    engine = open_engine(settings)
+    files = engine.store.files()
+    return engine, {v: Path(p).stem for p, v in zip(files["path"].to_pylist(), files["video_id"].to_pylist())}

@@ -4,11 +4,11 @@ right; the twin is encoded in the query's own text pass and travels to search pr
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from media import indexed_synth_library
 from vidsearch.api_models import SearchRequest
 from vidsearch.lab import synth
 from vidsearch.search.direction_contrast import contrast, reads_order, reversed_text
@@ -32,29 +32,12 @@ def moving_library(tmp_path_factory):
     """Per pair, one video of the shape moving one way for 4 s, and one of it moving the other way
     for 2 s, then a still shape of another colour: a query for the second direction has a video
     whose frames show more of the right shape (moving the wrong way) to beat."""
-    from vidsearch.config import load_settings
-    from vidsearch.indexer.pipeline import IndexRun, open_store_for
-    from vidsearch.encoders.backbone import load_backbone
-    from vidsearch.search import open_engine
-
     root = tmp_path_factory.mktemp("moving")
     plans = []
     for k, (colour, shape, a, b, other, other_shape) in enumerate(PAIRS):
         plans.append(synth.VideoPlan(2 * k, "test", (_event(colour, shape, a, 0.0, 4.0),)))
         plans.append(synth.VideoPlan(2 * k + 1, "test", (_event(colour, shape, b, 0.0, 2.0), _event(other, other_shape, "still", 2.0, 4.0))))
-    (root / "videos").mkdir()
-    (root / "assets").mkdir()
-    assets = synth._Assets(root / "assets")
-    assets.prepare(plans, 2)
-    for p in plans:
-        synth.render_video(p, root, assets, 0)
-    settings = load_settings(None, db=root / "db", model="tiny", speech=False, ocr=False)  # the shipped model
-    backbone = load_backbone("tiny")
-    IndexRun(open_store_for(settings, backbone), backbone, settings).run([root / "videos"])
-    engine = open_engine(settings)
-    files = engine.store.files()
-    names = {v: Path(p).stem for p, v in zip(files["path"].to_pylist(), files["video_id"].to_pylist())}
-    return engine, names
+    return indexed_synth_library(root, plans, 0)
 
 
 def test_contrast_moves_the_query_away_from_its_twin():

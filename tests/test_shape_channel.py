@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from media import indexed_synth_library
 from vidsearch.api_models import SearchRequest
 from vidsearch.encoders.shape_swaps import named_shape
 from vidsearch.encoders.silhouettes import SHAPE_COLUMNS, frame_silhouettes, unit_silhouettes
@@ -163,27 +164,10 @@ def _event(colour: str, shape: str, motion: str) -> synth.Event:
 def shape_library(tmp_path_factory):
     """Per pair, two videos of one colour moving one way over a busy backdrop, differing only in
     shape, drawn by the held-out renderer."""
-    from vidsearch.config import load_settings
-    from vidsearch.encoders.backbone import load_backbone
-    from vidsearch.indexer.pipeline import IndexRun, open_store_for
-    from vidsearch.search import open_engine
-
     root = tmp_path_factory.mktemp("shapes")
     plans = [synth.VideoPlan(2 * k + j, "test", (_event(colour, shape, motion),), style="heldout")
              for k, (colour, a, b, motion) in enumerate(PAIRS) for j, shape in enumerate((a, b))]  # fmt: skip
-    (root / "videos").mkdir()
-    (root / "assets").mkdir()
-    assets = synth._Assets(root / "assets")
-    assets.prepare(plans, 2)
-    for p in plans:
-        synth.render_video(p, root, assets, 5)
-    settings = load_settings(None, db=root / "db", model="tiny", speech=False, ocr=False)  # the shipped model
-    backbone = load_backbone("tiny")
-    IndexRun(open_store_for(settings, backbone), backbone, settings).run([root / "videos"])
-    engine = open_engine(settings)
-    files = engine.store.files()
-    names = {v: Path(p).stem for p, v in zip(files["path"].to_pylist(), files["video_id"].to_pylist())}
-    return engine, names
+    return indexed_synth_library(root, plans, 5)
 
 
 @pytest.mark.slow

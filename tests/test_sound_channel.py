@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from media import indexed_synth_library
 from vidsearch.api_models import SearchRequest
 from vidsearch.encoders.sound_cues import NO_SOUND_DB, SOUND_COLUMNS, SoundCueReader, silent_rows, sound_cues
 from vidsearch.lab import synth
@@ -186,26 +187,9 @@ def _event(sound: str) -> synth.Event:
 
 @pytest.fixture(scope="module")
 def sound_library(tmp_path_factory):
-    from vidsearch.config import load_settings
-    from vidsearch.encoders.backbone import load_backbone
-    from vidsearch.indexer.pipeline import IndexRun, open_store_for
-    from vidsearch.search import open_engine
-
     root = tmp_path_factory.mktemp("sounds")
     plans = [synth.VideoPlan(k, "test", (_event(sound),), style="heldout") for k, sound in enumerate(SOUNDS)]
-    (root / "videos").mkdir()
-    (root / "assets").mkdir()
-    assets = synth._Assets(root / "assets")
-    assets.prepare(plans, 2)
-    for p in plans:
-        synth.render_video(p, root, assets, 9)
-    settings = load_settings(None, db=root / "db", model="tiny", speech=False, ocr=False)  # the shipped model
-    backbone = load_backbone("tiny")
-    IndexRun(open_store_for(settings, backbone), backbone, settings).run([root / "videos"])
-    engine = open_engine(settings)
-    files = engine.store.files()
-    names = {v: Path(p).stem for p, v in zip(files["path"].to_pylist(), files["video_id"].to_pylist())}
-    return engine, names, root
+    return (*indexed_synth_library(root, plans, 9), root)
 
 
 @pytest.mark.slow
