@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from vidsearch.encoders.sound_cues import SOUND_COLUMNS
 from vidsearch.encoders.sound_cues import WINDOW as SOUND_WINDOW
 
 from . import shape_channel, sound_channel
@@ -112,10 +111,11 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
     with_audio = [use_audio and len(c) > 0 and f.audio_vectors.ndim == 2 and len(f.audio_vectors) > 0 and f.audio_vectors.shape[1] == dim
                   for f, c in zip(feats, centres)]  # fmt: skip
     a_centres = [(f.audio_start + f.audio_end) / 2 if ok else np.zeros(0, np.float32) for f, ok in zip(feats, with_audio)]
-    s_rows = [_sound_of(f, k) if sound is not None else np.zeros((0, SOUND_COLUMNS), np.float32) for f, k in zip(feats, kept)]
+    s_rows = [_sound_of(f, k) for f, k in zip(feats, kept)] if sound is not None else []  # read only when the query names a sound
     s_centres = [r[:, 0] + SOUND_WINDOW / 2 for r in s_rows]
-    spans = np.array([max(float(c.max(initial=0.0)), float(a.max(initial=0.0)), float(r.max(initial=0.0)))
-                      for c, a, r in zip(centres, a_centres, s_centres)])  # fmt: skip
+    spans = np.array([max(float(c.max(initial=0.0)), float(a.max(initial=0.0))) for c, a in zip(centres, a_centres)])
+    if s_centres:  # the sound rows may run past the units: videos lie apart on the axis by all they hold
+        spans = np.maximum(spans, [float(r.max(initial=0.0)) for r in s_centres])
     offsets = _offsets(spans)
     keys, order, video = _on_one_axis(centres, offsets)
     some = [i for i, c in enumerate(centres) if len(c)]  # a video with nothing kept adds no rows (its vectors may be (0, 0))
