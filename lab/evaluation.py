@@ -31,8 +31,11 @@ from vidsearch.encoders import ParameterFreePool, mean_pool
 from vidsearch.metrics import moment_metrics, retrieval_metrics
 from vidsearch.search import SearchEngine, VideoFeatures, audio_hits, localize_moments
 from vidsearch.search.direction_contrast import contrast, reversed_text
-from vidsearch.search.event_windows import EVENT_WEIGHT, best_windows
+from vidsearch.search.event_windows import EVENT_WEIGHT, best_windows, channel_hits
 from vidsearch.search.features import pad_vectors
+from vidsearch.search.motion_channel import query_motion
+from vidsearch.search.shape_channel import query_shape
+from vidsearch.search.sound_channel import query_sound
 from vidsearch.store import StoreError
 
 from .datasets import read_jsonl
@@ -134,7 +137,7 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
         @functools.cache  # the methods often agree on the first result: cut its moment once
         def top_moment(q: int, col: int):
             f = feats[col]
-            sound = audio_hits(head, text[q], f)
+            sound = _moment_hits(head, text[q], f, queries.text[q])
             curve = f.vectors @ (text[q] if units is None else units[q])
             found = localize_moments(f.start, f.end, curve, sound if sound.size else None, max_moments=1)
             return (found.moments[0].start, found.moments[0].end) if found.moments else None
@@ -150,11 +153,14 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
     if timed.any():
         args = (text[timed], feats, true_cols[timed], queries.start[timed], queries.end[timed])
         on_units = None if units is None else units[timed]
-        report["moments"] = _moment_metrics(*args, head, on_units)  # as search cuts them
+        said = [t for t, ok in zip(queries.text, timed) if ok]
+        report["moments"] = _moment_metrics(*args, head, on_units, said)  # as search cuts them
+        if any(_names_a_reading(t) for t in said):
+            report["moments_without_reading_channels"] = _moment_metrics(*args, head, on_units)
         if head is not None and any(f.audio_vectors.size for f in feats):
             report["moments_frames_only"] = _moment_metrics(*args, None, on_units)
         if on_units is not None:
-            report["moments_without_direction_contrast"] = _moment_metrics(*args, head)
+            report["moments_without_direction_contrast"] = _moment_metrics(*args, head, None, said)
     return report
 
 
@@ -263,14 +269,30 @@ def _engine_scores(engine: SearchEngine, queries: Queries, vids: list[str]) -> n
     return sims
 
 
+def _names_a_reading(said: str) -> bool:
+    """Whether a caption names a motion, shape or sound the reading channels look for."""
+    return any(parse(said) is not None for parse in (query_motion, query_shape, query_sound))
+
+
+def _moment_hits(head, q: np.ndarray, f: VideoFeatures, said: str | None) -> np.ndarray:
+    """The timed evidence search adds to a moment's curve: the soundtrack's matching tokens (with a
+    head) and, for the caption's words `said`, where the reading channels agree with the motion,
+    shape or sound it names (ranking.moment_evidence)."""
+    sound = audio_hits(head, q, f)
+    if said is None:
+        return sound
+    return np.concatenate([sound, channel_hits([f], None, query_motion(said), query_shape(said), query_sound(said))[0]])
+
+
 def _moment_metrics(text: np.ndarray, feats: list[VideoFeatures], video: np.ndarray, start: np.ndarray, end: np.ndarray, head=None,
-                    units: np.ndarray | None = None) -> dict:  # fmt: skip
+                    units: np.ndarray | None = None, said: list[str] | None = None) -> dict:  # fmt: skip
     """Moments in the caption's own video: from the frames (the curve scored with `units`, else the
-    caption itself), plus the soundtrack when `head` is given."""
+    caption itself), plus the soundtrack when `head` is given, plus the reading channels for the
+    captions' words `said`."""
     preds, gts = {}, {}
     for q in range(len(text)):
         f = feats[video[q]]
-        sound = audio_hits(head, text[q], f)
+        sound = _moment_hits(head, text[q], f, None if said is None else said[q])
         curve = f.vectors @ (text[q] if units is None else units[q])
         found = localize_moments(f.start, f.end, curve, sound if sound.size else None, max_moments=10)
         preds[q] = np.array([[m.start, m.end, m.score] for m in found.moments], dtype=np.float64).reshape(-1, 3)

@@ -33,7 +33,7 @@ from . import shape_channel, sound_channel
 from .features import VideoFeatures
 from .motion_channel import MIN_UNITS, MOTION_WEIGHT, agreement, window_velocity
 
-__all__ = ["AUDIO_WEIGHT", "EVENT_WEIGHT", "WINDOW_SECONDS", "best_window", "best_windows"]
+__all__ = ["AUDIO_WEIGHT", "EVENT_WEIGHT", "WINDOW_SECONDS", "best_window", "best_windows", "channel_hits"]
 
 WINDOW_SECONDS = 3.0
 AUDIO_WEIGHT = 0.5  # the window's soundtrack against its frames
@@ -102,14 +102,58 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
     (shape_channel.py) and each window's outline; `sound`: the one sound it names (sound_channel.py) and
     each window's soundtrack. All candidates are scored at once, on one time axis."""
     queries = np.atleast_2d(q).astype(np.float32)
-    n, dim = len(feats), queries.shape[1]
-    out = np.zeros((n, len(queries)), np.float32)
+    out = np.zeros((len(feats), len(queries)), np.float32)
+    found = _windows(queries, feats, keep, use_audio, motion, shape, sound)
+    if found is not None:
+        score, channels, video, _, _ = found
+        score += channels[:, None]
+        # per video, the best of its windows (one window starts at each unit; units are grouped by video)
+        bounds = np.flatnonzero(np.r_[True, video[1:] != video[:-1]])
+        out[video[bounds]] = np.maximum.reduceat(score, bounds, axis=0)
+    return out if q.ndim == 2 else out[:, 0]
+
+
+def channel_hits(feats: list[VideoFeatures], keep: list[np.ndarray] | None = None, motion: str | None = None, shape: str | None = None,
+                 sound: str | None = None) -> list[np.ndarray]:  # fmt: skip
+    """Where each video's pixels and samples agree with what the query names (its motion, shape,
+    sound), as timed (start, end, score) rows for the moment curve (moments.localize_moments `hits`):
+    each window's channel terms, as `best_windows` adds them, over the window's own units. The
+    ranking picks a video for the window where everything the query names happens at once; without
+    these rows its moment was cut from the frames' cosines alone, which on footage the model reads
+    poorly often peak on another event of the same colour (README "Moments where the channels
+    agree"). Windows overlap (one starts at each unit), so each row is weighted by the share of a
+    window one unit's step is: the rows covering a moment add up to about one window's terms. Empty
+    rows where the query names none of them. All videos on one time axis, as `best_windows`."""
+    out = [np.empty((0, 3)) for _ in feats]
+    if motion is None and shape is None and sound is None:
+        return out
+    found = _windows(None, feats, keep, False, motion, shape, sound)
+    if found is None:
+        return out
+    _, channels, video, t0, t1 = found
+    bounds = np.r_[np.flatnonzero(np.r_[True, video[1:] != video[:-1]]), len(video)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        rows = np.unique(np.stack([t0[a:b], t1[a:b], channels[a:b]], axis=1), axis=0)  # windows moved back to the end repeat
+        starts = np.unique(t0[a:b])
+        step = float(np.median(np.diff(starts))) if len(starts) > 1 else WINDOW_SECONDS
+        rows[:, 2] *= min(1.0, step / WINDOW_SECONDS)
+        out[video[a]] = rows[rows[:, 1] > rows[:, 0]]
+    return out
+
+
+def _windows(queries: np.ndarray | None, feats: list[VideoFeatures], keep: list[np.ndarray] | None, use_audio: bool,
+             motion: str | None, shape: str | None, sound: str | None):  # fmt: skip
+    """Every window of every candidate on one time axis: (cosine score (W, Q) or None without
+    `queries`, channel terms (W,), each window's video (W,), its first unit's start and last unit's
+    end in the video's own seconds (W,)); None where no candidate has a unit kept."""
+    n = len(feats)
     kept = [np.ones(len(f.start), bool) if keep is None else np.asarray(keep[i], bool) for i, f in enumerate(feats)]
     centres = [((f.start + f.end) / 2)[k] for f, k in zip(feats, kept)]
     if n == 0 or not any(len(c) for c in centres):
-        return out if q.ndim == 2 else out[:, 0]
-    with_audio = [use_audio and len(c) > 0 and f.audio_vectors.ndim == 2 and len(f.audio_vectors) > 0 and f.audio_vectors.shape[1] == dim
-                  for f, c in zip(feats, centres)]  # fmt: skip
+        return None
+    dim = 0 if queries is None else queries.shape[1]  # (no queries: no audio either)
+    with_audio = [queries is not None and use_audio and len(c) > 0 and f.audio_vectors.ndim == 2 and len(f.audio_vectors) > 0
+                  and f.audio_vectors.shape[1] == dim for f, c in zip(feats, centres)]  # fmt: skip
     a_centres = [(f.audio_start + f.audio_end) / 2 if ok else np.zeros(0, np.float32) for f, ok in zip(feats, with_audio)]
     s_rows = [_sound_of(f, k) for f, k in zip(feats, kept)] if sound is not None else []  # read only when the query names a sound
     s_centres = [r[:, 0] + SOUND_WINDOW / 2 for r in s_rows]
@@ -119,13 +163,18 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
     offsets = _offsets(spans)
     keys, order, video = _on_one_axis(centres, offsets)
     some = [i for i, c in enumerate(centres) if len(c)]  # a video with nothing kept adds no rows (its vectors may be (0, 0))
-    vectors = np.concatenate([feats[i].vectors if kept[i].all() else feats[i].vectors[kept[i]] for i in some])
     starts = np.concatenate([feats[i].start if kept[i].all() else feats[i].start[kept[i]] for i in some]).astype(np.float64)
+    ends = np.concatenate([feats[i].end if kept[i].all() else feats[i].end[kept[i]] for i in some]).astype(np.float64)
     if order is not None:
-        vectors, starts = vectors[order], starts[order]
+        starts, ends = starts[order], ends[order]
     lo, hi = _full_windows(keys, video)
     start_keys = starts[lo] + offsets[video]
-    score = _window_cosines(vectors.astype(np.float32, copy=False), lo, hi, queries)  # (windows, Q)
+    score = None
+    if queries is not None:
+        vectors = np.concatenate([feats[i].vectors if kept[i].all() else feats[i].vectors[kept[i]] for i in some])
+        if order is not None:
+            vectors = vectors[order]
+        score = _window_cosines(vectors.astype(np.float32, copy=False), lo, hi, queries)  # (windows, Q)
     if any(with_audio):
         a_keys, a_order, _ = _on_one_axis(a_centres, offsets)
         audio = np.concatenate([f.audio_vectors if ok else np.zeros((0, dim), np.float32) for f, ok in zip(feats, with_audio)])
@@ -134,6 +183,7 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
         alo = np.searchsorted(a_keys, start_keys, side="left")
         ahi = np.searchsorted(a_keys, start_keys + WINDOW_SECONDS, side="left")
         score += AUDIO_WEIGHT * _window_cosines(audio.astype(np.float32, copy=False), alo, ahi, queries)  # no tokens: adds 0
+    channels = np.zeros(len(lo), np.float64)
     if motion is not None:
         cues = np.concatenate([_unit_rows(feats[i].cues, feats[i], kept[i]) for i in some])
         known = np.repeat([len(feats[i].cues) == len(feats[i].start) for i in some], [int(kept[i].sum()) for i in some])
@@ -141,11 +191,11 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
             cues, known = cues[order], known[order]
         velocity, ok, cued = window_velocity(keys - offsets[video], cues, lo, hi)  # each video's own times
         still = known[lo] & (hi - lo >= MIN_UNITS) & (cued == 0)  # enough units, none saw anything move
-        score += MOTION_WEIGHT * agreement(velocity, ok, motion, still)[:, None]
+        channels += MOTION_WEIGHT * agreement(velocity, ok, motion, still)
     if shape is not None:
         outlines = np.concatenate([_unit_rows(feats[i].shapes, feats[i], kept[i]) for i in some])
         harmonics, weight = shape_channel.window_harmonics(outlines if order is None else outlines[order], lo, hi)
-        score += shape_channel.SHAPE_WEIGHT * shape_channel.agreement(harmonics, weight, shape)[:, None]
+        channels += shape_channel.SHAPE_WEIGHT * shape_channel.agreement(harmonics, weight, shape)
     if sound is not None:  # the rows whose half-second frame lies inside each window (their own time grid)
         s_keys, s_order, _ = _on_one_axis(s_centres, offsets)
         rows = np.concatenate(s_rows)
@@ -155,11 +205,8 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
         slo = np.searchsorted(s_starts, start_keys, side="left")
         shi = np.searchsorted(s_starts, start_keys + WINDOW_SECONDS - SOUND_WINDOW, side="right")
         reading = sound_channel.window_sound(rows, slo, np.maximum(shi, slo))
-        score += sound_channel.SOUND_WEIGHT * sound_channel.agreement(reading, sound)[:, None]
-    # per video, the best of its windows (one window starts at each unit; units are grouped by video)
-    bounds = np.flatnonzero(np.r_[True, video[1:] != video[:-1]])
-    out[video[bounds]] = np.maximum.reduceat(score, bounds, axis=0)
-    return out if q.ndim == 2 else out[:, 0]
+        channels += sound_channel.SOUND_WEIGHT * sound_channel.agreement(reading, sound)
+    return score, channels, video[lo], starts[lo], ends[hi - 1]
 
 
 def _unit_rows(rows: np.ndarray, f: VideoFeatures, kept: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ import torch
 
 from vidsearch.api_models import SpanHit
 
-from .event_windows import EVENT_WEIGHT, best_windows
+from .event_windows import EVENT_WEIGHT, best_windows, channel_hits
 from .features import FeatureCache, VideoFeatures
 from .fusion import reciprocal_rank_fusion
 from .moments import Moment, MomentResult, localize_moments_many
@@ -195,7 +195,7 @@ def audio_hits(head, q: np.ndarray, f: VideoFeatures, gate: float | None = None)
     return np.stack([f.audio_start, f.audio_end, weight * (cos - np.median(cos))], axis=1).astype(np.float64)
 
 
-def moment_evidence(plan: QueryPlan, c: Candidate, head=None) -> tuple:
+def moment_evidence(plan: QueryPlan, c: Candidate, head=None, agree: np.ndarray | None = None) -> tuple:
     """The candidate's timed evidence for moments: (unit starts, ends, relevance, sound hits, text hits).
 
     Text hits are (start, end, strength) with the strength of each span's own match
@@ -221,6 +221,12 @@ def moment_evidence(plan: QueryPlan, c: Candidate, head=None) -> tuple:
         else:
             sound = audio_hits(head, plan.query, f, gate=c.audio_gate)
         hits = np.concatenate([hits, sound if window is None else window.clip(sound)])
+    # where the pixels and samples agree with the motion, shape or sound the query names: the
+    # ranking chose the video for such a window, so its moment is cut there too
+    if agree is None:
+        agree = channel_hits([f], [c.in_window], plan.motion, plan.shape, plan.sound)[0]
+    if agree.size:
+        hits = np.concatenate([hits, agree if window is None else window.clip(agree)])
     starts, ends = f.start[c.in_window], f.end[c.in_window]
     if window is not None:  # a unit that overlaps the window counts only for the part inside it
         starts, ends = np.maximum(starts, window.start), np.minimum(ends, window.end)
@@ -235,7 +241,8 @@ def _whole(hit, video_end: float) -> bool:
 def localize_many(plan: QueryPlan, candidates: list[Candidate], head=None) -> list[MomentResult]:
     """Stage 3 for a page of candidates: each one's relevance curve and timed evidence, cut into
     moments, in one pass over all their curves (moments.localize_moments_many)."""
-    return localize_moments_many([moment_evidence(plan, c, head) for c in candidates], max_moments=plan.request.max_moments)
+    agree = channel_hits([c.features for c in candidates], [c.in_window for c in candidates], plan.motion, plan.shape, plan.sound)
+    return localize_moments_many([moment_evidence(plan, c, head, a) for c, a in zip(candidates, agree)], max_moments=plan.request.max_moments)
 
 
 def moment_relevance(probability: float | None, moments: list[Moment]) -> tuple[float, ...]:

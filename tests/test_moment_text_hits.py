@@ -173,7 +173,8 @@ def _candidate(starts, ends, relevance, spans) -> Candidate:
 
 
 def _plan(max_moments: int = 3):
-    return SimpleNamespace(window=None, use_audio=False, audio=None, query=np.zeros(4, np.float32), request=SimpleNamespace(max_moments=max_moments))
+    return SimpleNamespace(window=None, use_audio=False, audio=None, query=np.zeros(4, np.float32), request=SimpleNamespace(max_moments=max_moments),
+                           motion=None, shape=None, sound=None)  # names no reading channel's attribute  # fmt: skip
 
 
 @pytest.mark.parametrize("said, cosine", [("A purple dragon sleeps", 1.0), ("The hungry dragon sleeps.", 0.968)])

@@ -16,7 +16,7 @@ from vidsearch.api_models import SearchRequest
 from vidsearch.encoders.sound_cues import NO_SOUND_DB, SOUND_COLUMNS, SoundCueReader, silent_rows, sound_cues
 from vidsearch.lab import synth
 from vidsearch.search import sound_channel
-from vidsearch.search.event_windows import best_windows
+from vidsearch.search.event_windows import best_windows, channel_hits
 from vidsearch.search.features import VideoFeatures
 from vidsearch.search.sound_channel import SOUNDS, agreement, named_sound, window_sound
 
@@ -171,6 +171,30 @@ def test_the_window_whose_sound_is_asked_for_gains():
     assert best_windows(v[0], [late], [early], sound="silence")[0] == pytest.approx(best_windows(v[0], [late], [early])[0] + w, abs=1e-5)
     assert best_windows(v[0], [late], [early], sound="high")[0] == pytest.approx(best_windows(v[0], [late], [early])[0] - w, abs=1e-5)
     assert silent_rows(3.0)[:, 1].max() == NO_SOUND_DB and len(silent_rows(3.0)) == 11 and len(silent_rows(0)) == 0
+
+
+def test_the_moment_curve_rises_where_the_asked_for_sound_plays():
+    """channel_hits: the windows' sound terms as timed rows for the moment curve; positive over the
+    high tone (3-6 s), negative over the silence around it; weighted by a unit's share of a window
+    (1 s units, 3 s windows); the same rows for a video scored alone or beside others; the search's
+    time window keeps its units' windows only; nothing where the query names nothing."""
+    rng = np.random.default_rng(5)
+    v = rng.normal(size=(9, 8)).astype(np.float32)
+    t = np.arange(9, dtype=np.float32)
+    signal = np.concatenate([_signal("silence", 3.0, rng), _signal("high", 3.0, rng), _signal("silence", 3.0, rng)])
+    f = VideoFeatures(t, t + 1, v, sound=sound_cues(signal, SR))
+    other = VideoFeatures(t[:4], t[:4] + 1, v[:4], sound=sound_cues(_signal("low", 4.0, rng), SR))
+    rows = channel_hits([f], sound="high")[0]
+    assert rows.shape[1] == 3 and (rows[:, 1] > rows[:, 0]).all()
+    w = sound_channel.SOUND_WEIGHT / 3
+    on_tone = rows[(rows[:, 0] == 3.0) & (rows[:, 1] == 6.0), 2]
+    assert on_tone.tolist() == pytest.approx([w], abs=1e-5)  # the window exactly over the tone agrees fully
+    assert rows[rows[:, 1] <= 3.0, 2].max() < 0 and rows[rows[:, 0] >= 6.0, 2].max() < 0
+    beside = channel_hits([other, f], sound="high")
+    assert np.allclose(beside[1], rows) and len(beside[0]) and beside[0][:, 2].max() < 0
+    early = channel_hits([f], [t < 4], sound="high")[0]
+    assert early[:, 1].max() <= 4.0
+    assert channel_hits([f])[0].shape == (0, 3) and channel_hits([f, other], motion=None)[1].shape == (0, 3)
 
 
 # -- end to end: one picture, five soundtracks, drawn by the held-out renderer ---------------------------
