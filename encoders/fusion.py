@@ -39,6 +39,7 @@ class FusionHead(nn.Module):
         temporal: bool = False,
         temporal_cues: int = 0,
         focus: float = 0.0,
+        video_attention: float = 1.0,
     ):
         super().__init__()
         # Applied where unit vectors are made (encoders/temporal.py), not in scores(): stored units
@@ -46,7 +47,7 @@ class FusionHead(nn.Module):
         self.temporal = TemporalMixer(dim, cues=temporal_cues) if temporal else None  # cues: where_cues read from pixels
         # also applied where unit vectors are made: each frame's crop around what moves (encoders/focus.py)
         self.focus = FocusMix(focus) if focus else None
-        self.video = XPool(dim, heads, dropout)
+        self.video = XPool(dim, heads, dropout, attention_scale=video_attention)  # how sharply the text picks frames
         self.audio = XPool(dim, heads, dropout)
         self.audio_weight = nn.Parameter(torch.tensor(float(audio_weight)))
         self.gate_scale = nn.Parameter(torch.tensor(float(gate_scale)))

@@ -69,6 +69,7 @@ class TrainConfig:
     temporal_lr_mult: float = 10.0  # the temporal module's learning rate over `lr`: new, small, and far from where it must go
     augment: bool = True  # per-video crop, brightness/contrast and noise on training frames
     focus: float = FOCUS_SCALE  # each frame also seen as a crop of this side around what moves (encoders/focus.py); 0: off
+    xpool_attention: float = 1.0  # the video X-Pool's attention logits times this (below 1: softer; xpool.XPool)
     extra: dict = field(default_factory=dict)
 
 
@@ -126,7 +127,7 @@ class Trainer:
             p.requires_grad_(not any(name.startswith(f) for f in self.frozen_prefixes))
         self.audio = AudioEncoder(dim=self.dim, weights="trained") if cfg.audio else None
         self.head = FusionHead(self.dim, temporal=cfg.temporal, temporal_cues=CUES if cfg.temporal and cfg.where_cues else 0,
-                               focus=cfg.focus)  # fmt: skip
+                               focus=cfg.focus, video_attention=cfg.xpool_attention)  # fmt: skip
         self.loss = ContrastiveLoss()
         self.warm_started = self._warm_start_heads(cfg.checkpoint) if cfg.checkpoint else []
         params = [p for p in self.net.parameters() if p.requires_grad] + list(self.head.parameters()) + list(self.loss.parameters())
@@ -514,6 +515,8 @@ class Trainer:
         config = {"temporal": True, "temporal_cues": self.head.temporal.cues} if self.head.temporal is not None else {}
         if self.head.focus is not None:
             config["focus"] = self.head.focus.scale
+        if self.head.video.attention_scale != 1.0:
+            config["video_attention"] = self.head.video.attention_scale
         return config
 
     def save(self) -> None:

@@ -148,11 +148,16 @@ class XPool(FramePooler):
     training only refines. Random projections would start from pooling by noise.
     """
 
-    def __init__(self, dim: int, heads: int = 1, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int = 1, dropout: float = 0.0, attention_scale: float = 1.0):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        if attention_scale <= 0:
+            raise ValueError("attention_scale must be > 0")
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        # times the attention logits (1: the reference's 1/sqrt(d_head)); below 1 softer attention,
+        # which generalises better to footage unlike the training set's (README "Where X-Pool loses")
+        self.attention_scale = float(attention_scale)
         self.ln1, self.ln2, self.ln3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.q_proj, self.k_proj, self.v_proj = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
@@ -181,7 +186,7 @@ class XPool(FramePooler):
         q = self.q_proj(t).view(bt, h, dh)
         k = self.k_proj(f).view(bv, n, h, dh)
         v = self.v_proj(f).view(bv, n, h, dh)
-        logits = torch.einsum("thd,vshd->tvhs", q, k) / math.sqrt(dh)
+        logits = torch.einsum("thd,vshd->tvhs", q, k) * (self.attention_scale / math.sqrt(dh))
         attn = masked_softmax(logits, valid[None, :, None, :])  # [Bt, Bv, H, T]
         mixed = torch.einsum("tvhs,vshd->tvhd", attn, v).reshape(bt, bv, d)
         return self._head(mixed), attn.mean(2)
@@ -201,7 +206,7 @@ class XPool(FramePooler):
         t, f = self.ln1(text[0]), self.ln1(frames)
         q = self.q_proj(t).view(h, dh)
         q_folded = torch.einsum("hk,hke->he", q, self.k_proj.weight.view(h, dh, d))  # [H, D]
-        logits = torch.einsum("vse,he->vhs", f, q_folded) / math.sqrt(dh)
+        logits = torch.einsum("vse,he->vhs", f, q_folded) * (self.attention_scale / math.sqrt(dh))
         attn = masked_softmax(logits, valid[:, None, :])  # [Bv, H, T]
         f_bar = torch.einsum("vhs,vse->vhe", attn, f)  # per-head pooled LN1(F)
         mixed = torch.einsum("vhe,hke->vhk", f_bar, self.v_proj.weight.view(h, dh, d))
@@ -212,7 +217,7 @@ class XPool(FramePooler):
         return scores * valid.any(-1).to(scores.dtype), attn.mean(1)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, heads={self.heads}, dropout={self.dropout.p}"
+        return f"dim={self.dim}, heads={self.heads}, dropout={self.dropout.p}, attention_scale={self.attention_scale}"
 
 
 POOLERS = {"mean": MeanPool, "param_free": ParameterFreePool, "xpool": XPool}

@@ -98,6 +98,7 @@ def train(
     where_cues: Annotated[bool, typer.Option("--where-cues/--no-where-cues", help="The temporal module also reads where things move, from the pixels (the centroid of change against the video's median frame).")] = True,
     temporal_lr_mult: Annotated[float, typer.Option("--temporal-lr-mult", min=0.0, help="The temporal module's learning rate as a multiple of --lr.")] = 10.0,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Per-video crop, brightness/contrast and noise on training frames.")] = True,
+    xpool_attention: Annotated[float, typer.Option("--xpool-attention", min=0.01, help="The video X-Pool's attention logits times this: below 1 the text picks frames less sharply.")] = 1.0,
     focus: Annotated[bool, typer.Option("--focus/--no-focus", help="Each frame also encoded as a crop of half its side around what moves (the where-cue), mixed in with a learned weight.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same --out.")] = False,
     eval_data: Annotated[Optional[list[Path]], typer.Option("--eval-data", exists=True, dir_okay=False, help="Held-out captioned videos (JSONL) to score retrieval on while training; repeat for several.")] = None,
@@ -117,7 +118,7 @@ def train(
     cfg = TrainConfig(model=model, pretrained=pretrained, checkpoint=str(checkpoint) if checkpoint else None, epochs=epochs,
                       batch_size=batch_size, frames_per_video=frames_per_video, lr=lr, freeze_backbone=freeze_backbone,
                       freeze_text=freeze_text, audio=audio, seed=seed, temporal=temporal, direction_weight=direction_weight, shape_weight=shape_weight, motion_weight=motion_weight, where_cues=where_cues, temporal_lr_mult=temporal_lr_mult,
-                      augment=augment, focus=FOCUS_SCALE if focus else 0.0, extra={"sample_fps": sample_fps})  # fmt: skip
+                      augment=augment, focus=FOCUS_SCALE if focus else 0.0, xpool_attention=xpool_attention, extra={"sample_fps": sample_fps})  # fmt: skip
     show = not json_out and err.is_terminal
     t0 = time.monotonic()
     try:

@@ -97,6 +97,35 @@ def test_identity_init_attends_to_the_most_similar_unit():
     assert weights[0, 0].argmax().item() == 3
 
 
+def test_a_softer_attention_scale_divides_the_logits_and_survives_a_checkpoint():
+    """attention_scale multiplies the logits: on zero-mean unit vectors the weights are
+    softmax(scale x |LN|^2 / sqrt(D) x cosine); rerank agrees with pool; the fusion head rebuilt from
+    a checkpoint's head config keeps it (encoders/backbone.py _build_heads), and an old config without
+    it is the reference's scale, 1."""
+    from vidsearch.encoders.backbone import _build_heads
+
+    text = torch.randn(4, D)
+    text = F.normalize(text - text.mean(-1, keepdim=True), dim=-1)
+    frames = F.normalize(torch.randn(2, 6, D), dim=-1)
+    frames = F.normalize(frames - frames.mean(-1, keepdim=True), dim=-1)
+    ln_scale = D / (1 + 1e-5 * D)
+    cos = torch.einsum("td,vsd->tvs", text, frames)
+    _, weights = XPool(D, attention_scale=0.25).pool(text, frames)
+    torch.testing.assert_close(weights, torch.softmax(0.25 * ln_scale / math.sqrt(D) * cos, -1))
+    sharp = XPool(D).pool(text, frames)[1]
+    assert (weights.amax(-1) < sharp.amax(-1)).all()  # softer: the best unit takes less
+    head = _perturb(XPool(D, heads=2, attention_scale=0.25))
+    t, f, m = _batch(bt=1)
+    torch.testing.assert_close(head.rerank(t[0], f, m)[0], head.similarity(t, f, m)[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError):
+        XPool(D, attention_scale=0.0)
+    saved = FusionHead(D, video_attention=0.25)
+    _, rebuilt = _build_heads({"head": {"config": {"video_attention": 0.25}, "state": saved.state_dict()}}, D)
+    assert rebuilt.video.attention_scale == 0.25 and rebuilt.audio.attention_scale == 1.0
+    _, old = _build_heads({"head": {"config": {}, "state": FusionHead(D).state_dict()}}, D)
+    assert old.video.attention_scale == 1.0
+
+
 def test_xpool_rerank_matches_pool():
     head = _perturb(XPool(D, heads=4))
     text, frames, mask = _batch(bt=1)
