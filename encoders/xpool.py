@@ -172,6 +172,10 @@ class XPool(FramePooler):
         for ln in (self.ln1, self.ln2, self.ln3):
             ln.reset_parameters()
 
+    def _scaled(self, logits: Tensor) -> Tensor:
+        """The logits at this head's attention scale (the reference's, 1, leaves them as they are)."""
+        return logits if self.attention_scale == 1.0 else logits * self.attention_scale
+
     def _head(self, mixed: Tensor) -> Tensor:
         """From attention output (before W_O) to the pooled vector z."""
         o = self.ln2(self.out_proj(mixed))
@@ -186,7 +190,7 @@ class XPool(FramePooler):
         q = self.q_proj(t).view(bt, h, dh)
         k = self.k_proj(f).view(bv, n, h, dh)
         v = self.v_proj(f).view(bv, n, h, dh)
-        logits = torch.einsum("thd,vshd->tvhs", q, k) * (self.attention_scale / math.sqrt(dh))
+        logits = self._scaled(torch.einsum("thd,vshd->tvhs", q, k) / math.sqrt(dh))
         attn = masked_softmax(logits, valid[None, :, None, :])  # [Bt, Bv, H, T]
         mixed = torch.einsum("tvhs,vshd->tvhd", attn, v).reshape(bt, bv, d)
         return self._head(mixed), attn.mean(2)
@@ -206,7 +210,7 @@ class XPool(FramePooler):
         t, f = self.ln1(text[0]), self.ln1(frames)
         q = self.q_proj(t).view(h, dh)
         q_folded = torch.einsum("hk,hke->he", q, self.k_proj.weight.view(h, dh, d))  # [H, D]
-        logits = torch.einsum("vse,he->vhs", f, q_folded) * (self.attention_scale / math.sqrt(dh))
+        logits = self._scaled(torch.einsum("vse,he->vhs", f, q_folded) / math.sqrt(dh))
         attn = masked_softmax(logits, valid[:, None, :])  # [Bv, H, T]
         f_bar = torch.einsum("vhs,vse->vhe", attn, f)  # per-head pooled LN1(F)
         mixed = torch.einsum("vhe,hke->vhk", f_bar, self.v_proj.weight.view(h, dh, d))
