@@ -45,7 +45,7 @@ from vidsearch.store import EncodedVideo, Store, local_path, metadata_json, path
 from .container_text import container_spans
 from .discover import LIST_ERROR, READ_ERROR, Source, discover, where_key
 from .hashing import content_hash
-from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working, decode_job
+from .prepare import Chunk, DecodeJob, Failed, Finished, Started, Working, decode_job, tapped
 from .remote import media_location, object_hash
 from .probe import MediaError, ProbeResult, probe
 from .segment import make_segments, pool_segments
@@ -151,19 +151,6 @@ class _EncodeBuffer:
         self.chunks = [(v, c) for v, c in self.chunks if v is not video]
         self.done = [v for v in self.done if v is not video]
         video.waiting = 0
-
-
-def _tapped(blocks: Iterable[np.ndarray], also: Callable[[np.ndarray], None], failed: list[Exception]) -> Iterable[np.ndarray]:
-    """The blocks as they come, each also handed to `also` (one decode read two ways). If `also`
-    fails, its error goes to `failed` and it is not called again: the blocks keep coming, so the
-    stream's main reader (the audio tower) loses nothing to the side one."""
-    for block in blocks:
-        if not failed:
-            try:
-                also(block)
-            except Exception as exc:  # noqa: BLE001 - reported by the caller as a warning
-                failed.append(exc)
-        yield block
 
 
 class IndexRun:
@@ -608,7 +595,8 @@ class IndexRun:
             items.put(_DONE)
 
     def _job(self, src: Source) -> DecodeJob:
-        return decode_job(self.settings, media_location(src), self.backbone.image_size)
+        # a model without an audio tower has no stream of its own to read the sound cues from
+        return decode_job(self.settings, media_location(src), self.backbone.image_size, sound_cues=self.settings.sound_cues and self.audio_encoder is None)
 
     def _consume(self, items: queue.Queue) -> None:
         buf = _EncodeBuffer()
@@ -788,6 +776,8 @@ class IndexRun:
         encoder = self.audio_encoder
         if encoder is None and not cues:
             return None, None, None, None
+        if encoder is None and video.finished is not None and video.finished.sound is not None:
+            return None, None, None, video.finished.sound  # read by the decoder from its speech stream
         failed: list[Exception] = []
         try:
             with self._turns():
@@ -795,7 +785,7 @@ class IndexRun:
                 reader = SoundCueReader(rate or SPEECH_RATE)
                 audio = stream_audio(media_location(video.item.source), rate or SPEECH_RATE, stream=info.audio_stream)
                 if cues:
-                    audio = _tapped(audio, reader.feed, failed)
+                    audio = tapped(audio, reader.feed, failed)
                 if encoder is not None:
                     starts, ends, vectors = encoder(audio)
                 else:

@@ -20,7 +20,8 @@ second, per pass), so a second pass for OCR cost more than reading the text.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from vidsearch.cores import usable_cores
 from vidsearch.encoders.ocr import OcrReader
+from vidsearch.encoders.sound_cues import SoundCueReader
 from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
 
 from .decode import DecodeReport, FrameChunk, center_crop, iter_frames, plan_samples, read_audio, scaled_size
@@ -54,6 +56,7 @@ class DecodeJob:
     ocr_threads: int = 0  # the OCR reader's threads (0: one per core); decode_job gives it its share
     short_fps: float = 0.0  # frames per second for videos up to `short_seconds` long, where above sample_fps
     short_seconds: float = 0.0
+    sound_cues: bool = False  # also read the sound channel's cues from the speech stream (the indexer would decode it again)
 
     def frame_rate(self, duration: float) -> float:
         """Frames per second sampled from a video this long: `short_fps` for short ones, else sample_fps."""
@@ -70,10 +73,12 @@ class DecodeJob:
         return min(self.ocr_height, info.height)
 
 
-def decode_job(s, location: str, image_size: int) -> DecodeJob:
+def decode_job(s, location: str, image_size: int, sound_cues: bool = False) -> DecodeJob:
     """What a decoder is asked to do for one file under settings `s` (both engines ask the same).
     OCR runs inside the decoder, one per core (at most 4), so it gets the cores' share of one decoder:
-    each of several decoders with a thread per core paid ~18% more CPU for the same text."""
+    each of several decoders with a thread per core paid ~18% more CPU for the same text.
+    `sound_cues`: the indexer has no audio tower whose stream it could read them from, so the
+    decoder reads them from the soundtrack it decodes for speech (when speech is on)."""
     from .worker import default_decode_workers  # (worker imports this module)
 
     ocr_threads = max(1, usable_cores() // (s.decode_workers or default_decode_workers()))
@@ -81,7 +86,7 @@ def decode_job(s, location: str, image_size: int) -> DecodeJob:
                      speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr,
                      ocr_engine=s.ocr_engine, ocr_fps=s.ocr_fps, speech_batch=s.speech_batch,
                      speech_threads=s.speech_threads, ocr_threads=ocr_threads,
-                     short_fps=s.short_video_fps, short_seconds=s.short_video_seconds)  # fmt: skip
+                     short_fps=s.short_video_fps, short_seconds=s.short_video_seconds, sound_cues=sound_cues and s.speech)  # fmt: skip
 
 
 @dataclass
@@ -112,6 +117,7 @@ class Finished:
     warnings: list[str] = field(default_factory=list)
     decoder: str = ""
     audio: np.ndarray | None = None  # the whole waveform, only when the job asked for it
+    sound: np.ndarray | None = None  # the sound cues (encoders/sound_cues.py), in player time, when the job asked for them
 
 
 @dataclass
@@ -197,7 +203,7 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
         yield Failed(job, "no frame could be decoded")
         return
     warnings += report.warnings(info.duration)
-    audio, spans = None, []
+    audio, sound, spans = None, None, []
     if job.want_audio and info.has_audio:
         try:
             audio = read_audio(path, stream=info.audio_stream)
@@ -206,7 +212,8 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
     if job.speech and info.has_audio:
         yield Working("transcribing speech", 0.0, info.duration)
         try:
-            spans += _speech_spans(job, info, progress)
+            said, sound = _speech_spans(job, info, progress)
+            spans += said
         except Exception as exc:  # noqa: BLE001 - a speech failure keeps the visual index
             warnings.append(f"speech: {exc}")
     if info.text_subtitles:  # the file's own subtitle tracks: read here, in the decoder's process
@@ -234,7 +241,7 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
                 yield step
         except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
             warnings.append(f"ocr: {exc}")
-    yield Finished(spans, warnings, report.decoder, audio)
+    yield Finished(spans, warnings, report.decoder, audio, sound)
 
 
 def ocr_picks(starts: np.ndarray, ends: np.ndarray, rate: float, last_period: int, duration: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -265,9 +272,25 @@ def encoder_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return center_crop(frames, size)
 
 
-def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> list:
-    """Transcribe the soundtrack as it streams from ffmpeg (hours of audio never sit in memory)."""
+def tapped(blocks: Iterable[np.ndarray], also: Callable[[np.ndarray], None], failed: list[Exception]) -> Iterator[np.ndarray]:
+    """The blocks as they come, each also handed to `also` (one decode read two ways). If `also`
+    fails, its error goes to `failed` and it is not called again: the blocks keep coming, so the
+    stream's main reader (the audio tower, the speech recogniser) loses nothing to the side one."""
+    for block in blocks:
+        if not failed:
+            try:
+                also(block)
+            except Exception as exc:  # noqa: BLE001 - reported by the caller
+                failed.append(exc)
+        yield block
+
+
+def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> tuple[list, np.ndarray | None]:
+    """Transcribe the soundtrack as it streams from ffmpeg (hours of audio never sit in memory), and
+    where the job asks, read the sound cues from the same blocks: (spans, cue rows or None). A cue
+    reader that fails costs the transcript nothing (no rows: the indexer then reads them itself)."""
     progress.stage, progress.done, progress.total = "transcribing speech", 0.0, info.duration
+    cues, failed = (SoundCueReader(SAMPLE_RATE) if job.sound_cues else None), []
 
     def counted():
         for block in stream_audio(job.path, stream=info.audio_stream):  # the track a player plays
@@ -275,8 +298,15 @@ def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> list:
             progress.done += len(block) / SAMPLE_RATE
 
     options = {"batch_size": job.speech_batch, "cpu_threads": job.speech_threads} if job.speech_engine == "whisper" else {}
-    spans = get_recognizer(job.speech_engine, job.speech_model, **options).transcribe(counted()).spans
-    return [s.shifted(info.audio_start) for s in spans] if info.audio_start else spans
+    blocks = counted() if cues is None else tapped(counted(), cues.feed, failed)
+    spans = get_recognizer(job.speech_engine, job.speech_model, **options).transcribe(blocks).spans
+    sound = None
+    if cues is not None:
+        deque(blocks, maxlen=0)  # the whole soundtrack read, whatever the recogniser left unread
+        if not failed:
+            sound = cues.rows()
+            sound[:, 0] += info.audio_start
+    return ([s.shifted(info.audio_start) for s in spans] if info.audio_start else spans), sound
 
 
 def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans: list) -> Iterator[Working]:

@@ -126,7 +126,7 @@ def test_a_broken_sample_or_row_spoils_nothing_else():
 
 
 def test_a_side_reader_that_fails_costs_the_main_reader_nothing():
-    from vidsearch.indexer.pipeline import _tapped
+    from vidsearch.indexer.prepare import tapped
 
     seen, failed = [], []
 
@@ -136,7 +136,7 @@ def test_a_side_reader_that_fails_costs_the_main_reader_nothing():
         seen.append(block)
 
     blocks = [np.full(4, i, np.float32) for i in range(4)]
-    out = list(_tapped(iter(blocks), side, failed))
+    out = list(tapped(iter(blocks), side, failed))
     assert len(out) == 4 and [float(b[0]) for b in out] == [0, 1, 2, 3]  # the audio tower still gets every block
     assert len(seen) == 1 and len(failed) == 1 and "broke" in str(failed[0])  # called no more after it failed
 
@@ -271,3 +271,39 @@ def test_a_model_without_an_audio_tower_stores_sound_cues(sound_library, tmp_pat
     IndexRun(store_off, tiny_backbone, off).run([tmp_path / "lib"])
     feats_off = FeatureCache(store_off).get_many([v for v in store_off.files()["video_id"].to_pylist() if v])
     assert len(feats_off) == 3 and all(len(f.sound) == 0 for f in feats_off.values())
+
+
+@pytest.mark.slow
+def test_with_speech_on_the_decoder_reads_the_cues_from_its_speech_stream(sound_library, tmp_path, tiny_backbone, monkeypatch):
+    """A model without an audio tower, speech on: the decoder already streams the soundtrack for
+    Whisper, so the cues are read from those blocks and the indexer decodes nothing more (its own
+    stream_audio fails here if called); the rows equal those of the indexer's own decode."""
+    from vidsearch.config import load_settings
+    from vidsearch.indexer import pipeline
+    from vidsearch.search.features import FeatureCache
+
+    _, _, root = sound_library
+    (tmp_path / "lib").mkdir()
+    for name in ("synth_00002.mp4", "synth_00003.mp4"):
+        (tmp_path / "lib" / name).write_bytes((root / "videos" / name).read_bytes())
+
+    def stored(db: str, speech: bool) -> dict[str, np.ndarray]:
+        settings = load_settings(None, db=tmp_path / db, model="tiny", pretrained="none", speech=speech, ocr=False)
+        store = pipeline.open_store_for(settings, tiny_backbone)
+        pipeline.IndexRun(store, tiny_backbone, settings).run([tmp_path / "lib"])
+        files = store.files()
+        ids = {Path(p).stem: v for p, v in zip(files["path"].to_pylist(), files["video_id"].to_pylist())}
+        feats = FeatureCache(store).get_many(list(ids.values()))
+        return {name: feats[v].sound for name, v in ids.items()}
+
+    own = stored("db_own", speech=False)  # the indexer's own decode
+
+    def no_second_decode(*args, **kwargs):
+        raise AssertionError("the indexer decoded the soundtrack again")
+
+    monkeypatch.setattr(pipeline, "stream_audio", no_second_decode)
+    shared = stored("db_shared", speech=True)
+    assert set(shared) == set(own) == {"synth_00002", "synth_00003"}
+    for name in own:
+        assert shared[name].shape == own[name].shape and len(own[name]) >= 16
+        np.testing.assert_allclose(shared[name], own[name], atol=1e-3)
