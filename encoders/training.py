@@ -69,7 +69,7 @@ class TrainConfig:
     temporal_lr_mult: float = 10.0  # the temporal module's learning rate over `lr`: new, small, and far from where it must go
     augment: bool = True  # per-video crop, brightness/contrast and noise on training frames
     focus: float = FOCUS_SCALE  # each frame also seen as a crop of this side around what moves (encoders/focus.py); 0: off
-    xpool_attention: float = 1.0  # the video X-Pool's attention logits times this (below 1: softer; xpool.XPool)
+    xpool_attention: float | None = None  # the video X-Pool's attention logits times this (below 1: softer; xpool.XPool); None: the checkpoint's, else 1
     extra: dict = field(default_factory=dict)
 
 
@@ -127,7 +127,7 @@ class Trainer:
             p.requires_grad_(not any(name.startswith(f) for f in self.frozen_prefixes))
         self.audio = AudioEncoder(dim=self.dim, weights="trained") if cfg.audio else None
         self.head = FusionHead(self.dim, temporal=cfg.temporal, temporal_cues=CUES if cfg.temporal and cfg.where_cues else 0,
-                               focus=cfg.focus, video_attention=cfg.xpool_attention)  # fmt: skip
+                               focus=cfg.focus, video_attention=self._video_attention(cfg))  # fmt: skip
         self.loss = ContrastiveLoss()
         self.warm_started = self._warm_start_heads(cfg.checkpoint) if cfg.checkpoint else []
         params = [p for p in self.net.parameters() if p.requires_grad] + list(self.head.parameters()) + list(self.loss.parameters())
@@ -146,6 +146,15 @@ class Trainer:
         self._text_cache = self._pooled_caption_features(self.data.cap_text) if frozen_text else None
         self._swaps = {name: self._swapped_captions(swap, n, frozen_text) for name, (swap, n) in SWAPS.items()
                        if getattr(cfg, f"{name}_weight")}  # fmt: skip
+
+    @staticmethod
+    def _video_attention(cfg: TrainConfig) -> float:
+        """The video X-Pool's attention scale: the run's, else the warm-start checkpoint's (a fine-tune
+        of a softened head stays soft), else the reference's 1."""
+        if cfg.xpool_attention is not None:
+            return float(cfg.xpool_attention)
+        saved = read_checkpoint(Path(cfg.checkpoint)) if cfg.checkpoint else {}
+        return float((saved.get("head") or {}).get("config", {}).get("video_attention", 1.0))
 
     def _warm_start_heads(self, checkpoint: str) -> list[str]:
         """Fine-tuning from a vidsearch checkpoint starts the fusion head and the audio tower from it

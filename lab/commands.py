@@ -98,7 +98,7 @@ def train(
     where_cues: Annotated[bool, typer.Option("--where-cues/--no-where-cues", help="The temporal module also reads where things move, from the pixels (the centroid of change against the video's median frame).")] = True,
     temporal_lr_mult: Annotated[float, typer.Option("--temporal-lr-mult", min=0.0, help="The temporal module's learning rate as a multiple of --lr.")] = 10.0,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Per-video crop, brightness/contrast and noise on training frames.")] = True,
-    xpool_attention: Annotated[float, typer.Option("--xpool-attention", min=0.01, help="The video X-Pool's attention logits times this: below 1 the text picks frames less sharply.")] = 1.0,
+    xpool_attention: Annotated[Optional[float], typer.Option("--xpool-attention", min=0.01, help="The video X-Pool's attention logits times this: below 1 the text picks frames less sharply (default: the --checkpoint's, else 1).")] = None,
     focus: Annotated[bool, typer.Option("--focus/--no-focus", help="Each frame also encoded as a crop of half its side around what moves (the where-cue), mixed in with a learned weight.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same --out.")] = False,
     eval_data: Annotated[Optional[list[Path]], typer.Option("--eval-data", exists=True, dir_okay=False, help="Held-out captioned videos (JSONL) to score retrieval on while training; repeat for several.")] = None,

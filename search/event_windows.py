@@ -105,7 +105,7 @@ def best_windows(q: np.ndarray, feats: list[VideoFeatures], keep: list[np.ndarra
     out = np.zeros((len(feats), len(queries)), np.float32)
     found = _windows(queries, feats, keep, use_audio, motion, shape, sound)
     if found is not None:
-        score, channels, video, _, _ = found
+        score, channels, _, _, video, _, _ = found
         score += channels[:, None]
         # per video, the best of its windows (one window starts at each unit; units are grouped by video)
         bounds = np.flatnonzero(np.r_[True, video[1:] != video[:-1]])
@@ -117,35 +117,43 @@ def channel_hits(feats: list[VideoFeatures], keep: list[np.ndarray] | None = Non
                  sound: str | None = None) -> list[np.ndarray]:  # fmt: skip
     """Where each video's pixels and samples agree with what the query names (its motion, shape,
     sound), as timed (start, end, score) rows for the moment curve (moments.localize_moments `hits`):
-    each window's channel terms, as `best_windows` adds them, over the window's own units. The
-    ranking picks a video for the window where everything the query names happens at once; without
-    these rows its moment was cut from the frames' cosines alone, which on footage the model reads
-    poorly often peak on another event of the same colour (README "Moments where the channels
-    agree"). Windows overlap (one starts at each unit), so each row is weighted by the share of a
-    window one unit's step is: the rows covering a moment add up to about one window's terms. Empty
-    rows where the query names none of them. All videos on one time axis, as `best_windows`."""
+    per unit, the mean of the channel terms (as `best_windows` adds them) of the windows that hold
+    it. The ranking picks a video for the window where everything the query names happens at once;
+    without these rows its moment was cut from the frames' cosines alone, which on footage the model
+    reads poorly often peak on another event of the same colour (README "Moments where the channels
+    agree"). A mean, not a sum, so a reading that is the same all through a video (a silent video
+    asked for a tone) lifts or lowers every unit alike and moves no moment, at its ends too (fewer
+    windows hold a video's first and last units). Empty rows where the query names none of them. All
+    videos on one time axis, as `best_windows`."""
     out = [np.empty((0, 3)) for _ in feats]
     if motion is None and shape is None and sound is None:
         return out
     found = _windows(None, feats, keep, False, motion, shape, sound)
     if found is None:
         return out
-    _, channels, video, t0, t1 = found
-    bounds = np.r_[np.flatnonzero(np.r_[True, video[1:] != video[:-1]]), len(video)]
+    _, channels, lo, hi, video, starts, ends = found
+    n = len(video)
+    pairs, first = np.unique(lo.astype(np.int64) * (n + 1) + hi, return_index=True)  # a window moved back to the end repeats
+    total, count = np.zeros(n + 1), np.zeros(n + 1)
+    np.add.at(total, lo[first], channels[first])
+    np.add.at(total, hi[first], -channels[first])
+    np.add.at(count, lo[first], 1.0)
+    np.add.at(count, hi[first], -1.0)
+    mean = np.cumsum(total)[:n] / np.maximum(np.cumsum(count)[:n], 1.0)  # units lo..hi-1 are in the window
+    rows = np.stack([starts, ends, mean], axis=1)
+    bounds = np.r_[np.flatnonzero(np.r_[True, video[1:] != video[:-1]]), n]
     for a, b in zip(bounds[:-1], bounds[1:]):
-        rows = np.unique(np.stack([t0[a:b], t1[a:b], channels[a:b]], axis=1), axis=0)  # windows moved back to the end repeat
-        starts = np.unique(t0[a:b])
-        step = float(np.median(np.diff(starts))) if len(starts) > 1 else WINDOW_SECONDS
-        rows[:, 2] *= min(1.0, step / WINDOW_SECONDS)
-        out[video[a]] = rows[rows[:, 1] > rows[:, 0]]
+        kept = rows[a:b]
+        out[video[a]] = kept[kept[:, 1] > kept[:, 0]]
     return out
 
 
 def _windows(queries: np.ndarray | None, feats: list[VideoFeatures], keep: list[np.ndarray] | None, use_audio: bool,
              motion: str | None, shape: str | None, sound: str | None):  # fmt: skip
-    """Every window of every candidate on one time axis: (cosine score (W, Q) or None without
-    `queries`, channel terms (W,), each window's video (W,), its first unit's start and last unit's
-    end in the video's own seconds (W,)); None where no candidate has a unit kept."""
+    """Every window of every candidate on one time axis, one starting at each kept unit: (cosine
+    score (W, Q) or None without `queries`, channel terms (W,), each window's units lo..hi-1 (W,),
+    and per unit on the axis (W of them, grouped by video): its video, start and end in the video's
+    own seconds); None where no candidate has a unit kept."""
     n = len(feats)
     kept = [np.ones(len(f.start), bool) if keep is None else np.asarray(keep[i], bool) for i, f in enumerate(feats)]
     centres = [((f.start + f.end) / 2)[k] for f, k in zip(feats, kept)]
@@ -206,7 +214,7 @@ def _windows(queries: np.ndarray | None, feats: list[VideoFeatures], keep: list[
         shi = np.searchsorted(s_starts, start_keys + WINDOW_SECONDS - SOUND_WINDOW, side="right")
         reading = sound_channel.window_sound(rows, slo, np.maximum(shi, slo))
         channels += sound_channel.SOUND_WEIGHT * sound_channel.agreement(reading, sound)
-    return score, channels, video[lo], starts[lo], ends[hi - 1]
+    return score, channels, lo, hi, video, starts, ends
 
 
 def _unit_rows(rows: np.ndarray, f: VideoFeatures, kept: np.ndarray) -> np.ndarray:

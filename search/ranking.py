@@ -247,12 +247,15 @@ def localize_many(plan: QueryPlan, candidates: list[Candidate], head=None) -> li
 
 def moment_relevance(probability: float | None, moments: list[Moment]) -> tuple[float, ...]:
     """Each moment's relevance: the video's calibrated probability, scaled by the moment's score
-    against the video's best moment (the best moment carries the video's relevance, weaker ones less)."""
+    against the video's best moment (the best moment carries the video's relevance, weaker ones less).
+    Scores are measured from 0, or from the lowest moment's where one is negative (the reading
+    channels' rows can take a curve below 0: where they disagree everywhere, the best moment is then
+    still the best, and a worse one less)."""
     if probability is None or not moments:
         return ()
     scores = np.array([m.score for m in moments], dtype=np.float64)
-    best = scores.max()
-    share = np.clip(scores / best, 0.0, 1.0) if best > 0 else np.ones_like(scores)
+    floor, best = min(0.0, float(scores.min())), float(scores.max())
+    share = np.clip((scores - floor) / (best - floor), 0.0, 1.0) if best > floor else np.ones_like(scores)
     return tuple((probability * share).tolist())
 
 

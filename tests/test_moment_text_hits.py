@@ -19,8 +19,8 @@ import pytest
 from test_search_parts import page_matches_each_alone
 from vidsearch.api_models import SpanHit
 from vidsearch.search.features import VideoFeatures
-from vidsearch.search.moments import TEXT_LIFT, localize_moments, temporal_iou
-from vidsearch.search.ranking import Candidate, localize_many
+from vidsearch.search.moments import TEXT_LIFT, Moment, localize_moments, temporal_iou
+from vidsearch.search.ranking import Candidate, localize_many, moment_relevance
 from vidsearch.search.text_channels import EXACT_COSINE, MATCH_STRENGTH_AT_FLOOR, MIN_COSINE, match_strength
 
 # The probe's clip as the tiny model saw it (one unit a second): red frames score low against "a
@@ -206,3 +206,16 @@ def test_a_named_chapter_shapes_the_moment_and_a_title_does_not():
     whole = [SpanHit(source="metadata", start=0.0, end=7.0, text="a purple dragon sleeps", score=1.0)]
     plain = localize_many(_plan(), [_candidate(M3_STARTS, M3_ENDS, M3_RELEVANCE, [])])[0]
     assert localize_many(_plan(), [_candidate(M3_STARTS, M3_ENDS, M3_RELEVANCE, whole)])[0].moments == plain.moments
+
+
+def test_moment_relevance_shares_the_videos_relevance_by_score_below_zero_too():
+    """The best moment carries the video's relevance and a weaker one less, measured from 0, or
+    from the lowest score where the reading channels took the curve below 0 (before, every moment
+    of such a video carried the whole relevance)."""
+    def of(*scores):
+        return moment_relevance(0.8, [Moment(0.0, 1.0, s, s) for s in scores])
+
+    assert of(0.5, 0.25) == pytest.approx((0.8, 0.4))
+    assert of(-0.1, -0.3) == pytest.approx((0.8, 0.0))
+    assert of(0.2, -0.2) == pytest.approx((0.8, 0.0))
+    assert of(-0.4) == pytest.approx((0.8,)) and moment_relevance(None, []) == ()

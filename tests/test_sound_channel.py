@@ -174,10 +174,11 @@ def test_the_window_whose_sound_is_asked_for_gains():
 
 
 def test_the_moment_curve_rises_where_the_asked_for_sound_plays():
-    """channel_hits: the windows' sound terms as timed rows for the moment curve; positive over the
-    high tone (3-6 s), negative over the silence around it; weighted by a unit's share of a window
-    (1 s units, 3 s windows); the same rows for a video scored alone or beside others; the search's
-    time window keeps its units' windows only; nothing where the query names nothing."""
+    """channel_hits: per unit, the mean of the sound terms of the windows holding it, as timed rows
+    for the moment curve: highest over the high tone (3-6 s), negative over the silence around it; a
+    reading the same all through a video (a silent one asked for a tone) the same for every unit, its
+    first and last too, so it moves no moment; the same rows for a video scored alone or beside
+    others; the search's time window keeps its units only; nothing where the query names nothing."""
     rng = np.random.default_rng(5)
     v = rng.normal(size=(9, 8)).astype(np.float32)
     t = np.arange(9, dtype=np.float32)
@@ -185,16 +186,28 @@ def test_the_moment_curve_rises_where_the_asked_for_sound_plays():
     f = VideoFeatures(t, t + 1, v, sound=sound_cues(signal, SR))
     other = VideoFeatures(t[:4], t[:4] + 1, v[:4], sound=sound_cues(_signal("low", 4.0, rng), SR))
     rows = channel_hits([f], sound="high")[0]
-    assert rows.shape[1] == 3 and (rows[:, 1] > rows[:, 0]).all()
-    w = sound_channel.SOUND_WEIGHT / 3
-    on_tone = rows[(rows[:, 0] == 3.0) & (rows[:, 1] == 6.0), 2]
-    assert on_tone.tolist() == pytest.approx([w], abs=1e-5)  # the window exactly over the tone agrees fully
-    assert rows[rows[:, 1] <= 3.0, 2].max() < 0 and rows[rows[:, 0] >= 6.0, 2].max() < 0
+    assert rows[:, 0].tolist() == t.tolist() and rows[:, 1].tolist() == (t + 1).tolist()  # one row per unit
+    assert set(np.argsort(-rows[:, 2])[:3]) == {3, 4, 5} and rows[3:6, 2].min() > 0
+    assert rows[0, 2] < 0 and rows[8, 2] < 0
+    w = sound_channel.SOUND_WEIGHT
+    silent = VideoFeatures(t, t + 1, v, sound=silent_rows(9.0))
+    flat = channel_hits([silent], sound="high")[0][:, 2]
+    assert np.ptp(flat) < 1e-9 and flat[0] == pytest.approx(-w, abs=1e-5)  # no taper at the ends
     beside = channel_hits([other, f], sound="high")
-    assert np.allclose(beside[1], rows) and len(beside[0]) and beside[0][:, 2].max() < 0
+    assert np.allclose(beside[1], rows) and len(beside[0]) == 4 and beside[0][:, 2].max() < 0
     early = channel_hits([f], [t < 4], sound="high")[0]
-    assert early[:, 1].max() <= 4.0
+    assert early[:, 0].tolist() == [0, 1, 2, 3]
     assert channel_hits([f])[0].shape == (0, 3) and channel_hits([f, other], motion=None)[1].shape == (0, 3)
+    # and the moments: the tone's seconds, where the frames alone say nothing (all units alike)
+    from vidsearch.search.moments import localize_moments
+
+    flat_frames = np.full(9, 0.3)
+    found = localize_moments(t, t + 1, flat_frames, rows, max_moments=1).moments[0]
+    assert 2.5 <= found.start <= 3.5 and 5.5 <= found.end <= 6.5
+    peak = np.r_[np.full(4, 0.2), 0.5, np.full(4, 0.2)]  # frames peak at 4-5 s; a silent video's constant reading keeps it there
+    alone = localize_moments(t, t + 1, peak, None, max_moments=1).moments[0]
+    lifted = localize_moments(t, t + 1, peak, channel_hits([silent], sound="high")[0], max_moments=1).moments[0]
+    assert (lifted.start, lifted.end) == pytest.approx((alone.start, alone.end))
 
 
 # -- end to end: one picture, five soundtracks, drawn by the held-out renderer ---------------------------

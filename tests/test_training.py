@@ -27,6 +27,21 @@ def test_scalars_learn_faster_and_only_matrices_decay():
     assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0, 0.0]
 
 
+def test_a_fine_tune_keeps_its_checkpoints_attention_scale_unless_told(tmp_path):
+    """--xpool-attention unset: the warm-start checkpoint's video_attention (a softened head stays
+    soft when fine-tuned again), else the reference's 1; set: the run's own."""
+    from vidsearch.encoders.training import Trainer
+
+    soft = tmp_path / "soft.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "clip": {}, "head": {"config": {"video_attention": 0.25}, "state": {}}}, soft)
+    plain = tmp_path / "plain.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "clip": {}, "head": {"config": {}, "state": {}}}, plain)
+    assert Trainer._video_attention(TrainConfig(checkpoint=str(soft))) == 0.25
+    assert Trainer._video_attention(TrainConfig(checkpoint=str(soft), xpool_attention=1.0)) == 1.0
+    assert Trainer._video_attention(TrainConfig(checkpoint=str(plain))) == 1.0
+    assert Trainer._video_attention(TrainConfig(xpool_attention=0.5)) == 0.5 and Trainer._video_attention(TrainConfig()) == 1.0
+
+
 def test_the_temporal_module_learns_at_its_own_rate():
     """A fine-tune starts the cue-reading weights at zero: they get `temporal_lr_mult` x lr."""
     from vidsearch.encoders.temporal import TemporalMixer
