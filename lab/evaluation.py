@@ -137,9 +137,9 @@ def evaluate(engine: SearchEngine, data: Path, events: Path | None = None, with_
         @functools.cache  # the methods often agree on the first result: cut its moment once
         def top_moment(q: int, col: int):
             f = feats[col]
-            sound = _moment_hits(head, text[q], f, queries.text[q])
+            hits = _moment_hits(head, text[q], f, queries.text[q])
             curve = f.vectors @ (text[q] if units is None else units[q])
-            found = localize_moments(f.start, f.end, curve, sound if sound.size else None, max_moments=1)
+            found = localize_moments(f.start, f.end, curve, hits if hits.size else None, max_moments=1)
             return (found.moments[0].start, found.moments[0].end) if found.moments else None
 
         by_attribute = attribute_relevance(Path(events), Path(events).parent, col_of_path, queries, true_cols)
@@ -292,9 +292,9 @@ def _moment_metrics(text: np.ndarray, feats: list[VideoFeatures], video: np.ndar
     preds, gts = {}, {}
     for q in range(len(text)):
         f = feats[video[q]]
-        sound = _moment_hits(head, text[q], f, None if said is None else said[q])
+        hits = _moment_hits(head, text[q], f, None if said is None else said[q])
         curve = f.vectors @ (text[q] if units is None else units[q])
-        found = localize_moments(f.start, f.end, curve, sound if sound.size else None, max_moments=10)
+        found = localize_moments(f.start, f.end, curve, hits if hits.size else None, max_moments=10)
         preds[q] = np.array([[m.start, m.end, m.score] for m in found.moments], dtype=np.float64).reshape(-1, 3)
         gts[q] = np.array([[start[q], end[q]]])
     return {k: round(float(v), 2) for k, v in moment_metrics(preds, gts).items()}

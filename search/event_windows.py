@@ -133,7 +133,7 @@ def channel_hits(feats: list[VideoFeatures], keep: list[np.ndarray] | None = Non
         return out
     _, channels, lo, hi, video, starts, ends = found
     n = len(video)
-    pairs, first = np.unique(lo.astype(np.int64) * (n + 1) + hi, return_index=True)  # a window moved back to the end repeats
+    _, first = np.unique(lo.astype(np.int64) * (n + 1) + hi, return_index=True)  # a window moved back to the end repeats
     total, count = np.zeros(n + 1), np.zeros(n + 1)
     np.add.at(total, lo[first], channels[first])
     np.add.at(total, hi[first], -channels[first])

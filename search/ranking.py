@@ -197,6 +197,8 @@ def audio_hits(head, q: np.ndarray, f: VideoFeatures, gate: float | None = None)
 
 def moment_evidence(plan: QueryPlan, c: Candidate, head=None, agree: np.ndarray | None = None) -> tuple:
     """The candidate's timed evidence for moments: (unit starts, ends, relevance, sound hits, text hits).
+    `agree`: its reading channels' rows (event_windows.channel_hits; `localize_many` reads a page's at
+    once), added to the sound hits; None: read here.
 
     Text hits are (start, end, strength) with the strength of each span's own match
     (text_channels.match_strength: 1 where the span says the query), which the moment curve weighs
