@@ -57,9 +57,10 @@ class FusedActor:
     """One per node: the model, loaded once; a batch of claimed videos in, one result row per video out,
     each as soon as it is ready."""
 
-    def __init__(self, settings, load_backbone, image_size: int):
+    def __init__(self, settings, load_backbone, image_size: int, sound_cues: bool = False):
         self.settings = settings
         self.image_size = image_size
+        self.sound_cues = sound_cues  # read the sound cues from the speech stream (a model without an audio tower)
         self._loading = ThreadPoolExecutor(1, thread_name_prefix="vidsearch-model").submit(_load, settings, load_backbone)
 
     def run(self, claimed: list[dict]):
@@ -68,7 +69,7 @@ class FusedActor:
         s = self.settings
         todo = [(pickle.loads(row["source"]), row["video_id"]) for row in claimed]
         pool = DecoderPool(s.decode_workers or default_decode_workers(), s.decode_stall_seconds)
-        early = [pool.stream(decode_job(s, media_location(src), self.image_size), EARLY_AHEAD) for src, _ in todo[: s.decode_ahead]]
+        early = [pool.stream(decode_job(s, media_location(src), self.image_size, sound_cues=self.sound_cues), EARLY_AHEAD) for src, _ in todo[: s.decode_ahead]]
         try:
             run_class, backbone = self._loading.result()
         except BaseException:

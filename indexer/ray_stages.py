@@ -45,9 +45,10 @@ def source_key(src: Source) -> str:
 class DecodeActor:
     """The stage pools' decode actor: one decoder process of its own (crash and stall isolation, as locally)."""
 
-    def __init__(self, settings, image_size: int):
+    def __init__(self, settings, image_size: int, sound_cues: bool = False):
         self.settings = settings
         self.image_size = image_size
+        self.sound_cues = sound_cues  # read the sound cues from the speech stream (a model without an audio tower)
         self.pool = DecoderPool(1, settings.decode_stall_seconds)
 
     def __call__(self, batch: dict) -> dict:
@@ -61,7 +62,7 @@ class DecodeActor:
         s = self.settings
         got = Decoded(src, vid, chunks=[])
         try:
-            job = decode_job(s, media_location(src), self.image_size)
+            job = decode_job(s, media_location(src), self.image_size, sound_cues=self.sound_cues)
             for reply in self.pool.stream(job):
                 if isinstance(reply, Started):
                     got.probe = reply.probe
