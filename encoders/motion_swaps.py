@@ -78,7 +78,11 @@ _NOT_A_WAY = r"(?!\s+(?:to|toward|towards|into|onto|of|from|the|a|an|his|her|the
 _SEARCH_PHRASE = re.compile(
     r"\b(?:(?P<still>" + "|".join(map(re.escape, _STILL)) + r"|motionless|stationary|unmoving|not moving|at rest|"
     r"(?:stays|stay|staying|stands|standing|sits|sitting|keeps|keeping|remains|remaining|holds|holding)\s+still|"
+    r"(?:stays|stay|staying|remains|remaining|sits|sitting|rests|resting|spins|spinning|rotates|rotating|hovers|hovering)"
+    r"\s+in\s+(?:the\s+same\s+|one\s+)?(?:place|spot)|"
     r"(?:does not|doesn't|do not|don't|never)\s+move)"
+    r"|(?:" + _SEARCH_VERBS + r"|heads|headed|heading)\s+(?:to|toward|towards)\s+the\s+(?P<edge>left|right|top|bottom)(?:\s+(?:side|edge))?"
+    r"\s+of\s+the\s+(?:frame|screen|picture|image|view|video|shot)"
     r"|(?:from\s+)?" + _SIDE.format("src") + r"\s+(?:to|toward|towards)\s+" + _SIDE.format("dst") +
     r"|(?:" + _SEARCH_VERBS + r")\s+(?:off\s+|away\s+)?(?:to\s+the\s+|toward\s+the\s+|towards\s+the\s+)?(?P<way>" + _WAYS + r")" + _NOT_A_WAY +
     r"|(?:heads|headed|heading)\s+(?:(?:to|toward|towards)\s+the\s+)?"  # not "heads up" (a warning)
@@ -98,6 +102,8 @@ def _search_motion(m: re.Match) -> str | None:
         return "still"
     if m.group("dst"):
         return _WORD_MOTION[m.group("dst").lower()]
+    if m.group("edge"):  # "toward the top of the frame": an edge of the picture, not a place in it
+        return _WORD_MOTION[m.group("edge").lower()]
     if m.group("way") or m.group("hway"):
         return _WORD_MOTION[(m.group("way") or m.group("hway")).lower()]
     return "up" if m.group("verb").lower().startswith(_RISE) else "down"

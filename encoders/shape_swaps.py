@@ -31,16 +31,16 @@ _QUOTED = re.compile(r'"[^"]*"|\u201c[^\u201d]*\u201d')
 # A search query is written by whoever asks: more words (and plurals) than the training swap reads.
 _SEARCH_NOUNS: dict[str, tuple[str, ...]] = {
     "circle": ("circle", "circles", "circular", "ball", "balls", "disc", "discs", "disk", "disks", "orb", "orbs", "sphere", "spheres",
-               "dot", "dots", "round figure", "round shape", "round object", "round thing"),
+               "dot", "dots", "round figure", "round shape", "round object", "round thing", "oval", "ovals", "ellipse", "ellipses"),
     "square": ("square", "squares", "box", "boxes", "block", "blocks", "cube", "cubes", "tile", "tiles", "quadrilateral",
-               "square figure", "square shape"),
+               "square figure", "square shape", "rectangle", "rectangles"),
     "triangle": ("triangle", "triangles", "triangular", "three-sided", "three sided", "wedge", "wedges", "pyramid", "pyramids"),
     "star": ("star", "stars", "starburst", "star-shaped", "star shaped", "five-pointed", "five pointed", "pentagram"),
 }
 _SEARCH_SHAPE_OF = {noun: shape for shape, nouns in _SEARCH_NOUNS.items() for noun in nouns}
 _SEARCH_NOUN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _SEARCH_SHAPE_OF), key=len, reverse=True)) + r")\b", re.IGNORECASE)
 # everyday phrases where the word names no outline: a place, a job, a measure, a thing's use
-_NOT_A_SHAPE = re.compile(r"\b(?:(?:times|town|village|market|city|public|main|trafalgar|union|tiananmen|st\.?|saint) squares?|"
+_NOT_A_SHAPE = re.compile(r"\b(?:(?:times|town|village|market|city|public|main|trafalgar|union|tiananmen|st\.?|saint) squares?|oval office|"
                           r"square (?:meters?|metres?|feet|foot|miles?|kilometers?|kilometres?|inches?|yards?|roots?|deal|meal|one|dance)|"
                           r"fair and square|box office|(?:movie|film|rock|pop|tv|porn|football|soccer|basketball|super|guest|youtube|"
                           r"rising|north|lone|morning|evening|shooting|death) stars?|(?:one|two|three|four|five)-stars?|star wars|star trek|"

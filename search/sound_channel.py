@@ -60,8 +60,8 @@ _PITCH = {
     "high": ("high", "higher", "high-pitched", "high pitched", "high-frequency", "high frequency", "shrill", "treble", "piercing",
              "squeaky"),
 }
-_TONE_NOUNS = ("tone", "tones", "beep", "beeps", "bleep", "whistle", "whistles", "note", "notes", "hum", "hums", "humming", "buzz",
-               "chime", "ping", "drone", "whine")
+_TONE_NOUNS = ("tone", "tones", "beep", "beeps", "beeping", "bleep", "whistle", "whistles", "whistling", "note", "notes", "hum", "hums",
+               "humming", "buzz", "chime", "chimes", "ping", "pings", "drone", "whine", "sine wave", "sine waves", "sine tone", "sinusoid")
 # "sound" names a pitch only after a word that is about pitch: "a high-pitched sound", not "high quality
 # sound", "a low battery signal" or "high-frequency trading"
 _PITCHED = ("low-pitched", "low pitched", "mid-pitched", "mid pitched", "medium-pitched", "medium pitched", "high-pitched", "high pitched",
@@ -69,7 +69,9 @@ _PITCHED = ("low-pitched", "low pitched", "mid-pitched", "mid pitched", "medium-
 _PITCH_OF = {word: pitch for pitch, words in _PITCH.items() for word in words}
 _TONE = re.compile(r"\b(?P<adj>" + "|".join(sorted(map(re.escape, _PITCH_OF), key=len, reverse=True)) + r")\b"
                    r"(?:[\s,-]+(?:and\s+|,\s*)?[a-z]+(?:-[a-z]+)?){0,1}?[\s-]+(?:" + "|".join(_TONE_NOUNS) + r")\b"
-                   r"|\b(?P<pitched>" + "|".join(sorted(map(re.escape, _PITCHED), key=len, reverse=True)) + r")[\s-]+sounds?\b", re.IGNORECASE)
+                   r"|\b(?P<pitched>" + "|".join(sorted(map(re.escape, _PITCHED), key=len, reverse=True)) + r")[\s-]+sounds?\b"
+                   r"|\b(?:" + "|".join(_TONE_NOUNS) + r"|sound|sounds)\s+of\s+(?:a\s+)?(?P<after>low|medium|middle|high)\s+(?:pitch|frequency)\b",
+                   re.IGNORECASE)  # fmt: skip
 _CLAP = re.compile(r"\b(?:clap|claps|clapping|clapped|applause|applauds?|applauding|hand ?claps?|noise bursts?|bursts? of noise|"
                    r"crackles?|crackling|smacks?|slaps?|slapping)\b(?! shot)", re.IGNORECASE)
 _SILENCE = re.compile(r"\b(?:silence|silent|silently|soundless|no (?:sound|audio|noise|tone)s?(?: at all)?|without (?:any )?(?:sound|audio)|"
@@ -91,7 +93,7 @@ def named_sound(text: str | None) -> str | None:
             found.add("silence")
             for m in reversed(silence):  # "no tone plays" is silence, not a tone
                 part = part[: m.start()] + " " * (m.end() - m.start()) + part[m.end() :]
-        found.update(_PITCH_OF[(m.group("adj") or m.group("pitched")).lower()] for m in _TONE.finditer(part))
+        found.update(_PITCH_OF[(m.group("adj") or m.group("pitched") or m.group("after")).lower()] for m in _TONE.finditer(part))
         if _CLAP.search(part):
             found.add("clap")
     return found.pop() if len(found) == 1 else None

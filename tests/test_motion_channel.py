@@ -38,10 +38,14 @@ def test_the_one_motion_a_query_names():
     assert named_motion("the star is standing still") == "still" and named_motion("the ball does not move") == "still"
     assert named_motion("a man picks up a cup") is None and named_motion("a static hiss") is None  # not motion
     assert named_motion("a car moving left to right") == "right" and named_motion("a star heads right") == "right"
+    assert named_motion("a purple diamond spins in place") == "still" and named_motion("it remains in the same place") == "still"
+    assert named_motion("a red ball travels towards the top of the frame") == "up"
+    assert named_motion("the dot heads to the left side of the screen") == "left"
     # other senses of the words: a place, a route, a name, two ways at once, "left" as in "leave"
     for text in ("passenger left behind", "panel left of the door", "heads up display", "a man with headphones down",
                  "people walking down the street", "a dog runs right into the pool", "a man walks to the right of the car",
-                 "a drop of water", "Niagara Falls at night", "falling in love", "swinging left and right", "jumps up and down"):
+                 "a drop of water", "Niagara Falls at night", "falling in love", "swinging left and right", "jumps up and down",
+                 "the car drives to the top of the hill", "a man in place of honour"):
         assert named_motion(text) is None, text
 
 

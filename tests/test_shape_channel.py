@@ -37,8 +37,10 @@ def test_the_one_shape_a_query_names():
     assert named_shape("a cat playing the piano") is None and query_shape(None) is None and query_shape("") is None
     assert named_shape("a red square moves left") == "square"  # the synthetic one, not Moscow's
     assert named_shape("two stars move left") == "star" and named_shape("a five-star hotel lobby") is None  # a count, a rating
+    assert named_shape("a red rectangle slides left") == "square" and named_shape("a blue oval rises") == "circle"
     for text in ("Times Square at night", "a movie star waves", "box office hit", "a city block", "ice cubes in a glass",
-                 "the pyramids of Giza", "a 3 square meter room", "polka dots", "a shooting star", "a ball gown"):
+                 "the pyramids of Giza", "a 3 square meter room", "polka dots", "a shooting star", "a ball gown",
+                 "the Oval Office", "a rectangular table"):
         assert named_shape(text) is None, text
 
 
