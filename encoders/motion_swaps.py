@@ -71,6 +71,10 @@ _SEARCH_VERBS = "|".join((
     "rushes", "rushed", "rushing", "sweep", "sweeps", "swept", "sweeping", "stroll", "strolls", "strolled", "strolling",
     "tumble", "tumbles", "tumbled", "tumbling", "drive", "drives", "drove", "driving", "tilt", "tilts", "tilted", "tilting",
     "drop", "drops", "dropped", "dropping", "fall", "falls", "fell", "falling",
+    "zoom", "zooms", "zoomed", "zooming", "streak", "streaks", "streaked", "streaking", "creep", "creeps", "crept", "creeping",
+    "inch", "inches", "inched", "inching", "shoot", "shoots", "shot", "shooting", "coast", "coasts", "coasted", "coasting",
+    "cruise", "cruises", "cruised", "cruising", "wander", "wanders", "wandered", "wandering", "advance", "advances",
+    "advanced", "advancing", "makes its way", "made its way", "making its way",
 ))  # fmt: skip
 _WAYS = "|".join(sorted(_WORD_MOTION, key=len, reverse=True))
 _SIDE = r"(?:the\s+)?(?P<{}>left|right|top|bottom)(?:\s+(?:side|edge))?"
@@ -80,11 +84,13 @@ _SEARCH_PHRASE = re.compile(
     r"(?:stays|stay|staying|stands|standing|sits|sitting|keeps|keeping|remains|remaining|holds|holding)\s+still|"
     r"(?:stays|stay|staying|remains|remaining|sits|sitting|rests|resting|spins|spinning|rotates|rotating|hovers|hovering)"
     r"\s+in\s+(?:the\s+same\s+|one\s+)?(?:place|spot)|"
-    r"(?:does not|doesn't|do not|don't|never)\s+move)"
+    r"(?:does not|doesn't|do not|don't|never)\s+(?:move|budge)|not budging|never budges|"
+    r"is\s+still(?=\s*(?:[,.;:!?]|$|(?:and|while|as|with|in|during|accompanied|throughout)\b)))"
     r"|(?:" + _SEARCH_VERBS + r"|heads|headed|heading)\s+(?:to|toward|towards)\s+the\s+(?P<edge>left|right|top|bottom)(?:\s+(?:side|edge))?"
     r"\s+of\s+the\s+(?:frame|screen|picture|image|view|video|shot)"
+    r"|(?:" + _SEARCH_VERBS + r")\s+(?P<along>up|down)\s+the\s+(?:frame|screen|picture|image|view|video|shot)"
     r"|(?:from\s+)?" + _SIDE.format("src") + r"\s+(?:to|toward|towards)\s+" + _SIDE.format("dst") +
-    r"|(?:" + _SEARCH_VERBS + r")\s+(?:off\s+|away\s+)?(?:to\s+the\s+|toward\s+the\s+|towards\s+the\s+)?(?P<way>" + _WAYS + r")" + _NOT_A_WAY +
+    r"|(?:" + _SEARCH_VERBS + r")\s+(?:off\s+|away\s+|across\s+)?(?:to\s+the\s+|toward\s+the\s+|towards\s+the\s+)?(?P<way>" + _WAYS + r")" + _NOT_A_WAY +
     r"|(?:heads|headed|heading)\s+(?:(?:to|toward|towards)\s+the\s+)?"  # not "heads up" (a warning)
     r"(?P<hway>leftwards|leftward|left|rightwards|rightward|right|upwards|upward|downwards|downward|westward|eastward|top|bottom)" + _NOT_A_WAY +
     r"|(?P<verb>rises|rising|rose|risen|ascends|ascending|ascended|climbs|climbing|climbed|descends|descending|descended|"
@@ -102,8 +108,8 @@ def _search_motion(m: re.Match) -> str | None:
         return "still"
     if m.group("dst"):
         return _WORD_MOTION[m.group("dst").lower()]
-    if m.group("edge"):  # "toward the top of the frame": an edge of the picture, not a place in it
-        return _WORD_MOTION[m.group("edge").lower()]
+    if m.group("edge") or m.group("along"):  # "toward the top of the frame", "down the screen": the picture's own ways
+        return _WORD_MOTION[(m.group("edge") or m.group("along")).lower()]
     if m.group("way") or m.group("hway"):
         return _WORD_MOTION[(m.group("way") or m.group("hway")).lower()]
     return "up" if m.group("verb").lower().startswith(_RISE) else "down"

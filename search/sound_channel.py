@@ -61,15 +61,19 @@ _PITCH = {
              "squeaky"),
 }
 _TONE_NOUNS = ("tone", "tones", "beep", "beeps", "beeping", "bleep", "whistle", "whistles", "whistling", "note", "notes", "hum", "hums",
-               "humming", "buzz", "chime", "chimes", "ping", "pings", "drone", "whine", "sine wave", "sine waves", "sine tone", "sinusoid")
+               "humming", "buzz", "buzzing", "chime", "chimes", "ping", "pings", "drone", "whine", "sine wave", "sine waves", "sine tone", "sinusoid")
 # "sound" names a pitch only after a word that is about pitch: "a high-pitched sound", not "high quality
 # sound", "a low battery signal" or "high-frequency trading"
 _PITCHED = ("low-pitched", "low pitched", "mid-pitched", "mid pitched", "medium-pitched", "medium pitched", "high-pitched", "high pitched",
             "shrill", "treble", "bass")
+# plain pitch words right before "sound" ("a low sound plays", "a deep sound"), but not a sound's other
+# qualities ("high sound quality", "low sound levels")
+_PLAIN_PITCH = ("low", "deep", "high", "medium", "mid", "middle")
 _PITCH_OF = {word: pitch for pitch, words in _PITCH.items() for word in words}
 _TONE = re.compile(r"\b(?P<adj>" + "|".join(sorted(map(re.escape, _PITCH_OF), key=len, reverse=True)) + r")\b"
                    r"(?:[\s,-]+(?:and\s+|,\s*)?[a-z]+(?:-[a-z]+)?){0,1}?[\s-]+(?:" + "|".join(_TONE_NOUNS) + r")\b"
-                   r"|\b(?P<pitched>" + "|".join(sorted(map(re.escape, _PITCHED), key=len, reverse=True)) + r")[\s-]+sounds?\b"
+                   r"|\b(?P<pitched>" + "|".join(sorted(map(re.escape, _PITCHED + _PLAIN_PITCH), key=len, reverse=True)) + r")[\s-]+sounds?\b"
+                   r"(?!\s+(?:quality|level|levels|volume|barrier|system|systems|check|effects?|track|engineer|design|bite)\b)"
                    r"|\b(?:" + "|".join(_TONE_NOUNS) + r"|sound|sounds)\s+of\s+(?:a\s+)?(?P<after>low|medium|middle|high)\s+(?:pitch|frequency)\b",
                    re.IGNORECASE)  # fmt: skip
 _CLAP = re.compile(r"\b(?:clap|claps|clapping|clapped|applause|applauds?|applauding|hand ?claps?|noise bursts?|bursts? of noise|"

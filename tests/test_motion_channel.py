@@ -41,11 +41,18 @@ def test_the_one_motion_a_query_names():
     assert named_motion("a purple diamond spins in place") == "still" and named_motion("it remains in the same place") == "still"
     assert named_motion("a red ball travels towards the top of the frame") == "up"
     assert named_motion("the dot heads to the left side of the screen") == "left"
+    for text, way in (("a red circle zooms to the left", "left"), ("a blue square streaks across to the right", "right"),
+                      ("a white circle makes its way upward", "up"), ("a purple square creeps downward", "down"),
+                      ("a red star inches left", "left"), ("a green circle moves down the screen", "down"),
+                      ("a green square is still", "still"), ("a yellow star doesn't budge", "still"),
+                      ("a green square is still moving left", "left")):  # fmt: skip
+        assert named_motion(text) == way, text
     # other senses of the words: a place, a route, a name, two ways at once, "left" as in "leave"
     for text in ("passenger left behind", "panel left of the door", "heads up display", "a man with headphones down",
                  "people walking down the street", "a dog runs right into the pool", "a man walks to the right of the car",
                  "a drop of water", "Niagara Falls at night", "falling in love", "swinging left and right", "jumps up and down",
-                 "the car drives to the top of the hill", "a man in place of honour"):
+                 "the car drives to the top of the hill", "a man in place of honour", "a man walks up the stairs",
+                 "he shot down the idea", "the price is still high"):
         assert named_motion(text) is None, text
 
 

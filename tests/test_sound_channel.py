@@ -37,10 +37,11 @@ def test_the_one_sound_a_query_names():
     assert named_sound("a high-pitched sound") == "high" and named_sound("the soundtrack is mute") == "silence"
     assert named_sound("a high-pitched sine wave plays") == "high" and named_sound("a tone of low pitch") == "low"
     assert named_sound("a deep humming as the box sinks") == "low" and named_sound("shrill beeping") == "high"
+    assert named_sound("a ball moves left as a low sound plays") == "low" and named_sound("a low-pitched buzzing") == "low"
     for text in ("a dog barks", "a church bell rings", "a siren wails", "the ball climbs high", "a cat", "", None,
                  "high quality sound of a waterfall", "a low battery signal", "high-frequency trading", "a low pitch in baseball",
                  "a silent film with a piano", "a mute swan", "all quiet on the western front", "a slap shot in hockey",
-                 "a sound of high quality"):
+                 "a sound of high quality", "high sound quality", "low sound levels in the room"):
         assert named_sound(text) is None, text
 
 
