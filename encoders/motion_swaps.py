@@ -72,7 +72,7 @@ _SEARCH_VERBS = "|".join((
     "tumble", "tumbles", "tumbled", "tumbling", "drive", "drives", "drove", "driving", "tilt", "tilts", "tilted", "tilting",
     "drop", "drops", "dropped", "dropping", "fall", "falls", "fell", "falling",
     "zoom", "zooms", "zoomed", "zooming", "streak", "streaks", "streaked", "streaking", "creep", "creeps", "crept", "creeping",
-    "inch", "inches", "inched", "inching", "shoot", "shoots", "shot", "shooting", "coast", "coasts", "coasted", "coasting",
+    "inched", "inching", "shoots", "shooting", "coasted", "coasting",  # not the nouns: "two inches left", "a shot up close", "the coast"
     "cruise", "cruises", "cruised", "cruising", "wander", "wanders", "wandered", "wandering", "advance", "advances",
     "advanced", "advancing", "makes its way", "made its way", "making its way",
 ))  # fmt: skip

@@ -43,7 +43,7 @@ def test_the_one_motion_a_query_names():
     assert named_motion("the dot heads to the left side of the screen") == "left"
     for text, way in (("a red circle zooms to the left", "left"), ("a blue square streaks across to the right", "right"),
                       ("a white circle makes its way upward", "up"), ("a purple square creeps downward", "down"),
-                      ("a red star inches left", "left"), ("a green circle moves down the screen", "down"),
+                      ("a red star inching left", "left"), ("a green circle moves down the screen", "down"),
                       ("a green square is still", "still"), ("a yellow star doesn't budge", "still"),
                       ("a green square is still moving left", "left")):  # fmt: skip
         assert named_motion(text) == way, text
@@ -52,7 +52,7 @@ def test_the_one_motion_a_query_names():
                  "people walking down the street", "a dog runs right into the pool", "a man walks to the right of the car",
                  "a drop of water", "Niagara Falls at night", "falling in love", "swinging left and right", "jumps up and down",
                  "the car drives to the top of the hill", "a man in place of honour", "a man walks up the stairs",
-                 "he shot down the idea", "the price is still high"):
+                 "he shot down the idea", "the price is still high", "two inches left of tape", "a shot up close"):
         assert named_motion(text) is None, text
 
 
