@@ -31,7 +31,7 @@ from vidsearch.encoders.sound_cues import WINDOW as SOUND_WINDOW
 
 from . import shape_channel, sound_channel
 from .features import VideoFeatures
-from .motion_channel import MIN_UNITS, MOTION_WEIGHT, agreement, window_velocity
+from .motion_channel import MIN_UNITS, MOTION_WEIGHT, agreement, unwrap_jumps, window_velocity
 
 __all__ = ["AUDIO_WEIGHT", "EVENT_WEIGHT", "WINDOW_SECONDS", "best_window", "best_windows", "channel_hits"]
 
@@ -197,7 +197,7 @@ def _windows(queries: np.ndarray | None, feats: list[VideoFeatures], keep: list[
         known = np.repeat([len(feats[i].cues) == len(feats[i].start) for i in some], [int(kept[i].sum()) for i in some])
         if order is not None:
             cues, known = cues[order], known[order]
-        velocity, ok, cued = window_velocity(keys - offsets[video], cues, lo, hi)  # each video's own times
+        velocity, ok, cued = window_velocity(keys - offsets[video], unwrap_jumps(cues, video), lo, hi)  # each video's own times
         still = known[lo] & (hi - lo >= MIN_UNITS) & (cued == 0)  # enough units, none saw anything move
         channels += MOTION_WEIGHT * agreement(velocity, ok, motion, still)
     if shape is not None:

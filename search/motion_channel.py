@@ -5,7 +5,8 @@ renderer the first result's motion matched the caption 62-67% of the time althou
 (encoders/temporal.py `where_cues`: the centroid of what differs from the video's static
 background, x and y in [-1, 1], y down) follows every held-out direction. The cue is read at
 indexing for every unit of every model and stored (`video_features.unit_cues`); here a window's
-velocity is the least-squares slope of its units' cues over their times, and a query that names one
+velocity is the least-squares slope of its units' cues over their times, once the jumps between one
+event's thing and the next are taken out of the path (`unwrap_jumps`), and a query that names one
 motion (encoders/motion_swaps.py: left, right, up, down, or staying still) adds
 
     MOTION_WEIGHT * agreement,  agreement in [-1, 1]
@@ -37,17 +38,46 @@ import numpy as np
 
 from vidsearch.encoders.motion_swaps import named_motion
 
-__all__ = ["DIRECTIONS", "MIN_UNITS", "MOTION_WEIGHT", "SPEED", "agreement", "query_motion", "window_velocity"]
+__all__ = ["DIRECTIONS", "JUMP", "MIN_UNITS", "MOTION_WEIGHT", "SPEED", "agreement", "query_motion", "unwrap_jumps", "window_velocity"]
 
 MOTION_WEIGHT = 0.3
 SPEED = 0.1  # cue units (half the frame) per second: slower than this counts as not going anywhere
 MIN_UNITS = 3  # cued units a window needs for a slope
+JUMP = 0.6  # cue units (a third of the picture) in one step against the steps around it: a thing left and another came in
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}  # image axes, y down
 
 
 def query_motion(text: str | None) -> str | None:
     """The one motion a query names ("left", "right", "up", "down", "still"), else None."""
     return named_motion(text) if text else None
+
+
+def unwrap_jumps(cues: np.ndarray, video: np.ndarray) -> np.ndarray:
+    """The cues (N, 2) with each jump taken out of the path that follows it: a step between two
+    consecutive cued units of a video longer than JUMP that goes against the steps on both sides of
+    it is where the thing left the picture and a thing came in at the other side, or a cut, not a
+    move; every later cue of the video is shifted back by it. (A long step with a step on one side
+    only is kept: the first move of a short event, before its thing stops or leaves, reads as one.) Without this a
+    window holding the end of one event and the start of the next, both moving right, read a move
+    left (the thing seen at the right edge, then at the left one); a fast move across the picture
+    keeps its steps' direction and is left as it is. Uncued units stay (0, 0)."""
+    c = np.asarray(cues, np.float64).copy()
+    cued = np.flatnonzero(np.abs(c).sum(1) > 0)
+    if len(cued) < 2:
+        return c
+    same = video[cued[1:]] == video[cued[:-1]]
+    step = np.where(same[:, None], c[cued[1:]] - c[cued[:-1]], 0.0)  # (K-1, 2): step into cued[k + 1]
+    size = np.linalg.norm(step, axis=1)
+    before = np.vstack([np.zeros((1, 2)), step[:-1] * same[:-1, None]])  # the step before each step, in its video
+    after = np.vstack([step[1:] * same[1:, None], np.zeros((1, 2))])
+    against = lambda other: ((step * other).sum(1) < 0) & (np.abs(other).sum(1) > 0)  # noqa: E731 - a step there, the other way
+    jump = same & (size > JUMP) & against(before) & against(after)
+    shift = np.cumsum(np.where(jump[:, None], step, 0.0), axis=0)  # jumps so far, along the cued rows
+    start = np.r_[True, ~same]  # a video's first cued row: its own jumps only
+    base = np.maximum.accumulate(np.where(start, np.arange(len(cued)), 0))  # each row's video start among the cued rows
+    total = np.vstack([np.zeros((1, 2)), shift])  # total[k]: the jumps up to cued row k
+    c[cued] -= total - total[base]
+    return c
 
 
 def window_velocity(times: np.ndarray, cues: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from vidsearch.encoders.motion_swaps import named_motion
 from vidsearch.search import event_windows
 from vidsearch.search.event_windows import best_windows
 from vidsearch.search.features import FeatureCache, VideoFeatures
-from vidsearch.search.motion_channel import MIN_UNITS, SPEED, agreement, query_motion, window_velocity
+from vidsearch.search.motion_channel import JUMP, MIN_UNITS, SPEED, agreement, query_motion, unwrap_jumps, window_velocity
 
 
 def test_the_one_motion_a_query_names():
@@ -54,6 +54,34 @@ def test_the_one_motion_a_query_names():
                  "the car drives to the top of the hill", "a man in place of honour", "a man walks up the stairs",
                  "he shot down the idea", "the price is still high", "two inches left of tape", "a shot up close"):
         assert named_motion(text) is None, text
+
+
+def test_a_jump_between_two_events_is_not_a_move():
+    """A thing moving right to the right edge, then a thing coming in at the left edge and moving
+    right again: the step between them is a jump (long, against the steps on both sides), taken out
+    of the path, so the window that holds both reads right, not left; a fast move that keeps its
+    way, a turn, and another video's path are left as they are; uncued units stay uncued."""
+    t = np.arange(7, dtype=np.float64)
+    x = np.array([-0.6, -0.1, 0.4, 0.9, -0.6, -0.1, 0.4])  # one step in, the jump at the fourth step
+    cues = np.column_stack([x, np.full(7, 0.1)])
+    one = np.zeros(7, int)
+    lo, hi = np.array([2]), np.array([5])  # units 2-4: the end of the first event, the start of the second
+    raw, ok, _ = window_velocity(t, cues, lo, hi)
+    assert ok[0] and agreement(raw, ok, "right")[0] < 0  # read as a move left before
+    fixed = unwrap_jumps(cues, one)
+    vel, ok, _ = window_velocity(t, fixed, lo, hi)
+    assert ok[0] and agreement(vel, ok, "right")[0] > 0.9 and agreement(vel, ok, "left")[0] < -0.9
+    assert np.allclose(fixed[:4], cues[:4]) and np.allclose(np.diff(fixed[3:, 0]), [0.0, 0.5, 0.5])
+    fast = np.column_stack([[-0.9, -0.1, 0.7, 0.95], np.full(4, 0.1)])  # a long step the same way as its neighbours
+    assert np.allclose(unwrap_jumps(fast, np.zeros(4, int)), fast)
+    turn = np.column_stack([[-0.9, -0.2, 0.5, 0.5], [0.0, 0.0, 0.0, 0.7]])  # right, then down: not against
+    assert np.allclose(unwrap_jumps(turn, np.zeros(4, int)), turn)
+    two = unwrap_jumps(np.vstack([cues, cues]), np.r_[one, one + 1])  # each video on its own
+    assert np.allclose(two[:7], fixed) and np.allclose(two[7:], fixed)
+    holes = cues.copy()
+    holes[2] = 0.0
+    assert (unwrap_jumps(holes, one)[2] == 0).all()
+    assert JUMP > 0.5  # a third of the picture and more
 
 
 def test_a_windows_velocity_is_the_slope_of_its_cues():
