@@ -72,23 +72,23 @@ _SEARCH_VERBS = "|".join((
     "tumble", "tumbles", "tumbled", "tumbling", "drive", "drives", "drove", "driving", "tilt", "tilts", "tilted", "tilting",
     "drop", "drops", "dropped", "dropping", "fall", "falls", "fell", "falling",
     "zoom", "zooms", "zoomed", "zooming", "streak", "streaks", "streaked", "streaking", "creep", "creeps", "crept", "creeping",
-    "inched", "inching", "shoots", "shooting", "coasted", "coasting",  # not the nouns: "two inches left", "a shot up close", "the coast"
+    "inched", "inching", "coasted", "coasting",  # not the nouns ("two inches left", "the coast"), nor "shoots up" (prices, heroin)
     "cruise", "cruises", "cruised", "cruising", "wander", "wanders", "wandered", "wandering", "advance", "advances",
     "advanced", "advancing", "makes its way", "made its way", "making its way",
 ))  # fmt: skip
 _WAYS = "|".join(sorted(_WORD_MOTION, key=len, reverse=True))
 _SIDE = r"(?:the\s+)?(?P<{}>left|right|top|bottom)(?:\s+(?:side|edge))?"
-_NOT_A_WAY = r"(?!\s+(?:to|toward|towards|into|onto|of|from|the|a|an|his|her|their|its|my|your|our|this|that|some)\b)"
+_NOT_A_WAY = r"(?!-|\s+(?:to|toward|towards|into|onto|of|from|the|a|an|his|her|their|its|my|your|our|this|that|some)\b)"  # and not "left-handed"
 _SEARCH_PHRASE = re.compile(
     r"\b(?:(?P<still>" + "|".join(map(re.escape, _STILL)) + r"|motionless|stationary|unmoving|not moving|at rest|"
     r"(?:stays|stay|staying|stands|standing|sits|sitting|keeps|keeping|remains|remaining|holds|holding)\s+still|"
     r"(?:stays|stay|staying|remains|remaining|sits|sitting|rests|resting|spins|spinning|rotates|rotating|hovers|hovering)"
     r"\s+in\s+(?:the\s+same\s+|one\s+)?(?:place|spot)|"
     r"(?:does not|doesn't|do not|don't|never)\s+(?:move|budge)|not budging|never budges|"
-    r"is\s+still(?=\s*(?:[,.;:!?]|$|(?:and|while|as|with|in|during|accompanied|throughout)\b)))"
+    r"is\s+still(?=\s*(?:[,.;:!?]|$|(?:and|while|during|accompanied|throughout)\b)))"
     r"|(?:" + _SEARCH_VERBS + r"|heads|headed|heading)\s+(?:to|toward|towards)\s+the\s+(?P<edge>left|right|top|bottom)(?:\s+(?:side|edge))?"
-    r"\s+of\s+the\s+(?:frame|screen|picture|image|view|video|shot)"
-    r"|(?:" + _SEARCH_VERBS + r")\s+(?P<along>up|down)\s+the\s+(?:frame|screen|picture|image|view|video|shot)"
+    r"\s+of\s+the\s+(?:frame|screen|picture|image|view|video)\b"
+    r"|(?:" + _SEARCH_VERBS + r")\s+(?P<along>up|down)\s+the\s+(?:frame|screen|picture|image|view|video)\b"
     r"|(?:from\s+)?" + _SIDE.format("src") + r"\s+(?:to|toward|towards)\s+" + _SIDE.format("dst") +
     r"|(?:" + _SEARCH_VERBS + r")\s+(?:off\s+|away\s+|across\s+)?(?:to\s+the\s+|toward\s+the\s+|towards\s+the\s+)?(?P<way>" + _WAYS + r")" + _NOT_A_WAY +
     r"|(?:heads|headed|heading)\s+(?:(?:to|toward|towards)\s+the\s+)?"  # not "heads up" (a warning)

@@ -41,6 +41,7 @@ _SEARCH_SHAPE_OF = {noun: shape for shape, nouns in _SEARCH_NOUNS.items() for no
 _SEARCH_NOUN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _SEARCH_SHAPE_OF), key=len, reverse=True)) + r")\b", re.IGNORECASE)
 # everyday phrases where the word names no outline: a place, a job, a measure, a thing's use
 _NOT_A_SHAPE = re.compile(r"\b(?:(?:times|town|village|market|city|public|main|trafalgar|union|tiananmen|st\.?|saint) squares?|oval office|"
+                          r"(?:at|on|around|near|round) the (?:oval|ellipse)|"
                           r"square (?:meters?|metres?|feet|foot|miles?|kilometers?|kilometres?|inches?|yards?|roots?|deal|meal|one|dance)|"
                           r"fair and square|box office|(?:movie|film|rock|pop|tv|porn|football|soccer|basketball|super|guest|youtube|"
                           r"rising|north|lone|morning|evening|shooting|death) stars?|(?:one|two|three|four|five)-stars?|star wars|star trek|"

@@ -73,7 +73,8 @@ _PITCH_OF = {word: pitch for pitch, words in _PITCH.items() for word in words}
 _TONE = re.compile(r"\b(?P<adj>" + "|".join(sorted(map(re.escape, _PITCH_OF), key=len, reverse=True)) + r")\b"
                    r"(?:[\s,-]+(?:and\s+|,\s*)?[a-z]+(?:-[a-z]+)?){0,1}?[\s-]+(?:" + "|".join(_TONE_NOUNS) + r")\b"
                    r"|\b(?P<pitched>" + "|".join(sorted(map(re.escape, _PITCHED + _PLAIN_PITCH), key=len, reverse=True)) + r")[\s-]+sounds?\b"
-                   r"(?!\s+(?:quality|level|levels|volume|barrier|system|systems|check|effects?|track|engineer|design|bite)\b)"
+                   r"(?!-|\s+(?:quality|level|levels|volume|barrier|system|systems|check|effects?|track|engineer|design|bite|pressure|"
+                   r"output|outputs|problems?|issues?|fix|on|and|card|bar|sleep)\b)"
                    r"|\b(?:" + "|".join(_TONE_NOUNS) + r"|sound|sounds)\s+of\s+(?:a\s+)?(?P<after>low|medium|middle|high)\s+(?:pitch|frequency)\b",
                    re.IGNORECASE)  # fmt: skip
 _CLAP = re.compile(r"\b(?:clap|claps|clapping|clapped|applause|applauds?|applauding|hand ?claps?|noise bursts?|bursts? of noise|"

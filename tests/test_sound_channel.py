@@ -41,7 +41,8 @@ def test_the_one_sound_a_query_names():
     for text in ("a dog barks", "a church bell rings", "a siren wails", "the ball climbs high", "a cat", "", None,
                  "high quality sound of a waterfall", "a low battery signal", "high-frequency trading", "a low pitch in baseball",
                  "a silent film with a piano", "a mute swan", "all quiet on the western front", "a slap shot in hockey",
-                 "a sound of high quality", "high sound quality", "low sound levels in the room"):
+                 "a sound of high quality", "high sound quality", "low sound levels in the room", "low sound on my laptop fix",
+                 "high sound pressure", "high sound-quality speakers"):
         assert named_sound(text) is None, text
 
 
