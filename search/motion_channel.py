@@ -77,6 +77,8 @@ def unwrap_jumps(cues: np.ndarray, video: np.ndarray) -> np.ndarray:
     base = np.maximum.accumulate(np.where(start, np.arange(len(cued)), 0))  # each row's video start among the cued rows
     total = np.vstack([np.zeros((1, 2)), shift])  # total[k]: the jumps up to cued row k
     c[cued] -= total - total[base]
+    landed = cued[(c[cued] == 0.0).all(1)]  # a shifted cue exactly at (0, 0) would read as no cue
+    c[landed] = np.finfo(np.float32).tiny
     return c
 
 

@@ -82,6 +82,9 @@ def test_a_jump_between_two_events_is_not_a_move():
     holes = cues.copy()
     holes[2] = 0.0
     assert (unwrap_jumps(holes, one)[2] == 0).all()
+    exact = np.array([[-0.5, 0.0], [-0.25, 0.0], [-1.0, 0.0], [-0.75, 0.0]])  # right, jump left, right: the last lands on (0, 0)
+    landed = unwrap_jumps(exact, np.zeros(4, int))
+    assert np.allclose(landed[:, 0], [-0.5, -0.25, -0.25, 0.0]) and (np.abs(landed).sum(1) > 0).all()  # still a cue
     assert JUMP > 0.5  # a third of the picture and more
 
 
