@@ -594,9 +594,14 @@ class IndexRun:
         finally:
             items.put(_DONE)
 
+    @property
+    def decoder_reads_sound_cues(self) -> bool:
+        """Whether the decoders read the sound cues from the soundtrack they stream for speech: the
+        model has no audio tower whose stream the indexer would read them from (both engines ask)."""
+        return bool(self.settings.sound_cues) and self.audio_encoder is None
+
     def _job(self, src: Source) -> DecodeJob:
-        # a model without an audio tower has no stream of its own to read the sound cues from
-        return decode_job(self.settings, media_location(src), self.backbone.image_size, sound_cues=self.settings.sound_cues and self.audio_encoder is None)
+        return decode_job(self.settings, media_location(src), self.backbone.image_size, sound_cues=self.decoder_reads_sound_cues)
 
     def _consume(self, items: queue.Queue) -> None:
         buf = _EncodeBuffer()

@@ -53,12 +53,6 @@ _END = object()
 HASH_THREADS = 4  # the driver's hashers: reading and hashing files (or small objects) in parallel
 
 
-def _cues_in_decoder(settings, backbone) -> bool:
-    """Whether the decoders read the sound cues from their speech stream: the model has no audio tower
-    whose stream the encoding side would read them from (IndexRun._job asks the same locally)."""
-    return bool(settings.sound_cues) and getattr(backbone, "audio_tower", None) is None
-
-
 class _EncodeActor:
     """The stage pools' encode actor: the model, loaded once per actor; decoded videos in, committable rows out."""
 
@@ -146,7 +140,7 @@ class RayIndexRun(IndexRun):
         count = max(1, min(len(claimed), self.encode_actors or len(nodes)))
         cpus = max(ACTOR_CPUS, min((n["Resources"].get("CPU", 1) for n in nodes), default=1) - 1)
         remote = ray.remote(FusedActor).options(num_cpus=cpus, scheduling_strategy="SPREAD", max_restarts=0)
-        actors = [remote.remote(self.settings, loader, backbone.image_size, _cues_in_decoder(self.settings, backbone)) for _ in range(count)]
+        actors = [remote.remote(self.settings, loader, backbone.image_size, self.decoder_reads_sound_cues) for _ in range(count)]
         try:
             yield from _merged(ray, [a.run.options(num_returns="streaming").remote(claimed[i::count]) for i, a in enumerate(actors)])
         finally:
@@ -164,7 +158,7 @@ class RayIndexRun(IndexRun):
         encoders = self.encode_actors or max(1, gpus)
         ds = (
             ray.data.from_items(claimed)
-            .map_batches(DecodeActor, fn_constructor_args=(self.settings, backbone.image_size, _cues_in_decoder(self.settings, backbone)), batch_size=1,
+            .map_batches(DecodeActor, fn_constructor_args=(self.settings, backbone.image_size, self.decoder_reads_sound_cues), batch_size=1,
                          compute=ray.data.ActorPoolStrategy(size=decoders), num_cpus=ACTOR_CPUS)
             .map_batches(_EncodeActor, fn_constructor_args=(self.settings, loader), batch_size=1,
                          compute=ray.data.ActorPoolStrategy(size=encoders),

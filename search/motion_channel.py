@@ -57,10 +57,10 @@ def unwrap_jumps(cues: np.ndarray, video: np.ndarray) -> np.ndarray:
     consecutive cued units of a video longer than JUMP that goes against the steps on both sides of
     it is where the thing left the picture and a thing came in at the other side, or a cut, not a
     move; every later cue of the video is shifted back by it. (A long step with a step on one side
-    only is kept: the first move of a short event, before its thing stops or leaves, reads as one.) Without this a
-    window holding the end of one event and the start of the next, both moving right, read a move
-    left (the thing seen at the right edge, then at the left one); a fast move across the picture
-    keeps its steps' direction and is left as it is. Uncued units stay (0, 0)."""
+    only is kept: the first move of a short event, before its thing stops or leaves, reads as one.)
+    Without this a window holding the end of one event and the start of the next, both moving right,
+    read a move left (the thing seen at the right edge, then at the left one); a fast move across the
+    picture keeps its steps' direction and is left as it is. Uncued units stay (0, 0)."""
     c = np.asarray(cues, np.float64).copy()
     cued = np.flatnonzero(np.abs(c).sum(1) > 0)
     if len(cued) < 2:

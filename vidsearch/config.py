@@ -115,7 +115,8 @@ class Settings(BaseSettings):
     ocr: bool = Field(True, description="Read on-screen text into timed spans.")
     sound_cues: bool = Field(
         True, description="Read the soundtrack's level, pitch and bursts every quarter second for the sound channel. With a model "
-        "that has no audio tower this decodes each soundtrack for them alone (~0.4 CPU s per minute of audio, ~60 ms a file).",
+        "that has no audio tower and speech off this decodes each soundtrack for them alone (~0.4 CPU s per minute of audio, "
+        "~60 ms a file); with speech on they are read from the speech decode.",
     )
     ocr_engine: Literal["rapidocr", "tesseract"] = Field(
         "rapidocr", description="rapidocr: PP-OCRv4 detection + recognition (reads text on busy backgrounds); tesseract."
