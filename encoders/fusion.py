@@ -40,8 +40,14 @@ class FusionHead(nn.Module):
         temporal_cues: int = 0,
         focus: float = 0.0,
         video_attention: float = 1.0,
+        window_weight: float | None = None,
     ):
         super().__init__()
+        # Not used here: search's fine stage adds each video's best event window (search/event_windows.py)
+        # to this head's video-level score with this weight (None: search's EVENT_WEIGHT). A softer video
+        # head pools more like the mean, so the window's local evidence counts more; chosen with the head
+        # on the held-out selection set (encoders/head_tuning.py, README "X-Pool retuned alone").
+        self.window_weight = None if window_weight is None else float(window_weight)
         # Applied where unit vectors are made (encoders/temporal.py), not in scores(): stored units
         # already carry order, so search re-ranks them as they are.
         self.temporal = TemporalMixer(dim, cues=temporal_cues) if temporal else None  # cues: where_cues read from pixels

@@ -32,6 +32,7 @@ from .backbone import CHECKPOINT_FORMAT, cpu_supports_bf16, load_backbone, read_
 from .directions import reverse_direction
 from .focus import FOCUS_SCALE, focus_crops
 from .fusion import FusionHead
+from .head_tuning import HeadTuning, TunedUnits, tune_heads
 from .losses import ContrastiveLoss
 from .motion_swaps import MOTIONS, swap_motions
 from .shape_swaps import SHAPES, swap_shapes
@@ -70,6 +71,7 @@ class TrainConfig:
     augment: bool = True  # per-video crop, brightness/contrast and noise on training frames
     focus: float = FOCUS_SCALE  # each frame also seen as a crop of this side around what moves (encoders/focus.py); 0: off
     xpool_attention: float | None = None  # the video X-Pool's attention logits times this (below 1: softer; xpool.XPool); None: the checkpoint's, else 1
+    heads_only: bool = False  # the run only retunes the video head and fusion scalars of --checkpoint (`Trainer.tune_heads`)
     extra: dict = field(default_factory=dict)
 
 
@@ -125,9 +127,16 @@ class Trainer:
             self.frozen_prefixes += ["visual.", "text.transformer.", "transformer.", "token_embedding.", "positional_embedding", "ln_final."]
         for name, p in self.net.named_parameters():
             p.requires_grad_(not any(name.startswith(f) for f in self.frozen_prefixes))
-        self.audio = AudioEncoder(dim=self.dim, weights="trained") if cfg.audio else None
-        self.head = FusionHead(self.dim, temporal=cfg.temporal, temporal_cues=CUES if cfg.temporal and cfg.where_cues else 0,
-                               focus=cfg.focus, video_attention=self._video_attention(cfg))  # fmt: skip
+        saved_head = self._saved_head_config(cfg)
+        if cfg.heads_only:  # retuning keeps the model as it is: its own head layout and audio tower, whatever the flags say
+            if not cfg.checkpoint or "head" not in read_checkpoint(Path(cfg.checkpoint)):
+                raise RuntimeError(f"{cfg.checkpoint or 'no --checkpoint'}: retuning the heads needs a vidsearch checkpoint with a trained head")
+            self.audio = AudioEncoder(dim=self.dim, weights="trained") if "audio" in read_checkpoint(Path(cfg.checkpoint)) else None
+            self.head = FusionHead(self.dim, **saved_head)
+        else:
+            self.audio = AudioEncoder(dim=self.dim, weights="trained") if cfg.audio else None
+            self.head = FusionHead(self.dim, temporal=cfg.temporal, temporal_cues=CUES if cfg.temporal and cfg.where_cues else 0, focus=cfg.focus,
+                                   video_attention=self._video_attention(cfg), window_weight=saved_head.get("window_weight"))  # fmt: skip
         self.loss = ContrastiveLoss()
         self.warm_started = self._warm_start_heads(cfg.checkpoint) if cfg.checkpoint else []
         params = [p for p in self.net.parameters() if p.requires_grad] + list(self.head.parameters()) + list(self.loss.parameters())
@@ -144,8 +153,10 @@ class Trainer:
         self.step = 0
         frozen_text = self.hf_text and "text.transformer." in self.frozen_prefixes
         self._text_cache = self._pooled_caption_features(self.data.cap_text) if frozen_text else None
+        # a heads-only run trains on stored units, never on swapped captions (minutes of language model saved)
         self._swaps = {name: self._swapped_captions(swap, n, frozen_text) for name, (swap, n) in SWAPS.items()
-                       if getattr(cfg, f"{name}_weight")}  # fmt: skip
+                       if getattr(cfg, f"{name}_weight") and not cfg.heads_only}  # fmt: skip
+        self.tuning: HeadTuning | None = None
 
     @staticmethod
     def _video_attention(cfg: TrainConfig) -> float:
@@ -153,8 +164,13 @@ class Trainer:
         of a softened head stays soft), else the reference's 1."""
         if cfg.xpool_attention is not None:
             return float(cfg.xpool_attention)
+        return float(Trainer._saved_head_config(cfg).get("video_attention", 1.0))
+
+    @staticmethod
+    def _saved_head_config(cfg: TrainConfig) -> dict:
+        """The warm-start checkpoint's head config ({} without one): what a fine-tune keeps unless told."""
         saved = read_checkpoint(Path(cfg.checkpoint)) if cfg.checkpoint else {}
-        return float((saved.get("head") or {}).get("config", {}).get("video_attention", 1.0))
+        return dict((saved.get("head") or {}).get("config", {}))
 
     def _warm_start_heads(self, checkpoint: str) -> list[str]:
         """Fine-tuning from a vidsearch checkpoint starts the fusion head and the audio tower from it
@@ -169,6 +185,8 @@ class Trainer:
             missing, unexpected = self.head.load_state_dict(state, strict=False)
             if unexpected or any(not k.startswith(("temporal.", "focus.")) for k in missing):
                 raise RuntimeError(f"{checkpoint}: its fusion head does not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            if missing and self.cfg.heads_only:  # built from the checkpoint's own config: nothing may start fresh
+                raise RuntimeError(f"{checkpoint}: its fusion head lacks {missing[:3]}")
             loaded.append("head")
         if "audio" in saved and self.audio is not None:
             try:
@@ -469,6 +487,8 @@ class Trainer:
         return audio, mask
 
     def train(self, progress: Callable[[int, int, float], None] | None = None, validate: Callable[[int], dict | None] | None = None) -> dict:
+        if self.cfg.heads_only:
+            raise RuntimeError("a heads-only trainer retunes the heads (tune_heads); it does not train the towers")
         t0 = time.monotonic()
         n = len(self.data.videos)
         history = []
@@ -501,6 +521,32 @@ class Trainer:
             self.save()
         return {"epochs": self.epoch, "steps": self.step, "seconds": round(time.monotonic() - t0, 1), "history": history}
 
+    # -- the heads-only stage -----------------------------------------------------------------
+    def tune_heads(self, tuning: HeadTuning, progress: Callable[[int, int, float], None] | None = None) -> dict:
+        """Retune the video X-Pool head (from its identity start, anchored there) and the fusion
+        scalars on this model's units of the training videos, and write the checkpoint; the towers,
+        temporal module, focus view and audio tower stay as loaded (encoders/head_tuning.py)."""
+        if not self.cfg.heads_only:
+            raise RuntimeError("tune_heads is for a heads-only trainer (TrainConfig.heads_only): it keeps the checkpoint's layout")
+        t0 = time.monotonic()
+        modules = [m for m in (self.net, self.head, self.audio) if m is not None]
+        for m in modules:
+            m.eval()
+        with torch.no_grad():
+            frames, fmask = self._encode_frames(self.data)
+            captions = list(self.data.cap_text)
+            text = torch.from_numpy(np.concatenate([self.backbone.encode_text(captions[i : i + 256]) for i in range(0, len(captions), 256)]))
+            audio, amask = self._encode_audio(self.data) if self.audio is not None else (None, None)
+        encoded = time.monotonic() - t0
+        units = TunedUnits(frames, fmask, audio, amask, text, np.asarray(self.data.cap_video))
+        history = tune_heads(self.head, units, tuning, progress)
+        self.tuning = tuning
+        self.epoch = tuning.epochs
+        self.save(resumable=False)
+        self.resume_path.unlink(missing_ok=True)  # a full run's state at this --out would resume the old head
+        return {"epochs": tuning.epochs, "steps": history[-1]["step"] if history else 0, "seconds": round(time.monotonic() - t0, 1),
+                "encode_seconds": round(encoded, 1), "history": history}  # fmt: skip
+
     # -- checkpoints ---------------------------------------------------------------------------
     def checkpoint(self) -> dict:
         clip = {k: (v.half() if torch.is_floating_point(v) else v) for k, v in self.net.state_dict().items()
@@ -514,6 +560,10 @@ class Trainer:
                      "state": {k: v.half() for k, v in self.head.state_dict().items()}},
             "meta": {"train": asdict(self.cfg), "epochs_done": self.epoch, "data": data_fingerprint(self.data)},
         }
+        if self.tuning is not None:  # the start checkpoint as it was (towers, audio tower, their training), but the head
+            start = read_checkpoint(Path(self.cfg.checkpoint))
+            ckpt = {**start, "head": ckpt["head"],
+                    "meta": {**(start.get("meta") or {}), "head_tuning": {**asdict(self.tuning), "data": data_fingerprint(self.data)}}}  # fmt: skip
         if self.audio is not None:
             ckpt["audio"] = {"config": {**self.audio.config, "strides": list(self.audio.config["strides"])},
                              "weights": "trained", "state": {k: v.half() for k, v in self.audio.state_dict().items()}}  # fmt: skip
@@ -526,13 +576,17 @@ class Trainer:
             config["focus"] = self.head.focus.scale
         if self.head.video.attention_scale != 1.0:
             config["video_attention"] = self.head.video.attention_scale
+        if self.head.window_weight is not None:
+            config["window_weight"] = self.head.window_weight
         return config
 
-    def save(self) -> None:
+    def save(self, resumable: bool = True) -> None:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.out.with_suffix(".tmp")
         torch.save(self.checkpoint(), tmp)
         tmp.replace(self.out)
+        if not resumable:
+            return
         state = {"epoch": self.epoch, "step": self.step, "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                  "net": self.net.state_dict(), "head": self.head.state_dict(), "loss": self.loss.state_dict(),
                  "audio": self.audio.state_dict() if self.audio is not None else None, "rng": self.rng.bit_generator.state}  # fmt: skip

@@ -83,10 +83,10 @@ def train(
     model: Annotated[str, typer.Option("--model", help="open_clip model to train: tiny (MiniLM text tower), tiny-scratch, ViT-B-32 ...")] = "tiny",
     pretrained: PretrainedOpt = "none",
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Start from these weights.")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 12,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Passes over the training videos [default: 12; 10 with --tune-heads].", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Videos per step.")] = 64,
     frames_per_video: Annotated[int, typer.Option("--frames-per-video", min=1)] = 16,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine schedule after warmup); learned scalars get 50x.")] = 5e-4,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (cosine schedule after warmup); learned scalars get 50x [default: 5e-4; 1e-3 with --tune-heads, scalars 10x].", show_default=False)] = None,
     sample_fps: Annotated[float, typer.Option("--sample-fps", help="Frames per second, as the index will sample them.")] = 1.0,
     freeze_backbone: Annotated[bool, typer.Option("--freeze-backbone/--fine-tune", help="Train only the heads (and text projection).")] = False,
     freeze_text: Annotated[bool, typer.Option("--freeze-text/--train-text", help="Keep a pretrained language-model text tower frozen.")] = True,
@@ -99,6 +99,9 @@ def train(
     temporal_lr_mult: Annotated[float, typer.Option("--temporal-lr-mult", min=0.0, help="The temporal module's learning rate as a multiple of --lr.")] = 10.0,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Per-video crop, brightness/contrast and noise on training frames.")] = True,
     xpool_attention: Annotated[Optional[float], typer.Option("--xpool-attention", min=0.01, help="The video X-Pool's attention logits times this: below 1 the text picks frames less sharply (default: the --checkpoint's, else 1).")] = None,
+    tune_heads: Annotated[bool, typer.Option("--tune-heads", help="Only retune the --checkpoint's video X-Pool head (from its identity start, held near it by --anchor) and audio fusion's weight and gate, on the units its towers make of --data: X-Pool that generalises beyond the training look. The checkpoint's layout is kept (--focus, --temporal, --audio are ignored); --batch-size counts captions, --lr is constant, --xpool-attention defaults to 0.25.")] = False,
+    anchor: Annotated[Optional[float], typer.Option("--anchor", min=0.0, help="With --tune-heads: the pull back to X-Pool's identity start (lambda of an L2-SP penalty) [default: 30].", show_default=False)] = None,
+    window_weight: Annotated[Optional[float], typer.Option("--window-weight", min=0.0, help="With --tune-heads: how much search's best event window counts against the retuned head's video-level score [default: 2].", show_default=False)] = None,
     focus: Annotated[bool, typer.Option("--focus/--no-focus", help="Each frame also encoded as a crop of half its side around what moves (the where-cue), mixed in with a learned weight.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same --out.")] = False,
     eval_data: Annotated[Optional[list[Path]], typer.Option("--eval-data", exists=True, dir_okay=False, help="Held-out captioned videos (JSONL) to score retrieval on while training; repeat for several.")] = None,
@@ -112,11 +115,18 @@ def train(
     """Train the frame/text towers, X-Pool and audio fusion with symmetric InfoNCE on captioned videos."""
     from vidsearch.encoders import load_backbone  # the model stack (torch): see the module docstring
     from vidsearch.encoders.focus import FOCUS_SCALE
+    from vidsearch.encoders.head_tuning import HeadTuning
     from vidsearch.encoders.training import TrainConfig, Trainer
 
+    if tune_heads and (checkpoint is None or resume):
+        _fail("--tune-heads retunes a trained model: give its --checkpoint (and no --resume: the stage takes about a minute)")
+    if not tune_heads and (anchor is not None or window_weight is not None):
+        _fail("--anchor and --window-weight belong to --tune-heads")
     datasets = [_dataset_jsonl(d, videos, annotations) for d in data]
+    epochs = epochs if epochs is not None else (HeadTuning.epochs if tune_heads else 12)
+    lr = lr if lr is not None else (HeadTuning.lr if tune_heads else 5e-4)
     cfg = TrainConfig(model=model, pretrained=pretrained, checkpoint=str(checkpoint) if checkpoint else None, epochs=epochs,
-                      batch_size=batch_size, frames_per_video=frames_per_video, lr=lr, freeze_backbone=freeze_backbone,
+                      batch_size=batch_size, frames_per_video=frames_per_video, lr=lr, freeze_backbone=freeze_backbone, heads_only=tune_heads,
                       freeze_text=freeze_text, audio=audio, seed=seed, temporal=temporal, direction_weight=direction_weight, shape_weight=shape_weight, motion_weight=motion_weight, where_cues=where_cues, temporal_lr_mult=temporal_lr_mult,
                       augment=augment, focus=FOCUS_SCALE if focus else 0.0, xpool_attention=xpool_attention, extra={"sample_fps": sample_fps})  # fmt: skip
     show = not json_out and err.is_terminal
@@ -147,7 +157,17 @@ def train(
         with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=not show) as bar:  # fmt: skip
             task = bar.add_task("train", total=trainer.total_steps, completed=trainer.step, loss=float("nan"))
-            summary = trainer.train(progress=lambda step, total, loss: bar.update(task, completed=step, loss=loss), validate=validate)
+            update = lambda step, total, loss: bar.update(task, completed=step, total=total, loss=loss)  # noqa: E731
+            if tune_heads:
+                tuning = HeadTuning(anchor=HeadTuning.anchor if anchor is None else anchor, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                    **({"attention": xpool_attention} if xpool_attention else {}),
+                                    **({"window_weight": window_weight} if window_weight is not None else {}))  # fmt: skip
+                summary = trainer.tune_heads(tuning, progress=update)
+                report = validate(epochs) if validate is not None else None
+                if report is not None:
+                    summary["history"][-1]["eval"] = report
+            else:
+                summary = trainer.train(progress=update, validate=validate)
     except (DatasetError, RuntimeError, *_known_errors()) as exc:
         _fail(str(exc))
     result = {"checkpoint": str(out_path), "resumed": resumed, "videos": len(ts.videos), "captions": len(ts.cap_text),
@@ -156,7 +176,8 @@ def train(
         _print_json(result)
         return
     for row in summary["history"]:
-        out.print(f"epoch {row['epoch']}: loss {row['total']:.3f} (fused {row['fused']:.3f}, xpool {row['xpool']:.3f}, event {row['event']:.3f}) at {row['seconds']:.0f} s")
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("epoch", "step", "total", "seconds", "scale", "eval"))
+        out.print(f"epoch {row['epoch']}: loss {row['total']:.3f} ({parts}) at {row['seconds']:.0f} s")
         for name, methods in row.get("eval", {}).items():
             for method, m in methods.items():
                 if method == "direction_accuracy":

@@ -31,7 +31,7 @@ from vidsearch.encoders import ParameterFreePool, mean_pool
 from vidsearch.metrics import moment_metrics, retrieval_metrics
 from vidsearch.search import SearchEngine, VideoFeatures, audio_hits, localize_moments
 from vidsearch.search.direction_contrast import contrast, reversed_text
-from vidsearch.search.event_windows import EVENT_WEIGHT, best_windows, channel_hits
+from vidsearch.search.event_windows import best_windows, channel_hits, window_weight
 from vidsearch.search.features import pad_vectors
 from vidsearch.search.motion_channel import query_motion
 from vidsearch.search.shape_channel import query_shape
@@ -246,10 +246,10 @@ def _method_scores(engine: SearchEngine, text: torch.Tensor, feats: list[VideoFe
         # (without the motion channel: the `engine` method, the served ranking, has it)
         video_level = out["fused" if has_audio else "xpool"][-1]
         windows = torch.from_numpy(best_windows(t.numpy(), feats, use_audio=has_audio).T)  # (queries, videos)
-        out["+window"].append(video_level + EVENT_WEIGHT * windows)
+        out["+window"].append(video_level + window_weight(head) * windows)
         if units is not None:
             contrasted = torch.from_numpy(best_windows(units[i : i + CHUNK], feats, use_audio=has_audio).T)
-            out["+direction"].append(video_level + EVENT_WEIGHT * contrasted)
+            out["+direction"].append(video_level + window_weight(head) * contrasted)
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 

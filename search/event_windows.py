@@ -33,11 +33,19 @@ from . import shape_channel, sound_channel
 from .features import VideoFeatures
 from .motion_channel import MIN_UNITS, MOTION_WEIGHT, agreement, unwrap_jumps, window_velocity
 
-__all__ = ["AUDIO_WEIGHT", "EVENT_WEIGHT", "WINDOW_SECONDS", "best_window", "best_windows", "channel_hits"]
+__all__ = ["AUDIO_WEIGHT", "EVENT_WEIGHT", "WINDOW_SECONDS", "best_window", "best_windows", "channel_hits", "window_weight"]
 
 WINDOW_SECONDS = 3.0
 AUDIO_WEIGHT = 0.5  # the window's soundtrack against its frames
 EVENT_WEIGHT = 1.0  # the best window against the video-level score, in the final visual score
+
+
+def window_weight(head) -> float:
+    """The best window's weight against the video-level score: the trained head's own where it has
+    one (a head retuned soft pools more like the mean and leans on the window more:
+    encoders/fusion.py), else EVENT_WEIGHT."""
+    own = getattr(head, "window_weight", None) if head is not None else None
+    return EVENT_WEIGHT if own is None else float(own)
 
 
 def _window_cosines(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, queries: np.ndarray) -> np.ndarray:

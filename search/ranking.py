@@ -31,7 +31,7 @@ import torch
 
 from vidsearch.api_models import SpanHit
 
-from .event_windows import EVENT_WEIGHT, best_windows, channel_hits
+from .event_windows import best_windows, channel_hits, window_weight
 from .features import FeatureCache, VideoFeatures
 from .fusion import reciprocal_rank_fusion
 from .moments import Moment, MomentResult, localize_moments_many
@@ -137,7 +137,7 @@ def final_ranking(plan: QueryPlan, pool: CandidatePool, cache: FeatureCache, hea
         # (the window's own audio only where the tokens are in the query's space: the model's own tower)
         event = best_windows(plan.unit_query, features, in_window, use_audio=plan.use_audio and plan.audio is None,
                              motion=plan.motion, shape=plan.shape, sound=plan.sound)  # fmt: skip
-        out = replace(out, scores=out.scores + EVENT_WEIGHT * event)
+        out = replace(out, scores=out.scores + window_weight(head) * event)
     lists, scores = dict(pool.lists), dict(pool.scores)
     weights = {c: w for c, w in plan.weights.items() if c != "audio"}
     if plan.use_frames:

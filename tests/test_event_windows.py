@@ -200,3 +200,49 @@ def test_units_and_tokens_out_of_time_order_score_as_sorted_ones():
     np.testing.assert_allclose(best_windows(q, [shuffled, f]), best_windows(q, [f, f]), rtol=1e-6)
     empty = VideoFeatures(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros((0, 0), np.float32))
     np.testing.assert_allclose(best_windows(q, [empty, f])[1], best_windows(q, [f])[0], rtol=1e-6)
+
+
+class _FixedHead:
+    """A head whose video-level score is fixed per video (by its number of units), so only the event
+    window's weight decides between two candidates."""
+
+    def __init__(self, window_weight: float | None):
+        import torch
+
+        self.audio_weight = torch.tensor(0.0)
+        self.window_weight = window_weight
+
+    def rerank(self, text, frames, mask, audio=None, audio_mask=None):
+        import torch
+
+        s = torch.tensor([{6: 1.0, 9: 0.5}[int(n)] for n in mask.sum(1)])
+        zero = torch.zeros_like(s)
+        return {"video": s, "fused": s, "frame_weights": mask.float() / mask.sum(1, keepdim=True), "gate": zero, "audio": zero}
+
+
+def test_the_fine_stage_weighs_the_window_as_the_head_says():
+    """A video that matches everywhere a little (higher video-level score) against one whose one
+    event matches exactly: the head's `event_weight` (a softer retuned head leans on the window)
+    decides which comes first; a head that does not say gets EVENT_WEIGHT."""
+    from types import SimpleNamespace
+
+    from vidsearch.encoders.fusion import FusionHead
+    from vidsearch.search.event_windows import EVENT_WEIGHT, window_weight
+    from vidsearch.search.ranking import final_ranking
+
+    q = BLUE
+    everywhere = _video([(6, _unit(BLUE, RED), None)])  # 6 units, window cosine 0.71, video-level 1.0
+    one_event = _video([(3, BLUE, None), (6, RED, None)])  # 9 units, window cosine 1.0, video-level 0.5
+    feats = {"everywhere": everywhere, "one_event": one_event}
+    plan = SimpleNamespace(window=None, query=q, use_audio=False, audio=None, unit_query=q, motion=None, shape=None, sound=None,
+                           weights={"visual": 1.0}, use_frames=True)  # fmt: skip
+    pool = SimpleNamespace(ids=list(feats), lists={}, scores={}, spans={})
+    cache = SimpleNamespace(get_many=lambda ids: {v: feats[v] for v in ids})
+
+    def first(head) -> str:
+        return final_ranking(plan, pool, cache, head, rrf_k=60.0)[0].video_id
+
+    assert first(_FixedHead(None)) == first(_FixedHead(1.0)) == "everywhere"  # 1.0 + 0.71 against 0.5 + 1.0
+    assert first(_FixedHead(3.0)) == "one_event"  # 1.0 + 2.12 against 0.5 + 3.0
+    assert window_weight(None) == window_weight(_FixedHead(None)) == window_weight(FusionHead(D)) == EVENT_WEIGHT
+    assert window_weight(FusionHead(D, window_weight=2.0)) == 2.0
