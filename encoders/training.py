@@ -560,13 +560,13 @@ class Trainer:
                      "state": {k: v.half() for k, v in self.head.state_dict().items()}},
             "meta": {"train": asdict(self.cfg), "epochs_done": self.epoch, "data": data_fingerprint(self.data)},
         }
+        if self.audio is not None:
+            ckpt["audio"] = {"config": {**self.audio.config, "strides": list(self.audio.config["strides"])},
+                             "weights": "trained", "state": {k: v.half() for k, v in self.audio.state_dict().items()}}  # fmt: skip
         if self.tuning is not None:  # the start checkpoint as it was (towers, audio tower, their training), but the head
             start = read_checkpoint(Path(self.cfg.checkpoint))
             ckpt = {**start, "head": ckpt["head"],
                     "meta": {**(start.get("meta") or {}), "head_tuning": {**asdict(self.tuning), "data": data_fingerprint(self.data)}}}  # fmt: skip
-        if self.audio is not None:
-            ckpt["audio"] = {"config": {**self.audio.config, "strides": list(self.audio.config["strides"])},
-                             "weights": "trained", "state": {k: v.half() for k, v in self.audio.state_dict().items()}}  # fmt: skip
         return ckpt
 
     def _head_config(self) -> dict:
