@@ -127,18 +127,21 @@ class Trainer:
             self.frozen_prefixes += ["visual.", "text.transformer.", "transformer.", "token_embedding.", "positional_embedding", "ln_final."]
         for name, p in self.net.named_parameters():
             p.requires_grad_(not any(name.startswith(f) for f in self.frozen_prefixes))
-        saved_head = self._saved_head_config(cfg)
+        self._start = read_checkpoint(Path(cfg.checkpoint)) if cfg.checkpoint else {}  # read once: heads, audio, meta
+        saved_head = _head_config_of(self._start)
         if cfg.heads_only:  # retuning keeps the model as it is: its own head layout and audio tower, whatever the flags say
-            if not cfg.checkpoint or "head" not in read_checkpoint(Path(cfg.checkpoint)):
+            if "head" not in self._start:
                 raise RuntimeError(f"{cfg.checkpoint or 'no --checkpoint'}: retuning the heads needs a vidsearch checkpoint with a trained head")
-            self.audio = AudioEncoder(dim=self.dim, weights="trained") if "audio" in read_checkpoint(Path(cfg.checkpoint)) else None
+            self.audio = AudioEncoder(dim=self.dim, weights="trained") if "audio" in self._start else None
             self.head = FusionHead(self.dim, **saved_head)
         else:
             self.audio = AudioEncoder(dim=self.dim, weights="trained") if cfg.audio else None
             self.head = FusionHead(self.dim, temporal=cfg.temporal, temporal_cues=CUES if cfg.temporal and cfg.where_cues else 0, focus=cfg.focus,
-                                   video_attention=self._video_attention(cfg), window_weight=saved_head.get("window_weight"))  # fmt: skip
+                                   video_attention=self._video_attention(cfg, saved_head), window_weight=saved_head.get("window_weight"))  # fmt: skip
         self.loss = ContrastiveLoss()
         self.warm_started = self._warm_start_heads(cfg.checkpoint) if cfg.checkpoint else []
+        if not cfg.heads_only:  # only a heads-only run writes it back; a full run would hold e.g. a plain open_clip state dict
+            self._start = {}
         params = [p for p in self.net.parameters() if p.requires_grad] + list(self.head.parameters()) + list(self.loss.parameters())
         if self.audio is not None:
             params += list(self.audio.parameters())
@@ -159,24 +162,21 @@ class Trainer:
         self.tuning: HeadTuning | None = None
 
     @staticmethod
-    def _video_attention(cfg: TrainConfig) -> float:
+    def _video_attention(cfg: TrainConfig, saved_head: dict | None = None) -> float:
         """The video X-Pool's attention scale: the run's, else the warm-start checkpoint's (a fine-tune
-        of a softened head stays soft), else the reference's 1."""
+        of a softened head stays soft; `saved_head`: its head config when the caller has read it), else
+        the reference's 1."""
         if cfg.xpool_attention is not None:
             return float(cfg.xpool_attention)
-        return float(Trainer._saved_head_config(cfg).get("video_attention", 1.0))
-
-    @staticmethod
-    def _saved_head_config(cfg: TrainConfig) -> dict:
-        """The warm-start checkpoint's head config ({} without one): what a fine-tune keeps unless told."""
-        saved = read_checkpoint(Path(cfg.checkpoint)) if cfg.checkpoint else {}
-        return dict((saved.get("head") or {}).get("config", {}))
+        if saved_head is None:
+            saved_head = _head_config_of(read_checkpoint(Path(cfg.checkpoint)) if cfg.checkpoint else {})
+        return float(saved_head.get("video_attention", 1.0))
 
     def _warm_start_heads(self, checkpoint: str) -> list[str]:
         """Fine-tuning from a vidsearch checkpoint starts the fusion head and the audio tower from it
         too (not only the frame tower); parts the checkpoint lacks (e.g. a new temporal module) keep
         their fresh initialisation. Returns what was loaded."""
-        saved = read_checkpoint(Path(checkpoint))
+        saved = self._start
         loaded = []
         if "head" in saved:
             state = widen_state({k: v.float() for k, v in saved["head"]["state"].items()}, self.head.temporal)
@@ -541,7 +541,6 @@ class Trainer:
         units = TunedUnits(frames, fmask, audio, amask, text, np.asarray(self.data.cap_video))
         history = tune_heads(self.head, units, tuning, progress)
         self.tuning = tuning
-        self.epoch = tuning.epochs
         self.save(resumable=False)
         self.resume_path.unlink(missing_ok=True)  # a full run's state at this --out would resume the old head
         return {"epochs": tuning.epochs, "steps": history[-1]["step"] if history else 0, "seconds": round(time.monotonic() - t0, 1),
@@ -564,7 +563,7 @@ class Trainer:
             ckpt["audio"] = {"config": {**self.audio.config, "strides": list(self.audio.config["strides"])},
                              "weights": "trained", "state": {k: v.half() for k, v in self.audio.state_dict().items()}}  # fmt: skip
         if self.tuning is not None:  # the start checkpoint as it was (towers, audio tower, their training), but the head
-            start = read_checkpoint(Path(self.cfg.checkpoint))
+            start = self._start
             ckpt = {**start, "head": ckpt["head"],
                     "meta": {**(start.get("meta") or {}), "head_tuning": {**asdict(self.tuning), "data": data_fingerprint(self.data)}}}  # fmt: skip
         return ckpt
@@ -615,6 +614,11 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.rng.bit_generator.state = state["rng"]
         return True
+
+
+def _head_config_of(saved: dict) -> dict:
+    """A read checkpoint's head config ({} without a head): what a fine-tune keeps unless told."""
+    return dict((saved.get("head") or {}).get("config", {}))
 
 
 def param_groups(params: list[torch.nn.Parameter], cfg: TrainConfig, fast: list[torch.nn.Parameter] = ()) -> list[dict]:
