@@ -30,6 +30,20 @@ keyframes, so the work is shaped around not running it:
   sample is detected as before (reading it at the neighbours' boxes instead cut text that grew,
   "SCORE 10" for "SCORE 100"). What it can miss: text shown in that one sample only, between two
   without any. `bench/ocr_reuse.py`: a textless moving picture 1.6 -> 0.9 CPU s for 30 frames.
+* **Glance between reads** (rapidocr). Reading whole frames every 2 s (`ocr_fps` 0.5, the default)
+  costs half of reading every second, and text that stays 2 s or more is read all the same; what
+  it would miss is text shown for less, between two reads. The frames between (the encoder's, decoded
+  anyway) are glanced at (`OcrReader.glance`): their thin strokes (a 5 px white and black top-hat,
+  ~1 ms a frame) are compared with the strokes of the reads before and after, and only where strokes
+  appear that neither holds (`new_text_cells`: 16 px cells with >= 20 new stroke pixels, 2 px of
+  jitter allowed) is the frame read, there alone, for lines clear of those already read. A caption
+  replaced in place puts its strokes mostly where its neighbours' were, so each line read before is
+  also compared glyph by glyph with both (`_glyphs_changed`) and read again where it differs from
+  both. A running clock's next digits sit within its neighbours' strokes (and its box is too small
+  to compare): it is not read twice as often; a caption that flashes for a second is.
+  `bench/text_channels.py`: 1 s captions over testsrc2, five in new places and five in place of
+  another, read 10 of 10 (0 without the glance, 10 at one read a second) for 0.1-0.4 CPU s per
+  minute of its talk.
 * **Skip flat frames.** A frame where nothing stands out from the background (blank slide, fade)
   holds no text, and Tesseract's binarisation turns its noise into junk "words"; it is not read.
 * **Merge repeats.** A line that reappears on consecutive keyframes (compared after normalising case,
@@ -180,13 +194,20 @@ def changed_regions(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...], level:
     padded by 6% of the short side (a word's neighbours) and at least 128 px a side (the detector
     rounds its input to 32 px). None where they would cover `REGION_SHARE` of the frame or more:
     then the whole frame is read."""
-    import cv2
-
-    mask = (np.abs(a - b) > level).astype(np.uint8)
+    mask = np.abs(a - b) > level
     if not mask.any():
         return None
+    return _regions_of(mask, shape)
+
+
+def _regions_of(mask: np.ndarray, shape: tuple[int, ...]) -> list[Box] | None:
+    """Boxes in a frame of `shape` around the groups of set cells of `mask` (a grid over the frame),
+    padded and fitted as `changed_regions` says; None where they cover `REGION_SHARE` or more."""
+    import cv2
+
+    mask = mask.astype(np.uint8)
     h, w = shape[:2]
-    cell_y, cell_x = h / a.shape[0], w / a.shape[1]
+    cell_y, cell_x = h / mask.shape[0], w / mask.shape[1]
     pad = max(16, round(0.06 * min(h, w)))
     reach = 2 * int(np.ceil(pad / min(cell_x, cell_y))) + 1  # cells closer than two pads form one group
     n, _, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(mask, np.ones((reach, reach), np.uint8)))
@@ -234,6 +255,12 @@ def _cut_by(box: tuple[int, int, int, int], region: Box, w: int, h: int) -> bool
     return (x0 > 0 and x <= x0 + 1) or (y0 > 0 and y <= y0 + 1) or (x1 < w and x + bw >= x1 - 1) or (y1 < h and y + bh >= y1 - 1)
 
 
+def _corners(box: tuple[int, int, int, int]) -> Box:
+    """A word box (left, top, width, height) as (x0, y0, x1, y1)."""
+    x, y, bw, bh = box
+    return x, y, x + bw, y + bh
+
+
 def _overlaps(a: Box, b: Box) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -257,6 +284,89 @@ def _with_cells(ref: np.ndarray, thumb: np.ndarray, regions: list[Box], shape: t
         c0, c1 = int(x0 // cell_x), int(math.ceil(x1 / cell_x))
         out[r0:r1, c0:c1] = thumb[r0:r1, c0:c1]
     return out
+
+
+STROKE_KERNEL = 5  # px: text strokes thinner than this stand out (360p captions' are 2-4 px)
+STROKE_LEVEL = 40  # grey levels a stroke stands out of what surrounds it
+GLANCE_CELL = 16  # px: new strokes are counted in cells this size ...
+GLANCE_PIXELS = 20  # ... and a cell with this many is new text (a 22 px caption's strokes fill 30-60 of its pixels)
+GLANCE_JITTER = 2  # px: a neighbour's stroke this close covers a stroke (a box that moved a pixel)
+
+
+def stroke_map(frame: np.ndarray) -> np.ndarray:
+    """Where a frame (RGB) has thin bright or thin dark strokes, as text does: a white and a black
+    top-hat of `STROKE_KERNEL` px over `STROKE_LEVEL`, as bool [h, w]. Wide shapes (colour fields,
+    bars, a caption's box, a moving gradient) give nothing; grain and fine texture do."""
+    import cv2
+
+    grey = cv2.cvtColor(np.ascontiguousarray(np.asarray(frame)[..., :3]), cv2.COLOR_RGB2GRAY)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (STROKE_KERNEL, STROKE_KERNEL))
+    ink = np.maximum(cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, kernel), cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel))
+    return ink > STROKE_LEVEL
+
+
+def new_text_cells(strokes: np.ndarray, neighbours: Sequence[np.ndarray]) -> np.ndarray:
+    """Which `GLANCE_CELL` cells of a frame (a grid over it, the last row and column cut by its edge)
+    hold `GLANCE_PIXELS` or more stroke pixels (`stroke_map`) that none of its `neighbours`' strokes
+    hold within `GLANCE_JITTER` px, as bool [rows, cols]."""
+    import cv2
+
+    new = strokes.copy()
+    size = 2 * GLANCE_JITTER + 1
+    for other in neighbours:
+        if other.shape == strokes.shape:
+            new &= cv2.dilate(other.astype(np.uint8), np.ones((size, size), np.uint8)) == 0
+    h, w = new.shape
+    rows, cols = -(-h // GLANCE_CELL), -(-w // GLANCE_CELL)
+    grid = np.zeros((rows * GLANCE_CELL, cols * GLANCE_CELL), bool)
+    grid[:h, :w] = new
+    return grid.reshape(rows, GLANCE_CELL, cols, GLANCE_CELL).sum(axis=(1, 3)) >= GLANCE_PIXELS
+
+
+def cell_regions(hot: np.ndarray, shape: tuple[int, ...]) -> list[Box] | None:
+    """Boxes in a frame of `shape` around the groups of `hot` cells of `new_text_cells`, padded and
+    fitted like `changed_regions`; [] where none is hot, None where they cover `REGION_SHARE` of the
+    frame or more (read it whole)."""
+    if not hot.any():
+        return []
+    h, w = shape[:2]
+    regions = _regions_of(hot, (hot.shape[0] * GLANCE_CELL, hot.shape[1] * GLANCE_CELL))
+    return None if regions is None else [(x0, y0, min(x1, w), min(y1, h)) for x0, y0, x1, y1 in regions]
+
+
+def new_text_regions(strokes: np.ndarray, neighbours: Sequence[np.ndarray]) -> list[Box] | None:
+    """Where a frame's strokes show something none of its `neighbours`' strokes hold: the regions
+    around its `new_text_cells` ([] none; None: read it whole)."""
+    return cell_regions(new_text_cells(strokes, neighbours), strokes.shape)
+
+
+GLANCE_REPLACED = 0.5  # text_difference from which a line's box holds other text at a glance (see _glyphs_changed)
+
+
+def _glyphs_changed(frame: np.ndarray, before: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+    """Whether a line's box (left, top, width, height) shows other text in `frame` than in `before`:
+    `ocr_rapid.text_difference` of the two crops over `GLANCE_REPLACED`. The recognition cache reuses
+    a reading only under 0.05; here the test only decides whether to read again, and on the text
+    bench's captions over moving testsrc2 the same caption in two frames scored up to 0.16 (the
+    backdrop moves against glyphs that touch their box) where a caption replaced in place scored
+    0.89-1.0. Boxes under `MIN_REUSE_HEIGHT` are not compared (their strokes are a pixel wide)."""
+    from .ocr_rapid import MIN_REUSE_HEIGHT, glyph_signature, text_difference
+
+    x, y, bw, bh = box
+    x0, y0 = max(0, x), max(0, y)
+    if bh < MIN_REUSE_HEIGHT or bw < 2 or frame.shape != before.shape:
+        return False
+    crops = [np.ascontiguousarray(np.asarray(img)[y0 : y + bh, x0 : x + bw, 2::-1]) for img in (frame, before)]
+    if min(c.shape[0] for c in crops) < 2 or min(c.shape[1] for c in crops) < 2:
+        return False
+    return text_difference(glyph_signature(crops[0]), glyph_signature(crops[1])) >= GLANCE_REPLACED
+
+
+def _hot_under(box: tuple[int, int, int, int], hot: np.ndarray) -> bool:
+    """Whether a word box (left, top, width, height) covers a hot cell of `new_text_cells`."""
+    x, y, bw, bh = box
+    r0, c0 = max(0, y // GLANCE_CELL), max(0, x // GLANCE_CELL)
+    return bool(hot[r0 : -(-(y + bh) // GLANCE_CELL), c0 : -(-(x + bw) // GLANCE_CELL)].any())
 
 
 def frame_changed(a: np.ndarray, b: np.ndarray, level: float = 12.0, cells: int = 5) -> bool:
@@ -527,6 +637,9 @@ class OcrReader:
         self.reads = self.calls = 0
         self.regional = 0  # reads of only the part of a frame that changed (rapidocr)
         self.skipped_detections = 0  # samples between two without text, not detected (rapidocr)
+        self.glanced = self.glance_reads = 0  # frames between reads looked at / read where new text showed (rapidocr)
+        self._last_detected: tuple[np.ndarray, np.ndarray] | None = None  # (frame, stroke map) detected last before a glance's chunk
+        self._undetected: list[int] = []  # of the frames of the last `add`: those skipped between two without text
         self._anchor: tuple[int, list[OcrLine]] | None = None
         self.seconds = 0.0
         self.skipped: list[int] = []
@@ -592,6 +705,7 @@ class OcrReader:
                 if skip_between(anchor[1], after):
                     done[i] = []
                     self.skipped_detections += 1
+                    self._undetected.append(i)
                 else:
                     done[i] = self._read(frames[i])
                 done[nxt] = last = after
@@ -609,6 +723,7 @@ class OcrReader:
         times = np.asarray(times, np.float64)
         if len(frames) != len(times):
             raise ValueError(f"{len(frames)} frames but {len(times)} times")
+        self._undetected = []  # (a chunk with nothing to read leaves none from the last: `glance` maps them)
         if len(frames) == 0:
             return
         if not self._checked and self._rapid is None:
@@ -651,6 +766,105 @@ class OcrReader:
                 self.skipped.append(offset + i)
         if source[-1] >= 0:
             self._ref_lines = read_lines[source[-1]]
+
+    def glance(self, frames: Sequence[np.ndarray] | np.ndarray, starts: Sequence[float], ends: Sequence[float], read: Sequence[int]) -> None:
+        """Look at the frames of a chunk that `add` was not given (all but the indices `read`, in
+        order, which it was, just before), and at those it skipped between two without text, for
+        text that appeared since the frame detected before and is gone by the one after (`_split_at`:
+        new strokes, `new_text_cells`, or a line's glyphs changed from both). Where nothing is new it
+        costs its stroke map and a glyph comparison per line (~1-2 ms at 360p). Frames after the
+        chunk's last detected frame are compared with that one alone. rapidocr only."""
+        if self._rapid is None or len(frames) == 0:
+            return
+        read = [int(i) for i in read]
+        skipped = {read[i] for i in self._undetected}  # not detected: their strokes vouch for nothing
+        detected = np.array(sorted(set(read) - skipped), np.int64)
+        strokes: dict[int, np.ndarray] = {}
+
+        def strokes_of(i: int) -> np.ndarray:
+            if i not in strokes:
+                strokes[i] = stroke_map(frames[i])
+            return strokes[i]
+
+        t0 = time.perf_counter()
+        for j in sorted(set(range(len(frames))) - set(detected.tolist())):
+            at = int(np.searchsorted(detected, j))
+            neighbours = [strokes_of(int(i)) for i in detected[max(0, at - 1) : at + 1]]
+            before = frames[int(detected[at - 1])] if at > 0 else None
+            after = frames[int(detected[at])] if at < len(detected) else None
+            if at == 0 and self._last_detected is not None:
+                before = self._last_detected[0]
+                neighbours.append(self._last_detected[1])
+            self.glanced += 1
+            if neighbours:
+                self._split_at(float(starts[j]), float(ends[j]), frames[j], new_text_cells(strokes_of(j), neighbours), before, after)
+        if len(detected):
+            self._last_detected = (np.asarray(frames[int(detected[-1])]), strokes_of(int(detected[-1])))
+        self.seconds += time.perf_counter() - t0
+
+    def _split_at(self, start: float, end: float, frame: np.ndarray, hot: np.ndarray, before: np.ndarray | None,
+                  after: np.ndarray | None = None) -> None:
+        """Read `frame` where its strokes are new (`hot` cells, `new_text_cells`) or where a line of
+        the entry it falls in shows other glyphs than in both `before` and `after`, the frames detected
+        on either side (a caption replaced in place for a moment puts its strokes mostly on its
+        neighbours'; text that stays is read at `after`; lines too small to compare, such as a running
+        clock, are not compared), and, where it then holds other lines than that entry, give it its own
+        entry [start, end) with them, cutting that entry around it. Those lines of the entry are read
+        again; the others stand as read, and a line found beside them is taken only clear of them (a
+        region is not grown over a caption beside it to read it again). A line cut by a region's
+        border is read once more with the region grown over it; where regions grow to much of the
+        frame, it is read whole."""
+        k = next((k for k in range(len(self.frames) - 1, -1, -1) if self.frames[k].start <= start < self.frames[k].end), None)
+        if k is None:
+            return
+        entry = self.frames[k]
+        h, w = frame.shape[:2]
+
+        def replaced(box: tuple[int, int, int, int]) -> bool:
+            return before is not None and _glyphs_changed(frame, before, box) and (after is None or _glyphs_changed(frame, after, box))
+
+        changed = [line for line in entry.lines if _hot_under(line.words[0].box, hot) or replaced(line.words[0].box)]
+        if not changed and not hot.any():
+            return
+        self.glance_reads += 1
+        held = [line for line in entry.lines if line not in changed]
+        regions = cell_regions(hot, frame.shape)
+
+        def grown(boxes: list[tuple[int, int, int, int]]) -> list[Box] | None:
+            # half a line's height around it (the detector's boxes reach a few pixels past the glyphs), at
+            # least 64 px high: a caption's strip, not the 128 px square a change of unknown size gets
+            pads = [(max(0, x - m), max(0, y - m), min(w, x + bw + m), min(h, y + bh + m)) for x, y, bw, bh in boxes for m in [max(8, bh // 2)]]
+            return None if regions is None else fit_regions(regions + pads, w, h, least=64)
+
+        if changed:
+            regions = grown([line.words[0].box for line in changed])
+        for attempt in (0, 1):
+            if regions is None:
+                lines = self._read(frame)
+                break
+            found = self._rapid.read(frame, regions)
+            cut = [box for _, _, box in found if any(_touches(box, r) and _cut_by(box, r, w, h) for r in regions)]
+            if cut and attempt == 0:
+                regions = grown(cut)
+                continue
+            new = [OcrLine(text, score, (OcrWord(text, score, box),)) for text, score, box in found
+                   if box not in cut and not any(_touches(box, _corners(line.words[0].box)) for line in held)]  # fmt: skip
+            lines = sorted([*held, *new], key=lambda line: (line.words[0].box[1], line.words[0].box[0]))
+            break
+        if sorted(normalize_text(line.text) for line in lines) == sorted(normalize_text(line.text) for line in entry.lines):
+            return
+        end = min(end, entry.end)
+        pieces = [FrameText(entry.start, start, entry.lines, entry.ocr_run)] if start > entry.start else []
+        pieces.append(FrameText(start, end, tuple(lines), True))
+        if end < entry.end:
+            pieces.append(FrameText(end, entry.end, entry.lines, False))
+        self.frames[k : k + 1] = pieces
+        # `skipped` indexes `frames`: the entries after k move; the glanced frame's own entry was read
+        head = start > entry.start  # the entry's head is kept at k, with its own status
+        skipped = {i + len(pieces) - 1 if i > k else i for i in self.skipped if head or i != k}
+        if end < entry.end:
+            skipped.add(k + len(pieces) - 1)
+        self.skipped = sorted(skipped)
 
     def spans(self) -> list[TextSpan]:
         return merge_repeats(self.frames, self.similarity)

@@ -11,8 +11,9 @@ text-channel step made progress), then `Finished` (spans and warnings) or `Faile
 failed text channel, or a stretch of damaged frames, is a warning: the rest of the video is kept.
 Returns plain data only.
 
-One decode serves the encoder and OCR when they sample the same times (the default): the frames are
-decoded whole at OCR's height, read for text, then scaled down and centre-cropped for the encoder.
+One decode serves the encoder and OCR when OCR reads at the encoder's times or fewer (the default:
+every other frame read, the rest glanced at): the frames are decoded whole at OCR's height, read for
+text, then scaled down and centre-cropped for the encoder.
 Decoding is what a large source costs most (a 1080p H.264 minute: ~14 s of CPU here at one frame a
 second, per pass), so a second pass for OCR cost more than reading the text.
 """
@@ -38,6 +39,12 @@ from .segment import colour_histograms, histogram_changes
 from .sidecar import closed_caption_spans, embedded_subtitle_spans
 
 
+# OCR reads a whole frame every 2 s and glances at the frames between for text that came and went
+# (encoders/ocr.py): on the text-channel bench's talk over moving video the same words, and the same
+# one-second captions, as reading every second, for ~60% of its CPU (`bench/text_channels.py`).
+DEFAULT_OCR_FPS = 0.5
+
+
 @dataclass
 class DecodeJob:
     path: str
@@ -50,7 +57,8 @@ class DecodeJob:
     ocr: bool = False
     ocr_height: int = 360  # OCR reads whole frames at this height (text needs pixels)
     ocr_engine: str = "rapidocr"
-    ocr_fps: float | None = None  # frames per second read for text (None: sample_fps)
+    ocr_fps: float | None = None  # frames per second read for text (None: DEFAULT_OCR_FPS, or sample_fps where lower)
+    ocr_glance: bool = True  # look at the frames between OCR's reads for new text (rapidocr, shared decode)
     speech_batch: int = 8
     speech_threads: int = 0  # Whisper's threads (0: half the cores)
     ocr_threads: int = 0  # the OCR reader's threads (0: one per core); decode_job gives it its share
@@ -64,9 +72,18 @@ class DecodeJob:
 
     @property
     def text_rate(self) -> float:
-        """Frames per second OCR reads: `ocr_fps`, else sample_fps (a short video's denser frames are for
-        the encoder: on-screen text does not change twice a second)."""
-        return self.ocr_fps or self.sample_fps
+        """Frames per second OCR reads whole: `ocr_fps`, else `DEFAULT_OCR_FPS` or sample_fps where that
+        is lower (a short video's denser frames are for the encoder: on-screen text does not change
+        twice a second); the frames between are glanced at for new text (`ocr_glance`). Tesseract,
+        which cannot be glanced with (it reads whole pages), reads every sample by default."""
+        if self.ocr_fps:
+            return self.ocr_fps
+        return min(self.sample_fps, DEFAULT_OCR_FPS) if self.ocr_engine == "rapidocr" else self.sample_fps
+
+    @property
+    def glances(self) -> bool:
+        """Whether the frames between OCR's reads are glanced at (rapidocr: it can read a region)."""
+        return self.ocr_glance and self.ocr_engine == "rapidocr"
 
     def ocr_size(self, info: ProbeResult) -> int:
         """The short side OCR reads whole frames at: `ocr_height`, or the video's height where that is less."""
@@ -84,7 +101,7 @@ def decode_job(s, location: str, image_size: int, sound_cues: bool = False) -> D
     ocr_threads = max(1, usable_cores() // (s.decode_workers or default_decode_workers()))
     return DecodeJob(location, s.sample_fps, image_size, want_audio=False,
                      speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr,
-                     ocr_engine=s.ocr_engine, ocr_fps=s.ocr_fps, speech_batch=s.speech_batch,
+                     ocr_engine=s.ocr_engine, ocr_fps=s.ocr_fps, ocr_glance=s.ocr_glance, speech_batch=s.speech_batch,
                      speech_threads=s.speech_threads, ocr_threads=ocr_threads,
                      short_fps=s.short_video_fps, short_seconds=s.short_video_seconds, sound_cues=sound_cues and s.speech)  # fmt: skip
 
@@ -160,7 +177,7 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
     # first of the encoder's frames); a faster OCR rate decodes again, at its own rate
     shared = job.ocr and job.text_rate <= rate and ocr_size >= job.image_size
     ocr_rate = job.text_rate if shared and job.text_rate < rate else None
-    last_period = -1
+    last_period, glance = -1, job.glances
     reader = None
     if shared:
         progress.stage = "decoding frames and reading on-screen text"
@@ -173,11 +190,7 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
             frames = chunk.frames
             if reader is not None:
                 try:
-                    if ocr_rate is None:
-                        reader.add(frames, chunk.unit_start, chunk.unit_end)
-                    else:
-                        pick, start, end, last_period = ocr_picks(chunk.unit_start, chunk.unit_end, ocr_rate, last_period, info.duration)
-                        reader.add(frames[pick], start, end)
+                    last_period, glance = read_text(reader, frames, chunk, ocr_rate, last_period, info.duration, glance, warnings)
                 except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
                     warnings.append(f"ocr: {exc}")
                     reader = None
@@ -237,7 +250,7 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
             warnings.append(f"ocr: {exc}")
     elif job.ocr and not shared:
         try:
-            for step in _ocr_steps(job, info, plan, progress, spans):
+            for step in _ocr_steps(job, info, plan, progress, spans, warnings):
                 yield step
         except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
             warnings.append(f"ocr: {exc}")
@@ -309,15 +322,42 @@ def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> tuple
     return ([s.shifted(info.audio_start) for s in spans] if info.audio_start else spans), sound
 
 
-def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans: list) -> Iterator[Working]:
-    """On-screen text, read chunk by chunk from whole frames at `ocr_height`; spans appended at the end."""
-    if job.text_rate != job.frame_rate(info.duration):
+def read_text(reader: OcrReader, frames: np.ndarray, chunk: FrameChunk, rate: float | None, last_period: int, duration: float,
+              glance: bool, warnings: list[str]) -> tuple[int, bool]:
+    """Read a chunk's on-screen text: every frame where `rate` is None, else the first frame of every
+    1/rate period (`ocr_picks`) and, with `glance`, a glance at the others for text that came and went
+    between two reads (`OcrReader.glance`). A failed glance is a warning and ends the glancing, not the
+    reading. -> (the last period read, whether to go on glancing)."""
+    if rate is None:
+        reader.add(frames, chunk.unit_start, chunk.unit_end)
+        return last_period, glance
+    pick, start, end, last_period = ocr_picks(chunk.unit_start, chunk.unit_end, rate, last_period, duration)
+    reader.add(frames[pick], start, end)
+    if glance:
+        try:
+            reader.glance(frames, chunk.unit_start, chunk.unit_end, pick)
+        except Exception as exc:  # noqa: BLE001 - the reads stand without it
+            warnings.append(f"ocr: the glance between reads stopped: {exc}")
+            glance = False
+    return last_period, glance
+
+
+def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans: list, warnings: list[str] | None = None) -> Iterator[Working]:
+    """On-screen text, read chunk by chunk from whole frames at `ocr_height` (a decode of its own: OCR
+    reads faster than the encoder samples, or frames smaller than the encoder's); spans appended at
+    the end. Slower than the encoder with the glance on, it decodes the encoder's times and glances at
+    the frames between reads, as the shared decode does."""
+    rate = job.frame_rate(info.duration)
+    glance = job.glances and job.text_rate < rate
+    if job.text_rate != rate and not glance:
         plan = plan_samples(info.duration, job.text_rate)
     progress.stage, progress.done, progress.total = "reading on-screen text", 0.0, float(len(plan))
     reader = OcrReader(engine=job.ocr_engine, threads=job.ocr_threads)
     report = DecodeReport()
+    last_period = -1
     for chunk in iter_frames(job.path if is_url(job.path) else Path(job.path), plan, info, job.ocr_size(info), report, crop=False):
-        reader.add(chunk.frames, chunk.unit_start, chunk.unit_end)
+        last_period, glance = read_text(reader, chunk.frames, chunk, job.text_rate if glance else None, last_period, info.duration,
+                                        glance, warnings if warnings is not None else [])  # fmt: skip
         progress.done += len(chunk.frames)
         yield Working(progress.stage, progress.done, progress.total)
     spans += reader.spans()

@@ -455,7 +455,9 @@ def test_short_videos_can_be_sampled_denser_than_long_ones(tmp_path):
     default = decode_job(Settings(speech=False, ocr=False), str(clip), 112)
     assert default.frame_rate(3.0) == 1.0 and len(prepare(default).frames.frames) == 3
     dense = decode_job(Settings(speech=False, ocr=False, short_video_fps=2.0), str(clip), 112)
-    assert (dense.frame_rate(3.0), dense.frame_rate(301.0), dense.text_rate) == (2.0, 1.0, 1.0)
+    assert (dense.frame_rate(3.0), dense.frame_rate(301.0), dense.text_rate) == (2.0, 1.0, 0.5)  # OCR's default: every 2 s
+    assert decode_job(Settings(ocr_engine="tesseract"), str(clip), 112).text_rate == 1.0  # no glance: every sample
+    assert decode_job(Settings(ocr_fps=2.0), str(clip), 112).text_rate == 2.0
     assert len(prepare(dense).frames.frames) == 6
     long = decode_job(Settings(speech=False, ocr=False, short_video_fps=2.0, short_video_seconds=2.0), str(clip), 112)
     assert len(prepare(long).frames.frames) == 3

@@ -373,10 +373,11 @@ def test_ocr_in_a_decoder_takes_its_share_of_the_cores(tmp_path, monkeypatch):
 
 
 def test_ocr_and_the_encoder_share_one_decode(tmp_path, monkeypatch):
-    """With OCR sampling the encoder's times (the default), the video is decoded once, whole, at OCR's
-    height: the text is read from those frames and the encoder gets them scaled and cropped (within a
-    few grey levels of a decode at its own size). A slower OCR rate reads some of those frames (one
-    decode); a faster one decodes again; an OCR failure costs the text only."""
+    """With OCR at the encoder's rate or slower (the default reads every other frame and glances at
+    the rest), the video is decoded once, whole, at OCR's height: the text is read from those frames
+    and the encoder gets them scaled and cropped (within a few grey levels of a decode at its own
+    size). A slower OCR rate reads some of those frames (one decode); a faster one decodes again; an
+    OCR failure costs the text only."""
     pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
     from vidsearch.indexer import prepare as prep
 
@@ -759,3 +760,127 @@ def test_whisper_reads_30_s_pieces_on_half_the_cores_unless_told(monkeypatch):
     speech.load_whisper(None)
     speech.load_whisper(None, cpu_threads=5)
     assert loaded == [3, 5]
+
+
+def test_strokes_that_neither_neighbour_holds_are_new_text():
+    """new_text_regions: strokes a neighbour holds within two pixels are not new (a clock's next
+    digit drawn where its strokes were, a caption that moved a pixel); a word where neither
+    neighbour had strokes is, and only there; new strokes over much of the frame read it whole."""
+    from vidsearch.encoders.ocr import new_text_regions, stroke_map
+
+    cv2 = pytest.importorskip("cv2")
+
+    def frame(*words: tuple[str, int, int]) -> np.ndarray:
+        img = np.full((360, 640, 3), 90, np.uint8)
+        for text, x, y in words:
+            cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
+        return img
+
+    clock = [stroke_map(frame(("00:00:1" + d, 20, 30))) for d in "024"]
+    assert new_text_regions(clock[1], [clock[0], clock[2]]) == []  # a running clock: nothing new between reads
+    moved = stroke_map(frame(("00:00:12", 21, 31)))
+    assert new_text_regions(moved, [clock[0], clock[2]]) == []
+    flash = stroke_map(frame(("00:00:12", 20, 30), ("FLASH SALE", 300, 250)))
+    regions = new_text_regions(flash, [clock[0], clock[2]])
+    assert regions and len(regions) == 1
+    x0, y0, x1, y1 = regions[0]
+    assert x0 <= 300 and x1 >= 430 and y0 <= 230 and y1 >= 250  # around the new words ...
+    assert x0 > 103  # ... and not over the clock
+    crowded = stroke_map(frame(*[("WORDS EVERYWHERE HERE", 10, 30 + 40 * k) for k in range(9)]))
+    assert new_text_regions(crowded, [clock[0]]) is None
+
+
+def test_a_caption_shown_between_two_reads_is_read_by_the_glance(tmp_path):
+    """OCR reads a whole frame every 2 s by default and glances at the frames between: a caption on
+    screen for one second between two reads, over a moving picture with a running clock, is read
+    there (and its span is that second); without the glance it is missed. The clock, which changes
+    at every frame, is not read at the glanced frames (as many timecode spans as reads)."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
+    from vidsearch.indexer import prepare as prep
+
+    clip = tmp_path / "flash.mp4"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=10:duration=8",
+        "-vf", f"drawtext=fontfile={FONT}:text='GATE SEVEN':fontsize=26:fontcolor=white:borderw=2:x=60:y=200:enable='between(t,3,4)'",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(clip),
+    )  # fmt: skip
+    glanced = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112, ocr=True))
+    plain = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112, ocr=True, ocr_glance=False))
+    every = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112, ocr=True, ocr_fps=1.0))
+    assert [(s.start, s.end) for s in glanced.spans if s.text == "GATE SEVEN"] == [(3.0, 4.0)]
+    assert not any("GATE" in s.text for s in plain.spans)
+    assert any(s.text == "GATE SEVEN" for s in every.spans)
+
+    def clock(result) -> int:
+        return sum(bool(re.fullmatch(r"\d\d:\d\d:\d\d\.\d+", s.text)) for s in result.spans)
+
+    assert clock(glanced) == clock(plain) == 4 and clock(every) == 8
+
+
+def test_a_caption_in_a_sample_left_undetected_between_two_without_text_is_glanced_at(tmp_path):
+    """A moving picture without text has every other read sample skipped (`skip_between`); with reads
+    every 2 s a caption shown in one skipped sample and the frame after it (1.6 s) must not be lost:
+    the skipped sample's strokes vouch for nothing, so the glance compares the frames around it with
+    the samples detected on either side and reads it."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
+    from vidsearch.indexer import prepare as prep
+
+    clip = tmp_path / "zoom.mp4"
+    ffmpeg(
+        "-f", "lavfi", "-i", "mandelbrot=size=640x360:rate=10",
+        "-vf", f"drawtext=fontfile={FONT}:text='GATE SEVEN':fontsize=26:fontcolor=white:borderw=2:x=60:y=200:enable='between(t,2,3.6)'",
+        "-t", "8", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(clip),
+    )  # fmt: skip
+    skips = []
+    real = prep.OcrReader._read_rapid
+
+    def counted(self, *args):
+        out = real(self, *args)
+        skips.append(self.skipped_detections)
+        return out
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(prep.OcrReader, "_read_rapid", counted):
+        glanced = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112, ocr=True))
+    assert skips and skips[-1] >= 1  # the sample showing the caption was one of those skipped
+    assert any("GATE SEVEN" in s.text and s.start == 2.0 for s in glanced.spans)  # (the zoom beside it may add a glyph)
+    plain = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112, ocr=True, ocr_glance=False))
+    assert not any("GATE" in s.text for s in plain.spans)
+
+
+def test_a_caption_replaced_in_place_for_a_second_is_read_by_the_glance_in_either_decode(tmp_path):
+    """Subtitles change in place: "FLASH SALE" shown for one second where "GATE SEVEN" was and "LAST
+    CALL" comes next is read by the glance (the line read before under its new strokes is read again),
+    with the encoder's shared decode and with OCR's own decode (frames smaller than the encoder's)."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
+    from vidsearch.indexer import prepare as prep
+
+    clip = tmp_path / "subs.mp4"
+    draw = ",".join(f"drawtext=fontfile={FONT}:text='{text}':fontsize=26:fontcolor=white:borderw=2:x=60:y=280:enable='between(t,{a},{b})'"
+                    for text, a, b in (("GATE SEVEN", 0, 1), ("FLASH SALE", 1, 2), ("LAST CALL", 2, 6)))  # fmt: skip
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=10:duration=6", "-vf", draw, "-c:v", "libx264", "-preset", "ultrafast",
+           "-pix_fmt", "yuv420p", str(clip))  # fmt: skip
+    for image_size in (112, 400):  # 400: OCR's 360 px frames are smaller than the encoder's, OCR decodes on its own
+        spans = prep.prepare(prep.DecodeJob(str(clip), 1.0, image_size, ocr=True)).spans
+        assert [(s.start, s.end) for s in spans if s.text == "FLASH SALE"] == [(1.0, 2.0)], image_size
+        assert any(s.text == "GATE SEVEN" for s in spans) and any(s.text == "LAST CALL" for s in spans)
+    plain = prep.prepare(prep.DecodeJob(str(clip), 1.0, 112, ocr=True, ocr_glance=False)).spans
+    assert not any("FLASH" in s.text for s in plain)
+
+
+def test_a_chunk_with_nothing_to_read_is_glanced_at_against_the_last_read():
+    """A chunk whose frames all fall in a period read already (add gets none) after a chunk with
+    samples skipped must not carry those skips over: the glance compares its frames with the last
+    frame detected, and finds nothing new in a still picture."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is part of the install (pyproject's speech extra)")
+    from vidsearch.encoders.ocr import OcrReader
+
+    reader = OcrReader(engine="rapidocr", threads=1)
+    grey = np.full((4, 360, 640, 3), 90, np.uint8)
+    reader.add(grey[:1], [0.0], [2.0])
+    reader.glance(grey[:2], [0.0, 1.0], [1.0, 2.0], [0])
+    reader._undetected = [3]  # as a previous chunk's skipped sample would leave it
+    reader.add(grey[:0], [], [])
+    reader.glance(grey[2:], [2.0, 3.0], [3.0, 4.0], [])
+    assert reader.glanced == 3 and reader.glance_reads == 0 and [(f.start, f.end) for f in reader.frames] == [(0.0, 2.0)]

@@ -122,7 +122,13 @@ class Settings(BaseSettings):
         "rapidocr", description="rapidocr: PP-OCRv4 detection + recognition (reads text on busy backgrounds); tesseract."
     )
     ocr_fps: float | None = Field(
-        None, gt=0, le=30, description="Frames per second read for on-screen text (default: sample_fps). At sample_fps or below, OCR reads the frames' own decode; a faster rate decodes again."
+        None, gt=0, le=30, description="Frames per second read whole for on-screen text (default: 0.5, or sample_fps where lower; "
+        "tesseract: sample_fps). At sample_fps or below, OCR reads the frames' own decode; a faster rate decodes again.",
+    )
+    ocr_glance: bool = Field(
+        True, description="Where OCR reads slower than frames are sampled, look at the frames between for text that appeared and went "
+        "between two reads (their thin strokes against the reads' on either side, ~1 ms a frame) and read those frames where it did "
+        "(rapidocr). Off, text shown for less than two reads' interval can be missed.",
     )
 
     # Search.
