@@ -787,6 +787,7 @@ class OcrReader:
             return strokes[i]
 
         t0 = time.perf_counter()
+        tail: int | None = None  # past the chunk's last detected frame: the last frame read there stands in for it
         for j in sorted(set(range(len(frames))) - set(detected.tolist())):
             at = int(np.searchsorted(detected, j))
             neighbours = [strokes_of(int(i)) for i in detected[max(0, at - 1) : at + 1]]
@@ -795,15 +796,18 @@ class OcrReader:
             if at == 0 and self._last_detected is not None:
                 before = self._last_detected[0]
                 neighbours.append(self._last_detected[1])
+            if after is None and tail is not None:
+                before, neighbours = frames[tail], [strokes_of(tail)]
             self.glanced += 1
-            if neighbours:
-                self._split_at(float(starts[j]), float(ends[j]), frames[j], new_text_cells(strokes_of(j), neighbours), before, after)
+            if neighbours and self._split_at(float(starts[j]), float(ends[j]), frames[j], new_text_cells(strokes_of(j), neighbours), before, after):
+                if after is None:
+                    tail = j
         if len(detected):
-            self._last_detected = (np.asarray(frames[int(detected[-1])]), strokes_of(int(detected[-1])))
+            self._last_detected = (np.array(frames[int(detected[-1])]), strokes_of(int(detected[-1])))  # a copy: not the chunk
         self.seconds += time.perf_counter() - t0
 
     def _split_at(self, start: float, end: float, frame: np.ndarray, hot: np.ndarray, before: np.ndarray | None,
-                  after: np.ndarray | None = None) -> None:
+                  after: np.ndarray | None = None) -> bool:
         """Read `frame` where its strokes are new (`hot` cells, `new_text_cells`) or where a line of
         the entry it falls in shows other glyphs than in both `before` and `after`, the frames detected
         on either side (a caption replaced in place for a moment puts its strokes mostly on its
@@ -813,10 +817,10 @@ class OcrReader:
         again; the others stand as read, and a line found beside them is taken only clear of them (a
         region is not grown over a caption beside it to read it again). A line cut by a region's
         border is read once more with the region grown over it; where regions grow to much of the
-        frame, it is read whole."""
+        frame, it is read whole. -> whether the frame got an entry of its own."""
         k = next((k for k in range(len(self.frames) - 1, -1, -1) if self.frames[k].start <= start < self.frames[k].end), None)
         if k is None:
-            return
+            return False
         entry = self.frames[k]
         h, w = frame.shape[:2]
 
@@ -825,7 +829,7 @@ class OcrReader:
 
         changed = [line for line in entry.lines if _hot_under(line.words[0].box, hot) or replaced(line.words[0].box)]
         if not changed and not hot.any():
-            return
+            return False
         self.glance_reads += 1
         held = [line for line in entry.lines if line not in changed]
         regions = cell_regions(hot, frame.shape)
@@ -843,16 +847,18 @@ class OcrReader:
                 lines = self._read(frame)
                 break
             found = self._rapid.read(frame, regions)
-            cut = [box for _, _, box in found if any(_touches(box, r) and _cut_by(box, r, w, h) for r in regions)]
+            cut = [box for _, _, box in found if any(_touches(box, r) and _cut_by(box, r, w, h) for r in regions)
+                   and not any(_touches(box, _corners(line.words[0].box)) for line in held)]  # (a held line's piece: it stands)
             if cut and attempt == 0:
                 regions = grown(cut)
                 continue
             new = [OcrLine(text, score, (OcrWord(text, score, box),)) for text, score, box in found
-                   if box not in cut and not any(_touches(box, _corners(line.words[0].box)) for line in held)]  # fmt: skip
+                   if not any(_touches(box, r) and _cut_by(box, r, w, h) for r in regions)
+                   and not any(_touches(box, _corners(line.words[0].box)) for line in held)]  # fmt: skip
             lines = sorted([*held, *new], key=lambda line: (line.words[0].box[1], line.words[0].box[0]))
             break
         if sorted(normalize_text(line.text) for line in lines) == sorted(normalize_text(line.text) for line in entry.lines):
-            return
+            return False
         end = min(end, entry.end)
         pieces = [FrameText(entry.start, start, entry.lines, entry.ocr_run)] if start > entry.start else []
         pieces.append(FrameText(start, end, tuple(lines), True))
@@ -865,6 +871,7 @@ class OcrReader:
         if end < entry.end:
             skipped.add(k + len(pieces) - 1)
         self.skipped = sorted(skipped)
+        return True
 
     def spans(self) -> list[TextSpan]:
         return merge_repeats(self.frames, self.similarity)

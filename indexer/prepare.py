@@ -58,7 +58,7 @@ class DecodeJob:
     ocr_height: int = 360  # OCR reads whole frames at this height (text needs pixels)
     ocr_engine: str = "rapidocr"
     ocr_fps: float | None = None  # frames per second read for text (None: DEFAULT_OCR_FPS, or sample_fps where lower)
-    ocr_glance: bool = True  # look at the frames between OCR's reads for new text (rapidocr, shared decode)
+    ocr_glance: bool = True  # look at the frames between OCR's reads for new text (rapidocr)
     speech_batch: int = 8
     speech_threads: int = 0  # Whisper's threads (0: half the cores)
     ocr_threads: int = 0  # the OCR reader's threads (0: one per core); decode_job gives it its share
@@ -354,10 +354,10 @@ def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans
     progress.stage, progress.done, progress.total = "reading on-screen text", 0.0, float(len(plan))
     reader = OcrReader(engine=job.ocr_engine, threads=job.ocr_threads)
     report = DecodeReport()
-    last_period = -1
+    last_period, picks = -1, job.text_rate if glance else None  # (a glance that fails leaves the picks as they were)
     for chunk in iter_frames(job.path if is_url(job.path) else Path(job.path), plan, info, job.ocr_size(info), report, crop=False):
-        last_period, glance = read_text(reader, chunk.frames, chunk, job.text_rate if glance else None, last_period, info.duration,
-                                        glance, warnings if warnings is not None else [])  # fmt: skip
+        last_period, glance = read_text(reader, chunk.frames, chunk, picks, last_period, info.duration, glance,
+                                        warnings if warnings is not None else [])  # fmt: skip
         progress.done += len(chunk.frames)
         yield Working(progress.stage, progress.done, progress.total)
     spans += reader.spans()

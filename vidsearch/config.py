@@ -123,7 +123,8 @@ class Settings(BaseSettings):
     )
     ocr_fps: float | None = Field(
         None, gt=0, le=30, description="Frames per second read whole for on-screen text (default: 0.5, or sample_fps where lower; "
-        "tesseract: sample_fps). At sample_fps or below, OCR reads the frames' own decode; a faster rate decodes again.",
+        "tesseract: sample_fps). At the video's sampling rate or below, OCR reads the encoder's decode (where its frames are at least "
+        "the encoder's size); a faster rate decodes again.",
     )
     ocr_glance: bool = Field(
         True, description="Where OCR reads slower than frames are sampled, look at the frames between for text that appeared and went "
