@@ -261,6 +261,11 @@ def _corners(box: tuple[int, int, int, int]) -> Box:
     return x, y, x + bw, y + bh
 
 
+def _cut_by_any(box: tuple[int, int, int, int], regions: list[Box], w: int, h: int) -> bool:
+    """Whether a box read in `regions` reaches the border of one it lies in (`_cut_by`)."""
+    return any(_touches(box, r) and _cut_by(box, r, w, h) for r in regions)
+
+
 def _overlaps(a: Box, b: Box) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -332,12 +337,6 @@ def cell_regions(hot: np.ndarray, shape: tuple[int, ...]) -> list[Box] | None:
     h, w = shape[:2]
     regions = _regions_of(hot, (hot.shape[0] * GLANCE_CELL, hot.shape[1] * GLANCE_CELL))
     return None if regions is None else [(x0, y0, min(x1, w), min(y1, h)) for x0, y0, x1, y1 in regions]
-
-
-def new_text_regions(strokes: np.ndarray, neighbours: Sequence[np.ndarray]) -> list[Box] | None:
-    """Where a frame's strokes show something none of its `neighbours`' strokes hold: the regions
-    around its `new_text_cells` ([] none; None: read it whole)."""
-    return cell_regions(new_text_cells(strokes, neighbours), strokes.shape)
 
 
 GLANCE_REPLACED = 0.5  # text_difference from which a line's box holds other text at a glance (see _glyphs_changed)
@@ -676,7 +675,7 @@ class OcrReader:
         self.regional += 1
         kept = [line for line in before if not any(_touches(line.words[0].box, r) for r in regions)]
         new = [OcrLine(text, score, (OcrWord(text, score, box),)) for text, score, box in self._rapid.read(frame, regions)
-               if not any(_touches(box, r) and _cut_by(box, r, w, h) for r in regions)]  # fmt: skip
+               if not _cut_by_any(box, regions, w, h)]  # fmt: skip
         return sorted(kept + new, key=lambda line: (line.words[0].box[1], line.words[0].box[0]))
 
     def _read_rapid(self, frames, to_read: list[int], regions: dict[int, list[Box] | None]) -> list[list[OcrLine]]:
@@ -846,15 +845,13 @@ class OcrReader:
             if regions is None:
                 lines = self._read(frame)
                 break
-            found = self._rapid.read(frame, regions)
-            cut = [box for _, _, box in found if any(_touches(box, r) and _cut_by(box, r, w, h) for r in regions)
-                   and not any(_touches(box, _corners(line.words[0].box)) for line in held)]  # (a held line's piece: it stands)
+            found = [(text, score, box) for text, score, box in self._rapid.read(frame, regions)
+                     if not any(_touches(box, _corners(line.words[0].box)) for line in held)]  # (a held line's piece: it stands)
+            cut = [box for _, _, box in found if _cut_by_any(box, regions, w, h)]
             if cut and attempt == 0:
                 regions = grown(cut)
                 continue
-            new = [OcrLine(text, score, (OcrWord(text, score, box),)) for text, score, box in found
-                   if not any(_touches(box, r) and _cut_by(box, r, w, h) for r in regions)
-                   and not any(_touches(box, _corners(line.words[0].box)) for line in held)]  # fmt: skip
+            new = [OcrLine(text, score, (OcrWord(text, score, box),)) for text, score, box in found if box not in cut]
             lines = sorted([*held, *new], key=lambda line: (line.words[0].box[1], line.words[0].box[0]))
             break
         if sorted(normalize_text(line.text) for line in lines) == sorted(normalize_text(line.text) for line in entry.lines):

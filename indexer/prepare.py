@@ -190,7 +190,7 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
             frames = chunk.frames
             if reader is not None:
                 try:
-                    last_period, glance = read_text(reader, frames, chunk, ocr_rate, last_period, info.duration, glance, warnings)
+                    last_period, glance = read_text(reader, chunk, ocr_rate, last_period, info.duration, glance, warnings)
                 except Exception as exc:  # noqa: BLE001 - an OCR failure keeps the visual index
                     warnings.append(f"ocr: {exc}")
                     reader = None
@@ -322,20 +322,20 @@ def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working) -> tuple
     return ([s.shifted(info.audio_start) for s in spans] if info.audio_start else spans), sound
 
 
-def read_text(reader: OcrReader, frames: np.ndarray, chunk: FrameChunk, rate: float | None, last_period: int, duration: float,
-              glance: bool, warnings: list[str]) -> tuple[int, bool]:
+def read_text(reader: OcrReader, chunk: FrameChunk, rate: float | None, last_period: int, duration: float, glance: bool,
+              warnings: list[str]) -> tuple[int, bool]:
     """Read a chunk's on-screen text: every frame where `rate` is None, else the first frame of every
     1/rate period (`ocr_picks`) and, with `glance`, a glance at the others for text that came and went
     between two reads (`OcrReader.glance`). A failed glance is a warning and ends the glancing, not the
     reading. -> (the last period read, whether to go on glancing)."""
     if rate is None:
-        reader.add(frames, chunk.unit_start, chunk.unit_end)
+        reader.add(chunk.frames, chunk.unit_start, chunk.unit_end)
         return last_period, glance
     pick, start, end, last_period = ocr_picks(chunk.unit_start, chunk.unit_end, rate, last_period, duration)
-    reader.add(frames[pick], start, end)
+    reader.add(chunk.frames[pick], start, end)
     if glance:
         try:
-            reader.glance(frames, chunk.unit_start, chunk.unit_end, pick)
+            reader.glance(chunk.frames, chunk.unit_start, chunk.unit_end, pick)
         except Exception as exc:  # noqa: BLE001 - the reads stand without it
             warnings.append(f"ocr: the glance between reads stopped: {exc}")
             glance = False
@@ -356,8 +356,7 @@ def _ocr_steps(job: DecodeJob, info: ProbeResult, plan, progress: Working, spans
     report = DecodeReport()
     last_period, picks = -1, job.text_rate if glance else None  # (a glance that fails leaves the picks as they were)
     for chunk in iter_frames(job.path if is_url(job.path) else Path(job.path), plan, info, job.ocr_size(info), report, crop=False):
-        last_period, glance = read_text(reader, chunk.frames, chunk, picks, last_period, info.duration, glance,
-                                        warnings if warnings is not None else [])  # fmt: skip
+        last_period, glance = read_text(reader, chunk, picks, last_period, info.duration, glance, warnings if warnings is not None else [])
         progress.done += len(chunk.frames)
         yield Working(progress.stage, progress.done, progress.total)
     spans += reader.spans()

@@ -763,10 +763,13 @@ def test_whisper_reads_30_s_pieces_on_half_the_cores_unless_told(monkeypatch):
 
 
 def test_strokes_that_neither_neighbour_holds_are_new_text():
-    """new_text_regions: strokes a neighbour holds within two pixels are not new (a clock's next
-    digit drawn where its strokes were, a caption that moved a pixel); a word where neither
-    neighbour had strokes is, and only there; new strokes over much of the frame read it whole."""
-    from vidsearch.encoders.ocr import new_text_regions, stroke_map
+    """new_text_cells and their regions: strokes a neighbour holds within two pixels are not new (a
+    clock's next digit drawn where its strokes were, a caption that moved a pixel); a word where
+    neither neighbour had strokes is, and only there; new strokes over much of the frame read it whole."""
+    from vidsearch.encoders.ocr import cell_regions, new_text_cells, stroke_map
+
+    def new_text_regions(strokes, neighbours):
+        return cell_regions(new_text_cells(strokes, neighbours), strokes.shape)
 
     cv2 = pytest.importorskip("cv2")
 
