@@ -417,6 +417,60 @@ def test_ocr_and_the_encoder_share_one_decode(tmp_path, monkeypatch):
     assert failed.frames.frames.shape == (8, 112, 112, 3)
 
 
+def test_speech_is_transcribed_while_the_frames_are_decoded(tmp_path, monkeypatch):
+    """Whisper and the frames (read for text on the way) each keep a core busy, so the soundtrack is
+    transcribed on a thread of its own from the probe on, not after the last frame: the transcription
+    has begun while the job still waits on its first chunk of frames. Its spans, and its errors (as
+    warnings, frames kept), come out as before; a job closed early stops it; `speech_beside_frames`
+    off transcribes after the last frame."""
+    from vidsearch.encoders.sentence import TextSpan
+    from vidsearch.indexer import prepare as prep
+
+    clip = tmp_path / "tone.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=6", "-f", "lavfi", "-i", "sine=frequency=440:duration=6",
+           "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(clip))  # fmt: skip
+    entered, behaviour, stopped = threading.Event(), [], []
+
+    def transcribe(job, info, progress, stopping):
+        entered.set()
+        progress.done = 3.0
+        if behaviour[0] == "fail":
+            raise RuntimeError("whisper fell over")
+        if behaviour[0] == "wait":
+            stopped.append(stopping.wait(10))
+        return [TextSpan("speech", 1.0, 2.5, "hello there", 0.9)], None
+
+    monkeypatch.setattr(prep, "_speech_spans", transcribe)
+    job = prep.DecodeJob(str(clip), 1.0, 112, speech=True)
+    for what in ("spans", "fail"):
+        behaviour[:] = [what]
+        entered.clear()
+        steps = prep.prepare_steps(job, prep.Working(""))
+        assert isinstance(next(steps), prep.Started)
+        assert isinstance(next(steps), prep.Chunk)
+        assert entered.wait(5), "the transcription had not begun by the first chunk of frames"
+        rest = list(steps)
+        finished = rest[-1]
+        assert isinstance(finished, prep.Finished)
+        assert any(isinstance(s, prep.Working) and s.stage == "transcribing speech" for s in rest)
+        if what == "spans":
+            assert [(s.source, s.text) for s in finished.spans] == [("speech", "hello there")] and finished.warnings == []
+        else:
+            assert finished.spans == [] and finished.warnings == ["speech: whisper fell over"]
+    behaviour[:] = ["wait"]
+    steps = prep.prepare_steps(job, prep.Working(""))
+    next(steps), next(steps)
+    assert entered.wait(5)
+    steps.close()  # a cancelled job: its transcription is told to stop, and has stopped when close returns
+    assert stopped == [True]
+    behaviour[:] = ["spans"]
+    entered.clear()
+    steps = prep.prepare_steps(prep.DecodeJob(str(clip), 1.0, 112, speech=True, speech_beside_frames=False), prep.Working(""))
+    next(steps), next(steps)
+    assert not entered.is_set()  # `speech_beside_frames = false`: after the last frame, as before
+    assert [s.text for s in list(steps)[-1].spans] == ["hello there"] and entered.is_set()
+
+
 def test_a_reading_is_reused_for_the_same_text_not_for_a_changed_character():
     """The recognition cache's test (ocr_rapid.same_text) compares glyphs: a caption over other grain,
     shifted by a pixel, is the same text; a clock one second later is not, on any backdrop, although

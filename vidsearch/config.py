@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     speech_threads: int = Field(
         0, ge=0, description="Whisper's CPU threads per decoder process (0: half the cores; speech runs beside the frame encoder and OCR)."
     )
+    speech_beside_frames: bool = Field(
+        True, description="Transcribe a video's soundtrack on a thread of its own while its frames are decoded and read for text "
+        "(Whisper and OCR a core each); off, after the last frame (each decoder keeps one core busy, the CPU it costs is the same).",
+    )
     ocr: bool = Field(True, description="Read on-screen text into timed spans.")
     sound_cues: bool = Field(
         True, description="Read the soundtrack's level, pitch and bursts every quarter second for the sound channel. With a model "
