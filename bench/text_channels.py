@@ -1,8 +1,8 @@
 """What the speech and on-screen-text channels cost per minute of video, and what they read, before
 and after: the sequential Whisper decoder + Tesseract reading every sample (the baseline), batched
 Whisper transcribing after the frames + PP-OCRv4 reading every other sample and glancing at the
-frames between (the previous default), the same without the glance, and the default, which
-transcribes beside the frames (`speech_beside_frames`), in one run on the same media. An untimed
+frames between (the previous default), and, transcribing beside the frames (`speech_beside_frames`),
+the same without the glance and the default, in one run on the same media. An untimed
 run first pays the process's imports and first calls (~3 s here), which would otherwise land on the
 first visual-only run and be subtracted from every configuration; each run's decoder processes still
 start and load their models (~1 s each for Whisper and OCR), as every index run does.

@@ -568,6 +568,9 @@ class SpeechRecognizer:
         if engine not in ENGINES:
             raise ValueError(f"unknown speech engine '{engine}'; expected one of {ENGINES}")
         self.engine = engine
+        # one transcription at a time: faster-whisper's batched pipeline keeps per-call state on itself,
+        # and `get_recognizer` hands one recogniser to every caller in the process
+        self._lock = threading.Lock()
         if engine == "whisper":
             self._impl = _Whisper(model, device, compute_type, cpu_threads, language, beam_size, vad, batch_size)
         else:
@@ -593,6 +596,11 @@ class SpeechRecognizer:
         consecutive blocks, e.g. from `stream_audio`)."""
         if sample_rate != SAMPLE_RATE:
             raise ValueError(f"speech engines take {SAMPLE_RATE} Hz mono audio (got {sample_rate} Hz); resample first")
+        with self._lock:
+            return self._transcribe(audio, sample_rate, chunk_seconds, overlap_seconds, max_gap, max_span_seconds)
+
+    def _transcribe(self, audio, sample_rate: int, chunk_seconds: float, overlap_seconds: float, max_gap: float,
+                    max_span_seconds: float) -> Transcript:
         t0 = time.perf_counter()
         words: list[Word] = []
         n_chunks = 0

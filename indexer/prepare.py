@@ -22,6 +22,7 @@ second, per pass), so a second pass for OCR cost more than reading the text.
 
 from __future__ import annotations
 
+import logging
 import threading
 import traceback
 from collections import deque
@@ -39,6 +40,8 @@ from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
 from .decode import DecodeReport, FrameChunk, center_crop, iter_frames, plan_samples, read_audio, scaled_size
 from .probe import MediaError, ProbeResult, is_url, probe
 from .segment import colour_histograms, histogram_changes
+
+log = logging.getLogger(__name__)
 from .sidecar import closed_caption_spans, embedded_subtitle_spans
 
 
@@ -97,16 +100,20 @@ class DecodeJob:
 def decode_job(s, location: str, image_size: int, sound_cues: bool = False) -> DecodeJob:
     """What a decoder is asked to do for one file under settings `s` (both engines ask the same).
     OCR runs inside the decoder, one per core (at most 4), so it gets the cores' share of one decoder:
-    each of several decoders with a thread per core paid ~18% more CPU for the same text.
+    each of several decoders with a thread per core paid ~18% more CPU for the same text. Whisper,
+    running beside it (`speech_beside_frames`), gets the same share.
     `sound_cues`: the indexer has no audio tower whose stream it could read them from, so the
     decoder reads them from the soundtrack it decodes for speech (when speech is on)."""
     from .worker import default_decode_workers  # (worker imports this module)
 
     ocr_threads = max(1, usable_cores() // (s.decode_workers or default_decode_workers()))
+    # beside the frames, Whisper shares the decoder's cores with OCR and takes the same share; after
+    # the frames it had them alone (0: its own default, half the cores)
+    speech_threads = s.speech_threads or (ocr_threads if s.speech_beside_frames else 0)
     return DecodeJob(location, s.sample_fps, image_size, want_audio=False,
                      speech=s.speech, speech_engine=s.speech_engine, speech_model=s.speech_model, ocr=s.ocr,
                      ocr_engine=s.ocr_engine, ocr_fps=s.ocr_fps, ocr_glance=s.ocr_glance, speech_batch=s.speech_batch,
-                     speech_threads=s.speech_threads, speech_beside_frames=s.speech_beside_frames, ocr_threads=ocr_threads,
+                     speech_threads=speech_threads, speech_beside_frames=s.speech_beside_frames, ocr_threads=ocr_threads,
                      short_fps=s.short_video_fps, short_seconds=s.short_video_seconds, sound_cues=sound_cues and s.speech)  # fmt: skip
 
 
@@ -173,7 +180,10 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
     if speech is not None and job.speech_beside_frames:
         speech.start()  # else `result` starts it, once the frames are done
     try:
-        yield from _decoded_steps(job, info, path, speech, progress)
+        for step in _decoded_steps(job, info, path, speech, progress):
+            if isinstance(step, Failed) and speech is not None:
+                speech.stop()  # a file that failed is not transcribed on (the worker may never close this generator)
+            yield step
     finally:
         if speech is not None:
             speech.stop()
@@ -338,6 +348,8 @@ class SpeechThread:
     def _run(self, job: DecodeJob, info: ProbeResult) -> None:
         try:
             self._out = _speech_spans(job, info, self.progress, self._stopping)
+        except _Stopped:
+            pass
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread by `result`
             self._error = exc
 
@@ -356,9 +368,15 @@ class SpeechThread:
         self._stopping.set()
         if self._thread.ident is not None:
             self._thread.join(STOP_WAIT_S)
+            if self._thread.is_alive():
+                log.warning("speech of a stopped job still running after %.0f s; it ends with its current chunk", STOP_WAIT_S)
 
 
-STOP_WAIT_S = 30.0  # a stopped transcription ends the piece it is on first (seconds, even for a long one)
+class _Stopped(Exception):
+    """Raised inside the audio stream of a stopped transcription, so what is buffered is not transcribed."""
+
+
+STOP_WAIT_S = 30.0  # a stopped transcription first finishes the chunk of audio (<= 61 s) it is on
 
 
 def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working, stopping: threading.Event) -> tuple[list, np.ndarray | None]:
@@ -370,7 +388,7 @@ def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working, stopping
     def counted():
         for block in stream_audio(job.path, stream=info.audio_stream):  # the track a player plays
             if stopping.is_set():
-                return
+                raise _Stopped
             yield block
             progress.done += len(block) / SAMPLE_RATE
 

@@ -420,14 +420,14 @@ def test_ocr_and_the_encoder_share_one_decode(tmp_path, monkeypatch):
 def test_speech_is_transcribed_while_the_frames_are_decoded(tmp_path, monkeypatch):
     """Whisper and the frames (read for text on the way) each keep a core busy, so the soundtrack is
     transcribed on a thread of its own from the probe on, not after the last frame: the transcription
-    has begun while the job still waits on its first chunk of frames. Its spans, and its errors (as
-    warnings, frames kept), come out as before; a job closed early stops it; `speech_beside_frames`
-    off transcribes after the last frame."""
+    has begun while the job still waits on the first of its three chunks of frames. Its spans, and its
+    errors (as warnings, frames kept), come out as before; a job closed early, or a file whose frames
+    fail, stops it; `speech_beside_frames` off transcribes after the last frame."""
     from vidsearch.encoders.sentence import TextSpan
     from vidsearch.indexer import prepare as prep
 
     clip = tmp_path / "tone.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=6", "-f", "lavfi", "-i", "sine=frequency=440:duration=6",
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=6", "-f", "lavfi", "-i", "sine=frequency=440:duration=6",
            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(clip))  # fmt: skip
     entered, behaviour, stopped = threading.Event(), [], []
 
@@ -440,33 +440,46 @@ def test_speech_is_transcribed_while_the_frames_are_decoded(tmp_path, monkeypatc
             stopped.append(stopping.wait(10))
         return [TextSpan("speech", 1.0, 2.5, "hello there", 0.9)], None
 
-    monkeypatch.setattr(prep, "_speech_spans", transcribe)
-    job = prep.DecodeJob(str(clip), 1.0, 112, speech=True)
-    for what in ("spans", "fail"):
+    def started(what: str, **options):
         behaviour[:] = [what]
         entered.clear()
-        steps = prep.prepare_steps(job, prep.Working(""))
+        stopped.clear()
+        steps = prep.prepare_steps(prep.DecodeJob(str(clip), 25.0, 112, speech=True, **options), prep.Working(""))
         assert isinstance(next(steps), prep.Started)
+        return steps
+
+    monkeypatch.setattr(prep, "_speech_spans", transcribe)
+    for what in ("spans", "fail"):
+        steps = started(what)
         assert isinstance(next(steps), prep.Chunk)
         assert entered.wait(5), "the transcription had not begun by the first chunk of frames"
         rest = list(steps)
         finished = rest[-1]
-        assert isinstance(finished, prep.Finished)
+        assert isinstance(finished, prep.Finished) and sum(isinstance(s, prep.Chunk) for s in rest) == 2
         assert any(isinstance(s, prep.Working) and s.stage == "transcribing speech" for s in rest)
         if what == "spans":
             assert [(s.source, s.text) for s in finished.spans] == [("speech", "hello there")] and finished.warnings == []
         else:
             assert finished.spans == [] and finished.warnings == ["speech: whisper fell over"]
-    behaviour[:] = ["wait"]
-    steps = prep.prepare_steps(job, prep.Working(""))
-    next(steps), next(steps)
+    steps = started("wait")
+    next(steps)
     assert entered.wait(5)
     steps.close()  # a cancelled job: its transcription is told to stop, and has stopped when close returns
     assert stopped == [True]
-    behaviour[:] = ["spans"]
-    entered.clear()
-    steps = prep.prepare_steps(prep.DecodeJob(str(clip), 1.0, 112, speech=True, speech_beside_frames=False), prep.Working(""))
-    next(steps), next(steps)
+
+    def broken(*args, **kwargs):
+        entered.wait(5)
+        raise RuntimeError("the video stream fell over")
+        yield
+
+    with monkeypatch.context() as m:
+        m.setattr(prep, "iter_frames", broken)
+        steps = started("wait")
+        failed = next(steps)
+        assert isinstance(failed, prep.Failed) and "the video stream fell over" in failed.error
+        assert stopped == [True]  # stopped before the failure was reported (a worker need not close the job)
+    steps = started("spans", speech_beside_frames=False)
+    next(steps)
     assert not entered.is_set()  # `speech_beside_frames = false`: after the last frame, as before
     assert [s.text for s in list(steps)[-1].spans] == ["hello there"] and entered.is_set()
 
@@ -790,8 +803,9 @@ def test_sentence_encoder_ranks_paraphrase_above_unrelated():
 
 def test_whisper_reads_30_s_pieces_on_half_the_cores_unless_told(monkeypatch):
     """Whisper's encoder reads 30 s windows whatever the piece (shorter pieces are padded: 10 s pieces
-    paid three windows for one), and its threads default to half the cores; `speech_threads` says
-    otherwise, down to the decoder process that transcribes."""
+    paid three windows for one), and its threads default to half the cores, or beside the frames (the
+    default) to the decoder's share of them, as OCR's; `speech_threads` says otherwise, down to the
+    decoder process that transcribes."""
     from vidsearch.config import Settings
     from vidsearch.encoders import speech
     from vidsearch.indexer.prepare import decode_job
@@ -801,8 +815,12 @@ def test_whisper_reads_30_s_pieces_on_half_the_cores_unless_told(monkeypatch):
     assert speech._cpu_threads() == 4
     monkeypatch.setenv("VIDSEARCH_CORES", "1")
     assert speech._cpu_threads() == 1
-    assert decode_job(Settings(model="tiny"), "a.mp4", 112).speech_threads == 0
+    assert decode_job(Settings(model="tiny", speech_beside_frames=False), "a.mp4", 112).speech_threads == 0
     assert decode_job(Settings(model="tiny", speech_threads=3), "a.mp4", 112).speech_threads == 3
+    for cores, workers, threads in ((2, None, 1), (16, None, 4), (16, 2, 8)):  # beside the frames: the decoder's share, as OCR
+        monkeypatch.setenv("VIDSEARCH_CORES", str(cores))
+        assert decode_job(Settings(model="tiny", decode_workers=workers), "a.mp4", 112).speech_threads == threads
+    monkeypatch.setenv("VIDSEARCH_CORES", "1")
     loaded = []
 
     def load(model, device, compute_type, cpu_threads):

@@ -110,11 +110,12 @@ class Settings(BaseSettings):
         8, ge=1, description="Whisper: pieces of speech decoded side by side (1: the sequential decoder, ~3x slower)."
     )
     speech_threads: int = Field(
-        0, ge=0, description="Whisper's CPU threads per decoder process (0: half the cores; speech runs beside the frame encoder and OCR)."
+        0, ge=0, description="Whisper's CPU threads per decoder process (0: the decoder's share of the cores, cores / decode_workers, "
+        "as OCR's, since it runs beside the frames and OCR; with speech_beside_frames off, half the cores).",
     )
     speech_beside_frames: bool = Field(
         True, description="Transcribe a video's soundtrack on a thread of its own while its frames are decoded and read for text "
-        "(Whisper and OCR a core each); off, after the last frame (each decoder keeps one core busy, the CPU it costs is the same).",
+        "(Whisper side by side with OCR); off, after the last frame (fewer busy threads per decoder, for the same CPU).",
     )
     ocr: bool = Field(True, description="Read on-screen text into timed spans.")
     sound_cues: bool = Field(
