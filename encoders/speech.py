@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -281,10 +281,12 @@ def iter_chunks(
 
 
 def stream_audio(
-    path: str | Path, sample_rate: int = SAMPLE_RATE, block_seconds: float = 30.0, stream: int = 0
+    path: str | Path, sample_rate: int = SAMPLE_RATE, block_seconds: float = 30.0, stream: int = 0,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> Iterator[np.ndarray]:
     """The file's audio as float32 mono blocks, decoded by ffmpeg as it is read, so an hours-long
-    soundtrack never sits in memory at once. Raises RuntimeError if ffmpeg cannot decode it."""
+    soundtrack never sits in memory at once. Raises RuntimeError if ffmpeg cannot decode it.
+    `on_start` is given the ffmpeg process (a reader on another thread that must stop can kill it)."""
     cmd = [
         "ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", f"0:a:{stream}",
         "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-",
@@ -292,6 +294,8 @@ def stream_audio(
     nbytes = int(block_seconds * sample_rate) * 4
     with tempfile.TemporaryFile() as errfile:  # a file, not a pipe: a chatty ffmpeg cannot block on it
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile)
+        if on_start is not None:
+            on_start(proc)
         try:
             assert proc.stdout is not None
             while True:
@@ -315,7 +319,9 @@ def _cpu_threads() -> int:
     """Whisper's threads: half the cores. Speech runs beside the frame encoder, OCR and the decoders,
     and Whisper's batched decoding gains little from a second thread: on this 2-core machine one
     thread decoded a minute of speech faster than two (2.6 vs 3.1 s of wall time) for 2.7 CPU s
-    instead of 4.0 (`bench/whisper_pieces.py`). `speech_threads` sets it."""
+    instead of 4.0 (`bench/whisper_pieces.py`). `speech_threads` sets it. In indexing, where speech runs
+    beside the frames and OCR (the default), `indexer.prepare.decode_job` passes the decoder's share of
+    the cores instead, as OCR's."""
     return max(1, usable_cores() // 2)
 
 

@@ -40,9 +40,9 @@ from vidsearch.encoders.speech import SAMPLE_RATE, get_recognizer, stream_audio
 from .decode import DecodeReport, FrameChunk, center_crop, iter_frames, plan_samples, read_audio, scaled_size
 from .probe import MediaError, ProbeResult, is_url, probe
 from .segment import colour_histograms, histogram_changes
+from .sidecar import closed_caption_spans, embedded_subtitle_spans
 
 log = logging.getLogger(__name__)
-from .sidecar import closed_caption_spans, embedded_subtitle_spans
 
 
 # OCR reads a whole frame every 2 s and glances at the frames between for text that came and went
@@ -330,13 +330,14 @@ class SpeechThread:
     Why: the two are independent and each keeps one core busy (Whisper and the OCR reader run a thread
     each: see `_cpu_threads`, `decode_job`), so one after the other a video left a core idle for all of
     its transcription: on the text-channel bench's talks (2 x 90 s, 2 cores) the channels' wall time per
-    minute of video fell from 4.04 s to 3.25 s, for the same CPU (6.4 / 6.5 s). `start` starts it, `result` waits for
+    minute of video fell from 4.04-4.18 s to 3.25-3.50 s (two runs), for the same CPU (6.4 / 6.5 s). `start` starts it, `result` waits for
     it (starting it if need be, and reporting its progress as the step's); `stop` ends it at the next
     block of audio (a file that failed, a cancelled job)."""
 
     def __init__(self, job: DecodeJob, info: ProbeResult):
         self.progress = Working("transcribing speech", 0.0, info.duration)
         self._stopping = threading.Event()
+        self._audio: list = []  # the ffmpeg process streaming the soundtrack (stream_audio's on_start)
         self._out: tuple[list, np.ndarray | None] | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(job, info), name="speech", daemon=True)
@@ -347,7 +348,7 @@ class SpeechThread:
 
     def _run(self, job: DecodeJob, info: ProbeResult) -> None:
         try:
-            self._out = _speech_spans(job, info, self.progress, self._stopping)
+            self._out = _speech_spans(job, info, self.progress, self._stopping, self._audio.append)
         except _Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread by `result`
@@ -365,28 +366,38 @@ class SpeechThread:
         return self._out
 
     def stop(self) -> None:
+        """Stop the transcription: at its next block of audio, or at once where it waits on ffmpeg (a
+        stream that hangs: the process is killed after a second). Waits for it once, up to STOP_WAIT_S."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
-        if self._thread.ident is not None:
+        if self._thread.ident is None:
+            return
+        self._thread.join(1.0)
+        if self._thread.is_alive():
+            for proc in self._audio:
+                proc.kill()
             self._thread.join(STOP_WAIT_S)
-            if self._thread.is_alive():
-                log.warning("speech of a stopped job still running after %.0f s; it ends with its current chunk", STOP_WAIT_S)
+        if self._thread.is_alive():
+            log.warning("speech of a stopped job still running after %.0f s; it ends with its current chunk", STOP_WAIT_S)
 
 
 class _Stopped(Exception):
     """Raised inside the audio stream of a stopped transcription, so what is buffered is not transcribed."""
 
 
-STOP_WAIT_S = 30.0  # a stopped transcription first finishes the chunk of audio (<= 61 s) it is on
+STOP_WAIT_S = 30.0  # a stopped transcription first finishes the chunk of audio (<= 61 s) it is being decoded for
 
 
-def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working, stopping: threading.Event) -> tuple[list, np.ndarray | None]:
+def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working, stopping: threading.Event,
+                  on_audio: Callable | None = None) -> tuple[list, np.ndarray | None]:
     """Transcribe the soundtrack as it streams from ffmpeg (hours of audio never sit in memory), and
     where the job asks, read the sound cues from the same blocks: (spans, cue rows or None). A cue
     reader that fails costs the transcript nothing (no rows: the indexer then reads them itself)."""
     cues, failed = (SoundCueReader(SAMPLE_RATE) if job.sound_cues else None), []
 
     def counted():
-        for block in stream_audio(job.path, stream=info.audio_stream):  # the track a player plays
+        for block in stream_audio(job.path, stream=info.audio_stream, on_start=on_audio):  # the track a player plays
             if stopping.is_set():
                 raise _Stopped
             yield block

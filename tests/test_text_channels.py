@@ -431,7 +431,7 @@ def test_speech_is_transcribed_while_the_frames_are_decoded(tmp_path, monkeypatc
            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(clip))  # fmt: skip
     entered, behaviour, stopped = threading.Event(), [], []
 
-    def transcribe(job, info, progress, stopping):
+    def transcribe(job, info, progress, stopping, on_audio=None):
         entered.set()
         progress.done = 3.0
         if behaviour[0] == "fail":
@@ -482,6 +482,58 @@ def test_speech_is_transcribed_while_the_frames_are_decoded(tmp_path, monkeypatc
     next(steps)
     assert not entered.is_set()  # `speech_beside_frames = false`: after the last frame, as before
     assert [s.text for s in list(steps)[-1].spans] == ["hello there"] and entered.is_set()
+
+
+def test_a_stopped_transcription_ends_at_its_next_block_or_when_its_stream_hangs(monkeypatch):
+    """Stopping a job's transcription (its frames failed, it was cancelled) ends it at the next block
+    of audio, without transcribing what is buffered, and where ffmpeg's stream hangs its process is
+    killed: the thread is gone within seconds either way, and a stop is not an error."""
+    import time
+    from types import SimpleNamespace
+
+    from vidsearch.indexer import prepare as prep
+
+    consumed, killed, hang = [], [], threading.Event()
+
+    class Proc:
+        def kill(self):
+            killed.append(True)
+            hang.set()
+
+    def fake_stream(path, on_start, hangs):
+        on_start(Proc())
+        while True:
+            yield np.zeros(16000, np.float32)
+            if hangs:
+                hang.wait(30)
+                raise RuntimeError("audio of x.mp4 could not be decoded: killed")
+            time.sleep(0.02)
+
+    class Recogniser:
+        def transcribe(self, blocks):
+            for _ in blocks:
+                consumed.append(1)
+            return SimpleNamespace(spans=[])
+
+    monkeypatch.setattr(prep, "get_recognizer", lambda *a, **k: Recogniser())
+    info = SimpleNamespace(duration=600.0, audio_stream=0, audio_start=0.0)
+    for hangs in (False, True):
+        consumed.clear(), killed.clear(), hang.clear()
+        monkeypatch.setattr(prep, "stream_audio", lambda path, stream=0, on_start=None, h=hangs: fake_stream(path, on_start, h))
+        speech = prep.SpeechThread(prep.DecodeJob("x.mp4", 1.0, 112, speech=True), info)
+        speech.start()
+        deadline = time.monotonic() + 10
+        while not consumed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        speech.stop()
+        assert not speech._thread.is_alive() and time.monotonic() - t0 < 5
+        assert speech._error is None or hangs  # a stop is not an error (a killed stream's error is not reported)
+        assert killed == ([True] if hangs else [])
+        n = len(consumed)
+        time.sleep(0.1)
+        assert len(consumed) == n  # nothing read after the stop
+        speech.stop()  # a second stop returns at once
 
 
 def test_a_reading_is_reused_for_the_same_text_not_for_a_changed_character():
