@@ -5,7 +5,7 @@ frames between (the previous default), and, transcribing beside the frames (`spe
 the same without the glance and the default, in one run on the same media. An untimed
 run first pays the process's imports and first calls (~3 s here), which would otherwise land on the
 first visual-only run and be subtracted from every configuration; each run's decoder processes still
-start and load their models (~1 s each for Whisper and OCR), as every index run does.
+start and load their models (~0.4 and ~0.5 CPU s for Whisper and OCR), as every index run does.
 
 Media (made here): talking videos, speech all the way through (flite, sentences whose words are known)
 over a busy moving background (testsrc2, with its running timecode) and a caption that changes every

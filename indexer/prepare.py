@@ -329,10 +329,10 @@ class SpeechThread:
 
     Why: the two are independent and each keeps one core busy (Whisper and the OCR reader run a thread
     each: see `_cpu_threads`, `decode_job`), so one after the other a video left a core idle for all of
-    its transcription: on the text-channel bench's talks (2 x 90 s, 2 cores) the channels' wall time per
-    minute of video fell from 4.04-4.18 s to 3.25-3.50 s (two runs), for the same CPU (6.4 / 6.5 s). `start` starts it, `result` waits for
-    it (starting it if need be, and reporting its progress as the step's); `stop` ends it at the next
-    block of audio (a file that failed, a cancelled job)."""
+    its transcription: on the text-channel bench's talks (2 x 90 s, 2 cores) the channels' wall time
+    per minute of video fell from 4.04-4.18 s to 3.25-3.50 s (two runs), for the same CPU (6.4 / 6.5 s).
+    `start` starts it, `result` waits for it (starting it if need be, and reporting its progress as the
+    step's); `stop` ends it at the next block of audio (a file that failed, a cancelled job)."""
 
     def __init__(self, job: DecodeJob, info: ProbeResult):
         self.progress = Working("transcribing speech", 0.0, info.duration)

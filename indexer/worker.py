@@ -9,13 +9,14 @@ reported as that, not as a corrupt file.
 
 The protocol is pull-based: the indexer sends a job, then "next" for each step (probe, a chunk of
 frames, a piece of the text channels); the worker does that step and replies. So a worker uses the CPU
-only when the indexer asks (the encoder and the decoders can take turns on a small machine), and memory
-holds one chunk per worker, whatever the video's length; the exception is speech, transcribed on a
-thread of its own beside the frames (`prepare.SpeechThread`), which takes no turns. While a step runs the worker sends heartbeats
-with its progress; a step whose progress stops for `stall_seconds`, or a file that outlives its budget
-(which grows with the video's duration and the channels it runs), is killed and fails alone, with a
-message that names the stage that was slow. One job is in flight per worker, so a crash or a hang is
-pinned on exactly one file; the worker is then replaced and the run goes on.
+only when the indexer asks (the encoder and the decoders can take turns on a small machine), and
+memory holds one chunk per worker, whatever the video's length; the exception is speech, transcribed
+on a thread of its own beside the frames (`prepare.SpeechThread`), which takes no turns. While a step
+runs the worker sends heartbeats with its progress; a step whose progress stops for `stall_seconds`,
+or a file that outlives its budget (which grows with the video's duration and the channels it runs),
+is killed and fails alone, with a message that names the stage that was slow. One job is in flight per
+worker, so a crash or a hang is pinned on exactly one file; the worker is then replaced and the run
+goes on.
 """
 
 from __future__ import annotations
@@ -229,8 +230,8 @@ class DecoderPool:
     `stream(job)` returns the job's replies as they come (the indexer); `submit(job)` a Future of the
     whole `Prepared | Failed` (training data). `paused()` lets the encoder have the CPU to itself but
     for the decoders' speech threads (see prepare.SpeechThread: measured beside the encoder at the
-    same CPU): no new step starts and the ones running finish first. Where decoders and the encoder share the same
-    cores, taking turns is faster than running together (torch's threads wait for each other at every
+    same CPU): no new step starts and the ones running finish first. Where decoders and the encoder
+    share the same cores, taking turns is faster than running together (torch's threads wait for each other at every
     barrier when one of them is preempted).
     """
 
