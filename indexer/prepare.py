@@ -182,7 +182,7 @@ def prepare_steps(job: DecodeJob, progress: Working) -> Iterator[Started | Chunk
     try:
         for step in _decoded_steps(job, info, path, speech, progress):
             if isinstance(step, Failed) and speech is not None:
-                speech.stop()  # a file that failed is not transcribed on (the worker may never close this generator)
+                speech.stop()  # a failed file is not transcribed on; stopped inside this step, where heartbeats still go out
             yield step
     finally:
         if speech is not None:
@@ -386,7 +386,7 @@ class _Stopped(Exception):
     """Raised inside the audio stream of a stopped transcription, so what is buffered is not transcribed."""
 
 
-STOP_WAIT_S = 30.0  # a stopped transcription first finishes the chunk of audio (<= 61 s) it is being decoded for
+STOP_WAIT_S = 30.0  # a stopped transcription first finishes the chunk of audio (<= 61 s) it is transcribing
 
 
 def _speech_spans(job: DecodeJob, info: ProbeResult, progress: Working, stopping: threading.Event,
